@@ -1,0 +1,11 @@
+//! Fuzz target `vimsic`: arbitrary MMIO access sequences against the controller; see
+//! [`virq_fuzz::vimsic`].
+#![cfg_attr(feature = "libfuzzer", no_main)]
+
+#[cfg(feature = "libfuzzer")]
+libfuzzer_sys::fuzz_target!(|data: &[u8]| virq_fuzz::vimsic(data));
+
+#[cfg(not(feature = "libfuzzer"))]
+fn main() -> std::process::ExitCode {
+    virq_fuzz::replay_main(virq_fuzz::vimsic)
+}

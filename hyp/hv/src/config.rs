@@ -1,0 +1,174 @@
+//! Static guest configurations ("how to write a guest config": docs/hyp.md).
+//!
+//! A *profile* is the set of guests hyp boots together; the bootarg `profile=NAME`
+//! (QEMU `-append`) picks one, default [`DEFAULT_PROFILE`]. Further bootargs override
+//! single fields for testing: `vcpus=N` (vCPU count of every guest of the profile) and
+//! `eoi=immediate|deferred`.
+
+/// Guest-physical base of every guest's RAM.
+pub const GUEST_RAM_BASE: u64 = 0x8000_0000;
+
+/// How a level-triggered passthrough interrupt is completed at the physical PLIC.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum EoiMode {
+    /// After the guest's virtual complete (no storm; the default).
+    Deferred,
+    /// Right after the claim (the storm, for demonstration); a storm guard masks the
+    /// source after [`STORM_LIMIT`] claims without a guest completion.
+    Immediate,
+}
+
+/// Claims of one source without a guest completion before the storm guard of
+/// [`EoiMode::Immediate`] masks it at the physical PLIC until the guest completes.
+pub const STORM_LIMIT: u64 = 5000;
+
+/// A device model the guest DTB describes for a passthrough region.
+#[derive(Clone, Copy, Debug)]
+pub enum DeviceKind {
+    /// An NS16550A UART.
+    Ns16550a {
+        /// `clock-frequency`.
+        clock: u32,
+    },
+}
+
+/// A passthrough interrupt: physical PLIC source `pirq` appears as vPLIC source `virq`.
+#[derive(Clone, Copy, Debug)]
+pub struct IrqPassthrough {
+    /// Host PLIC source.
+    pub pirq: u32,
+    /// Guest vPLIC source.
+    pub virq: u32,
+}
+
+/// A host device region mapped 1:1 into the guest, with its interrupt.
+#[derive(Clone, Copy, Debug)]
+pub struct Passthrough {
+    /// DT node name prefix (`serial`).
+    pub name: &'static str,
+    /// Device kind (for the DT node).
+    pub kind: DeviceKind,
+    /// Host physical base (page aligned).
+    pub host_base: u64,
+    /// Guest physical base (page aligned).
+    pub guest_base: u64,
+    /// Size (page multiple).
+    pub size: u64,
+    /// Its interrupt, if routed.
+    pub irq: Option<IrqPassthrough>,
+}
+
+/// The guest's interrupt controller.
+#[derive(Clone, Copy, Debug)]
+pub enum Intc {
+    /// An emulated PLIC (virq-riscv `VPlic`), one S-mode context per vCPU.
+    VPlic {
+        /// Guest physical base.
+        base: u64,
+        /// Number of sources (`riscv,ndev`).
+        sources: u32,
+    },
+}
+
+/// Where the guest's boot image comes from.
+#[derive(Clone, Copy, Debug)]
+pub enum Image {
+    /// Already in the guest's RAM (QEMU `-device loader,file=…,addr=<host RAM base +
+    /// offset>`); the boot vCPU starts at `GUEST_RAM_BASE + offset`.
+    Preloaded {
+        /// Offset in guest RAM of the entry point.
+        offset: u64,
+    },
+}
+
+/// One guest.
+#[derive(Clone, Copy, Debug)]
+pub struct GuestConfig {
+    /// Name (printed, and in the accounting).
+    pub name: &'static str,
+    /// vCPUs (vCPU `i` runs on hart `i % harts`).
+    pub vcpus: usize,
+    /// Host physical base of the guest's RAM (2 MiB aligned).
+    pub ram_host_base: u64,
+    /// RAM size (2 MiB multiple).
+    pub ram_size: u64,
+    /// Boot image.
+    pub image: Image,
+    /// Copy the host's `/chosen` initrd (QEMU `-initrd`) into guest RAM at this offset
+    /// and describe it in the guest's `/chosen`.
+    pub initrd_offset: Option<u64>,
+    /// `/chosen/bootargs` of the guest.
+    pub bootargs: &'static str,
+    /// Interrupt controller.
+    pub intc: Intc,
+    /// Passthrough devices.
+    pub devices: &'static [Passthrough],
+    /// EOI policy for level passthrough interrupts.
+    pub eoi: EoiMode,
+}
+
+/// A set of guests booted together.
+#[derive(Clone, Copy, Debug)]
+pub struct Profile {
+    /// Name for `profile=`.
+    pub name: &'static str,
+    /// The guests.
+    pub guests: &'static [GuestConfig],
+}
+
+/// QEMU virt's UART, passed through with its interrupt (PLIC source 10).
+pub const VIRT_UART: Passthrough = Passthrough {
+    name: "serial",
+    kind: DeviceKind::Ns16550a { clock: 3_686_400 },
+    host_base: 0x1000_0000,
+    guest_base: 0x1000_0000,
+    size: 0x1000,
+    irq: Some(IrqPassthrough { pirq: 10, virq: 10 }),
+};
+
+/// The guest vPLIC at the same address as QEMU virt's PLIC.
+pub const VIRT_VPLIC: Intc = Intc::VPlic { base: 0x0c00_0000, sources: 96 };
+
+/// The bare-metal test guest (`hyp/testguest`).
+pub const TESTGUEST: GuestConfig = GuestConfig {
+    name: "testguest",
+    vcpus: 2,
+    ram_host_base: 0x9000_0000,
+    ram_size: 32 << 20,
+    image: Image::Preloaded { offset: 0 },
+    initrd_offset: None,
+    bootargs: "",
+    intc: VIRT_VPLIC,
+    devices: &[VIRT_UART],
+    eoi: EoiMode::Deferred,
+};
+
+/// Debian's Linux kernel `Image` with a busybox initramfs (QEMU `-initrd`).
+pub const LINUX: GuestConfig = GuestConfig {
+    name: "linux",
+    vcpus: 2,
+    ram_host_base: 0x9000_0000,
+    ram_size: 192 << 20,
+    image: Image::Preloaded { offset: 0x20_0000 },
+    initrd_offset: Some(128 << 20),
+    bootargs: "console=ttyS0 earlycon=sbi",
+    intc: VIRT_VPLIC,
+    devices: &[VIRT_UART],
+    eoi: EoiMode::Deferred,
+};
+
+/// Every profile.
+pub const PROFILES: &[Profile] = &[
+    Profile { name: "test", guests: &[TESTGUEST] },
+    Profile { name: "linux", guests: &[LINUX] },
+];
+
+/// The profile booted without `profile=`.
+pub const DEFAULT_PROFILE: &str = "test";
+
+/// Host physical address where QEMU's loader must put the guest image of `g`.
+pub fn image_load_addr(g: &GuestConfig) -> u64 {
+    match g.image {
+        Image::Preloaded { offset } => g.ram_host_base + offset,
+    }
+}

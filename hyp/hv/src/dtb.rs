@@ -1,0 +1,143 @@
+//! The guest's device tree: exactly its vCPUs, RAM, vPLIC, passthrough devices and
+//! `/chosen`, in the form Linux expects on QEMU virt.
+use alloc::format;
+use alloc::string::String;
+use alloc::vec::Vec;
+use vm_fdt::{FdtWriter, FdtWriterResult};
+
+use crate::config::{DeviceKind, GuestConfig, Intc, GUEST_RAM_BASE};
+use crate::platform::Platform;
+
+/// ISA extensions hyp does not offer to guests: the H extension and its `sh*`
+/// companions (no nested virtualisation), AIA (the guest gets a vPLIC), and the
+/// cache-block operations (hyp does not enable them in `henvcfg`).
+fn offered(ext: &str) -> bool {
+    !(ext == "h"
+        || ext.starts_with("sh")
+        || ext.starts_with("smaia")
+        || ext.starts_with("ssaia")
+        || ext.starts_with("zicbo")
+        || ext == "sscofpmf"
+        || ext == "smstateen"
+        || ext == "ssstateen")
+}
+
+/// Everything `build` needs besides the config.
+pub struct DtbParams<'a> {
+    /// The host platform.
+    pub platform: &'a Platform,
+    /// vCPU count.
+    pub vcpus: usize,
+    /// `(start, end)` guest-physical initrd, if any.
+    pub initrd: Option<(u64, u64)>,
+}
+
+/// Build the guest's DTB blob.
+pub fn build(cfg: &GuestConfig, p: &DtbParams<'_>) -> FdtWriterResult<Vec<u8>> {
+    let exts: Vec<String> = p.platform.isa_extensions.iter().filter(|e| offered(e)).cloned().collect();
+    let mut isa = String::from("rv64");
+    for e in exts.iter().filter(|e| e.len() == 1) {
+        isa.push_str(e);
+    }
+    for e in exts.iter().filter(|e| e.len() > 1) {
+        isa.push('_');
+        isa.push_str(e);
+    }
+    if exts.is_empty() {
+        isa.push_str("imafdc");
+    }
+    let intc_phandle = |v: usize| 1 + v as u32;
+    let plic_phandle = 0x100;
+
+    let mut fdt = FdtWriter::new()?;
+    let root = fdt.begin_node("")?;
+    fdt.property_u32("#address-cells", 2)?;
+    fdt.property_u32("#size-cells", 2)?;
+    fdt.property_string("compatible", "riscv-virtio")?;
+    fdt.property_string("model", "virq hyp guest")?;
+
+    let chosen = fdt.begin_node("chosen")?;
+    if !cfg.bootargs.is_empty() {
+        fdt.property_string("bootargs", cfg.bootargs)?;
+    }
+    if let Some(uart) = cfg.devices.iter().find(|d| matches!(d.kind, DeviceKind::Ns16550a { .. })) {
+        fdt.property_string("stdout-path", &format!("/soc/{}@{:x}", uart.name, uart.guest_base))?;
+    }
+    if let Some((s, e)) = p.initrd {
+        fdt.property_u64("linux,initrd-start", s)?;
+        fdt.property_u64("linux,initrd-end", e)?;
+    }
+    fdt.end_node(chosen)?;
+
+    let mem = fdt.begin_node(&format!("memory@{GUEST_RAM_BASE:x}"))?;
+    fdt.property_string("device_type", "memory")?;
+    fdt.property_array_u64("reg", &[GUEST_RAM_BASE, cfg.ram_size])?;
+    fdt.end_node(mem)?;
+
+    let cpus = fdt.begin_node("cpus")?;
+    fdt.property_u32("#address-cells", 1)?;
+    fdt.property_u32("#size-cells", 0)?;
+    fdt.property_u32("timebase-frequency", p.platform.timebase as u32)?;
+    for v in 0..p.vcpus {
+        let cpu = fdt.begin_node(&format!("cpu@{v}"))?;
+        fdt.property_string("device_type", "cpu")?;
+        fdt.property_u32("reg", v as u32)?;
+        fdt.property_string("compatible", "riscv")?;
+        fdt.property_string("status", "okay")?;
+        fdt.property_string("riscv,isa", &isa)?;
+        fdt.property_string("riscv,isa-base", "rv64i")?;
+        fdt.property_string_list("riscv,isa-extensions", exts.clone())?;
+        fdt.property_string("mmu-type", &p.platform.mmu_type)?;
+        let intc = fdt.begin_node("interrupt-controller")?;
+        fdt.property_u32("#interrupt-cells", 1)?;
+        fdt.property_null("interrupt-controller")?;
+        fdt.property_string("compatible", "riscv,cpu-intc")?;
+        fdt.property_phandle(intc_phandle(v))?;
+        fdt.end_node(intc)?;
+        fdt.end_node(cpu)?;
+    }
+    fdt.end_node(cpus)?;
+
+    let soc = fdt.begin_node("soc")?;
+    fdt.property_u32("#address-cells", 2)?;
+    fdt.property_u32("#size-cells", 2)?;
+    fdt.property_string("compatible", "simple-bus")?;
+    fdt.property_null("ranges")?;
+    match cfg.intc {
+        Intc::VPlic { base, sources } => {
+            let plic = fdt.begin_node(&format!("plic@{base:x}"))?;
+            fdt.property_string_list("compatible", alloc::vec!["sifive,plic-1.0.0".into(), "riscv,plic0".into()])?;
+            fdt.property_array_u64("reg", &[base, crate::guest::vplic_size(p.vcpus)])?;
+            let mut ie = Vec::new();
+            for v in 0..p.vcpus {
+                ie.push(intc_phandle(v));
+                ie.push(9);
+            }
+            fdt.property_array_u32("interrupts-extended", &ie)?;
+            fdt.property_null("interrupt-controller")?;
+            fdt.property_u32("#interrupt-cells", 1)?;
+            fdt.property_u32("#address-cells", 0)?;
+            fdt.property_u32("riscv,ndev", sources)?;
+            fdt.property_phandle(plic_phandle)?;
+            fdt.end_node(plic)?;
+        }
+    }
+    for d in cfg.devices {
+        let n = fdt.begin_node(&format!("{}@{:x}", d.name, d.guest_base))?;
+        match d.kind {
+            DeviceKind::Ns16550a { clock } => {
+                fdt.property_string("compatible", "ns16550a")?;
+                fdt.property_u32("clock-frequency", clock)?;
+                fdt.property_array_u64("reg", &[d.guest_base, 0x100])?;
+            }
+        }
+        if let Some(irq) = d.irq {
+            fdt.property_u32("interrupt-parent", plic_phandle)?;
+            fdt.property_u32("interrupts", irq.virq)?;
+        }
+        fdt.end_node(n)?;
+    }
+    fdt.end_node(soc)?;
+    fdt.end_node(root)?;
+    fdt.finish()
+}

@@ -1,0 +1,176 @@
+//! Guest exits: what to do after `enter_guest` returns.
+use core::sync::atomic::Ordering;
+
+use crate::arch::csr::{self, hstatus_bits, irq_bits, sstatus_bits};
+use crate::arch::{self, switch::guest_fetch_u16};
+use crate::insn::{self, Access};
+use virq_riscv::MmioDevice;
+use crate::vcpu::{Vcpu, VcpuInner};
+use crate::world::{world, Hart};
+
+/// What the scheduler does next with the vCPU.
+pub enum Next {
+    /// Enter the guest again (unless the slice is over).
+    Resume,
+    /// Leave it: blocked, stopped or shut down.
+    Leave,
+}
+
+const CAUSE_INT: usize = 1 << 63;
+const EXC_INSN_ACCESS: usize = 1;
+const EXC_ILLEGAL: usize = 2;
+const EXC_LOAD_ACCESS: usize = 5;
+const EXC_STORE_ACCESS: usize = 7;
+const EXC_VS_ECALL: usize = 10;
+const EXC_INSN_GPF: usize = 20;
+const EXC_LOAD_GPF: usize = 21;
+const EXC_VIRTUAL_INSN: usize = 22;
+const EXC_STORE_GPF: usize = 23;
+
+const INSN_WFI: u32 = 0x1050_0073;
+
+/// Handle the exit recorded in `inner.ctx.trap`.
+pub fn handle(hart: &Hart, vcpu: &Vcpu, inner: &mut VcpuInner) -> Next {
+    let scause = inner.ctx.trap.scause;
+    if scause & CAUSE_INT != 0 {
+        crate::irq::handle_host_irqs(hart);
+        if !world().sstc && arch::time() >= inner.timer_deadline {
+            inner.timer_deadline = u64::MAX;
+            vcpu.raise(6);
+        }
+        return Next::Resume;
+    }
+    match scause {
+        EXC_VS_ECALL => crate::sbi::handle(vcpu, inner),
+        EXC_VIRTUAL_INSN => virtual_insn(vcpu, inner),
+        EXC_INSN_GPF | EXC_LOAD_GPF | EXC_STORE_GPF => guest_page_fault(vcpu, inner),
+        _ => {
+            // Not delegated and not ours to emulate: give it to the guest as is.
+            let tval = inner.ctx.trap.stval;
+            inject_exception(inner, scause, tval);
+            Next::Resume
+        }
+    }
+}
+
+/// Redirect the guest to its trap handler with exception `cause` (as if it had been
+/// delegated): vsepc/vscause/vstval, vsstatus.SPP/SPIE/SIE, then pc = vstvec, VS-mode.
+pub fn inject_exception(inner: &mut VcpuInner, cause: usize, tval: usize) {
+    let was_vs = inner.ctx.guest.sstatus & sstatus_bits::SPP != 0;
+    csr::vsepc::write(inner.ctx.guest.sepc);
+    csr::vscause::write(cause);
+    csr::vstval::write(tval);
+    let mut vss = csr::vsstatus::read();
+    let sie = vss & sstatus_bits::SIE != 0;
+    vss &= !(sstatus_bits::SPP | sstatus_bits::SPIE | sstatus_bits::SIE);
+    if was_vs {
+        vss |= sstatus_bits::SPP;
+    }
+    if sie {
+        vss |= sstatus_bits::SPIE;
+    }
+    csr::vsstatus::write(vss);
+    inner.ctx.guest.sepc = csr::vstvec::read() & !3;
+    inner.ctx.guest.sstatus |= sstatus_bits::SPP;
+    inner.ctx.guest.hstatus |= hstatus_bits::SPVP;
+}
+
+/// Fetch the trapping instruction: the trap's value if the hart provided it, else
+/// read it from guest memory with HLVX. Returns the instruction and its length.
+fn fetch_insn(inner: &VcpuInner, hint: usize) -> Option<u32> {
+    if hint != 0 {
+        return Some(hint as u32);
+    }
+    let pc = inner.ctx.guest.sepc;
+    let hs = inner.ctx.guest.hstatus;
+    let lo = guest_fetch_u16(pc, hs)? as u32;
+    if lo & 3 != 3 {
+        return Some(lo);
+    }
+    let hi = guest_fetch_u16(pc.wrapping_add(2), hs)? as u32;
+    Some(lo | (hi << 16))
+}
+
+fn insn_len(insn: u32) -> usize {
+    if insn & 3 == 3 {
+        4
+    } else {
+        2
+    }
+}
+
+fn virtual_insn(vcpu: &Vcpu, inner: &mut VcpuInner) -> Next {
+    let Some(insn) = fetch_insn(inner, inner.ctx.trap.stval) else {
+        let tval = inner.ctx.trap.stval;
+        inject_exception(inner, EXC_ILLEGAL, tval);
+        return Next::Resume;
+    };
+    if insn == INSN_WFI {
+        inner.ctx.guest.sepc += 4;
+        return wfi(vcpu, inner);
+    }
+    inject_exception(inner, EXC_ILLEGAL, insn as usize);
+    Next::Resume
+}
+
+/// Guest WFI (and HSM retentive suspend): block unless an enabled VS interrupt is
+/// pending or on its way.
+pub fn wfi(vcpu: &Vcpu, inner: &mut VcpuInner) -> Next {
+    let vs_bits = irq_bits::VSSI | irq_bits::VSTI | irq_bits::VSEI;
+    if csr::hip::read() & csr::hie::read() & vs_bits != 0 || vcpu.pending.has_changes() {
+        return Next::Resume;
+    }
+    let deadline = if world().sstc { csr::vstimecmp::read() as u64 } else { inner.timer_deadline };
+    vcpu.wake_at.store(deadline, Ordering::Release);
+    vcpu.blocked.store(true, Ordering::SeqCst);
+    arch::fence();
+    if vcpu.pending.has_changes() || arch::time() >= deadline {
+        vcpu.blocked.store(false, Ordering::SeqCst);
+        return Next::Resume;
+    }
+    Next::Leave
+}
+
+fn guest_page_fault(vcpu: &Vcpu, inner: &mut VcpuInner) -> Next {
+    let w = world();
+    let guest = &w.guests[vcpu.guest];
+    let t = inner.ctx.trap;
+    let gpa = ((t.htval as u64) << 2) | (t.stval as u64 & 3);
+    let access_fault = match t.scause {
+        EXC_LOAD_GPF => EXC_LOAD_ACCESS,
+        EXC_STORE_GPF => EXC_STORE_ACCESS,
+        _ => EXC_INSN_ACCESS,
+    };
+    if t.scause != EXC_INSN_GPF {
+        if let Some(off) = guest.vplic_offset(gpa) {
+            // htinst: a transformed load/store (bit 0 set), or 0 / a pseudo-instruction
+            // (bit 0 clear) when the hart did not provide one: then read it.
+            let hint = if t.htinst & 1 != 0 { t.htinst } else { 0 };
+            let decoded = fetch_insn(inner, hint).and_then(|i| insn::decode(i, hint != 0).map(|a| (a, i)));
+            if let Some((access, raw)) = decoded {
+                let len = if hint != 0 { insn::transformed_len(raw) } else { insn_len(raw) };
+                match access {
+                    Access::Load { rd, size, signed } if t.scause == EXC_LOAD_GPF => {
+                        let v = guest.vplic.lock().read(off, size);
+                        let v = insn::extend(v, size, signed);
+                        if rd != 0 {
+                            inner.ctx.guest.x[rd as usize] = v as usize;
+                        }
+                        inner.ctx.guest.sepc += len;
+                        return Next::Resume;
+                    }
+                    Access::Store { rs2, size } if t.scause == EXC_STORE_GPF => {
+                        let v = inner.ctx.guest.x[rs2 as usize] as u64;
+                        guest.vplic.lock().write(off, size, insn::truncate(v, size));
+                        inner.ctx.guest.sepc += len;
+                        return Next::Resume;
+                    }
+                    _ => {}
+                }
+            }
+        }
+    }
+    // Unmapped (or undecodable): an access fault for the guest, which keeps running.
+    inject_exception(inner, access_fault, t.stval);
+    Next::Resume
+}

@@ -1,0 +1,241 @@
+//! A guest: its RAM, G-stage, DTB, vPLIC and vCPU range.
+use alloc::vec::Vec;
+use core::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use spin::Mutex;
+use virq_riscv::plic::{Sense, VPlic};
+use virq_riscv::{EoiSink, MmioDevice, VcpuIrqSink};
+
+use crate::arch::phys::PhysRange;
+use crate::config::{GuestConfig, Intc, GUEST_RAM_BASE};
+use crate::gstage::{self, GStage};
+use crate::world::world;
+
+/// vCPUs per guest (vPLIC contexts).
+pub const MAX_VCPUS_PER_GUEST: usize = 8;
+
+/// Size of the vPLIC window for `vcpus` contexts (as virq-riscv's `VPlic` decodes it).
+pub fn vplic_size(vcpus: usize) -> u64 {
+    let s = 0x20_0000 + 0x1000 * vcpus as u64;
+    (s + 0xfff) & !0xfff
+}
+
+/// Raises a guest vCPU's VSEIP through its `PendingSet` (virq-riscv calls it when a
+/// vPLIC context output changes).
+pub struct GuestSink {
+    /// Global index of the guest's vCPU 0.
+    pub first_vcpu: usize,
+    /// vCPU count.
+    pub vcpus: usize,
+}
+
+impl VcpuIrqSink for GuestSink {
+    fn set_vseip(&self, vcpu: u32, level: bool) {
+        if (vcpu as usize) < self.vcpus {
+            let v = &world().vcpus[self.first_vcpu + vcpu as usize];
+            if level {
+                v.raise(virq_riscv::hext::IRQ_VS_EXT);
+            } else {
+                v.lower(virq_riscv::hext::IRQ_VS_EXT);
+            }
+        }
+    }
+}
+
+/// Forwards a guest's virtual completion of a passthrough source to `crate::irq`.
+pub struct GuestEoi {
+    /// Guest index.
+    pub guest: u16,
+}
+
+impl EoiSink for GuestEoi {
+    fn guest_completed(&self, source: u32) {
+        crate::irq::guest_completed(self.guest, source);
+    }
+}
+
+/// The guest's vPLIC type.
+pub type GuestPlic = VPlic<GuestSink, GuestEoi, MAX_VCPUS_PER_GUEST>;
+
+/// A guest.
+pub struct Guest {
+    /// Index in `World::guests` (also its RouteTable id; VMID = index + 1).
+    pub index: u16,
+    /// Configuration.
+    pub cfg: GuestConfig,
+    /// vCPU count (config, or the `vcpus=` override).
+    pub vcpus: usize,
+    /// Global index of vCPU 0.
+    pub first_vcpu: usize,
+    /// `hgatp` value.
+    pub hgatp: usize,
+    /// Host RAM backing guest RAM.
+    pub ram: PhysRange,
+    /// Guest-physical address of the DTB.
+    pub dtb_gpa: u64,
+    /// Guest-physical entry point of the boot vCPU.
+    pub entry: u64,
+    /// vPLIC window base and size.
+    pub vplic_window: (u64, u64),
+    /// The vPLIC. Lock order: taken inside a vCPU's `inner` lock, never the reverse.
+    pub vplic: Mutex<GuestPlic>,
+    /// `(virq, pirq)` of the passthrough interrupts.
+    pub passthrough: Vec<(u32, u32)>,
+    /// Level passthrough completes immediately (storm demo).
+    pub immediate_eoi: bool,
+    /// vCPUs not yet stopped by SRST; the guest is dead when it reaches 0.
+    pub alive: AtomicBool,
+    /// SRST status the guest asked for.
+    pub exit_status: AtomicU32,
+    /// Keeps the page tables alive (the hardware walks them).
+    _gstage: GStage,
+}
+
+/// Why a guest could not be built (a configuration error).
+#[derive(Debug)]
+pub enum GuestError {
+    /// RAM not inside host RAM, overlapping hyp, the DTB or a reserved region.
+    Ram,
+    /// Too many vCPUs.
+    Vcpus,
+    /// The G-stage refused a mapping.
+    Map(gstage::MapError),
+    /// The DTB could not be built or does not fit.
+    Dtb,
+    /// The vPLIC refused the configuration.
+    Intc,
+    /// The initrd does not fit.
+    Initrd,
+}
+
+fn overlaps(a: (u64, u64), b: (u64, u64)) -> bool {
+    a.0 < b.0 + b.1 && b.0 < a.0 + a.1
+}
+
+impl Guest {
+    /// Build guest `index` from `cfg` with `vcpus` vCPUs starting at global vCPU index
+    /// `first_vcpu`; `used` are the host RAM ranges already taken by other guests.
+    pub fn new(
+        index: u16,
+        cfg: &GuestConfig,
+        vcpus: usize,
+        first_vcpu: usize,
+        immediate_eoi: bool,
+        used: &[(u64, u64)],
+    ) -> Result<Guest, GuestError> {
+        let p = &world_platform();
+        if vcpus == 0 || vcpus > MAX_VCPUS_PER_GUEST {
+            return Err(GuestError::Vcpus);
+        }
+        let ram = (cfg.ram_host_base, cfg.ram_size);
+        let (hs, he) = crate::arch::image_range();
+        let mut bad = !p.is_ram(ram.0, ram.1)
+            || ram.0 % (2 << 20) != 0
+            || ram.1 % (2 << 20) != 0
+            || overlaps(ram, (hs as u64, (he - hs) as u64))
+            || overlaps(ram, (p.dtb_range.0, p.dtb_range.1 - p.dtb_range.0))
+            || used.iter().any(|&u| overlaps(ram, u));
+        bad |= p.reserved.iter().any(|&r| overlaps(ram, r));
+        if bad {
+            return Err(GuestError::Ram);
+        }
+        // SAFETY: the range is host RAM (checked above), disjoint from hyp's image,
+        // stacks and heap, the host DTB, reserved memory and every other guest; hyp
+        // holds no Rust reference into it.
+        let phys = unsafe { PhysRange::new(ram.0 as usize, ram.1 as usize) };
+
+        let mut g = GStage::new();
+        g.map(GUEST_RAM_BASE, ram.0, ram.1, gstage::R | gstage::W | gstage::X).map_err(GuestError::Map)?;
+        for d in cfg.devices {
+            g.map(d.guest_base, d.host_base, d.size, gstage::R | gstage::W).map_err(GuestError::Map)?;
+        }
+
+        // Initrd: copied from where QEMU put it (host /chosen) into guest RAM.
+        let mut initrd = None;
+        if let (Some(off), Some((s, e))) = (cfg.initrd_offset, p.initrd) {
+            let len = e - s;
+            if off + len > ram.1 - (2 << 20) {
+                return Err(GuestError::Initrd);
+            }
+            // SAFETY: `[s, e)` is the initrd QEMU loaded (named in the host DTB); no one
+            // writes it while guests are being built (only the boot hart runs).
+            if !unsafe { phys.copy_from_phys(off as usize, s as usize, len as usize) } {
+                return Err(GuestError::Initrd);
+            }
+            initrd = Some((GUEST_RAM_BASE + off, GUEST_RAM_BASE + off + len));
+        }
+
+        let dtb = crate::dtb::build(cfg, &crate::dtb::DtbParams { platform: p, vcpus, initrd })
+            .map_err(|_| GuestError::Dtb)?;
+        // The DTB goes in the last 2 MiB of guest RAM.
+        let dtb_off = ram.1 - (2 << 20);
+        if dtb.len() > (2 << 20) || !phys.write(dtb_off as usize, &dtb) {
+            return Err(GuestError::Dtb);
+        }
+
+        let (vplic_window, vplic) = match cfg.intc {
+            Intc::VPlic { base, sources } => {
+                let ctx: Vec<Option<u32>> = (0..vcpus as u32).map(Some).collect();
+                let mut plic = VPlic::new(sources, &ctx, GuestSink { first_vcpu, vcpus }, GuestEoi { guest: index })
+                    .map_err(|_| GuestError::Intc)?;
+                let mut passthrough = Vec::new();
+                for irq in cfg.devices.iter().filter_map(|d| d.irq) {
+                    // The physical PLIC's gateway turns the level into one request per
+                    // physical claim, so the virtual source is edge-sensed: one pulse
+                    // per physical claim (see crate::irq).
+                    plic.set_sense(irq.virq, Sense::Edge);
+                    plic.set_passthrough(irq.virq, true);
+                    passthrough.push((irq.virq, irq.pirq));
+                }
+                let size = plic.region_size();
+                ((base, size), (plic, passthrough))
+            }
+        };
+        let (plic, passthrough) = vplic;
+        let entry = match cfg.image {
+            crate::config::Image::Preloaded { offset } => GUEST_RAM_BASE + offset,
+        };
+        Ok(Guest {
+            index,
+            cfg: *cfg,
+            vcpus,
+            first_vcpu,
+            hgatp: g.hgatp(index + 1),
+            ram: phys,
+            dtb_gpa: GUEST_RAM_BASE + dtb_off,
+            entry,
+            vplic_window,
+            vplic: Mutex::new(plic),
+            passthrough,
+            immediate_eoi,
+            alive: AtomicBool::new(true),
+            exit_status: AtomicU32::new(0),
+            _gstage: g,
+        })
+    }
+
+    /// Translate a guest-physical range in RAM to an offset into `ram`.
+    pub fn ram_offset(&self, gpa: u64, len: u64) -> Option<usize> {
+        let off = gpa.checked_sub(GUEST_RAM_BASE)?;
+        (off.checked_add(len)? <= self.cfg.ram_size).then_some(off as usize)
+    }
+
+    /// Is `gpa` in the vPLIC window? Returns the offset.
+    pub fn vplic_offset(&self, gpa: u64) -> Option<u64> {
+        let (b, s) = self.vplic_window;
+        (gpa >= b && gpa < b + s).then(|| gpa - b)
+    }
+
+    /// The physical source behind virtual source `virq`.
+    pub fn pirq_of(&self, virq: u32) -> Option<u32> {
+        self.passthrough.iter().find(|(v, _)| *v == virq).map(|(_, p)| *p)
+    }
+
+    /// Is the guest still running (no SRST yet)?
+    pub fn is_alive(&self) -> bool {
+        self.alive.load(Ordering::Acquire)
+    }
+}
+
+fn world_platform() -> &'static crate::platform::Platform {
+    crate::world::platform()
+}

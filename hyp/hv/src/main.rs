@@ -1,0 +1,257 @@
+//! `hyp`: a small bare-metal RISC-V hypervisor for QEMU `virt` (HS-mode payload of
+//! OpenSBI at 0x8020_0000), built on `virq-core` and `virq-riscv`.
+//!
+//! Boot (`boot_main`, one hart): parse the host DTB, build the guests of the selected
+//! profile (`config`), publish the [`world::World`], start the other harts with SBI
+//! HSM, and run the scheduler (`sched`) on every hart. See `docs/hyp.md`.
+#![no_std]
+#![no_main]
+
+extern crate alloc;
+
+mod acct;
+mod arch;
+mod config;
+mod console;
+mod dtb;
+mod exit;
+mod gstage;
+mod guest;
+mod heap;
+mod insn;
+mod irq;
+mod platform;
+mod sbi;
+mod sched;
+mod vcpu;
+mod world;
+
+use alloc::vec::Vec;
+use core::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+
+use arch::csr::{self, henvcfg_bits, irq_bits};
+use config::{EoiMode, GuestConfig, PROFILES};
+use world::{world, Hart, World};
+
+/// Entry of the boot hart (from `arch::entry`), `a0 = hart id`, `a1 = DTB`.
+pub extern "C" fn boot_main(hartid: usize, dtb: usize) -> ! {
+    heap::init();
+    println!("hyp: virq hypervisor, boot hart {hartid}, heap {:x?} image {:x?}", arch::heap_range(), arch::image_range());
+    // SAFETY: `dtb` is the address OpenSBI passed in a1 and nothing has written RAM yet.
+    let Some(blob) = (unsafe { arch::phys::copy_boot_dtb(dtb) }) else {
+        println!("hyp: no valid DTB at {dtb:#x}");
+        arch::halt();
+    };
+    let platform = match platform::Platform::parse(&blob, dtb as u64) {
+        Ok(p) => world::set_platform(p),
+        Err(e) => {
+            println!("hyp: {e}");
+            arch::halt();
+        }
+    };
+    println!(
+        "hyp: {} harts, timebase {} Hz, sstc={}, plic={:?}, aplic={:?}, imsic={:?}, bootargs \"{}\"",
+        platform.harts.len(),
+        platform.timebase,
+        platform.sstc,
+        platform.plic.map(|p| p.base),
+        platform.aia.aplic.map(|a| a.0),
+        platform.aia.imsic.map(|a| a.0),
+        platform.bootargs
+    );
+    let world = match build_world(platform, hartid) {
+        Ok(w) => world::set_world(w),
+        Err(e) => {
+            println!("hyp: configuration error: {e}");
+            exit_machine(0xff);
+        }
+    };
+    let me = world.harts.iter().position(|h| h.hartid == hartid).unwrap_or(0);
+    hart_init(me);
+    irq::setup_routes();
+    for g in &world.guests {
+        let v0 = &world.vcpus[g.first_vcpu];
+        *v0.start.lock() = (g.entry as usize, g.dtb_gpa as usize);
+        v0.hsm.store(vcpu::HSM_START_PENDING, Ordering::Release);
+        println!(
+            "hyp: guest {} \"{}\": {} vCPUs, RAM {:#x}+{:#x} at host {:#x}, entry {:#x}, dtb {:#x}, eoi {}",
+            g.index,
+            g.cfg.name,
+            g.vcpus,
+            config::GUEST_RAM_BASE,
+            g.cfg.ram_size,
+            g.cfg.ram_host_base,
+            g.entry,
+            g.dtb_gpa,
+            if g.immediate_eoi { "immediate" } else { "deferred" }
+        );
+    }
+    for h in &world.harts {
+        if h.index == me {
+            continue;
+        }
+        let r = arch::sbi::hart_start(h.hartid, arch::entry::secondary_entry(), h.index);
+        if r.error != 0 {
+            println!("hyp: hart {} did not start ({})", h.hartid, r.error);
+        }
+    }
+    let (used, total) = heap::usage();
+    println!("hyp: heap {used}/{total} bytes used at boot");
+    sched::run()
+}
+
+/// Entry of the other harts, `a1 = index in World::harts`.
+pub extern "C" fn secondary_main(_hartid: usize, index: usize) -> ! {
+    hart_init(index);
+    sched::run()
+}
+
+fn hart_init(index: usize) {
+    let w = world();
+    arch::set_hart_local(index);
+    let hart = &w.harts[index];
+    // Exceptions the guest handles itself: misaligned fetch, illegal instruction,
+    // breakpoint, U-mode ecall, and its own page faults.
+    csr::hedeleg::write((1 << 0) | (1 << 2) | (1 << 3) | (1 << 8) | (1 << 12) | (1 << 13) | (1 << 15));
+    csr::hideleg::write(irq_bits::VSSI | irq_bits::VSTI | irq_bits::VSEI);
+    csr::hcounteren::write(!0);
+    let mut envcfg = 0;
+    if w.sstc {
+        envcfg |= henvcfg_bits::STCE;
+    }
+    if world::platform().isa_extensions.iter().any(|e| e == "svadu") {
+        envcfg |= henvcfg_bits::ADUE;
+    }
+    csr::henvcfg::write(envcfg);
+    csr::hvip::write(0);
+    csr::hgatp::write(0);
+    let lines = virq_core::hgei::probe_lines(|v| {
+        csr::hgeie::write(v as usize);
+        let r = csr::hgeie::read() as u64;
+        csr::hgeie::write(0);
+        r
+    });
+    hart.hgei_lines.store(lines, Ordering::Relaxed);
+    let n = w.hgei.online(index, lines).unwrap_or(0);
+    if w.sstc {
+        csr::stimecmp::write(usize::MAX);
+        csr::vstimecmp::write(usize::MAX);
+    }
+    if let (Some(plic), Some(ctx)) = (w.host_plic, hart.plic_ctx) {
+        plic.set_threshold(ctx, 0);
+    }
+    csr::sie::write(irq_bits::SSI | irq_bits::STI | irq_bits::SEI);
+    hart.online.store(true, Ordering::Release);
+    println!("hyp: hart {} online (index {}), hgeie {:#x} = {} guest external lines", hart.hartid, index, lines, n);
+}
+
+fn build_world(p: &'static platform::Platform, boot_hartid: usize) -> Result<World, &'static str> {
+    let name = p.bootarg("profile").unwrap_or(config::DEFAULT_PROFILE);
+    let profile = PROFILES.iter().find(|pr| pr.name == name).ok_or("unknown profile= in bootargs")?;
+    let vcpus_override = match p.bootarg("vcpus") {
+        Some(s) => Some(s.parse::<usize>().map_err(|_| "bad vcpus= in bootargs")?),
+        None => None,
+    };
+    let eoi_override = match p.bootarg("eoi") {
+        Some("immediate") => Some(EoiMode::Immediate),
+        Some("deferred") => Some(EoiMode::Deferred),
+        Some(_) => return Err("bad eoi= in bootargs (immediate|deferred)"),
+        None => None,
+    };
+    let mut harts: Vec<Hart> = p
+        .harts
+        .iter()
+        .filter(|h| h.hartid < arch::entry::MAX_HARTS)
+        .enumerate()
+        .map(|(i, h)| Hart {
+            index: i,
+            hartid: h.hartid,
+            plic_ctx: h.plic_ctx,
+            vcpus: Vec::new(),
+            fence_req: AtomicU64::new(0),
+            fence_done: AtomicU64::new(0),
+            online: AtomicBool::new(false),
+            hgei_lines: AtomicU64::new(0),
+        })
+        .collect();
+    if !harts.iter().any(|h| h.hartid == boot_hartid) {
+        return Err("boot hart missing from the DTB");
+    }
+    let mut guests = Vec::new();
+    let mut vcpus = Vec::new();
+    let mut used: Vec<(u64, u64)> = Vec::new();
+    for (gi, cfg) in profile.guests.iter().enumerate() {
+        let cfg: &GuestConfig = cfg;
+        let n = vcpus_override.unwrap_or(cfg.vcpus);
+        let eoi = if cfg!(feature = "immediate_eoi") { EoiMode::Immediate } else { eoi_override.unwrap_or(cfg.eoi) };
+        let first = vcpus.len();
+        let g = guest::Guest::new(gi as u16, cfg, n, first, eoi == EoiMode::Immediate, &used).map_err(|e| {
+            println!("hyp: guest \"{}\": {:?}", cfg.name, e);
+            "guest configuration rejected"
+        })?;
+        used.push((cfg.ram_host_base, cfg.ram_size));
+        for id in 0..n {
+            let home = id % harts.len();
+            let idx = vcpus.len();
+            if idx >= 64 {
+                return Err("more than 64 vCPUs");
+            }
+            vcpus.push(vcpu::Vcpu::new(idx, gi, id as u32, home));
+            harts[home].vcpus.push(idx);
+        }
+        guests.push(g);
+    }
+    let pirqs = (0..world::MAX_PIRQ).map(|_| acct::PirqCounts::new()).collect();
+    let nguests = guests.len();
+    Ok(World {
+        harts,
+        guests,
+        vcpus,
+        routes: virq_core::route::RouteTable::new(),
+        pirqs,
+        hgei: virq_core::hgei::HgeiAllocator::new(),
+        host_plic: p.plic.map(|pl| arch::mmio::HostPlic::new(pl.base as usize, pl.size as usize, pl.ndev)),
+        test_dev: p.test_dev.map(|b| arch::mmio::TestDevice::new(b as usize)),
+        sstc: p.sstc,
+        alive_guests: AtomicUsize::new(nguests),
+    })
+}
+
+/// A guest asked to shut down (SBI SRST) with `status`. Its vCPUs stop; when it is
+/// the last guest, hyp prints the accounting and ends the machine with `status`.
+pub fn shutdown_guest(guest: usize, status: u32) {
+    let w = world();
+    let g = &w.guests[guest];
+    if !g.alive.swap(false, Ordering::AcqRel) {
+        return;
+    }
+    g.exit_status.store(status, Ordering::Relaxed);
+    println!("hyp: guest {} \"{}\" shut down, status {}", g.index, g.cfg.name, status);
+    for i in 0..g.vcpus {
+        w.vcpus[g.first_vcpu + i].kick();
+    }
+    if w.alive_guests.fetch_sub(1, Ordering::AcqRel) == 1 {
+        acct::print(w);
+        println!("hyp: last guest stopped, exiting with status {status}");
+        exit_machine(status.min(0xffff) as u16);
+    }
+}
+
+fn exit_machine(status: u16) -> ! {
+    match world::platform_opt().and_then(|p| p.test_dev) {
+        Some(base) => arch::mmio::TestDevice::new(base as usize).exit(status),
+        None => arch::sbi::shutdown(status != 0),
+    }
+}
+
+/// A trap taken in HS-mode: always a hyp bug.
+pub fn fatal_host_trap(scause: usize, sepc: usize, stval: usize) -> ! {
+    println!("hyp: FATAL trap in HS-mode: scause={scause:#x} sepc={sepc:#x} stval={stval:#x}");
+    exit_machine(0xfe)
+}
+
+#[panic_handler]
+fn panic(info: &core::panic::PanicInfo<'_>) -> ! {
+    println!("hyp: PANIC: {info}");
+    exit_machine(0xfd)
+}

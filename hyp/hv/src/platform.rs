@@ -1,0 +1,238 @@
+//! What the host DTB says about the machine: harts, RAM, the interrupt controller(s),
+//! the console UART, the `sifive,test` exit device, `/chosen`.
+use alloc::string::{String, ToString};
+use alloc::vec::Vec;
+
+/// One hart.
+#[derive(Clone, Debug)]
+pub struct HartInfo {
+    /// `reg` of the cpu node.
+    pub hartid: usize,
+    /// Host PLIC context of this hart's S-mode external interrupt, if there is a PLIC.
+    pub plic_ctx: Option<u32>,
+}
+
+/// The host PLIC.
+#[derive(Clone, Copy, Debug)]
+pub struct PlicInfo {
+    /// MMIO base.
+    pub base: u64,
+    /// MMIO size.
+    pub size: u64,
+    /// `riscv,ndev`.
+    pub ndev: u32,
+}
+
+/// Interrupt controllers found.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct AiaInfo {
+    /// APLIC (S-level domain) base and size.
+    pub aplic: Option<(u64, u64)>,
+    /// S-level IMSIC base and size.
+    pub imsic: Option<(u64, u64)>,
+    /// `riscv,guest-index-bits` of the S-level IMSIC.
+    pub guest_index_bits: u32,
+}
+
+/// Everything hyp uses from the host DTB.
+#[derive(Clone, Debug)]
+pub struct Platform {
+    /// Enabled harts.
+    pub harts: Vec<HartInfo>,
+    /// `timebase-frequency`.
+    pub timebase: u64,
+    /// RAM regions `(base, size)`.
+    pub memory: Vec<(u64, u64)>,
+    /// Reserved regions (`/memreserve/` and `/reserved-memory`).
+    pub reserved: Vec<(u64, u64)>,
+    /// Host PLIC.
+    pub plic: Option<PlicInfo>,
+    /// AIA controllers.
+    pub aia: AiaInfo,
+    /// `sifive,test0` base.
+    pub test_dev: Option<u64>,
+    /// ns16550a UART `(base, size, irq)`.
+    pub uart: Option<(u64, u64, u32)>,
+    /// `/chosen/bootargs`.
+    pub bootargs: String,
+    /// `/chosen/linux,initrd-start` and `-end`.
+    pub initrd: Option<(u64, u64)>,
+    /// ISA extensions of the boot hart (`riscv,isa-extensions`), single-letter ones too.
+    pub isa_extensions: Vec<String>,
+    /// `mmu-type` of the boot hart.
+    pub mmu_type: String,
+    /// Every hart has Sstc.
+    pub sstc: bool,
+    /// The DTB blob's own location (must not be overwritten before parsing).
+    pub dtb_range: (u64, u64),
+}
+
+fn be_u32(b: &[u8]) -> u32 {
+    u32::from_be_bytes([b[0], b[1], b[2], b[3]])
+}
+
+fn prop_u64(v: &[u8]) -> Option<u64> {
+    match v.len() {
+        4 => Some(be_u32(v) as u64),
+        8 => Some(((be_u32(&v[..4]) as u64) << 32) | be_u32(&v[4..]) as u64),
+        _ => None,
+    }
+}
+
+impl Platform {
+    /// Parse the host DTB.
+    pub fn parse(blob: &[u8], blob_addr: u64) -> Result<Platform, &'static str> {
+        let fdt = fdt::Fdt::new(blob).map_err(|_| "bad host DTB")?;
+        let mut harts = Vec::new();
+        let mut timebase = 0;
+        let mut isa_extensions = Vec::new();
+        let mut mmu_type = String::new();
+        let mut sstc = true;
+        // cpu-intc phandle -> hart id.
+        let mut intc_of = Vec::new();
+        for cpu in fdt.cpus() {
+            let status = cpu.property("status").and_then(|p| p.as_str()).unwrap_or("okay");
+            if status != "okay" && status != "ok" {
+                continue;
+            }
+            let hartid = cpu.ids().first();
+            timebase = cpu.timebase_frequency() as u64;
+            let exts: Vec<String> = match cpu.property("riscv,isa-extensions") {
+                Some(p) => p
+                    .value
+                    .split(|&b| b == 0)
+                    .filter(|s| !s.is_empty())
+                    .filter_map(|s| core::str::from_utf8(s).ok())
+                    .map(|s| s.to_string())
+                    .collect(),
+                None => Vec::new(),
+            };
+            let has_sstc = exts.iter().any(|e| e == "sstc")
+                || cpu
+                    .property("riscv,isa")
+                    .and_then(|p| p.as_str())
+                    .is_some_and(|s| s.contains("_sstc"));
+            sstc &= has_sstc;
+            if harts.is_empty() {
+                isa_extensions = exts;
+                mmu_type = cpu.property("mmu-type").and_then(|p| p.as_str()).unwrap_or("riscv,sv39").to_string();
+            }
+            harts.push(HartInfo { hartid, plic_ctx: None });
+        }
+        // The cpu nodes' interrupt-controller children.
+        if let Some(cpus) = fdt.find_node("/cpus") {
+            for cpu in cpus.children() {
+                let Some(reg) = cpu.reg().and_then(|mut r| r.next()) else { continue };
+                for child in cpu.children() {
+                    if let Some(ph) = child.property("phandle").and_then(|p| p.as_usize()) {
+                        intc_of.push((ph as u32, reg.starting_address as usize));
+                    }
+                }
+            }
+        }
+        if harts.is_empty() {
+            return Err("no harts in the host DTB");
+        }
+        if timebase == 0 {
+            timebase = 10_000_000;
+        }
+
+        let mut memory = Vec::new();
+        for r in fdt.memory().regions() {
+            memory.push((r.starting_address as u64, r.size.unwrap_or(0) as u64));
+        }
+        let mut reserved = Vec::new();
+        for r in fdt.memory_reservations() {
+            reserved.push((r.address() as u64, r.size() as u64));
+        }
+        if let Some(rm) = fdt.find_node("/reserved-memory") {
+            for n in rm.children() {
+                if let Some(r) = n.reg().and_then(|mut r| r.next()) {
+                    reserved.push((r.starting_address as u64, r.size.unwrap_or(0) as u64));
+                }
+            }
+        }
+
+        let mut plic = None;
+        if let Some(n) = fdt.find_compatible(&["riscv,plic0", "sifive,plic-1.0.0"]) {
+            if let Some(r) = n.reg().and_then(|mut r| r.next()) {
+                let ndev = n.property("riscv,ndev").and_then(|p| p.as_usize()).unwrap_or(0) as u32;
+                plic = Some(PlicInfo { base: r.starting_address as u64, size: r.size.unwrap_or(0) as u64, ndev });
+                if let Some(ie) = n.property("interrupts-extended") {
+                    for (ctx, pair) in ie.value.chunks_exact(8).enumerate() {
+                        let (ph, irq) = (be_u32(&pair[..4]), be_u32(&pair[4..]));
+                        if irq != 9 {
+                            continue;
+                        }
+                        let Some(&(_, hartid)) = intc_of.iter().find(|(p, _)| *p == ph) else { continue };
+                        if let Some(h) = harts.iter_mut().find(|h| h.hartid == hartid) {
+                            h.plic_ctx = Some(ctx as u32);
+                        }
+                    }
+                }
+            }
+        }
+        let mut aia = AiaInfo::default();
+        for n in fdt.all_nodes() {
+            let Some(compat) = n.compatible() else { continue };
+            let is = |c: &str| compat.all().any(|x| x == c);
+            let reg = n.reg().and_then(|mut r| r.next()).map(|r| (r.starting_address as u64, r.size.unwrap_or(0) as u64));
+            // S-level controllers are the ones whose interrupts-extended name irq 9.
+            let s_level = n
+                .property("interrupts-extended")
+                .is_some_and(|p| p.value.chunks_exact(8).any(|c| be_u32(&c[4..]) == 9));
+            if is("riscv,aplic") && (s_level || n.property("msi-parent").is_some()) && aia.aplic.is_none() {
+                // The S-level APLIC domain is the one not named as a parent of another.
+                aia.aplic = reg;
+            }
+            if is("riscv,imsics") && s_level {
+                aia.imsic = reg;
+                aia.guest_index_bits =
+                    n.property("riscv,guest-index-bits").and_then(|p| p.as_usize()).unwrap_or(0) as u32;
+            }
+        }
+
+        let test_dev = fdt
+            .find_compatible(&["sifive,test1", "sifive,test0"])
+            .and_then(|n| n.reg().and_then(|mut r| r.next()))
+            .map(|r| r.starting_address as u64);
+        let uart = fdt.find_compatible(&["ns16550a"]).and_then(|n| {
+            let r = n.reg()?.next()?;
+            let irq = n.interrupts().and_then(|mut i| i.next()).unwrap_or(0) as u32;
+            Some((r.starting_address as u64, r.size.unwrap_or(0x100) as u64, irq))
+        });
+        let chosen = fdt.find_node("/chosen");
+        let bootargs = fdt.chosen().bootargs().unwrap_or("").to_string();
+        let initrd = chosen.and_then(|c| {
+            let s = prop_u64(c.property("linux,initrd-start")?.value)?;
+            let e = prop_u64(c.property("linux,initrd-end")?.value)?;
+            (e > s).then_some((s, e))
+        });
+        Ok(Platform {
+            harts,
+            timebase,
+            memory,
+            reserved,
+            plic,
+            aia,
+            test_dev,
+            uart,
+            bootargs,
+            initrd,
+            isa_extensions,
+            mmu_type,
+            sstc,
+            dtb_range: (blob_addr, blob_addr + blob.len() as u64),
+        })
+    }
+
+    /// The value of `key=` in the bootargs, if any.
+    pub fn bootarg(&self, key: &str) -> Option<&str> {
+        self.bootargs.split_whitespace().find_map(|t| t.strip_prefix(key)?.strip_prefix('='))
+    }
+
+    /// Is `[base, base + size)` inside one RAM region?
+    pub fn is_ram(&self, base: u64, size: u64) -> bool {
+        self.memory.iter().any(|&(b, s)| base >= b && base.checked_add(size).is_some_and(|e| e <= b + s))
+    }
+}

@@ -1,0 +1,344 @@
+//! The SBI that guests see (SBI v2.0): BASE, TIME, sPI, RFNC, HSM, SRST, DBCN, the
+//! legacy console, and hyp's own experimental extension (accounting for tests).
+//! Everything else returns SBI_ERR_NOT_SUPPORTED.
+use core::sync::atomic::Ordering;
+use sbi_spec::{base, dbcn, hsm, legacy, rfnc, spi, srst, time};
+
+use crate::arch::{self, csr};
+use crate::exit::Next;
+use crate::vcpu::{Vcpu, VcpuInner, HSM_START_PENDING, HSM_STARTED, HSM_STOPPED};
+use crate::world::world;
+
+/// SBI error codes (SBI v2.0 table "Standard SBI Errors").
+pub mod err {
+    /// Success.
+    pub const SUCCESS: isize = 0;
+    /// Failed.
+    pub const FAILED: isize = -1;
+    /// Not supported.
+    pub const NOT_SUPPORTED: isize = -2;
+    /// Invalid parameter.
+    pub const INVALID_PARAM: isize = -3;
+    /// Invalid address.
+    pub const INVALID_ADDRESS: isize = -5;
+    /// Already available.
+    pub const ALREADY_AVAILABLE: isize = -6;
+}
+
+/// hyp's experimental extension ("VIQ" in the experimental EID space).
+pub const EID_HYP: usize = 0x0856_4951;
+/// FID: physical claims of the passthrough source behind virtual source `a0`.
+pub const HYP_FID_CLAIMS: usize = 0;
+/// FID: guest completions of that source.
+pub const HYP_FID_COMPLETES: usize = 1;
+/// FID: 1 if this guest's level passthrough uses immediate EOI, else 0.
+pub const HYP_FID_EOI_MODE: usize = 2;
+/// FID: storm-guard masks of that source.
+pub const HYP_FID_STORM_MASKS: usize = 3;
+
+/// Implementation id reported by BASE (not a registered one: "virq" in ASCII).
+const IMPL_ID: usize = 0x7669_7271;
+
+const SUPPORTED: &[usize] =
+    &[base::EID_BASE, time::EID_TIME, spi::EID_SPI, rfnc::EID_RFNC, hsm::EID_HSM, srst::EID_SRST, dbcn::EID_DBCN, EID_HYP];
+
+type Ret = (isize, usize);
+
+/// Handle a VS-mode `ecall`.
+pub fn handle(vcpu: &Vcpu, inner: &mut VcpuInner) -> Next {
+    let x = &inner.ctx.guest.x;
+    let (eid, fid) = (x[17], x[16]);
+    let a = [x[10], x[11], x[12], x[13], x[14], x[15]];
+    inner.ctx.guest.sepc += 4;
+    // Legacy extensions return only a0.
+    if eid <= legacy::LEGACY_SHUTDOWN {
+        let r = legacy_call(vcpu, inner, eid, a);
+        inner.ctx.guest.x[10] = r as usize;
+        return if vcpu_left(vcpu) { Next::Leave } else { Next::Resume };
+    }
+    let (ret, next) = match eid {
+        base::EID_BASE => (base_call(fid, a), Next::Resume),
+        time::EID_TIME => (time_call(vcpu, inner, fid, a), Next::Resume),
+        spi::EID_SPI => (ipi_call(vcpu, fid, a), Next::Resume),
+        rfnc::EID_RFNC => (rfence_call(vcpu, fid, a), Next::Resume),
+        hsm::EID_HSM => return hsm_call(vcpu, inner, fid, a),
+        srst::EID_SRST => return srst_call(vcpu, inner, fid, a),
+        dbcn::EID_DBCN => (dbcn_call(vcpu, fid, a), Next::Resume),
+        EID_HYP => (hyp_call(vcpu, fid, a), Next::Resume),
+        _ => ((err::NOT_SUPPORTED, 0), Next::Resume),
+    };
+    set_ret(inner, ret);
+    next
+}
+
+fn set_ret(inner: &mut VcpuInner, (e, v): Ret) {
+    inner.ctx.guest.x[10] = e as usize;
+    inner.ctx.guest.x[11] = v;
+}
+
+fn vcpu_left(vcpu: &Vcpu) -> bool {
+    !world().guests[vcpu.guest].is_alive()
+}
+
+fn base_call(fid: usize, a: [usize; 6]) -> Ret {
+    match fid {
+        base::GET_SBI_SPEC_VERSION => (0, 0x0200_0000),
+        base::GET_SBI_IMPL_ID => (0, IMPL_ID),
+        base::GET_SBI_IMPL_VERSION => (0, 1),
+        base::PROBE_EXTENSION => (0, (SUPPORTED.contains(&a[0]) || a[0] == legacy::LEGACY_CONSOLE_PUTCHAR) as usize),
+        base::GET_MVENDORID | base::GET_MARCHID | base::GET_MIMPID => (0, 0),
+        _ => (err::NOT_SUPPORTED, 0),
+    }
+}
+
+fn set_timer(vcpu: &Vcpu, inner: &mut VcpuInner, when: u64) {
+    if world().sstc {
+        // The vCPU is loaded: vstimecmp is live; VSTIP follows it in hardware.
+        csr::vstimecmp::write(when as usize);
+    } else {
+        inner.timer_deadline = when;
+        vcpu.lower(6);
+        if arch::time() >= when {
+            vcpu.raise(6);
+            inner.timer_deadline = u64::MAX;
+        }
+    }
+}
+
+fn time_call(vcpu: &Vcpu, inner: &mut VcpuInner, fid: usize, a: [usize; 6]) -> Ret {
+    match fid {
+        time::SET_TIMER => {
+            set_timer(vcpu, inner, a[0] as u64);
+            (0, 0)
+        }
+        _ => (err::NOT_SUPPORTED, 0),
+    }
+}
+
+/// The guest's vCPUs named by `(hart_mask, hart_mask_base)`, as a bitmask of guest
+/// hart ids, or INVALID_PARAM if any named hart does not exist.
+fn hart_set(vcpu: &Vcpu, mask: usize, base: usize) -> Result<u64, isize> {
+    let n = world().guests[vcpu.guest].vcpus;
+    let all = if n >= 64 { u64::MAX } else { (1u64 << n) - 1 };
+    if base == usize::MAX {
+        return Ok(all);
+    }
+    if mask == 0 {
+        return Ok(0);
+    }
+    let hi = 63 - mask.leading_zeros() as usize;
+    if base >= n || base + hi >= n {
+        return Err(err::INVALID_PARAM);
+    }
+    Ok(((mask as u64) << base) & all)
+}
+
+fn ipi_call(vcpu: &Vcpu, fid: usize, a: [usize; 6]) -> Ret {
+    if fid != spi::SEND_IPI {
+        return (err::NOT_SUPPORTED, 0);
+    }
+    match hart_set(vcpu, a[0], a[1]) {
+        Ok(set) => {
+            send_ipis(vcpu, set);
+            (0, 0)
+        }
+        Err(e) => (e, 0),
+    }
+}
+
+fn send_ipis(vcpu: &Vcpu, set: u64) {
+    let w = world();
+    let g = &w.guests[vcpu.guest];
+    for i in 0..g.vcpus {
+        if set & (1 << i) != 0 {
+            w.vcpus[g.first_vcpu + i].raise(virq_riscv::hext::IRQ_VS_SOFT);
+        }
+    }
+}
+
+fn rfence_call(vcpu: &Vcpu, fid: usize, a: [usize; 6]) -> Ret {
+    match fid {
+        rfnc::REMOTE_FENCE_I | rfnc::REMOTE_SFENCE_VMA | rfnc::REMOTE_SFENCE_VMA_ASID => {}
+        _ => return (err::NOT_SUPPORTED, 0),
+    }
+    let set = match hart_set(vcpu, a[0], a[1]) {
+        Ok(s) => s,
+        Err(e) => return (e, 0),
+    };
+    // Conservative: flush every hart that is home to a named vCPU, completely.
+    let w = world();
+    let g = &w.guests[vcpu.guest];
+    let mut harts = 0u64;
+    for i in 0..g.vcpus {
+        if set & (1 << i) != 0 {
+            harts |= 1 << w.vcpus[g.first_vcpu + i].hart;
+        }
+    }
+    crate::irq::remote_fence(harts);
+    (0, 0)
+}
+
+fn hsm_call(vcpu: &Vcpu, inner: &mut VcpuInner, fid: usize, a: [usize; 6]) -> Next {
+    let w = world();
+    let g = &w.guests[vcpu.guest];
+    let target = |id: usize| (id < g.vcpus).then(|| &w.vcpus[g.first_vcpu + id]);
+    let ret: Ret = match fid {
+        hsm::HART_START => match target(a[0]) {
+            None => (err::INVALID_PARAM, 0),
+            Some(_) if g.ram_offset(a[1] as u64, 2).is_none() => (err::INVALID_ADDRESS, 0),
+            Some(t) => {
+                let mut start = t.start.lock();
+                if t.hsm.compare_exchange(HSM_STOPPED, HSM_START_PENDING, Ordering::AcqRel, Ordering::Acquire).is_ok() {
+                    *start = (a[1], a[2]);
+                    drop(start);
+                    t.kick();
+                    (0, 0)
+                } else {
+                    (err::ALREADY_AVAILABLE, 0)
+                }
+            }
+        },
+        hsm::HART_STOP => {
+            vcpu.hsm.store(HSM_STOPPED, Ordering::Release);
+            return Next::Leave;
+        }
+        hsm::HART_GET_STATUS => match target(a[0]) {
+            None => (err::INVALID_PARAM, 0),
+            Some(t) => (
+                0,
+                match t.hsm.load(Ordering::Acquire) {
+                    HSM_STARTED => hsm::hart_state::STARTED,
+                    HSM_START_PENDING => hsm::hart_state::START_PENDING,
+                    _ => hsm::hart_state::STOPPED,
+                },
+            ),
+        },
+        hsm::HART_SUSPEND => {
+            if a[0] as u32 == hsm::suspend_type::RETENTIVE {
+                set_ret(inner, (0, 0));
+                return crate::exit::wfi(vcpu, inner);
+            }
+            if a[0] as u32 == hsm::suspend_type::NON_RETENTIVE {
+                (err::NOT_SUPPORTED, 0)
+            } else {
+                (err::INVALID_PARAM, 0)
+            }
+        }
+        _ => (err::NOT_SUPPORTED, 0),
+    };
+    set_ret(inner, ret);
+    Next::Resume
+}
+
+/// Map an SRST reason to the exit status: 0 for "no reason", 1 for "system failure",
+/// `n` for the vendor-specific reason `0xF000_0000 + n` (how the test guest reports
+/// its failure count).
+pub fn exit_status(reason: u32) -> u32 {
+    match reason {
+        srst::RESET_REASON_NO_REASON => 0,
+        srst::RESET_REASON_SYSTEM_FAILURE => 1,
+        r if r >= 0xF000_0000 => (r - 0xF000_0000).min(0xff),
+        _ => 1,
+    }
+}
+
+fn srst_call(vcpu: &Vcpu, inner: &mut VcpuInner, fid: usize, a: [usize; 6]) -> Next {
+    if fid != srst::SYSTEM_RESET {
+        set_ret(inner, (err::NOT_SUPPORTED, 0));
+        return Next::Resume;
+    }
+    let (ty, reason) = (a[0] as u32, a[1] as u32);
+    match ty {
+        srst::RESET_TYPE_SHUTDOWN => {}
+        srst::RESET_TYPE_COLD_REBOOT | srst::RESET_TYPE_WARM_REBOOT => {
+            set_ret(inner, (err::NOT_SUPPORTED, 0));
+            return Next::Resume;
+        }
+        _ => {
+            set_ret(inner, (err::INVALID_PARAM, 0));
+            return Next::Resume;
+        }
+    }
+    if reason > srst::RESET_REASON_SYSTEM_FAILURE && reason < 0xE000_0000 {
+        set_ret(inner, (err::INVALID_PARAM, 0));
+        return Next::Resume;
+    }
+    crate::shutdown_guest(vcpu.guest, exit_status(reason));
+    Next::Leave
+}
+
+fn dbcn_call(vcpu: &Vcpu, fid: usize, a: [usize; 6]) -> Ret {
+    let g = &world().guests[vcpu.guest];
+    match fid {
+        dbcn::CONSOLE_WRITE | dbcn::CONSOLE_READ => {
+            let (len, lo, hi) = (a[0], a[1], a[2]);
+            if hi != 0 {
+                return (err::INVALID_PARAM, 0);
+            }
+            let Some(off) = g.ram_offset(lo as u64, len as u64) else { return (err::INVALID_PARAM, 0) };
+            let mut buf = [0u8; 256];
+            if fid == dbcn::CONSOLE_WRITE {
+                let n = len.min(buf.len());
+                if !g.ram.read(off, &mut buf[..n]) {
+                    return (err::INVALID_PARAM, 0);
+                }
+                crate::console::write_bytes(&buf[..n]);
+                (0, n)
+            } else {
+                let want = len.min(buf.len());
+                let n = arch::sbi::console_read(&mut buf[..want]);
+                if !g.ram.write(off, &buf[..n]) {
+                    return (err::INVALID_PARAM, 0);
+                }
+                (0, n)
+            }
+        }
+        dbcn::CONSOLE_WRITE_BYTE => {
+            crate::console::write_bytes(&[a[0] as u8]);
+            (0, 0)
+        }
+        _ => (err::NOT_SUPPORTED, 0),
+    }
+}
+
+fn legacy_call(vcpu: &Vcpu, inner: &mut VcpuInner, eid: usize, a: [usize; 6]) -> isize {
+    match eid {
+        legacy::LEGACY_SET_TIMER => {
+            set_timer(vcpu, inner, a[0] as u64);
+            0
+        }
+        legacy::LEGACY_CONSOLE_PUTCHAR => {
+            crate::console::write_bytes(&[a[0] as u8]);
+            0
+        }
+        legacy::LEGACY_CONSOLE_GETCHAR => {
+            let mut b = [0u8; 1];
+            if arch::sbi::console_read(&mut b) == 1 {
+                b[0] as isize
+            } else {
+                -1
+            }
+        }
+        legacy::LEGACY_SHUTDOWN => {
+            crate::shutdown_guest(vcpu.guest, 0);
+            0
+        }
+        _ => err::NOT_SUPPORTED,
+    }
+}
+
+fn hyp_call(vcpu: &Vcpu, fid: usize, a: [usize; 6]) -> Ret {
+    let w = world();
+    let g = &w.guests[vcpu.guest];
+    if fid == HYP_FID_EOI_MODE {
+        return (0, g.immediate_eoi as usize);
+    }
+    let Some(pirq) = g.pirq_of(a[0] as u32) else { return (err::INVALID_PARAM, 0) };
+    let Some(c) = w.pirqs.get(pirq as usize) else { return (err::INVALID_PARAM, 0) };
+    match fid {
+        HYP_FID_CLAIMS => (0, c.claims.load(Ordering::Relaxed) as usize),
+        HYP_FID_COMPLETES => (0, c.completes.load(Ordering::Relaxed) as usize),
+        HYP_FID_STORM_MASKS => (0, c.storm_masks.load(Ordering::Relaxed) as usize),
+        _ => (err::NOT_SUPPORTED, 0),
+    }
+}

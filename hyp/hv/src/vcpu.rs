@@ -1,0 +1,207 @@
+//! A virtual hart: its saved state, its pending interrupts and its HSM state.
+//!
+//! # Concurrency
+//!
+//! A vCPU is pinned to its *home hart*; only that hart locks `inner`, enters the
+//! guest and consumes `pending` (`PendingSet`'s single consumer). Other harts only:
+//! - raise/lower ids in `pending` and then [`Vcpu::kick`] it;
+//! - move `hsm` from STOPPED to START_PENDING (SBI HSM `hart_start`), writing
+//!   `start` under its lock first.
+//!
+//! **Blocking without lost wake-ups** (a Dekker pair, hence SeqCst): the home hart
+//! stores `blocked = true`, fences, and then re-checks `pending.has_changes()`; a
+//! producer raises (an atomic RMW), fences, and stores `blocked = false`. Either the
+//! home hart sees the change and unblocks itself, or the producer's store comes
+//! after the home hart's and wins. The producer then IPIs the home hart, whose `wfi`
+//! returns because `sip.SSIP` stays pending until hyp clears it.
+use core::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering};
+use spin::Mutex;
+use virq_core::pending::VcpuPending;
+use virq_riscv::hext::HvipSync;
+
+use crate::acct::ExitCounts;
+use crate::arch::csr::{self, hstatus_bits, sstatus_bits};
+use crate::arch::switch::FpState;
+use crate::arch::Context;
+
+/// HSM: stopped.
+pub const HSM_STOPPED: u8 = 1;
+/// HSM: start requested, the home hart has not run it yet.
+pub const HSM_START_PENDING: u8 = 2;
+/// HSM: started.
+pub const HSM_STARTED: u8 = 0;
+
+/// VS-level CSRs kept while the vCPU is not loaded on its hart.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct VsCsrs {
+    /// `vsstatus`.
+    pub vsstatus: usize,
+    /// `vsie`.
+    pub vsie: usize,
+    /// `vstvec`.
+    pub vstvec: usize,
+    /// `vsscratch`.
+    pub vsscratch: usize,
+    /// `vsepc`.
+    pub vsepc: usize,
+    /// `vscause`.
+    pub vscause: usize,
+    /// `vstval`.
+    pub vstval: usize,
+    /// `vsatp`.
+    pub vsatp: usize,
+    /// `vstimecmp` (Sstc).
+    pub vstimecmp: usize,
+}
+
+/// State only the home hart touches.
+pub struct VcpuInner {
+    /// GPRs and trap CSRs (the world switch).
+    pub ctx: Context,
+    /// VS CSRs while not loaded.
+    pub vs: VsCsrs,
+    /// Shadow of `hvip`.
+    pub hvip: HvipSync<{ 64 / usize::BITS as usize }>,
+    /// FP registers.
+    pub fp: FpState,
+    /// Emulated timer deadline (when the hart has no Sstc).
+    pub timer_deadline: u64,
+}
+
+/// A vCPU.
+pub struct Vcpu {
+    /// Index in `World::vcpus`.
+    pub index: usize,
+    /// Guest index.
+    pub guest: usize,
+    /// Hart id inside the guest (`mhartid` the guest sees, SBI hart id).
+    pub id: u32,
+    /// Index of the home hart in `World::harts`.
+    pub hart: usize,
+    /// Pending VS interrupts (VSSIP is the guest-clearable handoff id).
+    pub pending: VcpuPending,
+    /// HSM state (`HSM_*`).
+    pub hsm: AtomicU8,
+    /// Waiting in WFI (or HSM retentive suspend).
+    pub blocked: AtomicBool,
+    /// Time at which a blocked vCPU's timer fires (u64::MAX = never).
+    pub wake_at: AtomicU64,
+    /// `(start_addr, opaque)` of the next HSM start.
+    pub start: Mutex<(usize, usize)>,
+    /// Home-hart state.
+    pub inner: Mutex<VcpuInner>,
+    /// Exit accounting.
+    pub acct: ExitCounts,
+}
+
+impl Vcpu {
+    /// A stopped vCPU.
+    pub fn new(index: usize, guest: usize, id: u32, hart: usize) -> Vcpu {
+        Vcpu {
+            index,
+            guest,
+            id,
+            hart,
+            pending: VcpuPending::with_handoff(&[virq_riscv::hext::IRQ_VS_SOFT])
+                .expect("id 2 is below NR_IRQS"),
+            hsm: AtomicU8::new(HSM_STOPPED),
+            blocked: AtomicBool::new(false),
+            wake_at: AtomicU64::new(u64::MAX),
+            start: Mutex::new((0, 0)),
+            inner: Mutex::new(VcpuInner {
+                ctx: Context::default(),
+                vs: VsCsrs { vstimecmp: usize::MAX, ..VsCsrs::default() },
+                hvip: HvipSync::new(),
+                fp: FpState::default(),
+                timer_deadline: u64::MAX,
+            }),
+            acct: ExitCounts::new(),
+        }
+    }
+
+    /// Raise interrupt `irq` (2, 6 or 10) and kick the vCPU if it must look.
+    pub fn raise(&self, irq: u32) {
+        if self.pending.raise(irq) == Ok(true) {
+            self.kick();
+        }
+    }
+
+    /// Lower interrupt `irq`. A lowered level needs no kick: the vCPU drops it at its
+    /// next entry, and a spurious interrupt in between is allowed by the spec.
+    pub fn lower(&self, irq: u32) {
+        let _ = self.pending.lower(irq);
+    }
+
+    /// Make the vCPU look at its pending set soon: unblock it and IPI its home hart
+    /// (unless that is this hart, which re-evaluates before entering any guest).
+    pub fn kick(&self) {
+        crate::arch::fence();
+        self.blocked.store(false, Ordering::SeqCst);
+        crate::sched::poke_hart(self.hart);
+    }
+
+    /// Is the vCPU eligible to run (started or starting, not blocked)?
+    pub fn eligible(&self) -> bool {
+        self.hsm.load(Ordering::Acquire) != HSM_STOPPED && !self.blocked.load(Ordering::Acquire)
+    }
+}
+
+impl VcpuInner {
+    /// Reset for an HSM start / boot: `a0 = hartid`, `a1 = opaque`, pc = `entry`, in
+    /// VS-mode with the VS-stage off and interrupts disabled (SBI HSM's start state).
+    pub fn reset(&mut self, hartid: u32, entry: usize, opaque: usize) {
+        self.ctx = Context::default();
+        self.ctx.guest.x[10] = hartid as usize;
+        self.ctx.guest.x[11] = opaque;
+        self.ctx.guest.sepc = entry;
+        self.ctx.guest.sstatus = sstatus_bits::SPP | sstatus_bits::FS_INITIAL;
+        self.ctx.guest.hstatus = hstatus_bits::SPV | hstatus_bits::SPVP | hstatus_bits::VTW | (2 << 32);
+        self.vs = VsCsrs { vsstatus: 2 << 32, vstimecmp: usize::MAX, ..VsCsrs::default() };
+        self.fp = FpState::default();
+        self.timer_deadline = u64::MAX;
+    }
+
+    /// Put this vCPU's VS state into the hart (before running it).
+    pub fn load(&mut self, hgatp: usize, sstc: bool) {
+        csr::hgatp::write(hgatp);
+        crate::arch::hfence_gvma_all();
+        csr::vsstatus::write(self.vs.vsstatus);
+        csr::vsie::write(self.vs.vsie);
+        csr::vstvec::write(self.vs.vstvec);
+        csr::vsscratch::write(self.vs.vsscratch);
+        csr::vsepc::write(self.vs.vsepc);
+        csr::vscause::write(self.vs.vscause);
+        csr::vstval::write(self.vs.vstval);
+        csr::vsatp::write(self.vs.vsatp);
+        if sstc {
+            csr::vstimecmp::write(self.vs.vstimecmp);
+        }
+        crate::arch::hfence_vvma_all();
+        csr::sstatus::set(sstatus_bits::FS_INITIAL);
+        self.fp.restore();
+        // `HvipSync` remembers what it last wrote; after `put` that equals its shadow.
+        csr::hvip::write(self.hvip.shadow_hvip() as usize);
+    }
+
+    /// Save this vCPU's VS state from the hart (after running it).
+    pub fn put(&mut self, sstc: bool) {
+        self.vs.vsstatus = csr::vsstatus::read();
+        self.vs.vsie = csr::vsie::read();
+        self.vs.vstvec = csr::vstvec::read();
+        self.vs.vsscratch = csr::vsscratch::read();
+        self.vs.vsepc = csr::vsepc::read();
+        self.vs.vscause = csr::vscause::read();
+        self.vs.vstval = csr::vstval::read();
+        self.vs.vsatp = csr::vsatp::read();
+        if sstc {
+            self.vs.vstimecmp = csr::vstimecmp::read();
+            // Park the timer so it cannot fire for the next vCPU.
+            csr::vstimecmp::write(usize::MAX);
+        }
+        if self.ctx.guest.sstatus & sstatus_bits::FS_MASK == sstatus_bits::FS_DIRTY {
+            self.fp.save();
+            self.ctx.guest.sstatus = (self.ctx.guest.sstatus & !sstatus_bits::FS_MASK) | sstatus_bits::FS_INITIAL;
+        }
+        self.hvip.sync(&crate::arch::csr::HartCsrs);
+    }
+}

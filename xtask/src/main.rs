@@ -1,0 +1,48 @@
+//! `cargo xtask`: setup, build, run, test, bench and fuzz for virq.
+//!
+//! Module ownership:
+//! - `setup`: host prerequisites (rustup target, QEMU >= 8) — installs as root,
+//!   otherwise prints the exact commands and stops.
+//! - `images`: Debian riscv64 guest images (kernel, busybox) and the initramfs.
+//! - `hyp`: builds the bare-metal hypervisor and its test guest, runs QEMU, and
+//!   the QEMU test suite.
+//! - `checks`: fmt, clippy, host tests, loom models.
+
+use anyhow::Result;
+use clap::{Parser, Subcommand};
+
+mod checks;
+mod hyp;
+mod images;
+mod setup;
+
+#[derive(Parser)]
+#[command(name = "cargo xtask", about = "virq developer tasks")]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Install what is missing (rustup target, QEMU 10) or print how to.
+    Setup,
+    /// Boot the default configuration under `hyp` in QEMU.
+    Run(hyp::RunArgs),
+    /// Everything: fmt, clippy, host tests, loom models, fuzz-target build, QEMU suite.
+    Test(checks::TestArgs),
+    /// Criterion benchmarks of virq-core and virq-riscv.
+    Bench,
+    /// Run one cargo-fuzz target: `cargo xtask fuzz <target> --time N`.
+    Fuzz(checks::FuzzArgs),
+}
+
+fn main() -> Result<()> {
+    match Cli::parse().cmd {
+        Cmd::Setup => setup::ensure_all(),
+        Cmd::Run(args) => hyp::run(&args),
+        Cmd::Test(args) => checks::test(&args),
+        Cmd::Bench => checks::bench(),
+        Cmd::Fuzz(args) => checks::fuzz(&args),
+    }
+}
