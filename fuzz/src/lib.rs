@@ -50,7 +50,11 @@ impl Input<'_> {
         match sel % 8 {
             0 => raw | (u64::from(self.u32()) << 32),
             1 => raw,
-            _ => bases[usize::from(sel) % bases.len()] + (raw & 0xfff) * 4 + u64::from(sel >> 7) * (raw >> 13 & 3),
+            _ => {
+                bases[usize::from(sel) % bases.len()]
+                    + (raw & 0xfff) * 4
+                    + u64::from(sel >> 7) * (raw >> 13 & 3)
+            }
         }
     }
 }
@@ -71,7 +75,10 @@ impl VcpuIrqSink for Levels {
         if l.len() <= vcpu as usize {
             l.resize(vcpu as usize + 1, false);
         }
-        assert_ne!(l[vcpu as usize], level, "sink told of a level that did not change");
+        assert_ne!(
+            l[vcpu as usize], level,
+            "sink told of a level that did not change"
+        );
         l[vcpu as usize] = level;
     }
 }
@@ -80,7 +87,10 @@ struct Eois(u32);
 
 impl EoiSink for Eois {
     fn guest_completed(&self, source: u32) {
-        assert!((1..=self.0).contains(&source), "EOI of a source that does not exist");
+        assert!(
+            (1..=self.0).contains(&source),
+            "EOI of a source that does not exist"
+        );
     }
 }
 
@@ -89,11 +99,16 @@ pub fn vplic(data: &[u8]) {
     let mut inp = Input(data);
     let sources = u32::from(inp.u16()) % 1023 + 1;
     let contexts = usize::from(inp.u8() % 8) + 1;
-    let map: Vec<Option<u32>> = (0..contexts).map(|c| (c % 2 == 1).then_some(c as u32 / 2)).collect();
+    let map: Vec<Option<u32>> = (0..contexts)
+        .map(|c| (c % 2 == 1).then_some(c as u32 / 2))
+        .collect();
     let levels = Levels::default();
     let eoi = Eois(sources);
-    let mut p: VPlic<&Levels, &Eois, 8> = VPlic::new(sources, &map, &levels, &eoi).expect("valid config");
-    let bases = [0, 0x1000, 0x2000, 0x2080, 0x20_0000, 0x20_0004, 0x20_1000, 0x20_1004];
+    let mut p: VPlic<&Levels, &Eois, 8> =
+        VPlic::new(sources, &map, &levels, &eoi).expect("valid config");
+    let bases = [
+        0, 0x1000, 0x2000, 0x2080, 0x20_0000, 0x20_0004, 0x20_1000, 0x20_1004,
+    ];
     let mut last_errors = 0;
     while !inp.done() {
         match inp.u8() % 8 {
@@ -103,7 +118,10 @@ pub fn vplic(data: &[u8]) {
                 let v = p.read(off, size);
                 assert!(v <= u64::from(u32::MAX));
                 if claim_reg {
-                    assert!(v <= u64::from(sources), "claimed a source that does not exist");
+                    assert!(
+                        v <= u64::from(sources),
+                        "claimed a source that does not exist"
+                    );
                 }
             }
             2..=4 => {
@@ -121,7 +139,14 @@ pub fn vplic(data: &[u8]) {
             _ => {
                 let s = inp.u16().into();
                 let b = inp.u8();
-                p.set_sense(s, if b & 1 == 1 { Sense::Edge } else { Sense::Level });
+                p.set_sense(
+                    s,
+                    if b & 1 == 1 {
+                        Sense::Edge
+                    } else {
+                        Sense::Level
+                    },
+                );
                 p.set_passthrough(s, b & 2 == 2);
             }
         }
@@ -130,7 +155,11 @@ pub fn vplic(data: &[u8]) {
             assert!(top <= sources);
             assert_eq!(p.output(c), top != 0, "context output disagrees with claim");
             if let Some(v) = v {
-                assert_eq!(levels.get(*v), p.output(c), "vCPU level disagrees with its context");
+                assert_eq!(
+                    levels.get(*v),
+                    p.output(c),
+                    "vCPU level disagrees with its context"
+                );
             }
         }
         let e = p.errors().total();
@@ -147,7 +176,10 @@ struct MsiRec {
 
 impl MsiSink for MsiRec {
     fn send_msi(&mut self, msi: Msi) -> bool {
-        assert!(msi.hart < self.harts, "MSI to a hart the guest was not given");
+        assert!(
+            msi.hart < self.harts,
+            "MSI to a hart the guest was not given"
+        );
         assert_eq!(msi.guest, 0, "MSI to a guest file");
         assert!(msi.eiid <= 0x7ff);
         self.count += 1;
@@ -163,7 +195,9 @@ pub fn vaplic(data: &[u8]) {
     let levels = Levels::default();
     let mut a: VAplic<MsiRec, &Levels, 8> =
         VAplic::new(sources, harts, MsiRec { harts, count: 0 }, &levels).expect("valid config");
-    let bases = [0, 4, 0x1c00, 0x1cdc, 0x1d00, 0x1e00, 0x1f00, 0x2000, 0x3000, 0x3004, 0x4000, 0x4018];
+    let bases = [
+        0, 4, 0x1c00, 0x1cdc, 0x1d00, 0x1e00, 0x1f00, 0x2000, 0x3000, 0x3004, 0x4000, 0x4018,
+    ];
     while !inp.done() {
         match inp.u8() % 6 {
             0 | 1 => {
@@ -182,7 +216,10 @@ pub fn vaplic(data: &[u8]) {
         let ie = a.read(0, 4) & (1 << 8) != 0;
         for i in 1..=sources {
             if a.msi_mode() && ie {
-                assert!(!(a.is_pending(i) && a.is_enabled(i)), "source {i} pending and enabled but not forwarded");
+                assert!(
+                    !(a.is_pending(i) && a.is_enabled(i)),
+                    "source {i} pending and enabled but not forwarded"
+                );
             }
             if a.source_mode(i) == virq_riscv::aplic::SourceMode::Inactive {
                 assert!(!a.is_pending(i) && !a.is_enabled(i));
@@ -210,7 +247,12 @@ impl GuestFileHw for MemFiles {
         self.restore(hart, line, &s);
     }
     fn save(&self, hart: usize, line: u32) -> ImsicFileState {
-        self.0.borrow().iter().find(|e| e.0 == (hart, line)).map(|e| e.1).unwrap_or_default()
+        self.0
+            .borrow()
+            .iter()
+            .find(|e| e.0 == (hart, line))
+            .map(|e| e.1)
+            .unwrap_or_default()
     }
     fn restore(&self, hart: usize, line: u32, state: &ImsicFileState) {
         let mut v = self.0.borrow_mut();
@@ -229,8 +271,9 @@ pub fn vimsic(data: &[u8]) {
     alloc.online(0, 0b10).expect("hart 0");
     alloc.online(1, 0b10).expect("hart 1");
     let csrs = FakeCsrs::new(0b10);
-    let mut files: Vec<_> =
-        (0..2).map(|v| VcpuImsic::new(v, v, 255, &hw, &levels).expect("valid config")).collect();
+    let mut files: Vec<_> = (0..2)
+        .map(|v| VcpuImsic::new(v, v, 255, &hw, &levels).expect("valid config"))
+        .collect();
     while !inp.done() {
         let op = inp.u8();
         let f = &mut files[usize::from(op >> 7)];
@@ -246,11 +289,16 @@ pub fn vimsic(data: &[u8]) {
             2 | 3 => {
                 let sel = u32::from(inp.u8());
                 let v = u64::from(inp.u32()) | u64::from(inp.u32()) << 32;
-                let op = [CsrOp::Read, CsrOp::Write(v), CsrOp::Set(v), CsrOp::Clear(v)][usize::from(inp.u8() % 4)];
+                let op = [CsrOp::Read, CsrOp::Write(v), CsrOp::Set(v), CsrOp::Clear(v)]
+                    [usize::from(inp.u8() % 4)];
                 let _ = f.ireg(sel, op);
             }
             4 => {
-                let op = if inp.u8() & 1 == 1 { CsrOp::Write(0) } else { CsrOp::Read };
+                let op = if inp.u8() & 1 == 1 {
+                    CsrOp::Write(0)
+                } else {
+                    CsrOp::Read
+                };
                 if let Ok(v) = f.stopei(op) {
                     assert!(v == 0 || (v >> 16 == v & 0x7ff && v >> 16 <= 255));
                 }
@@ -262,7 +310,11 @@ pub fn vimsic(data: &[u8]) {
             }
             6 => f.evict(&alloc),
             _ => {
-                let msi = Msi { hart: u32::from(inp.u8() % 3), guest: u32::from(inp.u8() % 2), eiid: u32::from(inp.u16()) };
+                let msi = Msi {
+                    hart: u32::from(inp.u8() % 3),
+                    guest: u32::from(inp.u8() % 2),
+                    eiid: u32::from(inp.u16()),
+                };
                 files.as_mut_slice().send_msi(msi);
             }
         }
@@ -270,9 +322,16 @@ pub fn vimsic(data: &[u8]) {
             let s = f.save_state();
             assert!(s.eidelivery <= 1 && s.eithreshold <= 2047);
             assert_eq!(s.eip[0] & 1, 0, "identity 0 can never pend");
-            assert!(s.eip[4..].iter().chain(&s.eie[4..]).all(|&w| w == 0), "identity above 255");
+            assert!(
+                s.eip[4..].iter().chain(&s.eie[4..]).all(|&w| w == 0),
+                "identity above 255"
+            );
             if let Backing::Hardware { hart, line } = f.backing() {
-                assert_eq!(alloc.owner(hart, line), Some(v as u32), "file on a line it does not own");
+                assert_eq!(
+                    alloc.owner(hart, line),
+                    Some(v as u32),
+                    "file on a line it does not own"
+                );
             } else {
                 assert_eq!(levels.get(v as u32), s.eidelivery == 1 && top(&s) != 0);
             }
@@ -281,14 +340,24 @@ pub fn vimsic(data: &[u8]) {
 }
 
 fn top(s: &ImsicFileState) -> u32 {
-    let limit = if s.eithreshold == 0 { 256 } else { s.eithreshold };
-    (1..256).find(|&i| (s.eip[i as usize / 64] & s.eie[i as usize / 64]) >> (i % 64) & 1 == 1).filter(|&i| i < limit).unwrap_or(0)
+    let limit = if s.eithreshold == 0 {
+        256
+    } else {
+        s.eithreshold
+    };
+    (1..256)
+        .find(|&i| (s.eip[i as usize / 64] & s.eie[i as usize / 64]) >> (i % 64) & 1 == 1)
+        .filter(|&i| i < limit)
+        .unwrap_or(0)
 }
 
 /// The stub `main` of a target built without libFuzzer: runs `target` on every file
 /// named on the command line (directories are walked one level), or on stdin.
 pub fn replay_main(target: fn(&[u8])) -> std::process::ExitCode {
-    let args: Vec<String> = std::env::args().skip(1).filter(|a| !a.starts_with('-')).collect();
+    let args: Vec<String> = std::env::args()
+        .skip(1)
+        .filter(|a| !a.starts_with('-'))
+        .collect();
     if args.is_empty() {
         let mut buf = Vec::new();
         if std::io::stdin().read_to_end(&mut buf).is_err() {

@@ -87,8 +87,54 @@ pub fn bench() -> Result<()> {
     run_cmd(cargo().args(["bench", "-p", "virq-riscv"]))
 }
 
-/// `cargo xtask fuzz`.
+/// The fuzz targets (`fuzz/fuzz_targets/<name>.rs`).
+pub const FUZZ_TARGETS: &[&str] = &["vplic", "vaplic", "vimsic"];
+
+/// Coverage instrumentation for libFuzzer on a stable toolchain (what `cargo fuzz`
+/// passes through nightly `-Z sanitizer`, spelled as plain LLVM options).
+const FUZZ_RUSTFLAGS: &[&str] = &[
+    "-Cpasses=sancov-module",
+    "-Cllvm-args=-sanitizer-coverage-level=4",
+    "-Cllvm-args=-sanitizer-coverage-inline-8bit-counters",
+    "-Cllvm-args=-sanitizer-coverage-pc-table",
+    "-Cllvm-args=-sanitizer-coverage-trace-compares",
+    "--cfg",
+    "fuzzing",
+];
+
+fn host_triple() -> Result<String> {
+    let out = Command::new("rustc").arg("-vV").output().context("running rustc -vV")?;
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .find_map(|l| l.strip_prefix("host: ").map(str::to_owned))
+        .context("rustc -vV printed no host triple")
+}
+
+/// `cargo xtask fuzz <target> --time N`: build the target with libFuzzer and coverage
+/// instrumentation (`--target <host>` keeps the flags away from build scripts; its own
+/// target dir keeps the normal build intact), then run it for N seconds.
 pub fn fuzz(args: &FuzzArgs) -> Result<()> {
-    let _ = args;
-    bail!("fuzzing is not wired yet")
+    if !FUZZ_TARGETS.contains(&args.target.as_str()) {
+        bail!("unknown fuzz target `{}`; targets: {}", args.target, FUZZ_TARGETS.join(", "));
+    }
+    let host = host_triple()?;
+    run_cmd(
+        cargo()
+            .args(["build", "-p", "virq-fuzz", "--features", "libfuzzer", "--release"])
+            .args(["--target", &host, "--target-dir", "target/fuzz", "--bin", &args.target])
+            .env("RUSTFLAGS", FUZZ_RUSTFLAGS.join(" ")),
+    )?;
+    let corpus = root().join("fuzz/corpus").join(&args.target);
+    let artifacts = root().join("fuzz/artifacts").join(&args.target);
+    std::fs::create_dir_all(&corpus).with_context(|| format!("creating {}", corpus.display()))?;
+    std::fs::create_dir_all(&artifacts).with_context(|| format!("creating {}", artifacts.display()))?;
+    let bin = root().join("target/fuzz").join(&host).join("release").join(&args.target);
+    run_cmd(
+        Command::new(bin)
+            .arg(&corpus)
+            .arg(format!("-artifact_prefix={}/", artifacts.display()))
+            .arg(format!("-max_total_time={}", args.time))
+            .arg("-rss_limit_mb=2048")
+            .arg("-print_final_stats=1"),
+    )
 }

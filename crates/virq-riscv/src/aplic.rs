@@ -212,7 +212,10 @@ impl<M: MsiSink, S: VcpuIrqSink, const HARTS: usize> VAplic<M, S, HARTS> {
 
     /// Source `i`'s mode.
     pub fn source_mode(&self, i: u32) -> SourceMode {
-        self.mode.get(i as usize).copied().unwrap_or(SourceMode::Inactive)
+        self.mode
+            .get(i as usize)
+            .copied()
+            .unwrap_or(SourceMode::Inactive)
     }
 
     /// Is source `i` pending?
@@ -429,7 +432,9 @@ impl<M: MsiSink, S: VcpuIrqSink, const HARTS: usize> VAplic<M, S, HARTS> {
             self.set_outputs(|_, _| false);
         } else {
             let ie = self.ie;
-            self.set_outputs(|a, h| ie && a.idc[h].idelivery && (a.idc[h].iforce || a.topi(h) != 0));
+            self.set_outputs(|a, h| {
+                ie && a.idc[h].idelivery && (a.idc[h].iforce || a.topi(h) != 0)
+            });
         }
     }
 
@@ -439,7 +444,11 @@ impl<M: MsiSink, S: VcpuIrqSink, const HARTS: usize> VAplic<M, S, HARTS> {
             ErrorCounters::bump(&mut self.errors.ignored_value);
             return;
         }
-        let msi = Msi { hart, guest: 0, eiid: target & EIID_MASK };
+        let msi = Msi {
+            hart,
+            guest: 0,
+            eiid: target & EIID_MASK,
+        };
         if !self.msi.send_msi(msi) {
             ErrorCounters::bump(&mut self.errors.ignored_value);
         }
@@ -522,7 +531,9 @@ impl<M: MsiSink, S: VcpuIrqSink, const HARTS: usize> MmioDevice for VAplic<M, S,
 
     fn read(&mut self, offset: u64, size: u8) -> u64 {
         let region = self.region_size();
-        let Some(off) = self.errors.check32(offset, size, region) else { return 0 };
+        let Some(off) = self.errors.check32(offset, size, region) else {
+            return 0;
+        };
         let Some(reg) = self.decode(off) else {
             ErrorCounters::bump(&mut self.errors.unmapped);
             return 0;
@@ -557,7 +568,9 @@ impl<M: MsiSink, S: VcpuIrqSink, const HARTS: usize> MmioDevice for VAplic<M, S,
 
     fn write(&mut self, offset: u64, size: u8, value: u64) {
         let region = self.region_size();
-        let Some(off) = self.errors.check32(offset, size, region) else { return };
+        let Some(off) = self.errors.check32(offset, size, region) else {
+            return;
+        };
         let Some(reg) = self.decode(off) else {
             ErrorCounters::bump(&mut self.errors.unmapped);
             return;

@@ -51,7 +51,9 @@ impl<const W: usize> Bits<W> {
     /// 32-bit word `k` (bits `32k .. 32k+31`), zero when out of range.
     #[inline]
     pub(crate) fn word32(&self, k: usize) -> u32 {
-        self.0.get(k / 2).map_or(0, |w| (w >> ((k % 2) * 32)) as u32)
+        self.0
+            .get(k / 2)
+            .map_or(0, |w| (w >> ((k % 2) * 32)) as u32)
     }
 
     /// Replaces 32-bit word `k`; no-op when out of range.

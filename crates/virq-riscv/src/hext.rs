@@ -100,7 +100,10 @@ impl<T: Csrs + ?Sized> Csrs for &T {
 /// none).
 pub fn set_vgein(csrs: &impl Csrs, line: u32) {
     let hs = csrs.read(Csr::Hstatus) & !HSTATUS_VGEIN_MASK;
-    csrs.write(Csr::Hstatus, hs | ((u64::from(line) << HSTATUS_VGEIN_SHIFT) & HSTATUS_VGEIN_MASK));
+    csrs.write(
+        Csr::Hstatus,
+        hs | ((u64::from(line) << HSTATUS_VGEIN_SHIFT) & HSTATUS_VGEIN_MASK),
+    );
 }
 
 /// The current `hstatus.VGEIN`.
@@ -129,7 +132,10 @@ impl<const W: usize> Default for HvipSync<W> {
 impl<const W: usize> HvipSync<W> {
     /// Nothing pending, `hvip` assumed 0 (write it once at vCPU creation).
     pub const fn new() -> Self {
-        Self { shadow: [0; W], hw: 0 }
+        Self {
+            shadow: [0; W],
+            hw: 0,
+        }
     }
 
     /// The `hvip` value the shadow asks for.
@@ -183,7 +189,9 @@ impl<'a, const W: usize, K: Fn(u32)> PendingSink<'a, W, K> {
 
 impl<const W: usize, K: Fn(u32)> VcpuIrqSink for PendingSink<'_, W, K> {
     fn set_vseip(&self, vcpu: u32, level: bool) {
-        let Some(p) = self.vcpus.get(vcpu as usize) else { return };
+        let Some(p) = self.vcpus.get(vcpu as usize) else {
+            return;
+        };
         if level {
             if p.raise(IRQ_VS_EXT) == Ok(true) {
                 (self.kick)(vcpu);
@@ -271,7 +279,10 @@ pub mod fake {
     impl FakeCsrs {
         /// A hart whose `hgeie` implements `lines` (bit 0 ignored).
         pub fn new(lines: u64) -> Self {
-            Self { lines: lines & !1, ..Self::default() }
+            Self {
+                lines: lines & !1,
+                ..Self::default()
+            }
         }
 
         /// The guest writes `sip.SSIP` (an alias of `hvip.VSSIP`).
@@ -307,7 +318,11 @@ pub mod fake {
             match csr {
                 Csr::Hstatus => {
                     let line = (value & HSTATUS_VGEIN_MASK) >> super::HSTATUS_VGEIN_SHIFT;
-                    let keep = if (self.lines >> line) & 1 == 1 { value } else { value & !HSTATUS_VGEIN_MASK };
+                    let keep = if (self.lines >> line) & 1 == 1 {
+                        value
+                    } else {
+                        value & !HSTATUS_VGEIN_MASK
+                    };
                     self.hstatus.set(keep);
                 }
                 Csr::Hvip => {

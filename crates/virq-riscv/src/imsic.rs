@@ -49,7 +49,12 @@ pub struct ImsicFileState {
 
 impl Default for ImsicFileState {
     fn default() -> Self {
-        Self { eidelivery: 0, eithreshold: 0, eip: [0; WORDS], eie: [0; WORDS] }
+        Self {
+            eidelivery: 0,
+            eithreshold: 0,
+            eip: [0; WORDS],
+            eie: [0; WORDS],
+        }
     }
 }
 
@@ -107,7 +112,10 @@ impl ImsicFile {
         if !(63..=MAX_IDS).contains(&num_ids) || (num_ids + 1) % 64 != 0 {
             return Err(crate::ConfigError::Identities);
         }
-        Ok(Self { num_ids, s: ImsicFileState::default() })
+        Ok(Self {
+            num_ids,
+            s: ImsicFileState::default(),
+        })
     }
 
     /// Number of implemented identities.
@@ -226,7 +234,11 @@ impl ImsicFile {
                 }
                 let j = (k / 2) as usize;
                 let mask = self.id_mask(j);
-                let arr = if iselect < ISELECT_EIE0 { &mut self.s.eip } else { &mut self.s.eie };
+                let arr = if iselect < ISELECT_EIE0 {
+                    &mut self.s.eip
+                } else {
+                    &mut self.s.eie
+                };
                 let old = arr[j];
                 if let Some(v) = op.apply(old) {
                     arr[j] = v & mask;

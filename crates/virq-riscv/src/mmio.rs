@@ -163,7 +163,10 @@ mod tests {
 
     #[test]
     fn counters_saturate() {
-        let mut e = ErrorCounters { read_only: u64::MAX, ..Default::default() };
+        let mut e = ErrorCounters {
+            read_only: u64::MAX,
+            ..Default::default()
+        };
         ErrorCounters::bump(&mut e.read_only);
         assert_eq!(e.read_only, u64::MAX);
         assert_eq!(e.total(), u64::MAX);

@@ -52,7 +52,15 @@ impl<T: MsiSink + ?Sized> MsiSink for &mut T {
 /// Routes an MSI to the element whose index is the MSI's hart index.
 impl<T: MsiSink> MsiSink for [T] {
     fn send_msi(&mut self, msi: Msi) -> bool {
-        self.get_mut(msi.hart as usize).is_some_and(|f| f.send_msi(msi))
+        self.get_mut(msi.hart as usize)
+            .is_some_and(|f| f.send_msi(msi))
+    }
+}
+
+/// Routes an MSI to the element whose index is the MSI's hart index.
+impl<T: MsiSink, const N: usize> MsiSink for [T; N] {
+    fn send_msi(&mut self, msi: Msi) -> bool {
+        self.as_mut_slice().send_msi(msi)
     }
 }
 
@@ -113,7 +121,13 @@ impl<H: GuestFileHw, S: VcpuIrqSink> VcpuImsic<H, S> {
     /// The interrupt file of vCPU `vcpu` (its id for [`HgeiAllocator`] ownership and
     /// for `sink`), which the guest addresses as hart index `hart_index`, with
     /// `num_ids` identities. Starts software-backed and empty.
-    pub fn new(hart_index: u32, vcpu: u32, num_ids: u32, hw: H, sink: S) -> Result<Self, ConfigError> {
+    pub fn new(
+        hart_index: u32,
+        vcpu: u32,
+        num_ids: u32,
+        hw: H,
+        sink: S,
+    ) -> Result<Self, ConfigError> {
         Ok(Self {
             hart_index,
             vcpu,
@@ -214,7 +228,8 @@ impl<H: GuestFileHw, S: VcpuIrqSink> VcpuImsic<H, S> {
         csrs: &impl Csrs,
     ) -> Backing {
         match self.backing {
-            Backing::Hardware { hart: h, line } if h == hart && alloc.owner(hart, line) == Some(self.vcpu) => {}
+            Backing::Hardware { hart: h, line }
+                if h == hart && alloc.owner(hart, line) == Some(self.vcpu) => {}
             Backing::Hardware { .. } => {
                 // Moved to another hart (or lost the line): bring the state home first.
                 self.move_to_software(alloc);
@@ -222,10 +237,13 @@ impl<H: GuestFileHw, S: VcpuIrqSink> VcpuImsic<H, S> {
             }
             Backing::Software => self.try_hardware(hart, alloc),
         }
-        set_vgein(csrs, match self.backing {
-            Backing::Hardware { line, .. } => line,
-            Backing::Software => 0,
-        });
+        set_vgein(
+            csrs,
+            match self.backing {
+                Backing::Hardware { line, .. } => line,
+                Backing::Software => 0,
+            },
+        );
         self.backing
     }
 

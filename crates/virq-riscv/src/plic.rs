@@ -120,8 +120,12 @@ impl<S: VcpuIrqSink, E: EoiSink, const CONTEXTS: usize> VPlic<S, E, CONTEXTS> {
                 return Err(ConfigError::DuplicateVcpu);
             }
         }
-        let mut ctx = [Context { enable: Bits::new(), threshold: 0, vcpu: None, output: false };
-            CONTEXTS];
+        let mut ctx = [Context {
+            enable: Bits::new(),
+            threshold: 0,
+            vcpu: None,
+            output: false,
+        }; CONTEXTS];
         for (c, v) in ctx.iter_mut().zip(context_vcpu) {
             c.vcpu = *v;
         }
@@ -346,7 +350,10 @@ impl<S: VcpuIrqSink, E: EoiSink, const CONTEXTS: usize> VPlic<S, E, CONTEXTS> {
             }
             ENABLE_BASE..CONTEXT_BASE => {
                 let rel = offset - ENABLE_BASE;
-                let (c, k) = ((rel / ENABLE_STRIDE) as usize, ((rel % ENABLE_STRIDE) / 4) as usize);
+                let (c, k) = (
+                    (rel / ENABLE_STRIDE) as usize,
+                    ((rel % ENABLE_STRIDE) / 4) as usize,
+                );
                 (c < self.contexts && k < words32).then_some(Reg::Enable(c, k))
             }
             _ => {
@@ -381,7 +388,9 @@ impl<S: VcpuIrqSink, E: EoiSink, const CONTEXTS: usize> MmioDevice for VPlic<S, 
 
     fn read(&mut self, offset: u64, size: u8) -> u64 {
         let region = self.region_size();
-        let Some(off) = self.errors.check32(offset, size, region) else { return 0 };
+        let Some(off) = self.errors.check32(offset, size, region) else {
+            return 0;
+        };
         let Some(reg) = self.decode(off) else {
             ErrorCounters::bump(&mut self.errors.unmapped);
             return 0;
@@ -398,7 +407,9 @@ impl<S: VcpuIrqSink, E: EoiSink, const CONTEXTS: usize> MmioDevice for VPlic<S, 
 
     fn write(&mut self, offset: u64, size: u8, value: u64) {
         let region = self.region_size();
-        let Some(off) = self.errors.check32(offset, size, region) else { return };
+        let Some(off) = self.errors.check32(offset, size, region) else {
+            return;
+        };
         let Some(reg) = self.decode(off) else {
             ErrorCounters::bump(&mut self.errors.unmapped);
             return;

@@ -330,6 +330,10 @@ fn legacy_call(vcpu: &Vcpu, inner: &mut VcpuInner, eid: usize, a: [usize; 6]) ->
 fn hyp_call(vcpu: &Vcpu, fid: usize, a: [usize; 6]) -> Ret {
     let w = world();
     let g = &w.guests[vcpu.guest];
+    if fid == 9 {
+        let p = w.host_plic.unwrap();
+        return (p.debug_pending() as isize, p.debug_enable(1) as usize);
+    }
     if fid == HYP_FID_EOI_MODE {
         return (0, g.immediate_eoi as usize);
     }

@@ -63,7 +63,11 @@ fn aia_4_5_1_domaincfg_reads_0x80_and_be_is_read_only_zero() {
     let mut a = new(&s, 8);
     assert_eq!(a.read(DOMAINCFG, 4), 0x8000_0000);
     a.write(DOMAINCFG, 4, 0xffff_ffff);
-    assert_eq!(a.read(DOMAINCFG, 4), 0x8000_0104, "IE, DM; BE and bit 7 read zero");
+    assert_eq!(
+        a.read(DOMAINCFG, 4),
+        0x8000_0104,
+        "IE, DM; BE and bit 7 read zero"
+    );
 }
 
 #[test]
@@ -74,7 +78,11 @@ fn aia_4_5_2_sourcecfg_detached_ignores_input() {
     a.write(SETIENUM, 4, 3);
     a.set_input(3, true);
     assert!(!a.is_pending(3));
-    assert_eq!(a.read(0x1d00, 4), 0, "rectified input of a detached source is 0");
+    assert_eq!(
+        a.read(0x1d00, 4),
+        0,
+        "rectified input of a detached source is 0"
+    );
     a.write(SETIPNUM, 4, 3);
     assert!(a.is_pending(3), "detached sources pend through setipnum");
 }
@@ -116,7 +124,10 @@ fn aia_4_5_2_inactive_source_has_read_only_zero_state() {
     a.write(target(5), 4, 3);
     a.write(SETIENUM, 4, 5);
     a.write(0x1c00, 4, 1 << 5);
-    assert_eq!((a.read(target(5), 4), a.is_enabled(5), a.is_pending(5)), (0, false, false));
+    assert_eq!(
+        (a.read(target(5), 4), a.is_enabled(5), a.is_pending(5)),
+        (0, false, false)
+    );
 }
 
 #[test]
@@ -151,7 +162,11 @@ fn aia_4_5_7_in_clrip_clears_edge_but_not_direct_level() {
     assert_eq!(a.read(0x1c00, 4), 0b110);
     assert_eq!(a.read(0x1d00, 4), 0b110);
     a.write(0x1d00, 4, 0b110);
-    assert_eq!(a.read(0x1c00, 4), 0b100, "level pending mirrors the input in direct mode");
+    assert_eq!(
+        a.read(0x1c00, 4),
+        0b100,
+        "level pending mirrors the input in direct mode"
+    );
     a.write(CLRIPNUM, 4, 2);
     assert!(a.is_pending(2));
 }
@@ -198,7 +213,14 @@ fn aia_4_5_15_genmsi_sends_extempore_msi_even_with_ie_clear() {
     assert_eq!(a.read(GENMSI, 4), 0);
     a.write(DOMAINCFG, 4, DM);
     a.write(GENMSI, 4, 2 << 18 | 77);
-    assert_eq!(sent(&a), [Msi { hart: 2, guest: 0, eiid: 77 }]);
+    assert_eq!(
+        sent(&a),
+        [Msi {
+            hart: 2,
+            guest: 0,
+            eiid: 77
+        }]
+    );
     assert_eq!(a.read(GENMSI, 4) & (1 << 12), 0, "never busy");
 }
 
@@ -242,7 +264,10 @@ fn aia_4_7_level_msi_setipnum_only_while_input_high() {
     a.set_input(3, true);
     assert!(a.is_pending(3));
     a.write(CLRIPNUM, 4, 3);
-    assert!(!a.is_pending(3), "clripnum clears a level source in MSI mode");
+    assert!(
+        !a.is_pending(3),
+        "clripnum clears a level source in MSI mode"
+    );
     a.write(SETIPNUM, 4, 3);
     assert!(a.is_pending(3));
     a.set_input(3, false);
@@ -315,7 +340,14 @@ fn aia_4_9_msi_sent_for_pending_enabled_and_pending_cleared() {
     assert!(sent(&a).is_empty(), "not enabled");
     assert!(a.is_pending(8));
     a.write(SETIENUM, 4, 8);
-    assert_eq!(sent(&a), [Msi { hart: 1, guest: 0, eiid: 42 }]);
+    assert_eq!(
+        sent(&a),
+        [Msi {
+            hart: 1,
+            guest: 0,
+            eiid: 42
+        }]
+    );
     assert!(!a.is_pending(8));
     assert_eq!(s.changes(), 0, "no wired output in MSI mode");
 }
@@ -331,7 +363,14 @@ fn aia_4_9_ie_clear_holds_msis_until_set() {
     a.write(SETIPNUM, 4, 1);
     assert!(sent(&a).is_empty());
     a.write(DOMAINCFG, 4, DM | IE);
-    assert_eq!(sent(&a), [Msi { hart: 0, guest: 0, eiid: 5 }]);
+    assert_eq!(
+        sent(&a),
+        [Msi {
+            hart: 0,
+            guest: 0,
+            eiid: 5
+        }]
+    );
 }
 
 #[test]
@@ -377,13 +416,24 @@ fn aplic_bad_accesses_are_counted() {
     a.write(sourcecfg(1), 8, 0);
     a.write(sourcecfg(1) + 1, 4, 0);
     assert_eq!(a.read(sourcecfg(1), 4), 4);
-    for off in [sourcecfg(9), 0x1bc0, target(9), 0x1c04, 0x4010, 0x5000, u64::MAX - 3] {
+    for off in [
+        sourcecfg(9),
+        0x1bc0,
+        target(9),
+        0x1c04,
+        0x4010,
+        0x5000,
+        u64::MAX - 3,
+    ] {
         assert_eq!(a.read(off, 4), 0);
         a.write(off, 4, !0);
     }
     a.write(idc(0, TOPI), 4, 1);
     let e = a.errors();
-    assert_eq!((e.bad_width, e.misaligned, e.unmapped, e.read_only), (2, 1, 14, 1));
+    assert_eq!(
+        (e.bad_width, e.misaligned, e.unmapped, e.read_only),
+        (2, 1, 14, 1)
+    );
     assert_eq!(a.region_size(), 0x5000);
 }
 
@@ -418,7 +468,8 @@ fn op() -> impl Strategy<Value = Op> {
     let src = 0..=NS + 1;
     prop_oneof![
         // sourcecfg[0] would be domaincfg: only real sourcecfg registers.
-        (1..=NS + 1, prop::sample::select(vec![0u32, 1, 4, 5, 6, 7])).prop_map(|(s, m)| Op::Mode(s, m)),
+        (1..=NS + 1, prop::sample::select(vec![0u32, 1, 4, 5, 6, 7]))
+            .prop_map(|(s, m)| Op::Mode(s, m)),
         // target[0] would be genmsi: only real target registers.
         (1..=NS + 1, 0..5u32, 0..300u32).prop_map(|(s, h, e)| Op::Target(s, h, e)),
         (src.clone(), any::<bool>()).prop_map(|(s, on)| Op::Enable(s, on)),
@@ -479,8 +530,12 @@ impl Model {
                     self.pending[i] = self.rect(i);
                 }
             }
-            Op::Target(s, h, e) if ok(s) && self.mode[s as usize] != 0 => self.target[s as usize] = (h, e),
-            Op::Enable(s, on) if ok(s) && self.mode[s as usize] != 0 => self.enabled[s as usize] = on,
+            Op::Target(s, h, e) if ok(s) && self.mode[s as usize] != 0 => {
+                self.target[s as usize] = (h, e)
+            }
+            Op::Enable(s, on) if ok(s) && self.mode[s as usize] != 0 => {
+                self.enabled[s as usize] = on
+            }
             Op::Input(s, l) if ok(s) => {
                 let i = s as usize;
                 let old = self.rect(i);
@@ -511,7 +566,11 @@ impl Model {
                     self.pending[i] = false;
                     let (hart, eiid) = self.target[i];
                     if hart < 3 {
-                        self.out.push(Msi { hart, guest: 0, eiid: eiid & 0x7ff });
+                        self.out.push(Msi {
+                            hart,
+                            guest: 0,
+                            eiid: eiid & 0x7ff,
+                        });
                     }
                 }
             }

@@ -61,7 +61,10 @@ fn seed000_ipi_after_guest_clear_is_delivered() {
     csrs.guest_write_ssip(false);
     h.sync(&csrs);
     p.raise(2).unwrap();
-    assert!(h.flush(&p, &csrs), "a new IPI is written even though the shadow once had it");
+    assert!(
+        h.flush(&p, &csrs),
+        "a new IPI is written even though the shadow once had it"
+    );
     assert_eq!(csrs.read(Csr::Hvip), HVIP_VSSIP);
     // The guest may also set its own SSIP: sync keeps it.
     csrs.guest_write_ssip(false);
@@ -87,7 +90,8 @@ fn pending_sink_raises_vseip_and_kicks_once() {
 
 fn enable_and_pend(f: &mut VcpuImsic<&FakeHwFiles, &VseipLog>, id: u32) {
     f.ireg(0x70, CsrOp::Write(1)).unwrap();
-    f.ireg(0xc0 + 2 * (id / 64), CsrOp::Set(1 << (id % 64))).unwrap();
+    f.ireg(0xc0 + 2 * (id / 64), CsrOp::Set(1 << (id % 64)))
+        .unwrap();
     f.write(0, 4, id.into());
 }
 
@@ -115,13 +119,23 @@ fn seed003_load_takes_a_line_and_sets_vgein() {
     let mut f = VcpuImsic::new(0, 4, 255, &hw, &log).unwrap();
     enable_and_pend(&mut f, 42);
     assert!(log.level(4));
-    assert_eq!(f.load(0, &alloc, &csrs), Backing::Hardware { hart: 0, line: 1 });
+    assert_eq!(
+        f.load(0, &alloc, &csrs),
+        Backing::Hardware { hart: 0, line: 1 }
+    );
     assert_eq!(vgein(&csrs), 1);
     assert_eq!(alloc.owner(0, 1), Some(4));
     assert!(!log.level(4), "software VSEIP dropped: hgeip now signals");
     let st = hw.state(0, 1);
-    assert_eq!((st.eidelivery, st.eip[0], st.eie[0]), (1, 1 << 42, 1 << 42), "state moved to hardware");
-    assert_eq!(f.ireg(0x70, CsrOp::Read), Err(crate::imsic::IselectError::NotEmulated));
+    assert_eq!(
+        (st.eidelivery, st.eip[0], st.eie[0]),
+        (1, 1 << 42, 1 << 42),
+        "state moved to hardware"
+    );
+    assert_eq!(
+        f.ireg(0x70, CsrOp::Read),
+        Err(crate::imsic::IselectError::NotEmulated)
+    );
     // Loading again on the same hart keeps the line without touching hardware.
     let n = hw.log.borrow().len();
     f.load(0, &alloc, &csrs);
@@ -143,9 +157,16 @@ fn seed003_no_free_line_falls_back_to_software_then_upgrades() {
     assert!(log.level(2));
     // a goes away; its line frees; b's next load moves its state into the line.
     a.evict(&alloc);
-    assert_eq!(hw.state(0, 1), ImsicFileState::default(), "a's state scrubbed from the line");
+    assert_eq!(
+        hw.state(0, 1),
+        ImsicFileState::default(),
+        "a's state scrubbed from the line"
+    );
     assert_eq!(a.save_state().eip[0], 0);
-    assert_eq!(b.load(0, &alloc, &csrs), Backing::Hardware { hart: 0, line: 1 });
+    assert_eq!(
+        b.load(0, &alloc, &csrs),
+        Backing::Hardware { hart: 0, line: 1 }
+    );
     assert_eq!(hw.state(0, 1).eip[0], 1 << 7);
     assert!(!log.level(2));
 }
@@ -160,7 +181,10 @@ fn seed003_vcpu_moving_hart_carries_its_file() {
     let mut f = VcpuImsic::new(0, 3, 255, &hw, &log).unwrap();
     enable_and_pend(&mut f, 99);
     f.load(0, &alloc, &csrs);
-    assert_eq!(f.load(1, &alloc, &csrs), Backing::Hardware { hart: 1, line: 2 });
+    assert_eq!(
+        f.load(1, &alloc, &csrs),
+        Backing::Hardware { hart: 1, line: 2 }
+    );
     assert_eq!(vgein(&csrs), 2);
     assert_eq!(alloc.owner(0, 1), None, "old line freed");
     assert_eq!(hw.state(1, 2).eip[1], 1 << (99 - 64));
@@ -220,8 +244,14 @@ fn vimsic_page_errors_are_counted() {
     f.write(0, 4, 64); // identity not implemented
     assert_eq!(f.read(0x10, 4), 0);
     let e = f.errors();
-    assert_eq!((e.bad_width, e.misaligned, e.unmapped, e.ignored_value), (1, 1, 3, 1));
+    assert_eq!(
+        (e.bad_width, e.misaligned, e.unmapped, e.ignored_value),
+        (1, 1, 3, 1)
+    );
     assert_eq!(f.save_state(), ImsicFileState::default());
-    assert_eq!(f.ireg(0x81, CsrOp::Read), Err(crate::imsic::IselectError::Illegal));
+    assert_eq!(
+        f.ireg(0x81, CsrOp::Read),
+        Err(crate::imsic::IselectError::Illegal)
+    );
     assert_eq!(f.errors().ignored_value, 2);
 }

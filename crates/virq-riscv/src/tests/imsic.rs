@@ -83,8 +83,16 @@ fn aia_3_10_topei_lowest_identity_below_threshold() {
     f.ireg(0x72, CsrOp::Write(71)).unwrap();
     assert_eq!(f.topei(), 9 << 16 | 9);
     f.ireg(0x72, CsrOp::Write(0)).unwrap();
-    assert_eq!(f.stopei(CsrOp::Write(0)), 9 << 16 | 9, "csrrw claims what it reads");
-    assert_eq!(f.stopei(CsrOp::Read), 70 << 16 | 70, "a read does not claim");
+    assert_eq!(
+        f.stopei(CsrOp::Write(0)),
+        9 << 16 | 9,
+        "csrrw claims what it reads"
+    );
+    assert_eq!(
+        f.stopei(CsrOp::Read),
+        70 << 16 | 70,
+        "a read does not claim"
+    );
     assert_eq!(f.stopei(CsrOp::Set(123)), 70 << 16 | 70);
     assert_eq!(f.stopei(CsrOp::Write(0)), 200 << 16 | 200);
     assert_eq!(f.stopei(CsrOp::Write(0)), 0);
@@ -103,7 +111,12 @@ fn aia_3_11_line_needs_eidelivery() {
 #[test]
 fn imsic_restore_legalises_foreign_state() {
     let mut f = ImsicFile::new(63).unwrap();
-    let s = ImsicFileState { eidelivery: 0xff, eithreshold: 0xffff, eip: [!0; 32], eie: [!0; 32] };
+    let s = ImsicFileState {
+        eidelivery: 0xff,
+        eithreshold: 0xffff,
+        eip: [!0; 32],
+        eie: [!0; 32],
+    };
     f.restore(&s);
     let got = f.save();
     assert_eq!((got.eidelivery, got.eithreshold), (1, 2047));

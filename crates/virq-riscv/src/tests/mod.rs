@@ -22,7 +22,12 @@ pub(crate) struct VseipLog {
 
 impl VseipLog {
     pub(crate) fn level(&self, vcpu: u32) -> bool {
-        self.events.borrow().iter().rev().find(|e| e.0 == vcpu).is_some_and(|e| e.1)
+        self.events
+            .borrow()
+            .iter()
+            .rev()
+            .find(|e| e.0 == vcpu)
+            .is_some_and(|e| e.1)
     }
     pub(crate) fn changes(&self) -> usize {
         self.events.borrow().len()
@@ -53,7 +58,10 @@ pub(crate) struct MsiLog {
 
 impl MsiLog {
     pub(crate) fn new(harts: u32) -> Self {
-        Self { harts, sent: Vec::new() }
+        Self {
+            harts,
+            sent: Vec::new(),
+        }
     }
 }
 
@@ -74,7 +82,12 @@ pub(crate) struct FakeHwFiles {
 
 impl FakeHwFiles {
     pub(crate) fn state(&self, hart: usize, line: u32) -> ImsicFileState {
-        self.files.borrow().iter().find(|f| f.0 == (hart, line)).map(|f| f.1).unwrap_or_default()
+        self.files
+            .borrow()
+            .iter()
+            .find(|f| f.0 == (hart, line))
+            .map(|f| f.1)
+            .unwrap_or_default()
     }
     fn with(&self, hart: usize, line: u32, f: impl FnOnce(&mut ImsicFileState)) {
         let mut files = self.files.borrow_mut();
@@ -93,7 +106,9 @@ impl GuestFileHw for FakeHwFiles {
         self.log.borrow_mut().push("msi");
         // A 255-identity file, like QEMU's virt machine.
         if (1..=255).contains(&eiid) {
-            self.with(hart, line, |s| s.eip[eiid as usize / 64] |= 1 << (eiid % 64));
+            self.with(hart, line, |s| {
+                s.eip[eiid as usize / 64] |= 1 << (eiid % 64)
+            });
         }
     }
     fn save(&self, hart: usize, line: u32) -> ImsicFileState {

@@ -127,7 +127,10 @@ fn plic_8_claim_closes_gateway_until_complete() {
     p.set_input(5, true);
     assert!(s.level(0) && s.level(1));
     assert_eq!(claim(&mut p, 0), 5);
-    assert!(!s.level(0) && !s.level(1), "claimed: no longer pending anywhere");
+    assert!(
+        !s.level(0) && !s.level(1),
+        "claimed: no longer pending anywhere"
+    );
     assert_eq!(claim(&mut p, 1), 0);
     // Line still asserted: completion re-pends (level gateway).
     complete(&mut p, 0, 5);
@@ -171,7 +174,11 @@ fn plic_edge_gateway_latches_one_edge_while_closed() {
     complete(&mut p, 0, 4);
     assert_eq!(claim(&mut p, 0), 4);
     complete(&mut p, 0, 4);
-    assert_eq!(claim(&mut p, 0), 0, "one pending per edge while open, two latched edges are one");
+    assert_eq!(
+        claim(&mut p, 0),
+        0,
+        "one pending per edge while open, two latched edges are one"
+    );
     // Edges on the line: rising edges only.
     p.set_input(4, true);
     p.set_input(4, true);
@@ -210,7 +217,10 @@ fn plic_passthrough_completion_reaches_eoi_sink() {
     assert_eq!(claim(&mut p, 0), 5);
     assert_eq!(claim(&mut p, 0), 6);
     complete(&mut p, 0, 5);
-    assert!(e.0.borrow().is_empty(), "emulated source: no physical complete");
+    assert!(
+        e.0.borrow().is_empty(),
+        "emulated source: no physical complete"
+    );
     complete(&mut p, 0, 6);
     assert_eq!(*e.0.borrow(), [6]);
 }
@@ -257,7 +267,15 @@ fn plic_bad_accesses_read_zero_and_are_counted() {
     p.write(5, 4, 7);
     assert_eq!(p.read(4, 4), 1);
     // Out of the map: source 9, context 2, holes, far away.
-    for off in [36u64, 0x2100, 0x20_2000, 0x20_0008, 0x1080, 0x1_0000_0000, !3] {
+    for off in [
+        36u64,
+        0x2100,
+        0x20_2000,
+        0x20_0008,
+        0x1080,
+        0x1_0000_0000,
+        !3,
+    ] {
         assert_eq!(p.read(off, 4), 0);
         p.write(off, 4, !0);
     }
@@ -327,7 +345,11 @@ impl Model {
     fn top(&self, c: usize) -> u32 {
         let mut best = (0, 0);
         for id in 1..=N as usize {
-            if self.pending[id] && self.enable[c][id] && self.prio[id] > self.threshold[c] && self.prio[id] > best.1 {
+            if self.pending[id]
+                && self.enable[c][id]
+                && self.prio[id] > self.threshold[c]
+                && self.prio[id] > best.1
+            {
                 best = (id as u32, self.prio[id]);
             }
         }
@@ -360,7 +382,9 @@ impl Model {
                 }
                 return Some(id);
             }
-            Op::Complete(c, s) if ok(s) && self.enable[c as usize][s as usize] && self.claimed[s as usize] => {
+            Op::Complete(c, s)
+                if ok(s) && self.enable[c as usize][s as usize] && self.claimed[s as usize] =>
+            {
                 let s = s as usize;
                 self.claimed[s] = false;
                 if self.edge[s] && self.latched[s] {
@@ -395,7 +419,11 @@ fn run(p: &mut Plic<'_>, op: &Op) -> Option<u32> {
         Op::Enable(c, s, on) => {
             let off = 0x2000 + 0x80 * c + 4 * u64::from(s / 32);
             let w = p.read(off, 4);
-            let w = if on { w | 1 << (s % 32) } else { w & !(1 << (s % 32)) };
+            let w = if on {
+                w | 1 << (s % 32)
+            } else {
+                w & !(1 << (s % 32))
+            };
             p.write(off, 4, w);
         }
         Op::Threshold(c, t) => threshold(p, c, t),

@@ -72,6 +72,17 @@ impl HostPlic {
         }
     }
 
+    /// debug
+    pub fn debug_pending(&self) -> u32 {
+        // SAFETY: debug
+        unsafe { read32(self.base + 0x1000) }
+    }
+    /// debug
+    pub fn debug_enable(&self, ctx: u32) -> u32 {
+        // SAFETY: debug
+        unsafe { read32(self.base + 0x2000 + 0x80 * ctx as usize) }
+    }
+
     /// Claim the highest-priority pending source of a context (0 = none).
     pub fn claim(&self, ctx: u32) -> u32 {
         if ctx >= self.contexts {

@@ -1,0 +1,587 @@
+//! `testguest`: a bare-metal VS-mode guest that tests hyp from the inside.
+//!
+//! Each test prints `TEST <name> ... PASS` or `TEST <name> ... FAIL (<why>)`; at the
+//! end the guest prints `testguest: N passed, M failed` and shuts down through SBI
+//! SRST: reason 0 when everything passed, else the vendor reason `0xF000_0000 + M`,
+//! which hyp turns into QEMU exit status M.
+#![no_std]
+#![no_main]
+
+mod hw;
+
+use core::fmt::{self, Write};
+use core::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+
+use hw::{csr, ecall, Frame, Ret};
+
+// SBI extension ids (SBI v2.0).
+const EID_BASE: usize = 0x10;
+const EID_TIME: usize = 0x5449_4d45;
+const EID_IPI: usize = 0x0073_5049;
+const EID_RFNC: usize = 0x5246_4e43;
+const EID_HSM: usize = 0x0048_534d;
+const EID_SRST: usize = 0x5352_5354;
+const EID_DBCN: usize = 0x4442_434e;
+/// hyp's experimental extension (see hyp's `sbi.rs`).
+const EID_HYP: usize = 0x0856_4951;
+
+const ERR_NOT_SUPPORTED: isize = -2;
+const ERR_INVALID_PARAM: isize = -3;
+const ERR_INVALID_ADDRESS: isize = -5;
+const ERR_ALREADY_AVAILABLE: isize = -6;
+
+const PLIC: usize = 0x0c00_0000;
+const UART: usize = 0x1000_0000;
+const UART_IRQ: u32 = 10;
+/// Guest-physical address with nothing mapped.
+const UNMAPPED: usize = 0x4000_0000;
+/// 10 MHz timebase.
+const MS: u64 = 10_000;
+
+const SSIP: usize = 1 << 1;
+const STIP: usize = 1 << 5;
+const SEIP: usize = 1 << 9;
+const SIE: usize = 1 << 1;
+
+// --- console -----------------------------------------------------------------
+
+static CONSOLE: spin::Mutex<()> = spin::Mutex::new(());
+
+struct Out;
+
+impl Write for Out {
+    fn write_str(&mut self, s: &str) -> fmt::Result {
+        // DBCN console_write of a buffer in guest RAM (its address is guest-physical,
+        // and the guest runs with the VS-stage off).
+        let b = s.as_bytes();
+        let mut off = 0;
+        while off < b.len() {
+            let r = ecall(EID_DBCN, 0, b.len() - off, b[off..].as_ptr() as usize, 0);
+            if r.error != 0 || r.value == 0 {
+                return Err(fmt::Error);
+            }
+            off += r.value;
+        }
+        Ok(())
+    }
+}
+
+fn print(args: fmt::Arguments<'_>) {
+    let _g = CONSOLE.lock();
+    let _ = Out.write_fmt(args);
+}
+
+macro_rules! println {
+    ($($arg:tt)*) => { print(format_args!("{}\n", format_args!($($arg)*))) };
+}
+
+// --- state shared with the trap handler ----------------------------------------
+
+static IPIS: [AtomicU64; hw::MAX_HARTS] = [const { AtomicU64::new(0) }; hw::MAX_HARTS];
+static ONLINE: [AtomicBool; hw::MAX_HARTS] = [const { AtomicBool::new(false) }; hw::MAX_HARTS];
+static TIMER_AT: AtomicU64 = AtomicU64::new(0);
+static EXT_COUNT: AtomicU64 = AtomicU64::new(0);
+static EXT_LAST: AtomicU64 = AtomicU64::new(0);
+/// Busy-wait this many ticks in the external interrupt handler before servicing.
+static EXT_DELAY: AtomicU64 = AtomicU64::new(0);
+static EXPECT_FAULT: AtomicBool = AtomicBool::new(false);
+static FAULT_CAUSE: AtomicUsize = AtomicUsize::new(0);
+static FAULT_TVAL: AtomicUsize = AtomicUsize::new(0);
+static UNEXPECTED: AtomicU64 = AtomicU64::new(0);
+
+fn plic_ctx_base(ctx: usize) -> usize {
+    PLIC + 0x20_0000 + 0x1000 * ctx
+}
+
+/// The trap handler (called from the assembly entry with the saved frame).
+pub extern "C" fn trap(f: &mut Frame) {
+    let scause = csr::scause::read();
+    let hart = f.x[4]; // tp = our hart id (set at entry of main/secondary)
+    if scause >> 63 != 0 {
+        match scause & 0xff {
+            1 => {
+                csr::sip::clear(SSIP);
+                if let Some(c) = IPIS.get(hart) {
+                    c.fetch_add(1, Ordering::SeqCst);
+                }
+            }
+            5 => {
+                TIMER_AT.store(hw::time(), Ordering::SeqCst);
+                csr::sie::clear(STIP);
+            }
+            9 => {
+                let claim = plic_ctx_base(hart) + 4;
+                let id = hw::mmio_read32(claim);
+                if id == UART_IRQ {
+                    let delay = EXT_DELAY.load(Ordering::SeqCst);
+                    if delay != 0 {
+                        // A slow driver: it reconfigures the UART while it takes its
+                        // time, without servicing THRE (toggling the receive-data
+                        // enable). QEMU's PLIC samples a line only when the device
+                        // updates it, and every IER change re-asserts the still-high
+                        // THRE line, as real hardware would continuously.
+                        let t0 = hw::time();
+                        let mut rx = false;
+                        while hw::time() - t0 < delay {
+                            rx = !rx;
+                            hw::mmio_write8(UART + 1, 0x02 | rx as u8);
+                        }
+                    }
+                    // Service the UART: read IIR, turn THRE off.
+                    let _ = hw::mmio_read8(UART + 2);
+                    hw::mmio_write8(UART + 1, 0);
+                    EXT_LAST.store(id as u64, Ordering::SeqCst);
+                    EXT_COUNT.fetch_add(1, Ordering::SeqCst);
+                }
+                if id != 0 {
+                    hw::mmio_write32(claim, id);
+                }
+            }
+            _ => {
+                UNEXPECTED.fetch_add(1, Ordering::SeqCst);
+            }
+        }
+        return;
+    }
+    if (scause == 5 || scause == 7) && EXPECT_FAULT.swap(false, Ordering::SeqCst) {
+        FAULT_CAUSE.store(scause, Ordering::SeqCst);
+        FAULT_TVAL.store(csr::stval::read(), Ordering::SeqCst);
+        // Skip the faulting instruction.
+        // SAFETY: sepc points at the instruction that just trapped in guest RAM.
+        let lo = unsafe { core::ptr::read_volatile(f.sepc as *const u16) };
+        f.sepc += if lo & 3 == 3 { 4 } else { 2 };
+        return;
+    }
+    println!("testguest: unexpected trap scause={scause:#x} sepc={:#x} stval={:#x}", f.sepc, csr::stval::read());
+    shutdown(99);
+}
+
+fn set_tp(h: usize) {
+    // SAFETY: the test guest keeps its hart id in tp; nothing else uses tp.
+    unsafe { core::arch::asm!("mv tp, {0}", in(reg) h, options(nomem, nostack)) };
+}
+
+/// Secondary vCPUs: count IPIs forever.
+pub extern "C" fn secondary_main(hartid: usize, _opaque: usize) -> ! {
+    set_tp(hartid);
+    csr::sie::write(SSIP);
+    csr::sstatus::set(SIE);
+    ONLINE[hartid].store(true, Ordering::SeqCst);
+    loop {
+        hw::wfi();
+    }
+}
+
+fn shutdown(failures: usize) -> ! {
+    let reason = if failures == 0 { 0 } else { 0xF000_0000 + failures.min(0xff) };
+    ecall(EID_SRST, 0, 0, reason, 0);
+    loop {
+        hw::wfi();
+    }
+}
+
+fn wait_until(timeout_ticks: u64, mut cond: impl FnMut() -> bool) -> bool {
+    let t0 = hw::time();
+    while !cond() {
+        if hw::time() - t0 > timeout_ticks {
+            return false;
+        }
+        core::hint::spin_loop();
+    }
+    true
+}
+
+// --- tests ------------------------------------------------------------------------
+
+struct Ctx {
+    hart: usize,
+    ncpus: usize,
+    dtb: usize,
+    passed: usize,
+    failed: usize,
+}
+
+
+impl Ctx {
+    fn report(&mut self, name: &str, r: Result<(), alloc_free::Msg>) {
+        match r {
+            Ok(()) => {
+                self.passed += 1;
+                println!("TEST {name} ... PASS");
+            }
+            Err(m) => {
+                self.failed += 1;
+                println!("TEST {name} ... FAIL ({})", m.as_str());
+            }
+        }
+    }
+}
+
+/// A failure message without an allocator.
+mod alloc_free {
+    use core::fmt::{self, Write};
+
+    /// Up to 160 bytes of text.
+    pub struct Msg {
+        buf: [u8; 160],
+        len: usize,
+    }
+
+    impl Msg {
+        /// Format a message.
+        pub fn new(args: fmt::Arguments<'_>) -> Msg {
+            let mut m = Msg { buf: [0; 160], len: 0 };
+            let _ = m.write_fmt(args);
+            m
+        }
+        /// The text.
+        pub fn as_str(&self) -> &str {
+            core::str::from_utf8(&self.buf[..self.len]).unwrap_or("?")
+        }
+    }
+
+    impl Write for Msg {
+        fn write_str(&mut self, s: &str) -> fmt::Result {
+            for &b in s.as_bytes() {
+                if self.len < self.buf.len() {
+                    self.buf[self.len] = b;
+                    self.len += 1;
+                }
+            }
+            Ok(())
+        }
+    }
+}
+
+use alloc_free::Msg;
+
+macro_rules! ensure {
+    ($cond:expr, $($arg:tt)*) => {
+        if !$cond {
+            return Err(Msg::new(format_args!($($arg)*)));
+        }
+    };
+}
+
+fn expect_err(what: &str, r: Ret, want: isize) -> Result<(), Msg> {
+    ensure!(r.error == want, "{what}: error {} want {want}", r.error);
+    Ok(())
+}
+
+fn test_dtb(c: &Ctx) -> Result<(), Msg> {
+    let Some(fdt) = hw::dtb(c.dtb) else { return Err(Msg::new(format_args!("no DTB at {:#x}", c.dtb))) };
+    let cpus = fdt.cpus().count();
+    ensure!(cpus == c.ncpus && cpus >= 1, "cpus {cpus}");
+    let tb = fdt.cpus().next().map(|c| c.timebase_frequency()).unwrap_or(0);
+    ensure!(tb == 10_000_000, "timebase {tb}");
+    let mem = fdt.memory().regions().next();
+    ensure!(mem.is_some_and(|m| m.starting_address as usize == 0x8000_0000), "memory");
+    let plic = fdt.find_compatible(&["riscv,plic0"]);
+    ensure!(plic.is_some(), "no plic node");
+    let uart = fdt.find_compatible(&["ns16550a"]);
+    let irq = uart.and_then(|u| u.interrupts()).and_then(|mut i| i.next());
+    ensure!(irq == Some(UART_IRQ as usize), "uart irq {irq:?}");
+    let isa = fdt.cpus().next().and_then(|c| c.property("riscv,isa")).and_then(|p| p.as_str()).unwrap_or("");
+    ensure!(isa.starts_with("rv64") && !isa.contains("h_") && isa.contains("sstc"), "isa {isa}");
+    Ok(())
+}
+
+fn test_sbi_base(_c: &Ctx) -> Result<(), Msg> {
+    let v = ecall(EID_BASE, 0, 0, 0, 0);
+    ensure!(v.error == 0 && v.value == 0x0200_0000, "spec version {:#x}", v.value);
+    for eid in [EID_TIME, EID_IPI, EID_RFNC, EID_HSM, EID_SRST, EID_DBCN] {
+        let p = ecall(EID_BASE, 3, eid, 0, 0);
+        ensure!(p.error == 0 && p.value == 1, "probe {eid:#x} = {}", p.value);
+    }
+    let p = ecall(EID_BASE, 3, 0x1234_5678, 0, 0);
+    ensure!(p.error == 0 && p.value == 0, "probe of an unknown extension = {}", p.value);
+    Ok(())
+}
+
+fn test_sbi_invalid(c: &Ctx) -> Result<(), Msg> {
+    expect_err("unknown EID", ecall(0x1234_5678, 0, 0, 0, 0), ERR_NOT_SUPPORTED)?;
+    expect_err("BASE fid 99", ecall(EID_BASE, 99, 0, 0, 0), ERR_NOT_SUPPORTED)?;
+    expect_err("TIME fid 7", ecall(EID_TIME, 7, 0, 0, 0), ERR_NOT_SUPPORTED)?;
+    expect_err("HSM start of hart 99", ecall(EID_HSM, 0, 99, hw::secondary_entry(), 0), ERR_INVALID_PARAM)?;
+    expect_err("HSM status of hart 99", ecall(EID_HSM, 2, 99, 0, 0), ERR_INVALID_PARAM)?;
+    if c.ncpus > 1 {
+        expect_err("HSM start at an unmapped address", ecall(EID_HSM, 0, 1, UNMAPPED, 0), ERR_INVALID_ADDRESS)?;
+    }
+    expect_err("IPI to hart base 99", ecall(EID_IPI, 0, 1, 99, 0), ERR_INVALID_PARAM)?;
+    expect_err("RFENCE to hart base 99", ecall(EID_RFNC, 0, 1, 99, 0), ERR_INVALID_PARAM)?;
+    expect_err("DBCN write outside RAM", ecall(EID_DBCN, 0, 4, 0x1000, 0), ERR_INVALID_PARAM)?;
+    expect_err("DBCN write with base_hi", ecall(EID_DBCN, 0, 4, 0x8000_0000, 1), ERR_INVALID_PARAM)?;
+    expect_err("SRST type 5", ecall(EID_SRST, 0, 5, 0, 0), ERR_INVALID_PARAM)?;
+    expect_err("SRST reason 7", ecall(EID_SRST, 0, 0, 7, 0), ERR_INVALID_PARAM)?;
+    Ok(())
+}
+
+fn test_dbcn(_c: &Ctx) -> Result<(), Msg> {
+    let r = ecall(EID_DBCN, 2, b'#' as usize, 0, 0);
+    ensure!(r.error == 0, "write_byte {}", r.error);
+    let msg = b" dbcn write\n";
+    let r = ecall(EID_DBCN, 0, msg.len(), msg.as_ptr() as usize, 0);
+    ensure!(r.error == 0 && r.value == msg.len(), "write {} {}", r.error, r.value);
+    // Legacy putchar (EID 0x01).
+    let r = ecall(0x01, 0, b'\n' as usize, 0, 0);
+    ensure!(r.error == 0, "legacy putchar {}", r.error);
+    Ok(())
+}
+
+fn test_hsm(c: &Ctx) -> Result<(), Msg> {
+    for h in 0..c.ncpus {
+        if h == c.hart {
+            continue;
+        }
+        let r = ecall(EID_HSM, 0, h, hw::secondary_entry(), 0x1234);
+        ensure!(r.error == 0, "start {h}: {}", r.error);
+    }
+    for h in 0..c.ncpus {
+        if h == c.hart {
+            continue;
+        }
+        ensure!(wait_until(2000 * MS, || ONLINE[h].load(Ordering::SeqCst)), "hart {h} did not come up");
+        let s = ecall(EID_HSM, 2, h, 0, 0);
+        ensure!(s.error == 0 && s.value == 0, "status of {h}: {} {}", s.error, s.value);
+        let r = ecall(EID_HSM, 0, h, hw::secondary_entry(), 0);
+        ensure!(r.error == ERR_ALREADY_AVAILABLE, "second start of {h}: {}", r.error);
+    }
+    Ok(())
+}
+
+fn timer_test(use_sstc: bool) -> Result<(), Msg> {
+    TIMER_AT.store(0, Ordering::SeqCst);
+    let target = hw::time() + 20 * MS;
+    if use_sstc {
+        csr::stimecmp::write(target as usize);
+    } else {
+        let r = ecall(EID_TIME, 0, target as usize, 0, 0);
+        ensure!(r.error == 0, "set_timer {}", r.error);
+    }
+    csr::sie::set(STIP);
+    csr::sstatus::set(SIE);
+    let t0 = hw::time();
+    while TIMER_AT.load(Ordering::SeqCst) == 0 && hw::time() - t0 < 2000 * MS {
+        hw::wfi();
+    }
+    csr::sstatus::clear(SIE);
+    csr::sie::clear(STIP);
+    // Quiet the timer again.
+    ecall(EID_TIME, 0, usize::MAX, 0, 0);
+    let at = TIMER_AT.load(Ordering::SeqCst);
+    ensure!(at != 0, "no timer interrupt within 2 s");
+    ensure!(at >= target, "fired {} ticks early", target - at);
+    ensure!(at - target < 500 * MS, "fired {} ms late", (at - target) / MS);
+    Ok(())
+}
+
+fn test_timer_sbi(_c: &Ctx) -> Result<(), Msg> {
+    timer_test(false)
+}
+
+fn test_timer_sstc(_c: &Ctx) -> Result<(), Msg> {
+    timer_test(true)
+}
+
+fn test_ipi(c: &Ctx) -> Result<(), Msg> {
+    ensure!(c.ncpus > 1, "needs 2 vCPUs");
+    let target = c.ncpus - 1;
+    const N: u64 = 50;
+    let base = IPIS[target].load(Ordering::SeqCst);
+    for i in 0..N {
+        let r = ecall(EID_IPI, 0, 1 << target, 0, 0);
+        ensure!(r.error == 0, "send_ipi {}", r.error);
+        ensure!(
+            wait_until(1000 * MS, || IPIS[target].load(Ordering::SeqCst) >= base + i + 1),
+            "IPI {i} not received"
+        );
+    }
+    // Nothing more may arrive.
+    let t0 = hw::time();
+    while hw::time() - t0 < 20 * MS {}
+    let got = IPIS[target].load(Ordering::SeqCst) - base;
+    ensure!(got == N, "sent {N}, received {got}");
+    Ok(())
+}
+
+fn test_ipi_broadcast(c: &Ctx) -> Result<(), Msg> {
+    let before: [u64; hw::MAX_HARTS] = core::array::from_fn(|h| IPIS[h].load(Ordering::SeqCst));
+    // All but us, through hart_mask_base = -1 is "all": send to each explicitly.
+    let mut mask = 0usize;
+    for h in 0..c.ncpus {
+        if h != c.hart {
+            mask |= 1 << h;
+        }
+    }
+    let r = ecall(EID_IPI, 0, mask, 0, 0);
+    ensure!(r.error == 0, "send_ipi {}", r.error);
+    for h in 0..c.ncpus {
+        if h != c.hart {
+            ensure!(
+                wait_until(1000 * MS, || IPIS[h].load(Ordering::SeqCst) > before[h]),
+                "hart {h} got no IPI"
+            );
+        }
+    }
+    Ok(())
+}
+
+fn test_ipi_self_clear(c: &Ctx) -> Result<(), Msg> {
+    let h = c.hart;
+    csr::sstatus::clear(SIE);
+    csr::sie::set(SSIP);
+    let base = IPIS[h].load(Ordering::SeqCst);
+    let r = ecall(EID_IPI, 0, 1 << h, 0, 0);
+    ensure!(r.error == 0, "send_ipi {}", r.error);
+    ensure!(wait_until(1000 * MS, || csr::sip::read() & SSIP != 0), "own IPI never pending");
+    // The guest clears its own IPI ...
+    csr::sip::clear(SSIP);
+    // ... then exits to the hypervisor and comes back (an SBI call).
+    let _ = ecall(EID_BASE, 0, 0, 0, 0);
+    let still = csr::sip::read() & SSIP != 0;
+    csr::sstatus::set(SIE);
+    let t0 = hw::time();
+    while hw::time() - t0 < 10 * MS {
+        let _ = ecall(EID_BASE, 0, 0, 0, 0);
+    }
+    csr::sstatus::clear(SIE);
+    csr::sie::clear(SSIP);
+    ensure!(!still, "sip.SSIP came back after an exit");
+    let taken = IPIS[h].load(Ordering::SeqCst) - base;
+    ensure!(taken == 0, "cleared IPI re-injected ({taken} taken)");
+    Ok(())
+}
+
+fn hyp_counts() -> (usize, usize) {
+    let claims = ecall(EID_HYP, 0, UART_IRQ as usize, 0, 0).value;
+    let completes = ecall(EID_HYP, 1, UART_IRQ as usize, 0, 0).value;
+    (claims, completes)
+}
+
+/// Enable the UART's THRE interrupt and wait until the handler serviced it.
+fn uart_thre_once(ctx: usize, delay: u64) -> Result<(), Msg> {
+    EXT_DELAY.store(delay, Ordering::SeqCst);
+    let before = EXT_COUNT.load(Ordering::SeqCst);
+    hw::mmio_write32(PLIC + 4 * UART_IRQ as usize, 1);
+    let en = PLIC + 0x2000 + 0x80 * ctx + 4 * (UART_IRQ as usize / 32);
+    hw::mmio_write32(en, hw::mmio_read32(en) | (1 << (UART_IRQ % 32)));
+    hw::mmio_write32(plic_ctx_base(ctx), 0);
+    csr::sie::set(SEIP);
+    csr::sstatus::set(SIE);
+    // THRE: the transmitter is empty, so this asserts the (level) line at once.
+    hw::mmio_write8(UART + 1, 0x02);
+    let ok = wait_until(2000 * MS, || EXT_COUNT.load(Ordering::SeqCst) > before);
+    csr::sstatus::clear(SIE);
+    csr::sie::clear(SEIP);
+    hw::mmio_write8(UART + 1, 0);
+    if !ok {
+        let d = ecall(EID_HYP, 9, 0, 0, 0);
+        println!("debug: lsr={:#x} iir={:#x} ier={:#x} sip={:#x} sie={:#x} host pending/enable={:#x}/{:#x}",
+            hw::mmio_read8(UART + 5), hw::mmio_read8(UART + 2), hw::mmio_read8(UART + 1), csr::sip::read(), csr::sie::read(), d.error, d.value);
+    }
+    ensure!(ok, "no external interrupt within 2 s");
+    let last = EXT_LAST.load(Ordering::SeqCst);
+    ensure!(last == UART_IRQ as u64, "claimed {last}");
+    Ok(())
+}
+
+fn test_uart_thre(c: &Ctx) -> Result<(), Msg> {
+    uart_thre_once(c.hart, 0)
+}
+
+fn test_no_storm(c: &Ctx) -> Result<(), Msg> {
+    let immediate = ecall(EID_HYP, 2, 0, 0, 0).value == 1;
+    let (c0, m0) = hyp_counts();
+    const ROUNDS: usize = 3;
+    for _ in 0..ROUNDS {
+        // Slow to service: 30 ms in the handler with the line asserted.
+        uart_thre_once(c.hart, 30 * MS)?;
+    }
+    let (c1, m1) = hyp_counts();
+    let (claims, completes) = (c1 - c0, m1 - m0);
+    println!("testguest: storm check ({}): {claims} physical claims for {completes} guest completions",
+        if immediate { "immediate EOI" } else { "deferred EOI" });
+    ensure!(completes >= ROUNDS, "only {completes} guest completions");
+    if immediate {
+        ensure!(claims > 10 * completes, "expected a storm, got {claims} claims / {completes} completions");
+    } else {
+        ensure!(claims == completes, "{claims} claims for {completes} completions");
+    }
+    Ok(())
+}
+
+fn test_unmapped(_c: &Ctx) -> Result<(), Msg> {
+    for (store, cause) in [(false, 5usize), (true, 7)] {
+        FAULT_CAUSE.store(0, Ordering::SeqCst);
+        EXPECT_FAULT.store(true, Ordering::SeqCst);
+        if store {
+            hw::mmio_write32(UNMAPPED, 0xdead);
+        } else {
+            let _ = hw::mmio_read32(UNMAPPED + 8);
+        }
+        let got = FAULT_CAUSE.load(Ordering::SeqCst);
+        ensure!(got == cause, "access {} gave cause {got}, want {cause}", if store { "store" } else { "load" });
+        let tval = FAULT_TVAL.load(Ordering::SeqCst);
+        let want = if store { UNMAPPED } else { UNMAPPED + 8 };
+        ensure!(tval == want, "stval {tval:#x} want {want:#x}");
+    }
+    // hyp is still there.
+    let v = ecall(EID_BASE, 0, 0, 0, 0);
+    ensure!(v.error == 0, "hyp gone after the fault");
+    Ok(())
+}
+
+fn test_rfence(c: &Ctx) -> Result<(), Msg> {
+    let all = (1usize << c.ncpus) - 1;
+    let r = ecall(EID_RFNC, 0, all, 0, 0);
+    ensure!(r.error == 0, "remote_fence_i {}", r.error);
+    let r = ecall(EID_RFNC, 1, usize::MAX, usize::MAX, 0);
+    ensure!(r.error == 0, "remote_sfence_vma (all harts) {}", r.error);
+    Ok(())
+}
+
+/// The boot vCPU: run every test, report, shut down.
+pub extern "C" fn main(hartid: usize, dtb: usize) -> ! {
+    set_tp(hartid);
+    let ncpus = hw::dtb(dtb).map(|f| f.cpus().count()).unwrap_or(1).clamp(1, hw::MAX_HARTS);
+    println!("testguest: hello from VS-mode, hart {hartid} of {ncpus}, dtb {dtb:#x}");
+    let mut c = Ctx { hart: hartid, ncpus, dtb, passed: 0, failed: 0 };
+    let tests: &[(&str, fn(&Ctx) -> Result<(), Msg>, bool)] = &[
+        ("dtb", test_dtb, false),
+        ("sbi_base", test_sbi_base, false),
+        ("sbi_invalid", test_sbi_invalid, false),
+        ("dbcn", test_dbcn, false),
+        ("hsm_start", test_hsm, true),
+        ("timer_sbi", test_timer_sbi, false),
+        ("timer_sstc", test_timer_sstc, false),
+        ("ipi", test_ipi, true),
+        ("ipi_broadcast", test_ipi_broadcast, true),
+        ("ipi_self_clear", test_ipi_self_clear, false),
+        ("uart_thre", test_uart_thre, false),
+        ("no_storm", test_no_storm, false),
+        ("unmapped_access", test_unmapped, false),
+        ("rfence", test_rfence, false),
+    ];
+    for &(name, f, needs_smp) in tests {
+        if needs_smp && ncpus < 2 {
+            println!("TEST {name} ... SKIP (1 vCPU)");
+            continue;
+        }
+        let r = f(&c);
+        c.report(name, r);
+    }
+    let unexpected = UNEXPECTED.load(Ordering::SeqCst);
+    if unexpected != 0 {
+        c.failed += 1;
+        println!("TEST no_unexpected_interrupts ... FAIL ({unexpected})");
+    }
+    println!("testguest: {} passed, {} failed", c.passed, c.failed);
+    shutdown(c.failed)
+}
+
+#[panic_handler]
+fn panic(info: &core::panic::PanicInfo<'_>) -> ! {
+    println!("testguest: PANIC {info}");
+    shutdown(98)
+}
+
