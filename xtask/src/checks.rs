@@ -103,7 +103,10 @@ const FUZZ_RUSTFLAGS: &[&str] = &[
 ];
 
 fn host_triple() -> Result<String> {
-    let out = Command::new("rustc").arg("-vV").output().context("running rustc -vV")?;
+    let out = Command::new("rustc")
+        .arg("-vV")
+        .output()
+        .context("running rustc -vV")?;
     String::from_utf8_lossy(&out.stdout)
         .lines()
         .find_map(|l| l.strip_prefix("host: ").map(str::to_owned))
@@ -115,20 +118,43 @@ fn host_triple() -> Result<String> {
 /// target dir keeps the normal build intact), then run it for N seconds.
 pub fn fuzz(args: &FuzzArgs) -> Result<()> {
     if !FUZZ_TARGETS.contains(&args.target.as_str()) {
-        bail!("unknown fuzz target `{}`; targets: {}", args.target, FUZZ_TARGETS.join(", "));
+        bail!(
+            "unknown fuzz target `{}`; targets: {}",
+            args.target,
+            FUZZ_TARGETS.join(", ")
+        );
     }
     let host = host_triple()?;
     run_cmd(
         cargo()
-            .args(["build", "-p", "virq-fuzz", "--features", "libfuzzer", "--release"])
-            .args(["--target", &host, "--target-dir", "target/fuzz", "--bin", &args.target])
+            .args([
+                "build",
+                "-p",
+                "virq-fuzz",
+                "--features",
+                "libfuzzer",
+                "--release",
+            ])
+            .args([
+                "--target",
+                &host,
+                "--target-dir",
+                "target/fuzz",
+                "--bin",
+                &args.target,
+            ])
             .env("RUSTFLAGS", FUZZ_RUSTFLAGS.join(" ")),
     )?;
     let corpus = root().join("fuzz/corpus").join(&args.target);
     let artifacts = root().join("fuzz/artifacts").join(&args.target);
     std::fs::create_dir_all(&corpus).with_context(|| format!("creating {}", corpus.display()))?;
-    std::fs::create_dir_all(&artifacts).with_context(|| format!("creating {}", artifacts.display()))?;
-    let bin = root().join("target/fuzz").join(&host).join("release").join(&args.target);
+    std::fs::create_dir_all(&artifacts)
+        .with_context(|| format!("creating {}", artifacts.display()))?;
+    let bin = root()
+        .join("target/fuzz")
+        .join(&host)
+        .join("release")
+        .join(&args.target);
     run_cmd(
         Command::new(bin)
             .arg(&corpus)

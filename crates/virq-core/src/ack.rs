@@ -18,6 +18,11 @@
 //!   path of [`InFlight::fold`]: with nothing in flight, `fold` is that one load. A
 //!   `mark` racing a `fold` that reads 0 is fine: the new entry is still active (it was
 //!   just delivered) and the next fold sees it.
+//! * `mark` captures the id's token *into the in-flight entry*, so a completion always
+//!   reaches the notifier that was registered when the interrupt was delivered — never
+//!   a notifier registered for the same id after a release and re-route (an ABA a
+//!   review found: the stale completion would complete the new route's level interrupt
+//!   early). Callers mark **before** the guest can see the interrupt.
 //! * `fold` takes the lock, removes every entry the guest has deactivated, copies their
 //!   `(virq, token)` pairs to a stack buffer, **drops the lock**, and only then calls
 //!   the notifier, so a notifier may itself mark, fold or take any other lock. Its cost
@@ -124,7 +129,9 @@ impl<const N: usize> Default for AckNotifiers<N> {
 }
 
 struct List<const SLOTS: usize> {
-    virqs: [u32; SLOTS],
+    /// `(virq, token)`: the token is captured when the interrupt is marked, so a
+    /// notifier re-registered for the same id later never receives this completion.
+    entries: [(u32, u32); SLOTS],
     len: usize,
 }
 
@@ -140,24 +147,33 @@ impl<const SLOTS: usize> InFlight<SLOTS> {
         Self {
             nr: AtomicUsize::new(0),
             list: Mutex::new(List {
-                virqs: [0; SLOTS],
+                entries: [(0, 0); SLOTS],
                 len: 0,
             }),
         }
     }
 
-    /// Record `virq` as delivered to the guest. Marking an id already in flight is a
-    /// no-op (a level interrupt re-asserted before deactivation stays one entry).
-    pub fn mark(&self, virq: u32) -> Result<(), AckError> {
+    /// Record `virq` as delivered to the guest, capturing its current notifier token.
+    ///
+    /// **Mark before the guest can see the interrupt** (before raising it): a `fold`
+    /// that reads "nothing in flight" must not be able to miss a completion that
+    /// already happened. Marking an id already in flight is a no-op (a level interrupt
+    /// re-asserted before deactivation stays one entry).
+    pub fn mark<const N: usize>(
+        &self,
+        notifiers: &AckNotifiers<N>,
+        virq: u32,
+    ) -> Result<(), AckError> {
+        let token = notifiers.token(virq).unwrap_or(0);
         let mut list = self.list.lock();
         let len = list.len;
-        if list.virqs[..len].contains(&virq) {
+        if list.entries[..len].iter().any(|&(v, _)| v == virq) {
             return Ok(());
         }
         if len == SLOTS {
             return Err(AckError::InFlightFull { virq });
         }
-        list.virqs[len] = virq;
+        list.entries[len] = (virq, token);
         list.len = len + 1;
         self.nr.store(len + 1, Ordering::Release);
         Ok(())
@@ -174,69 +190,57 @@ impl<const SLOTS: usize> InFlight<SLOTS> {
     }
 
     /// At vCPU exit: remove every entry for which `active(virq)` is false and, after the
-    /// lock is released, call `notify(virq, token)` for those with a notifier. Returns
-    /// the number removed. With nothing in flight this is a single atomic load.
-    pub fn fold<const N: usize>(
-        &self,
-        notifiers: &AckNotifiers<N>,
-        mut active: impl FnMut(u32) -> bool,
-        notify: impl FnMut(u32, u32),
-    ) -> usize {
+    /// lock is released, call `notify(virq, token)` for those that had a notifier when
+    /// they were marked. Returns the number removed. With nothing in flight this is a
+    /// single atomic load.
+    pub fn fold(&self, mut active: impl FnMut(u32) -> bool, notify: impl FnMut(u32, u32)) -> usize {
         if self.nr.load(Ordering::Acquire) == 0 {
             return 0;
         }
-        let mut done = [0u32; SLOTS];
+        let mut done = [(0u32, 0u32); SLOTS];
         let mut nr_done = 0;
         {
             let mut list = self.list.lock();
             let mut i = 0;
             while i < list.len {
-                let virq = list.virqs[i];
-                if active(virq) {
+                if active(list.entries[i].0) {
                     i += 1;
                     continue;
                 }
-                done[nr_done] = virq;
+                done[nr_done] = list.entries[i];
                 nr_done += 1;
                 list.len -= 1;
                 let last = list.len;
-                list.virqs[i] = list.virqs[last];
+                list.entries[i] = list.entries[last];
             }
             self.nr.store(list.len, Ordering::Release);
         }
-        Self::notify_all(notifiers, &done[..nr_done], notify);
+        Self::notify_all(&done[..nr_done], notify);
         nr_done
     }
 
     /// The guest deactivated `virq` in a trapped access (e.g. a PLIC complete): remove
     /// it and notify outside the lock. Returns whether it was in flight.
-    pub fn deactivate<const N: usize>(
-        &self,
-        notifiers: &AckNotifiers<N>,
-        virq: u32,
-        notify: impl FnMut(u32, u32),
-    ) -> bool {
-        {
+    pub fn deactivate(&self, virq: u32, notify: impl FnMut(u32, u32)) -> bool {
+        let entry = {
             let mut list = self.list.lock();
             let len = list.len;
-            let Some(i) = list.virqs[..len].iter().position(|&v| v == virq) else {
+            let Some(i) = list.entries[..len].iter().position(|&(v, _)| v == virq) else {
                 return false;
             };
-            list.virqs[i] = list.virqs[len - 1];
+            let entry = list.entries[i];
+            list.entries[i] = list.entries[len - 1];
             list.len = len - 1;
             self.nr.store(len - 1, Ordering::Release);
-        }
-        Self::notify_all(notifiers, &[virq], notify);
+            entry
+        };
+        Self::notify_all(&[entry], notify);
         true
     }
 
-    fn notify_all<const N: usize>(
-        notifiers: &AckNotifiers<N>,
-        virqs: &[u32],
-        mut notify: impl FnMut(u32, u32),
-    ) {
-        for &virq in virqs {
-            if let Some(token) = notifiers.token(virq) {
+    fn notify_all(entries: &[(u32, u32)], mut notify: impl FnMut(u32, u32)) {
+        for &(virq, token) in entries {
+            if token != 0 {
                 notify(virq, token);
             }
         }
@@ -272,11 +276,12 @@ mod tests {
 
     #[test]
     fn in_flight_full_is_an_error() {
+        let n = AckNotifiers::<8>::new();
         let f = InFlight::<2>::new();
-        f.mark(1).unwrap();
-        f.mark(2).unwrap();
-        f.mark(2).unwrap();
-        assert_eq!(f.mark(3), Err(AckError::InFlightFull { virq: 3 }));
+        f.mark(&n, 1).unwrap();
+        f.mark(&n, 2).unwrap();
+        f.mark(&n, 2).unwrap();
+        assert_eq!(f.mark(&n, 3), Err(AckError::InFlightFull { virq: 3 }));
         assert_eq!(f.len(), 2);
     }
 
@@ -287,15 +292,15 @@ mod tests {
         n.register(4, 44).unwrap();
         let f = InFlight::<8>::new();
         for v in [3, 4, 5] {
-            f.mark(v).unwrap();
+            f.mark(&n, v).unwrap();
         }
         let mut seen = vec![];
-        let removed = f.fold(&n, |v| v == 4, |v, t| seen.push((v, t)));
+        let removed = f.fold(|v| v == 4, |v, t| seen.push((v, t)));
         assert_eq!(removed, 2);
         assert_eq!(seen, vec![(3, 33)], "5 has no notifier, 4 is still active");
         assert_eq!(f.len(), 1);
-        assert!(f.deactivate(&n, 4, |v, t| seen.push((v, t))));
-        assert!(!f.deactivate(&n, 4, |_, _| panic!("not in flight")));
+        assert!(f.deactivate(4, |v, t| seen.push((v, t))));
+        assert!(!f.deactivate(4, |_, _| panic!("not in flight")));
         assert_eq!(seen, vec![(3, 33), (4, 44)]);
         assert!(f.is_empty());
     }
@@ -306,9 +311,24 @@ mod tests {
         let n = AckNotifiers::<4>::new();
         n.register(1, 1).unwrap();
         let f = InFlight::<4>::new();
-        f.mark(1).unwrap();
-        f.fold(&n, |_| false, |_, _| f.mark(2).unwrap());
+        f.mark(&n, 1).unwrap();
+        f.fold(|_| false, |_, _| f.mark(&n, 2).unwrap());
         assert_eq!(f.len(), 1, "the notifier's mark landed");
+    }
+
+    /// Review finding: a completion folded for an old owner of a virtual id must carry
+    /// the old token, not whatever was registered for the id since.
+    #[test]
+    fn token_is_captured_at_mark() {
+        let n = AckNotifiers::<4>::new();
+        n.register(1, 10).unwrap();
+        let f = InFlight::<4>::new();
+        f.mark(&n, 1).unwrap();
+        n.unregister(1).unwrap();
+        n.register(1, 20).unwrap();
+        let mut seen = vec![];
+        f.fold(|_| false, |v, t| seen.push((v, t)));
+        assert_eq!(seen, vec![(1, 10)]);
     }
 
     proptest! {
@@ -323,7 +343,7 @@ mod tests {
             for (kind, virq, active_bits) in ops {
                 match kind {
                     0 => {
-                        let r = f.mark(virq);
+                        let r = f.mark(&n, virq);
                         let fits = model.contains(&virq) || model.len() < 6;
                         prop_assert_eq!(r.is_ok(), fits);
                         if fits { model.insert(virq); }
@@ -331,14 +351,14 @@ mod tests {
                     1 => {
                         let active = |v: u32| active_bits & (1 << v) != 0;
                         let mut seen = BTreeSet::new();
-                        let removed = f.fold(&n, active, |v, t| { assert_eq!(t, v + 100); seen.insert(v); });
+                        let removed = f.fold(active, |v, t| { assert_eq!(t, v + 100); seen.insert(v); });
                         let gone: BTreeSet<u32> = model.iter().copied().filter(|&v| !active(v)).collect();
                         prop_assert_eq!(removed, gone.len());
                         prop_assert_eq!(seen, gone.iter().copied().filter(|v| v % 2 == 0).collect::<BTreeSet<_>>());
                         model.retain(|v| active(*v));
                     }
                     _ => {
-                        let was = f.deactivate(&n, virq, |_, _| {});
+                        let was = f.deactivate(virq, |_, _| {});
                         prop_assert_eq!(was, model.remove(&virq));
                     }
                 }
@@ -368,16 +388,16 @@ mod loom_tests {
             let producers: Vec<_> = [1u32, 2]
                 .into_iter()
                 .map(|v| {
-                    let f = f.clone();
-                    thread::spawn(move || f.mark(v).unwrap())
+                    let (f, n) = (f.clone(), n.clone());
+                    thread::spawn(move || f.mark(&*n, v).unwrap())
                 })
                 .collect();
             let mut seen = [0u32; 3];
-            f.fold(&*n, |_| false, |v, _| seen[v as usize] += 1);
+            f.fold(|_| false, |v, _| seen[v as usize] += 1);
             for p in producers {
                 p.join().unwrap();
             }
-            f.fold(&*n, |_| false, |v, _| seen[v as usize] += 1);
+            f.fold(|_| false, |v, _| seen[v as usize] += 1);
             assert_eq!(seen, [0, 1, 1]);
             assert!(f.is_empty());
         });

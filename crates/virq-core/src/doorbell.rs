@@ -17,9 +17,10 @@
 //!
 //! Transitions (all SeqCst read-modify-writes: [`Doorbell::put`] and [`Doorbell::fire`]
 //! are a Dekker pair — each writes one word and then reads the other's, so at least one
-//! sees the other. Every access is an RMW because an RMW reads the newest value in the
-//! word's modification order, whereas a plain load, or a *failed* compare-exchange, may
-//! legally read an older one — loom finds exactly that interleaving otherwise):
+//! sees the other. Every access is an RMW: under C++20 SeqCst a plain load would do, but
+//! loom approximates SeqCst loads (and failed compare-exchanges) as acquire and then
+//! finds a spurious lost doorbell (tokio-rs/loom#180); RMWs read the newest value in
+//! either model and cost nothing here, off the hot path):
 //!
 //! * `put(blocking)`: **unmask first**, then `state := BLOCKING`, then read
 //!   `pending_last`. If it is set, take the state back (swap to `DESCHEDULED`; if the
@@ -49,10 +50,17 @@
 use crate::sync::{AtomicBool, AtomicU8, Mutex, Ordering};
 
 /// The hardware enable of one vCPU's doorbell.
+///
+/// **Requirement:** `unmask` must re-signal a condition that became pending while the
+/// doorbell was masked (a level doorbell does: the RISC-V SGEI is `hgeip & hgeie`, so an
+/// interrupt that reached the guest file while masked fires as soon as `hgeie` is set).
+/// `pending_last` is set only by [`Doorbell::fire`], so a doorbell that would drop such
+/// an interrupt (GICv4.1 reports it through `VPENDBASER.PendingLast` at deschedule
+/// instead) must have its driver call [`Doorbell::fire`] itself when it sees it.
 pub trait DoorbellHw {
     /// Stop the doorbell from firing.
     fn mask(&self);
-    /// Let the doorbell fire.
+    /// Let the doorbell fire (and re-signal anything that arrived while masked).
     fn unmask(&self);
 }
 
@@ -207,12 +215,17 @@ pub struct DoorbellIds<const BLOCKS: usize> {
 }
 
 impl<const BLOCKS: usize> DoorbellIds<BLOCKS> {
-    /// An allocator of `BLOCKS` blocks starting at id `base`.
-    pub fn new(base: u32) -> Self {
-        Self {
+    /// An allocator of `BLOCKS` blocks starting at id `base`; `None` when the range
+    /// `base .. base + BLOCKS * BLOCK` does not fit in `u32`.
+    pub fn new(base: u32) -> Option<Self> {
+        u32::try_from(BLOCKS)
+            .ok()?
+            .checked_mul(BLOCK)?
+            .checked_add(base)?;
+        Some(Self {
             base,
             used: Mutex::new([false; BLOCKS]),
-        }
+        })
     }
 
     fn first(&self, block: usize) -> u32 {
@@ -372,7 +385,11 @@ mod tests {
 
     #[test]
     fn ids_alloc_and_free() {
-        let ids = DoorbellIds::<4>::new(8192);
+        let ids = DoorbellIds::<4>::new(8192).unwrap();
+        assert!(
+            DoorbellIds::<4>::new(u32::MAX - 64).is_none(),
+            "range overflow is refused"
+        );
         let mut out = [0; 4];
         assert_eq!(ids.alloc(33, &mut out, &mut hooks(None)), Ok(2));
         assert_eq!(&out[..2], &[8192, 8224]);
@@ -405,7 +422,7 @@ mod tests {
     /// the blocks set up before it.
     #[test]
     fn regression_002_failed_alloc_unwinds_only_its_blocks() {
-        let ids = DoorbellIds::<4>::new(0);
+        let ids = DoorbellIds::<4>::new(0).unwrap();
         let mut out = [0; 4];
         let mut h = hooks(Some(0));
         assert_eq!(

@@ -9,12 +9,23 @@
 //!
 //! # Protocol
 //!
-//! Each hart has one [`Mutex`](crate::sync)-protected record: whether it is online, the
+//! Each hart has one spin-lock-protected record: whether it is online, the
 //! implemented lines, the free lines and the owner of each line. Allocation is not on a
 //! delivery path (it happens when a vCPU is loaded on a hart), so a short per-hart lock
 //! is the simple, obviously-correct choice; no lock is ever held across two harts. The
 //! global figure ([`HgeiAllocator::global_lines`]) is the minimum over online harts,
 //! recomputed on demand from the per-hart records.
+//!
+//! **Interrupts off.** [`HgeiAllocator::owner`] is the SGEI handler's lookup and takes
+//! the hart's lock: every call on a hart must run with that hart's interrupts disabled
+//! (as hypervisor code does), or an SGEI arriving inside `alloc` would spin forever on
+//! the lock its own hart holds.
+//!
+//! **Minimum over online harts** (as the issue specifies): one online hart with no lines
+//! makes `global_lines()` 0, and callers fall back to software files everywhere. The
+//! seed's reviewer suggested ignoring zero-line harts instead; per-hart allocation makes
+//! either policy a one-line change here, and `alloc` on such a hart already reports
+//! `NoFreeLine`, so the per-vCPU fallback works under both.
 
 use crate::sync::{array, Mutex};
 

@@ -19,15 +19,15 @@
 //! |---|---|---|---|
 //! | producer `raise` | `pending.fetch_or` (Relaxed) | `mask.fetch_or` (Release) | kick if **either** old bit was 0 |
 //! | producer `lower` | `pending.fetch_and` (Relaxed) | `mask.fetch_or` (Release) | never kicks |
-//! | consumer `take_changes` | `mask.swap(0)` (Acquire) | `pending.fetch_or(0)` / `fetch_and` (Relaxed) | the changed ids and their state |
+//! | consumer `take_changes` | `mask.swap(0)` (Acquire) | `pending.load` / `fetch_and` (Relaxed) | the changed ids and their state |
 //!
 //! **Why the orderings are enough.** A producer's `mask` RMW is a release and every
 //! later RMW on that word continues its release sequence, so the consumer's acquire
 //! `swap` that reads a mask value containing the producer's bit also sees the producer's
-//! earlier `pending` write. The `pending` accesses themselves can be relaxed: they are
-//! all RMWs, which read the latest value in the word's modification order, and the
-//! consumer's come after the acquire `swap`; so whatever producer's mask bit the consumer
-//! saw, its `pending` write (sequenced before that mask bit) is already in the word.
+//! earlier `pending` write — also when the value it read was written by *another*
+//! producer's later RMW on the same word, because RMWs continue the release sequence.
+//! Once that write happens-before the consumer's read of `pending`, coherence forbids
+//! reading anything older, so the `pending` accesses themselves can be relaxed.
 //!
 //! **Why "either bit went 0 → 1" is the kick rule** (the review's finding). Kicking only
 //! when the *mask* bit flipped misses *lower then raise*: `lower` sets the mask bit
@@ -204,10 +204,7 @@ impl<const W: usize> PendingSet<W> {
             changes.changed[w] = changed;
             changes.handoff_ids[w] = handoff_ids;
             if level_ids != 0 {
-                // An RMW that changes nothing: it reads the newest `pending` word, so the
-                // argument does not lean on release sequences (a mask value written by
-                // producer B's RMW after producer A's) — which loom does not model.
-                changes.level[w] = self.pending[w].fetch_or(0, Ordering::Relaxed) & level_ids;
+                changes.level[w] = self.pending[w].load(Ordering::Relaxed) & level_ids;
             }
             if handoff_ids != 0 {
                 changes.handoff[w] =
@@ -354,43 +351,57 @@ mod tests {
     proptest! {
         /// Against a sequential reference: after every `take`, the shadow equals the
         /// reference; between takes, any id the reference has pending but the shadow
-        /// lacks is covered by a kick (no missed kicks).
+        /// lacks is covered by a kick (no missed kicks). Id 2 is a handoff id, modelled
+        /// as "in hardware" plus "undelivered request".
         #[test]
         fn matches_reference_model(ops in proptest::collection::vec(op(), 1..200)) {
             let set = Set::with_handoff(&[2]).unwrap();
             let mut shadow = [0usize; 2];
-            let mut model = [false; 128];
+            let mut level = [false; 128];
+            let (mut hw2, mut req2) = (false, false);
             let mut kicked = false;
             for op in ops {
                 match op {
+                    Op::Raise(2) => {
+                        kicked |= set.raise(2).unwrap();
+                        req2 = true;
+                    }
+                    Op::Lower(2) => {
+                        set.lower(2).unwrap();
+                        req2 = false;
+                    }
                     Op::Raise(i) => {
                         kicked |= set.raise(i).unwrap();
-                        model[i as usize] = true;
+                        level[i as usize] = true;
                     }
                     Op::Lower(i) => {
                         set.lower(i).unwrap();
-                        // A delivered handoff id stays with the guest.
-                        let (w, b) = split(i as usize);
-                        model[i as usize] = i == 2 && shadow[w] & b != 0;
+                        level[i as usize] = false;
                     }
                     Op::Take => {
                         set.take_changes().apply(&mut shadow);
                         kicked = false;
-                        for (i, &m) in model.iter().enumerate() {
+                        hw2 |= req2;
+                        req2 = false;
+                        for (i, &m) in level.iter().enumerate().filter(|(i, _)| *i != 2) {
                             let (w, b) = split(i);
                             prop_assert_eq!(shadow[w] & b != 0, m, "id {}", i);
                         }
+                        prop_assert_eq!(shadow[0] & 4 != 0, hw2, "handoff id 2");
                     }
                     Op::GuestClear => {
                         shadow[0] &= !(1 << 2);
-                        model[2] = set.is_pending(2);
+                        hw2 = false;
                     }
                 }
-                for (i, &m) in model.iter().enumerate() {
+                for (i, &m) in level.iter().enumerate().filter(|(i, _)| *i != 2) {
                     let (w, b) = split(i);
                     if m && shadow[w] & b == 0 {
                         prop_assert!(kicked, "id {} pending but unseen and no kick", i);
                     }
+                }
+                if req2 {
+                    prop_assert!(kicked, "handoff request outstanding and no kick");
                 }
             }
         }
@@ -472,6 +483,38 @@ mod loom_tests {
                 (1 << 2) | (1 << 5),
                 "a raise after the guest's clear was lost"
             );
+        });
+    }
+
+    /// Why handoff ids exist: the seed's resync rule ("write `pending` only if you flipped
+    /// the mask bit 0 → 1"), applied after the guest cleared VSSIP, loses a raise that
+    /// races it. Loom must find that interleaving; if this test ever stops panicking,
+    /// the argument in the module docs is wrong.
+    #[test]
+    #[should_panic(expected = "seed resync lost a raise")]
+    fn loom_pending_seed_resync_rule_loses_a_raise() {
+        let mut model = loom::model::Builder::new();
+        model.preemption_bound = Some(3);
+        model.check(|| {
+            let set = Arc::new(PendingSet::<1>::new()); // VSSIP as a plain level id
+            let kick = Arc::new(AtomicBool::new(false));
+            let mut shadow = [0usize; 1];
+            let _ = set.raise(2).unwrap();
+            set.take_changes().apply(&mut shadow);
+            // The guest has cleared sip.SSIP; now a producer raises it again while the
+            // consumer resyncs by the seed's rule.
+            shadow[0] = 0;
+            let (s1, k1) = (set.clone(), kick.clone());
+            let producer = thread::spawn(move || kick_if(s1.raise(2).unwrap(), &k1));
+            if set.mask[0].fetch_or(1 << 2, Ordering::AcqRel) & (1 << 2) == 0 {
+                set.pending[0].fetch_and(!(1 << 2), Ordering::Relaxed);
+            }
+            set.take_changes().apply(&mut shadow);
+            producer.join().unwrap();
+            if kick.swap(false, Ordering::SeqCst) {
+                set.take_changes().apply(&mut shadow);
+            }
+            assert_eq!(shadow[0], 1 << 2, "seed resync lost a raise");
         });
     }
 }

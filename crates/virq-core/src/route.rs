@@ -45,10 +45,18 @@
 //! concurrent release is tearing down.
 //!
 //! A double release, or a release by a guest that does not own the route, is an error.
-//! `awaiting_eoi` is taken with a swap by whichever of `guest_completed` and `release`
-//! comes first, so the deferred physical complete happens exactly once.
+//!
+//! **Completion tokens.** Every `route` bumps the descriptor's generation; the route's
+//! *ack token* (`generation << 16 | pirq + 1`, never 0) is what the caller registers as
+//! the virtual id's ack notifier ([`crate::ack`]). A level delivery stores its token in
+//! `awaiting`; [`RouteTable::guest_completed`] clears it only with a compare-exchange on
+//! that exact token, and `release` takes it with a swap. So the deferred physical
+//! complete happens exactly once, and a stale completion — from a guest whose route was
+//! released and the pirq routed again — is refused instead of completing the new
+//! route's interrupt before its guest serviced it. (Generations are 16 bits: a stale
+//! token would have to survive 65,536 re-routes of the same pirq to alias.)
 
-use crate::sync::{array, spin_hint, AtomicBool, AtomicU64, Mutex, Ordering};
+use crate::sync::{array, spin_hint, AtomicU32, AtomicU64, Mutex, Ordering};
 
 /// A guest's identity in the routing table.
 pub type GuestId = u16;
@@ -168,8 +176,18 @@ struct Desc {
     ctl: Mutex<()>,
     /// Route and delivery count (see the module docs).
     state: AtomicU64,
-    /// A level delivery whose physical complete waits for the guest.
-    awaiting_eoi: AtomicBool,
+    /// Bumped by every `route` (under `ctl`), published by the route's Release.
+    generation: AtomicU32,
+    /// The ack token of a level delivery whose physical complete waits for the guest; 0
+    /// when none.
+    awaiting: AtomicU32,
+}
+
+/// Largest table the 16-bit pirq field of an ack token allows.
+pub const MAX_PIRQS: usize = 0xffff;
+
+fn token(pirq: u32, generation: u32) -> u32 {
+    (generation << 16) | (pirq + 1)
 }
 
 /// Routing table for physical ids `0..N`.
@@ -177,10 +195,12 @@ pub struct RouteTable<const N: usize> {
     descs: [Desc; N],
 }
 
-/// A delivery in progress; holds the route alive. Drop it when done injecting.
+/// A delivery in progress; holds the route alive. Drop it only when done injecting:
+/// [`RouteTable::release`] waits for it.
 pub struct Delivery<'a> {
     desc: &'a Desc,
     route: Route,
+    token: u32,
 }
 
 impl Delivery<'_> {
@@ -195,6 +215,10 @@ impl Delivery<'_> {
     /// The trigger of the route.
     pub fn trigger(&self) -> Trigger {
         self.route.trigger()
+    }
+    /// The route's ack token (see the module docs).
+    pub fn ack_token(&self) -> u32 {
+        self.token
     }
     /// The EOI policy for this delivery.
     pub fn eoi(&self) -> EoiAction {
@@ -214,11 +238,18 @@ impl Drop for Delivery<'_> {
 impl<const N: usize> RouteTable<N> {
     /// Nothing routed.
     pub fn new() -> Self {
+        const {
+            assert!(
+                N <= MAX_PIRQS,
+                "a RouteTable holds at most MAX_PIRQS descriptors"
+            )
+        };
         Self {
             descs: array(|_| Desc {
                 ctl: Mutex::new(()),
                 state: AtomicU64::new(0),
-                awaiting_eoi: AtomicBool::new(false),
+                generation: AtomicU32::new(0),
+                awaiting: AtomicU32::new(0),
             }),
         }
     }
@@ -229,14 +260,15 @@ impl<const N: usize> RouteTable<N> {
             .ok_or(RouteError::NoSuchPirq { pirq })
     }
 
-    /// Route `pirq` to `virq` of `guest`. Routing the same mapping again is a no-op.
+    /// Route `pirq` to `virq` of `guest`, returning the route's ack token (register it
+    /// as `virq`'s ack notifier). Routing the same mapping again returns the same token.
     pub fn route(
         &self,
         pirq: u32,
         guest: GuestId,
         virq: u32,
         trigger: Trigger,
-    ) -> Result<(), RouteError> {
+    ) -> Result<u32, RouteError> {
         let desc = self.desc(pirq)?;
         let _ctl = desc.ctl.lock();
         let old = Route::of(desc.state.load(Ordering::Relaxed));
@@ -253,13 +285,15 @@ impl<const N: usize> RouteTable<N> {
                     virq: old.virq(),
                 });
             }
-            return Ok(());
+            return Ok(token(pirq, desc.generation.load(Ordering::Relaxed)));
         }
-        desc.awaiting_eoi.store(false, Ordering::Relaxed);
-        // An RMW: deliveries may be bumping the count of the unrouted word right now.
+        let generation = desc.generation.load(Ordering::Relaxed).wrapping_add(1) & 0xffff;
+        desc.generation.store(generation, Ordering::Relaxed);
+        // An RMW: deliveries may be bumping the count of the unrouted word right now. Its
+        // Release publishes the generation to every delivery that sees the route.
         desc.state
             .fetch_or(Route::pack(guest, virq, trigger).0, Ordering::Release);
-        Ok(())
+        Ok(token(pirq, generation))
     }
 
     /// Unroute `pirq` from `guest`. Returns only when no delivery of it is in progress
@@ -283,7 +317,7 @@ impl<const N: usize> RouteTable<N> {
         while desc.state.load(Ordering::Acquire) >> COUNT_SHIFT != 0 {
             spin_hint();
         }
-        let complete_physical = desc.awaiting_eoi.swap(false, Ordering::AcqRel);
+        let complete_physical = desc.awaiting.swap(0, Ordering::AcqRel) != 0;
         Ok(Released { complete_physical })
     }
 
@@ -296,16 +330,28 @@ impl<const N: usize> RouteTable<N> {
             desc.state.fetch_sub(ONE_DELIVERY, Ordering::Release);
             return None;
         }
+        // Stable while we count: a re-route (which bumps it) waits for us in `release`.
+        let token = token(pirq, desc.generation.load(Ordering::Relaxed));
         if route.trigger() == Trigger::Level {
-            desc.awaiting_eoi.store(true, Ordering::Release);
+            desc.awaiting.store(token, Ordering::Release);
         }
-        Some(Delivery { desc, route })
+        Some(Delivery { desc, route, token })
     }
 
-    /// The guest completed the virtual interrupt of `pirq` (an ack notifier). Returns
-    /// whether the caller must now complete the physical one.
-    pub fn guest_completed(&self, pirq: u32) -> Result<bool, RouteError> {
-        Ok(self.desc(pirq)?.awaiting_eoi.swap(false, Ordering::AcqRel))
+    /// The physical id an ack token names.
+    pub fn pirq_of_token(token: u32) -> u32 {
+        (token & 0xffff).wrapping_sub(1)
+    }
+
+    /// The guest completed the virtual interrupt of the route `token` names (called from
+    /// its ack notifier). Returns whether the caller must now complete the physical
+    /// interrupt `pirq_of_token(token)`; false for a stale token or nothing deferred.
+    pub fn guest_completed(&self, token: u32) -> Result<bool, RouteError> {
+        let desc = self.desc(Self::pirq_of_token(token))?;
+        Ok(desc
+            .awaiting
+            .compare_exchange(token, 0, Ordering::AcqRel, Ordering::Acquire)
+            .is_ok())
     }
 
     /// The current route of `pirq`: `(guest, virq, trigger)`.
@@ -334,8 +380,13 @@ mod tests {
             t.route(16, 1, 10, Trigger::Level),
             Err(RouteError::NoSuchPirq { pirq: 16 })
         );
-        t.route(10, 1, 10, Trigger::Level).unwrap();
-        t.route(10, 1, 10, Trigger::Level).unwrap();
+        let token = t.route(10, 1, 10, Trigger::Level).unwrap();
+        assert_eq!(
+            t.route(10, 1, 10, Trigger::Level),
+            Ok(token),
+            "same mapping, same token"
+        );
+        assert_eq!(RouteTable::<16>::pirq_of_token(token), 10);
         assert_eq!(
             t.route(10, 2, 10, Trigger::Level),
             Err(RouteError::OwnedByOther { pirq: 10, owner: 1 })
@@ -353,7 +404,7 @@ mod tests {
         let t = RouteTable::<16>::new();
         assert_eq!(t.release(3, 1), Err(RouteError::NotRouted { pirq: 3 }));
         assert_eq!(t.release(99, 1), Err(RouteError::NoSuchPirq { pirq: 99 }));
-        t.route(3, 1, 7, Trigger::Edge).unwrap();
+        let _ = t.route(3, 1, 7, Trigger::Edge).unwrap();
         assert_eq!(
             t.release(3, 2),
             Err(RouteError::OwnedByOther { pirq: 3, owner: 1 })
@@ -372,32 +423,36 @@ mod tests {
         assert!(t.deliver(3).is_none());
         assert!(t.deliver(99).is_none());
         assert_eq!(
-            t.guest_completed(99),
+            t.guest_completed(100),
             Err(RouteError::NoSuchPirq { pirq: 99 })
+        );
+        assert_eq!(
+            t.guest_completed(0),
+            Err(RouteError::NoSuchPirq { pirq: u32::MAX })
         );
     }
 
     #[test]
     fn edge_completes_now_level_defers_to_guest() {
         let t = RouteTable::<16>::new();
-        t.route(1, 1, 1, Trigger::Edge).unwrap();
-        t.route(2, 1, 2, Trigger::Level).unwrap();
+        let edge = t.route(1, 1, 1, Trigger::Edge).unwrap();
+        let level = t.route(2, 1, 2, Trigger::Level).unwrap();
         let d = t.deliver(1).unwrap();
         assert_eq!(
             (d.guest(), d.virq(), d.eoi()),
             (1, 1, EoiAction::CompleteNow)
         );
         drop(d);
-        assert_eq!(t.guest_completed(1), Ok(false));
+        assert_eq!(t.guest_completed(edge), Ok(false));
         let d = t.deliver(2).unwrap();
-        assert_eq!(d.eoi(), EoiAction::DeferToGuest);
+        assert_eq!((d.eoi(), d.ack_token()), (EoiAction::DeferToGuest, level));
         drop(d);
         assert_eq!(
-            t.guest_completed(2),
+            t.guest_completed(level),
             Ok(true),
             "physical complete after the virtual one"
         );
-        assert_eq!(t.guest_completed(2), Ok(false), "exactly once");
+        assert_eq!(t.guest_completed(level), Ok(false), "exactly once");
     }
 
     /// Releasing a level route whose guest never completed must hand the physical
@@ -405,7 +460,7 @@ mod tests {
     #[test]
     fn release_of_pending_level_route_completes_physically() {
         let t = RouteTable::<4>::new();
-        t.route(2, 1, 2, Trigger::Level).unwrap();
+        let token = t.route(2, 1, 2, Trigger::Level).unwrap();
         drop(t.deliver(2).unwrap());
         assert_eq!(
             t.release(2, 1),
@@ -413,14 +468,29 @@ mod tests {
                 complete_physical: true
             })
         );
-        assert_eq!(t.guest_completed(2), Ok(false));
+        assert_eq!(t.guest_completed(token), Ok(false));
+    }
+
+    /// Review finding (ABA): a completion from the previous owner of a pirq, arriving
+    /// after release and re-route, must not complete the new route's deferred interrupt.
+    #[test]
+    fn regression_stale_completion_after_reroute_is_refused() {
+        let t = RouteTable::<4>::new();
+        let old = t.route(3, 1, 5, Trigger::Level).unwrap();
+        drop(t.deliver(3).unwrap());
+        assert!(t.release(3, 1).unwrap().complete_physical);
+        let new = t.route(3, 2, 5, Trigger::Level).unwrap();
+        assert_ne!(old, new);
+        drop(t.deliver(3).unwrap());
+        assert_eq!(t.guest_completed(old), Ok(false), "stale token");
+        assert_eq!(t.guest_completed(new), Ok(true));
     }
 
     #[test]
     fn release_waits_for_a_delivery_on_another_thread() {
         use std::sync::atomic::{AtomicBool, Ordering};
         let t = RouteTable::<4>::new();
-        t.route(1, 1, 1, Trigger::Edge).unwrap();
+        let _ = t.route(1, 1, 1, Trigger::Edge).unwrap();
         let using = AtomicBool::new(false);
         std::thread::scope(|s| {
             let d = t.deliver(1).unwrap();
@@ -443,7 +513,7 @@ mod tests {
 #[cfg(all(test, loom))]
 mod loom_tests {
     use super::*;
-    use loom::sync::atomic::AtomicUsize;
+    use loom::sync::atomic::{AtomicBool, AtomicUsize};
     use loom::sync::Arc;
     use loom::thread;
 
@@ -455,7 +525,7 @@ mod loom_tests {
         model.preemption_bound = Some(3);
         model.check(|| {
             let t = Arc::new(RouteTable::<2>::new());
-            t.route(1, 7, 33, Trigger::Edge).unwrap();
+            let _ = t.route(1, 7, 33, Trigger::Edge).unwrap();
             let using = Arc::new(AtomicUsize::new(0));
             let released = Arc::new(AtomicBool::new(false));
             let harts: Vec<_> = (0..2)
@@ -495,15 +565,40 @@ mod loom_tests {
         model.preemption_bound = Some(3);
         model.check(|| {
             let t = Arc::new(RouteTable::<2>::new());
-            t.route(1, 7, 33, Trigger::Level).unwrap();
+            let token = t.route(1, 7, 33, Trigger::Level).unwrap();
             drop(t.deliver(1).unwrap());
             let t2 = t.clone();
-            let guest = thread::spawn(move || t2.guest_completed(1).unwrap());
+            let guest = thread::spawn(move || t2.guest_completed(token).unwrap());
             let by_release = t.release(1, 7).unwrap().complete_physical;
             let by_guest = guest.join().unwrap();
             assert!(
                 by_release ^ by_guest,
                 "physical complete must happen exactly once"
+            );
+        });
+    }
+
+    /// A stale completion (old route's token) races release, re-route and a new level
+    /// delivery: it never takes the new delivery's physical complete.
+    #[test]
+    fn loom_route_stale_completion_races_reroute() {
+        let mut model = loom::model::Builder::new();
+        model.preemption_bound = Some(3);
+        model.check(|| {
+            let t = Arc::new(RouteTable::<2>::new());
+            let old = t.route(1, 7, 33, Trigger::Level).unwrap();
+            drop(t.deliver(1).unwrap());
+            let t2 = t.clone();
+            let stale = thread::spawn(move || t2.guest_completed(old).unwrap());
+            let by_release = t.release(1, 7).unwrap().complete_physical;
+            let new = t.route(1, 8, 33, Trigger::Level).unwrap();
+            drop(t.deliver(1).unwrap());
+            let by_stale = stale.join().unwrap();
+            assert!(by_release ^ by_stale, "old delivery completed exactly once");
+            assert_eq!(
+                t.guest_completed(new),
+                Ok(true),
+                "new delivery still deferred to its guest"
             );
         });
     }
