@@ -25,8 +25,13 @@ const TARGET: &str = "riscv64gc-unknown-none-elf";
 /// Host physical address of the test guest's RAM (`TESTGUEST.ram_host_base` in
 /// `hyp/hv/src/config.rs`): QEMU's loader puts the raw image there.
 const TESTGUEST_LOAD_ADDR: u64 = 0x9000_0000;
+/// Host physical address of the Linux guest's kernel (`LINUX.ram_host_base` + the
+/// `Image` offset 2 MiB in `hyp/hv/src/config.rs`).
+const LINUX_KERNEL_LOAD_ADDR: u64 = 0x9420_0000;
 /// Default time limit of one QEMU run.
 const DEFAULT_TIMEOUT_S: u64 = 60;
+/// Time limit of a Linux boot under hyp (TCG, two levels of translation).
+const LINUX_TIMEOUT_S: u64 = 600;
 
 /// Arguments of `cargo xtask run`.
 #[derive(clap::Args, Debug, Clone)]
@@ -44,15 +49,32 @@ pub struct RunArgs {
     /// Build hyp with the `immediate_eoi` cargo feature instead of the bootarg.
     #[arg(long)]
     pub immediate_eoi_build: bool,
-    /// Seconds before QEMU is killed.
-    #[arg(long, default_value_t = DEFAULT_TIMEOUT_S)]
-    pub timeout: u64,
+    /// Boot Debian's Linux (kernel + busybox initramfs with a shell) under hyp instead
+    /// of the test guest (profile `linux`).
+    #[arg(long)]
+    pub linux: bool,
+    /// With `--linux`: the initramfs runs the non-interactive test `/init` (prints
+    /// `/proc/interrupts`, runs an IPI workload, powers off).
+    #[arg(long)]
+    pub linux_test: bool,
+    /// Seconds before QEMU is killed (default 60, 600 with --linux).
+    #[arg(long)]
+    pub timeout: Option<u64>,
 }
 
 /// Build artefacts.
 struct Images {
     hyp: PathBuf,
     guest_bin: PathBuf,
+}
+
+/// What hyp boots.
+#[derive(Debug, Clone)]
+enum Payload {
+    /// The bare-metal test guest (profile `test`).
+    TestGuest,
+    /// Debian Linux (profile `linux`): kernel `Image` and initramfs.
+    Linux { kernel: PathBuf, initramfs: PathBuf },
 }
 
 fn hyp_target_dir() -> PathBuf {
@@ -164,6 +186,7 @@ struct Machine {
     smp: u32,
     bootargs: Vec<String>,
     timeout: Duration,
+    payload: Payload,
 }
 
 impl Machine {
@@ -181,13 +204,26 @@ impl Machine {
         ])
         .arg(self.smp.to_string())
         .arg("-kernel")
-        .arg(&img.hyp)
-        .arg("-device")
-        .arg(format!(
-            "loader,file={},addr={:#x},force-raw=on",
-            img.guest_bin.display(),
-            TESTGUEST_LOAD_ADDR
-        ));
+        .arg(&img.hyp);
+        match &self.payload {
+            Payload::TestGuest => {
+                cmd.arg("-device").arg(format!(
+                    "loader,file={},addr={:#x},force-raw=on",
+                    img.guest_bin.display(),
+                    TESTGUEST_LOAD_ADDR
+                ));
+            }
+            Payload::Linux { kernel, initramfs } => {
+                cmd.arg("-device")
+                    .arg(format!(
+                        "loader,file={},addr={:#x},force-raw=on",
+                        kernel.display(),
+                        LINUX_KERNEL_LOAD_ADDR
+                    ))
+                    .arg("-initrd")
+                    .arg(initramfs);
+            }
+        }
         if !self.bootargs.is_empty() {
             cmd.arg("-append").arg(self.bootargs.join(" "));
         }
@@ -297,10 +333,24 @@ pub fn run(args: &RunArgs) -> Result<()> {
         );
     }
     let img = build(args.immediate_eoi_build)?;
+    let mut bootargs = bootargs(args.vcpus, args.eoi.as_deref());
+    let payload = if args.linux || args.linux_test {
+        bootargs.insert(0, "profile=linux".into());
+        linux_payload(!args.linux_test)?
+    } else {
+        Payload::TestGuest
+    };
+    let default_timeout = if matches!(payload, Payload::Linux { .. }) {
+        LINUX_TIMEOUT_S
+    } else {
+        DEFAULT_TIMEOUT_S
+    };
+    let timeout = args.timeout.unwrap_or(default_timeout);
     let m = Machine {
         smp: args.smp,
-        bootargs: bootargs(args.vcpus, args.eoi.as_deref()),
-        timeout: Duration::from_secs(args.timeout),
+        bootargs,
+        timeout: Duration::from_secs(timeout),
+        payload,
     };
     eprintln!("$ {:?}", m.command(&img));
     let mut child = m
@@ -314,7 +364,7 @@ pub fn run(args: &RunArgs) -> Result<()> {
         }
         if start.elapsed() > m.timeout {
             kill(&mut child);
-            bail!("QEMU did not stop within {} s (killed)", args.timeout);
+            bail!("QEMU did not stop within {timeout} s (killed)");
         }
         std::thread::sleep(Duration::from_millis(50));
     };
@@ -327,6 +377,21 @@ pub fn run(args: &RunArgs) -> Result<()> {
         "the guest reported failures (QEMU {status})"
     );
     Ok(())
+}
+
+/// Debian's kernel and a busybox initramfs (`crate::images`), with the interactive
+/// shell `/init` or the test one.
+fn linux_payload(interactive: bool) -> Result<Payload> {
+    let (name, init) = if interactive {
+        ("shell", crate::images::INIT_SHELL)
+    } else {
+        ("test", crate::images::INIT_TEST)
+    };
+    let b = crate::images::debian_boot(None, name, init)?;
+    Ok(Payload::Linux {
+        kernel: b.kernel,
+        initramfs: b.initramfs,
+    })
 }
 
 /// The `ACCT guest=… claims=N guest_completes=M …` line of the passthrough UART.
@@ -342,6 +407,7 @@ fn acct_claims(out: &str) -> Option<(u64, u64)> {
 }
 
 /// One case of the suite.
+#[derive(Clone)]
 struct Case {
     name: &'static str,
     machine: Machine,
@@ -356,19 +422,29 @@ fn check(case: &Case, o: &Outcome) -> Result<(usize, u64, u64)> {
         "timed out after {:.0} s",
         o.elapsed.as_secs_f64()
     );
-    let tests: Vec<&str> = o
-        .output
-        .lines()
-        .filter(|l| l.starts_with("TEST "))
-        .collect();
-    let failed: Vec<&&str> = tests.iter().filter(|l| l.contains("... FAIL")).collect();
-    ensure!(failed.is_empty(), "failing tests: {failed:?}");
-    let passed = tests.iter().filter(|l| l.ends_with("... PASS")).count();
-    ensure!(passed >= 8, "only {passed} tests passed");
-    ensure!(
-        o.output.contains("testguest: ") && o.output.contains(" 0 failed"),
-        "no guest summary"
-    );
+    let passed = if matches!(case.machine.payload, Payload::Linux { .. }) {
+        // Debian's kernel with the test /init: it must reach the end and power off.
+        for mark in ["VIRQ-INIT-START", "VIRQ-WORKLOAD-DONE", "VIRQ-INIT-DONE"] {
+            ensure!(o.output.contains(mark), "Linux did not print {mark}");
+        }
+        ensure!(!o.output.contains("Kernel panic"), "Linux panicked");
+        1
+    } else {
+        let tests: Vec<&str> = o
+            .output
+            .lines()
+            .filter(|l| l.starts_with("TEST "))
+            .collect();
+        let failed: Vec<&&str> = tests.iter().filter(|l| l.contains("... FAIL")).collect();
+        ensure!(failed.is_empty(), "failing tests: {failed:?}");
+        let passed = tests.iter().filter(|l| l.ends_with("... PASS")).count();
+        ensure!(passed >= 8, "only {passed} tests passed");
+        ensure!(
+            o.output.contains("testguest: ") && o.output.contains(" 0 failed"),
+            "no guest summary"
+        );
+        passed
+    };
     ensure!(
         o.status == Some(0),
         "QEMU exit status {:?} (the guest's failure count)",
@@ -409,6 +485,7 @@ pub fn qemu_tests() -> Result<()> {
         smp,
         bootargs: bootargs(vcpus, eoi),
         timeout: t,
+        payload: Payload::TestGuest,
     };
     let cases = [
         Case {
@@ -442,6 +519,24 @@ pub fn qemu_tests() -> Result<()> {
             storm: Some(true),
         },
     ];
+    let mut cases = cases.to_vec();
+    if std::env::var_os("VIRQ_SKIP_LINUX").is_none() {
+        let linux = linux_payload(false)?;
+        for (name, smp, vcpus) in [("linux-smp2", 2, None), ("linux-smp1-vcpus2", 1, Some(2))] {
+            let mut args = vec!["profile=linux".to_string()];
+            args.extend(bootargs(vcpus, None));
+            cases.push(Case {
+                name,
+                machine: Machine {
+                    smp,
+                    bootargs: args,
+                    timeout: Duration::from_secs(LINUX_TIMEOUT_S),
+                    payload: linux.clone(),
+                },
+                storm: Some(false),
+            });
+        }
+    }
     let suite = Instant::now();
     let (mut ok, mut bad) = (0, 0);
     for case in &cases {
@@ -451,7 +546,7 @@ pub fn qemu_tests() -> Result<()> {
             Ok((passed, claims, completes)) => {
                 ok += 1;
                 println!(
-                    "qemu {:<12} ok    {passed:>2} guest tests, {claims} claims / {completes} completions, {:.1} s",
+                    "qemu {:<18} ok    {passed:>2} guest tests, {claims} claims / {completes} completions, {:.1} s",
                     case.name,
                     o.elapsed.as_secs_f64()
                 );
@@ -459,7 +554,7 @@ pub fn qemu_tests() -> Result<()> {
             Err(e) => {
                 bad += 1;
                 println!(
-                    "qemu {:<12} FAIL  {e:#} ({:.1} s, log {})",
+                    "qemu {:<18} FAIL  {e:#} ({:.1} s, log {})",
                     case.name,
                     o.elapsed.as_secs_f64(),
                     log.display()

@@ -6,7 +6,7 @@
 //! ACCT guest=<name> pirq=<p> virq=<v> claims=<n> guest_completes=<m> storm_masks=<k>
 //! ACCT claims=<n> guest_completes=<m>
 //! ```
-use core::sync::atomic::{AtomicU64, Ordering};
+use core::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 
 use crate::world::World;
 
@@ -22,13 +22,20 @@ pub struct ExitCounts {
 impl ExitCounts {
     /// All zero.
     pub fn new() -> Self {
-        ExitCounts { exc: core::array::from_fn(|_| AtomicU64::new(0)), int: core::array::from_fn(|_| AtomicU64::new(0)) }
+        ExitCounts {
+            exc: core::array::from_fn(|_| AtomicU64::new(0)),
+            int: core::array::from_fn(|_| AtomicU64::new(0)),
+        }
     }
 
     /// Count one exit with `scause`.
     pub fn count(&self, scause: usize) {
         let code = scause & !(1 << 63);
-        let slot = if scause >> 63 != 0 { self.int.get(code) } else { self.exc.get(code) };
+        let slot = if scause >> 63 != 0 {
+            self.int.get(code)
+        } else {
+            self.exc.get(code)
+        };
         if let Some(c) = slot {
             c.fetch_add(1, Ordering::Relaxed);
         }
@@ -45,6 +52,8 @@ pub struct PirqCounts {
     pub since_complete: AtomicU64,
     /// Times the storm guard masked the source.
     pub storm_masks: AtomicU64,
+    /// Ack token of the last delivery (`RouteTable::guest_completed` takes it back).
+    pub ack_token: AtomicU32,
 }
 
 impl PirqCounts {
@@ -55,6 +64,7 @@ impl PirqCounts {
             completes: AtomicU64::new(0),
             since_complete: AtomicU64::new(0),
             storm_masks: AtomicU64::new(0),
+            ack_token: AtomicU32::new(0),
         }
     }
 }
@@ -103,7 +113,12 @@ pub fn print(w: &World) {
             if n != 0 {
                 crate::println!(
                     "ACCT vcpu={} guest={} id={} cause={}({}) count={}",
-                    v.index, g.cfg.name, v.id, exc_name(code), code, n
+                    v.index,
+                    g.cfg.name,
+                    v.id,
+                    exc_name(code),
+                    code,
+                    n
                 );
             }
         }
@@ -112,16 +127,34 @@ pub fn print(w: &World) {
             if n != 0 {
                 crate::println!(
                     "ACCT vcpu={} guest={} id={} cause={}(int{}) count={}",
-                    v.index, g.cfg.name, v.id, int_name(code), code, n
+                    v.index,
+                    g.cfg.name,
+                    v.id,
+                    int_name(code),
+                    code,
+                    n
                 );
             }
         }
     }
     let (mut claims, mut completes) = (0, 0);
     for g in &w.guests {
+        let e = {
+            use virq_riscv::MmioDevice;
+            g.vplic.lock().errors()
+        };
+        crate::println!(
+            "ACCT guest={} vplic_ignored bad_width={} misaligned={} unmapped={} read_only={} ignored_value={}",
+            g.cfg.name, e.bad_width, e.misaligned, e.unmapped, e.read_only, e.ignored_value
+        );
         for &(virq, pirq) in &g.passthrough {
-            let Some(p) = w.pirqs.get(pirq as usize) else { continue };
-            let (c, m) = (p.claims.load(Ordering::Relaxed), p.completes.load(Ordering::Relaxed));
+            let Some(p) = w.pirqs.get(pirq as usize) else {
+                continue;
+            };
+            let (c, m) = (
+                p.claims.load(Ordering::Relaxed),
+                p.completes.load(Ordering::Relaxed),
+            );
             claims += c;
             completes += m;
             crate::println!(
@@ -132,7 +165,11 @@ pub fn print(w: &World) {
                 c,
                 m,
                 p.storm_masks.load(Ordering::Relaxed),
-                if g.immediate_eoi { "immediate" } else { "deferred" }
+                if g.immediate_eoi {
+                    "immediate"
+                } else {
+                    "deferred"
+                }
             );
         }
     }

@@ -127,7 +127,10 @@ pub const VIRT_UART: Passthrough = Passthrough {
 };
 
 /// The guest vPLIC at the same address as QEMU virt's PLIC.
-pub const VIRT_VPLIC: Intc = Intc::VPlic { base: 0x0c00_0000, sources: 96 };
+pub const VIRT_VPLIC: Intc = Intc::VPlic {
+    base: 0x0c00_0000,
+    sources: 96,
+};
 
 /// The bare-metal test guest (`hyp/testguest`).
 pub const TESTGUEST: GuestConfig = GuestConfig {
@@ -144,13 +147,16 @@ pub const TESTGUEST: GuestConfig = GuestConfig {
 };
 
 /// Debian's Linux kernel `Image` with a busybox initramfs (QEMU `-initrd`).
+///
+/// With `-m 512M` QEMU puts the `-initrd` at 0x9020_0000 (RAM base + 256 MiB + 2 MiB)
+/// and its DTB in the last 2 MiB of RAM, so the guest RAM sits between the two.
 pub const LINUX: GuestConfig = GuestConfig {
     name: "linux",
     vcpus: 2,
-    ram_host_base: 0x9000_0000,
-    ram_size: 192 << 20,
+    ram_host_base: 0x9400_0000,
+    ram_size: 160 << 20,
     image: Image::Preloaded { offset: 0x20_0000 },
-    initrd_offset: Some(128 << 20),
+    initrd_offset: Some(120 << 20),
     bootargs: "console=ttyS0 earlycon=sbi",
     intc: VIRT_VPLIC,
     devices: &[VIRT_UART],
@@ -159,8 +165,14 @@ pub const LINUX: GuestConfig = GuestConfig {
 
 /// Every profile.
 pub const PROFILES: &[Profile] = &[
-    Profile { name: "test", guests: &[TESTGUEST] },
-    Profile { name: "linux", guests: &[LINUX] },
+    Profile {
+        name: "test",
+        guests: &[TESTGUEST],
+    },
+    Profile {
+        name: "linux",
+        guests: &[LINUX],
+    },
 ];
 
 /// The profile booted without `profile=`.

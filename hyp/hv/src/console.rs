@@ -34,7 +34,10 @@ impl Write for Line {
 /// Print formatted text (used by the `print!`/`println!` macros).
 pub fn print(args: fmt::Arguments<'_>) {
     let _g = LOCK.lock();
-    let mut line = Line { buf: [0; 256], len: 0 };
+    let mut line = Line {
+        buf: [0; 256],
+        len: 0,
+    };
     let _ = line.write_fmt(args);
     line.flush();
 }

@@ -10,13 +10,15 @@ use crate::platform::Platform;
 
 /// ISA extensions hyp does not offer to guests: the H extension and its `sh*`
 /// companions (no nested virtualisation), AIA (the guest gets a vPLIC), and the
-/// cache-block operations (hyp does not enable them in `henvcfg`).
+/// cache-block operations (hyp does not enable them in `henvcfg`), and Zawrs (its
+/// `wrs.*` would trap like WFI; hyp treats them as no-ops, but guests need not try).
 fn offered(ext: &str) -> bool {
     !(ext == "h"
         || ext.starts_with("sh")
         || ext.starts_with("smaia")
         || ext.starts_with("ssaia")
         || ext.starts_with("zicbo")
+        || ext == "zawrs"
         || ext == "sscofpmf"
         || ext == "smstateen"
         || ext == "ssstateen")
@@ -34,7 +36,13 @@ pub struct DtbParams<'a> {
 
 /// Build the guest's DTB blob.
 pub fn build(cfg: &GuestConfig, p: &DtbParams<'_>) -> FdtWriterResult<Vec<u8>> {
-    let exts: Vec<String> = p.platform.isa_extensions.iter().filter(|e| offered(e)).cloned().collect();
+    let exts: Vec<String> = p
+        .platform
+        .isa_extensions
+        .iter()
+        .filter(|e| offered(e))
+        .cloned()
+        .collect();
     let mut isa = String::from("rv64");
     for e in exts.iter().filter(|e| e.len() == 1) {
         isa.push_str(e);
@@ -60,8 +68,15 @@ pub fn build(cfg: &GuestConfig, p: &DtbParams<'_>) -> FdtWriterResult<Vec<u8>> {
     if !cfg.bootargs.is_empty() {
         fdt.property_string("bootargs", cfg.bootargs)?;
     }
-    if let Some(uart) = cfg.devices.iter().find(|d| matches!(d.kind, DeviceKind::Ns16550a { .. })) {
-        fdt.property_string("stdout-path", &format!("/soc/{}@{:x}", uart.name, uart.guest_base))?;
+    if let Some(uart) = cfg
+        .devices
+        .iter()
+        .find(|d| matches!(d.kind, DeviceKind::Ns16550a { .. }))
+    {
+        fdt.property_string(
+            "stdout-path",
+            &format!("/soc/{}@{:x}", uart.name, uart.guest_base),
+        )?;
     }
     if let Some((s, e)) = p.initrd {
         fdt.property_u64("linux,initrd-start", s)?;
@@ -106,7 +121,10 @@ pub fn build(cfg: &GuestConfig, p: &DtbParams<'_>) -> FdtWriterResult<Vec<u8>> {
     match cfg.intc {
         Intc::VPlic { base, sources } => {
             let plic = fdt.begin_node(&format!("plic@{base:x}"))?;
-            fdt.property_string_list("compatible", alloc::vec!["sifive,plic-1.0.0".into(), "riscv,plic0".into()])?;
+            fdt.property_string_list(
+                "compatible",
+                alloc::vec!["sifive,plic-1.0.0".into(), "riscv,plic0".into()],
+            )?;
             fdt.property_array_u64("reg", &[base, crate::guest::vplic_size(p.vcpus)])?;
             let mut ie = Vec::new();
             for v in 0..p.vcpus {

@@ -4,9 +4,9 @@ use core::sync::atomic::Ordering;
 use crate::arch::csr::{self, hstatus_bits, irq_bits, sstatus_bits};
 use crate::arch::{self, switch::guest_fetch_u16};
 use crate::insn::{self, Access};
-use virq_riscv::MmioDevice;
 use crate::vcpu::{Vcpu, VcpuInner};
 use crate::world::{world, Hart};
+use virq_riscv::MmioDevice;
 
 /// What the scheduler does next with the vCPU.
 pub enum Next {
@@ -28,6 +28,9 @@ const EXC_VIRTUAL_INSN: usize = 22;
 const EXC_STORE_GPF: usize = 23;
 
 const INSN_WFI: u32 = 0x1050_0073;
+/// Zawrs `wrs.nto` / `wrs.sto`: a hint; completing it at once is allowed.
+const INSN_WRS_NTO: u32 = 0x00d0_0073;
+const INSN_WRS_STO: u32 = 0x01d0_0073;
 
 /// Handle the exit recorded in `inner.ctx.trap`.
 pub fn handle(hart: &Hart, vcpu: &Vcpu, inner: &mut VcpuInner) -> Next {
@@ -109,6 +112,10 @@ fn virtual_insn(vcpu: &Vcpu, inner: &mut VcpuInner) -> Next {
         inner.ctx.guest.sepc += 4;
         return wfi(vcpu, inner);
     }
+    if insn == INSN_WRS_NTO || insn == INSN_WRS_STO {
+        inner.ctx.guest.sepc += 4;
+        return Next::Resume;
+    }
     inject_exception(inner, EXC_ILLEGAL, insn as usize);
     Next::Resume
 }
@@ -120,7 +127,11 @@ pub fn wfi(vcpu: &Vcpu, inner: &mut VcpuInner) -> Next {
     if csr::hip::read() & csr::hie::read() & vs_bits != 0 || vcpu.pending.has_changes() {
         return Next::Resume;
     }
-    let deadline = if world().sstc { csr::vstimecmp::read() as u64 } else { inner.timer_deadline };
+    let deadline = if world().sstc {
+        csr::vstimecmp::read() as u64
+    } else {
+        inner.timer_deadline
+    };
     vcpu.wake_at.store(deadline, Ordering::Release);
     vcpu.blocked.store(true, Ordering::SeqCst);
     arch::fence();
@@ -146,9 +157,14 @@ fn guest_page_fault(vcpu: &Vcpu, inner: &mut VcpuInner) -> Next {
             // htinst: a transformed load/store (bit 0 set), or 0 / a pseudo-instruction
             // (bit 0 clear) when the hart did not provide one: then read it.
             let hint = if t.htinst & 1 != 0 { t.htinst } else { 0 };
-            let decoded = fetch_insn(inner, hint).and_then(|i| insn::decode(i, hint != 0).map(|a| (a, i)));
+            let decoded =
+                fetch_insn(inner, hint).and_then(|i| insn::decode(i, hint != 0).map(|a| (a, i)));
             if let Some((access, raw)) = decoded {
-                let len = if hint != 0 { insn::transformed_len(raw) } else { insn_len(raw) };
+                let len = if hint != 0 {
+                    insn::transformed_len(raw)
+                } else {
+                    insn_len(raw)
+                };
                 match access {
                     Access::Load { rd, size, signed } if t.scause == EXC_LOAD_GPF => {
                         let v = guest.vplic.lock().read(off, size);

@@ -50,7 +50,10 @@ pub struct GStage {
 impl GStage {
     /// An empty G-stage.
     pub fn new() -> Self {
-        GStage { root: Box::new(Root([0; 2048])), tables: Vec::new() }
+        GStage {
+            root: Box::new(Root([0; 2048])),
+            tables: Vec::new(),
+        }
     }
 
     /// `hgatp` value: mode Sv39x4 (8), `vmid`, root PPN.
@@ -61,7 +64,9 @@ impl GStage {
 
     fn table_index(&self, pte: u64) -> Option<usize> {
         let addr = ((pte >> 10) << 12) as usize;
-        self.tables.iter().position(|t| &**t as *const Table as usize == addr)
+        self.tables
+            .iter()
+            .position(|t| &**t as *const Table as usize == addr)
     }
 
     fn next_table(&mut self, pte: u64) -> Result<usize, MapError> {
@@ -104,7 +109,7 @@ impl GStage {
 
     /// Map `[gpa, gpa + size)` to `[hpa, hpa + size)` with permissions `perm` (R/W/X).
     pub fn map(&mut self, gpa: u64, hpa: u64, size: u64, perm: u64) -> Result<(), MapError> {
-        if gpa % PAGE != 0 || hpa % PAGE != 0 || size % PAGE != 0 {
+        if !gpa.is_multiple_of(PAGE) || !hpa.is_multiple_of(PAGE) || !size.is_multiple_of(PAGE) {
             return Err(MapError::Unaligned);
         }
         if gpa.checked_add(size).is_none_or(|e| e > GPA_LIMIT) {

@@ -107,6 +107,19 @@ pub enum GuestError {
     Initrd,
 }
 
+impl core::fmt::Display for GuestError {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match self {
+            GuestError::Ram => f.write_str("RAM is not free host RAM (or not 2 MiB aligned)"),
+            GuestError::Vcpus => write!(f, "vCPU count must be 1..={MAX_VCPUS_PER_GUEST}"),
+            GuestError::Map(e) => write!(f, "G-stage mapping refused: {e:?}"),
+            GuestError::Dtb => f.write_str("guest DTB could not be built or placed"),
+            GuestError::Intc => f.write_str("interrupt controller configuration refused"),
+            GuestError::Initrd => f.write_str("initrd missing or does not fit"),
+        }
+    }
+}
+
 fn overlaps(a: (u64, u64), b: (u64, u64)) -> bool {
     a.0 < b.0 + b.1 && b.0 < a.0 + a.1
 }
@@ -129,8 +142,8 @@ impl Guest {
         let ram = (cfg.ram_host_base, cfg.ram_size);
         let (hs, he) = crate::arch::image_range();
         let mut bad = !p.is_ram(ram.0, ram.1)
-            || ram.0 % (2 << 20) != 0
-            || ram.1 % (2 << 20) != 0
+            || !ram.0.is_multiple_of(2 << 20)
+            || !ram.1.is_multiple_of(2 << 20)
             || overlaps(ram, (hs as u64, (he - hs) as u64))
             || overlaps(ram, (p.dtb_range.0, p.dtb_range.1 - p.dtb_range.0))
             || used.iter().any(|&u| overlaps(ram, u));
@@ -144,16 +157,25 @@ impl Guest {
         let phys = unsafe { PhysRange::new(ram.0 as usize, ram.1 as usize) };
 
         let mut g = GStage::new();
-        g.map(GUEST_RAM_BASE, ram.0, ram.1, gstage::R | gstage::W | gstage::X).map_err(GuestError::Map)?;
+        g.map(
+            GUEST_RAM_BASE,
+            ram.0,
+            ram.1,
+            gstage::R | gstage::W | gstage::X,
+        )
+        .map_err(GuestError::Map)?;
         for d in cfg.devices {
-            g.map(d.guest_base, d.host_base, d.size, gstage::R | gstage::W).map_err(GuestError::Map)?;
+            g.map(d.guest_base, d.host_base, d.size, gstage::R | gstage::W)
+                .map_err(GuestError::Map)?;
         }
 
         // Initrd: copied from where QEMU put it (host /chosen) into guest RAM.
         let mut initrd = None;
         if let (Some(off), Some((s, e))) = (cfg.initrd_offset, p.initrd) {
             let len = e - s;
-            if off + len > ram.1 - (2 << 20) {
+            // The source must lie outside the guest's RAM (QEMU's loader may already
+            // have written the guest image there) and the copy must fit below the DTB.
+            if overlaps((s, len), ram) || off + len > ram.1 - (2 << 20) {
                 return Err(GuestError::Initrd);
             }
             // SAFETY: `[s, e)` is the initrd QEMU loaded (named in the host DTB); no one
@@ -162,10 +184,26 @@ impl Guest {
                 return Err(GuestError::Initrd);
             }
             initrd = Some((GUEST_RAM_BASE + off, GUEST_RAM_BASE + off + len));
+            let mut magic = [0u8; 2];
+            phys.read(off as usize, &mut magic);
+            crate::println!(
+                "hyp: guest \"{}\": initrd {s:#x}..{e:#x} copied to guest {:#x} (magic {:02x}{:02x})",
+                cfg.name,
+                GUEST_RAM_BASE + off,
+                magic[0],
+                magic[1]
+            );
         }
 
-        let dtb = crate::dtb::build(cfg, &crate::dtb::DtbParams { platform: p, vcpus, initrd })
-            .map_err(|_| GuestError::Dtb)?;
+        let dtb = crate::dtb::build(
+            cfg,
+            &crate::dtb::DtbParams {
+                platform: p,
+                vcpus,
+                initrd,
+            },
+        )
+        .map_err(|_| GuestError::Dtb)?;
         // The DTB goes in the last 2 MiB of guest RAM.
         let dtb_off = ram.1 - (2 << 20);
         if dtb.len() > (2 << 20) || !phys.write(dtb_off as usize, &dtb) {
@@ -175,8 +213,13 @@ impl Guest {
         let (vplic_window, vplic) = match cfg.intc {
             Intc::VPlic { base, sources } => {
                 let ctx: Vec<Option<u32>> = (0..vcpus as u32).map(Some).collect();
-                let mut plic = VPlic::new(sources, &ctx, GuestSink { first_vcpu, vcpus }, GuestEoi { guest: index })
-                    .map_err(|_| GuestError::Intc)?;
+                let mut plic = VPlic::new(
+                    sources,
+                    &ctx,
+                    GuestSink { first_vcpu, vcpus },
+                    GuestEoi { guest: index },
+                )
+                .map_err(|_| GuestError::Intc)?;
                 let mut passthrough = Vec::new();
                 for irq in cfg.devices.iter().filter_map(|d| d.irq) {
                     // The physical PLIC's gateway turns the level into one request per
@@ -227,7 +270,10 @@ impl Guest {
 
     /// The physical source behind virtual source `virq`.
     pub fn pirq_of(&self, virq: u32) -> Option<u32> {
-        self.passthrough.iter().find(|(v, _)| *v == virq).map(|(_, p)| *p)
+        self.passthrough
+            .iter()
+            .find(|(v, _)| *v == virq)
+            .map(|(_, p)| *p)
     }
 
     /// Is the guest still running (no SRST yet)?

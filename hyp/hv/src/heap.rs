@@ -12,13 +12,19 @@ pub struct Bump {
 
 impl Bump {
     const fn new() -> Self {
-        Bump { next: AtomicUsize::new(0), end: AtomicUsize::new(0) }
+        Bump {
+            next: AtomicUsize::new(0),
+            end: AtomicUsize::new(0),
+        }
     }
 
     /// Bytes handed out so far and the total.
     pub fn usage(&self) -> (usize, usize) {
         let (start, end) = crate::arch::heap_range();
-        (self.next.load(Ordering::Relaxed).saturating_sub(start), end - start)
+        (
+            self.next.load(Ordering::Relaxed).saturating_sub(start),
+            end - start,
+        )
     }
 }
 
@@ -46,11 +52,16 @@ unsafe impl GlobalAlloc for Bump {
         let mut cur = self.next.load(Ordering::Relaxed);
         loop {
             let start = (cur + layout.align() - 1) & !(layout.align() - 1);
-            let Some(new) = start.checked_add(layout.size()) else { return core::ptr::null_mut() };
+            let Some(new) = start.checked_add(layout.size()) else {
+                return core::ptr::null_mut();
+            };
             if cur == 0 || new > end {
                 return core::ptr::null_mut();
             }
-            match self.next.compare_exchange_weak(cur, new, Ordering::AcqRel, Ordering::Relaxed) {
+            match self
+                .next
+                .compare_exchange_weak(cur, new, Ordering::AcqRel, Ordering::Relaxed)
+            {
                 Ok(_) => return start as *mut u8,
                 Err(now) => cur = now,
             }

@@ -43,13 +43,41 @@ pub fn decode(insn: u32, transformed: bool) -> Option<Access> {
         let funct3 = (insn >> 12) & 7;
         return match insn & 0x7f {
             0x03 => match funct3 {
-                0 => Some(Access::Load { rd, size: 1, signed: true }),
-                1 => Some(Access::Load { rd, size: 2, signed: true }),
-                2 => Some(Access::Load { rd, size: 4, signed: true }),
-                3 => Some(Access::Load { rd, size: 8, signed: false }),
-                4 => Some(Access::Load { rd, size: 1, signed: false }),
-                5 => Some(Access::Load { rd, size: 2, signed: false }),
-                6 => Some(Access::Load { rd, size: 4, signed: false }),
+                0 => Some(Access::Load {
+                    rd,
+                    size: 1,
+                    signed: true,
+                }),
+                1 => Some(Access::Load {
+                    rd,
+                    size: 2,
+                    signed: true,
+                }),
+                2 => Some(Access::Load {
+                    rd,
+                    size: 4,
+                    signed: true,
+                }),
+                3 => Some(Access::Load {
+                    rd,
+                    size: 8,
+                    signed: false,
+                }),
+                4 => Some(Access::Load {
+                    rd,
+                    size: 1,
+                    signed: false,
+                }),
+                5 => Some(Access::Load {
+                    rd,
+                    size: 2,
+                    signed: false,
+                }),
+                6 => Some(Access::Load {
+                    rd,
+                    size: 4,
+                    signed: false,
+                }),
                 _ => None,
             },
             0x23 => match funct3 {
@@ -68,14 +96,30 @@ pub fn decode(insn: u32, transformed: bool) -> Option<Access> {
     let rd = ((insn >> 7) & 31) as u8;
     let rs2 = ((insn >> 2) & 31) as u8;
     match (insn & 3, funct3) {
-        (0, 2) => Some(Access::Load { rd: rd_p, size: 4, signed: true }), // c.lw
-        (0, 3) => Some(Access::Load { rd: rd_p, size: 8, signed: false }), // c.ld
-        (0, 6) => Some(Access::Store { rs2: rd_p, size: 4 }),             // c.sw
-        (0, 7) => Some(Access::Store { rs2: rd_p, size: 8 }),             // c.sd
-        (2, 2) if rd != 0 => Some(Access::Load { rd, size: 4, signed: true }), // c.lwsp
-        (2, 3) if rd != 0 => Some(Access::Load { rd, size: 8, signed: false }), // c.ldsp
-        (2, 6) => Some(Access::Store { rs2, size: 4 }),                    // c.swsp
-        (2, 7) => Some(Access::Store { rs2, size: 8 }),                    // c.sdsp
+        (0, 2) => Some(Access::Load {
+            rd: rd_p,
+            size: 4,
+            signed: true,
+        }), // c.lw
+        (0, 3) => Some(Access::Load {
+            rd: rd_p,
+            size: 8,
+            signed: false,
+        }), // c.ld
+        (0, 6) => Some(Access::Store { rs2: rd_p, size: 4 }), // c.sw
+        (0, 7) => Some(Access::Store { rs2: rd_p, size: 8 }), // c.sd
+        (2, 2) if rd != 0 => Some(Access::Load {
+            rd,
+            size: 4,
+            signed: true,
+        }), // c.lwsp
+        (2, 3) if rd != 0 => Some(Access::Load {
+            rd,
+            size: 8,
+            signed: false,
+        }), // c.ldsp
+        (2, 6) => Some(Access::Store { rs2, size: 4 }),       // c.swsp
+        (2, 7) => Some(Access::Store { rs2, size: 8 }),       // c.sdsp
         _ => None,
     }
 }

@@ -87,7 +87,9 @@ pub fn remote_fence(mask: u64) {
 
 fn plic_claims(hart: &Hart) {
     let w = world();
-    let (Some(plic), Some(ctx)) = (w.host_plic, hart.plic_ctx) else { return };
+    let (Some(plic), Some(ctx)) = (w.host_plic, hart.plic_ctx) else {
+        return;
+    };
     loop {
         let src = plic.claim(ctx);
         if src == 0 {
@@ -105,6 +107,8 @@ fn plic_claims(hart: &Hart) {
             continue;
         };
         let (g, virq, eoi) = (d.guest() as usize, d.virq(), d.eoi());
+        // The guest's completion hands this token back (it names this route).
+        counts.ack_token.store(d.ack_token(), Ordering::Release);
         drop(d);
         if let Some(guest) = w.guests.get(g) {
             guest.vplic.lock().pulse(virq);
@@ -125,15 +129,20 @@ fn plic_claims(hart: &Hart) {
 /// The guest completed virtual source `virq` (vPLIC [`virq_riscv::EoiSink`]).
 pub fn guest_completed(guest: u16, virq: u32) {
     let w = world();
-    let Some(g) = w.guests.get(guest as usize) else { return };
+    let Some(g) = w.guests.get(guest as usize) else {
+        return;
+    };
     let Some(pirq) = g.pirq_of(virq) else { return };
-    let Some(counts) = w.pirqs.get(pirq as usize) else { return };
+    let Some(counts) = w.pirqs.get(pirq as usize) else {
+        return;
+    };
     counts.completes.fetch_add(1, Ordering::Relaxed);
     counts.since_complete.store(0, Ordering::Relaxed);
     let Some(plic) = w.host_plic else { return };
     let ctx = irq_hart(g).and_then(|h| h.plic_ctx);
     let Some(ctx) = ctx else { return };
-    if w.routes.guest_completed(pirq) == Ok(true) {
+    let token = counts.ack_token.load(Ordering::Acquire);
+    if w.routes.guest_completed(token) == Ok(true) {
         plic.complete(ctx, pirq);
     }
     if g.immediate_eoi {
@@ -156,7 +165,9 @@ pub fn setup_routes() {
         return;
     };
     for g in &w.guests {
-        let Some(ctx) = irq_hart(g).and_then(|h| h.plic_ctx) else { continue };
+        let Some(ctx) = irq_hart(g).and_then(|h| h.plic_ctx) else {
+            continue;
+        };
         for &(virq, pirq) in &g.passthrough {
             let trigger = if g.immediate_eoi {
                 virq_core::route::Trigger::Edge

@@ -36,7 +36,11 @@ use world::{world, Hart, World};
 /// Entry of the boot hart (from `arch::entry`), `a0 = hart id`, `a1 = DTB`.
 pub extern "C" fn boot_main(hartid: usize, dtb: usize) -> ! {
     heap::init();
-    println!("hyp: virq hypervisor, boot hart {hartid}, heap {:x?} image {:x?}", arch::heap_range(), arch::image_range());
+    println!(
+        "hyp: virq hypervisor, boot hart {hartid}, heap {:x?} image {:x?}",
+        arch::heap_range(),
+        arch::image_range()
+    );
     // SAFETY: `dtb` is the address OpenSBI passed in a1 and nothing has written RAM yet.
     let Some(blob) = (unsafe { arch::phys::copy_boot_dtb(dtb) }) else {
         println!("hyp: no valid DTB at {dtb:#x}");
@@ -50,13 +54,14 @@ pub extern "C" fn boot_main(hartid: usize, dtb: usize) -> ! {
         }
     };
     println!(
-        "hyp: {} harts, timebase {} Hz, sstc={}, plic={:?}, aplic={:?}, imsic={:?}, bootargs \"{}\"",
+        "hyp: {} harts, timebase {} Hz, sstc={}, plic={:x?}, aplic={:x?}, imsic={:x?}, uart={:x?}, bootargs \"{}\"",
         platform.harts.len(),
         platform.timebase,
         platform.sstc,
         platform.plic.map(|p| p.base),
         platform.aia.aplic.map(|a| a.0),
         platform.aia.imsic.map(|a| a.0),
+        platform.uart,
         platform.bootargs
     );
     let world = match build_world(platform, hartid) {
@@ -66,7 +71,11 @@ pub extern "C" fn boot_main(hartid: usize, dtb: usize) -> ! {
             exit_machine(0xff);
         }
     };
-    let me = world.harts.iter().position(|h| h.hartid == hartid).unwrap_or(0);
+    let me = world
+        .harts
+        .iter()
+        .position(|h| h.hartid == hartid)
+        .unwrap_or(0);
     hart_init(me);
     irq::setup_routes();
     for g in &world.guests {
@@ -74,13 +83,14 @@ pub extern "C" fn boot_main(hartid: usize, dtb: usize) -> ! {
         *v0.start.lock() = (g.entry as usize, g.dtb_gpa as usize);
         v0.hsm.store(vcpu::HSM_START_PENDING, Ordering::Release);
         println!(
-            "hyp: guest {} \"{}\": {} vCPUs, RAM {:#x}+{:#x} at host {:#x}, entry {:#x}, dtb {:#x}, eoi {}",
+            "hyp: guest {} \"{}\": {} vCPUs, RAM {:#x}+{:#x} at host {:#x}, image at host {:#x}, entry {:#x}, dtb {:#x}, eoi {}",
             g.index,
             g.cfg.name,
             g.vcpus,
             config::GUEST_RAM_BASE,
             g.cfg.ram_size,
             g.cfg.ram_host_base,
+            config::image_load_addr(&g.cfg),
             g.entry,
             g.dtb_gpa,
             if g.immediate_eoi { "immediate" } else { "deferred" }
@@ -112,14 +122,20 @@ fn hart_init(index: usize) {
     let hart = &w.harts[index];
     // Exceptions the guest handles itself: misaligned fetch, illegal instruction,
     // breakpoint, U-mode ecall, and its own page faults.
-    csr::hedeleg::write((1 << 0) | (1 << 2) | (1 << 3) | (1 << 8) | (1 << 12) | (1 << 13) | (1 << 15));
+    csr::hedeleg::write(
+        (1 << 0) | (1 << 2) | (1 << 3) | (1 << 8) | (1 << 12) | (1 << 13) | (1 << 15),
+    );
     csr::hideleg::write(irq_bits::VSSI | irq_bits::VSTI | irq_bits::VSEI);
     csr::hcounteren::write(!0);
     let mut envcfg = 0;
     if w.sstc {
         envcfg |= henvcfg_bits::STCE;
     }
-    if world::platform().isa_extensions.iter().any(|e| e == "svadu") {
+    if world::platform()
+        .isa_extensions
+        .iter()
+        .any(|e| e == "svadu")
+    {
         envcfg |= henvcfg_bits::ADUE;
     }
     csr::henvcfg::write(envcfg);
@@ -142,12 +158,18 @@ fn hart_init(index: usize) {
     }
     csr::sie::write(irq_bits::SSI | irq_bits::STI | irq_bits::SEI);
     hart.online.store(true, Ordering::Release);
-    println!("hyp: hart {} online (index {}), hgeie {:#x} = {} guest external lines", hart.hartid, index, lines, n);
+    println!(
+        "hyp: hart {} online (index {}), hgeie {:#x} = {} guest external lines",
+        hart.hartid, index, lines, n
+    );
 }
 
 fn build_world(p: &'static platform::Platform, boot_hartid: usize) -> Result<World, &'static str> {
     let name = p.bootarg("profile").unwrap_or(config::DEFAULT_PROFILE);
-    let profile = PROFILES.iter().find(|pr| pr.name == name).ok_or("unknown profile= in bootargs")?;
+    let profile = PROFILES
+        .iter()
+        .find(|pr| pr.name == name)
+        .ok_or("unknown profile= in bootargs")?;
     let vcpus_override = match p.bootarg("vcpus") {
         Some(s) => Some(s.parse::<usize>().map_err(|_| "bad vcpus= in bootargs")?),
         None => None,
@@ -183,12 +205,17 @@ fn build_world(p: &'static platform::Platform, boot_hartid: usize) -> Result<Wor
     for (gi, cfg) in profile.guests.iter().enumerate() {
         let cfg: &GuestConfig = cfg;
         let n = vcpus_override.unwrap_or(cfg.vcpus);
-        let eoi = if cfg!(feature = "immediate_eoi") { EoiMode::Immediate } else { eoi_override.unwrap_or(cfg.eoi) };
+        let eoi = if cfg!(feature = "immediate_eoi") {
+            EoiMode::Immediate
+        } else {
+            eoi_override.unwrap_or(cfg.eoi)
+        };
         let first = vcpus.len();
-        let g = guest::Guest::new(gi as u16, cfg, n, first, eoi == EoiMode::Immediate, &used).map_err(|e| {
-            println!("hyp: guest \"{}\": {:?}", cfg.name, e);
-            "guest configuration rejected"
-        })?;
+        let g = guest::Guest::new(gi as u16, cfg, n, first, eoi == EoiMode::Immediate, &used)
+            .map_err(|e| {
+                println!("hyp: guest \"{}\": {}", cfg.name, e);
+                "guest configuration rejected"
+            })?;
         used.push((cfg.ram_host_base, cfg.ram_size));
         for id in 0..n {
             let home = id % harts.len();
@@ -201,7 +228,9 @@ fn build_world(p: &'static platform::Platform, boot_hartid: usize) -> Result<Wor
         }
         guests.push(g);
     }
-    let pirqs = (0..world::MAX_PIRQ).map(|_| acct::PirqCounts::new()).collect();
+    let pirqs = (0..world::MAX_PIRQ)
+        .map(|_| acct::PirqCounts::new())
+        .collect();
     let nguests = guests.len();
     Ok(World {
         harts,
@@ -210,8 +239,9 @@ fn build_world(p: &'static platform::Platform, boot_hartid: usize) -> Result<Wor
         routes: virq_core::route::RouteTable::new(),
         pirqs,
         hgei: virq_core::hgei::HgeiAllocator::new(),
-        host_plic: p.plic.map(|pl| arch::mmio::HostPlic::new(pl.base as usize, pl.size as usize, pl.ndev)),
-        test_dev: p.test_dev.map(|b| arch::mmio::TestDevice::new(b as usize)),
+        host_plic: p
+            .plic
+            .map(|pl| arch::mmio::HostPlic::new(pl.base as usize, pl.size as usize, pl.ndev)),
         sstc: p.sstc,
         alive_guests: AtomicUsize::new(nguests),
     })
@@ -226,7 +256,10 @@ pub fn shutdown_guest(guest: usize, status: u32) {
         return;
     }
     g.exit_status.store(status, Ordering::Relaxed);
-    println!("hyp: guest {} \"{}\" shut down, status {}", g.index, g.cfg.name, status);
+    println!(
+        "hyp: guest {} \"{}\" shut down, status {}",
+        g.index, g.cfg.name, status
+    );
     for i in 0..g.vcpus {
         w.vcpus[g.first_vcpu + i].kick();
     }

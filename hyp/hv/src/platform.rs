@@ -91,7 +91,10 @@ impl Platform {
         // cpu-intc phandle -> hart id.
         let mut intc_of = Vec::new();
         for cpu in fdt.cpus() {
-            let status = cpu.property("status").and_then(|p| p.as_str()).unwrap_or("okay");
+            let status = cpu
+                .property("status")
+                .and_then(|p| p.as_str())
+                .unwrap_or("okay");
             if status != "okay" && status != "ok" {
                 continue;
             }
@@ -115,14 +118,23 @@ impl Platform {
             sstc &= has_sstc;
             if harts.is_empty() {
                 isa_extensions = exts;
-                mmu_type = cpu.property("mmu-type").and_then(|p| p.as_str()).unwrap_or("riscv,sv39").to_string();
+                mmu_type = cpu
+                    .property("mmu-type")
+                    .and_then(|p| p.as_str())
+                    .unwrap_or("riscv,sv39")
+                    .to_string();
             }
-            harts.push(HartInfo { hartid, plic_ctx: None });
+            harts.push(HartInfo {
+                hartid,
+                plic_ctx: None,
+            });
         }
         // The cpu nodes' interrupt-controller children.
         if let Some(cpus) = fdt.find_node("/cpus") {
             for cpu in cpus.children() {
-                let Some(reg) = cpu.reg().and_then(|mut r| r.next()) else { continue };
+                let Some(reg) = cpu.reg().and_then(|mut r| r.next()) else {
+                    continue;
+                };
                 for child in cpu.children() {
                     if let Some(ph) = child.property("phandle").and_then(|p| p.as_usize()) {
                         intc_of.push((ph as u32, reg.starting_address as usize));
@@ -156,15 +168,24 @@ impl Platform {
         let mut plic = None;
         if let Some(n) = fdt.find_compatible(&["riscv,plic0", "sifive,plic-1.0.0"]) {
             if let Some(r) = n.reg().and_then(|mut r| r.next()) {
-                let ndev = n.property("riscv,ndev").and_then(|p| p.as_usize()).unwrap_or(0) as u32;
-                plic = Some(PlicInfo { base: r.starting_address as u64, size: r.size.unwrap_or(0) as u64, ndev });
+                let ndev = n
+                    .property("riscv,ndev")
+                    .and_then(|p| p.as_usize())
+                    .unwrap_or(0) as u32;
+                plic = Some(PlicInfo {
+                    base: r.starting_address as u64,
+                    size: r.size.unwrap_or(0) as u64,
+                    ndev,
+                });
                 if let Some(ie) = n.property("interrupts-extended") {
                     for (ctx, pair) in ie.value.chunks_exact(8).enumerate() {
                         let (ph, irq) = (be_u32(&pair[..4]), be_u32(&pair[4..]));
                         if irq != 9 {
                             continue;
                         }
-                        let Some(&(_, hartid)) = intc_of.iter().find(|(p, _)| *p == ph) else { continue };
+                        let Some(&(_, hartid)) = intc_of.iter().find(|(p, _)| *p == ph) else {
+                            continue;
+                        };
                         if let Some(h) = harts.iter_mut().find(|h| h.hartid == hartid) {
                             h.plic_ctx = Some(ctx as u32);
                         }
@@ -174,21 +195,31 @@ impl Platform {
         }
         let mut aia = AiaInfo::default();
         for n in fdt.all_nodes() {
-            let Some(compat) = n.compatible() else { continue };
+            let Some(compat) = n.compatible() else {
+                continue;
+            };
             let is = |c: &str| compat.all().any(|x| x == c);
-            let reg = n.reg().and_then(|mut r| r.next()).map(|r| (r.starting_address as u64, r.size.unwrap_or(0) as u64));
+            let reg = n
+                .reg()
+                .and_then(|mut r| r.next())
+                .map(|r| (r.starting_address as u64, r.size.unwrap_or(0) as u64));
             // S-level controllers are the ones whose interrupts-extended name irq 9.
             let s_level = n
                 .property("interrupts-extended")
                 .is_some_and(|p| p.value.chunks_exact(8).any(|c| be_u32(&c[4..]) == 9));
-            if is("riscv,aplic") && (s_level || n.property("msi-parent").is_some()) && aia.aplic.is_none() {
+            if is("riscv,aplic")
+                && (s_level || n.property("msi-parent").is_some())
+                && aia.aplic.is_none()
+            {
                 // The S-level APLIC domain is the one not named as a parent of another.
                 aia.aplic = reg;
             }
             if is("riscv,imsics") && s_level {
                 aia.imsic = reg;
-                aia.guest_index_bits =
-                    n.property("riscv,guest-index-bits").and_then(|p| p.as_usize()).unwrap_or(0) as u32;
+                aia.guest_index_bits = n
+                    .property("riscv,guest-index-bits")
+                    .and_then(|p| p.as_usize())
+                    .unwrap_or(0) as u32;
             }
         }
 
@@ -199,7 +230,11 @@ impl Platform {
         let uart = fdt.find_compatible(&["ns16550a"]).and_then(|n| {
             let r = n.reg()?.next()?;
             let irq = n.interrupts().and_then(|mut i| i.next()).unwrap_or(0) as u32;
-            Some((r.starting_address as u64, r.size.unwrap_or(0x100) as u64, irq))
+            Some((
+                r.starting_address as u64,
+                r.size.unwrap_or(0x100) as u64,
+                irq,
+            ))
         });
         let chosen = fdt.find_node("/chosen");
         let bootargs = fdt.chosen().bootargs().unwrap_or("").to_string();
@@ -228,11 +263,15 @@ impl Platform {
 
     /// The value of `key=` in the bootargs, if any.
     pub fn bootarg(&self, key: &str) -> Option<&str> {
-        self.bootargs.split_whitespace().find_map(|t| t.strip_prefix(key)?.strip_prefix('='))
+        self.bootargs
+            .split_whitespace()
+            .find_map(|t| t.strip_prefix(key)?.strip_prefix('='))
     }
 
     /// Is `[base, base + size)` inside one RAM region?
     pub fn is_ram(&self, base: u64, size: u64) -> bool {
-        self.memory.iter().any(|&(b, s)| base >= b && base.checked_add(size).is_some_and(|e| e <= b + s))
+        self.memory
+            .iter()
+            .any(|&(b, s)| base >= b && base.checked_add(size).is_some_and(|e| e <= b + s))
     }
 }

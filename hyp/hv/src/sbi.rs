@@ -6,15 +6,11 @@ use sbi_spec::{base, dbcn, hsm, legacy, rfnc, spi, srst, time};
 
 use crate::arch::{self, csr};
 use crate::exit::Next;
-use crate::vcpu::{Vcpu, VcpuInner, HSM_START_PENDING, HSM_STARTED, HSM_STOPPED};
+use crate::vcpu::{Vcpu, VcpuInner, HSM_STARTED, HSM_START_PENDING, HSM_STOPPED};
 use crate::world::world;
 
 /// SBI error codes (SBI v2.0 table "Standard SBI Errors").
 pub mod err {
-    /// Success.
-    pub const SUCCESS: isize = 0;
-    /// Failed.
-    pub const FAILED: isize = -1;
     /// Not supported.
     pub const NOT_SUPPORTED: isize = -2;
     /// Invalid parameter.
@@ -39,8 +35,16 @@ pub const HYP_FID_STORM_MASKS: usize = 3;
 /// Implementation id reported by BASE (not a registered one: "virq" in ASCII).
 const IMPL_ID: usize = 0x7669_7271;
 
-const SUPPORTED: &[usize] =
-    &[base::EID_BASE, time::EID_TIME, spi::EID_SPI, rfnc::EID_RFNC, hsm::EID_HSM, srst::EID_SRST, dbcn::EID_DBCN, EID_HYP];
+const SUPPORTED: &[usize] = &[
+    base::EID_BASE,
+    time::EID_TIME,
+    spi::EID_SPI,
+    rfnc::EID_RFNC,
+    hsm::EID_HSM,
+    srst::EID_SRST,
+    dbcn::EID_DBCN,
+    EID_HYP,
+];
 
 type Ret = (isize, usize);
 
@@ -54,7 +58,11 @@ pub fn handle(vcpu: &Vcpu, inner: &mut VcpuInner) -> Next {
     if eid <= legacy::LEGACY_SHUTDOWN {
         let r = legacy_call(vcpu, inner, eid, a);
         inner.ctx.guest.x[10] = r as usize;
-        return if vcpu_left(vcpu) { Next::Leave } else { Next::Resume };
+        return if vcpu_left(vcpu) {
+            Next::Leave
+        } else {
+            Next::Resume
+        };
     }
     let (ret, next) = match eid {
         base::EID_BASE => (base_call(fid, a), Next::Resume),
@@ -85,7 +93,10 @@ fn base_call(fid: usize, a: [usize; 6]) -> Ret {
         base::GET_SBI_SPEC_VERSION => (0, 0x0200_0000),
         base::GET_SBI_IMPL_ID => (0, IMPL_ID),
         base::GET_SBI_IMPL_VERSION => (0, 1),
-        base::PROBE_EXTENSION => (0, (SUPPORTED.contains(&a[0]) || a[0] == legacy::LEGACY_CONSOLE_PUTCHAR) as usize),
+        base::PROBE_EXTENSION => (
+            0,
+            (SUPPORTED.contains(&a[0]) || a[0] == legacy::LEGACY_CONSOLE_PUTCHAR) as usize,
+        ),
         base::GET_MVENDORID | base::GET_MARCHID | base::GET_MIMPID => (0, 0),
         _ => (err::NOT_SUPPORTED, 0),
     }
@@ -188,7 +199,15 @@ fn hsm_call(vcpu: &Vcpu, inner: &mut VcpuInner, fid: usize, a: [usize; 6]) -> Ne
             Some(_) if g.ram_offset(a[1] as u64, 2).is_none() => (err::INVALID_ADDRESS, 0),
             Some(t) => {
                 let mut start = t.start.lock();
-                if t.hsm.compare_exchange(HSM_STOPPED, HSM_START_PENDING, Ordering::AcqRel, Ordering::Acquire).is_ok() {
+                if t.hsm
+                    .compare_exchange(
+                        HSM_STOPPED,
+                        HSM_START_PENDING,
+                        Ordering::AcqRel,
+                        Ordering::Acquire,
+                    )
+                    .is_ok()
+                {
                     *start = (a[1], a[2]);
                     drop(start);
                     t.kick();
@@ -275,7 +294,9 @@ fn dbcn_call(vcpu: &Vcpu, fid: usize, a: [usize; 6]) -> Ret {
             if hi != 0 {
                 return (err::INVALID_PARAM, 0);
             }
-            let Some(off) = g.ram_offset(lo as u64, len as u64) else { return (err::INVALID_PARAM, 0) };
+            let Some(off) = g.ram_offset(lo as u64, len as u64) else {
+                return (err::INVALID_PARAM, 0);
+            };
             let mut buf = [0u8; 256];
             if fid == dbcn::CONSOLE_WRITE {
                 let n = len.min(buf.len());
@@ -330,15 +351,15 @@ fn legacy_call(vcpu: &Vcpu, inner: &mut VcpuInner, eid: usize, a: [usize; 6]) ->
 fn hyp_call(vcpu: &Vcpu, fid: usize, a: [usize; 6]) -> Ret {
     let w = world();
     let g = &w.guests[vcpu.guest];
-    if fid == 9 {
-        let p = w.host_plic.unwrap();
-        return (p.debug_pending() as isize, p.debug_enable(1) as usize);
-    }
     if fid == HYP_FID_EOI_MODE {
         return (0, g.immediate_eoi as usize);
     }
-    let Some(pirq) = g.pirq_of(a[0] as u32) else { return (err::INVALID_PARAM, 0) };
-    let Some(c) = w.pirqs.get(pirq as usize) else { return (err::INVALID_PARAM, 0) };
+    let Some(pirq) = g.pirq_of(a[0] as u32) else {
+        return (err::INVALID_PARAM, 0);
+    };
+    let Some(c) = w.pirqs.get(pirq as usize) else {
+        return (err::INVALID_PARAM, 0);
+    };
     match fid {
         HYP_FID_CLAIMS => (0, c.claims.load(Ordering::Relaxed) as usize),
         HYP_FID_COMPLETES => (0, c.completes.load(Ordering::Relaxed) as usize),

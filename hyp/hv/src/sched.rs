@@ -6,7 +6,7 @@ use core::sync::atomic::Ordering;
 
 use crate::arch::{self, csr};
 use crate::exit::Next;
-use crate::vcpu::{Vcpu, HSM_START_PENDING, HSM_STARTED, HSM_STOPPED};
+use crate::vcpu::{Vcpu, HSM_STARTED, HSM_START_PENDING, HSM_STOPPED};
 use crate::world::{this_hart, world, Hart};
 
 /// Time slice when vCPUs share a hart: 5 ms at 10 MHz.
@@ -57,14 +57,20 @@ fn wake_timers(hart: &Hart) -> u64 {
 fn pick(hart: &Hart, last: Option<usize>) -> Option<usize> {
     let w = world();
     let n = hart.vcpus.len();
-    let start = last.and_then(|l| hart.vcpus.iter().position(|&v| v == l)).map_or(0, |p| p + 1);
-    (0..n).map(|k| hart.vcpus[(start + k) % n]).find(|&v| w.vcpus[v].eligible() && w.guests[w.vcpus[v].guest].is_alive())
+    let start = last
+        .and_then(|l| hart.vcpus.iter().position(|&v| v == l))
+        .map_or(0, |p| p + 1);
+    (0..n)
+        .map(|k| hart.vcpus[(start + k) % n])
+        .find(|&v| w.vcpus[v].eligible() && w.guests[w.vcpus[v].guest].is_alive())
 }
 
 /// How many vCPUs of `hart` other than `me` are eligible.
 fn others_eligible(hart: &Hart, me: usize) -> bool {
     let w = world();
-    hart.vcpus.iter().any(|&v| v != me && w.vcpus[v].eligible() && w.guests[w.vcpus[v].guest].is_alive())
+    hart.vcpus
+        .iter()
+        .any(|&v| v != me && w.vcpus[v].eligible() && w.guests[w.vcpus[v].guest].is_alive())
 }
 
 /// The scheduler loop of the current hart.
@@ -121,7 +127,9 @@ fn run_vcpu(hart: &Hart, vcpu: &Vcpu) {
         vcpu.acct.count(inner.ctx.trap.scause);
         match crate::exit::handle(hart, vcpu, &mut inner) {
             Next::Resume => {
-                if others_eligible(hart, vcpu.index) && arch::time().wrapping_sub(slice_start) >= SLICE_TICKS {
+                if others_eligible(hart, vcpu.index)
+                    && arch::time().wrapping_sub(slice_start) >= SLICE_TICKS
+                {
                     break;
                 }
             }

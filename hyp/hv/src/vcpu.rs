@@ -110,7 +110,10 @@ impl Vcpu {
             start: Mutex::new((0, 0)),
             inner: Mutex::new(VcpuInner {
                 ctx: Context::default(),
-                vs: VsCsrs { vstimecmp: usize::MAX, ..VsCsrs::default() },
+                vs: VsCsrs {
+                    vstimecmp: usize::MAX,
+                    ..VsCsrs::default()
+                },
                 hvip: HvipSync::new(),
                 fp: FpState::default(),
                 timer_deadline: u64::MAX,
@@ -155,10 +158,18 @@ impl VcpuInner {
         self.ctx.guest.x[11] = opaque;
         self.ctx.guest.sepc = entry;
         self.ctx.guest.sstatus = sstatus_bits::SPP | sstatus_bits::FS_INITIAL;
-        self.ctx.guest.hstatus = hstatus_bits::SPV | hstatus_bits::SPVP | hstatus_bits::VTW | (2 << 32);
-        self.vs = VsCsrs { vsstatus: 2 << 32, vstimecmp: usize::MAX, ..VsCsrs::default() };
+        self.ctx.guest.hstatus =
+            hstatus_bits::SPV | hstatus_bits::SPVP | hstatus_bits::VTW | (2 << 32);
+        self.vs = VsCsrs {
+            vsstatus: 2 << 32,
+            vstimecmp: usize::MAX,
+            ..VsCsrs::default()
+        };
         self.fp = FpState::default();
         self.timer_deadline = u64::MAX;
+        // A fresh start has nothing pending in hardware (stale ids in the PendingSet
+        // are flushed at the first entry).
+        self.hvip = HvipSync::new();
     }
 
     /// Put this vCPU's VS state into the hart (before running it).
@@ -200,7 +211,8 @@ impl VcpuInner {
         }
         if self.ctx.guest.sstatus & sstatus_bits::FS_MASK == sstatus_bits::FS_DIRTY {
             self.fp.save();
-            self.ctx.guest.sstatus = (self.ctx.guest.sstatus & !sstatus_bits::FS_MASK) | sstatus_bits::FS_INITIAL;
+            self.ctx.guest.sstatus =
+                (self.ctx.guest.sstatus & !sstatus_bits::FS_MASK) | sstatus_bits::FS_INITIAL;
         }
         self.hvip.sync(&crate::arch::csr::HartCsrs);
     }

@@ -8,7 +8,7 @@ use virq_core::route::RouteTable;
 
 use crate::acct::PirqCounts;
 use crate::arch::entry::MAX_HARTS;
-use crate::arch::mmio::{HostPlic, TestDevice};
+use crate::arch::mmio::HostPlic;
 use crate::guest::Guest;
 use crate::platform::Platform;
 use crate::vcpu::Vcpu;
@@ -52,8 +52,6 @@ pub struct World {
     pub hgei: HgeiAllocator<MAX_HARTS>,
     /// Host PLIC.
     pub host_plic: Option<HostPlic>,
-    /// Exit device.
-    pub test_dev: Option<TestDevice>,
     /// Harts have Sstc.
     pub sstc: bool,
     /// Guests still alive.

@@ -240,6 +240,18 @@ pub fn mmio_write8(addr: usize, v: u8) {
     unsafe { core::ptr::write_volatile(addr as *mut u8, v) }
 }
 
+/// Length of the instruction at `pc` (which just trapped in the guest's own code).
+pub fn insn_len_at(pc: usize) -> usize {
+    // SAFETY: `pc` is the sepc of a trap taken in this guest's code, which is mapped
+    // and readable (VS-stage off, RAM).
+    let lo = unsafe { core::ptr::read_volatile(pc as *const u16) };
+    if lo & 3 == 3 {
+        4
+    } else {
+        2
+    }
+}
+
 /// The DTB the hypervisor passed.
 pub fn dtb(addr: usize) -> Option<fdt::Fdt<'static>> {
     // SAFETY: `addr` is the a1 the hypervisor passed at boot: a DTB in guest RAM that

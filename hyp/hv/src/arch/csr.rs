@@ -107,22 +107,16 @@ pub mod sstatus_bits {
     pub const FS_INITIAL: usize = 1 << 13;
     /// FS = Dirty.
     pub const FS_DIRTY: usize = 3 << 13;
-    /// Permit supervisor access to user memory (affects HLV too).
-    pub const SUM: usize = 1 << 18;
 }
 
 /// Bits of `hstatus`.
 pub mod hstatus_bits {
-    /// Guest virtual address written to stval.
-    pub const GVA: usize = 1 << 6;
     /// Previous virtualization mode.
     pub const SPV: usize = 1 << 7;
     /// Previous virtual privilege (for HLV/HSV and set on trap from V=1).
     pub const SPVP: usize = 1 << 8;
     /// Trap WFI in VS-mode as a virtual instruction after a bounded time.
     pub const VTW: usize = 1 << 21;
-    /// VGEIN field shift (6 bits).
-    pub const VGEIN_SHIFT: usize = 12;
 }
 
 /// Interrupt bits of `sip`/`sie`/`hip`/`hie`/`hvip`.
@@ -139,8 +133,6 @@ pub mod irq_bits {
     pub const SEI: usize = 1 << 9;
     /// VS external interrupt.
     pub const VSEI: usize = 1 << 10;
-    /// Supervisor guest external interrupt.
-    pub const SGEI: usize = 1 << 12;
 }
 
 /// Bits of `henvcfg`.

@@ -33,7 +33,11 @@ impl HostPlic {
     /// register accessed afterwards is checked to lie below it.
     pub fn new(base: usize, size: usize, ndev: u32) -> Self {
         let contexts = (size.saturating_sub(0x20_0000) / 0x1000) as u32;
-        HostPlic { base, ndev, contexts }
+        HostPlic {
+            base,
+            ndev,
+            contexts,
+        }
     }
 
     fn src_ok(&self, src: u32) -> bool {
@@ -72,17 +76,6 @@ impl HostPlic {
         }
     }
 
-    /// debug
-    pub fn debug_pending(&self) -> u32 {
-        // SAFETY: debug
-        unsafe { read32(self.base + 0x1000) }
-    }
-    /// debug
-    pub fn debug_enable(&self, ctx: u32) -> u32 {
-        // SAFETY: debug
-        unsafe { read32(self.base + 0x2000 + 0x80 * ctx as usize) }
-    }
-
     /// Claim the highest-priority pending source of a context (0 = none).
     pub fn claim(&self, ctx: u32) -> u32 {
         if ctx >= self.contexts {
@@ -115,7 +108,11 @@ impl TestDevice {
 
     /// End the machine with an exit status (QEMU: 0x5555 = pass, `code << 16 | 0x3333`).
     pub fn exit(&self, code: u16) -> ! {
-        let v = if code == 0 { 0x5555 } else { ((code as u32) << 16) | 0x3333 };
+        let v = if code == 0 {
+            0x5555
+        } else {
+            ((code as u32) << 16) | 0x3333
+        };
         // SAFETY: the sifive_test register at offset 0 of the device in the DTB.
         unsafe { write32(self.base, v) };
         super::halt()

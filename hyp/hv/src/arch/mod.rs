@@ -60,7 +60,10 @@ pub fn heap_range() -> (usize, usize) {
         static __heap_start: u8;
         static __heap_end: u8;
     }
-    (core::ptr::addr_of!(__heap_start) as usize, core::ptr::addr_of!(__heap_end) as usize)
+    (
+        core::ptr::addr_of!(__heap_start) as usize,
+        core::ptr::addr_of!(__heap_end) as usize,
+    )
 }
 
 /// `[start, end)` of everything the hyp image owns (code, data, stacks, heap).
@@ -69,7 +72,10 @@ pub fn image_range() -> (usize, usize) {
         static __hyp_start: u8;
         static __hyp_end: u8;
     }
-    (core::ptr::addr_of!(__hyp_start) as usize, core::ptr::addr_of!(__hyp_end) as usize)
+    (
+        core::ptr::addr_of!(__hyp_start) as usize,
+        core::ptr::addr_of!(__hyp_end) as usize,
+    )
 }
 
 /// Set the per-hart pointer kept in `tp` (hyp's "current hart" register).

@@ -20,11 +20,6 @@ impl PhysRange {
         PhysRange { base, len }
     }
 
-    /// Length in bytes.
-    pub fn len(&self) -> usize {
-        self.len
-    }
-
     fn check(&self, off: usize, n: usize) -> Option<usize> {
         let end = off.checked_add(n)?;
         (end <= self.len).then_some(self.base + off)
@@ -32,7 +27,9 @@ impl PhysRange {
 
     /// Copy out `buf.len()` bytes at `off`; false (and nothing read) if out of range.
     pub fn read(&self, off: usize, buf: &mut [u8]) -> bool {
-        let Some(addr) = self.check(off, buf.len()) else { return false };
+        let Some(addr) = self.check(off, buf.len()) else {
+            return false;
+        };
         for (i, b) in buf.iter_mut().enumerate() {
             // SAFETY: `addr + i` lies in the range, which `new`'s contract makes RAM
             // that no Rust reference aliases; volatile because a guest may write it.
@@ -43,7 +40,9 @@ impl PhysRange {
 
     /// Copy `data` in at `off`; false (and nothing written) if out of range.
     pub fn write(&self, off: usize, data: &[u8]) -> bool {
-        let Some(addr) = self.check(off, data.len()) else { return false };
+        let Some(addr) = self.check(off, data.len()) else {
+            return false;
+        };
         for (i, b) in data.iter().enumerate() {
             // SAFETY: as for `read`.
             unsafe { core::ptr::write_volatile((addr + i) as *mut u8, *b) };
@@ -57,7 +56,9 @@ impl PhysRange {
     /// # Safety
     /// `[src, src + len)` must be RAM that nothing else writes during the copy.
     pub unsafe fn copy_from_phys(&self, off: usize, src: usize, len: usize) -> bool {
-        let Some(dst) = self.check(off, len) else { return false };
+        let Some(dst) = self.check(off, len) else {
+            return false;
+        };
         // SAFETY: the destination is in range (checked); the source is valid RAM by
         // the caller's contract; `copy` allows overlap.
         unsafe { core::ptr::copy(src as *const u8, dst as *mut u8, len) };

@@ -31,18 +31,11 @@ pub fn call(eid: usize, fid: usize, args: [usize; 6]) -> SbiRet {
     SbiRet { error, value }
 }
 
-const EID_BASE: usize = 0x10;
 const EID_TIME: usize = 0x5449_4d45;
 const EID_IPI: usize = 0x0073_5049;
 const EID_HSM: usize = 0x0048_534d;
 const EID_SRST: usize = 0x5352_5354;
 const EID_DBCN: usize = 0x4442_434e;
-
-/// BASE `probe_extension`.
-pub fn probe(eid: usize) -> bool {
-    let r = call(EID_BASE, 3, [eid, 0, 0, 0, 0, 0]);
-    r.error == 0 && r.value != 0
-}
 
 /// DBCN `console_write` of a buffer hyp owns (hyp runs with `satp = 0`, so its
 /// addresses are physical).
@@ -50,7 +43,11 @@ pub fn console_write(bytes: &[u8]) {
     let mut off = 0;
     while off < bytes.len() {
         let rest = &bytes[off..];
-        let r = call(EID_DBCN, 0, [rest.len(), rest.as_ptr() as usize, 0, 0, 0, 0]);
+        let r = call(
+            EID_DBCN,
+            0,
+            [rest.len(), rest.as_ptr() as usize, 0, 0, 0, 0],
+        );
         if r.error != 0 {
             // Fall back to the legacy putchar.
             for &b in rest {
@@ -64,7 +61,11 @@ pub fn console_write(bytes: &[u8]) {
 
 /// DBCN `console_read` into `buf`; returns the number of bytes read.
 pub fn console_read(buf: &mut [u8]) -> usize {
-    let r = call(EID_DBCN, 1, [buf.len(), buf.as_mut_ptr() as usize, 0, 0, 0, 0]);
+    let r = call(
+        EID_DBCN,
+        1,
+        [buf.len(), buf.as_mut_ptr() as usize, 0, 0, 0, 0],
+    );
     if r.error == 0 {
         r.value
     } else {
