@@ -190,6 +190,11 @@ fn token(pirq: u32, generation: u32) -> u32 {
     (generation << 16) | (pirq + 1)
 }
 
+/// The physical id an ack token names.
+pub fn pirq_of_token(token: u32) -> u32 {
+    (token & 0xffff).wrapping_sub(1)
+}
+
 /// Routing table for physical ids `0..N`.
 pub struct RouteTable<const N: usize> {
     descs: [Desc; N],
@@ -338,9 +343,9 @@ impl<const N: usize> RouteTable<N> {
         Some(Delivery { desc, route, token })
     }
 
-    /// The physical id an ack token names.
+    /// The physical id an ack token names (same as the free [`pirq_of_token`]).
     pub fn pirq_of_token(token: u32) -> u32 {
-        (token & 0xffff).wrapping_sub(1)
+        pirq_of_token(token)
     }
 
     /// The guest completed the virtual interrupt of the route `token` names (called from

@@ -6,7 +6,7 @@
 //! ACCT guest=<name> pirq=<p> virq=<v> claims=<n> guest_completes=<m> storm_masks=<k>
 //! ACCT claims=<n> guest_completes=<m>
 //! ```
-use core::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use core::sync::atomic::{AtomicU64, Ordering};
 
 use crate::world::World;
 
@@ -52,8 +52,6 @@ pub struct PirqCounts {
     pub since_complete: AtomicU64,
     /// Times the storm guard masked the source.
     pub storm_masks: AtomicU64,
-    /// Ack token of the last delivery (`RouteTable::guest_completed` takes it back).
-    pub ack_token: AtomicU32,
 }
 
 impl PirqCounts {
@@ -64,7 +62,6 @@ impl PirqCounts {
             completes: AtomicU64::new(0),
             since_complete: AtomicU64::new(0),
             storm_masks: AtomicU64::new(0),
-            ack_token: AtomicU32::new(0),
         }
     }
 }

@@ -178,6 +178,8 @@ fn guest_page_fault(vcpu: &Vcpu, inner: &mut VcpuInner) -> Next {
                     Access::Store { rs2, size } if t.scause == EXC_STORE_GPF => {
                         let v = inner.ctx.guest.x[rs2 as usize] as u64;
                         guest.vplic.lock().write(off, size, insn::truncate(v, size));
+                        // The vPLIC lock is dropped: run completions' ack notifiers.
+                        crate::irq::fold_completions(guest);
                         inner.ctx.guest.sepc += len;
                         return Next::Resume;
                     }

@@ -1,7 +1,8 @@
 //! A guest: its RAM, G-stage, DTB, vPLIC and vCPU range.
 use alloc::vec::Vec;
-use core::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use spin::Mutex;
+use virq_core::ack::{AckNotifiers, InFlight};
 use virq_riscv::plic::{Sense, VPlic};
 use virq_riscv::{EoiSink, MmioDevice, VcpuIrqSink};
 
@@ -41,7 +42,9 @@ impl VcpuIrqSink for GuestSink {
     }
 }
 
-/// Forwards a guest's virtual completion of a passthrough source to `crate::irq`.
+/// Records a guest's virtual completion of a passthrough source. The vPLIC calls it
+/// with its lock held, so it only sets a bit; [`crate::irq::fold_completions`] runs the
+/// ack notifiers once the MMIO emulation has dropped every lock (seed 004).
 pub struct GuestEoi {
     /// Guest index.
     pub guest: u16,
@@ -49,9 +52,16 @@ pub struct GuestEoi {
 
 impl EoiSink for GuestEoi {
     fn guest_completed(&self, source: u32) {
-        crate::irq::guest_completed(self.guest, source);
+        if let Some(g) = world().guests.get(self.guest as usize) {
+            g.mark_completed(source);
+        }
     }
 }
+
+/// Virtual sources a guest can have (vPLIC limit).
+pub const MAX_VIRQS: usize = 1024;
+/// Passthrough interrupts one guest can have in flight at once.
+pub const INFLIGHT_SLOTS: usize = 16;
 
 /// The guest's vPLIC type.
 pub type GuestPlic = VPlic<GuestSink, GuestEoi, MAX_VCPUS_PER_GUEST>;
@@ -80,6 +90,12 @@ pub struct Guest {
     pub vplic: Mutex<GuestPlic>,
     /// `(virq, pirq)` of the passthrough interrupts.
     pub passthrough: Vec<(u32, u32)>,
+    /// Ack notifiers of the passthrough sources: the route's ack token per virq.
+    pub acks: AckNotifiers<MAX_VIRQS>,
+    /// Passthrough interrupts delivered and not yet completed by the guest.
+    pub inflight: InFlight<INFLIGHT_SLOTS>,
+    /// Virtual completions recorded under the vPLIC lock, not yet folded.
+    completed: [AtomicU64; MAX_VIRQS / 64],
     /// Level passthrough completes immediately (storm demo).
     pub immediate_eoi: bool,
     /// vCPUs not yet stopped by SRST; the guest is dead when it reaches 0.
@@ -249,6 +265,9 @@ impl Guest {
             vplic_window,
             vplic: Mutex::new(plic),
             passthrough,
+            acks: AckNotifiers::new(),
+            inflight: InFlight::new(),
+            completed: core::array::from_fn(|_| AtomicU64::new(0)),
             immediate_eoi,
             alive: AtomicBool::new(true),
             exit_status: AtomicU32::new(0),
@@ -274,6 +293,27 @@ impl Guest {
             .iter()
             .find(|(v, _)| *v == virq)
             .map(|(_, p)| *p)
+    }
+
+    /// Record that the guest completed virtual source `virq` (see [`GuestEoi`]).
+    pub fn mark_completed(&self, virq: u32) {
+        if let Some(word) = self.completed.get(virq as usize / 64) {
+            word.fetch_or(1 << (virq % 64), Ordering::AcqRel);
+        }
+    }
+
+    /// Take the recorded completions, calling `f(virq)` for each.
+    pub fn take_completed(&self, mut f: impl FnMut(u32)) {
+        for (i, word) in self.completed.iter().enumerate() {
+            if word.load(Ordering::Relaxed) == 0 {
+                continue;
+            }
+            let mut bits = word.swap(0, Ordering::AcqRel);
+            while bits != 0 {
+                f(i as u32 * 64 + bits.trailing_zeros());
+                bits &= bits - 1;
+            }
+        }
     }
 
     /// Is the guest still running (no SRST yet)?

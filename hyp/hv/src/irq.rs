@@ -5,8 +5,12 @@
 //!
 //! A claimed source stays masked by the PLIC gateway until it is completed. For a
 //! level source hyp defers the physical complete to the guest's virtual complete
-//! (`RouteTable` says `DeferToGuest`); the vPLIC's [`virq_riscv::EoiSink`] calls
-//! [`guest_completed`], which completes physically. The virtual source is edge-sensed:
+//! (`RouteTable` says `DeferToGuest`). The path goes through virq-core's ack
+//! mechanism: `route` returns an ack token, registered as the virq's ack notifier; a
+//! delivery marks the virq in flight (capturing the token) before pulsing the vPLIC;
+//! the guest's completion sets a bit (the vPLIC's [`virq_riscv::EoiSink`], under the
+//! vPLIC lock) and, once the trapped access dropped that lock, [`fold_completions`]
+//! deactivates it and calls the notifier, which completes physically. The virtual source is edge-sensed:
 //! one physical claim is one virtual request. With `eoi=immediate` the route is
 //! registered as edge, so hyp completes at once; a still-asserted line then re-fires
 //! at once — the storm — and a guard masks it after `STORM_LIMIT` claims without a
@@ -107,12 +111,17 @@ fn plic_claims(hart: &Hart) {
             continue;
         };
         let (g, virq, eoi) = (d.guest() as usize, d.virq(), d.eoi());
-        // The guest's completion hands this token back (it names this route).
-        counts.ack_token.store(d.ack_token(), Ordering::Release);
-        drop(d);
         if let Some(guest) = w.guests.get(g) {
+            // In flight before the guest can see it (virq-core ack: mark, then raise), so
+            // its completion finds the token this route registered.
+            if guest.inflight.mark(&guest.acks, virq).is_err() {
+                crate::println!("hyp: guest {g}: no in-flight slot for virq {virq}");
+            }
             guest.vplic.lock().pulse(virq);
         }
+        // Only now: `RouteTable::release` waits for this guard, so the route (and the
+        // guest it names) cannot be released while we inject.
+        drop(d);
         if eoi == EoiAction::CompleteNow {
             plic.complete(ctx, src);
             let since = counts.since_complete.fetch_add(1, Ordering::Relaxed) + 1;
@@ -126,29 +135,32 @@ fn plic_claims(hart: &Hart) {
     }
 }
 
-/// The guest completed virtual source `virq` (vPLIC [`virq_riscv::EoiSink`]).
-pub fn guest_completed(guest: u16, virq: u32) {
+/// Run the ack notifiers of the virtual completions the guest made in a trapped vPLIC
+/// access. Called after the emulation dropped the vPLIC lock: the notifiers (the route's
+/// deferred physical complete) run with no lock held (seed 004).
+pub fn fold_completions(g: &crate::guest::Guest) {
     let w = world();
-    let Some(g) = w.guests.get(guest as usize) else {
-        return;
-    };
-    let Some(pirq) = g.pirq_of(virq) else { return };
-    let Some(counts) = w.pirqs.get(pirq as usize) else {
-        return;
-    };
-    counts.completes.fetch_add(1, Ordering::Relaxed);
-    counts.since_complete.store(0, Ordering::Relaxed);
-    let Some(plic) = w.host_plic else { return };
-    let ctx = irq_hart(g).and_then(|h| h.plic_ctx);
-    let Some(ctx) = ctx else { return };
-    let token = counts.ack_token.load(Ordering::Acquire);
-    if w.routes.guest_completed(token) == Ok(true) {
-        plic.complete(ctx, pirq);
-    }
-    if g.immediate_eoi {
-        // Undo a storm-guard mask (harmless if it was not masked).
-        plic.set_enable(ctx, pirq, true);
-    }
+    g.take_completed(|virq| {
+        // Every virtual completion of a passthrough source counts, in flight or not.
+        if let Some(counts) = g.pirq_of(virq).and_then(|p| w.pirqs.get(p as usize)) {
+            counts.completes.fetch_add(1, Ordering::Relaxed);
+            counts.since_complete.store(0, Ordering::Relaxed);
+        }
+        g.inflight.deactivate(virq, |_, token| {
+            let pirq = virq_core::route::pirq_of_token(token);
+            let (Some(plic), Some(ctx)) = (w.host_plic, irq_hart(g).and_then(|h| h.plic_ctx))
+            else {
+                return;
+            };
+            if w.routes.guest_completed(token) == Ok(true) {
+                plic.complete(ctx, pirq);
+            }
+            if g.immediate_eoi {
+                // Undo a storm-guard mask (harmless if it was not masked).
+                plic.set_enable(ctx, pirq, true);
+            }
+        });
+    });
 }
 
 /// The hart that takes a guest's physical interrupts: the home of its vCPU 0.
@@ -157,7 +169,11 @@ pub fn irq_hart(g: &crate::guest::Guest) -> Option<&'static Hart> {
     w.harts.get(w.vcpus.get(g.first_vcpu)?.hart)
 }
 
-/// Route every passthrough interrupt of every guest and enable it at the host PLIC.
+/// Route every passthrough interrupt of every guest (in the routing table and at the
+/// host PLIC's priority). Each hart enables the sources it takes in
+/// [`enable_routes_on`], from its own initialisation: OpenSBI's warm boot of a hart
+/// (HSM `hart_start`) disables every source of that hart's PLIC contexts, so enables
+/// written for it by the boot hart beforehand are lost — the boot hart id is random.
 pub fn setup_routes() {
     let w = world();
     let Some(plic) = w.host_plic else {
@@ -165,21 +181,42 @@ pub fn setup_routes() {
         return;
     };
     for g in &w.guests {
-        let Some(ctx) = irq_hart(g).and_then(|h| h.plic_ctx) else {
-            continue;
-        };
         for &(virq, pirq) in &g.passthrough {
             let trigger = if g.immediate_eoi {
                 virq_core::route::Trigger::Edge
             } else {
                 virq_core::route::Trigger::Level
             };
-            if let Err(e) = w.routes.route(pirq, g.index, virq, trigger) {
-                crate::println!("hyp: cannot route pirq {pirq}: {e}");
-                continue;
+            let token = match w.routes.route(pirq, g.index, virq, trigger) {
+                Ok(token) => token,
+                Err(e) => {
+                    crate::println!("hyp: cannot route pirq {pirq}: {e}");
+                    continue;
+                }
+            };
+            if let Err(e) = g.acks.register(virq, token) {
+                crate::println!("hyp: guest {}: virq {virq}: {e}", g.index);
             }
             plic.set_priority(pirq, 1);
-            plic.set_enable(ctx, pirq, true);
+        }
+    }
+}
+
+/// Enable, at this hart's host PLIC context, the routed sources it takes (those of the
+/// guests whose vCPU 0 lives here). Called by each hart once it is up.
+pub fn enable_routes_on(hart: &Hart) {
+    let w = world();
+    let (Some(plic), Some(ctx)) = (w.host_plic, hart.plic_ctx) else {
+        return;
+    };
+    for g in &w.guests {
+        if irq_hart(g).map(|h| h.index) != Some(hart.index) {
+            continue;
+        }
+        for &(_, pirq) in &g.passthrough {
+            if w.routes.lookup(pirq).is_some() {
+                plic.set_enable(ctx, pirq, true);
+            }
         }
     }
 }

@@ -76,8 +76,8 @@ pub extern "C" fn boot_main(hartid: usize, dtb: usize) -> ! {
         .iter()
         .position(|h| h.hartid == hartid)
         .unwrap_or(0);
-    hart_init(me);
     irq::setup_routes();
+    hart_init(me);
     for g in &world.guests {
         let v0 = &world.vcpus[g.first_vcpu];
         *v0.start.lock() = (g.entry as usize, g.dtb_gpa as usize);
@@ -156,6 +156,7 @@ fn hart_init(index: usize) {
     if let (Some(plic), Some(ctx)) = (w.host_plic, hart.plic_ctx) {
         plic.set_threshold(ctx, 0);
     }
+    irq::enable_routes_on(hart);
     csr::sie::write(irq_bits::SSI | irq_bits::STI | irq_bits::SEI);
     hart.online.store(true, Ordering::Release);
     println!(
