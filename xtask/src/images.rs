@@ -68,10 +68,14 @@ ncpu=$(grep -c ^processor /proc/cpuinfo)
 echo "VIRQ-INIT-START cpus=$ncpu kernel=$(uname -r)"
 cat /proc/interrupts
 # Short-lived processes on every CPU: wake-ups of the waiting parent on another
-# CPU (rescheduling IPIs) and TLB shootdowns at exec/exit.
+# CPU (rescheduling IPIs) and TLB shootdowns at exec/exit. Each loop is pinned to a
+# CPU so the wake-ups cross CPUs; each records that it finished.
+runs=$((ncpu * 2))
+rm -f /tmp/runs
 i=0
-while [ $i -lt $((ncpu * 2)) ]; do
-    ( j=0; while [ $j -lt 25 ]; do /bin/true; j=$((j + 1)); done ) &
+while [ $i -lt $runs ]; do
+    taskset $(printf '%x' $((1 << (i % ncpu)))) sh -c \
+        'j=0; while [ $j -lt 25 ]; do /bin/true; j=$((j + 1)); done; echo done >> /tmp/runs' &
     i=$((i + 1))
 done
 wait
@@ -80,7 +84,20 @@ for k in 1 2 3; do
     sync
     echo 3 > /proc/sys/vm/drop_caches
 done
-echo VIRQ-WORKLOAD-DONE
+echo "VIRQ-WORKLOAD-DONE runs=$(wc -l < /tmp/runs) expected=$runs"
+# Move the console UART's interrupt round the CPUs, printing on each, so it counts
+# on every CPU.
+uirq=$(grep ttyS0 /proc/interrupts | cut -d: -f1 | tr -d ' ')
+if [ -n "$uirq" ] && [ -w /proc/irq/$uirq/smp_affinity ]; then
+    c=0
+    while [ $c -lt $ncpu ]; do
+        printf '%x' $((1 << c)) > /proc/irq/$uirq/smp_affinity
+        echo "VIRQ-UART-ON-CPU $c: the console interrupt now targets CPU $c"
+        echo "VIRQ-UART-ON-CPU $c: $(cat /proc/irq/$uirq/effective_affinity_list 2>/dev/null)"
+        c=$((c + 1))
+    done
+    echo f > /proc/irq/$uirq/smp_affinity
+fi
 cat /proc/interrupts
 echo VIRQ-INIT-DONE
 poweroff -f

@@ -12,6 +12,7 @@ use anyhow::Result;
 use clap::{Parser, Subcommand};
 
 mod checks;
+mod guestcheck;
 mod hyp;
 mod images;
 mod setup;
