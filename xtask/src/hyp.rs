@@ -28,6 +28,12 @@ const TESTGUEST_LOAD_ADDR: u64 = 0x9000_0000;
 /// Host physical address of the Linux guest's kernel (`LINUX.ram_host_base` + the
 /// `Image` offset 2 MiB in `hyp/hv/src/config.rs`).
 const LINUX_KERNEL_LOAD_ADDR: u64 = 0x9420_0000;
+/// Host physical address of the kernel `Image` of the second guest of profile
+/// `two-linux` (`LINUX2` in `hyp/hv/src/config.rs`).
+const LINUX2_KERNEL_LOAD_ADDR: u64 = 0xa820_0000;
+/// The profile with two Linux guests; the second prints through hyp with this prefix.
+const TWO_LINUX: &str = "profile=two-linux";
+const LINUX2_PREFIX: &str = "[linux2] ";
 /// Default time limit of one QEMU run.
 const DEFAULT_TIMEOUT_S: u64 = 60;
 /// Time limit of a Linux boot under hyp (TCG, two levels of translation).
@@ -192,11 +198,12 @@ struct Machine {
 impl Machine {
     fn command(&self, img: &Images) -> Command {
         let mut cmd = Command::new("qemu-system-riscv64");
+        let two = self.bootargs.iter().any(|a| a == TWO_LINUX);
         cmd.args([
             "-M",
             "virt",
             "-m",
-            "512M",
+            if two { "1G" } else { "512M" },
             "-nographic",
             "-bios",
             "default",
@@ -222,6 +229,13 @@ impl Machine {
                     ))
                     .arg("-initrd")
                     .arg(initramfs);
+                if two {
+                    cmd.arg("-device").arg(format!(
+                        "loader,file={},addr={:#x},force-raw=on",
+                        kernel.display(),
+                        LINUX2_KERNEL_LOAD_ADDR
+                    ));
+                }
             }
         }
         if !self.bootargs.is_empty() {
@@ -425,16 +439,33 @@ fn check(case: &Case, o: &Outcome) -> Result<(usize, u64, u64)> {
     let passed = if matches!(case.machine.payload, Payload::Linux { .. }) {
         // Debian's kernel with the test /init: it must reach the end and power off,
         // with timer, IPIs and the UART counting on every CPU (crate::guestcheck).
-        let f = crate::guestcheck::check_linux(&o.output, true)?;
-        ensure!(
-            o.output.contains("VIRQ-INIT-DONE"),
-            "Linux did not print VIRQ-INIT-DONE"
-        );
-        println!(
-            "      linux: {} CPUs, IPIs per CPU during the workload {:?}, UART interrupts per CPU {:?}",
-            f.cpus, f.ipis, f.uart
-        );
-        1
+        // With two guests, the second one's lines carry its prefix (its console is
+        // hyp's emulated UART, which has no interrupt).
+        let (own, second): (Vec<&str>, Vec<&str>) = o
+            .output
+            .lines()
+            .partition(|l| !l.starts_with(LINUX2_PREFIX));
+        let mut guests = vec![("linux", own.join("\n"), true)];
+        if case.machine.bootargs.iter().any(|a| a == TWO_LINUX) {
+            let second: Vec<&str> = second
+                .iter()
+                .filter_map(|l| l.strip_prefix(LINUX2_PREFIX))
+                .collect();
+            guests.push(("linux2", second.join("\n"), false));
+        }
+        for (name, out, uart) in &guests {
+            let f = crate::guestcheck::check_linux(out, *uart)
+                .with_context(|| format!("guest {name}"))?;
+            ensure!(
+                out.contains("VIRQ-INIT-DONE"),
+                "{name} did not print VIRQ-INIT-DONE"
+            );
+            println!(
+                "      {name}: {} CPUs, IPIs per CPU during the workload {:?}, UART interrupts per CPU {:?}",
+                f.cpus, f.ipis, f.uart
+            );
+        }
+        guests.len()
     } else {
         let tests: Vec<&str> = o
             .output
@@ -528,8 +559,12 @@ pub fn qemu_tests() -> Result<()> {
     let mut cases = cases.to_vec();
     if std::env::var_os("VIRQ_SKIP_LINUX").is_none() {
         let linux = linux_payload(false)?;
-        for (name, smp, vcpus) in [("linux-smp2", 2, None), ("linux-smp1-vcpus2", 1, Some(2))] {
-            let mut args = vec!["profile=linux".to_string()];
+        for (name, smp, vcpus, profile) in [
+            ("linux-smp2", 2, None, "profile=linux"),
+            ("linux-smp1-vcpus2", 1, Some(2), "profile=linux"),
+            ("linux-two-guests", 2, None, TWO_LINUX),
+        ] {
+            let mut args = vec![profile.to_string()];
             args.extend(bootargs(vcpus, None));
             cases.push(Case {
                 name,

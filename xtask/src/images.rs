@@ -96,10 +96,12 @@ if [ -n "$uirq" ] && [ -w /proc/irq/$uirq/smp_affinity ]; then
         echo "VIRQ-UART-ON-CPU $c: $(cat /proc/irq/$uirq/effective_affinity_list 2>/dev/null)"
         c=$((c + 1))
     done
-    echo f > /proc/irq/$uirq/smp_affinity
+    printf '%x' $(((1 << ncpu) - 1)) > /proc/irq/$uirq/smp_affinity
 fi
 cat /proc/interrupts
 echo VIRQ-INIT-DONE
+# Let a polled console (no interrupt: hyp's emulated UART) drain before power-off.
+sleep 1
 poweroff -f
 "#;
 

@@ -4,6 +4,9 @@
 //! ```text
 //! ACCT vcpu=<global> guest=<name> id=<guest hart id> cause=<name>(<code>) count=<n>
 //! ACCT guest=<name> pirq=<p> virq=<v> claims=<n> guest_completes=<m> storm_masks=<k>
+//! ACCT guest=<name> sbi_ipi_calls=<n> sbi_rfence_calls=<n>
+//! ACCT guest=<name> vplic_traps claims=<n> completes=<n> other=<n>     (vPLIC guests)
+//! ACCT guest=<name> aia …                                             (AIA guests, crate::aia)
 //! ACCT claims=<n> guest_completes=<m>
 //! ```
 use core::sync::atomic::{AtomicU64, Ordering};
@@ -17,6 +20,16 @@ const INT: usize = 16;
 pub struct ExitCounts {
     exc: [AtomicU64; EXC],
     int: [AtomicU64; INT],
+    /// SBI sPI `send_ipi` calls.
+    pub sbi_ipi: AtomicU64,
+    /// SBI RFNC calls.
+    pub sbi_rfence: AtomicU64,
+    /// Trapped vPLIC claim reads (including those that found nothing).
+    pub vplic_claims: AtomicU64,
+    /// Trapped vPLIC completion writes.
+    pub vplic_completes: AtomicU64,
+    /// Other trapped vPLIC accesses.
+    pub vplic_other: AtomicU64,
 }
 
 impl ExitCounts {
@@ -25,7 +38,28 @@ impl ExitCounts {
         ExitCounts {
             exc: core::array::from_fn(|_| AtomicU64::new(0)),
             int: core::array::from_fn(|_| AtomicU64::new(0)),
+            sbi_ipi: AtomicU64::new(0),
+            sbi_rfence: AtomicU64::new(0),
+            vplic_claims: AtomicU64::new(0),
+            vplic_completes: AtomicU64::new(0),
+            vplic_other: AtomicU64::new(0),
         }
+    }
+
+    /// Count one `c`.
+    pub fn bump(c: &AtomicU64) {
+        c.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Count a trapped vPLIC access at `offset`: claim/complete registers are at
+    /// `0x20_0004 + 0x1000 * context`.
+    pub fn vplic_access(&self, offset: u64, write: bool) {
+        let claim_reg = offset >= 0x20_0000 && offset % 0x1000 == 4;
+        Self::bump(match (claim_reg, write) {
+            (true, false) => &self.vplic_claims,
+            (true, true) => &self.vplic_completes,
+            _ => &self.vplic_other,
+        });
     }
 
     /// Count one exit with `scause`.
@@ -136,14 +170,33 @@ pub fn print(w: &World) {
     }
     let (mut claims, mut completes) = (0, 0);
     for g in &w.guests {
-        let e = {
-            use virq_riscv::MmioDevice;
-            g.vplic.lock().errors()
+        let vs = &w.vcpus[g.first_vcpu..g.first_vcpu + g.vcpus];
+        let sum = |f: fn(&ExitCounts) -> &AtomicU64| -> u64 {
+            vs.iter().map(|v| f(&v.acct).load(Ordering::Relaxed)).sum()
         };
         crate::println!(
-            "ACCT guest={} vplic_ignored bad_width={} misaligned={} unmapped={} read_only={} ignored_value={}",
-            g.cfg.name, e.bad_width, e.misaligned, e.unmapped, e.read_only, e.ignored_value
+            "ACCT guest={} sbi_ipi_calls={} sbi_rfence_calls={}",
+            g.cfg.name,
+            sum(|c| &c.sbi_ipi),
+            sum(|c| &c.sbi_rfence)
         );
+        if g.aia.is_none() {
+            let e = {
+                use virq_riscv::MmioDevice;
+                g.vplic.lock().errors()
+            };
+            crate::println!(
+                "ACCT guest={} vplic_ignored bad_width={} misaligned={} unmapped={} read_only={} ignored_value={}",
+                g.cfg.name, e.bad_width, e.misaligned, e.unmapped, e.read_only, e.ignored_value
+            );
+            crate::println!(
+                "ACCT guest={} vplic_traps claims={} completes={} other={}",
+                g.cfg.name,
+                sum(|c| &c.vplic_claims),
+                sum(|c| &c.vplic_completes),
+                sum(|c| &c.vplic_other)
+            );
+        }
         for &(virq, pirq) in &g.passthrough {
             let Some(p) = w.pirqs.get(pirq as usize) else {
                 continue;
@@ -170,6 +223,7 @@ pub fn print(w: &World) {
             );
         }
     }
+    crate::aia::print_acct();
     crate::println!("ACCT claims={} guest_completes={}", claims, completes);
     crate::println!("ACCT end");
 }

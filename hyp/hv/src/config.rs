@@ -30,6 +30,10 @@ pub enum DeviceKind {
         /// `clock-frequency`.
         clock: u32,
     },
+    /// hyp's emulated NS16550A (`crate::vuart`): not mapped, every access traps; output
+    /// goes to hyp's console prefixed with the guest's name; no interrupt (the guest's
+    /// driver polls). `host_base` and `irq` are unused.
+    EmulatedNs16550a,
 }
 
 /// A passthrough interrupt: physical PLIC source `pirq` appears as vPLIC source `virq`.
@@ -67,6 +71,20 @@ pub enum Intc {
         base: u64,
         /// Number of sources (`riscv,ndev`).
         sources: u32,
+    },
+    /// The AIA: an APLIC domain in MSI mode (virq-riscv `VAplic`, trap-and-emulate)
+    /// and one IMSIC interrupt file per vCPU, each the *hardware* guest interrupt file
+    /// of the hart the vCPU runs on when that hart has a free guest external interrupt
+    /// line, else a software file (virq-riscv `VcpuImsic`); see `crate::aia`. Needs a
+    /// host with an S-level IMSIC (QEMU `-M virt,aia=aplic-imsic,aia-guests=N`).
+    Aia {
+        /// Guest physical base of the APLIC (`riscv,aplic`).
+        aplic_base: u64,
+        /// Number of APLIC sources (`riscv,num-sources`).
+        sources: u32,
+        /// Guest physical address of vCPU 0's IMSIC page; vCPU `i`'s is at
+        /// `imsic_base + i * 0x1000` (`riscv,imsics`, guest index bits 0).
+        imsic_base: u64,
     },
 }
 
@@ -126,6 +144,17 @@ pub const VIRT_UART: Passthrough = Passthrough {
     irq: Some(IrqPassthrough { pirq: 10, virq: 10 }),
 };
 
+/// An emulated console UART at the address of QEMU virt's UART, for a guest that does
+/// not own the real one.
+pub const VIRT_VUART: Passthrough = Passthrough {
+    name: "serial",
+    kind: DeviceKind::EmulatedNs16550a,
+    host_base: 0,
+    guest_base: 0x1000_0000,
+    size: 0x1000,
+    irq: None,
+};
+
 /// The guest vPLIC at the same address as QEMU virt's PLIC.
 pub const VIRT_VPLIC: Intc = Intc::VPlic {
     base: 0x0c00_0000,
@@ -163,8 +192,51 @@ pub const LINUX: GuestConfig = GuestConfig {
     eoi: EoiMode::Deferred,
 };
 
+/// A second Linux guest next to [`LINUX`] (profile `two-linux`, QEMU `-m 1G`): its own
+/// RAM above the first guest's, the same kernel (QEMU's loader puts a second copy at
+/// `0xa820_0000`; QEMU puts `-initrd` at `0xa020_0000` with 1 GiB) and initramfs (copied from QEMU's `-initrd`), and an emulated console
+/// UART instead of the passed-through one. `quiet` keeps its kernel log short, so its
+/// prefixed lines interleave less with the first guest's console.
+pub const LINUX2: GuestConfig = GuestConfig {
+    name: "linux2",
+    vcpus: 2,
+    ram_host_base: 0xa800_0000,
+    ram_size: 160 << 20,
+    image: Image::Preloaded { offset: 0x20_0000 },
+    initrd_offset: Some(120 << 20),
+    bootargs: "console=ttyS0 quiet",
+    intc: VIRT_VPLIC,
+    devices: &[VIRT_VUART],
+    eoi: EoiMode::Deferred,
+};
+
+/// The guest AIA at the addresses of QEMU virt's S-level APLIC and IMSIC, with as many
+/// sources as QEMU's APLIC.
+pub const VIRT_AIA: Intc = Intc::Aia {
+    aplic_base: 0x0d00_0000,
+    sources: 96,
+    imsic_base: 0x2800_0000,
+};
+
+/// [`LINUX`] on the AIA topology (profile `linux-aia`, the `cargo xtask run` default):
+/// vAPLIC in MSI mode, an IMSIC per vCPU on hardware guest files, the UART's MSIs
+/// delivered by the physical APLIC straight into the guest's interrupt file.
+pub const LINUX_AIA: GuestConfig = GuestConfig {
+    name: "linux",
+    intc: VIRT_AIA,
+    ..LINUX
+};
+
 /// Every profile.
 pub const PROFILES: &[Profile] = &[
+    Profile {
+        name: "linux-aia",
+        guests: &[LINUX_AIA],
+    },
+    Profile {
+        name: "two-linux",
+        guests: &[LINUX, LINUX2],
+    },
     Profile {
         name: "test",
         guests: &[TESTGUEST],

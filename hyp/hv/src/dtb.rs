@@ -9,7 +9,8 @@ use crate::config::{DeviceKind, GuestConfig, Intc, GUEST_RAM_BASE};
 use crate::platform::Platform;
 
 /// ISA extensions hyp does not offer to guests: the H extension and its `sh*`
-/// companions (no nested virtualisation), AIA (the guest gets a vPLIC), and the
+/// companions (no nested virtualisation), AIA (Ssaia only to guests with the AIA
+/// topology, see [`build`]; never Smaia), and the
 /// cache-block operations (hyp does not enable them in `henvcfg`), and Zawrs (its
 /// `wrs.*` would trap like WFI; hyp treats them as no-ops, but guests need not try).
 fn offered(ext: &str) -> bool {
@@ -36,11 +37,13 @@ pub struct DtbParams<'a> {
 
 /// Build the guest's DTB blob.
 pub fn build(cfg: &GuestConfig, p: &DtbParams<'_>) -> FdtWriterResult<Vec<u8>> {
+    // An AIA guest has Ssaia: the IMSIC CSRs (`siselect`/`sireg`/`stopei`/`stopi`).
+    let aia = matches!(cfg.intc, Intc::Aia { .. });
     let exts: Vec<String> = p
         .platform
         .isa_extensions
         .iter()
-        .filter(|e| offered(e))
+        .filter(|e| offered(e) || (aia && e.as_str() == "ssaia"))
         .cloned()
         .collect();
     let mut isa = String::from("rv64");
@@ -71,7 +74,12 @@ pub fn build(cfg: &GuestConfig, p: &DtbParams<'_>) -> FdtWriterResult<Vec<u8>> {
     if let Some(uart) = cfg
         .devices
         .iter()
-        .find(|d| matches!(d.kind, DeviceKind::Ns16550a { .. }))
+        .find(|d| {
+            matches!(
+                d.kind,
+                DeviceKind::Ns16550a { .. } | DeviceKind::EmulatedNs16550a
+            )
+        })
     {
         fdt.property_string(
             "stdout-path",
@@ -139,6 +147,51 @@ pub fn build(cfg: &GuestConfig, p: &DtbParams<'_>) -> FdtWriterResult<Vec<u8>> {
             fdt.property_phandle(plic_phandle)?;
             fdt.end_node(plic)?;
         }
+        Intc::Aia {
+            aplic_base,
+            sources,
+            imsic_base,
+        } => {
+            // As QEMU virt describes its S-level IMSIC and APLIC (MSI mode).
+            let imsic_phandle = plic_phandle + 1;
+            let imsics = fdt.begin_node(&format!("interrupt-controller@{imsic_base:x}"))?;
+            fdt.property_string_list(
+                "compatible",
+                alloc::vec!["qemu,imsics".into(), "riscv,imsics".into()],
+            )?;
+            fdt.property_array_u64(
+                "reg",
+                &[imsic_base, virq_riscv::msi::IMSIC_PAGE_SIZE * p.vcpus as u64],
+            )?;
+            let mut ie = Vec::new();
+            for v in 0..p.vcpus {
+                ie.push(intc_phandle(v));
+                ie.push(9);
+            }
+            fdt.property_array_u32("interrupts-extended", &ie)?;
+            fdt.property_null("interrupt-controller")?;
+            fdt.property_u32("#interrupt-cells", 0)?;
+            fdt.property_null("msi-controller")?;
+            fdt.property_u32("#msi-cells", 0)?;
+            fdt.property_u32("riscv,num-ids", p.platform.aia.num_ids)?;
+            fdt.property_u32("riscv,guest-index-bits", 0)?;
+            fdt.property_phandle(imsic_phandle)?;
+            fdt.end_node(imsics)?;
+
+            let aplic = fdt.begin_node(&format!("interrupt-controller@{aplic_base:x}"))?;
+            fdt.property_string_list(
+                "compatible",
+                alloc::vec!["qemu,aplic".into(), "riscv,aplic".into()],
+            )?;
+            fdt.property_array_u64("reg", &[aplic_base, crate::aia::aplic_size(p.vcpus)])?;
+            fdt.property_u32("msi-parent", imsic_phandle)?;
+            fdt.property_null("interrupt-controller")?;
+            fdt.property_u32("#interrupt-cells", 2)?;
+            fdt.property_u32("#address-cells", 0)?;
+            fdt.property_u32("riscv,num-sources", sources)?;
+            fdt.property_phandle(plic_phandle)?;
+            fdt.end_node(aplic)?;
+        }
     }
     for d in cfg.devices {
         let n = fdt.begin_node(&format!("{}@{:x}", d.name, d.guest_base))?;
@@ -148,10 +201,20 @@ pub fn build(cfg: &GuestConfig, p: &DtbParams<'_>) -> FdtWriterResult<Vec<u8>> {
                 fdt.property_u32("clock-frequency", clock)?;
                 fdt.property_array_u64("reg", &[d.guest_base, 0x100])?;
             }
+            DeviceKind::EmulatedNs16550a => {
+                fdt.property_string("compatible", "ns16550a")?;
+                fdt.property_u32("clock-frequency", 3_686_400)?;
+                fdt.property_array_u64("reg", &[d.guest_base, 0x100])?;
+            }
         }
         if let Some(irq) = d.irq {
             fdt.property_u32("interrupt-parent", plic_phandle)?;
-            fdt.property_u32("interrupts", irq.virq)?;
+            if aia {
+                // <source, IRQ_TYPE_LEVEL_HIGH>: the APLIC's two interrupt cells.
+                fdt.property_array_u32("interrupts", &[irq.virq, 4])?;
+            } else {
+                fdt.property_u32("interrupts", irq.virq)?;
+            }
         }
         fdt.end_node(n)?;
     }

@@ -116,6 +116,9 @@ fn virtual_insn(vcpu: &Vcpu, inner: &mut VcpuInner) -> Next {
         inner.ctx.guest.sepc += 4;
         return Next::Resume;
     }
+    if let Some(next) = crate::aia::virtual_csr(vcpu, inner, insn) {
+        return next;
+    }
     inject_exception(inner, EXC_ILLEGAL, insn as usize);
     Next::Resume
 }
@@ -142,6 +145,14 @@ pub fn wfi(vcpu: &Vcpu, inner: &mut VcpuInner) -> Next {
     Next::Leave
 }
 
+/// A trap-and-emulate device a guest-physical address falls in.
+enum Emulated<'a> {
+    /// The vPLIC, at this offset.
+    Vplic(u64),
+    /// The emulated console UART, at this offset.
+    Vuart(&'a spin::Mutex<crate::vuart::Vuart>, u64),
+}
+
 fn guest_page_fault(vcpu: &Vcpu, inner: &mut VcpuInner) -> Next {
     let w = world();
     let guest = &w.guests[vcpu.guest];
@@ -153,7 +164,14 @@ fn guest_page_fault(vcpu: &Vcpu, inner: &mut VcpuInner) -> Next {
         _ => EXC_INSN_ACCESS,
     };
     if t.scause != EXC_INSN_GPF {
-        if let Some(off) = guest.vplic_offset(gpa) {
+        if let Some(next) = crate::aia::guest_page_fault(vcpu, inner, gpa) {
+            return next;
+        }
+        let target = guest
+            .vplic_offset(gpa)
+            .map(Emulated::Vplic)
+            .or_else(|| guest.vuart_at(gpa).map(|(d, off)| Emulated::Vuart(d, off)));
+        if let Some(target) = target {
             // htinst: a transformed load/store (bit 0 set), or 0 / a pseudo-instruction
             // (bit 0 clear) when the hart did not provide one: then read it.
             let hint = if t.htinst & 1 != 0 { t.htinst } else { 0 };
@@ -167,7 +185,13 @@ fn guest_page_fault(vcpu: &Vcpu, inner: &mut VcpuInner) -> Next {
                 };
                 match access {
                     Access::Load { rd, size, signed } if t.scause == EXC_LOAD_GPF => {
-                        let v = guest.vplic.lock().read(off, size);
+                        let v = match target {
+                            Emulated::Vplic(off) => {
+                                vcpu.acct.vplic_access(off, false);
+                                guest.vplic.lock().read(off, size)
+                            }
+                            Emulated::Vuart(dev, off) => dev.lock().read(off, size),
+                        };
                         let v = insn::extend(v, size, signed);
                         if rd != 0 {
                             inner.ctx.guest.x[rd as usize] = v as usize;
@@ -176,10 +200,16 @@ fn guest_page_fault(vcpu: &Vcpu, inner: &mut VcpuInner) -> Next {
                         return Next::Resume;
                     }
                     Access::Store { rs2, size } if t.scause == EXC_STORE_GPF => {
-                        let v = inner.ctx.guest.x[rs2 as usize] as u64;
-                        guest.vplic.lock().write(off, size, insn::truncate(v, size));
-                        // The vPLIC lock is dropped: run completions' ack notifiers.
-                        crate::irq::fold_completions(guest);
+                        let v = insn::truncate(inner.ctx.guest.x[rs2 as usize] as u64, size);
+                        match target {
+                            Emulated::Vplic(off) => {
+                                vcpu.acct.vplic_access(off, true);
+                                guest.vplic.lock().write(off, size, v);
+                                // The vPLIC lock is dropped: run completions' ack notifiers.
+                                crate::irq::fold_completions(guest);
+                            }
+                            Emulated::Vuart(dev, off) => dev.lock().write(off, size, v),
+                        }
                         inner.ctx.guest.sepc += len;
                         return Next::Resume;
                     }
@@ -190,5 +220,64 @@ fn guest_page_fault(vcpu: &Vcpu, inner: &mut VcpuInner) -> Next {
     }
     // Unmapped (or undecodable): an access fault for the guest, which keeps running.
     inject_exception(inner, access_fault, t.stval);
+    Next::Resume
+}
+
+/// A trapped load or store, as a device sees it.
+#[derive(Clone, Copy, Debug)]
+pub enum MmioOp {
+    /// A load of `size` bytes.
+    Read {
+        /// Bytes.
+        size: u8,
+    },
+    /// A store of the low `size` bytes of `value`.
+    Write {
+        /// Bytes.
+        size: u8,
+        /// The value (guest register, truncated to `size`).
+        value: u64,
+    },
+}
+
+/// Emulate the guest load/store that caused the guest page fault in `inner.ctx.trap`
+/// on a device: `dev` performs the access and returns the value read (ignored for a
+/// store). The instruction comes from `htinst` (transformed) or is read with HLVX;
+/// one that cannot be decoded, or a load/store that does not match the fault, gives
+/// the guest an access fault instead. Returns [`Next::Resume`].
+pub fn emulate_mmio(inner: &mut VcpuInner, dev: impl FnOnce(MmioOp) -> u64) -> Next {
+    let t = inner.ctx.trap;
+    let hint = if t.htinst & 1 != 0 { t.htinst } else { 0 };
+    let decoded = fetch_insn(inner, hint).and_then(|i| insn::decode(i, hint != 0).map(|a| (a, i)));
+    if let Some((access, raw)) = decoded {
+        let len = if hint != 0 {
+            insn::transformed_len(raw)
+        } else {
+            insn_len(raw)
+        };
+        match access {
+            Access::Load { rd, size, signed } if t.scause == EXC_LOAD_GPF => {
+                let v = insn::extend(dev(MmioOp::Read { size }), size, signed);
+                if rd != 0 {
+                    inner.ctx.guest.x[rd as usize] = v as usize;
+                }
+                inner.ctx.guest.sepc += len;
+                return Next::Resume;
+            }
+            Access::Store { rs2, size } if t.scause == EXC_STORE_GPF => {
+                let value = insn::truncate(inner.ctx.guest.x[rs2 as usize] as u64, size);
+                dev(MmioOp::Write { size, value });
+                inner.ctx.guest.sepc += len;
+                return Next::Resume;
+            }
+            _ => {}
+        }
+    }
+    let fault = if t.scause == EXC_LOAD_GPF {
+        EXC_LOAD_ACCESS
+    } else {
+        EXC_STORE_ACCESS
+    };
+    inject_exception(inner, fault, t.stval);
     Next::Resume
 }

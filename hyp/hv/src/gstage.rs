@@ -139,4 +139,30 @@ impl GStage {
         }
         Ok(())
     }
+
+    /// Point the 4 KiB page at `gpa` to `hpa` with permissions `perm`, or unmap it
+    /// (`None`), replacing whatever 4 KiB leaf was there (used at run time for the
+    /// IMSIC pages, whose backing moves; the caller flushes the G-stage TLBs of every
+    /// hart afterwards). A page inside a 2 MiB leaf is refused.
+    pub fn set_page(&mut self, gpa: u64, hpa: Option<u64>, perm: u64) -> Result<(), MapError> {
+        if !gpa.is_multiple_of(PAGE) || hpa.is_some_and(|h| !h.is_multiple_of(PAGE)) {
+            return Err(MapError::Unaligned);
+        }
+        if gpa >= GPA_LIMIT {
+            return Err(MapError::OutOfRange);
+        }
+        let l1 = self.l1_table(gpa)?;
+        let i1 = ((gpa >> 21) & 0x1ff) as usize;
+        let pte = self.tables[l1].0[i1];
+        if pte & PTE_V != 0 && pte & (R | W | X) != 0 {
+            return Err(MapError::Overlap);
+        }
+        let l0 = self.l0_table(l1, gpa)?;
+        let i = ((gpa >> 12) & 0x1ff) as usize;
+        self.tables[l0].0[i] = match hpa {
+            Some(h) => ((h >> 12) << 10) | perm | PTE_V | PTE_U | PTE_A | PTE_D,
+            None => 0,
+        };
+        Ok(())
+    }
 }

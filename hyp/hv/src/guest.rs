@@ -9,6 +9,7 @@ use virq_riscv::{EoiSink, MmioDevice, VcpuIrqSink};
 use crate::arch::phys::PhysRange;
 use crate::config::{GuestConfig, Intc, GUEST_RAM_BASE};
 use crate::gstage::{self, GStage};
+use crate::vuart::Vuart;
 use crate::world::world;
 
 /// vCPUs per guest (vPLIC contexts).
@@ -84,12 +85,17 @@ pub struct Guest {
     pub dtb_gpa: u64,
     /// Guest-physical entry point of the boot vCPU.
     pub entry: u64,
-    /// vPLIC window base and size.
+    /// vPLIC window base and size (empty for an AIA guest).
     pub vplic_window: (u64, u64),
     /// The vPLIC. Lock order: taken inside a vCPU's `inner` lock, never the reverse.
+    /// An AIA guest has one too, with no window: nothing reaches it.
     pub vplic: Mutex<GuestPlic>,
+    /// The AIA ([`crate::config::Intc::Aia`]): vAPLIC and IMSIC files.
+    pub aia: Option<crate::aia::GuestAia>,
     /// `(virq, pirq)` of the passthrough interrupts.
     pub passthrough: Vec<(u32, u32)>,
+    /// The emulated console UART, if the guest has one: `(guest base, device)`.
+    pub vuart: Option<(u64, Mutex<Vuart>)>,
     /// Ack notifiers of the passthrough sources: the route's ack token per virq.
     pub acks: AckNotifiers<MAX_VIRQS>,
     /// Passthrough interrupts delivered and not yet completed by the guest.
@@ -102,8 +108,9 @@ pub struct Guest {
     pub alive: AtomicBool,
     /// SRST status the guest asked for.
     pub exit_status: AtomicU32,
-    /// Keeps the page tables alive (the hardware walks them).
-    _gstage: GStage,
+    /// The G-stage page tables (the hardware walks them; the AIA remaps IMSIC pages
+    /// at run time).
+    pub gstage: Mutex<GStage>,
 }
 
 /// Why a guest could not be built (a configuration error).
@@ -180,7 +187,13 @@ impl Guest {
             gstage::R | gstage::W | gstage::X,
         )
         .map_err(GuestError::Map)?;
+        let mut vuart = None;
         for d in cfg.devices {
+            if matches!(d.kind, crate::config::DeviceKind::EmulatedNs16550a) {
+                // Not mapped: every access traps into `crate::vuart`.
+                vuart = Some((d.guest_base, Mutex::new(Vuart::new(cfg.name))));
+                continue;
+            }
             g.map(d.guest_base, d.host_base, d.size, gstage::R | gstage::W)
                 .map_err(GuestError::Map)?;
         }
@@ -226,7 +239,43 @@ impl Guest {
             return Err(GuestError::Dtb);
         }
 
+        let mut aia = None;
         let (vplic_window, vplic) = match cfg.intc {
+            Intc::Aia {
+                aplic_base,
+                sources,
+                imsic_base,
+            } => {
+                // An unreachable vPLIC (no window) keeps the vPLIC paths uniform.
+                let plic = VPlic::new(
+                    1,
+                    &[Some(0)],
+                    GuestSink { first_vcpu, vcpus },
+                    GuestEoi { guest: index },
+                )
+                .map_err(|_| GuestError::Intc)?;
+                let passthrough: Vec<(u32, u32)> = cfg
+                    .devices
+                    .iter()
+                    .filter_map(|d| d.irq)
+                    .map(|irq| (irq.virq, irq.pirq))
+                    .collect();
+                let a = crate::aia::GuestAia::new(
+                    index,
+                    vcpus,
+                    first_vcpu,
+                    aplic_base,
+                    sources,
+                    imsic_base,
+                    &passthrough,
+                )
+                .map_err(|e| {
+                    crate::println!("hyp: guest \"{}\": AIA: {e}", cfg.name);
+                    GuestError::Intc
+                })?;
+                aia = Some(a);
+                ((0, 0), (plic, passthrough))
+            }
             Intc::VPlic { base, sources } => {
                 let ctx: Vec<Option<u32>> = (0..vcpus as u32).map(Some).collect();
                 let mut plic = VPlic::new(
@@ -264,14 +313,16 @@ impl Guest {
             entry,
             vplic_window,
             vplic: Mutex::new(plic),
+            aia,
             passthrough,
+            vuart,
             acks: AckNotifiers::new(),
             inflight: InFlight::new(),
             completed: core::array::from_fn(|_| AtomicU64::new(0)),
             immediate_eoi,
             alive: AtomicBool::new(true),
             exit_status: AtomicU32::new(0),
-            _gstage: g,
+            gstage: Mutex::new(g),
         })
     }
 
@@ -285,6 +336,13 @@ impl Guest {
     pub fn vplic_offset(&self, gpa: u64) -> Option<u64> {
         let (b, s) = self.vplic_window;
         (gpa >= b && gpa < b + s).then(|| gpa - b)
+    }
+
+    /// Is `gpa` in the emulated UART's window? Returns the device and the offset.
+    pub fn vuart_at(&self, gpa: u64) -> Option<(&Mutex<Vuart>, u64)> {
+        let (base, dev) = self.vuart.as_ref()?;
+        let off = gpa.checked_sub(*base)?;
+        (off < crate::vuart::WINDOW).then_some((dev, off))
     }
 
     /// The physical source behind virtual source `virq`.

@@ -25,6 +25,7 @@ use crate::world::{world, Hart};
 /// Any host interrupt pending on this hart?
 pub fn host_irq_pending() -> bool {
     csr::sip::read() & (irq_bits::SSI | irq_bits::STI | irq_bits::SEI) != 0
+        || crate::aia::sgei_pending()
 }
 
 /// Handle every pending host interrupt of this hart.
@@ -40,6 +41,10 @@ pub fn handle_host_irqs(hart: &Hart) {
     }
     if sip & irq_bits::SEI != 0 {
         plic_claims(hart);
+        aplic_claims(hart);
+    }
+    if crate::aia::sgei_pending() {
+        crate::aia::handle_sgei(hart);
     }
 }
 
@@ -99,38 +104,69 @@ fn plic_claims(hart: &Hart) {
         if src == 0 {
             break;
         }
-        let Some(counts) = w.pirqs.get(src as usize) else {
-            plic.complete(ctx, src);
-            continue;
-        };
-        counts.claims.fetch_add(1, Ordering::Relaxed);
-        let Some(d) = w.routes.deliver(src) else {
-            // Not routed: complete and disable it so it cannot storm.
-            plic.complete(ctx, src);
-            plic.set_enable(ctx, src, false);
-            continue;
-        };
-        let (g, virq, eoi) = (d.guest() as usize, d.virq(), d.eoi());
-        if let Some(guest) = w.guests.get(g) {
-            // In flight before the guest can see it (virq-core ack: mark, then raise), so
-            // its completion finds the token this route registered.
-            if guest.inflight.mark(&guest.acks, virq).is_err() {
-                crate::println!("hyp: guest {g}: no in-flight slot for virq {virq}");
-            }
-            guest.vplic.lock().pulse(virq);
+        deliver_claimed(
+            src,
+            || plic.complete(ctx, src),
+            |on| plic.set_enable(ctx, src, on),
+        );
+    }
+}
+
+/// Physical interrupts from the host APLIC (MSI mode) that reached hyp's own S-level
+/// IMSIC file of this hart (identity = source number): passthrough sources of vPLIC
+/// guests, and of AIA guests whose targeted vCPU has a software file. "Completing" a
+/// level source in MSI mode is the re-trigger of AIA 4.9.2: `setipnum`, which pends it
+/// again only if its line is still asserted.
+pub fn aplic_claims(_hart: &Hart) {
+    let Some(aplic) = crate::aia::host().and_then(|h| h.aplic) else {
+        return;
+    };
+    crate::aia::sfile_claims(|src| {
+        deliver_claimed(src, || aplic.setipnum(src), |on| aplic.set_enabled(src, on));
+    });
+}
+
+/// One physical interrupt `src` claimed by hyp: count it and give it to the guest it is
+/// routed to. `complete` ends it physically, `enable` masks/unmasks the source.
+fn deliver_claimed(src: u32, complete: impl Fn(), enable: impl Fn(bool)) {
+    let w = world();
+    let Some(counts) = w.pirqs.get(src as usize) else {
+        complete();
+        return;
+    };
+    counts.claims.fetch_add(1, Ordering::Relaxed);
+    let Some(d) = w.routes.deliver(src) else {
+        // Not routed: complete and disable it so it cannot storm.
+        complete();
+        enable(false);
+        return;
+    };
+    let (g, virq, eoi) = (d.guest() as usize, d.virq(), d.eoi());
+    if let Some(guest) = w.guests.get(g) {
+        if guest.aia.is_some() {
+            // AIA guest: the guest's own setipnum re-trigger ends it (crate::aia).
+            crate::aia::inject(guest, virq);
+            drop(d);
+            return;
         }
-        // Only now: `RouteTable::release` waits for this guard, so the route (and the
-        // guest it names) cannot be released while we inject.
-        drop(d);
-        if eoi == EoiAction::CompleteNow {
-            plic.complete(ctx, src);
-            let since = counts.since_complete.fetch_add(1, Ordering::Relaxed) + 1;
-            if since >= STORM_LIMIT {
-                // Storm guard: mask until the guest completes (see module docs).
-                plic.set_enable(ctx, src, false);
-                counts.storm_masks.fetch_add(1, Ordering::Relaxed);
-                counts.since_complete.store(0, Ordering::Relaxed);
-            }
+        // In flight before the guest can see it (virq-core ack: mark, then raise), so
+        // its completion finds the token this route registered.
+        if guest.inflight.mark(&guest.acks, virq).is_err() {
+            crate::println!("hyp: guest {g}: no in-flight slot for virq {virq}");
+        }
+        guest.vplic.lock().pulse(virq);
+    }
+    // Only now: `RouteTable::release` waits for this guard, so the route (and the
+    // guest it names) cannot be released while we inject.
+    drop(d);
+    if eoi == EoiAction::CompleteNow {
+        complete();
+        let since = counts.since_complete.fetch_add(1, Ordering::Relaxed) + 1;
+        if since >= STORM_LIMIT {
+            // Storm guard: mask until the guest completes (see module docs).
+            enable(false);
+            counts.storm_masks.fetch_add(1, Ordering::Relaxed);
+            counts.since_complete.store(0, Ordering::Relaxed);
         }
     }
 }
@@ -148,16 +184,24 @@ pub fn fold_completions(g: &crate::guest::Guest) {
         }
         g.inflight.deactivate(virq, |_, token| {
             let pirq = virq_core::route::pirq_of_token(token);
-            let (Some(plic), Some(ctx)) = (w.host_plic, irq_hart(g).and_then(|h| h.plic_ctx))
-            else {
-                return;
-            };
-            if w.routes.guest_completed(token) == Ok(true) {
-                plic.complete(ctx, pirq);
-            }
-            if g.immediate_eoi {
-                // Undo a storm-guard mask (harmless if it was not masked).
-                plic.set_enable(ctx, pirq, true);
+            if let (Some(plic), Some(ctx)) =
+                (w.host_plic, irq_hart(g).and_then(|h| h.plic_ctx))
+            {
+                if w.routes.guest_completed(token) == Ok(true) {
+                    plic.complete(ctx, pirq);
+                }
+                if g.immediate_eoi {
+                    // Undo a storm-guard mask (harmless if it was not masked).
+                    plic.set_enable(ctx, pirq, true);
+                }
+            } else if let Some(aplic) = crate::aia::host().and_then(|h| h.aplic) {
+                // Host APLIC in MSI mode: the deferred "complete" is the re-trigger.
+                if w.routes.guest_completed(token) == Ok(true) {
+                    aplic.setipnum(pirq);
+                }
+                if g.immediate_eoi {
+                    aplic.set_enabled(pirq, true);
+                }
             }
         });
     });
@@ -176,10 +220,11 @@ pub fn irq_hart(g: &crate::guest::Guest) -> Option<&'static Hart> {
 /// written for it by the boot hart beforehand are lost — the boot hart id is random.
 pub fn setup_routes() {
     let w = world();
-    let Some(plic) = w.host_plic else {
-        crate::println!("hyp: no host PLIC; passthrough interrupts are not routed");
+    let aplic = crate::aia::host().and_then(|h| h.aplic);
+    if w.host_plic.is_none() && aplic.is_none() {
+        crate::println!("hyp: no host PLIC or APLIC; passthrough interrupts are not routed");
         return;
-    };
+    }
     for g in &w.guests {
         for &(virq, pirq) in &g.passthrough {
             let trigger = if g.immediate_eoi {
@@ -197,7 +242,11 @@ pub fn setup_routes() {
             if let Err(e) = g.acks.register(virq, token) {
                 crate::println!("hyp: guest {}: virq {virq}: {e}", g.index);
             }
-            plic.set_priority(pirq, 1);
+            if let Some(plic) = w.host_plic {
+                plic.set_priority(pirq, 1);
+            } else if let Some(aplic) = aplic {
+                crate::aia::route_to_sfile(aplic, g, pirq);
+            }
         }
     }
 }

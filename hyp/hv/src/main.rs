@@ -10,6 +10,7 @@
 extern crate alloc;
 
 mod acct;
+mod aia;
 mod arch;
 mod config;
 mod console;
@@ -24,6 +25,7 @@ mod platform;
 mod sbi;
 mod sched;
 mod vcpu;
+mod vuart;
 mod world;
 
 use alloc::vec::Vec;
@@ -76,6 +78,7 @@ pub extern "C" fn boot_main(hartid: usize, dtb: usize) -> ! {
         .iter()
         .position(|h| h.hartid == hartid)
         .unwrap_or(0);
+    aia::init();
     irq::setup_routes();
     hart_init(me);
     for g in &world.guests {
@@ -157,6 +160,7 @@ fn hart_init(index: usize) {
         plic.set_threshold(ctx, 0);
     }
     irq::enable_routes_on(hart);
+    aia::hart_init();
     csr::sie::write(irq_bits::SSI | irq_bits::STI | irq_bits::SEI);
     hart.online.store(true, Ordering::Release);
     println!(

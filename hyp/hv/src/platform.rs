@@ -10,6 +10,9 @@ pub struct HartInfo {
     pub hartid: usize,
     /// Host PLIC context of this hart's S-mode external interrupt, if there is a PLIC.
     pub plic_ctx: Option<u32>,
+    /// Hart index of this hart in the S-level IMSIC (its position in the IMSIC node's
+    /// `interrupts-extended`; also the APLIC MSI target's Hart Index), if there is one.
+    pub imsic_index: Option<u32>,
 }
 
 /// The host PLIC.
@@ -28,10 +31,14 @@ pub struct PlicInfo {
 pub struct AiaInfo {
     /// APLIC (S-level domain) base and size.
     pub aplic: Option<(u64, u64)>,
+    /// `riscv,num-sources` of the S-level APLIC.
+    pub aplic_sources: u32,
     /// S-level IMSIC base and size.
     pub imsic: Option<(u64, u64)>,
     /// `riscv,guest-index-bits` of the S-level IMSIC.
     pub guest_index_bits: u32,
+    /// `riscv,num-ids` of the S-level IMSIC (its guest files have as many).
+    pub num_ids: u32,
 }
 
 /// Everything hyp uses from the host DTB.
@@ -127,6 +134,7 @@ impl Platform {
             harts.push(HartInfo {
                 hartid,
                 plic_ctx: None,
+                imsic_index: None,
             });
         }
         // The cpu nodes' interrupt-controller children.
@@ -194,32 +202,63 @@ impl Platform {
             }
         }
         let mut aia = AiaInfo::default();
+        // The S-level IMSIC is the `riscv,imsics` node whose interrupts-extended name
+        // irq 9 (S-mode external); the S-level APLIC domain is the `riscv,aplic` node
+        // that delivers to it (`msi-parent`) or to irq 9 directly (direct mode).
+        let mut s_imsic_phandle = None;
         for n in fdt.all_nodes() {
             let Some(compat) = n.compatible() else {
                 continue;
             };
-            let is = |c: &str| compat.all().any(|x| x == c);
-            let reg = n
+            if !compat.all().any(|x| x == "riscv,imsics") {
+                continue;
+            }
+            let Some(ie) = n.property("interrupts-extended") else {
+                continue;
+            };
+            if !ie.value.chunks_exact(8).any(|c| be_u32(&c[4..]) == 9) {
+                continue;
+            }
+            aia.imsic = n
                 .reg()
                 .and_then(|mut r| r.next())
                 .map(|r| (r.starting_address as u64, r.size.unwrap_or(0) as u64));
-            // S-level controllers are the ones whose interrupts-extended name irq 9.
-            let s_level = n
+            let prop = |k: &str| n.property(k).and_then(|p| p.as_usize()).unwrap_or(0) as u32;
+            aia.guest_index_bits = prop("riscv,guest-index-bits");
+            aia.num_ids = prop("riscv,num-ids");
+            s_imsic_phandle = n.property("phandle").and_then(|p| p.as_usize());
+            for (index, pair) in ie.value.chunks_exact(8).enumerate() {
+                let Some(&(_, hartid)) = intc_of.iter().find(|(p, _)| *p == be_u32(pair)) else {
+                    continue;
+                };
+                if let Some(h) = harts.iter_mut().find(|h| h.hartid == hartid) {
+                    h.imsic_index = Some(index as u32);
+                }
+            }
+            break;
+        }
+        for n in fdt.all_nodes() {
+            let Some(compat) = n.compatible() else {
+                continue;
+            };
+            if !compat.all().any(|x| x == "riscv,aplic") {
+                continue;
+            }
+            let to_s_imsic = s_imsic_phandle.is_some()
+                && n.property("msi-parent").and_then(|p| p.as_usize()) == s_imsic_phandle;
+            let direct_s = n
                 .property("interrupts-extended")
                 .is_some_and(|p| p.value.chunks_exact(8).any(|c| be_u32(&c[4..]) == 9));
-            if is("riscv,aplic")
-                && (s_level || n.property("msi-parent").is_some())
-                && aia.aplic.is_none()
-            {
-                // The S-level APLIC domain is the one not named as a parent of another.
-                aia.aplic = reg;
-            }
-            if is("riscv,imsics") && s_level {
-                aia.imsic = reg;
-                aia.guest_index_bits = n
-                    .property("riscv,guest-index-bits")
+            if to_s_imsic || direct_s {
+                aia.aplic = n
+                    .reg()
+                    .and_then(|mut r| r.next())
+                    .map(|r| (r.starting_address as u64, r.size.unwrap_or(0) as u64));
+                aia.aplic_sources = n
+                    .property("riscv,num-sources")
                     .and_then(|p| p.as_usize())
                     .unwrap_or(0) as u32;
+                break;
             }
         }
 

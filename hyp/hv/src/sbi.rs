@@ -148,6 +148,7 @@ fn ipi_call(vcpu: &Vcpu, fid: usize, a: [usize; 6]) -> Ret {
     if fid != spi::SEND_IPI {
         return (err::NOT_SUPPORTED, 0);
     }
+    crate::acct::ExitCounts::bump(&vcpu.acct.sbi_ipi);
     match hart_set(vcpu, a[0], a[1]) {
         Ok(set) => {
             send_ipis(vcpu, set);
@@ -168,6 +169,7 @@ fn send_ipis(vcpu: &Vcpu, set: u64) {
 }
 
 fn rfence_call(vcpu: &Vcpu, fid: usize, a: [usize; 6]) -> Ret {
+    crate::acct::ExitCounts::bump(&vcpu.acct.sbi_rfence);
     match fid {
         rfnc::REMOTE_FENCE_I | rfnc::REMOTE_SFENCE_VMA | rfnc::REMOTE_SFENCE_VMA_ASID => {}
         _ => return (err::NOT_SUPPORTED, 0),

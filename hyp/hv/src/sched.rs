@@ -107,6 +107,7 @@ fn run_vcpu(hart: &Hart, vcpu: &Vcpu) {
         vcpu.hsm.store(HSM_STARTED, Ordering::Release);
     }
     inner.load(guest.hgatp, w.sstc);
+    crate::aia::vcpu_load(hart, vcpu, &mut inner);
     let slice_start = arch::time();
     loop {
         if !vcpu.eligible() || !guest.is_alive() {
@@ -140,4 +141,5 @@ fn run_vcpu(hart: &Hart, vcpu: &Vcpu) {
     if vcpu.hsm.load(Ordering::Acquire) == HSM_STOPPED {
         vcpu.blocked.store(false, Ordering::Release);
     }
+    crate::aia::vcpu_put(vcpu);
 }

@@ -59,6 +59,21 @@ csr_rw!(
     stimecmp,
     "0x14d"
 );
+csr_rw!(
+    /// AIA: supervisor indirect register select (hyp's own S-level IMSIC file).
+    siselect,
+    "0x150"
+);
+csr_rw!(
+    /// AIA: supervisor indirect register alias.
+    sireg,
+    "0x151"
+);
+csr_rw!(
+    /// AIA: supervisor top external interrupt (IMSIC); a write claims.
+    stopei,
+    "0x15c"
+);
 csr_rw!(satp, "0x180");
 csr_rw!(vsstatus, "0x200");
 csr_rw!(vsie, "0x204");
@@ -70,6 +85,17 @@ csr_rw!(vstval, "0x243");
 csr_rw!(vsip, "0x244");
 csr_rw!(vstimecmp, "0x24d");
 csr_rw!(vsatp, "0x280");
+csr_rw!(
+    /// AIA: the guest's `siselect` (also selects the guest file register hyp reaches
+    /// through `vsireg` with `hstatus.VGEIN`).
+    vsiselect,
+    "0x250"
+);
+csr_rw!(
+    /// AIA: indirect register alias of the guest file `hstatus.VGEIN` selects.
+    vsireg,
+    "0x251"
+);
 csr_rw!(hstatus, "0x600");
 csr_rw!(hedeleg, "0x602");
 csr_rw!(hideleg, "0x603");
@@ -117,6 +143,10 @@ pub mod hstatus_bits {
     pub const SPVP: usize = 1 << 8;
     /// Trap WFI in VS-mode as a virtual instruction after a bounded time.
     pub const VTW: usize = 1 << 21;
+    /// Shift of VGEIN (the guest external interrupt line VS-level uses).
+    pub const VGEIN_SHIFT: u32 = 12;
+    /// Mask of VGEIN (6 bits).
+    pub const VGEIN_MASK: usize = 0x3f << VGEIN_SHIFT;
 }
 
 /// Interrupt bits of `sip`/`sie`/`hip`/`hie`/`hvip`.
@@ -133,6 +163,8 @@ pub mod irq_bits {
     pub const SEI: usize = 1 << 9;
     /// VS external interrupt.
     pub const VSEI: usize = 1 << 10;
+    /// Supervisor guest external interrupt (`hip`/`hie` bit 12).
+    pub const SGEI: usize = 1 << 12;
 }
 
 /// Bits of `henvcfg`.

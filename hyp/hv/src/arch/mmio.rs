@@ -1,4 +1,5 @@
-//! Raw MMIO: the host PLIC and the `sifive_test` exit device.
+//! Raw MMIO: the host PLIC, the host S-level APLIC and IMSIC pages, and the
+//! `sifive_test` exit device.
 
 /// Read a 32-bit device register.
 ///
@@ -116,5 +117,139 @@ impl TestDevice {
         // SAFETY: the sifive_test register at offset 0 of the device in the DTB.
         unsafe { write32(self.base, v) };
         super::halt()
+    }
+}
+
+/// The host's supervisor-level APLIC domain (RISC-V AIA v1.0 chapter 4 register map),
+/// driven in MSI delivery mode. Every access is checked against the `reg` size and the
+/// `riscv,num-sources` of the host DTB.
+#[derive(Clone, Copy, Debug)]
+pub struct HostAplic {
+    base: usize,
+    size: usize,
+    sources: u32,
+}
+
+/// `domaincfg` (AIA 4.5.1).
+const APLIC_DOMAINCFG: usize = 0x0000;
+/// `sourcecfg[i]` at `4 * i`.
+const APLIC_SOURCECFG: usize = 0x0000;
+/// `setienum` (AIA 4.5.9).
+const APLIC_SETIENUM: usize = 0x1edc;
+/// `clrienum` (AIA 4.5.11).
+const APLIC_CLRIENUM: usize = 0x1fdc;
+/// `setipnum_le` (AIA 4.5.12).
+const APLIC_SETIPNUM_LE: usize = 0x2000;
+/// `target[i]` at `0x3000 + 4 * i`.
+const APLIC_TARGET: usize = 0x3000;
+
+impl HostAplic {
+    /// The domain found in the host DTB at `base` (`size` bytes) with `sources` sources.
+    pub fn new(base: usize, size: usize, sources: u32) -> Self {
+        HostAplic {
+            base,
+            size,
+            sources: sources.min(1023),
+        }
+    }
+
+    fn src_ok(&self, src: u32) -> bool {
+        src != 0 && src <= self.sources
+    }
+
+    fn write(&self, off: usize, v: u32) {
+        if off + 4 <= self.size && off.is_multiple_of(4) {
+            // SAFETY: an aligned register inside the APLIC window named by the host DTB;
+            // only hyp drives the S-level domain (OpenSBI delegated it).
+            unsafe { write32(self.base + off, v) }
+        }
+    }
+
+    fn read(&self, off: usize) -> u32 {
+        if off + 4 <= self.size && off.is_multiple_of(4) {
+            // SAFETY: as for `write`; APLIC reads have no side effects.
+            unsafe { read32(self.base + off) }
+        } else {
+            0
+        }
+    }
+
+    /// Write `domaincfg`.
+    pub fn set_domaincfg(&self, v: u32) {
+        self.write(APLIC_DOMAINCFG, v);
+    }
+
+    /// Read `domaincfg`.
+    pub fn domaincfg(&self) -> u32 {
+        self.read(APLIC_DOMAINCFG)
+    }
+
+    /// Write `sourcecfg[src]`.
+    pub fn set_sourcecfg(&self, src: u32, v: u32) {
+        if self.src_ok(src) {
+            self.write(APLIC_SOURCECFG + 4 * src as usize, v);
+        }
+    }
+
+    /// Write `target[src]`.
+    pub fn set_target(&self, src: u32, v: u32) {
+        if self.src_ok(src) {
+            self.write(APLIC_TARGET + 4 * src as usize, v);
+        }
+    }
+
+    /// Read `target[src]`.
+    pub fn target(&self, src: u32) -> u32 {
+        if self.src_ok(src) {
+            self.read(APLIC_TARGET + 4 * src as usize)
+        } else {
+            0
+        }
+    }
+
+    /// Enable (`setienum`) or disable (`clrienum`) a source.
+    pub fn set_enabled(&self, src: u32, on: bool) {
+        if self.src_ok(src) {
+            self.write(
+                if on { APLIC_SETIENUM } else { APLIC_CLRIENUM },
+                src,
+            );
+        }
+    }
+
+    /// Write `setipnum_le`: sets the source's pending bit "if possible" (AIA 4.7), which
+    /// for a level source in MSI mode means: if its input is still asserted. The
+    /// re-trigger of AIA 4.9.2.
+    pub fn setipnum(&self, src: u32) {
+        if self.src_ok(src) {
+            self.write(APLIC_SETIPNUM_LE, src);
+        }
+    }
+}
+
+/// The host's S-level IMSIC pages (interrupt files): `size` bytes at `base`.
+#[derive(Clone, Copy, Debug)]
+pub struct ImsicPages {
+    base: usize,
+    size: usize,
+}
+
+impl ImsicPages {
+    /// The S-level IMSIC window of the host DTB.
+    pub fn new(base: usize, size: usize) -> Self {
+        ImsicPages { base, size }
+    }
+
+    /// Write `eiid` to `seteipnum_le` (offset 0) of the interrupt file at page offset
+    /// `page` (bytes from `base`, a multiple of 4 KiB): an MSI. Out-of-range pages are
+    /// ignored; returns whether the write was made.
+    pub fn send(&self, page: usize, eiid: u32) -> bool {
+        if !page.is_multiple_of(0x1000) || page >= self.size {
+            return false;
+        }
+        // SAFETY: `seteipnum_le` of an interrupt file inside the S-level IMSIC window
+        // named by the host DTB; a store of an identity only sets a pending bit.
+        unsafe { write32(self.base + page, eiid) };
+        true
     }
 }
