@@ -159,6 +159,25 @@ pub fn check_linux(out: &str, uart: bool) -> Result<LinuxFigures> {
     })
 }
 
+/// Split a console shared by two guests: hyp prints each line of the second guest (its
+/// emulated UART) in one piece, prefixed with `prefix`, but it can land in the middle
+/// of a line the first guest (which owns the real UART) is still writing. Every
+/// `prefix … \n` run, wherever it starts, goes to the second guest (without the
+/// prefix); the rest, with those runs cut out, is the first guest's.
+pub fn split_prefixed(out: &str, prefix: &str) -> (String, String) {
+    let (mut own, mut second) = (String::new(), String::new());
+    let mut rest = out;
+    while let Some(at) = rest.find(prefix) {
+        own.push_str(&rest[..at]);
+        let tail = &rest[at + prefix.len()..];
+        let end = tail.find('\n').map_or(tail.len(), |e| e + 1);
+        second.push_str(&tail[..end]);
+        rest = &tail[end..];
+    }
+    own.push_str(rest);
+    (own, second)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -179,6 +198,16 @@ IPI1:       509        243  Function call interrupts
 
     fn output(dump2: &str, runs: &str) -> String {
         format!("VIRQ-INIT-START cpus=2 kernel=x\n{DUMP1}VIRQ-WORKLOAD-DONE {runs}\n{dump2}VIRQ-INIT-DONE\n")
+    }
+
+    /// Seen in the two-guest run: the second guest's line landed inside a row of the
+    /// first guest's `/proc/interrupts`.
+    #[test]
+    fn split_prefixed_cuts_lines_out_of_the_middle_of_others() {
+        let out = "a\n 10:   [g2] IPI4: 0\n    696  riscv-timer\n[g2] x\nb";
+        let (own, second) = split_prefixed(out, "[g2] ");
+        assert_eq!(own, "a\n 10:       696  riscv-timer\nb");
+        assert_eq!(second, "IPI4: 0\nx\n");
     }
 
     #[test]

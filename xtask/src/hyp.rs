@@ -1,8 +1,10 @@
 //! Build `hyp` and its test guest, run them in QEMU, and the QEMU test suite.
 //!
-//! - `cargo xtask run [--smp N] [--vcpus N] [--eoi immediate|deferred]` boots the test
-//!   guest under hyp interactively (stdio is QEMU's console) and shows its output,
-//!   ending with hyp's `ACCT` exit-accounting block.
+//! - `cargo xtask run` boots Debian Linux on the AIA topology (2 vCPUs on hardware
+//!   guest interrupt files, `-M virt,aia=aplic-imsic,aia-guests=3`, 2 harts) to an
+//!   interactive shell (stdio is QEMU's console); `--help` lists the other
+//!   configurations (vPLIC Linux, the test guest, the storm, …). Every run ends with
+//!   hyp's `ACCT` exit-accounting block.
 //! - [`qemu_tests`] (from `cargo xtask test`) boots the test guest in a matrix of
 //!   machine shapes and checks every `TEST … PASS` line, the guest's failure count,
 //!   QEMU's exit status and, for the storm pair, the `ACCT` claims per completion.
@@ -38,9 +40,35 @@ const LINUX2_PREFIX: &str = "[linux2] ";
 const DEFAULT_TIMEOUT_S: u64 = 60;
 /// Time limit of a Linux boot under hyp (TCG, two levels of translation).
 const LINUX_TIMEOUT_S: u64 = 600;
+/// Time limit of an interactive Linux shell (`cargo xtask run`).
+const INTERACTIVE_TIMEOUT_S: u64 = 3600;
+
+/// The configurations `cargo xtask run` boots (shown by `cargo xtask run --help`).
+pub const RUN_CONFIGS: &str = "\
+Configurations:
+  cargo xtask run                      Debian Linux, 2 vCPUs, AIA topology (vAPLIC + IMSIC on
+                                       hardware guest files), 2 harts, -M virt,aia=aplic-imsic,
+                                       aia-guests=3; interactive busybox shell (exit powers off)
+  cargo xtask run --aia-guests 1 --vcpus 4
+                                       the same, 4 vCPUs on 2 harts with 1 guest file per hart:
+                                       2 vCPUs on hardware files, 2 on software files
+  cargo xtask run --linux              Debian Linux on the vPLIC (profile linux), plain -M virt
+  cargo xtask run --two-guests         two Linux guests at once: one owns the UART, the other
+                                       prints through hyp's virtual 16550 as [linux2] lines
+  cargo xtask run --kernel-version V   another Debian 6.12 kernel; --kernel K --initramfs I
+                                       boots your own images instead
+  cargo xtask run --linux-test         the non-interactive test /init (with either Linux)
+  cargo xtask run --test-guest         the bare-metal test guest (TEST lines, ACCT block)
+  cargo xtask run --test-guest --smp 1 --vcpus 3
+                                       more vCPUs than harts
+  cargo xtask run --eoi immediate      the level-interrupt storm (test guest)
+  cargo xtask run --bootarg aia_flip_ms=20
+                                       move every vCPU's interrupt file between hardware and
+                                       software every 20 ms (hyp test knob)";
 
 /// Arguments of `cargo xtask run`.
 #[derive(clap::Args, Debug, Clone)]
+#[command(after_help = RUN_CONFIGS)]
 pub struct RunArgs {
     /// Harts of the QEMU machine (`-smp`).
     #[arg(long, default_value_t = 2)]
@@ -55,15 +83,42 @@ pub struct RunArgs {
     /// Build hyp with the `immediate_eoi` cargo feature instead of the bootarg.
     #[arg(long)]
     pub immediate_eoi_build: bool,
-    /// Boot Debian's Linux (kernel + busybox initramfs with a shell) under hyp instead
-    /// of the test guest (profile `linux`).
+    /// Boot Debian's Linux on the vPLIC (profile `linux`, plain `-M virt`) instead of
+    /// the default Linux on the AIA topology.
     #[arg(long)]
     pub linux: bool,
-    /// With `--linux`: the initramfs runs the non-interactive test `/init` (prints
-    /// `/proc/interrupts`, runs an IPI workload, powers off).
+    /// Linux runs the non-interactive test `/init` (prints `/proc/interrupts`, runs an
+    /// IPI workload, powers off) instead of a shell.
     #[arg(long)]
     pub linux_test: bool,
-    /// Seconds before QEMU is killed (default 60, 600 with --linux).
+    /// Boot two Debian Linux guests at once (profile `two-linux`, `-m 1G`): the first
+    /// owns the UART, the second's console is hyp's virtual 16550 (lines `[linux2] …`).
+    #[arg(long)]
+    pub two_guests: bool,
+    /// Boot the bare-metal test guest (profile `test`); implied by `--eoi` and
+    /// `--immediate-eoi-build`.
+    #[arg(long)]
+    pub test_guest: bool,
+    /// Guest interrupt files per hart of the AIA machine (`-M
+    /// virt,aia=aplic-imsic,aia-guests=N`, 0..=7). Default 3 for the AIA Linux; given
+    /// with `--linux` or `--test-guest`, those run on the AIA machine too.
+    #[arg(long)]
+    pub aia_guests: Option<u32>,
+    /// Extra hyp bootarg `KEY=VALUE` (repeatable), e.g. `aia_flip_ms=20`.
+    #[arg(long)]
+    pub bootarg: Vec<String>,
+    /// Debian kernel version to boot (e.g. `6.12.94+deb13`; default: the newest 6.12).
+    #[arg(long, conflicts_with = "kernel")]
+    pub kernel_version: Option<String>,
+    /// Your own kernel `Image` instead of Debian's (needs `--initramfs`).
+    #[arg(long, requires = "initramfs")]
+    pub kernel: Option<PathBuf>,
+    /// Your own initramfs (newc cpio, optionally gzip) instead of the generated one
+    /// (needs `--kernel`).
+    #[arg(long, requires = "kernel")]
+    pub initramfs: Option<PathBuf>,
+    /// Seconds before QEMU is killed (default: 60 for the test guest, 600 for Linux
+    /// with the test `/init`, 3600 for an interactive Linux shell).
     #[arg(long)]
     pub timeout: Option<u64>,
 }
@@ -73,6 +128,11 @@ struct Images {
     hyp: PathBuf,
     guest_bin: PathBuf,
 }
+
+/// The AIA guest profile (`LINUX_AIA` in `hyp/hv/src/config.rs`).
+const LINUX_AIA: &str = "profile=linux-aia";
+/// Guest interrupt files per hart for the AIA Linux when not given.
+const DEFAULT_AIA_GUESTS: u32 = 3;
 
 /// What hyp boots.
 #[derive(Debug, Clone)]
@@ -190,6 +250,9 @@ fn elf_to_flat(elf: &[u8]) -> Result<Vec<u8>> {
 #[derive(Debug, Clone)]
 struct Machine {
     smp: u32,
+    /// `Some(n)`: `-M virt,aia=aplic-imsic,aia-guests=n` (S-level APLIC + IMSIC with `n`
+    /// guest interrupt files per hart); `None`: plain `-M virt` (PLIC).
+    aia: Option<u32>,
     bootargs: Vec<String>,
     timeout: Duration,
     payload: Payload,
@@ -199,9 +262,13 @@ impl Machine {
     fn command(&self, img: &Images) -> Command {
         let mut cmd = Command::new("qemu-system-riscv64");
         let two = self.bootargs.iter().any(|a| a == TWO_LINUX);
+        let machine = match self.aia {
+            Some(n) => format!("virt,aia=aplic-imsic,aia-guests={n}"),
+            None => "virt".into(),
+        };
         cmd.args([
             "-M",
-            "virt",
+            &machine,
             "-m",
             if two { "1G" } else { "512M" },
             "-nographic",
@@ -337,7 +404,8 @@ fn bootargs(vcpus: Option<u32>, eoi: Option<&str>) -> Vec<String> {
     v
 }
 
-/// Boot the default configuration: the test guest under hyp.
+/// Boot a configuration (default: Linux on the AIA topology with an interactive shell;
+/// see [`RUN_CONFIGS`]).
 pub fn run(args: &RunArgs) -> Result<()> {
     crate::setup::ensure_all()?;
     if let Some(e) = &args.eoi {
@@ -346,22 +414,42 @@ pub fn run(args: &RunArgs) -> Result<()> {
             "--eoi takes immediate or deferred"
         );
     }
+    if let Some(n) = args.aia_guests {
+        ensure!(n <= 7, "--aia-guests takes 0..=7 (QEMU virt)");
+    }
     let img = build(args.immediate_eoi_build)?;
     let mut bootargs = bootargs(args.vcpus, args.eoi.as_deref());
-    let payload = if args.linux || args.linux_test {
-        bootargs.insert(0, "profile=linux".into());
-        linux_payload(!args.linux_test)?
-    } else {
-        Payload::TestGuest
+    let test_guest = args.test_guest || args.eoi.is_some() || args.immediate_eoi_build;
+    let images = RunImages {
+        kernel_version: args.kernel_version.clone(),
+        user: args.kernel.clone().zip(args.initramfs.clone()),
     };
-    let default_timeout = if matches!(payload, Payload::Linux { .. }) {
-        LINUX_TIMEOUT_S
+    let linux_payload = |interactive: bool| linux_payload_from(interactive, &images);
+    let (payload, aia) = if args.two_guests {
+        bootargs.insert(0, TWO_LINUX.into());
+        (linux_payload(!args.linux_test)?, args.aia_guests)
+    } else if args.linux {
+        bootargs.insert(0, "profile=linux".into());
+        (linux_payload(!args.linux_test)?, args.aia_guests)
+    } else if test_guest {
+        (Payload::TestGuest, args.aia_guests)
     } else {
-        DEFAULT_TIMEOUT_S
+        bootargs.insert(0, LINUX_AIA.into());
+        (
+            linux_payload(!args.linux_test)?,
+            Some(args.aia_guests.unwrap_or(DEFAULT_AIA_GUESTS)),
+        )
+    };
+    bootargs.extend(args.bootarg.iter().cloned());
+    let default_timeout = match payload {
+        Payload::Linux { .. } if !args.linux_test => INTERACTIVE_TIMEOUT_S,
+        Payload::Linux { .. } => LINUX_TIMEOUT_S,
+        Payload::TestGuest => DEFAULT_TIMEOUT_S,
     };
     let timeout = args.timeout.unwrap_or(default_timeout);
     let m = Machine {
         smp: args.smp,
+        aia,
         bootargs,
         timeout: Duration::from_secs(timeout),
         payload,
@@ -396,12 +484,30 @@ pub fn run(args: &RunArgs) -> Result<()> {
 /// Debian's kernel and a busybox initramfs (`crate::images`), with the interactive
 /// shell `/init` or the test one.
 fn linux_payload(interactive: bool) -> Result<Payload> {
+    linux_payload_from(interactive, &RunImages::default())
+}
+
+/// Which Linux images `cargo xtask run` boots.
+#[derive(Default)]
+struct RunImages {
+    kernel_version: Option<String>,
+    user: Option<(PathBuf, PathBuf)>,
+}
+
+fn linux_payload_from(interactive: bool, from: &RunImages) -> Result<Payload> {
+    if let Some((kernel, initramfs)) = &from.user {
+        let b = crate::images::user_images(kernel.clone(), initramfs.clone())?;
+        return Ok(Payload::Linux {
+            kernel: b.kernel,
+            initramfs: b.initramfs,
+        });
+    }
     let (name, init) = if interactive {
         ("shell", crate::images::INIT_SHELL)
     } else {
         ("test", crate::images::INIT_TEST)
     };
-    let b = crate::images::debian_boot(None, name, init)?;
+    let b = crate::images::debian_boot(from.kernel_version.as_deref(), name, init)?;
     Ok(Payload::Linux {
         kernel: b.kernel,
         initramfs: b.initramfs,
@@ -428,6 +534,113 @@ struct Case {
     /// `Some(true)`: the storm must show (claims > 10 per completion);
     /// `Some(false)`: exactly one claim per completion.
     storm: Option<bool>,
+    /// A Linux guest on the AIA topology: what its `ACCT … aia` lines must show.
+    aia: Option<AiaExpect>,
+}
+
+/// What an AIA Linux case must show in hyp's accounting.
+#[derive(Clone, Copy, Debug)]
+struct AiaExpect {
+    /// vCPUs on hardware guest files at the end (with `flips`: only `hw + sw` counts).
+    hw: u64,
+    /// vCPUs on software files at the end.
+    sw: u64,
+    /// The run moves files between hardware and software (`aia_flip_ms`).
+    flips: bool,
+}
+
+/// The `key=value` numbers of the first output line starting with `prefix`.
+fn acct_line<'a>(out: &'a str, prefix: &str) -> Option<Vec<(&'a str, u64)>> {
+    let line = out.lines().find(|l| l.starts_with(prefix))?;
+    Some(
+        line.split_whitespace()
+            .filter_map(|t| {
+                let (k, v) = t.split_once('=')?;
+                Some((k, v.parse().ok()?))
+            })
+            .collect(),
+    )
+}
+
+fn field(fields: &[(&str, u64)], k: &str) -> Result<u64> {
+    fields
+        .iter()
+        .find(|(n, _)| *n == k)
+        .map(|(_, v)| *v)
+        .with_context(|| format!("ACCT field {k} missing"))
+}
+
+/// The last `/proc/interrupts` dump Linux printed.
+fn last_dump(out: &str) -> Option<crate::guestcheck::Interrupts> {
+    let lines: Vec<&str> = out.lines().map(|l| l.trim_end_matches('\r')).collect();
+    let at = lines
+        .iter()
+        .rposition(|l| l.trim_start().starts_with("CPU0"))?;
+    crate::guestcheck::Interrupts::parse(&lines[at..])
+}
+
+/// Check an AIA Linux run against `e` and summarise it: hardware/software files, the
+/// IPIs and UART interrupts Linux counted (last `/proc/interrupts`) against the ones
+/// that went through hyp (SBI IPI calls, trapped IMSIC-page MSIs, vAPLIC re-triggers).
+fn check_aia(out: &str, e: AiaExpect) -> Result<String> {
+    let a = acct_line(out, "ACCT guest=linux aia files_hw=").context("no ACCT aia line")?;
+    let sbi = acct_line(out, "ACCT guest=linux sbi_ipi_calls=").context("no ACCT sbi line")?;
+    let src = acct_line(out, "ACCT guest=linux aia pirq=10 ").context("no ACCT aia pirq line")?;
+    let (hw, sw) = (field(&a, "files_hw")?, field(&a, "files_sw")?);
+    // With `aia_flip_ms` the split at shutdown depends on the flip phase.
+    let split_ok = if e.flips {
+        hw + sw == e.hw + e.sw
+    } else {
+        (hw, sw) == (e.hw, e.sw)
+    };
+    ensure!(
+        split_ok,
+        "interrupt files: {hw} hardware, {sw} software; expected {} and {}",
+        e.hw,
+        e.sw
+    );
+    let sbi_ipis = field(&sbi, "sbi_ipi_calls")?;
+    ensure!(
+        sbi_ipis == 0,
+        "{sbi_ipis} SBI IPI calls: Linux should send its IPIs through the IMSIC"
+    );
+    let page_traps = field(&a, "imsic_page_traps")?;
+    let sw_msis = field(&a, "msis_to_sw_files")?;
+    let csr_traps = field(&a, "csr_traps")?;
+    let hyp_claims = field(&src, "hyp_claims")?;
+    if e.sw == 0 && !e.flips {
+        ensure!(
+            page_traps == 0 && sw_msis == 0 && csr_traps == 0 && hyp_claims == 0,
+            "hardware files only, yet {page_traps} trapped IMSIC-page MSIs, {sw_msis} MSIs \
+             into software files, {csr_traps} emulated IMSIC CSR accesses, {hyp_claims} \
+             UART MSIs claimed by hyp"
+        );
+    } else {
+        ensure!(
+            page_traps > 0 && csr_traps > 0,
+            "software files, yet no trapped IMSIC-page MSI ({page_traps}) or emulated IMSIC \
+             CSR access ({csr_traps})"
+        );
+    }
+    if e.flips {
+        let (to_hw, to_sw) = (field(&a, "to_hw")?, field(&a, "to_sw")?);
+        ensure!(
+            to_sw > 0 && to_hw > e.hw,
+            "aia_flip_ms: {to_hw} moves to hardware, {to_sw} to software"
+        );
+    }
+    let dump = last_dump(out).context("no /proc/interrupts dump")?;
+    let ipis: u64 = dump.sum(|n, _| n.starts_with("IPI")).iter().sum();
+    let uart: u64 = dump.sum(|_, d| d.contains("ttyS0")).iter().sum();
+    let retriggers = field(&src, "retriggers")?;
+    Ok(format!(
+        "aia: {hw} hw + {sw} sw files, to_hw {} to_sw {}; {ipis} IPIs: {sbi_ipis} SBI calls, \
+         {page_traps} trapped page MSIs; {uart} UART irqs: {retriggers} setipnum traps, \
+         {hyp_claims} claimed by hyp; {} SGEI doorbells",
+        field(&a, "to_hw")?,
+        field(&a, "to_sw")?,
+        field(&a, "sgei_kicks")?
+    ))
 }
 
 fn check(case: &Case, o: &Outcome) -> Result<(usize, u64, u64)> {
@@ -441,17 +654,13 @@ fn check(case: &Case, o: &Outcome) -> Result<(usize, u64, u64)> {
         // with timer, IPIs and the UART counting on every CPU (crate::guestcheck).
         // With two guests, the second one's lines carry its prefix (its console is
         // hyp's emulated UART, which has no interrupt).
-        let (own, second): (Vec<&str>, Vec<&str>) = o
-            .output
-            .lines()
-            .partition(|l| !l.starts_with(LINUX2_PREFIX));
-        let mut guests = vec![("linux", own.join("\n"), true)];
+        let (own, second) = crate::guestcheck::split_prefixed(&o.output, LINUX2_PREFIX);
+        let mut guests = vec![("linux", own, true)];
         if case.machine.bootargs.iter().any(|a| a == TWO_LINUX) {
-            let second: Vec<&str> = second
-                .iter()
-                .filter_map(|l| l.strip_prefix(LINUX2_PREFIX))
-                .collect();
-            guests.push(("linux2", second.join("\n"), false));
+            guests.push(("linux2", second, false));
+        }
+        if let Some(e) = case.aia {
+            println!("      {}", check_aia(&o.output, e)?);
         }
         for (name, out, uart) in &guests {
             let f = crate::guestcheck::check_linux(out, *uart)
@@ -520,40 +729,65 @@ pub fn qemu_tests() -> Result<()> {
     let t = Duration::from_secs(DEFAULT_TIMEOUT_S);
     let m = |smp: u32, vcpus: Option<u32>, eoi: Option<&str>| Machine {
         smp,
+        aia: None,
         bootargs: bootargs(vcpus, eoi),
         timeout: t,
         payload: Payload::TestGuest,
+    };
+    // The test guest (vPLIC) on an AIA machine: its UART through the host APLIC (MSI
+    // mode) into hyp's S-level IMSIC file.
+    let on_aia = |mut m: Machine| {
+        m.aia = Some(DEFAULT_AIA_GUESTS);
+        m
     };
     let cases = [
         Case {
             name: "smp1",
             machine: m(1, None, None),
             storm: Some(false),
+            aia: None,
         },
         Case {
             name: "smp2",
             machine: m(2, None, None),
             storm: Some(false),
+            aia: None,
         },
         Case {
             name: "smp4-vcpus4",
             machine: m(4, Some(4), None),
             storm: Some(false),
+            aia: None,
         },
         Case {
             name: "smp1-vcpus3",
             machine: m(1, Some(3), None),
             storm: Some(false),
+            aia: None,
         },
         Case {
             name: "smp2-vcpus5",
             machine: m(2, Some(5), None),
             storm: Some(false),
+            aia: None,
         },
         Case {
             name: "smp2-storm",
             machine: m(2, None, Some("immediate")),
             storm: Some(true),
+            aia: None,
+        },
+        Case {
+            name: "aia-smp2",
+            machine: on_aia(m(2, None, None)),
+            storm: Some(false),
+            aia: None,
+        },
+        Case {
+            name: "aia-smp2-storm",
+            machine: on_aia(m(2, None, Some("immediate"))),
+            storm: Some(true),
+            aia: None,
         },
     ];
     let mut cases = cases.to_vec();
@@ -570,11 +804,68 @@ pub fn qemu_tests() -> Result<()> {
                 name,
                 machine: Machine {
                     smp,
+                    aia: None,
                     bootargs: args,
                     timeout: Duration::from_secs(LINUX_TIMEOUT_S),
                     payload: linux.clone(),
                 },
                 storm: Some(false),
+                aia: None,
+            });
+        }
+        // Linux on the AIA topology: hardware guest files for every vCPU (2 on 2 harts,
+        // 4 on 4 harts, 4 taking turns on 2 harts), too few files (1 per hart for 2
+        // vCPUs per hart: 2 vCPUs fall back to software files), and files moving
+        // between hardware and software every 20 ms.
+        let hw = |n| AiaExpect {
+            hw: n,
+            sw: 0,
+            flips: false,
+        };
+        for (name, smp, guests, vcpus, extra, expect) in [
+            ("linux-aia-smp2", 2, 3, None, None, hw(2)),
+            ("linux-aia-smp4-vcpus4", 4, 1, Some(4), None, hw(4)),
+            ("linux-aia-smp2-vcpus4", 2, 3, Some(4), None, hw(4)),
+            (
+                "linux-aia-smp2-vcpus4-sw",
+                2,
+                1,
+                Some(4),
+                None,
+                AiaExpect {
+                    hw: 2,
+                    sw: 2,
+                    flips: false,
+                },
+            ),
+            (
+                "linux-aia-flip",
+                2,
+                3,
+                None,
+                Some("aia_flip_ms=20"),
+                AiaExpect {
+                    flips: true,
+                    ..hw(2)
+                },
+            ),
+        ] {
+            let mut args = vec![LINUX_AIA.to_string()];
+            args.extend(bootargs(vcpus, None));
+            args.extend(extra.map(String::from));
+            cases.push(Case {
+                name,
+                machine: Machine {
+                    smp,
+                    aia: Some(guests),
+                    bootargs: args,
+                    timeout: Duration::from_secs(LINUX_TIMEOUT_S),
+                    payload: linux.clone(),
+                },
+                // No hyp claims on the AIA path: the guest's re-triggers end its
+                // interrupts (checked by `check_aia`).
+                storm: None,
+                aia: Some(expect),
             });
         }
     }
@@ -635,6 +926,50 @@ mod tests {
     #[ignore = "boots QEMU; run explicitly"]
     fn qemu_suite() {
         qemu_tests().unwrap();
+    }
+
+    const AIA_OUT: &str = "\
+           CPU0       CPU1
+ 11:         17          4  APLIC-MSI-d000000.interrupt-controller  10 Level   -fasteoi   ttyS0
+IPI0:        53         65  Rescheduling interrupts
+IPI1:       329        248  Function call interrupts
+VIRQ-INIT-DONE
+ACCT guest=linux sbi_ipi_calls=0 sbi_rfence_calls=0
+ACCT guest=linux pirq=10 virq=10 claims=0 guest_completes=0 storm_masks=0 eoi=deferred
+ACCT guest=linux aia files_hw=2 files_sw=0 to_hw=2 to_sw=0 imsic_page_traps=0 msis_to_sw_files=0 msis_to_hw_files_by_hyp=0 csr_traps=0 iprio_traps=0 sgei=473 sgei_kicks=473 aplic_reads=2 aplic_writes=273 aplic_forwards=0
+ACCT guest=linux aia pirq=10 virq=10 retriggers=71 hyp_claims=0 phys_target=0x41002 enabled=true
+";
+
+    #[test]
+    fn aia_hardware_run_passes_and_counts_ipis() {
+        let e = AiaExpect {
+            hw: 2,
+            sw: 0,
+            flips: false,
+        };
+        let s = check_aia(AIA_OUT, e).unwrap();
+        assert!(
+            s.contains("695 IPIs: 0 SBI calls, 0 trapped page MSIs"),
+            "{s}"
+        );
+        assert!(s.contains("21 UART irqs: 71 setipnum traps"), "{s}");
+    }
+
+    #[test]
+    fn aia_software_path_or_sbi_ipis_on_hardware_files_fail() {
+        let e = AiaExpect {
+            hw: 2,
+            sw: 0,
+            flips: false,
+        };
+        let trapped = AIA_OUT.replace("imsic_page_traps=0", "imsic_page_traps=5");
+        assert!(check_aia(&trapped, e).is_err());
+        let sbi = AIA_OUT.replace("sbi_ipi_calls=0", "sbi_ipi_calls=3");
+        assert!(check_aia(&sbi, e).is_err());
+        let split = AiaExpect { hw: 1, sw: 1, ..e };
+        assert!(check_aia(AIA_OUT, split).is_err());
+        // Software files must show the software path.
+        assert!(check_aia(AIA_OUT, AiaExpect { flips: true, ..e }).is_err());
     }
 
     #[test]

@@ -53,7 +53,7 @@
 //! Lock order: a guest's vAPLIC lock, then a vCPU file lock; the G-stage lock alone.
 //! No lock is held across a remote fence.
 use alloc::vec::Vec;
-use core::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use spin::{Mutex, Once};
 use virq_core::doorbell::{Doorbell, PutOutcome};
 use virq_riscv::aplic::{SourceMode, VAplic};
@@ -106,6 +106,10 @@ pub struct HostAia {
     /// Guest-file operations asked for on a hart that does not own the file (a hyp
     /// bug: vCPUs never move between harts).
     remote_ops: AtomicU64,
+    /// Test knob (bootarg `aia_flip_ms=N`): hardware files only in even periods of
+    /// this many timer ticks, software files in odd ones (0: off). Makes every vCPU's
+    /// file move between its hardware line and software, with live state, many times.
+    flip_ticks: u64,
 }
 
 static HOST: Once<HostAia> = Once::new();
@@ -135,6 +139,11 @@ impl HostAia {
     fn sfile_target(&self, hart: usize, id: u32) -> Option<u32> {
         let idx = (*self.hart_index.get(hart)?)?;
         Some((idx << TARGET_HART_SHIFT) | (id & TARGET_EIID_MASK))
+    }
+
+    /// In `aia_flip_ms` mode, is this a software-only period?
+    fn flip_forces_software(&self) -> bool {
+        self.flip_ticks != 0 && (crate::arch::time() / self.flip_ticks) % 2 == 1
     }
 
     /// Does hyp have its own S-level interrupt files (IMSIC and its CSRs)?
@@ -186,6 +195,10 @@ pub fn init() {
             .collect(),
         sfile_ids,
         remote_ops: AtomicU64::new(0),
+        flip_ticks: p
+            .bootarg("aia_flip_ms")
+            .and_then(|v| v.parse::<u64>().ok())
+            .map_or(0, |ms| ms * p.timebase / 1000),
     });
     if let Some(a) = host.aplic {
         a.set_domaincfg(DOMAINCFG_IE | DOMAINCFG_DM);
@@ -229,8 +242,8 @@ pub fn route_to_sfile(aplic: HostAplic, g: &Guest, pirq: u32) {
     if g.aia.is_some() {
         return;
     }
-    let target = crate::irq::irq_hart(g)
-        .and_then(|h| host().and_then(|x| x.sfile_target(h.index, pirq)));
+    let target =
+        crate::irq::irq_hart(g).and_then(|h| host().and_then(|x| x.sfile_target(h.index, pirq)));
     match target {
         Some(t) if host().is_some_and(|h| h.has_sfiles()) => {
             aplic.set_target(pirq, t);
@@ -287,6 +300,8 @@ pub struct AiaCounts {
     pub sgei_kicks: AtomicU64,
     /// Files that moved from software to hardware.
     pub to_hw: AtomicU64,
+    /// Files that moved from hardware to software.
+    pub to_sw: AtomicU64,
 }
 
 fn bump(c: &AtomicU64) {
@@ -436,6 +451,11 @@ struct PhysSource {
     sourcecfg: u32,
     target: u32,
     enabled: bool,
+    /// Software-file path: an MSI was injected into the vAPLIC and the guest has not
+    /// re-triggered yet; the physical source stays disabled meanwhile (its further
+    /// rising edges only pend it), so a line the device toggles per byte does not
+    /// send hyp one MSI per edge.
+    held: bool,
     /// Level re-triggers forwarded (guest `setipnum` writes).
     retriggers: u64,
     /// Claims from hyp's S-level file (software-file path).
@@ -460,6 +480,10 @@ pub struct AiaVcpu {
     /// Hardware line in use on the vCPU's hart (0: software file); written by the home
     /// hart at load.
     line: AtomicU32,
+    /// The `hvictl` value last written for this vCPU while loaded.
+    hvictl: AtomicUsize,
+    /// The file is leaving its hardware line: the physical APLIC must not target it.
+    leaving: AtomicBool,
 }
 
 /// A guest's AIA.
@@ -536,6 +560,8 @@ impl GuestAia {
                 doorbell: Doorbell::new(),
                 vsiselect: AtomicUsize::new(0),
                 line: AtomicU32::new(0),
+                hvictl: AtomicUsize::new(usize::MAX),
+                leaving: AtomicBool::new(false),
             });
         }
         let phys = passthrough
@@ -546,6 +572,7 @@ impl GuestAia {
                 sourcecfg: u32::MAX,
                 target: u32::MAX,
                 enabled: false,
+                held: false,
                 retriggers: 0,
                 claims: 0,
             })
@@ -587,12 +614,18 @@ fn sync_passthrough(g: &Guest, aia: &GuestAia, st: &mut AplicState) {
         let eiid = vt & TARGET_EIID_MASK;
         let mut target = None;
         if let Some(av) = aia.vcpus.get(t) {
-            target = match av.file.lock().backing() {
-                Backing::Hardware { hart, line } => {
-                    h.hart_index.get(hart).copied().flatten().map(|idx| {
-                        (idx << TARGET_HART_SHIFT) | (line << TARGET_GUEST_SHIFT) | eiid
-                    })
-                }
+            let backing = if av.leaving.load(Ordering::Relaxed) {
+                Backing::Software
+            } else {
+                av.file.lock().backing()
+            };
+            target = match backing {
+                Backing::Hardware { hart, line } => h
+                    .hart_index
+                    .get(hart)
+                    .copied()
+                    .flatten()
+                    .map(|idx| (idx << TARGET_HART_SHIFT) | (line << TARGET_GUEST_SHIFT) | eiid),
                 Backing::Software => {
                     let hart = w.vcpus[g.first_vcpu + t].hart;
                     h.sfile_target(hart, ps.pirq)
@@ -600,6 +633,7 @@ fn sync_passthrough(g: &Guest, aia: &GuestAia, st: &mut AplicState) {
             };
         }
         let enable = domain_on
+            && !ps.held
             && mode != SourceMode::Inactive
             && st.dev.is_enabled(ps.virq)
             && target.is_some();
@@ -661,20 +695,33 @@ fn aplic_access(g: &Guest, aia: &GuestAia, off: u64, op: MmioOp) -> u64 {
         }
         MmioOp::Write { size, value } => {
             bump(&aia.counts.aplic_writes);
-            st.dev.write(off, size, value);
-            sync_passthrough(g, aia, &mut st);
+            // A re-trigger of a passthrough source ends the virtual "asserted" state
+            // of its wire (see `inject`); the physical APLIC re-evaluates the real line.
+            let mut retrigger = [0u32; 4];
+            let mut n = 0;
             if size == 4 {
-                let h = host().and_then(|h| h.aplic);
                 let st = &mut *st;
                 setip_sources(off, value as u32, |virq| {
                     if let Some(ps) = st.phys.iter_mut().find(|p| p.virq == virq) {
                         ps.retriggers += 1;
-                        if let Some(a) = h {
-                            a.setipnum(ps.pirq);
+                        ps.held = false;
+                        set_asserted(&mut st.dev, virq, false);
+                        if let Some(slot) = retrigger.get_mut(n) {
+                            *slot = ps.pirq;
+                            n += 1;
                         }
                     }
                 });
             }
+            st.dev.write(off, size, value);
+            // Re-trigger before `sync_passthrough` re-enables a held source: one MSI if
+            // the line is still asserted (or rose while held).
+            if let Some(a) = host().and_then(|h| h.aplic) {
+                for &pirq in &retrigger[..n] {
+                    a.setipnum(pirq);
+                }
+            }
+            sync_passthrough(g, aia, &mut st);
             0
         }
     }
@@ -752,12 +799,6 @@ pub fn virtual_csr(vcpu: &Vcpu, inner: &mut VcpuInner, insn: u32) -> Option<Next
         bump(&aia.counts.csr_traps);
         av.file.lock().stopei(op).map(u64::from).map_err(|_| ())
     };
-    {
-        static DBG: AtomicU64 = AtomicU64::new(0);
-        if DBG.fetch_add(1, Ordering::Relaxed) < 200 {
-            crate::println!("DBG vcpu{} csr {:#x} sel {:#x} op {:?} -> {:?}", vcpu.id, csr_no, csr::vsiselect::read(), op, r);
-        }
-    }
     match r {
         Ok(v) => {
             if rd != 0 {
@@ -805,24 +846,47 @@ pub fn vcpu_load(hart: &Hart, vcpu: &Vcpu, inner: &mut VcpuInner) {
     let Some(aia) = g.aia.as_ref() else {
         if host().is_some_and(|h| h.ssaia) {
             csr::hstatus::clear(hstatus_bits::VGEIN_MASK);
+            csr::hvictl::write(0);
         }
         inner.ctx.guest.hstatus &= !hstatus_bits::VGEIN_MASK;
         return;
     };
     let id = vcpu.id as usize;
     let av = &aia.vcpus[id];
-    let before = av.file.lock().backing();
-    if matches!(before, Backing::Hardware { hart: h, .. } if h != hart.index) {
-        // Leaving a hardware file on another hart: no guest store may reach it once
-        // its state is saved, so take the page out of the G-stage first.
-        map_page(g, aia, id, Backing::Software);
+    let old_line = av.line.load(Ordering::Relaxed);
+    if old_line != 0 {
+        // Mask the doorbell of the line the vCPU had (the put of a blocking vCPU left
+        // it unmasked); what arrived meanwhile shows in the file itself.
+        let _ = av.doorbell.load(&HgeieDoorbell::new(&HartCsrs, old_line));
     }
-    let after = av.file.lock().load(hart.index, &w.hgei, &HartCsrs);
-    if before != after {
+    let want_sw = host().is_some_and(|h| h.flip_forces_software());
+    let before = av.file.lock().backing();
+    let leaving = matches!(before, Backing::Hardware { hart: h, .. } if h != hart.index || want_sw);
+    if leaving {
+        // Leaving a hardware file: once its state is saved, no guest store and no
+        // device MSI may reach it. So: the page out of the G-stage (and every TLB),
+        // the physical APLIC retargeted to hyp's S-level file, then the move.
+        av.leaving.store(true, Ordering::Relaxed);
+        map_page(g, aia, id, Backing::Software);
+        resync(g);
+        av.file.lock().evict(&w.hgei);
+        av.leaving.store(false, Ordering::Relaxed);
+        bump(&aia.counts.to_sw);
+    }
+    let was = if leaving { Backing::Software } else { before };
+    let after = if want_sw {
+        csr::hstatus::clear(hstatus_bits::VGEIN_MASK);
+        Backing::Software
+    } else {
+        av.file.lock().load(hart.index, &w.hgei, &HartCsrs)
+    };
+    if after != was {
         if matches!(after, Backing::Hardware { .. }) {
             bump(&aia.counts.to_hw);
         }
         map_page(g, aia, id, after);
+    }
+    if after != before {
         resync(g);
     }
     inner.ctx.guest.hstatus = (inner.ctx.guest.hstatus & !hstatus_bits::VGEIN_MASK)
@@ -833,9 +897,29 @@ pub fn vcpu_load(hart: &Hart, vcpu: &Vcpu, inner: &mut VcpuInner) {
         Backing::Software => 0,
     };
     av.line.store(line, Ordering::Relaxed);
-    if line != 0 {
-        // The file shows anything that arrived meanwhile in hgeip: nothing to replay.
+    av.hvictl.store(usize::MAX, Ordering::Relaxed);
+    before_entry(vcpu, inner);
+    if line != 0 && line != old_line {
+        // A new line: its doorbell starts masked (put unmasks it only when blocking).
         let _ = av.doorbell.load(&HgeieDoorbell::new(&HartCsrs, line));
+    }
+}
+
+/// Right before each guest entry (after `HvipSync::flush`): with a software file
+/// (`hstatus.VGEIN = 0`), `vstopi` reports the VS external interrupt that `hvip.VSEIP`
+/// signals only through `hvictl` (AIA §6.3.3; QEMU `read_vstopi`), and Linux's AIA
+/// interrupt handler reads `stopi` to find it. So `hvictl.IID = 9` with `IPRIO = 1`
+/// while `hvip.VSEIP` is set, `IPRIO = 0` (nothing reported) otherwise — what KVM does.
+pub fn before_entry(vcpu: &Vcpu, inner: &VcpuInner) {
+    let w = world();
+    let Some(aia) = w.guests[vcpu.guest].aia.as_ref() else {
+        return;
+    };
+    let av = &aia.vcpus[vcpu.id as usize];
+    let vseip = inner.hvip.shadow_hvip() & virq_riscv::hext::HVIP_VSEIP != 0;
+    let want = (9 << 16) | usize::from(vseip);
+    if av.hvictl.swap(want, Ordering::Relaxed) != want {
+        csr::hvictl::write(want);
     }
 }
 
@@ -884,16 +968,37 @@ pub fn handle_sgei(hart: &Hart) {
 }
 
 /// A physical interrupt claimed from hyp's S-level file for virtual source `virq` of
-/// AIA guest `g` (its target vCPU has a software file): one pulse of the virtual
-/// source, which the vAPLIC forwards.
+/// AIA guest `g` (its target vCPU has a software file). For a level source the virtual
+/// wire goes high and stays high until the guest re-triggers the source (`setipnum`,
+/// AIA §4.9.2), as the real line does until the device is serviced: the vAPLIC pends
+/// it on the rising edge and forwards it when enabled, so an MSI that arrives while
+/// the guest has the source masked is held, not lost. For an edge source: one pulse.
 pub fn inject(g: &Guest, virq: u32) {
     let Some(aia) = g.aia.as_ref() else { return };
     let mut st = aia.aplic.lock();
+    let level = matches!(
+        st.dev.source_mode(virq),
+        SourceMode::Level1 | SourceMode::Level0
+    );
     if let Some(ps) = st.phys.iter_mut().find(|p| p.virq == virq) {
         ps.claims += 1;
+        ps.held = level;
     }
-    st.dev.set_input(virq, true);
-    st.dev.set_input(virq, false);
+    set_asserted(&mut st.dev, virq, true);
+    if !level {
+        set_asserted(&mut st.dev, virq, false);
+    }
+    sync_passthrough(g, aia, &mut st);
+}
+
+/// Drive virtual source `virq`'s wire so that its rectified input is `on` (the wire is
+/// inverted for the active-low / falling-edge modes).
+fn set_asserted(dev: &mut GuestAplic, virq: u32, on: bool) {
+    let inverted = matches!(
+        dev.source_mode(virq),
+        SourceMode::Level0 | SourceMode::Edge0
+    );
+    dev.set_input(virq, on != inverted);
 }
 
 /// The `ACCT` lines of the AIA guests.
@@ -930,11 +1035,12 @@ pub fn print_acct() {
             }
         }
         crate::println!(
-            "ACCT guest={} aia files_hw={} files_sw={} to_hw={} imsic_page_traps={} msis_to_sw_files={} msis_to_hw_files_by_hyp={} csr_traps={} iprio_traps={} sgei={} sgei_kicks={} aplic_reads={} aplic_writes={} aplic_forwards={}",
+            "ACCT guest={} aia files_hw={} files_sw={} to_hw={} to_sw={} imsic_page_traps={} msis_to_sw_files={} msis_to_hw_files_by_hyp={} csr_traps={} iprio_traps={} sgei={} sgei_kicks={} aplic_reads={} aplic_writes={} aplic_forwards={}",
             g.cfg.name,
             hw,
             sw,
             n(&c.to_hw),
+            n(&c.to_sw),
             n(&c.page_msis),
             n(&c.sw_msis),
             n(&c.hw_msis_by_hyp),
@@ -953,7 +1059,9 @@ pub fn print_acct() {
             g.cfg.name, e.bad_width, e.misaligned, e.unmapped, e.read_only, e.ignored_value
         );
         for ps in st.phys.iter() {
-            let phys = host().and_then(|h| h.aplic).map_or(0, |a| a.target(ps.pirq));
+            let phys = host()
+                .and_then(|h| h.aplic)
+                .map_or(0, |a| a.target(ps.pirq));
             crate::println!(
                 "ACCT guest={} aia pirq={} virq={} retriggers={} hyp_claims={} phys_target={:#x} enabled={}",
                 g.cfg.name,

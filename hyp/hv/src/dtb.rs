@@ -71,16 +71,12 @@ pub fn build(cfg: &GuestConfig, p: &DtbParams<'_>) -> FdtWriterResult<Vec<u8>> {
     if !cfg.bootargs.is_empty() {
         fdt.property_string("bootargs", cfg.bootargs)?;
     }
-    if let Some(uart) = cfg
-        .devices
-        .iter()
-        .find(|d| {
-            matches!(
-                d.kind,
-                DeviceKind::Ns16550a { .. } | DeviceKind::EmulatedNs16550a
-            )
-        })
-    {
+    if let Some(uart) = cfg.devices.iter().find(|d| {
+        matches!(
+            d.kind,
+            DeviceKind::Ns16550a { .. } | DeviceKind::EmulatedNs16550a
+        )
+    }) {
         fdt.property_string(
             "stdout-path",
             &format!("/soc/{}@{:x}", uart.name, uart.guest_base),
@@ -161,7 +157,10 @@ pub fn build(cfg: &GuestConfig, p: &DtbParams<'_>) -> FdtWriterResult<Vec<u8>> {
             )?;
             fdt.property_array_u64(
                 "reg",
-                &[imsic_base, virq_riscv::msi::IMSIC_PAGE_SIZE * p.vcpus as u64],
+                &[
+                    imsic_base,
+                    virq_riscv::msi::IMSIC_PAGE_SIZE * p.vcpus as u64,
+                ],
             )?;
             let mut ie = Vec::new();
             for v in 0..p.vcpus {

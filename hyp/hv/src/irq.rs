@@ -1,5 +1,7 @@
-//! Host interrupts: IPIs (kicks and remote fences), the host timer, and physical
-//! PLIC interrupts routed to guests (seed 001).
+//! Host interrupts: IPIs (kicks and remote fences), the host timer, SGEI doorbells
+//! (`crate::aia`), and physical interrupts routed to guests (seed 001) — PLIC claims, or
+//! on an AIA host the host APLIC's MSIs claimed from hyp's own S-level IMSIC file
+//! ([`aplic_claims`]).
 //!
 //! # Passthrough EOI
 //!
@@ -108,6 +110,7 @@ fn plic_claims(hart: &Hart) {
             src,
             || plic.complete(ctx, src),
             |on| plic.set_enable(ctx, src, on),
+            false,
         );
     }
 }
@@ -116,19 +119,29 @@ fn plic_claims(hart: &Hart) {
 /// IMSIC file of this hart (identity = source number): passthrough sources of vPLIC
 /// guests, and of AIA guests whose targeted vCPU has a software file. "Completing" a
 /// level source in MSI mode is the re-trigger of AIA 4.9.2: `setipnum`, which pends it
-/// again only if its line is still asserted.
+/// again only if its line is still asserted. An APLIC in MSI mode has no gateway: every
+/// rising edge of an enabled source is a new MSI. So for a deferred EOI the source is
+/// disabled from the claim to the guest's completion (edges meanwhile only pend it),
+/// which then re-triggers and re-enables it — the PLIC gateway's behaviour.
 pub fn aplic_claims(_hart: &Hart) {
     let Some(aplic) = crate::aia::host().and_then(|h| h.aplic) else {
         return;
     };
     crate::aia::sfile_claims(|src| {
-        deliver_claimed(src, || aplic.setipnum(src), |on| aplic.set_enabled(src, on));
+        deliver_claimed(
+            src,
+            || aplic.setipnum(src),
+            |on| aplic.set_enabled(src, on),
+            true,
+        );
     });
 }
 
 /// One physical interrupt `src` claimed by hyp: count it and give it to the guest it is
-/// routed to. `complete` ends it physically, `enable` masks/unmasks the source.
-fn deliver_claimed(src: u32, complete: impl Fn(), enable: impl Fn(bool)) {
+/// routed to. `complete` ends it physically, `enable` masks/unmasks the source;
+/// `hold_until_guest` disables it until the guest's completion when the EOI is
+/// deferred (a controller without a gateway).
+fn deliver_claimed(src: u32, complete: impl Fn(), enable: impl Fn(bool), hold_until_guest: bool) {
     let w = world();
     let Some(counts) = w.pirqs.get(src as usize) else {
         complete();
@@ -159,6 +172,9 @@ fn deliver_claimed(src: u32, complete: impl Fn(), enable: impl Fn(bool)) {
     // Only now: `RouteTable::release` waits for this guard, so the route (and the
     // guest it names) cannot be released while we inject.
     drop(d);
+    if eoi != EoiAction::CompleteNow && hold_until_guest {
+        enable(false);
+    }
     if eoi == EoiAction::CompleteNow {
         complete();
         let since = counts.since_complete.fetch_add(1, Ordering::Relaxed) + 1;
@@ -184,9 +200,7 @@ pub fn fold_completions(g: &crate::guest::Guest) {
         }
         g.inflight.deactivate(virq, |_, token| {
             let pirq = virq_core::route::pirq_of_token(token);
-            if let (Some(plic), Some(ctx)) =
-                (w.host_plic, irq_hart(g).and_then(|h| h.plic_ctx))
-            {
+            if let (Some(plic), Some(ctx)) = (w.host_plic, irq_hart(g).and_then(|h| h.plic_ctx)) {
                 if w.routes.guest_completed(token) == Ok(true) {
                     plic.complete(ctx, pirq);
                 }
@@ -195,9 +209,12 @@ pub fn fold_completions(g: &crate::guest::Guest) {
                     plic.set_enable(ctx, pirq, true);
                 }
             } else if let Some(aplic) = crate::aia::host().and_then(|h| h.aplic) {
-                // Host APLIC in MSI mode: the deferred "complete" is the re-trigger.
+                // Host APLIC in MSI mode (see `aplic_claims`): the deferred "complete"
+                // is the re-trigger, made while the source is still disabled, then the
+                // enable (one MSI if the line is still asserted or rose meanwhile).
                 if w.routes.guest_completed(token) == Ok(true) {
                     aplic.setipnum(pirq);
+                    aplic.set_enabled(pirq, true);
                 }
                 if g.immediate_eoi {
                     aplic.set_enabled(pirq, true);

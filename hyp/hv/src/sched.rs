@@ -114,6 +114,7 @@ fn run_vcpu(hart: &Hart, vcpu: &Vcpu) {
             break;
         }
         inner.hvip.flush(&vcpu.pending, &csr::HartCsrs);
+        crate::aia::before_entry(vcpu, &inner);
         // Timer: the slice end if someone else waits, and the earliest blocked vCPU.
         let mut when = wake_timers(hart);
         if others_eligible(hart, vcpu.index) {

@@ -78,7 +78,11 @@ impl Vuart {
             1 if self.dlab() => self.dlm,
             1 => self.ier,
             2 => {
-                let fifo = if self.fcr & FCR_FIFO_EN != 0 { IIR_FIFO } else { 0 };
+                let fifo = if self.fcr & FCR_FIFO_EN != 0 {
+                    IIR_FIFO
+                } else {
+                    0
+                };
                 if self.ier & IER_ETBEI != 0 && self.thre_pending {
                     self.thre_pending = false;
                     fifo | IIR_THRE

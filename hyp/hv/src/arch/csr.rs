@@ -103,6 +103,12 @@ csr_rw!(hie, "0x604");
 csr_rw!(htimedelta, "0x605");
 csr_rw!(hcounteren, "0x606");
 csr_rw!(hgeie, "0x607");
+csr_rw!(
+    /// AIA: hypervisor virtual-interrupt control (`IID`, `IPRIO`: what `vstopi`
+    /// reports for a VS external interrupt signalled through `hvip.VSEIP`).
+    hvictl,
+    "0x609"
+);
 csr_rw!(henvcfg, "0x60a");
 csr_rw!(htval, "0x643");
 csr_rw!(hip, "0x644");

@@ -210,10 +210,7 @@ impl HostAplic {
     /// Enable (`setienum`) or disable (`clrienum`) a source.
     pub fn set_enabled(&self, src: u32, on: bool) {
         if self.src_ok(src) {
-            self.write(
-                if on { APLIC_SETIENUM } else { APLIC_CLRIENUM },
-                src,
-            );
+            self.write(if on { APLIC_SETIENUM } else { APLIC_CLRIENUM }, src);
         }
     }
 
