@@ -224,6 +224,10 @@ pub fn print(w: &World) {
         }
     }
     crate::aia::print_acct();
+    crate::println!(
+        "ACCT migrations={}",
+        crate::sched::MIGRATIONS.load(Ordering::Relaxed)
+    );
     crate::println!("ACCT claims={} guest_completes={}", claims, completes);
     crate::println!("ACCT end");
 }

@@ -104,7 +104,7 @@ pub struct HostAia {
     /// physical source numbers), a bitmap.
     sfile_ids: [u64; 4],
     /// Guest-file operations asked for on a hart that does not own the file (a hyp
-    /// bug: vCPUs never move between harts).
+    /// bug: a vCPU's file leaves its hart before the vCPU migrates).
     remote_ops: AtomicU64,
     /// Test knob (bootarg `aia_flip_ms=N`): hardware files only in even periods of
     /// this many timer ticks, software files in odd ones (0: off). Makes every vCPU's
@@ -627,7 +627,7 @@ fn sync_passthrough(g: &Guest, aia: &GuestAia, st: &mut AplicState) {
                     .flatten()
                     .map(|idx| (idx << TARGET_HART_SHIFT) | (line << TARGET_GUEST_SHIFT) | eiid),
                 Backing::Software => {
-                    let hart = w.vcpus[g.first_vcpu + t].hart;
+                    let hart = w.vcpus[g.first_vcpu + t].home();
                     h.sfile_target(hart, ps.pirq)
                 }
             };
@@ -903,6 +903,43 @@ pub fn vcpu_load(hart: &Hart, vcpu: &Vcpu, inner: &mut VcpuInner) {
         // A new line: its doorbell starts masked (put unmasks it only when blocking).
         let _ = av.doorbell.load(&HgeieDoorbell::new(&HartCsrs, line));
     }
+}
+
+/// Migration, step 1 (see `sched`): the descheduled `vcpu` leaves this hart, its home.
+/// Runs on that hart, because saving a hardware guest file reads it through `vsireg`
+/// under `hstatus.VGEIN`, which only the owning hart can do. Its doorbell is masked
+/// and forgotten (`hgeie` of its line), and a hardware file leaves as in
+/// [`vcpu_load`]: page out of the G-stage and every TLB, the physical APLIC
+/// retargeted, then `VcpuImsic::evict` (save, scrub, free the line). The file is in
+/// software afterwards; MSIs meanwhile trap into it and kick the vCPU.
+pub fn vcpu_migrate_out(vcpu: &Vcpu) {
+    let w = world();
+    let g = &w.guests[vcpu.guest];
+    let Some(aia) = g.aia.as_ref() else {
+        return;
+    };
+    let id = vcpu.id as usize;
+    let av = &aia.vcpus[id];
+    let line = av.line.swap(0, Ordering::Relaxed);
+    if line != 0 {
+        // What rang meanwhile is in the file and reaches the software file's VSEIP.
+        let _ = av.doorbell.load(&HgeieDoorbell::new(&HartCsrs, line));
+    }
+    let hw = matches!(av.file.lock().backing(), Backing::Hardware { .. });
+    if hw {
+        av.leaving.store(true, Ordering::Relaxed);
+        map_page(g, aia, id, Backing::Software);
+        resync(g);
+        av.file.lock().evict(&w.hgei);
+        av.leaving.store(false, Ordering::Relaxed);
+        bump(&aia.counts.to_sw);
+    }
+}
+
+/// Migration, step 3 (see `sched`): `vcpu`'s new home is stored; point the physical
+/// APLIC at the new hart's S-level file for a source that targets its software file.
+pub fn vcpu_migrated(vcpu: &Vcpu) {
+    resync(&world().guests[vcpu.guest]);
 }
 
 /// Right before each guest entry (after `HvipSync::flush`): with a software file

@@ -224,10 +224,11 @@ pub fn fold_completions(g: &crate::guest::Guest) {
     });
 }
 
-/// The hart that takes a guest's physical interrupts: the home of its vCPU 0.
+/// The hart that takes a guest's physical interrupts: the first home of its vCPU 0
+/// (fixed, also when vCPUs migrate).
 pub fn irq_hart(g: &crate::guest::Guest) -> Option<&'static Hart> {
     let w = world();
-    w.harts.get(w.vcpus.get(g.first_vcpu)?.hart)
+    w.harts.get(w.vcpus.get(g.first_vcpu)?.first_hart)
 }
 
 /// Route every passthrough interrupt of every guest (in the routing table and at the

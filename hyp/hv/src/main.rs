@@ -185,7 +185,7 @@ fn build_world(p: &'static platform::Platform, boot_hartid: usize) -> Result<Wor
         Some(_) => return Err("bad eoi= in bootargs (immediate|deferred)"),
         None => None,
     };
-    let mut harts: Vec<Hart> = p
+    let harts: Vec<Hart> = p
         .harts
         .iter()
         .filter(|h| h.hartid < arch::entry::MAX_HARTS)
@@ -194,7 +194,6 @@ fn build_world(p: &'static platform::Platform, boot_hartid: usize) -> Result<Wor
             index: i,
             hartid: h.hartid,
             plic_ctx: h.plic_ctx,
-            vcpus: Vec::new(),
             fence_req: AtomicU64::new(0),
             fence_done: AtomicU64::new(0),
             online: AtomicBool::new(false),
@@ -229,7 +228,6 @@ fn build_world(p: &'static platform::Platform, boot_hartid: usize) -> Result<Wor
                 return Err("more than 64 vCPUs");
             }
             vcpus.push(vcpu::Vcpu::new(idx, gi, id as u32, home));
-            harts[home].vcpus.push(idx);
         }
         guests.push(g);
     }

@@ -184,7 +184,7 @@ fn rfence_call(vcpu: &Vcpu, fid: usize, a: [usize; 6]) -> Ret {
     let mut harts = 0u64;
     for i in 0..g.vcpus {
         if set & (1 << i) != 0 {
-            harts |= 1 << w.vcpus[g.first_vcpu + i].hart;
+            harts |= 1 << w.vcpus[g.first_vcpu + i].home();
         }
     }
     crate::irq::remote_fence(harts);

@@ -2,7 +2,28 @@
 //! of [`SLICE_TICKS`] each when more than one is eligible. A vCPU in WFI is blocked
 //! until a kick (pending interrupt) or its timer; a hart with nothing to run waits
 //! in `wfi` for a host interrupt (IPI, timer, PLIC).
-use core::sync::atomic::Ordering;
+//!
+//! # Migration
+//!
+//! With the test knob `migrate_ms=N` (bootarg), time is cut into periods of N ms; in
+//! each period every vCPU moves once to the next hart (`home + 1`, modulo the harts).
+//! The old home hart does the whole hand-over, from its scheduler loop, with the vCPU
+//! descheduled (a running vCPU leaves its hart when the period ends):
+//! 1. `aia::vcpu_migrate_out` on the old hart: the doorbell masked, the IMSIC page out
+//!    of the G-stage, the physical APLIC retargeted, the hardware file saved into the
+//!    software file and its line freed (saving a guest file needs `vsireg` under
+//!    `hstatus.VGEIN` on the hart that owns it: that is why it runs here, before the
+//!    hand-over, and no cross-hart call is needed);
+//! 2. the new home is stored (`Vcpu::hart`, SeqCst): from now on kicks IPI the new
+//!    hart, and only it locks the vCPU's `inner`;
+//! 3. the passthrough mirror re-synced (a software file's MSIs now go to the new
+//!    hart's S-level file), and the new hart poked. Its next `vcpu_load` takes a line
+//!    there and restores the state (`VcpuImsic::load`), and maps the page onto it.
+//!
+//! The VS CSRs (`vstimecmp` included), FP and `hvip` shadow travel in `inner`; a
+//! blocked vCPU's timer is watched by whichever hart is its home.
+use core::sync::atomic::{AtomicU64, Ordering};
+use spin::Once;
 
 use crate::arch::{self, csr};
 use crate::exit::Next;
@@ -32,13 +53,73 @@ pub fn set_host_timer(when: u64) {
     }
 }
 
+/// `migrate_ms` in timer ticks (0: no migration).
+static MIGRATE_TICKS: Once<u64> = Once::new();
+
+/// vCPU migrations made.
+pub static MIGRATIONS: AtomicU64 = AtomicU64::new(0);
+
+fn migrate_ticks() -> u64 {
+    *MIGRATE_TICKS.call_once(|| {
+        let p = crate::world::platform();
+        p.bootarg("migrate_ms")
+            .and_then(|v| v.parse::<u64>().ok())
+            .map_or(0, |ms| ms * p.timebase / 1000)
+    })
+}
+
+/// The current migration period (`None` when migration is off or there is one hart).
+fn migrate_epoch() -> Option<u64> {
+    let t = migrate_ticks();
+    (t != 0 && world().harts.len() > 1).then(|| arch::time() / t)
+}
+
+/// Must `vcpu` move in this period (it has not yet)?
+fn migration_due(vcpu: &Vcpu) -> bool {
+    migrate_epoch().is_some_and(|e| vcpu.moved_epoch.load(Ordering::Relaxed) < e)
+}
+
+/// Move the vCPUs homed on `hart` that are due to the next hart (see the module
+/// docs). Runs on `hart`, from its scheduler loop (none of its vCPUs is running).
+fn migrate(hart: &Hart) {
+    let Some(epoch) = migrate_epoch() else {
+        return;
+    };
+    let w = world();
+    let to = (hart.index + 1) % w.harts.len();
+    if !w.harts[to].online.load(Ordering::Acquire) {
+        return;
+    }
+    for v in w.vcpus.iter().filter(|v| v.home() == hart.index) {
+        if v.moved_epoch.load(Ordering::Relaxed) >= epoch {
+            continue;
+        }
+        v.moved_epoch.store(epoch, Ordering::Relaxed);
+        // Nothing of this vCPU may stay on this hart: its hardware file is saved here.
+        crate::aia::vcpu_migrate_out(v);
+        v.hart.store(to, Ordering::SeqCst);
+        crate::aia::vcpu_migrated(v);
+        MIGRATIONS.fetch_add(1, Ordering::Relaxed);
+        poke_hart(to);
+    }
+}
+
+/// The vCPUs homed on `hart` (global indices, in order).
+fn homed(hart: &Hart) -> impl Iterator<Item = usize> + '_ {
+    world()
+        .vcpus
+        .iter()
+        .filter(move |v| v.home() == hart.index)
+        .map(|v| v.index)
+}
+
 /// Unblock the blocked vCPUs of `hart` whose timer has fired; return the earliest
 /// remaining wake-up time.
 fn wake_timers(hart: &Hart) -> u64 {
     let w = world();
     let now = arch::time();
     let mut next = u64::MAX;
-    for &vi in &hart.vcpus {
+    for vi in homed(hart) {
         let v = &w.vcpus[vi];
         if !v.blocked.load(Ordering::Acquire) {
             continue;
@@ -56,21 +137,26 @@ fn wake_timers(hart: &Hart) -> u64 {
 /// The next eligible vCPU of `hart` after `last` (round robin).
 fn pick(hart: &Hart, last: Option<usize>) -> Option<usize> {
     let w = world();
-    let n = hart.vcpus.len();
-    let start = last
-        .and_then(|l| hart.vcpus.iter().position(|&v| v == l))
-        .map_or(0, |p| p + 1);
-    (0..n)
-        .map(|k| hart.vcpus[(start + k) % n])
-        .find(|&v| w.vcpus[v].eligible() && w.guests[w.vcpus[v].guest].is_alive())
+    let n = w.vcpus.len();
+    let start = last.map_or(0, |l| l + 1);
+    (0..n).map(|k| (start + k) % n).find(|&v| {
+        let v = &w.vcpus[v];
+        v.home() == hart.index && v.eligible() && w.guests[v.guest].is_alive()
+    })
 }
 
 /// How many vCPUs of `hart` other than `me` are eligible.
 fn others_eligible(hart: &Hart, me: usize) -> bool {
     let w = world();
-    hart.vcpus
-        .iter()
-        .any(|&v| v != me && w.vcpus[v].eligible() && w.guests[w.vcpus[v].guest].is_alive())
+    homed(hart).any(|v| v != me && w.vcpus[v].eligible() && w.guests[w.vcpus[v].guest].is_alive())
+}
+
+/// Start of the next migration period (u64::MAX: none).
+fn next_migration() -> u64 {
+    match migrate_epoch() {
+        Some(e) => (e + 1) * migrate_ticks(),
+        None => u64::MAX,
+    }
 }
 
 /// The scheduler loop of the current hart.
@@ -79,6 +165,7 @@ pub fn run() -> ! {
     let mut last = None;
     loop {
         crate::irq::handle_host_irqs(hart);
+        migrate(hart);
         let next_wake = wake_timers(hart);
         match pick(hart, last) {
             Some(v) => {
@@ -86,7 +173,7 @@ pub fn run() -> ! {
                 run_vcpu(hart, &world().vcpus[v]);
             }
             None => {
-                set_host_timer(next_wake);
+                set_host_timer(next_wake.min(next_migration()));
                 // Re-check after arming: a kick may have come in between.
                 if pick(hart, last).is_none() && !crate::irq::host_irq_pending() {
                     arch::wait_for_interrupt();
@@ -123,12 +210,16 @@ fn run_vcpu(hart: &Hart, vcpu: &Vcpu) {
         if !w.sstc {
             when = when.min(inner.timer_deadline);
         }
+        when = when.min(next_migration());
         set_host_timer(when);
         arch::enter_guest(&mut inner.ctx);
         inner.hvip.sync(&csr::HartCsrs);
         vcpu.acct.count(inner.ctx.trap.scause);
         match crate::exit::handle(hart, vcpu, &mut inner) {
             Next::Resume => {
+                if migration_due(vcpu) {
+                    break;
+                }
                 if others_eligible(hart, vcpu.index)
                     && arch::time().wrapping_sub(slice_start) >= SLICE_TICKS
                 {

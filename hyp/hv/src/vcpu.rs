@@ -2,8 +2,11 @@
 //!
 //! # Concurrency
 //!
-//! A vCPU is pinned to its *home hart*; only that hart locks `inner`, enters the
-//! guest and consumes `pending` (`PendingSet`'s single consumer). Other harts only:
+//! A vCPU runs on its *home hart* (`hart`); only that hart locks `inner`, enters the
+//! guest and consumes `pending` (`PendingSet`'s single consumer). The home changes
+//! only by a migration (`sched::migrate`), made by the old home hart itself while the
+//! vCPU is descheduled: it stores the new home (SeqCst) and then IPIs the new hart,
+//! which takes over from there. Other harts only:
 //! - raise/lower ids in `pending` and then [`Vcpu::kick`] it;
 //! - move `hsm` from STOPPED to START_PENDING (SBI HSM `hart_start`), writing
 //!   `start` under its lock first.
@@ -14,7 +17,7 @@
 //! home hart sees the change and unblocks itself, or the producer's store comes
 //! after the home hart's and wins. The producer then IPIs the home hart, whose `wfi`
 //! returns because `sip.SSIP` stays pending until hyp clears it.
-use core::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, AtomicUsize, Ordering};
 use spin::Mutex;
 use virq_core::pending::VcpuPending;
 use virq_riscv::hext::HvipSync;
@@ -76,8 +79,14 @@ pub struct Vcpu {
     pub guest: usize,
     /// Hart id inside the guest (`mhartid` the guest sees, SBI hart id).
     pub id: u32,
-    /// Index of the home hart in `World::harts`.
-    pub hart: usize,
+    /// Index of the current home hart in `World::harts` (changed only by that hart,
+    /// when it migrates the descheduled vCPU away; see the module docs).
+    pub hart: AtomicUsize,
+    /// Index of the hart the vCPU was first homed on (a guest's physical interrupts
+    /// stay routed to its vCPU 0's first hart).
+    pub first_hart: usize,
+    /// The migration period (`sched`) in which the vCPU last moved.
+    pub moved_epoch: AtomicU64,
     /// Pending VS interrupts (VSSIP is the guest-clearable handoff id).
     pub pending: VcpuPending,
     /// HSM state (`HSM_*`).
@@ -101,7 +110,9 @@ impl Vcpu {
             index,
             guest,
             id,
-            hart,
+            hart: AtomicUsize::new(hart),
+            first_hart: hart,
+            moved_epoch: AtomicU64::new(0),
             pending: VcpuPending::with_handoff(&[virq_riscv::hext::IRQ_VS_SOFT])
                 .expect("id 2 is below NR_IRQS"),
             hsm: AtomicU8::new(HSM_STOPPED),
@@ -140,7 +151,12 @@ impl Vcpu {
     pub fn kick(&self) {
         crate::arch::fence();
         self.blocked.store(false, Ordering::SeqCst);
-        crate::sched::poke_hart(self.hart);
+        crate::sched::poke_hart(self.home());
+    }
+
+    /// The current home hart (index in `World::harts`).
+    pub fn home(&self) -> usize {
+        self.hart.load(Ordering::SeqCst)
     }
 
     /// Is the vCPU eligible to run (started or starting, not blocked)?

@@ -24,8 +24,6 @@ pub struct Hart {
     pub hartid: usize,
     /// Host PLIC S-mode context.
     pub plic_ctx: Option<u32>,
-    /// Global indices of the vCPUs homed here.
-    pub vcpus: Vec<usize>,
     /// Remote-fence requests (generation counter, bumped by requesters).
     pub fence_req: AtomicU64,
     /// Remote-fence requests served.
