@@ -258,14 +258,19 @@ pub fn sgei_pending() -> bool {
     csr::hip::read() & csr::hie::read() & irq_bits::SGEI != 0
 }
 
-/// Claim every identity pending in hyp's own S-level file of this hart (`stopei`),
-/// calling `f(id)` for each.
+/// Claims per host-interrupt pass: what is left stays pending (SEI stays asserted) and
+/// is claimed after the scheduler had its turn, so a guest that makes a source fire
+/// continuously cannot keep this hart in the claim loop.
+const MAX_CLAIMS_PER_PASS: usize = 64;
+
+/// Claim the identities pending in hyp's own S-level file of this hart (`stopei`),
+/// calling `f(id)` for each, at most [`MAX_CLAIMS_PER_PASS`] at a time.
 pub fn sfile_claims(mut f: impl FnMut(u32)) {
     let Some(h) = host() else { return };
     if !h.has_sfiles() {
         return;
     }
-    loop {
+    for _ in 0..MAX_CLAIMS_PER_PASS {
         let id = ((csr::stopei::swap(0) >> 16) & 0x7ff) as u32;
         if id == 0 {
             break;
@@ -641,8 +646,13 @@ fn sync_passthrough(g: &Guest, aia: &GuestAia, st: &mut AplicState) {
             aplic.set_enabled(ps.pirq, false);
             ps.enabled = false;
         }
-        if mode != SourceMode::Inactive && ps.sourcecfg != mode as u32 {
-            ps.sourcecfg = mode as u32;
+        // The physical source always follows the real wire (level-high); the guest's
+        // choice of mode (edge, detached, …) is emulated by the vAPLIC only. So a
+        // forwarded `setipnum` can only re-trigger while the device really asserts
+        // its line: a guest cannot turn re-trigger writes into a physical MSI flood.
+        let phys_mode = SourceMode::Level1 as u32;
+        if mode != SourceMode::Inactive && ps.sourcecfg != phys_mode {
+            ps.sourcecfg = phys_mode;
             aplic.set_sourcecfg(ps.pirq, ps.sourcecfg);
             // A (re)activated source's target reads back its reset value.
             ps.target = u32::MAX;
@@ -804,7 +814,7 @@ pub fn virtual_csr(vcpu: &Vcpu, inner: &mut VcpuInner, insn: u32) -> Option<Next
             if rd != 0 {
                 inner.ctx.guest.x[rd] = v as usize;
             }
-            inner.ctx.guest.sepc += 4;
+            inner.ctx.guest.sepc = inner.ctx.guest.sepc.wrapping_add(4);
         }
         Err(()) => crate::exit::inject_exception(inner, EXC_ILLEGAL, insn as usize),
     }

@@ -108,12 +108,19 @@ fn virtual_insn(vcpu: &Vcpu, inner: &mut VcpuInner) -> Next {
         inject_exception(inner, EXC_ILLEGAL, tval);
         return Next::Resume;
     };
+    if inner.ctx.guest.sstatus & sstatus_bits::SPP == 0 {
+        // From guest user mode (VU): nothing here is the user's to do — not WFI, not
+        // the supervisor's interrupt-file CSRs. Its kernel sees an illegal instruction,
+        // as on a machine without a hypervisor.
+        inject_exception(inner, EXC_ILLEGAL, insn as usize);
+        return Next::Resume;
+    }
     if insn == INSN_WFI {
-        inner.ctx.guest.sepc += 4;
+        inner.ctx.guest.sepc = inner.ctx.guest.sepc.wrapping_add(4);
         return wfi(vcpu, inner);
     }
     if insn == INSN_WRS_NTO || insn == INSN_WRS_STO {
-        inner.ctx.guest.sepc += 4;
+        inner.ctx.guest.sepc = inner.ctx.guest.sepc.wrapping_add(4);
         return Next::Resume;
     }
     if let Some(next) = crate::aia::virtual_csr(vcpu, inner, insn) {
@@ -163,6 +170,14 @@ fn guest_page_fault(vcpu: &Vcpu, inner: &mut VcpuInner) -> Next {
         EXC_STORE_GPF => EXC_STORE_ACCESS,
         _ => EXC_INSN_ACCESS,
     };
+    if t.htinst != 0 && t.htinst & 1 == 0 {
+        // A pseudo-instruction: the fault hit an implicit access of the guest's own
+        // VS-stage page-table walk (its page tables point outside RAM, e.g. into a
+        // device window). Nothing to emulate: the guest gets the access fault a
+        // machine without a hypervisor would give it for that walk.
+        inject_exception(inner, access_fault, t.stval);
+        return Next::Resume;
+    }
     if t.scause != EXC_INSN_GPF {
         if let Some(next) = crate::aia::guest_page_fault(vcpu, inner, gpa) {
             return next;
@@ -196,7 +211,7 @@ fn guest_page_fault(vcpu: &Vcpu, inner: &mut VcpuInner) -> Next {
                         if rd != 0 {
                             inner.ctx.guest.x[rd as usize] = v as usize;
                         }
-                        inner.ctx.guest.sepc += len;
+                        inner.ctx.guest.sepc = inner.ctx.guest.sepc.wrapping_add(len);
                         return Next::Resume;
                     }
                     Access::Store { rs2, size } if t.scause == EXC_STORE_GPF => {
@@ -210,7 +225,7 @@ fn guest_page_fault(vcpu: &Vcpu, inner: &mut VcpuInner) -> Next {
                             }
                             Emulated::Vuart(dev, off) => dev.lock().write(off, size, v),
                         }
-                        inner.ctx.guest.sepc += len;
+                        inner.ctx.guest.sepc = inner.ctx.guest.sepc.wrapping_add(len);
                         return Next::Resume;
                     }
                     _ => {}
@@ -261,13 +276,13 @@ pub fn emulate_mmio(inner: &mut VcpuInner, dev: impl FnOnce(MmioOp) -> u64) -> N
                 if rd != 0 {
                     inner.ctx.guest.x[rd as usize] = v as usize;
                 }
-                inner.ctx.guest.sepc += len;
+                inner.ctx.guest.sepc = inner.ctx.guest.sepc.wrapping_add(len);
                 return Next::Resume;
             }
             Access::Store { rs2, size } if t.scause == EXC_STORE_GPF => {
                 let value = insn::truncate(inner.ctx.guest.x[rs2 as usize] as u64, size);
                 dev(MmioOp::Write { size, value });
-                inner.ctx.guest.sepc += len;
+                inner.ctx.guest.sepc = inner.ctx.guest.sepc.wrapping_add(len);
                 return Next::Resume;
             }
             _ => {}

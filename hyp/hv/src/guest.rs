@@ -338,6 +338,29 @@ impl Guest {
         (gpa >= b && gpa < b + s).then(|| gpa - b)
     }
 
+    /// Does this guest own the physical console (the UART is passed through to it)? Only
+    /// the owner may read console input through SBI, and only its SBI console output
+    /// goes out unprefixed.
+    pub fn owns_console(&self) -> bool {
+        self.cfg
+            .devices
+            .iter()
+            .any(|d| matches!(d.kind, crate::config::DeviceKind::Ns16550a { .. }))
+    }
+
+    /// Console output the guest sent through SBI (DBCN, legacy putchar): raw for the
+    /// console's owner, into its virtual UART's lines otherwise, or prefixed with its
+    /// name — so no guest can pose as another on the shared console.
+    pub fn console_write(&self, bytes: &[u8]) {
+        if self.owns_console() {
+            crate::console::write_bytes(bytes);
+        } else if let Some((_, v)) = &self.vuart {
+            v.lock().write_bytes(bytes);
+        } else if let Ok(text) = core::str::from_utf8(bytes) {
+            crate::print!("[{}] {}", self.cfg.name, text);
+        }
+    }
+
     /// Is `gpa` in the emulated UART's window? Returns the device and the offset.
     pub fn vuart_at(&self, gpa: u64) -> Option<(&Mutex<Vuart>, u64)> {
         let (base, dev) = self.vuart.as_ref()?;

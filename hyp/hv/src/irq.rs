@@ -88,9 +88,13 @@ pub fn remote_fence(mask: u64) {
             serve_fences(&w.harts[here]);
             core::hint::spin_loop();
             spins += 1;
-            if spins > 50_000_000 {
-                crate::println!("hyp: remote fence to hart {} timed out", h.hartid);
-                break;
+            if spins == 50_000_000 {
+                // Keep waiting: callers free interrupt-file lines after the fence, and
+                // a hart that still maps the old page must not see it reused.
+                crate::println!(
+                    "hyp: remote fence to hart {} is slow; still waiting",
+                    h.hartid
+                );
             }
         }
     }

@@ -53,7 +53,7 @@ pub fn handle(vcpu: &Vcpu, inner: &mut VcpuInner) -> Next {
     let x = &inner.ctx.guest.x;
     let (eid, fid) = (x[17], x[16]);
     let a = [x[10], x[11], x[12], x[13], x[14], x[15]];
-    inner.ctx.guest.sepc += 4;
+    inner.ctx.guest.sepc = inner.ctx.guest.sepc.wrapping_add(4);
     // Legacy extensions return only a0.
     if eid <= legacy::LEGACY_SHUTDOWN {
         let r = legacy_call(vcpu, inner, eid, a);
@@ -305,8 +305,11 @@ fn dbcn_call(vcpu: &Vcpu, fid: usize, a: [usize; 6]) -> Ret {
                 if !g.ram.read(off, &mut buf[..n]) {
                     return (err::INVALID_PARAM, 0);
                 }
-                crate::console::write_bytes(&buf[..n]);
+                g.console_write(&buf[..n]);
                 (0, n)
+            } else if !g.owns_console() {
+                // The console's input belongs to the guest that owns the UART.
+                (0, 0)
             } else {
                 let want = len.min(buf.len());
                 let n = arch::sbi::console_read(&mut buf[..want]);
@@ -317,7 +320,7 @@ fn dbcn_call(vcpu: &Vcpu, fid: usize, a: [usize; 6]) -> Ret {
             }
         }
         dbcn::CONSOLE_WRITE_BYTE => {
-            crate::console::write_bytes(&[a[0] as u8]);
+            g.console_write(&[a[0] as u8]);
             (0, 0)
         }
         _ => (err::NOT_SUPPORTED, 0),
@@ -331,12 +334,12 @@ fn legacy_call(vcpu: &Vcpu, inner: &mut VcpuInner, eid: usize, a: [usize; 6]) ->
             0
         }
         legacy::LEGACY_CONSOLE_PUTCHAR => {
-            crate::console::write_bytes(&[a[0] as u8]);
+            world().guests[vcpu.guest].console_write(&[a[0] as u8]);
             0
         }
         legacy::LEGACY_CONSOLE_GETCHAR => {
             let mut b = [0u8; 1];
-            if arch::sbi::console_read(&mut b) == 1 {
+            if world().guests[vcpu.guest].owns_console() && arch::sbi::console_read(&mut b) == 1 {
                 b[0] as isize
             } else {
                 -1

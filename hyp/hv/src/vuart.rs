@@ -129,6 +129,13 @@ impl Vuart {
         }
     }
 
+    /// Bytes the guest wrote to its console some other way (SBI DBCN): the same lines.
+    pub fn write_bytes(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.put(b);
+        }
+    }
+
     fn put(&mut self, byte: u8) {
         match byte {
             b'\r' => {}

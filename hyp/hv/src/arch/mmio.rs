@@ -60,9 +60,13 @@ impl HostPlic {
         }
         let addr = self.base + 0x2000 + 0x80 * ctx as usize + 4 * (src as usize / 32);
         let bit = 1u32 << (src % 32);
+        // Harts update enable words of the same context (a guest's completion on one
+        // hart lifts the storm mask the interrupt hart set): the read-modify-write is
+        // serialised so neither update is lost.
+        static ENABLE_RMW: spin::Mutex<()> = spin::Mutex::new(());
+        let _rmw = ENABLE_RMW.lock();
         // SAFETY: an in-range enable word of the PLIC found in the DTB; only hyp
-        // writes the host PLIC, and each context's enables are written by one hart
-        // at a time under the caller's lock.
+        // writes the host PLIC, and the read-modify-write holds ENABLE_RMW.
         unsafe {
             let v = read32(addr);
             write32(addr, if on { v | bit } else { v & !bit });
