@@ -152,14 +152,6 @@ pub fn wfi(vcpu: &Vcpu, inner: &mut VcpuInner) -> Next {
     Next::Leave
 }
 
-/// A trap-and-emulate device a guest-physical address falls in.
-enum Emulated<'a> {
-    /// The vPLIC, at this offset.
-    Vplic(u64),
-    /// The emulated console UART, at this offset.
-    Vuart(&'a spin::Mutex<crate::vuart::Vuart>, u64),
-}
-
 fn guest_page_fault(vcpu: &Vcpu, inner: &mut VcpuInner) -> Next {
     let w = world();
     let guest = &w.guests[vcpu.guest];
@@ -182,55 +174,29 @@ fn guest_page_fault(vcpu: &Vcpu, inner: &mut VcpuInner) -> Next {
         if let Some(next) = crate::aia::guest_page_fault(vcpu, inner, gpa) {
             return next;
         }
-        let target = guest
-            .vplic_offset(gpa)
-            .map(Emulated::Vplic)
-            .or_else(|| guest.vuart_at(gpa).map(|(d, off)| Emulated::Vuart(d, off)));
-        if let Some(target) = target {
-            // htinst: a transformed load/store (bit 0 set), or 0 / a pseudo-instruction
-            // (bit 0 clear) when the hart did not provide one: then read it.
-            let hint = if t.htinst & 1 != 0 { t.htinst } else { 0 };
-            let decoded =
-                fetch_insn(inner, hint).and_then(|i| insn::decode(i, hint != 0).map(|a| (a, i)));
-            if let Some((access, raw)) = decoded {
-                let len = if hint != 0 {
-                    insn::transformed_len(raw)
-                } else {
-                    insn_len(raw)
-                };
-                match access {
-                    Access::Load { rd, size, signed } if t.scause == EXC_LOAD_GPF => {
-                        let v = match target {
-                            Emulated::Vplic(off) => {
-                                vcpu.acct.vplic_access(off, false);
-                                guest.vplic.lock().read(off, size)
-                            }
-                            Emulated::Vuart(dev, off) => dev.lock().read(off, size),
-                        };
-                        let v = insn::extend(v, size, signed);
-                        if rd != 0 {
-                            inner.ctx.guest.x[rd as usize] = v as usize;
-                        }
-                        inner.ctx.guest.sepc = inner.ctx.guest.sepc.wrapping_add(len);
-                        return Next::Resume;
-                    }
-                    Access::Store { rs2, size } if t.scause == EXC_STORE_GPF => {
-                        let v = insn::truncate(inner.ctx.guest.x[rs2 as usize] as u64, size);
-                        match target {
-                            Emulated::Vplic(off) => {
-                                vcpu.acct.vplic_access(off, true);
-                                guest.vplic.lock().write(off, size, v);
-                                // The vPLIC lock is dropped: run completions' ack notifiers.
-                                crate::irq::fold_completions(guest);
-                            }
-                            Emulated::Vuart(dev, off) => dev.lock().write(off, size, v),
-                        }
-                        inner.ctx.guest.sepc = inner.ctx.guest.sepc.wrapping_add(len);
-                        return Next::Resume;
-                    }
-                    _ => {}
+        if let Some(off) = guest.vplic_offset(gpa) {
+            return emulate_mmio(inner, |op| match op {
+                MmioOp::Read { size } => {
+                    vcpu.acct.vplic_access(off, false);
+                    guest.vplic.lock().read(off, size)
                 }
-            }
+                MmioOp::Write { size, value } => {
+                    vcpu.acct.vplic_access(off, true);
+                    guest.vplic.lock().write(off, size, value);
+                    // The vPLIC lock is dropped: run completions' ack notifiers.
+                    crate::irq::fold_completions(guest);
+                    0
+                }
+            });
+        }
+        if let Some((dev, off)) = guest.vuart_at(gpa) {
+            return emulate_mmio(inner, |op| match op {
+                MmioOp::Read { size } => dev.lock().read(off, size),
+                MmioOp::Write { size, value } => {
+                    dev.lock().write(off, size, value);
+                    0
+                }
+            });
         }
     }
     // Unmapped (or undecodable): an access fault for the guest, which keeps running.
