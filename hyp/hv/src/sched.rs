@@ -6,7 +6,13 @@
 //! # Migration
 //!
 //! With the test knob `migrate_ms=N` (bootarg), time is cut into periods of N ms; in
-//! each period every vCPU moves once to the next hart (`home + 1`, modulo the harts).
+//! period `e` every vCPU's place is `(first_hart + e) % harts` (a target hart not yet
+//! online: it stays where it is), so each period every vCPU moves to the next hart.
+//! The place is a function of the period, not `home + 1`: harts cross a period
+//! boundary at different times, and a hart acting late (after the next boundary)
+//! would otherwise move on both its own vCPU and the one it was just handed, and the
+//! two would then rotate together on one hart for good (Linux 3-4x slower). Here a late
+//! hart sends each vCPU straight to its place, and the placement stays a permutation.
 //! The old home hart does the whole hand-over, from its scheduler loop, with the vCPU
 //! descheduled (a running vCPU leaves its hart when the period ends):
 //! 1. `aia::vcpu_migrate_out` on the old hart: the doorbell masked, the IMSIC page out
@@ -74,27 +80,24 @@ fn migrate_epoch() -> Option<u64> {
     (t != 0 && world().harts.len() > 1).then(|| arch::time() / t)
 }
 
-/// Must `vcpu` move in this period (it has not yet)?
-fn migration_due(vcpu: &Vcpu) -> bool {
-    migrate_epoch().is_some_and(|e| vcpu.moved_epoch.load(Ordering::Relaxed) < e)
+/// The hart `vcpu` must move to in this period, if it is not there yet (`None`: no
+/// migration, or already in place, or its place is a hart not yet online).
+fn migration_target(vcpu: &Vcpu) -> Option<usize> {
+    let w = world();
+    let epoch = migrate_epoch()?;
+    let to = ((vcpu.first_hart as u64 + epoch) % w.harts.len() as u64) as usize;
+    (to != vcpu.home() && w.harts[to].online.load(Ordering::Acquire)).then_some(to)
 }
 
-/// Move the vCPUs homed on `hart` that are due to the next hart (see the module
-/// docs). Runs on `hart`, from its scheduler loop (none of its vCPUs is running).
+/// Move the vCPUs homed on `hart` that are not in their place for this period (see
+/// the module docs). Runs on `hart`, from its scheduler loop (none of its vCPUs is
+/// running).
 fn migrate(hart: &Hart) {
-    let Some(epoch) = migrate_epoch() else {
-        return;
-    };
     let w = world();
-    let to = (hart.index + 1) % w.harts.len();
-    if !w.harts[to].online.load(Ordering::Acquire) {
-        return;
-    }
     for v in w.vcpus.iter().filter(|v| v.home() == hart.index) {
-        if v.moved_epoch.load(Ordering::Relaxed) >= epoch {
+        let Some(to) = migration_target(v) else {
             continue;
-        }
-        v.moved_epoch.store(epoch, Ordering::Relaxed);
+        };
         // Nothing of this vCPU may stay on this hart: its hardware file is saved here.
         crate::aia::vcpu_migrate_out(v);
         v.hart.store(to, Ordering::SeqCst);
@@ -217,7 +220,7 @@ fn run_vcpu(hart: &Hart, vcpu: &Vcpu) {
         vcpu.acct.count(inner.ctx.trap.scause);
         match crate::exit::handle(hart, vcpu, &mut inner) {
             Next::Resume => {
-                if migration_due(vcpu) {
+                if migration_target(vcpu).is_some() {
                     break;
                 }
                 if others_eligible(hart, vcpu.index)

@@ -85,8 +85,6 @@ pub struct Vcpu {
     /// Index of the hart the vCPU was first homed on (a guest's physical interrupts
     /// stay routed to its vCPU 0's first hart).
     pub first_hart: usize,
-    /// The migration period (`sched`) in which the vCPU last moved.
-    pub moved_epoch: AtomicU64,
     /// Pending VS interrupts (VSSIP is the guest-clearable handoff id).
     pub pending: VcpuPending,
     /// HSM state (`HSM_*`).
@@ -112,7 +110,6 @@ impl Vcpu {
             id,
             hart: AtomicUsize::new(hart),
             first_hart: hart,
-            moved_epoch: AtomicU64::new(0),
             pending: VcpuPending::with_handoff(&[virq_riscv::hext::IRQ_VS_SOFT])
                 .expect("id 2 is below NR_IRQS"),
             hsm: AtomicU8::new(HSM_STOPPED),
