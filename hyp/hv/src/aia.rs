@@ -876,12 +876,7 @@ pub fn vcpu_load(hart: &Hart, vcpu: &Vcpu, inner: &mut VcpuInner) {
         // Leaving a hardware file: once its state is saved, no guest store and no
         // device MSI may reach it. So: the page out of the G-stage (and every TLB),
         // the physical APLIC retargeted to hyp's S-level file, then the move.
-        av.leaving.store(true, Ordering::Relaxed);
-        map_page(g, aia, id, Backing::Software);
-        resync(g);
-        av.file.lock().evict(&w.hgei);
-        av.leaving.store(false, Ordering::Relaxed);
-        bump(&aia.counts.to_sw);
+        leave_hardware_file(g, aia, id);
     }
     let was = if leaving { Backing::Software } else { before };
     let after = if want_sw {
@@ -915,6 +910,20 @@ pub fn vcpu_load(hart: &Hart, vcpu: &Vcpu, inner: &mut VcpuInner) {
     }
 }
 
+/// Move vCPU `id`'s hardware file to software, on the hart that owns the file: once
+/// its state is saved no guest store and no device MSI may reach it, so the page goes
+/// out of the G-stage (and every TLB) and the physical APLIC is retargeted to hyp's
+/// S-level file first, then `VcpuImsic::evict` saves, scrubs and frees the line.
+fn leave_hardware_file(g: &Guest, aia: &GuestAia, id: usize) {
+    let av = &aia.vcpus[id];
+    av.leaving.store(true, Ordering::Relaxed);
+    map_page(g, aia, id, Backing::Software);
+    resync(g);
+    av.file.lock().evict(&world().hgei);
+    av.leaving.store(false, Ordering::Relaxed);
+    bump(&aia.counts.to_sw);
+}
+
 /// Migration, step 1 (see `sched`): the descheduled `vcpu` leaves this hart, its home.
 /// Runs on that hart, because saving a hardware guest file reads it through `vsireg`
 /// under `hstatus.VGEIN`, which only the owning hart can do. Its doorbell is masked
@@ -937,12 +946,7 @@ pub fn vcpu_migrate_out(vcpu: &Vcpu) {
     }
     let hw = matches!(av.file.lock().backing(), Backing::Hardware { .. });
     if hw {
-        av.leaving.store(true, Ordering::Relaxed);
-        map_page(g, aia, id, Backing::Software);
-        resync(g);
-        av.file.lock().evict(&w.hgei);
-        av.leaving.store(false, Ordering::Relaxed);
-        bump(&aia.counts.to_sw);
+        leave_hardware_file(g, aia, id);
     }
 }
 

@@ -58,6 +58,10 @@ pub fn build(cfg: &GuestConfig, p: &DtbParams<'_>) -> FdtWriterResult<Vec<u8>> {
         isa.push_str("imafdc");
     }
     let intc_phandle = |v: usize| 1 + v as u32;
+    // `interrupts-extended` of a controller wired to every vCPU's supervisor external
+    // interrupt (cause 9).
+    let supervisor_external =
+        |vcpus: usize| -> Vec<u32> { (0..vcpus).flat_map(|v| [intc_phandle(v), 9]).collect() };
     let plic_phandle = 0x100;
 
     let mut fdt = FdtWriter::new()?;
@@ -130,12 +134,7 @@ pub fn build(cfg: &GuestConfig, p: &DtbParams<'_>) -> FdtWriterResult<Vec<u8>> {
                 alloc::vec!["sifive,plic-1.0.0".into(), "riscv,plic0".into()],
             )?;
             fdt.property_array_u64("reg", &[base, crate::guest::vplic_size(p.vcpus)])?;
-            let mut ie = Vec::new();
-            for v in 0..p.vcpus {
-                ie.push(intc_phandle(v));
-                ie.push(9);
-            }
-            fdt.property_array_u32("interrupts-extended", &ie)?;
+            fdt.property_array_u32("interrupts-extended", &supervisor_external(p.vcpus))?;
             fdt.property_null("interrupt-controller")?;
             fdt.property_u32("#interrupt-cells", 1)?;
             fdt.property_u32("#address-cells", 0)?;
@@ -162,12 +161,7 @@ pub fn build(cfg: &GuestConfig, p: &DtbParams<'_>) -> FdtWriterResult<Vec<u8>> {
                     virq_riscv::msi::IMSIC_PAGE_SIZE * p.vcpus as u64,
                 ],
             )?;
-            let mut ie = Vec::new();
-            for v in 0..p.vcpus {
-                ie.push(intc_phandle(v));
-                ie.push(9);
-            }
-            fdt.property_array_u32("interrupts-extended", &ie)?;
+            fdt.property_array_u32("interrupts-extended", &supervisor_external(p.vcpus))?;
             fdt.property_null("interrupt-controller")?;
             fdt.property_u32("#interrupt-cells", 0)?;
             fdt.property_null("msi-controller")?;
