@@ -812,7 +812,15 @@ pub fn qemu_tests() -> Result<()> {
         for (name, smp, vcpus, profile, extra) in [
             ("linux-smp2", 2, None, "profile=linux", None),
             ("linux-smp1-vcpus2", 1, Some(2), "profile=linux", None),
-            ("linux-two-guests", 2, None, TWO_LINUX, None),
+            // The second guest's console lines are printed after both stopped
+            // (`vuart=deferred`), so they cannot interleave with the first guest's.
+            (
+                "linux-two-guests",
+                2,
+                None,
+                TWO_LINUX,
+                Some("vuart=deferred"),
+            ),
             // vCPUs moving between harts on the vPLIC (the UART stays on hart 0).
             (
                 "linux-smp2-migrate",

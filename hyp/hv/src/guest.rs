@@ -191,7 +191,8 @@ impl Guest {
         for d in cfg.devices {
             if matches!(d.kind, crate::config::DeviceKind::EmulatedNs16550a) {
                 // Not mapped: every access traps into `crate::vuart`.
-                vuart = Some((d.guest_base, Mutex::new(Vuart::new(cfg.name))));
+                let deferred = world_platform().bootarg("vuart") == Some("deferred");
+                vuart = Some((d.guest_base, Mutex::new(Vuart::new(cfg.name, deferred))));
                 continue;
             }
             g.map(d.guest_base, d.host_base, d.size, gstage::R | gstage::W)

@@ -267,6 +267,11 @@ pub fn shutdown_guest(guest: usize, status: u32) {
         w.vcpus[g.first_vcpu + i].kick();
     }
     if w.alive_guests.fetch_sub(1, Ordering::AcqRel) == 1 {
+        for g in &w.guests {
+            if let Some((_, v)) = &g.vuart {
+                v.lock().print_deferred();
+            }
+        }
         acct::print(w);
         println!("hyp: last guest stopped, exiting with status {status}");
         exit_machine(status.min(0xffff) as u16);

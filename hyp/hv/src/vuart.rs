@@ -4,6 +4,11 @@
 //! prefixed with the guest's name, in one burst, so it does not split the lines of the
 //! guest that owns the real UART more than necessary. The receiver is always empty.
 //!
+//! With the bootarg `vuart=deferred` (the QEMU suite's two-guest case) the lines are
+//! kept in a buffer reserved at boot and printed only when the last guest has stopped,
+//! so they cannot interleave with the console owner's output at all; lines beyond the
+//! buffer are counted as dropped.
+//!
 //! The DT node has no `interrupts` property, so Linux's 8250 driver polls it with a
 //! timer; the model raises no interrupt line, but its IIR still identifies the
 //! transmitter-empty condition (16550: pending while IER.ETBEI is set and THR is empty,
@@ -39,13 +44,21 @@ pub struct Vuart {
     thre_pending: bool,
     line: [u8; 200],
     len: usize,
+    /// `Some`: lines are kept here (capacity fixed at boot) until [`Self::print_deferred`].
+    deferred: Option<alloc::vec::Vec<u8>>,
+    /// Deferred lines that did not fit.
+    dropped: u64,
     /// Accesses outside the register map or of the wrong width.
     pub errors: u64,
 }
 
 impl Vuart {
-    /// A UART whose output lines are prefixed `[prefix] `.
-    pub fn new(prefix: &'static str) -> Self {
+    /// Bytes reserved for deferred output.
+    const DEFERRED_CAPACITY: usize = 64 << 10;
+
+    /// A UART whose output lines are prefixed `[prefix] `; `deferred`: keep them until
+    /// [`Self::print_deferred`].
+    pub fn new(prefix: &'static str, deferred: bool) -> Self {
         Self {
             prefix,
             ier: 0,
@@ -58,6 +71,8 @@ impl Vuart {
             thre_pending: false,
             line: [0; 200],
             len: 0,
+            deferred: deferred.then(|| alloc::vec::Vec::with_capacity(Self::DEFERRED_CAPACITY)),
+            dropped: 0,
             errors: 0,
         }
     }
@@ -152,7 +167,42 @@ impl Vuart {
 
     fn flush(&mut self) {
         let text = core::str::from_utf8(&self.line[..self.len]).unwrap_or("<non-UTF-8 line>");
-        crate::println!("[{}] {}", self.prefix, text);
+        match &mut self.deferred {
+            None => crate::println!("[{}] {}", self.prefix, text),
+            Some(buf) => {
+                let need = self.prefix.len() + 3 + text.len() + 1;
+                // Never grows: the capacity was reserved at boot (no allocation here).
+                if buf.len() + need <= buf.capacity() {
+                    buf.extend_from_slice(b"[");
+                    buf.extend_from_slice(self.prefix.as_bytes());
+                    buf.extend_from_slice(b"] ");
+                    buf.extend_from_slice(text.as_bytes());
+                    buf.push(b'\n');
+                } else {
+                    self.dropped += 1;
+                }
+            }
+        }
         self.len = 0;
+    }
+
+    /// Print the deferred lines (and a partial last line), if any.
+    pub fn print_deferred(&mut self) {
+        if self.len != 0 {
+            self.flush();
+        }
+        let Some(buf) = &mut self.deferred else {
+            return;
+        };
+        for line in buf.split(|&b| b == b'\n').filter(|l| !l.is_empty()) {
+            crate::println!(
+                "{}",
+                core::str::from_utf8(line).unwrap_or("<non-UTF-8 line>")
+            );
+        }
+        buf.clear();
+        if self.dropped != 0 {
+            crate::println!("[{}] ({} lines dropped)", self.prefix, self.dropped);
+        }
     }
 }
