@@ -253,9 +253,13 @@ pub fn route_to_sfile(aplic: HostAplic, g: &Guest, pirq: u32) {
     }
 }
 
-/// Any SGEI pending and enabled on this hart?
+/// Any guest external interrupt line of this hart pending and enabled? Read from the
+/// source (`hgeip & hgeie`, virq-riscv `sgei_lines`), not from `hip.SGEIP`: QEMU
+/// 10.0.2 can leave SGEIP at a stale 0 after an `hgeie` write that races an MSI (see
+/// `sgei_lines` and docs/design.md "Doorbells"), and a hart that trusted it would
+/// sleep with a blocked vCPU's file pending.
 pub fn sgei_pending() -> bool {
-    csr::hip::read() & csr::hie::read() & irq_bits::SGEI != 0
+    host().is_some_and(|h| h.ssaia) && virq_riscv::hext::sgei_lines(&HartCsrs) != 0
 }
 
 /// Claims per host-interrupt pass: what is left stays pending (SEI stays asserted) and
@@ -907,6 +911,12 @@ pub fn vcpu_load(hart: &Hart, vcpu: &Vcpu, inner: &mut VcpuInner) {
     if line != 0 && line != old_line {
         // A new line: its doorbell starts masked (put unmasks it only when blocking).
         let _ = av.doorbell.load(&HgeieDoorbell::new(&HartCsrs, line));
+    }
+    // The masks above are `hgeie` writes: one that raced an MSI to another blocked
+    // vCPU's line can have left `hip.SGEIP` at a stale 0, and the guest about to run
+    // may not exit for a long time. Serve what the source says now.
+    if sgei_pending() {
+        handle_sgei(hart);
     }
 }
 
