@@ -1000,9 +1000,9 @@ pub fn vcpu_put(vcpu: &Vcpu) {
         return;
     }
     let door = HgeieDoorbell::new(&HartCsrs, line);
-    let blocking = vcpu.blocked.load(Ordering::SeqCst);
+    let blocking = vcpu.block.is_blocked();
     if av.doorbell.put(&door, blocking) == PutOutcome::StayRunnable && blocking {
-        vcpu.blocked.store(false, Ordering::SeqCst);
+        vcpu.block.unblock();
     }
 }
 
