@@ -7,6 +7,7 @@
 //! - `hyp`: builds the bare-metal hypervisor and its test guest, runs QEMU, and
 //!   the QEMU test suite.
 //! - `checks`: fmt, clippy, host tests, loom models.
+//! - `mutants`: `loom-mutants`, the checked list of protocol breaks loom must catch.
 
 use anyhow::Result;
 use clap::{Parser, Subcommand};
@@ -15,6 +16,7 @@ mod checks;
 mod guestcheck;
 mod hyp;
 mod images;
+mod mutants;
 mod setup;
 
 #[derive(Parser)]
@@ -36,6 +38,9 @@ enum Cmd {
     Bench,
     /// Run one cargo-fuzz target: `cargo xtask fuzz <target> --time N`.
     Fuzz(checks::FuzzArgs),
+    /// Break each lockless protocol of virq-core in a known way; every break must make
+    /// a loom model fail.
+    LoomMutants(mutants::MutantArgs),
 }
 
 fn main() -> Result<()> {
@@ -45,5 +50,6 @@ fn main() -> Result<()> {
         Cmd::Test(args) => checks::test(&args),
         Cmd::Bench => checks::bench(),
         Cmd::Fuzz(args) => checks::fuzz(&args),
+        Cmd::LoomMutants(args) => mutants::run(&args),
     }
 }

@@ -15,12 +15,16 @@
 //!   [`Doorbell::fire`], cleared only by [`Doorbell::load`]. It is an atomic — the
 //!   review's data race was exactly this flag written plainly from the interrupt handler.
 //!
-//! Transitions (all SeqCst read-modify-writes: [`Doorbell::put`] and [`Doorbell::fire`]
-//! are a Dekker pair — each writes one word and then reads the other's, so at least one
-//! sees the other. Every access is an RMW: under C++20 SeqCst a plain load would do, but
-//! loom approximates SeqCst loads (and failed compare-exchanges) as acquire and then
-//! finds a spurious lost doorbell (tokio-rs/loom#180); RMWs read the newest value in
-//! either model and cost nothing here, off the hot path):
+//! Transitions (all SeqCst read-modify-writes). [`Doorbell::put`] and
+//! [`Doorbell::fire`] each write one word and then read the other's; what decides
+//! their race is the modification order of `state`, which both change with an RMW: the
+//! later RMW reads the earlier one's value and synchronises with it. So a `fire` whose
+//! state RMW comes first has its `pending_last` write visible to `put`'s read after
+//! `put`'s `BLOCKING` swap, and a `put` whose swap comes first is seen by `fire` as
+//! `BLOCKING`. (The `pending_last` read in `put` is an RMW for uniformity; after the
+//! acquiring swap any load would do — a plain SeqCst load there is not a bug and loom
+//! rightly accepts it. `cargo xtask loom-mutants` lists the changes that *are* bugs and
+//! checks that a model fails for each.)
 //!
 //! * `put(blocking)`: **unmask first** — and if the hardware reports the source
 //!   already pending ([`DoorbellHw::unmask`] returns true: PendingLast), mask again,

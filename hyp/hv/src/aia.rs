@@ -712,6 +712,7 @@ fn aplic_access(g: &Guest, aia: &GuestAia, off: u64, op: MmioOp) -> u64 {
             // A re-trigger of a passthrough source ends the virtual "asserted" state
             // of its wire (see `inject`); the physical APLIC re-evaluates the real line.
             let mut retrigger = [0u32; 4];
+            let mut tokens = [0u32; 4];
             let mut n = 0;
             if size == 4 {
                 let st = &mut *st;
@@ -722,6 +723,7 @@ fn aplic_access(g: &Guest, aia: &GuestAia, off: u64, op: MmioOp) -> u64 {
                         set_asserted(&mut st.dev, virq, false);
                         if let Some(slot) = retrigger.get_mut(n) {
                             *slot = ps.pirq;
+                            tokens[n] = g.acks.token(virq).unwrap_or(0);
                             n += 1;
                         }
                     }
@@ -734,6 +736,12 @@ fn aplic_access(g: &Guest, aia: &GuestAia, off: u64, op: MmioOp) -> u64 {
                 for &pirq in &retrigger[..n] {
                     a.setipnum(pirq);
                 }
+            }
+            // The re-trigger is this topology's guest completion: it ends the level
+            // delivery the route deferred to the guest (`RouteTable::guest_completed`
+            // clears the token `deliver` parked; a stale token is refused).
+            for &token in tokens[..n].iter().filter(|&&t| t != 0) {
+                let _ = world().routes.guest_completed(token);
             }
             sync_passthrough(g, aia, &mut st);
             0
