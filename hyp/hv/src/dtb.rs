@@ -72,8 +72,14 @@ pub fn build(cfg: &GuestConfig, p: &DtbParams<'_>) -> FdtWriterResult<Vec<u8>> {
     fdt.property_string("model", "virq hyp guest")?;
 
     let chosen = fdt.begin_node("chosen")?;
-    if !cfg.bootargs.is_empty() {
-        fdt.property_string("bootargs", cfg.bootargs)?;
+    // The config's command line, then what the user appended (`--append`).
+    let bootargs = match (cfg.bootargs, p.platform.guest_append.as_str()) {
+        (c, "") => String::from(c),
+        ("", a) => String::from(a),
+        (c, a) => format!("{c} {a}"),
+    };
+    if !bootargs.is_empty() {
+        fdt.property_string("bootargs", &bootargs)?;
     }
     if let Some(uart) = cfg.devices.iter().find(|d| {
         matches!(
