@@ -62,6 +62,9 @@ Configurations:
   cargo xtask run --test-guest --smp 1 --vcpus 3
                                        more vCPUs than harts
   cargo xtask run --eoi immediate      the level-interrupt storm (test guest)
+  cargo xtask run --append \"loglevel=4 foo=bar\"
+                                       append to the guest kernel's command line (any Linux
+                                       configuration; the test /init prints /proc/cmdline)
   cargo xtask run --bootarg aia_flip_ms=20
                                        move every vCPU's interrupt file between hardware and
                                        software every 20 ms (hyp test knob)";
@@ -107,6 +110,11 @@ pub struct RunArgs {
     /// Extra hyp bootarg `KEY=VALUE` (repeatable), e.g. `aia_flip_ms=20`.
     #[arg(long)]
     pub bootarg: Vec<String>,
+    /// Text appended to the guest kernel's command line (after the configuration's
+    /// own, e.g. `console=ttyS0 earlycon=sbi`); passed to hyp after a `--` word of
+    /// QEMU's `-append`, hyp puts it in the guest DTB's `/chosen/bootargs`.
+    #[arg(long)]
+    pub append: Option<String>,
     /// Debian kernel version to boot (e.g. `6.12.94+deb13`; default: the newest 6.12).
     #[arg(long, conflicts_with = "kernel")]
     pub kernel_version: Option<String>,
@@ -393,6 +401,15 @@ fn run_qemu(m: &Machine, img: &Images, echo: bool) -> Result<Outcome> {
     })
 }
 
+/// The `-append` words that give `text` to the guest's kernel command line: hyp takes
+/// everything after the first `--` word for the guest (`Platform::guest_append`).
+fn guest_append(text: &str) -> [String; 2] {
+    [GUEST_APPEND.into(), text.into()]
+}
+
+/// The `-append` word after which the guest's command line follows.
+const GUEST_APPEND: &str = "--";
+
 fn bootargs(vcpus: Option<u32>, eoi: Option<&str>) -> Vec<String> {
     let mut v = Vec::new();
     if let Some(n) = vcpus {
@@ -441,6 +458,9 @@ pub fn run(args: &RunArgs) -> Result<()> {
         )
     };
     bootargs.extend(args.bootarg.iter().cloned());
+    if let Some(a) = &args.append {
+        bootargs.extend(guest_append(a));
+    }
     let default_timeout = match payload {
         Payload::Linux { .. } if !args.linux_test => INTERACTIVE_TIMEOUT_S,
         Payload::Linux { .. } => LINUX_TIMEOUT_S,
@@ -678,6 +698,20 @@ fn check(case: &Case, o: &Outcome) -> Result<(usize, u64, u64)> {
             ensure!(n > 0, "migrate_ms: no vCPU migrated");
             println!("      {n} vCPU migrations between harts");
         }
+        if let Some(at) = case.machine.bootargs.iter().position(|a| a == GUEST_APPEND) {
+            // `--append`: the text must reach the (first) guest's /proc/cmdline.
+            let want = case.machine.bootargs[at + 1..].join(" ");
+            let cmdline = guests[0]
+                .1
+                .lines()
+                .find_map(|l| l.strip_prefix("VIRQ-CMDLINE "))
+                .context("no VIRQ-CMDLINE line")?;
+            ensure!(
+                cmdline.contains(&want),
+                "/proc/cmdline {cmdline:?} lacks the appended {want:?}"
+            );
+            println!("      /proc/cmdline: {cmdline}");
+        }
         for (name, out, uart) in &guests {
             let f = crate::guestcheck::check_linux(out, *uart)
                 .with_context(|| format!("guest {name}"))?;
@@ -900,6 +934,10 @@ pub fn qemu_tests() -> Result<()> {
             let mut args = vec![LINUX_AIA.to_string()];
             args.extend(bootargs(vcpus, None));
             args.extend(extra.map(String::from));
+            if name == "linux-aia-smp2" {
+                // The default configuration also checks `--append` end to end.
+                args.extend(guest_append("virq.append=linux-aia-smp2"));
+            }
             cases.push(Case {
                 name,
                 machine: Machine {

@@ -66,6 +66,7 @@ mount -t devtmpfs devtmpfs /dev
 /bin/busybox --install -s 2>/dev/null
 ncpu=$(grep -c ^processor /proc/cpuinfo)
 echo "VIRQ-INIT-START cpus=$ncpu kernel=$(uname -r)"
+echo "VIRQ-CMDLINE $(cat /proc/cmdline)"
 cat /proc/interrupts
 # Short-lived processes on every CPU: wake-ups of the waiting parent on another
 # CPU (rescheduling IPIs) and TLB shootdowns at exec/exit. Each loop is pinned to a
@@ -1020,6 +1021,7 @@ mod tests {
     fn init_scripts_have_the_markers() {
         for marker in [
             "VIRQ-INIT-START",
+            "VIRQ-CMDLINE $(cat /proc/cmdline)",
             "cat /proc/interrupts",
             "VIRQ-INIT-DONE",
             "poweroff -f",
