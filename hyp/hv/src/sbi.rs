@@ -30,7 +30,7 @@ pub mod err {
     pub const ALREADY_AVAILABLE: isize = b::RET_ERR_ALREADY_AVAILABLE as isize;
 }
 
-/// SUSP sleep type `SUSPEND_TO_RAM` (SBI v2.0 §15, table "SUSP System Sleep Types").
+/// SUSP sleep type `SUSPEND_TO_RAM` (SBI v2.0 §13, table "SUSP System Sleep Types").
 const SUSPEND_TO_RAM: usize = 0;
 
 /// hyp's experimental extension ("VIQ" in the experimental EID space).
@@ -316,7 +316,7 @@ fn suspend(vcpu: &Vcpu, inner: &mut VcpuInner, resume: Option<(usize, usize)>) -
     next
 }
 
-/// SUSP (SBI v2.0 §15): `system_suspend(sleep_type, resume_addr, opaque)`. Only
+/// SUSP (SBI v2.0 §13): `system_suspend(sleep_type, resume_addr, opaque)`. Only
 /// SUSPEND_TO_RAM; its entry criterion is that every other vCPU of the guest is
 /// STOPPED (else DENIED). The guest then sleeps as a non-retentive suspend of the
 /// calling vCPU: its wake-up events are the interrupts that vCPU left enabled (a

@@ -255,12 +255,17 @@ fn secondary_loop(hartid: usize) -> ! {
 
 /// Where a non-retentive suspend (HSM) or a system suspend (SUSP) resumes.
 pub extern "C" fn resume_main(hartid: usize, opaque: usize) -> ! {
-    // The SBI resume state (SBI v2.0 §9.4, §15.1): satp = 0, sstatus.SIE = 0,
+    // The SBI resume state (SBI v2.0 §9.4, §13.1): satp = 0, sstatus.SIE = 0,
     // a0 = hart id, a1 = opaque. Nothing before this line touches them.
     let sbi_state = csr::satp::read() == 0 && csr::sstatus::read() & SIE == 0;
     set_tp(hartid);
     if opaque == SYSTEM_MAGIC + hartid {
         system_resumed(hartid, sbi_state);
+    }
+    if opaque != RESUME_MAGIC + hartid {
+        // A suspend the guest expected to fail was taken (e.g. a bad resume_addr).
+        println!("TEST unexpected_resume ... FAIL (hart {hartid}, a1 = {opaque:#x})");
+        shutdown(1);
     }
     let ok = sbi_state && opaque == RESUME_MAGIC + hartid;
     RESUME_OK[hartid].store(if ok { 1 } else { 2 }, Ordering::SeqCst);
@@ -945,8 +950,8 @@ fn test_hsm_stop_start(c: &Ctx) -> Result<(), Msg> {
     )
 }
 
-/// Hart masks (SBI v2.0 §3.1, sPI §7, RFNC §8): a base or mask bit naming no vCPU is
-/// INVALID_PARAM, whatever its size; an empty mask is fine.
+/// Hart masks (SBI v2.0 §3 "hart list", sPI §7, RFNC §8): a base or mask bit naming
+/// no vCPU is INVALID_PARAM, whatever its size; an empty mask is fine.
 fn test_sbi_hart_masks(c: &Ctx) -> Result<(), Msg> {
     let n = c.ncpus;
     for (eid, what) in [(EID_IPI, "IPI"), (EID_RFNC, "RFENCE")] {
@@ -1097,7 +1102,7 @@ fn test_fwft(_c: &Ctx) -> Result<(), Msg> {
     Ok(())
 }
 
-/// SUSP (SBI v2.0 §15) errors while other vCPUs run: reserved and platform-specific
+/// SUSP (SBI v2.0 §13) errors while other vCPUs run: reserved and platform-specific
 /// sleep types INVALID_PARAM (with a bad address, so a wrongly accepted type shows as
 /// INVALID_ADDRESS instead of suspending), SUSPEND_TO_RAM with other vCPUs started
 /// DENIED. The suspend itself is [`system_suspend`], the last test.
