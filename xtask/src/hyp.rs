@@ -712,6 +712,20 @@ fn check(case: &Case, o: &Outcome) -> Result<(usize, u64, u64)> {
             );
             println!("      /proc/cmdline: {cmdline}");
         }
+        // Linux found SBI SUSP (it offers suspend to RAM).
+        if let Some(states) = guests[0]
+            .1
+            .lines()
+            .find_map(|l| l.strip_prefix("VIRQ-SLEEP-STATES"))
+        {
+            ensure!(
+                states.split_whitespace().any(|s| s == "mem"),
+                "/sys/power/state {states:?}: no mem (SBI SUSP not found)"
+            );
+        }
+        if case.machine.bootargs.iter().any(|a| a == GUEST_IDLE_SBI) {
+            println!("      {}", check_idle(&guests[0].1)?);
+        }
         for (name, out, uart) in &guests {
             let f = crate::guestcheck::check_linux(out, *uart)
                 .with_context(|| format!("guest {name}"))?;
@@ -759,6 +773,29 @@ fn check(case: &Case, o: &Outcome) -> Result<(usize, u64, u64)> {
         None => {}
     }
     Ok((passed, claims, completes))
+}
+
+/// hyp bootarg: SBI HSM idle states in the guest DTB (Linux's cpuidle-riscv-sbi).
+const GUEST_IDLE_SBI: &str = "guest_idle=sbi";
+
+/// With [`GUEST_IDLE_SBI`]: Linux entered both of hyp's idle states (`VIRQ-IDLE
+/// cpuN/stateM NAME USAGE` lines of the test `/init`), i.e. idled through HSM
+/// `hart_suspend`, retentive and non-retentive, and came back each time.
+fn check_idle(out: &str) -> Result<String> {
+    let mut used = std::collections::BTreeMap::<&str, u64>::new();
+    for l in out.lines().filter_map(|l| l.strip_prefix("VIRQ-IDLE ")) {
+        let f: Vec<&str> = l.split_whitespace().collect();
+        if let [_, name, usage] = f[..] {
+            *used.entry(name).or_default() += usage.parse::<u64>().unwrap_or(0);
+        }
+    }
+    for state in ["cpu-ret", "cpu-nonret"] {
+        ensure!(
+            used.get(state).copied().unwrap_or(0) > 0,
+            "idle state {state} never entered: {used:?}"
+        );
+    }
+    Ok(format!("SBI idle states entered (all CPUs): {used:?}"))
 }
 
 fn log_path(name: &str) -> PathBuf {
@@ -844,7 +881,8 @@ pub fn qemu_tests() -> Result<()> {
     if std::env::var_os("VIRQ_SKIP_LINUX").is_none() {
         let linux = linux_payload(false)?;
         for (name, smp, vcpus, profile, extra) in [
-            ("linux-smp2", 2, None, "profile=linux", None),
+            // Linux idles through SBI HSM suspend (hyp's DT idle states).
+            ("linux-smp2", 2, None, "profile=linux", Some(GUEST_IDLE_SBI)),
             ("linux-smp1-vcpus2", 1, Some(2), "profile=linux", None),
             // The second guest's console lines are printed after both stopped
             // (`vuart=deferred`), so they cannot interleave with the first guest's.

@@ -63,6 +63,18 @@ pub fn build(cfg: &GuestConfig, p: &DtbParams<'_>) -> FdtWriterResult<Vec<u8>> {
     let supervisor_external =
         |vcpus: usize| -> Vec<u32> { (0..vcpus).flat_map(|v| [intc_phandle(v), 9]).collect() };
     let plic_phandle = 0x100;
+    // `guest_idle=sbi` (hyp bootarg): SBI HSM idle states for Linux's cpuidle-riscv-sbi
+    // driver (DT binding `riscv,idle-state`): a retentive (suspend type 0) and a
+    // non-retentive one (0x8000_0000), so the guest idles through `hart_suspend`.
+    let idle_states: &[(&str, u32, [u32; 3])] = if p.platform.bootarg("guest_idle") == Some("sbi") {
+        &[
+            ("cpu-ret", 0, [10, 10, 20]),
+            ("cpu-nonret", 0x8000_0000, [50, 100, 500]),
+        ]
+    } else {
+        &[]
+    };
+    let idle_phandle = |i: usize| 0x200 + i as u32;
 
     let mut fdt = FdtWriter::new()?;
     let root = fdt.begin_node("")?;
@@ -117,6 +129,10 @@ pub fn build(cfg: &GuestConfig, p: &DtbParams<'_>) -> FdtWriterResult<Vec<u8>> {
         fdt.property_string("riscv,isa-base", "rv64i")?;
         fdt.property_string_list("riscv,isa-extensions", exts.clone())?;
         fdt.property_string("mmu-type", &p.platform.mmu_type)?;
+        if !idle_states.is_empty() {
+            let phandles: Vec<u32> = (0..idle_states.len()).map(idle_phandle).collect();
+            fdt.property_array_u32("cpu-idle-states", &phandles)?;
+        }
         let intc = fdt.begin_node("interrupt-controller")?;
         fdt.property_u32("#interrupt-cells", 1)?;
         fdt.property_null("interrupt-controller")?;
@@ -124,6 +140,20 @@ pub fn build(cfg: &GuestConfig, p: &DtbParams<'_>) -> FdtWriterResult<Vec<u8>> {
         fdt.property_phandle(intc_phandle(v))?;
         fdt.end_node(intc)?;
         fdt.end_node(cpu)?;
+    }
+    if !idle_states.is_empty() {
+        let states = fdt.begin_node("idle-states")?;
+        for (i, &(name, param, [entry, exit, residency])) in idle_states.iter().enumerate() {
+            let st = fdt.begin_node(name)?;
+            fdt.property_string("compatible", "riscv,idle-state")?;
+            fdt.property_u32("riscv,sbi-suspend-param", param)?;
+            fdt.property_u32("entry-latency-us", entry)?;
+            fdt.property_u32("exit-latency-us", exit)?;
+            fdt.property_u32("min-residency-us", residency)?;
+            fdt.property_phandle(idle_phandle(i))?;
+            fdt.end_node(st)?;
+        }
+        fdt.end_node(states)?;
     }
     fdt.end_node(cpus)?;
 
