@@ -3,6 +3,7 @@
 use alloc::format;
 use alloc::string::String;
 use alloc::vec::Vec;
+use sbi_spec::hsm::suspend_type;
 use vm_fdt::{FdtWriter, FdtWriterResult};
 
 use crate::config::{DeviceKind, GuestConfig, Intc, GUEST_RAM_BASE};
@@ -64,12 +65,12 @@ pub fn build(cfg: &GuestConfig, p: &DtbParams<'_>) -> FdtWriterResult<Vec<u8>> {
         |vcpus: usize| -> Vec<u32> { (0..vcpus).flat_map(|v| [intc_phandle(v), 9]).collect() };
     let plic_phandle = 0x100;
     // `guest_idle=sbi` (hyp bootarg): SBI HSM idle states for Linux's cpuidle-riscv-sbi
-    // driver (DT binding `riscv,idle-state`): a retentive (suspend type 0) and a
-    // non-retentive one (0x8000_0000), so the guest idles through `hart_suspend`.
+    // driver (DT binding `riscv,idle-state`): the default retentive and non-retentive
+    // suspend types (`sbi::suspend`), so the guest idles through `hart_suspend`.
     let idle_states: &[(&str, u32, [u32; 3])] = if p.platform.bootarg("guest_idle") == Some("sbi") {
         &[
-            ("cpu-ret", 0, [10, 10, 20]),
-            ("cpu-nonret", 0x8000_0000, [50, 100, 500]),
+            ("cpu-ret", suspend_type::RETENTIVE, [10, 10, 20]),
+            ("cpu-nonret", suspend_type::NON_RETENTIVE, [50, 100, 500]),
         ]
     } else {
         &[]
