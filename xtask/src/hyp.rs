@@ -62,6 +62,9 @@ Configurations:
   cargo xtask run --test-guest --smp 1 --vcpus 3
                                        more vCPUs than harts
   cargo xtask run --eoi immediate      the level-interrupt storm (test guest)
+  cargo xtask run --append \"loglevel=4 foo=bar\"
+                                       append to the guest kernel's command line (any Linux
+                                       configuration; the test /init prints /proc/cmdline)
   cargo xtask run --bootarg aia_flip_ms=20
                                        move every vCPU's interrupt file between hardware and
                                        software every 20 ms (hyp test knob)";
@@ -107,6 +110,11 @@ pub struct RunArgs {
     /// Extra hyp bootarg `KEY=VALUE` (repeatable), e.g. `aia_flip_ms=20`.
     #[arg(long)]
     pub bootarg: Vec<String>,
+    /// Text appended to the guest kernel's command line (after the configuration's
+    /// own, e.g. `console=ttyS0 earlycon=sbi`); passed to hyp after a `--` word of
+    /// QEMU's `-append`, hyp puts it in the guest DTB's `/chosen/bootargs`.
+    #[arg(long)]
+    pub append: Option<String>,
     /// Debian kernel version to boot (e.g. `6.12.94+deb13`; default: the newest 6.12).
     #[arg(long, conflicts_with = "kernel")]
     pub kernel_version: Option<String>,
@@ -393,6 +401,15 @@ fn run_qemu(m: &Machine, img: &Images, echo: bool) -> Result<Outcome> {
     })
 }
 
+/// The `-append` words that give `text` to the guest's kernel command line: hyp takes
+/// everything after the first `--` word for the guest (`Platform::guest_append`).
+fn guest_append(text: &str) -> [String; 2] {
+    [GUEST_APPEND.into(), text.into()]
+}
+
+/// The `-append` word after which the guest's command line follows.
+const GUEST_APPEND: &str = "--";
+
 fn bootargs(vcpus: Option<u32>, eoi: Option<&str>) -> Vec<String> {
     let mut v = Vec::new();
     if let Some(n) = vcpus {
@@ -441,6 +458,9 @@ pub fn run(args: &RunArgs) -> Result<()> {
         )
     };
     bootargs.extend(args.bootarg.iter().cloned());
+    if let Some(a) = &args.append {
+        bootargs.extend(guest_append(a));
+    }
     let default_timeout = match payload {
         Payload::Linux { .. } if !args.linux_test => INTERACTIVE_TIMEOUT_S,
         Payload::Linux { .. } => LINUX_TIMEOUT_S,
@@ -678,6 +698,34 @@ fn check(case: &Case, o: &Outcome) -> Result<(usize, u64, u64)> {
             ensure!(n > 0, "migrate_ms: no vCPU migrated");
             println!("      {n} vCPU migrations between harts");
         }
+        if let Some(at) = case.machine.bootargs.iter().position(|a| a == GUEST_APPEND) {
+            // `--append`: the text must reach the (first) guest's /proc/cmdline.
+            let want = case.machine.bootargs[at + 1..].join(" ");
+            let cmdline = guests[0]
+                .1
+                .lines()
+                .find_map(|l| l.strip_prefix("VIRQ-CMDLINE "))
+                .context("no VIRQ-CMDLINE line")?;
+            ensure!(
+                cmdline.contains(&want),
+                "/proc/cmdline {cmdline:?} lacks the appended {want:?}"
+            );
+            println!("      /proc/cmdline: {cmdline}");
+        }
+        // Linux found SBI SUSP (it offers suspend to RAM).
+        if let Some(states) = guests[0]
+            .1
+            .lines()
+            .find_map(|l| l.strip_prefix("VIRQ-SLEEP-STATES"))
+        {
+            ensure!(
+                states.split_whitespace().any(|s| s == "mem"),
+                "/sys/power/state {states:?}: no mem (SBI SUSP not found)"
+            );
+        }
+        if case.machine.bootargs.iter().any(|a| a == GUEST_IDLE_SBI) {
+            println!("      {}", check_idle(&guests[0].1)?);
+        }
         for (name, out, uart) in &guests {
             let f = crate::guestcheck::check_linux(out, *uart)
                 .with_context(|| format!("guest {name}"))?;
@@ -730,6 +778,29 @@ fn check(case: &Case, o: &Outcome) -> Result<(usize, u64, u64)> {
         None => {}
     }
     Ok((passed, claims, completes))
+}
+
+/// hyp bootarg: SBI HSM idle states in the guest DTB (Linux's cpuidle-riscv-sbi).
+const GUEST_IDLE_SBI: &str = "guest_idle=sbi";
+
+/// With [`GUEST_IDLE_SBI`]: Linux entered both of hyp's idle states (`VIRQ-IDLE
+/// cpuN/stateM NAME USAGE` lines of the test `/init`), i.e. idled through HSM
+/// `hart_suspend`, retentive and non-retentive, and came back each time.
+fn check_idle(out: &str) -> Result<String> {
+    let mut used = std::collections::BTreeMap::<&str, u64>::new();
+    for l in out.lines().filter_map(|l| l.strip_prefix("VIRQ-IDLE ")) {
+        let f: Vec<&str> = l.split_whitespace().collect();
+        if let [_, name, usage] = f[..] {
+            *used.entry(name).or_default() += usage.parse::<u64>().unwrap_or(0);
+        }
+    }
+    for state in ["cpu-ret", "cpu-nonret"] {
+        ensure!(
+            used.get(state).copied().unwrap_or(0) > 0,
+            "idle state {state} never entered: {used:?}"
+        );
+    }
+    Ok(format!("SBI idle states entered (all CPUs): {used:?}"))
 }
 
 fn log_path(name: &str) -> PathBuf {
@@ -815,7 +886,8 @@ pub fn qemu_tests() -> Result<()> {
     if std::env::var_os("VIRQ_SKIP_LINUX").is_none() {
         let linux = linux_payload(false)?;
         for (name, smp, vcpus, profile, extra) in [
-            ("linux-smp2", 2, None, "profile=linux", None),
+            // Linux idles through SBI HSM suspend (hyp's DT idle states).
+            ("linux-smp2", 2, None, "profile=linux", Some(GUEST_IDLE_SBI)),
             ("linux-smp1-vcpus2", 1, Some(2), "profile=linux", None),
             // The second guest's console lines are printed after both stopped
             // (`vuart=deferred`), so they cannot interleave with the first guest's.
@@ -905,6 +977,10 @@ pub fn qemu_tests() -> Result<()> {
             let mut args = vec![LINUX_AIA.to_string()];
             args.extend(bootargs(vcpus, None));
             args.extend(extra.map(String::from));
+            if name == "linux-aia-smp2" {
+                // The default configuration also checks `--append` end to end.
+                args.extend(guest_append("virq.append=linux-aia-smp2"));
+            }
             cases.push(Case {
                 name,
                 machine: Machine {

@@ -56,7 +56,7 @@ pub extern "C" fn boot_main(hartid: usize, dtb: usize) -> ! {
         }
     };
     println!(
-        "hyp: {} harts, timebase {} Hz, sstc={}, plic={:x?}, aplic={:x?}, imsic={:x?}, uart={:x?}, bootargs \"{}\"",
+        "hyp: {} harts, timebase {} Hz, sstc={}, plic={:x?}, aplic={:x?}, imsic={:x?}, uart={:x?}, bootargs \"{}\", guest cmdline += \"{}\"",
         platform.harts.len(),
         platform.timebase,
         platform.sstc,
@@ -64,7 +64,8 @@ pub extern "C" fn boot_main(hartid: usize, dtb: usize) -> ! {
         platform.aia.aplic.map(|a| a.0),
         platform.aia.imsic.map(|a| a.0),
         platform.uart,
-        platform.bootargs
+        platform.bootargs,
+        platform.guest_append
     );
     let world = match build_world(platform, hartid) {
         Ok(w) => world::set_world(w),

@@ -33,7 +33,7 @@ use spin::Once;
 
 use crate::arch::{self, csr};
 use crate::exit::Next;
-use crate::vcpu::{Vcpu, HSM_STARTED, HSM_START_PENDING, HSM_STOPPED};
+use crate::vcpu::{Vcpu, HSM_STARTED, HSM_START_PENDING, HSM_STOPPED, HSM_SUSPENDED};
 use crate::world::{this_hart, world, Hart};
 
 /// Time slice when vCPUs share a hart: 5 ms at 10 MHz.
@@ -196,6 +196,13 @@ fn run_vcpu(hart: &Hart, vcpu: &Vcpu) {
         inner.reset(vcpu.id, entry, opaque);
         vcpu.hsm.store(HSM_STARTED, Ordering::Release);
     }
+    // A suspended vCPU that runs again has resumed (SBI HSM: SUSPENDED -> STARTED).
+    let _ = vcpu.hsm.compare_exchange(
+        HSM_SUSPENDED,
+        HSM_STARTED,
+        Ordering::AcqRel,
+        Ordering::Acquire,
+    );
     inner.load(guest.hgatp, w.sstc);
     crate::aia::vcpu_load(hart, vcpu, &mut inner);
     // Picked because runnable: a kicked vCPU stops waiting.
