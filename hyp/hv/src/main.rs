@@ -19,6 +19,7 @@ mod exit;
 mod gstage;
 mod guest;
 mod heap;
+mod hostirq;
 mod insn;
 mod irq;
 mod platform;
