@@ -69,20 +69,11 @@ use crate::guest::{Guest, GuestSink, MAX_VCPUS_PER_GUEST};
 use crate::vcpu::{Vcpu, VcpuInner};
 use crate::world::{world, Hart};
 
-/// APLIC `domaincfg.IE`.
-const DOMAINCFG_IE: u32 = 1 << 8;
-/// APLIC `domaincfg.DM` (MSI delivery mode).
-const DOMAINCFG_DM: u32 = 1 << 2;
-/// Shift of the Hart Index field of an APLIC `target` register.
-const TARGET_HART_SHIFT: u32 = 18;
-/// Shift of the Guest Index field of an APLIC `target` register (MSI mode).
-const TARGET_GUEST_SHIFT: u32 = 12;
-/// The EIID field of an APLIC `target` register (MSI mode).
-const TARGET_EIID_MASK: u32 = 0x7ff;
-/// CSR numbers the guest uses (VS-mode accesses of `sireg`/`stopei` reach `vsireg`/
-/// `vstopei`).
-const CSR_SIREG: u32 = 0x151;
-const CSR_STOPEI: u32 = 0x15c;
+use virq_riscv::aplic::regs::{DOMAINCFG_DM, DOMAINCFG_IE, TARGET_GUEST_SHIFT, TARGET_HART_SHIFT};
+use virq_riscv::aplic::EIID_MASK as TARGET_EIID_MASK;
+use virq_riscv::imsic::{
+    CSR_SIREG, CSR_STOPEI, ISELECT_EIDELIVERY, ISELECT_EIE0, ISELECT_EIP0, ISELECT_EITHRESHOLD,
+};
 /// Illegal-instruction exception code.
 const EXC_ILLEGAL: usize = 2;
 
@@ -152,10 +143,9 @@ impl HostAia {
     }
 }
 
-/// Size of the vAPLIC window for `vcpus` hart indices (as virq-riscv's `VAplic`
-/// decodes it: the IDCs end at `0x4000 + 32 * harts`, rounded up to a page).
+/// Size of the vAPLIC window for `vcpus` hart indices (virq-riscv's decoding).
 pub fn aplic_size(vcpus: usize) -> u64 {
-    (0x4000 + 32 * vcpus as u64).next_multiple_of(0x1000)
+    virq_riscv::aplic::window_size(vcpus as u32)
 }
 
 /// Build the host AIA description and put the physical APLIC in MSI mode. Boot hart,
@@ -218,15 +208,16 @@ pub fn hart_init() {
     if !h.has_sfiles() {
         return;
     }
-    csr::siselect::write(0x70);
+    csr::siselect::write(ISELECT_EIDELIVERY as usize);
     csr::sireg::write(1);
-    csr::siselect::write(0x72);
+    csr::siselect::write(ISELECT_EITHRESHOLD as usize);
     csr::sireg::write(0);
     for (j, &bits) in h.sfile_ids.iter().enumerate() {
         if (j as u32) * 64 > h.num_ids {
             break;
         }
-        csr::siselect::write(0xc0 + 2 * j);
+        // RV64: the even-numbered `eie` registers, 64 identities each.
+        csr::siselect::write(ISELECT_EIE0 as usize + 2 * j);
         csr::sireg::write((bits & !1) as usize);
     }
     csr::hie::set(irq_bits::SGEI);
@@ -352,13 +343,13 @@ fn with_line<T>(hart: usize, line: u32, f: impl FnOnce(usize) -> T) -> Option<T>
     Some(r)
 }
 
-fn vs_ireg_read(sel: usize) -> u64 {
-    csr::vsiselect::write(sel);
+fn vs_ireg_read(sel: u32) -> u64 {
+    csr::vsiselect::write(sel as usize);
     csr::vsireg::read() as u64
 }
 
-fn vs_ireg_write(sel: usize, v: u64) {
-    csr::vsiselect::write(sel);
+fn vs_ireg_write(sel: u32, v: u64) {
+    csr::vsiselect::write(sel as usize);
     csr::vsireg::write(v as usize);
 }
 
@@ -377,13 +368,13 @@ impl GuestFileHw for HwFiles {
     fn save(&self, hart: usize, line: u32) -> ImsicFileState {
         with_line(hart, line, |words| {
             let mut s = ImsicFileState {
-                eidelivery: vs_ireg_read(0x70) as u32,
-                eithreshold: vs_ireg_read(0x72) as u32,
+                eidelivery: vs_ireg_read(ISELECT_EIDELIVERY) as u32,
+                eithreshold: vs_ireg_read(ISELECT_EITHRESHOLD) as u32,
                 ..ImsicFileState::default()
             };
             for j in 0..words.min(s.eip.len()) {
-                s.eip[j] = vs_ireg_read(0x80 + 2 * j);
-                s.eie[j] = vs_ireg_read(0xc0 + 2 * j);
+                s.eip[j] = vs_ireg_read(ISELECT_EIP0 + 2 * j as u32);
+                s.eie[j] = vs_ireg_read(ISELECT_EIE0 + 2 * j as u32);
             }
             s
         })
@@ -392,13 +383,13 @@ impl GuestFileHw for HwFiles {
 
     fn restore(&self, hart: usize, line: u32, state: &ImsicFileState) {
         with_line(hart, line, |words| {
-            vs_ireg_write(0x70, 0);
+            vs_ireg_write(ISELECT_EIDELIVERY, 0);
             for j in 0..words.min(state.eip.len()) {
-                vs_ireg_write(0xc0 + 2 * j, state.eie[j]);
-                vs_ireg_write(0x80 + 2 * j, state.eip[j]);
+                vs_ireg_write(ISELECT_EIE0 + 2 * j as u32, state.eie[j]);
+                vs_ireg_write(ISELECT_EIP0 + 2 * j as u32, state.eip[j]);
             }
-            vs_ireg_write(0x72, u64::from(state.eithreshold));
-            vs_ireg_write(0x70, u64::from(state.eidelivery));
+            vs_ireg_write(ISELECT_EITHRESHOLD, u64::from(state.eithreshold));
+            vs_ireg_write(ISELECT_EIDELIVERY, u64::from(state.eidelivery));
         });
     }
 }

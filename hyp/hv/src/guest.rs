@@ -15,10 +15,9 @@ use crate::world::world;
 /// vCPUs per guest (vPLIC contexts).
 pub const MAX_VCPUS_PER_GUEST: usize = 8;
 
-/// Size of the vPLIC window for `vcpus` contexts (as virq-riscv's `VPlic` decodes it).
+/// Size of the vPLIC window for `vcpus` contexts (virq-riscv's decoding).
 pub fn vplic_size(vcpus: usize) -> u64 {
-    let s = 0x20_0000 + 0x1000 * vcpus as u64;
-    (s + 0xfff) & !0xfff
+    virq_riscv::plic::window_size(vcpus as u32)
 }
 
 /// Raises a guest vCPU's VSEIP through its `PendingSet` (virq-riscv calls it when a

@@ -611,3 +611,11 @@ proptest! {
         }
     }
 }
+
+#[test]
+fn aplic_window_size_is_the_decoded_region() {
+    let s = VseipLog::default();
+    let a = new(&s, 8);
+    assert_eq!(crate::aplic::window_size(3), 0x5000);
+    assert_eq!(a.region_size(), crate::aplic::window_size(3));
+}
