@@ -6,7 +6,7 @@
 //! ACCT guest=<name> pirq=<p> virq=<v> claims=<n> guest_completes=<m> storm_masks=<k>
 //! ACCT guest=<name> sbi_ipi_calls=<n> sbi_rfence_calls=<n>
 //! ACCT guest=<name> vplic_traps claims=<n> completes=<n> other=<n>     (vPLIC guests)
-//! ACCT guest=<name> aia …                                             (AIA guests, crate::aia)
+//! ACCT guest=<name> aia …                                             (AIA guests, crate::topology::aia)
 //! ACCT claims=<n> guest_completes=<m>
 //! ```
 use core::sync::atomic::{AtomicU64, Ordering};
@@ -180,23 +180,7 @@ pub fn print(w: &World) {
             sum(|c| &c.sbi_ipi),
             sum(|c| &c.sbi_rfence)
         );
-        if g.aia.is_none() {
-            let e = {
-                use virq_riscv::MmioDevice;
-                g.vplic.lock().errors()
-            };
-            crate::println!(
-                "ACCT guest={} vplic_ignored bad_width={} misaligned={} unmapped={} read_only={} ignored_value={}",
-                g.cfg.name, e.bad_width, e.misaligned, e.unmapped, e.read_only, e.ignored_value
-            );
-            crate::println!(
-                "ACCT guest={} vplic_traps claims={} completes={} other={}",
-                g.cfg.name,
-                sum(|c| &c.vplic_claims),
-                sum(|c| &c.vplic_completes),
-                sum(|c| &c.vplic_other)
-            );
-        }
+        g.irqchip.print_acct(g);
         for &(virq, pirq) in &g.passthrough {
             let Some(p) = w.pirqs.get(pirq as usize) else {
                 continue;
@@ -223,7 +207,6 @@ pub fn print(w: &World) {
             );
         }
     }
-    crate::aia::print_acct();
     crate::println!(
         "ACCT migrations={}",
         crate::sched::MIGRATIONS.load(Ordering::Relaxed)

@@ -170,7 +170,7 @@ pub fn build(cfg: &GuestConfig, p: &DtbParams<'_>) -> FdtWriterResult<Vec<u8>> {
                 "compatible",
                 alloc::vec!["sifive,plic-1.0.0".into(), "riscv,plic0".into()],
             )?;
-            fdt.property_array_u64("reg", &[base, crate::guest::vplic_size(p.vcpus)])?;
+            fdt.property_array_u64("reg", &[base, crate::topology::vplic::window_size(p.vcpus)])?;
             fdt.property_array_u32("interrupts-extended", &supervisor_external(p.vcpus))?;
             fdt.property_null("interrupt-controller")?;
             fdt.property_u32("#interrupt-cells", 1)?;
@@ -213,7 +213,10 @@ pub fn build(cfg: &GuestConfig, p: &DtbParams<'_>) -> FdtWriterResult<Vec<u8>> {
                 "compatible",
                 alloc::vec!["qemu,aplic".into(), "riscv,aplic".into()],
             )?;
-            fdt.property_array_u64("reg", &[aplic_base, crate::aia::aplic_size(p.vcpus)])?;
+            fdt.property_array_u64(
+                "reg",
+                &[aplic_base, crate::topology::aia::aplic_size(p.vcpus)],
+            )?;
             fdt.property_u32("msi-parent", imsic_phandle)?;
             fdt.property_null("interrupt-controller")?;
             fdt.property_u32("#interrupt-cells", 2)?;

@@ -69,12 +69,12 @@ impl HostIrqChip for Plic {
 }
 
 /// The APLIC in MSI mode, its MSIs claimed from hyp's S-level IMSIC file of the hart
-/// (identity = source number, `crate::aia::sfile_claims`).
+/// (identity = source number, `crate::topology::aia::sfile_claims`).
 struct Aplic(HostAplic);
 
 impl HostIrqChip for Aplic {
     fn claims(&self, _hart: &Hart, f: &mut dyn FnMut(u32)) {
-        crate::aia::sfile_claims(f);
+        crate::topology::aia::sfile_claims(f);
     }
     fn complete(&self, _hart: &Hart, src: u32) {
         self.0.setipnum(src);
@@ -86,7 +86,7 @@ impl HostIrqChip for Aplic {
         false
     }
     fn prepare(&self, g: &crate::guest::Guest, src: u32) {
-        crate::aia::route_to_sfile(self.0, g, src);
+        crate::topology::aia::route_to_sfile(self.0, g, src);
     }
     fn enable_on(&self, _hart: &Hart, _src: u32) {
         // `prepare` enabled it (the APLIC is global).
@@ -103,7 +103,7 @@ pub fn chip() -> Option<&'static dyn HostIrqChip> {
             let c: &'static Plic = alloc::boxed::Box::leak(alloc::boxed::Box::new(Plic(p)));
             return Some(c);
         }
-        let a = crate::aia::host().and_then(|h| h.aplic)?;
+        let a = crate::topology::aia::host().and_then(|h| h.aplic)?;
         let c: &'static Aplic = alloc::boxed::Box::leak(alloc::boxed::Box::new(Aplic(a)));
         Some(c)
     })

@@ -28,7 +28,7 @@ use crate::world::{world, Hart};
 /// Any host interrupt pending on this hart?
 pub fn host_irq_pending() -> bool {
     csr::sip::read() & (irq_bits::SSI | irq_bits::STI | irq_bits::SEI) != 0
-        || crate::aia::sgei_pending()
+        || crate::topology::aia::sgei_pending()
 }
 
 /// Handle every pending host interrupt of this hart.
@@ -45,8 +45,8 @@ pub fn handle_host_irqs(hart: &Hart) {
     if sip & irq_bits::SEI != 0 {
         host_claims(hart);
     }
-    if crate::aia::sgei_pending() {
-        crate::aia::handle_sgei(hart);
+    if crate::topology::aia::sgei_pending() {
+        crate::topology::aia::handle_sgei(hart);
     }
 }
 
@@ -128,18 +128,11 @@ fn deliver_claimed(chip: &dyn HostIrqChip, hart: &Hart, src: u32) {
     };
     let (g, virq, eoi) = (d.guest() as usize, d.virq(), d.eoi());
     if let Some(guest) = w.guests.get(g) {
-        if guest.aia.is_some() {
-            // AIA guest: the guest's own setipnum re-trigger ends it (crate::aia).
-            crate::aia::inject(guest, virq);
+        if guest.irqchip.inject(guest, virq) {
+            // The topology ends it itself (the AIA guest's `setipnum` re-trigger).
             drop(d);
             return;
         }
-        // In flight before the guest can see it (virq-core ack: mark, then raise), so
-        // its completion finds the token this route registered.
-        if guest.inflight.mark(&guest.acks, virq).is_err() {
-            crate::println!("hyp: guest {g}: no in-flight slot for virq {virq}");
-        }
-        guest.vplic.lock().pulse(virq);
     }
     // Only now: `RouteTable::release` waits for this guard, so the route (and the
     // guest it names) cannot be released while we inject.
@@ -164,7 +157,7 @@ fn deliver_claimed(chip: &dyn HostIrqChip, hart: &Hart, src: u32) {
 /// deferred physical complete) run with no lock held (seed 004).
 pub fn fold_completions(g: &crate::guest::Guest) {
     let w = world();
-    g.take_completed(|virq| {
+    g.irqchip.take_completed(&mut |virq| {
         // Every virtual completion of a passthrough source counts, in flight or not.
         if let Some(counts) = g.pirq_of(virq).and_then(|p| w.pirqs.get(p as usize)) {
             counts.completes.fetch_add(1, Ordering::Relaxed);

@@ -55,17 +55,17 @@
 use alloc::vec::Vec;
 use core::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use spin::{Mutex, Once};
-use virq_core::doorbell::{Doorbell, PutOutcome};
+use virq_core::doorbell::{Doorbell, DoorbellHw, PutOutcome};
 use virq_riscv::aplic::{SourceMode, VAplic};
 use virq_riscv::hext::HgeieDoorbell;
 use virq_riscv::imsic::{CsrOp, ImsicFileState};
 use virq_riscv::msi::{Backing, GuestFileHw, Msi, MsiSink, VcpuImsic, IMSIC_PAGE_SIZE};
 use virq_riscv::{MmioDevice, VcpuIrqSink};
 
+use super::{GuestIrqChip, GuestSink, MmioOp};
 use crate::arch::csr::{self, hstatus_bits, irq_bits, HartCsrs};
 use crate::arch::mmio::{HostAplic, ImsicPages};
-use crate::exit::{MmioOp, Next};
-use crate::guest::{Guest, GuestSink, MAX_VCPUS_PER_GUEST};
+use crate::guest::{Guest, MAX_VCPUS_PER_GUEST};
 use crate::vcpu::{Vcpu, VcpuInner};
 use crate::world::{world, Hart};
 
@@ -74,8 +74,6 @@ use virq_riscv::aplic::EIID_MASK as TARGET_EIID_MASK;
 use virq_riscv::imsic::{
     CSR_SIREG, CSR_STOPEI, ISELECT_EIDELIVERY, ISELECT_EIE0, ISELECT_EIP0, ISELECT_EITHRESHOLD,
 };
-/// Illegal-instruction exception code.
-const EXC_ILLEGAL: usize = 2;
 
 /// The host AIA as hyp drives it (built once by [`init`]).
 pub struct HostAia {
@@ -135,6 +133,11 @@ impl HostAia {
     /// In `aia_flip_ms` mode, is this a software-only period?
     fn flip_forces_software(&self) -> bool {
         self.flip_ticks != 0 && (crate::arch::time() / self.flip_ticks) % 2 == 1
+    }
+
+    /// Do the harts implement Ssaia (the IMSIC CSRs, `hvictl`, VGEIN)?
+    pub fn has_ssaia(&self) -> bool {
+        self.ssaia
     }
 
     /// Does hyp have its own S-level interrupt files (IMSIC and its CSRs)?
@@ -230,7 +233,7 @@ pub fn hart_init() {
 pub fn route_to_sfile(aplic: HostAplic, g: &Guest, pirq: u32) {
     aplic.set_enabled(pirq, false);
     aplic.set_sourcecfg(pirq, SourceMode::Level1 as u32);
-    if g.aia.is_some() {
+    if g.irqchip.as_aia().is_some() {
         return;
     }
     let target =
@@ -316,8 +319,7 @@ pub struct HwFiles {
 
 impl HwFiles {
     fn counts(&self) -> Option<&'static AiaCounts> {
-        let g = world().guests.get(self.guest as usize)?;
-        Some(&g.aia.as_ref()?.counts)
+        Some(&aia_of(self.guest)?.counts)
     }
 }
 
@@ -421,11 +423,7 @@ pub struct MsiRouter {
 
 impl MsiSink for MsiRouter {
     fn send_msi(&mut self, msi: Msi) -> bool {
-        let Some(aia) = world()
-            .guests
-            .get(self.guest as usize)
-            .and_then(|g| g.aia.as_ref())
-        else {
+        let Some(aia) = aia_of(self.guest) else {
             return false;
         };
         let Some(av) = aia.vcpus.get(msi.hart as usize) else {
@@ -666,11 +664,9 @@ fn sync_passthrough(g: &Guest, aia: &GuestAia, st: &mut AplicState) {
 }
 
 /// Re-sync the physical mirror of guest `g` (after one of its files changed backing).
-fn resync(g: &Guest) {
-    if let Some(aia) = g.aia.as_ref() {
-        let mut st = aia.aplic.lock();
-        sync_passthrough(g, aia, &mut st);
-    }
+fn resync(g: &Guest, aia: &GuestAia) {
+    let mut st = aia.aplic.lock();
+    sync_passthrough(g, aia, &mut st);
 }
 
 /// The virtual sources a write to the vAPLIC at `off` asks to set pending.
@@ -740,63 +736,37 @@ fn aplic_access(g: &Guest, aia: &GuestAia, off: u64, op: MmioOp) -> u64 {
     }
 }
 
-/// A guest page fault in the guest's AIA windows (vAPLIC or a software-backed IMSIC
-/// page); `None` when `gpa` is not one of them.
-pub fn guest_page_fault(vcpu: &Vcpu, inner: &mut VcpuInner, gpa: u64) -> Option<Next> {
-    let w = world();
-    let g = &w.guests[vcpu.guest];
-    let aia = g.aia.as_ref()?;
+/// A trapped access to one of the guest's AIA windows (vAPLIC, or an IMSIC page whose
+/// file is in software); the caller checked [`GuestIrqChip::mmio_window`].
+fn window_access(g: &Guest, aia: &GuestAia, gpa: u64, op: MmioOp) -> u64 {
     if let Some(off) = aia.aplic_offset(gpa) {
-        return Some(crate::exit::emulate_mmio(inner, |op| {
-            aplic_access(g, aia, off, op)
-        }));
+        return aplic_access(g, aia, off, op);
     }
-    let (v, off) = aia.page_of(gpa)?;
-    let av = &aia.vcpus[v];
-    Some(crate::exit::emulate_mmio(inner, |op| {
-        let mut f = av.file.lock();
-        match op {
-            MmioOp::Read { size } => f.read(off, size),
-            MmioOp::Write { size, value } => {
-                bump(&aia.counts.page_msis);
-                if f.backing() == Backing::Software {
-                    bump(&aia.counts.sw_msis);
-                }
-                f.write(off, size, value);
-                0
+    let Some((v, off)) = aia.page_of(gpa) else {
+        return 0;
+    };
+    let mut f = aia.vcpus[v].file.lock();
+    match op {
+        MmioOp::Read { size } => f.read(off, size),
+        MmioOp::Write { size, value } => {
+            bump(&aia.counts.page_msis);
+            if f.backing() == Backing::Software {
+                bump(&aia.counts.sw_msis);
             }
+            f.write(off, size, value);
+            0
         }
-    }))
+    }
 }
 
-/// A virtual-instruction exception that may be a `sireg`/`stopei` access of a vCPU
-/// with a software file (see the module docs); `None` when it is not one.
-pub fn virtual_csr(vcpu: &Vcpu, inner: &mut VcpuInner, insn: u32) -> Option<Next> {
-    let w = world();
-    let aia = w.guests[vcpu.guest].aia.as_ref()?;
-    let funct3 = (insn >> 12) & 7;
-    if insn & 0x7f != 0x73 || funct3 == 0 || funct3 == 4 {
-        return None;
-    }
-    let csr_no = insn >> 20;
+/// A trapped `sireg`/`stopei` access of a vCPU with a software file (see the module
+/// docs); `None` for any other CSR.
+fn csr_access(aia: &GuestAia, vcpu: &Vcpu, csr_no: u32, op: CsrOp) -> Option<Result<u64, ()>> {
     if csr_no != CSR_SIREG && csr_no != CSR_STOPEI {
         return None;
     }
-    let rd = ((insn >> 7) & 31) as usize;
-    let rs1 = ((insn >> 15) & 31) as usize;
-    let src = if funct3 >= 5 {
-        rs1 as u64
-    } else {
-        inner.ctx.guest.x[rs1] as u64
-    };
-    let op = match funct3 & 3 {
-        1 => CsrOp::Write(src),
-        2 if rs1 != 0 => CsrOp::Set(src),
-        3 if rs1 != 0 => CsrOp::Clear(src),
-        _ => CsrOp::Read,
-    };
     let av = aia.vcpus.get(vcpu.id as usize)?;
-    let r = if csr_no == CSR_SIREG {
+    Some(if csr_no == CSR_SIREG {
         let sel = csr::vsiselect::read();
         if (0x30..=0x3f).contains(&sel) {
             bump(&aia.counts.iprio_traps);
@@ -811,17 +781,7 @@ pub fn virtual_csr(vcpu: &Vcpu, inner: &mut VcpuInner, insn: u32) -> Option<Next
     } else {
         bump(&aia.counts.csr_traps);
         av.file.lock().stopei(op).map(u64::from).map_err(|_| ())
-    };
-    match r {
-        Ok(v) => {
-            if rd != 0 {
-                inner.ctx.guest.x[rd] = v as usize;
-            }
-            inner.ctx.guest.sepc = inner.ctx.guest.sepc.wrapping_add(4);
-        }
-        Err(()) => crate::exit::inject_exception(inner, EXC_ILLEGAL, insn as usize),
-    }
-    Some(Next::Resume)
+    })
 }
 
 /// Point vCPU `v`'s IMSIC page of guest `g` at `backing` (its hardware file, or
@@ -852,18 +812,9 @@ fn map_page(g: &Guest, aia: &GuestAia, v: usize, backing: Backing) {
 
 /// The vCPU is about to run on `hart` (see the module docs): its interrupt file there,
 /// its page in the G-stage, `hstatus.VGEIN` for the guest, its `vsiselect`, and its
-/// doorbell masked. For a guest without AIA: `hstatus.VGEIN = 0`.
-pub fn vcpu_load(hart: &Hart, vcpu: &Vcpu, inner: &mut VcpuInner) {
+/// doorbell masked.
+fn vcpu_load(g: &Guest, aia: &GuestAia, hart: &Hart, vcpu: &Vcpu, inner: &mut VcpuInner) {
     let w = world();
-    let g = &w.guests[vcpu.guest];
-    let Some(aia) = g.aia.as_ref() else {
-        if host().is_some_and(|h| h.ssaia) {
-            csr::hstatus::clear(hstatus_bits::VGEIN_MASK);
-            csr::hvictl::write(0);
-        }
-        inner.ctx.guest.hstatus &= !hstatus_bits::VGEIN_MASK;
-        return;
-    };
     let id = vcpu.id as usize;
     let av = &aia.vcpus[id];
     let old_line = av.line.load(Ordering::Relaxed);
@@ -895,7 +846,7 @@ pub fn vcpu_load(hart: &Hart, vcpu: &Vcpu, inner: &mut VcpuInner) {
         map_page(g, aia, id, after);
     }
     if after != before {
-        resync(g);
+        resync(g, aia);
     }
     inner.ctx.guest.hstatus = (inner.ctx.guest.hstatus & !hstatus_bits::VGEIN_MASK)
         | (csr::hstatus::read() & hstatus_bits::VGEIN_MASK);
@@ -906,7 +857,7 @@ pub fn vcpu_load(hart: &Hart, vcpu: &Vcpu, inner: &mut VcpuInner) {
     };
     av.line.store(line, Ordering::Relaxed);
     av.hvictl.store(usize::MAX, Ordering::Relaxed);
-    before_entry(vcpu, inner);
+    before_entry(aia, vcpu, inner);
     if line != 0 && line != old_line {
         // A new line: its doorbell starts masked (put unmasks it only when blocking).
         let _ = av.doorbell.load(&HgeieDoorbell::new(&HartCsrs, line));
@@ -927,7 +878,7 @@ fn leave_hardware_file(g: &Guest, aia: &GuestAia, id: usize) {
     let av = &aia.vcpus[id];
     av.leaving.store(true, Ordering::Relaxed);
     map_page(g, aia, id, Backing::Software);
-    resync(g);
+    resync(g, aia);
     av.file.lock().evict(&world().hgei);
     av.leaving.store(false, Ordering::Relaxed);
     bump(&aia.counts.to_sw);
@@ -940,12 +891,7 @@ fn leave_hardware_file(g: &Guest, aia: &GuestAia, id: usize) {
 /// [`vcpu_load`]: page out of the G-stage and every TLB, the physical APLIC
 /// retargeted, then `VcpuImsic::evict` (save, scrub, free the line). The file is in
 /// software afterwards; MSIs meanwhile trap into it and kick the vCPU.
-pub fn vcpu_migrate_out(vcpu: &Vcpu) {
-    let w = world();
-    let g = &w.guests[vcpu.guest];
-    let Some(aia) = g.aia.as_ref() else {
-        return;
-    };
+fn vcpu_migrate_out(g: &Guest, aia: &GuestAia, vcpu: &Vcpu) {
     let id = vcpu.id as usize;
     let av = &aia.vcpus[id];
     let line = av.line.swap(0, Ordering::Relaxed);
@@ -959,22 +905,12 @@ pub fn vcpu_migrate_out(vcpu: &Vcpu) {
     }
 }
 
-/// Migration, step 3 (see `sched`): `vcpu`'s new home is stored; point the physical
-/// APLIC at the new hart's S-level file for a source that targets its software file.
-pub fn vcpu_migrated(vcpu: &Vcpu) {
-    resync(&world().guests[vcpu.guest]);
-}
-
 /// Right before each guest entry (after `HvipSync::flush`): with a software file
 /// (`hstatus.VGEIN = 0`), `vstopi` reports the VS external interrupt that `hvip.VSEIP`
 /// signals only through `hvictl` (AIA §6.3.3; QEMU `read_vstopi`), and Linux's AIA
 /// interrupt handler reads `stopi` to find it. So `hvictl.IID = 9` with `IPRIO = 1`
 /// while `hvip.VSEIP` is set, `IPRIO = 0` (nothing reported) otherwise — what KVM does.
-pub fn before_entry(vcpu: &Vcpu, inner: &VcpuInner) {
-    let w = world();
-    let Some(aia) = w.guests[vcpu.guest].aia.as_ref() else {
-        return;
-    };
+fn before_entry(aia: &GuestAia, vcpu: &Vcpu, inner: &VcpuInner) {
     let av = &aia.vcpus[vcpu.id as usize];
     let vseip = inner.hvip.shadow_hvip() & virq_riscv::hext::HVIP_VSEIP != 0;
     let want = (9 << 16) | usize::from(vseip);
@@ -986,11 +922,7 @@ pub fn before_entry(vcpu: &Vcpu, inner: &VcpuInner) {
 /// The vCPU leaves its hart: keep its `vsiselect`; with a hardware file, put its
 /// doorbell (unmasked only if it blocks in WFI; if the doorbell already rang, the vCPU
 /// stays runnable).
-pub fn vcpu_put(vcpu: &Vcpu) {
-    let w = world();
-    let Some(aia) = w.guests[vcpu.guest].aia.as_ref() else {
-        return;
-    };
+fn vcpu_put(aia: &GuestAia, vcpu: &Vcpu) {
     let av = &aia.vcpus[vcpu.id as usize];
     av.vsiselect
         .store(csr::vsiselect::read(), Ordering::Relaxed);
@@ -1016,12 +948,8 @@ pub fn handle_sgei(hart: &Hart) {
         let Some(v) = w.vcpus.get(owner as usize) else {
             return;
         };
-        let Some(aia) = w.guests[v.guest].aia.as_ref() else {
-            return;
-        };
-        bump(&aia.counts.sgei);
-        if aia.vcpus[v.id as usize].doorbell.fire(door) {
-            bump(&aia.counts.sgei_kicks);
+        let g = &w.guests[v.guest];
+        if g.irqchip.sgei(g, v, door) {
             v.kick();
         }
     });
@@ -1033,8 +961,7 @@ pub fn handle_sgei(hart: &Hart) {
 /// AIA §4.9.2), as the real line does until the device is serviced: the vAPLIC pends
 /// it on the rising edge and forwards it when enabled, so an MSI that arrives while
 /// the guest has the source masked is held, not lost. For an edge source: one pulse.
-pub fn inject(g: &Guest, virq: u32) {
-    let Some(aia) = g.aia.as_ref() else { return };
+fn inject(g: &Guest, aia: &GuestAia, virq: u32) {
     let mut st = aia.aplic.lock();
     let level = matches!(
         st.dev.source_mode(virq),
@@ -1062,10 +989,9 @@ fn set_asserted(dev: &mut GuestAplic, virq: u32, on: bool) {
 }
 
 /// The `ACCT` lines of the AIA guests.
-pub fn print_acct() {
+fn print_acct(g: &Guest, aia: &GuestAia) {
     let w = world();
-    for g in &w.guests {
-        let Some(aia) = g.aia.as_ref() else { continue };
+    {
         let c = &aia.counts;
         let n = |a: &AtomicU64| a.load(Ordering::Relaxed);
         let (mut hw, mut sw) = (0, 0);
@@ -1139,5 +1065,74 @@ pub fn print_acct() {
         if r != 0 {
             crate::println!("ACCT aia remote_file_ops={r}");
         }
+    }
+}
+
+/// The AIA of guest `guest` (`None` for a vPLIC guest or a bad index): the way back from
+/// virq-riscv's sinks, which know only the guest index.
+fn aia_of(guest: u16) -> Option<&'static GuestAia> {
+    world().guests.get(guest as usize)?.irqchip.as_aia()
+}
+
+impl GuestIrqChip for GuestAia {
+    fn mmio_window(&self, gpa: u64) -> bool {
+        self.aplic_offset(gpa).is_some() || self.page_of(gpa).is_some()
+    }
+
+    fn mmio(&self, g: &Guest, _: &Vcpu, gpa: u64, op: MmioOp) -> u64 {
+        window_access(g, self, gpa, op)
+    }
+
+    fn csr(&self, _: &Guest, vcpu: &Vcpu, csr: u32, op: CsrOp) -> Option<Result<u64, ()>> {
+        csr_access(self, vcpu, csr, op)
+    }
+
+    fn inject(&self, g: &Guest, virq: u32) -> bool {
+        inject(g, self, virq);
+        // The guest's own `setipnum` re-trigger ends it (`aplic_access`).
+        true
+    }
+
+    fn vcpu_load(&self, g: &Guest, hart: &Hart, vcpu: &Vcpu, inner: &mut VcpuInner) {
+        vcpu_load(g, self, hart, vcpu, inner);
+    }
+
+    fn before_entry(&self, _: &Guest, vcpu: &Vcpu, inner: &VcpuInner) {
+        before_entry(self, vcpu, inner);
+    }
+
+    fn vcpu_put(&self, _: &Guest, vcpu: &Vcpu) {
+        vcpu_put(self, vcpu);
+    }
+
+    fn vcpu_migrate_out(&self, g: &Guest, vcpu: &Vcpu) {
+        vcpu_migrate_out(g, self, vcpu);
+    }
+
+    /// Migration, step 3 (see `sched`): point the physical APLIC at the new hart's
+    /// S-level file for a source that targets the vCPU's software file.
+    fn vcpu_migrated(&self, g: &Guest, _: &Vcpu) {
+        resync(g, self);
+    }
+
+    fn sgei(&self, _: &Guest, vcpu: &Vcpu, door: &HgeieDoorbell<'_, HartCsrs>) -> bool {
+        let Some(av) = self.vcpus.get(vcpu.id as usize) else {
+            door.mask();
+            return false;
+        };
+        bump(&self.counts.sgei);
+        let kick = av.doorbell.fire(door);
+        if kick {
+            bump(&self.counts.sgei_kicks);
+        }
+        kick
+    }
+
+    fn print_acct(&self, g: &Guest) {
+        print_acct(g, self);
+    }
+
+    fn as_aia(&self) -> Option<&GuestAia> {
+        Some(self)
     }
 }
