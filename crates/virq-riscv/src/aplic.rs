@@ -102,6 +102,28 @@ use regs::{
     SOURCECFG_END, TARGET_END, TARGET_HART_SHIFT as HART_SHIFT,
 };
 
+/// The sources a 32-bit write of `value` at `offset` of an APLIC domain asks to set
+/// pending: `setipnum`, `setipnum_le` (one source), `setipnum_be` (one source, byte
+/// swapped), `setip[k]` (one per set bit, sources `32k..32k+31`); none for any other
+/// register. Source numbers are not range-checked (the device ignores invalid ones). A
+/// hypervisor uses it to see a guest's level re-trigger (AIA §4.9.2) of a passthrough
+/// source before handing the write to the model.
+pub fn setip_sources(offset: u64, value: u32, mut f: impl FnMut(u32)) {
+    match offset {
+        o if o == u64::from(SETIPNUM) || o == u64::from(SETIPNUM_LE) => f(value),
+        o if o == u64::from(SETIPNUM_BE) => f(value.swap_bytes()),
+        o if (u64::from(SETIP)..u64::from(SETIP) + 0x80).contains(&o) && o % 4 == 0 => {
+            let k = ((o - u64::from(SETIP)) / 4) as u32;
+            let mut x = value;
+            while x != 0 {
+                f(k * 32 + x.trailing_zeros());
+                x &= x - 1;
+            }
+        }
+        _ => {}
+    }
+}
+
 /// Size of an APLIC domain window with `harts` hart indices (the IDCs end at
 /// `0x4000 + 32 * harts`), rounded up to a page.
 pub fn window_size(harts: u32) -> u64 {

@@ -27,8 +27,7 @@ use crate::world::{world, Hart};
 
 /// Any host interrupt pending on this hart?
 pub fn host_irq_pending() -> bool {
-    csr::sip::read() & (irq_bits::SSI | irq_bits::STI | irq_bits::SEI) != 0
-        || crate::topology::aia::sgei_pending()
+    csr::sip::read() & (irq_bits::SSI | irq_bits::STI | irq_bits::SEI) != 0 || sgei_pending()
 }
 
 /// Handle every pending host interrupt of this hart.
@@ -45,8 +44,8 @@ pub fn handle_host_irqs(hart: &Hart) {
     if sip & irq_bits::SEI != 0 {
         host_claims(hart);
     }
-    if crate::topology::aia::sgei_pending() {
-        crate::topology::aia::handle_sgei(hart);
+    if sgei_pending() {
+        handle_sgei(hart);
     }
 }
 
@@ -270,4 +269,37 @@ pub fn enable_routes_on(hart: &Hart) {
             }
         }
     }
+}
+
+/// Any guest external interrupt line of this hart pending and enabled? Read from the
+/// source (`hgeip & hgeie`, virq-riscv `sgei_lines`), not from `hip.SGEIP`: QEMU
+/// 10.0.2 can leave SGEIP at a stale 0 after an `hgeie` write that races an MSI (see
+/// `sgei_lines` and docs/design.md "Doorbells"), and a hart that trusted it would
+/// sleep with a blocked vCPU's file pending.
+pub fn sgei_pending() -> bool {
+    crate::hostirq::aia::host().is_some_and(|h| h.has_ssaia())
+        && virq_riscv::hext::sgei_lines(&crate::arch::csr::HartCsrs) != 0
+}
+
+/// The SGEI of this hart: fire the doorbells of the lines that rang and kick their
+/// vCPUs (virq-riscv `handle_sgei`; lines without an owner are masked).
+pub fn handle_sgei(hart: &Hart) {
+    if !crate::hostirq::aia::host().is_some_and(|h| h.has_ssaia()) {
+        return;
+    }
+    let w = world();
+    virq_riscv::hext::handle_sgei(
+        &crate::arch::csr::HartCsrs,
+        hart.index,
+        &w.hgei,
+        |owner, door| {
+            let Some(v) = w.vcpus.get(owner as usize) else {
+                return;
+            };
+            let g = &w.guests[v.guest];
+            if g.irqchip.sgei(g, v, door) {
+                v.kick();
+            }
+        },
+    );
 }

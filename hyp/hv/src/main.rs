@@ -80,7 +80,7 @@ pub extern "C" fn boot_main(hartid: usize, dtb: usize) -> ! {
         .iter()
         .position(|h| h.hartid == hartid)
         .unwrap_or(0);
-    topology::aia::init();
+    hostirq::aia::init();
     irq::setup_routes();
     hart_init(me);
     for g in &world.guests {
@@ -167,7 +167,7 @@ fn hart_init(index: usize) {
         plic.set_threshold(ctx, 0);
     }
     irq::enable_routes_on(hart);
-    topology::aia::hart_init();
+    hostirq::aia::hart_init();
     csr::sie::write(irq_bits::SSI | irq_bits::STI | irq_bits::SEI);
     hart.online.store(true, Ordering::Release);
     println!(

@@ -135,7 +135,7 @@ impl GuestIrqChip for GuestVplic {
     }
 
     fn vcpu_load(&self, _: &Guest, _: &Hart, _: &Vcpu, inner: &mut VcpuInner) {
-        if super::aia::host().is_some_and(|h| h.has_ssaia()) {
+        if crate::hostirq::aia::host().is_some_and(|h| h.has_ssaia()) {
             crate::arch::csr::hstatus::clear(crate::arch::csr::hstatus_bits::VGEIN_MASK);
             crate::arch::csr::hvictl::write(0);
         }

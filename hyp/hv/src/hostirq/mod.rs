@@ -10,6 +10,8 @@
 //! the source is disabled from the claim to the guest's completion, which re-triggers
 //! it (`setipnum`, AIA §4.9.2: pends it again only if the line is still asserted) and
 //! enables it again.
+pub mod aia;
+
 use crate::arch::mmio::{HostAplic, HostPlic};
 use crate::world::{world, Hart};
 
@@ -69,12 +71,12 @@ impl HostIrqChip for Plic {
 }
 
 /// The APLIC in MSI mode, its MSIs claimed from hyp's S-level IMSIC file of the hart
-/// (identity = source number, `crate::topology::aia::sfile_claims`).
+/// (identity = source number, `aia::sfile_claims`).
 struct Aplic(HostAplic);
 
 impl HostIrqChip for Aplic {
     fn claims(&self, _hart: &Hart, f: &mut dyn FnMut(u32)) {
-        crate::topology::aia::sfile_claims(f);
+        aia::sfile_claims(f);
     }
     fn complete(&self, _hart: &Hart, src: u32) {
         self.0.setipnum(src);
@@ -86,7 +88,7 @@ impl HostIrqChip for Aplic {
         false
     }
     fn prepare(&self, g: &crate::guest::Guest, src: u32) {
-        crate::topology::aia::route_to_sfile(self.0, g, src);
+        aia::route_to_sfile(self.0, g, src);
     }
     fn enable_on(&self, _hart: &Hart, _src: u32) {
         // `prepare` enabled it (the APLIC is global).
@@ -103,7 +105,7 @@ pub fn chip() -> Option<&'static dyn HostIrqChip> {
             let c: &'static Plic = alloc::boxed::Box::leak(alloc::boxed::Box::new(Plic(p)));
             return Some(c);
         }
-        let a = crate::topology::aia::host().and_then(|h| h.aplic)?;
+        let a = aia::host().and_then(|h| h.aplic)?;
         let c: &'static Aplic = alloc::boxed::Box::leak(alloc::boxed::Box::new(Aplic(a)));
         Some(c)
     })
