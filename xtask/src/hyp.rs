@@ -21,7 +21,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use crate::checks::{root, run_cmd};
+use crate::util::{root, run_cmd};
 
 const TARGET: &str = "riscv64gc-unknown-none-elf";
 /// Host physical address of the test guest's RAM (`TESTGUEST.ram_host_base` in

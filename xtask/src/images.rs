@@ -158,7 +158,7 @@ pub struct BootImages {
 
 /// The image cache folder, `target/images/` under the workspace root.
 pub fn cache_dir() -> PathBuf {
-    crate::checks::root().join("target/images")
+    crate::util::root().join("target/images")
 }
 
 /// Ensure the Debian trixie riscv64 kernel and busybox are downloaded and

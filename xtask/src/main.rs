@@ -7,6 +7,7 @@
 //! - `hyp`: builds the bare-metal hypervisor and its test guest, runs QEMU, and
 //!   the QEMU test suite.
 //! - `checks`: fmt, clippy, host tests, loom models.
+//! - `util`: the workspace root and running commands (a leaf: imports no other module).
 //! - `mutants`: `loom-mutants`, the checked list of protocol breaks loom must catch.
 
 use anyhow::Result;
@@ -18,6 +19,7 @@ mod hyp;
 mod images;
 mod mutants;
 mod setup;
+mod util;
 
 #[derive(Parser)]
 #[command(name = "cargo xtask", about = "virq developer tasks")]
