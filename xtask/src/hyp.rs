@@ -36,6 +36,14 @@ const LINUX2_KERNEL_LOAD_ADDR: u64 = 0xa820_0000;
 /// The profile with two Linux guests; the second prints through hyp with this prefix.
 const TWO_LINUX: &str = "profile=two-linux";
 const LINUX2_PREFIX: &str = "[linux2] ";
+/// The profiles with a Linux guest and the hostile test guest (`HOSTILE`, `HOSTILE_AIA`
+/// in `hyp/hv/src/config.rs`): Linux on the AIA topology, and on the vPLIC.
+const HOSTILE_AIA: &str = "profile=linux-hostile";
+const HOSTILE_PLIC: &str = "profile=linux-hostile-plic";
+/// Host physical address of the hostile test guest's RAM (`HOSTILE.ram_host_base`).
+const HOSTILE_LOAD_ADDR: u64 = 0xa800_0000;
+/// The hostile guest's console lines (hyp's virtual 16550) carry this prefix.
+const HOSTILE_PREFIX: &str = "[hostile] ";
 /// Default time limit of one QEMU run.
 const DEFAULT_TIMEOUT_S: u64 = 60;
 /// Time limit of a Linux boot under hyp (TCG, two levels of translation).
@@ -55,6 +63,9 @@ Configurations:
   cargo xtask run --linux              Debian Linux on the vPLIC (profile linux), plain -M virt
   cargo xtask run --two-guests         two Linux guests at once: one owns the UART, the other
                                        prints through hyp's virtual 16550 as [linux2] lines
+  cargo xtask run --hostile --linux-test
+                                       Linux (AIA) next to the test guest in its hostile mode,
+                                       which attacks it and hyp (ATTACK lines); --linux: vPLIC
   cargo xtask run --kernel-version V   another Debian 6.12 kernel; --kernel K --initramfs I
                                        boots your own images instead
   cargo xtask run --linux-test         the non-interactive test /init (with either Linux)
@@ -98,6 +109,12 @@ pub struct RunArgs {
     /// owns the UART, the second's console is hyp's virtual 16550 (lines `[linux2] …`).
     #[arg(long)]
     pub two_guests: bool,
+    /// Boot Linux with the bare-metal test guest in its hostile mode next to it
+    /// (profile `linux-hostile`, Linux on the AIA topology; with `--linux`,
+    /// `linux-hostile-plic` on the vPLIC): the test guest attacks Linux and hyp and
+    /// prints `ATTACK …` lines as `[hostile] …` when both have stopped.
+    #[arg(long)]
+    pub hostile: bool,
     /// Boot the bare-metal test guest (profile `test`); implied by `--eoi` and
     /// `--immediate-eoi-build`.
     #[arg(long)]
@@ -267,9 +284,17 @@ struct Machine {
 }
 
 impl Machine {
+    /// A profile with the hostile test guest next to Linux.
+    fn is_hostile(&self) -> bool {
+        self.bootargs
+            .iter()
+            .any(|a| a == HOSTILE_AIA || a == HOSTILE_PLIC)
+    }
+
     fn command(&self, img: &Images) -> Command {
         let mut cmd = Command::new("qemu-system-riscv64");
         let two = self.bootargs.iter().any(|a| a == TWO_LINUX);
+        let hostile = self.is_hostile();
         let machine = match self.aia {
             Some(n) => format!("virt,aia=aplic-imsic,aia-guests={n}"),
             None => "virt".into(),
@@ -278,7 +303,7 @@ impl Machine {
             "-M",
             &machine,
             "-m",
-            if two { "1G" } else { "512M" },
+            if two || hostile { "1G" } else { "512M" },
             "-nographic",
             "-bios",
             "default",
@@ -309,6 +334,13 @@ impl Machine {
                         "loader,file={},addr={:#x},force-raw=on",
                         kernel.display(),
                         LINUX2_KERNEL_LOAD_ADDR
+                    ));
+                }
+                if hostile {
+                    cmd.arg("-device").arg(format!(
+                        "loader,file={},addr={:#x},force-raw=on",
+                        img.guest_bin.display(),
+                        HOSTILE_LOAD_ADDR
                     ));
                 }
             }
@@ -442,7 +474,19 @@ pub fn run(args: &RunArgs) -> Result<()> {
         user: args.kernel.clone().zip(args.initramfs.clone()),
     };
     let linux_payload = |interactive: bool| linux_payload_from(interactive, &images);
-    let (payload, aia) = if args.two_guests {
+    let (payload, aia) = if args.hostile {
+        bootargs.insert(0, "vuart=deferred".into());
+        if args.linux {
+            bootargs.insert(0, HOSTILE_PLIC.into());
+            (linux_payload(!args.linux_test)?, args.aia_guests)
+        } else {
+            bootargs.insert(0, HOSTILE_AIA.into());
+            (
+                linux_payload(!args.linux_test)?,
+                Some(args.aia_guests.unwrap_or(DEFAULT_AIA_GUESTS)),
+            )
+        }
+    } else if args.two_guests {
         bootargs.insert(0, TWO_LINUX.into());
         (linux_payload(!args.linux_test)?, args.aia_guests)
     } else if args.linux {
@@ -679,7 +723,16 @@ fn check(case: &Case, o: &Outcome) -> Result<(usize, u64, u64)> {
         // with timer, IPIs and the UART counting on every CPU (crate::guestcheck).
         // With two guests, the second one's lines carry its prefix (its console is
         // hyp's emulated UART, which has no interrupt).
-        let (own, second) = crate::guestcheck::split_prefixed(&o.output, LINUX2_PREFIX);
+        let hostile = case.machine.is_hostile();
+        let prefix = if hostile {
+            HOSTILE_PREFIX
+        } else {
+            LINUX2_PREFIX
+        };
+        let (own, second) = crate::guestcheck::split_prefixed(&o.output, prefix);
+        if hostile {
+            println!("      {}", check_hostile(&o.output, &own, &second)?);
+        }
         let mut guests = vec![("linux", own, true)];
         if case.machine.bootargs.iter().any(|a| a == TWO_LINUX) {
             guests.push(("linux2", second, false));
@@ -778,6 +831,111 @@ fn check(case: &Case, o: &Outcome) -> Result<(usize, u64, u64)> {
         None => {}
     }
     Ok((passed, claims, completes))
+}
+
+/// The attacks every hostile run must report (`hyp/testguest/src/hostile.rs`).
+const ATTACKS: &[&str] = &[
+    "imsic_s_files",
+    "imsic_m_files",
+    "phys_irqchip",
+    "foreign_ram",
+    "own_intc",
+    "sbi_ipi_foreign",
+    "sbi_rfence_foreign",
+    "hsm_foreign",
+    "dbcn_outside_ram",
+    "srst_susp_odd",
+    "sbi_misc",
+    "console_spoof",
+    "storm",
+    "hyp_alive",
+    "siege",
+];
+
+/// Words in a Linux console that mean an interrupt it did not expect.
+const LINUX_IRQ_COMPLAINTS: &[&str] = &[
+    "Failed to handle interrupt",
+    "vector not found",
+    "spurious",
+    "nobody cared",
+    "unexpected IRQ",
+    "BUG:",
+    "Oops",
+    "WARNING:",
+];
+
+/// A Linux guest next to the hostile test guest: every attack reported its expected
+/// result, the attacker stopped cleanly (status 0) while hyp ran on, and the Linux
+/// guest (`linux`: its console without the attacker's prefixed lines) saw nothing of
+/// it: no attacker text in its console, no interrupt complaint, `ERR: 0`, and — the
+/// isolation claim, counted by hyp — every SBI IPI that reached a guest's vCPUs was
+/// sent by that guest (`sbi_ipis_in` = `sbi_ipi_targets`, per guest) and no SBI request
+/// named a vCPU of another guest (`foreign_in` = 0).
+fn check_hostile(out: &str, linux: &str, hostile: &str) -> Result<String> {
+    let attacks: Vec<&str> = hostile
+        .lines()
+        .filter(|l| l.starts_with("ATTACK "))
+        .collect();
+    let failed: Vec<&&str> = attacks
+        .iter()
+        .filter(|l| !l.contains(" ... PASS"))
+        .collect();
+    ensure!(
+        failed.is_empty(),
+        "attacks with unexpected results: {failed:?}"
+    );
+    for name in ATTACKS {
+        ensure!(
+            attacks
+                .iter()
+                .any(|l| l.starts_with(&format!("ATTACK {name} ... PASS"))),
+            "attack {name} not reported"
+        );
+    }
+    ensure!(
+        hostile.contains(&format!(
+            "hostile: {} attacks passed, 0 failed",
+            ATTACKS.len()
+        )),
+        "no clean summary from the hostile guest"
+    );
+    ensure!(
+        out.contains("hyp: guest 1 \"hostile\" shut down, status 0"),
+        "the hostile guest did not shut down with status 0"
+    );
+    for l in linux.lines() {
+        ensure!(
+            !l.contains("spoof") && !l.contains("ATTACK") && !l.starts_with("hostile:"),
+            "the attacker's text reached the Linux console: {l:?}"
+        );
+        if let Some(w) = LINUX_IRQ_COMPLAINTS.iter().find(|w| l.contains(*w)) {
+            bail!("Linux complains ({w}): {l:?}");
+        }
+        if let Some(err) = l.trim_start().strip_prefix("ERR:") {
+            ensure!(err.trim() == "0", "Linux counted interrupt errors: {l:?}");
+        }
+    }
+    let mut summary = Vec::new();
+    for g in ["linux", "hostile"] {
+        let f = acct_line(out, &format!("ACCT guest={g} sbi_ipi_calls="))
+            .with_context(|| format!("no ACCT sbi line of {g}"))?;
+        let (into, sent) = (field(&f, "sbi_ipis_in")?, field(&f, "sbi_ipi_targets")?);
+        let foreign = field(&f, "foreign_in")?;
+        ensure!(
+            foreign == 0,
+            "{foreign} SBI requests of another guest named vCPUs of {g}"
+        );
+        ensure!(
+            into == sent,
+            "{g}: {into} SBI IPIs reached its vCPUs, it sent {sent}"
+        );
+        summary.push(format!("{g} {into} SBI IPIs in = sent"));
+    }
+    Ok(format!(
+        "hostile: {} attacks as expected; {}; foreign_in 0",
+        attacks.len(),
+        summary.join(", ")
+    ))
 }
 
 /// hyp bootarg: SBI HSM idle states in the guest DTB (Linux's cpuidle-riscv-sbi).
@@ -898,6 +1056,14 @@ pub fn qemu_tests() -> Result<()> {
                 TWO_LINUX,
                 Some("vuart=deferred"),
             ),
+            // Linux (vPLIC) next to the hostile test guest (docs/hyp.md "Isolation").
+            (
+                "linux-hostile-plic",
+                2,
+                None,
+                HOSTILE_PLIC,
+                Some("vuart=deferred"),
+            ),
             // vCPUs moving between harts on the vPLIC (the UART stays on hart 0).
             (
                 "linux-smp2-migrate",
@@ -962,6 +1128,7 @@ pub fn qemu_tests() -> Result<()> {
                     ..hw(2)
                 },
             ),
+            ("linux-hostile", 2, 3, None, Some("vuart=deferred"), hw(2)),
             (
                 "linux-aia-migrate",
                 2,
@@ -974,7 +1141,12 @@ pub fn qemu_tests() -> Result<()> {
                 },
             ),
         ] {
-            let mut args = vec![LINUX_AIA.to_string()];
+            let profile = if name == "linux-hostile" {
+                HOSTILE_AIA
+            } else {
+                LINUX_AIA
+            };
+            let mut args = vec![profile.to_string()];
             args.extend(bootargs(vcpus, None));
             args.extend(extra.map(String::from));
             if name == "linux-aia-smp2" {
@@ -996,6 +1168,12 @@ pub fn qemu_tests() -> Result<()> {
                 aia: Some(expect),
             });
         }
+    }
+    // `VIRQ_QEMU_CASE=a,b`: only the cases with these names.
+    if let Ok(only) = std::env::var("VIRQ_QEMU_CASE") {
+        let names: Vec<&str> = only.split(',').map(str::trim).collect();
+        cases.retain(|c| names.contains(&c.name));
+        ensure!(!cases.is_empty(), "VIRQ_QEMU_CASE={only}: no such case");
     }
     let suite = Instant::now();
     let (mut ok, mut bad) = (0, 0);
