@@ -19,10 +19,10 @@ use super::*;
 /// How long the attacks are repeated after the first (reported) round: longer than
 /// the Linux guest's boot and test `/init` take under hyp, so the attacks go on
 /// through its whole run.
-const SIEGE_MS: u64 = 12_000;
+const SIEGE_MS: u64 = 20_000;
 /// Pause between two siege rounds (one round is ~2,000 exits), so the Linux guest is
 /// slowed down but not starved.
-const SIEGE_PAUSE_MS: u64 = 100;
+const SIEGE_PAUSE_MS: u64 = 200;
 /// The physical S-level IMSIC (QEMU virt): hart `h`'s file `g` is at
 /// `IMSIC_S + (h << (gib + 12)) + g * 0x1000`; 256 pages cover 8 harts with up to 31
 /// guest files each.
