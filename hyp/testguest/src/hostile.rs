@@ -452,16 +452,32 @@ fn storm(e: &Env) -> Result<Msg, Msg> {
     let got = IPIS[1].load(Ordering::SeqCst) - before;
     for i in 0..STORM {
         if e.aia {
-            // Identities 1..=255 into vCPU 1's file (none enabled).
-            hw::mmio_write32(IMSIC_S + 0x1000, (i % 255) as u32 + 1);
+            // Identities 1..=255 into vCPU 0's (this vCPU's) own file.
+            hw::mmio_write32(IMSIC_S, (i % 255) as u32 + 1);
         } else {
             hw::mmio_write32(PLIC + 0x1000, 1 << UART_IRQ);
+        }
+    }
+    if e.aia {
+        // Every one of them landed in this vCPU's own file (and so in no other guest's):
+        // its `eip` registers (AIA §3.8: eip0, eip2, eip4, eip6 on RV64) hold exactly
+        // identities 1..=255; then cleared.
+        for k in 0..4 {
+            csr::siselect::write(0x80 + 2 * k);
+            let eip = csr::sireg::read();
+            let want = if k == 0 { !1usize } else { usize::MAX };
+            csr::sireg::write(0);
+            ensure!(
+                eip == want,
+                "own file eip{}: {eip:#x}, want {want:#x}",
+                2 * k
+            );
         }
     }
     Ok(Msg::new(format_args!(
         "{STORM} own IPIs ({got} taken by vCPU 1, coalesced), {STORM} foreign IPIs refused, {STORM} {}",
         if e.aia {
-            "MSIs into the own file"
+            "MSIs into the own file (eip: exactly ids 1-255)"
         } else {
             "vPLIC pending stores"
         }
