@@ -1280,6 +1280,66 @@ ACCT guest=linux aia pirq=10 virq=10 retriggers=71 hyp_claims=0 phys_target=0x41
         assert!(check_aia(AIA_OUT, AiaExpect { flips: true, ..e }).is_err());
     }
 
+    /// A clean hostile run: (whole output, Linux's part, the attacker's part).
+    fn hostile_run() -> (String, String, String) {
+        let mut h = String::new();
+        for a in ATTACKS {
+            h += &format!("ATTACK {a} ... PASS (x)\n");
+        }
+        h += &format!("hostile: {} attacks passed, 0 failed\n", ATTACKS.len());
+        let linux = "VIRQ-INIT-DONE\nERR:          0\n".to_string();
+        let out = "hyp: guest 1 \"hostile\" shut down, status 0\n\
+ACCT guest=linux sbi_ipi_calls=0 sbi_rfence_calls=0 sbi_ipi_targets=0 sbi_ipis_in=0 foreign_in=0
+ACCT guest=hostile sbi_ipi_calls=40050 sbi_rfence_calls=48 sbi_ipi_targets=20000 sbi_ipis_in=20000 foreign_in=0
+"
+        .to_string();
+        (out, linux, h)
+    }
+
+    #[test]
+    fn hostile_clean_run_passes() {
+        let (out, linux, h) = hostile_run();
+        let s = check_hostile(&out, &linux, &h).unwrap();
+        assert!(s.contains("15 attacks as expected"), "{s}");
+    }
+
+    /// The ACCT lines of a run with hyp's hart masks broken on purpose (a mask could
+    /// name the other guest's vCPUs): 49 of the attacker's IPIs reached Linux.
+    #[test]
+    fn hostile_ipis_reaching_linux_fail() {
+        let (out, linux, h) = hostile_run();
+        let broken = out.replace(
+            "sbi_ipis_in=0 foreign_in=0",
+            "sbi_ipis_in=49 foreign_in=49",
+        );
+        assert!(check_hostile(&broken, &linux, &h).is_err());
+        // Even with the tripwire silent, the receive count gives it away.
+        let broken = out.replace("sbi_ipis_in=0 foreign_in=0", "sbi_ipis_in=49 foreign_in=0");
+        assert!(check_hostile(&broken, &linux, &h).is_err());
+    }
+
+    #[test]
+    fn hostile_failed_missing_or_leaking_attacks_fail() {
+        let (out, linux, h) = hostile_run();
+        let failed = h.replace(
+            "ATTACK sbi_ipi_foreign ... PASS (x)",
+            "ATTACK sbi_ipi_foreign ... FAIL (mask 0x1 base 0x2: 0)",
+        );
+        assert!(check_hostile(&out, &linux, &failed).is_err());
+        let missing = h.replace("ATTACK siege ... PASS (x)\n", "");
+        assert!(check_hostile(&out, &linux, &missing).is_err());
+        for leak in [
+            "VIRQ-INIT-DONE spoof",
+            "riscv-intc: Failed to handle interrupt (cause: 1)",
+            "ERR:          3",
+        ] {
+            let l = format!("{linux}{leak}\n");
+            assert!(check_hostile(&out, &l, &h).is_err(), "{leak}");
+        }
+        let stopped = out.replace("status 0", "status 2");
+        assert!(check_hostile(&stopped, &linux, &h).is_err());
+    }
+
     #[test]
     fn elf_without_magic_is_refused() {
         assert!(elf_to_flat(b"not an elf").is_err());
