@@ -1308,10 +1308,7 @@ ACCT guest=hostile sbi_ipi_calls=40050 sbi_rfence_calls=48 sbi_ipi_targets=20000
     #[test]
     fn hostile_ipis_reaching_linux_fail() {
         let (out, linux, h) = hostile_run();
-        let broken = out.replace(
-            "sbi_ipis_in=0 foreign_in=0",
-            "sbi_ipis_in=49 foreign_in=49",
-        );
+        let broken = out.replace("sbi_ipis_in=0 foreign_in=0", "sbi_ipis_in=49 foreign_in=49");
         assert!(check_hostile(&broken, &linux, &h).is_err());
         // Even with the tripwire silent, the receive count gives it away.
         let broken = out.replace("sbi_ipis_in=0 foreign_in=0", "sbi_ipis_in=49 foreign_in=0");
