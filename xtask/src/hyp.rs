@@ -931,8 +931,18 @@ fn check_hostile(out: &str, linux: &str, hostile: &str) -> Result<String> {
         );
         summary.push(format!("{g} {into} SBI IPIs in = sent"));
     }
+    // Where in Linux's run the siege ended (information: it depends on the load).
+    let at = |m: &str| out.find(m);
+    let stop = at("hyp: guest 1 \"hostile\" shut down");
+    let until = if stop > at("hyp: guest 0 \"linux\" shut down") {
+        "after Linux stopped"
+    } else if stop > at("VIRQ-INIT-START") {
+        "during Linux's test /init"
+    } else {
+        "during Linux's boot"
+    };
     Ok(format!(
-        "hostile: {} attacks as expected; {}; foreign_in 0",
+        "hostile: {} attacks as expected, siege ended {until}; {}; foreign_in 0",
         attacks.len(),
         summary.join(", ")
     ))
