@@ -36,6 +36,14 @@ const LINUX2_KERNEL_LOAD_ADDR: u64 = 0xa820_0000;
 /// The profile with two Linux guests; the second prints through hyp with this prefix.
 const TWO_LINUX: &str = "profile=two-linux";
 const LINUX2_PREFIX: &str = "[linux2] ";
+/// The profiles with a Linux guest and the hostile test guest (`HOSTILE`, `HOSTILE_AIA`
+/// in `hyp/hv/src/config.rs`): Linux on the AIA topology, and on the vPLIC.
+const HOSTILE_AIA: &str = "profile=linux-hostile";
+const HOSTILE_PLIC: &str = "profile=linux-hostile-plic";
+/// Host physical address of the hostile test guest's RAM (`HOSTILE.ram_host_base`).
+const HOSTILE_LOAD_ADDR: u64 = 0xa800_0000;
+/// The hostile guest's console lines (hyp's virtual 16550) carry this prefix.
+const HOSTILE_PREFIX: &str = "[hostile] ";
 /// Default time limit of one QEMU run.
 const DEFAULT_TIMEOUT_S: u64 = 60;
 /// Time limit of a Linux boot under hyp (TCG, two levels of translation).
@@ -55,6 +63,9 @@ Configurations:
   cargo xtask run --linux              Debian Linux on the vPLIC (profile linux), plain -M virt
   cargo xtask run --two-guests         two Linux guests at once: one owns the UART, the other
                                        prints through hyp's virtual 16550 as [linux2] lines
+  cargo xtask run --hostile --linux-test
+                                       Linux (AIA) next to the test guest in its hostile mode,
+                                       which attacks it and hyp (ATTACK lines); --linux: vPLIC
   cargo xtask run --kernel-version V   another Debian 6.12 kernel; --kernel K --initramfs I
                                        boots your own images instead
   cargo xtask run --linux-test         the non-interactive test /init (with either Linux)
@@ -98,6 +109,12 @@ pub struct RunArgs {
     /// owns the UART, the second's console is hyp's virtual 16550 (lines `[linux2] …`).
     #[arg(long)]
     pub two_guests: bool,
+    /// Boot Linux with the bare-metal test guest in its hostile mode next to it
+    /// (profile `linux-hostile`, Linux on the AIA topology; with `--linux`,
+    /// `linux-hostile-plic` on the vPLIC): the test guest attacks Linux and hyp and
+    /// prints `ATTACK …` lines as `[hostile] …` when both have stopped.
+    #[arg(long)]
+    pub hostile: bool,
     /// Boot the bare-metal test guest (profile `test`); implied by `--eoi` and
     /// `--immediate-eoi-build`.
     #[arg(long)]
@@ -267,9 +284,17 @@ struct Machine {
 }
 
 impl Machine {
+    /// A profile with the hostile test guest next to Linux.
+    fn is_hostile(&self) -> bool {
+        self.bootargs
+            .iter()
+            .any(|a| a == HOSTILE_AIA || a == HOSTILE_PLIC)
+    }
+
     fn command(&self, img: &Images) -> Command {
         let mut cmd = Command::new("qemu-system-riscv64");
         let two = self.bootargs.iter().any(|a| a == TWO_LINUX);
+        let hostile = self.is_hostile();
         let machine = match self.aia {
             Some(n) => format!("virt,aia=aplic-imsic,aia-guests={n}"),
             None => "virt".into(),
@@ -278,7 +303,7 @@ impl Machine {
             "-M",
             &machine,
             "-m",
-            if two { "1G" } else { "512M" },
+            if two || hostile { "1G" } else { "512M" },
             "-nographic",
             "-bios",
             "default",
@@ -309,6 +334,13 @@ impl Machine {
                         "loader,file={},addr={:#x},force-raw=on",
                         kernel.display(),
                         LINUX2_KERNEL_LOAD_ADDR
+                    ));
+                }
+                if hostile {
+                    cmd.arg("-device").arg(format!(
+                        "loader,file={},addr={:#x},force-raw=on",
+                        img.guest_bin.display(),
+                        HOSTILE_LOAD_ADDR
                     ));
                 }
             }
@@ -442,7 +474,19 @@ pub fn run(args: &RunArgs) -> Result<()> {
         user: args.kernel.clone().zip(args.initramfs.clone()),
     };
     let linux_payload = |interactive: bool| linux_payload_from(interactive, &images);
-    let (payload, aia) = if args.two_guests {
+    let (payload, aia) = if args.hostile {
+        bootargs.insert(0, "vuart=deferred".into());
+        if args.linux {
+            bootargs.insert(0, HOSTILE_PLIC.into());
+            (linux_payload(!args.linux_test)?, args.aia_guests)
+        } else {
+            bootargs.insert(0, HOSTILE_AIA.into());
+            (
+                linux_payload(!args.linux_test)?,
+                Some(args.aia_guests.unwrap_or(DEFAULT_AIA_GUESTS)),
+            )
+        }
+    } else if args.two_guests {
         bootargs.insert(0, TWO_LINUX.into());
         (linux_payload(!args.linux_test)?, args.aia_guests)
     } else if args.linux {
@@ -679,7 +723,17 @@ fn check(case: &Case, o: &Outcome) -> Result<(usize, u64, u64)> {
         // with timer, IPIs and the UART counting on every CPU (crate::guestcheck).
         // With two guests, the second one's lines carry its prefix (its console is
         // hyp's emulated UART, which has no interrupt).
-        let (own, second) = crate::guestcheck::split_prefixed(&o.output, LINUX2_PREFIX);
+        let hostile = case.machine.is_hostile();
+        let prefix = if hostile {
+            HOSTILE_PREFIX
+        } else {
+            LINUX2_PREFIX
+        };
+        let (mut own, second) = crate::guestcheck::split_prefixed(&o.output, prefix);
+        if hostile {
+            own = cut_interjection(&own, HOSTILE_STOPPED);
+            println!("      {}", check_hostile(&o.output, &own, &second)?);
+        }
         let mut guests = vec![("linux", own, true)];
         if case.machine.bootargs.iter().any(|a| a == TWO_LINUX) {
             guests.push(("linux2", second, false));
@@ -778,6 +832,138 @@ fn check(case: &Case, o: &Outcome) -> Result<(usize, u64, u64)> {
         None => {}
     }
     Ok((passed, claims, completes))
+}
+
+/// The attacks every hostile run must report (`hyp/testguest/src/hostile.rs`).
+const ATTACKS: &[&str] = &[
+    "imsic_s_files",
+    "imsic_m_files",
+    "phys_irqchip",
+    "foreign_ram",
+    "own_intc",
+    "sbi_ipi_foreign",
+    "sbi_rfence_foreign",
+    "hsm_foreign",
+    "dbcn_outside_ram",
+    "srst_susp_odd",
+    "sbi_misc",
+    "console_spoof",
+    "storm",
+    "hyp_alive",
+    "siege",
+];
+
+/// hyp's line when the hostile guest stops (followed by its status).
+const HOSTILE_STOPPED: &str = "hyp: guest 1 \"hostile\" shut down, status ";
+
+/// `out` without hyp's line starting with `marker` (up to its newline). hyp prints
+/// through the firmware's console, the UART that the Linux guest drives itself: the
+/// line can land in the middle of one of Linux's lines (e.g. inside a
+/// `/proc/interrupts` row), which is then joined again.
+fn cut_interjection(out: &str, marker: &str) -> String {
+    match out.find(marker) {
+        Some(at) => {
+            let end = out[at..].find('\n').map_or(out.len(), |e| at + e + 1);
+            format!("{}{}", &out[..at], &out[end..])
+        }
+        None => out.to_string(),
+    }
+}
+
+/// Words in a Linux console that mean an interrupt it did not expect.
+const LINUX_IRQ_COMPLAINTS: &[&str] = &[
+    "Failed to handle interrupt",
+    "vector not found",
+    "spurious",
+    "nobody cared",
+    "unexpected IRQ",
+    "BUG:",
+    "Oops",
+    "WARNING:",
+];
+
+/// A Linux guest next to the hostile test guest: every attack reported its expected
+/// result, the attacker stopped cleanly (status 0) while hyp ran on, and the Linux
+/// guest (`linux`: its console without the attacker's prefixed lines) saw nothing of
+/// it: no attacker text in its console, no interrupt complaint, `ERR: 0`, and — the
+/// isolation claim, counted by hyp — every SBI IPI that reached a guest's vCPUs was
+/// sent by that guest (`sbi_ipis_in` = `sbi_ipi_targets`, per guest) and no SBI request
+/// named a vCPU of another guest (`foreign_in` = 0).
+fn check_hostile(out: &str, linux: &str, hostile: &str) -> Result<String> {
+    let attacks: Vec<&str> = hostile
+        .lines()
+        .filter(|l| l.starts_with("ATTACK "))
+        .collect();
+    let failed: Vec<&&str> = attacks
+        .iter()
+        .filter(|l| !l.contains(" ... PASS"))
+        .collect();
+    ensure!(
+        failed.is_empty(),
+        "attacks with unexpected results: {failed:?}"
+    );
+    for name in ATTACKS {
+        ensure!(
+            attacks
+                .iter()
+                .any(|l| l.starts_with(&format!("ATTACK {name} ... PASS"))),
+            "attack {name} not reported"
+        );
+    }
+    ensure!(
+        hostile.contains(&format!(
+            "hostile: {} attacks passed, 0 failed",
+            ATTACKS.len()
+        )),
+        "no clean summary from the hostile guest"
+    );
+    ensure!(
+        out.contains(&format!("{HOSTILE_STOPPED}0")),
+        "the hostile guest did not shut down with status 0"
+    );
+    for l in linux.lines() {
+        ensure!(
+            !l.contains("spoof") && !l.contains("ATTACK") && !l.starts_with("hostile:"),
+            "the attacker's text reached the Linux console: {l:?}"
+        );
+        if let Some(w) = LINUX_IRQ_COMPLAINTS.iter().find(|w| l.contains(*w)) {
+            bail!("Linux complains ({w}): {l:?}");
+        }
+        if let Some(err) = l.trim_start().strip_prefix("ERR:") {
+            ensure!(err.trim() == "0", "Linux counted interrupt errors: {l:?}");
+        }
+    }
+    let mut summary = Vec::new();
+    for g in ["linux", "hostile"] {
+        let f = acct_line(out, &format!("ACCT guest={g} sbi_ipi_calls="))
+            .with_context(|| format!("no ACCT sbi line of {g}"))?;
+        let (into, sent) = (field(&f, "sbi_ipis_in")?, field(&f, "sbi_ipi_targets")?);
+        let foreign = field(&f, "foreign_in")?;
+        ensure!(
+            foreign == 0,
+            "{foreign} SBI requests of another guest named vCPUs of {g}"
+        );
+        ensure!(
+            into == sent,
+            "{g}: {into} SBI IPIs reached its vCPUs, it sent {sent}"
+        );
+        summary.push(format!("{g} {into} SBI IPIs in = sent"));
+    }
+    // Where in Linux's run the siege ended (information: it depends on the load).
+    let at = |m: &str| out.find(m);
+    let stop = at("hyp: guest 1 \"hostile\" shut down");
+    let until = if stop > at("hyp: guest 0 \"linux\" shut down") {
+        "after Linux stopped"
+    } else if stop > at("VIRQ-INIT-START") {
+        "during Linux's test /init"
+    } else {
+        "during Linux's boot"
+    };
+    Ok(format!(
+        "hostile: {} attacks as expected, siege ended {until}; {}; foreign_in 0",
+        attacks.len(),
+        summary.join(", ")
+    ))
 }
 
 /// hyp bootarg: SBI HSM idle states in the guest DTB (Linux's cpuidle-riscv-sbi).
@@ -898,6 +1084,14 @@ pub fn qemu_tests() -> Result<()> {
                 TWO_LINUX,
                 Some("vuart=deferred"),
             ),
+            // Linux (vPLIC) next to the hostile test guest (docs/hyp.md "Isolation").
+            (
+                "linux-hostile-plic",
+                2,
+                None,
+                HOSTILE_PLIC,
+                Some("vuart=deferred"),
+            ),
             // vCPUs moving between harts on the vPLIC (the UART stays on hart 0).
             (
                 "linux-smp2-migrate",
@@ -962,6 +1156,7 @@ pub fn qemu_tests() -> Result<()> {
                     ..hw(2)
                 },
             ),
+            ("linux-hostile", 2, 3, None, Some("vuart=deferred"), hw(2)),
             (
                 "linux-aia-migrate",
                 2,
@@ -974,7 +1169,12 @@ pub fn qemu_tests() -> Result<()> {
                 },
             ),
         ] {
-            let mut args = vec![LINUX_AIA.to_string()];
+            let profile = if name == "linux-hostile" {
+                HOSTILE_AIA
+            } else {
+                LINUX_AIA
+            };
+            let mut args = vec![profile.to_string()];
             args.extend(bootargs(vcpus, None));
             args.extend(extra.map(String::from));
             if name == "linux-aia-smp2" {
@@ -996,6 +1196,12 @@ pub fn qemu_tests() -> Result<()> {
                 aia: Some(expect),
             });
         }
+    }
+    // `VIRQ_QEMU_CASE=a,b`: only the cases with these names.
+    if let Ok(only) = std::env::var("VIRQ_QEMU_CASE") {
+        let names: Vec<&str> = only.split(',').map(str::trim).collect();
+        cases.retain(|c| names.contains(&c.name));
+        ensure!(!cases.is_empty(), "VIRQ_QEMU_CASE={only}: no such case");
     }
     let suite = Instant::now();
     let (mut ok, mut bad) = (0, 0);
@@ -1100,6 +1306,78 @@ ACCT guest=linux aia pirq=10 virq=10 retriggers=71 hyp_claims=0 phys_target=0x41
         assert!(check_aia(AIA_OUT, split).is_err());
         // Software files must show the software path.
         assert!(check_aia(AIA_OUT, AiaExpect { flips: true, ..e }).is_err());
+    }
+
+    /// A clean hostile run: (whole output, Linux's part, the attacker's part).
+    fn hostile_run() -> (String, String, String) {
+        let mut h = String::new();
+        for a in ATTACKS {
+            h += &format!("ATTACK {a} ... PASS (x)\n");
+        }
+        h += &format!("hostile: {} attacks passed, 0 failed\n", ATTACKS.len());
+        let linux = "VIRQ-INIT-DONE\nERR:          0\n".to_string();
+        let out = "hyp: guest 1 \"hostile\" shut down, status 0\n\
+ACCT guest=linux sbi_ipi_calls=0 sbi_rfence_calls=0 sbi_ipi_targets=0 sbi_ipis_in=0 foreign_in=0
+ACCT guest=hostile sbi_ipi_calls=40050 sbi_rfence_calls=48 sbi_ipi_targets=20000 sbi_ipis_in=20000 foreign_in=0
+"
+        .to_string();
+        (out, linux, h)
+    }
+
+    /// Seen in a run: hyp's line in the middle of Linux's `/proc/interrupts`.
+    #[test]
+    fn hyp_line_inside_a_linux_row_is_cut_out() {
+        let out = "IPI0:        78         65  Rescheduling interrupts\n\
+IPI1:  hyp: guest 1 \"hostile\" shut down, status 0\n     465        550  Function call interrupts\n\
+IPI2:         0          0  CPU stop interrupts\n";
+        let cut = cut_interjection(out, HOSTILE_STOPPED);
+        assert!(
+            cut.contains("IPI1:       465        550  Function call interrupts\n"),
+            "{cut}"
+        );
+        assert!(!cut.contains("hyp:"), "{cut}");
+        assert_eq!(cut_interjection("a\nb\n", HOSTILE_STOPPED), "a\nb\n");
+    }
+
+    #[test]
+    fn hostile_clean_run_passes() {
+        let (out, linux, h) = hostile_run();
+        let s = check_hostile(&out, &linux, &h).unwrap();
+        assert!(s.contains("15 attacks as expected"), "{s}");
+    }
+
+    /// The ACCT lines of a run with hyp's hart masks broken on purpose (a mask could
+    /// name the other guest's vCPUs): 49 of the attacker's IPIs reached Linux.
+    #[test]
+    fn hostile_ipis_reaching_linux_fail() {
+        let (out, linux, h) = hostile_run();
+        let broken = out.replace("sbi_ipis_in=0 foreign_in=0", "sbi_ipis_in=49 foreign_in=49");
+        assert!(check_hostile(&broken, &linux, &h).is_err());
+        // Even with the tripwire silent, the receive count gives it away.
+        let broken = out.replace("sbi_ipis_in=0 foreign_in=0", "sbi_ipis_in=49 foreign_in=0");
+        assert!(check_hostile(&broken, &linux, &h).is_err());
+    }
+
+    #[test]
+    fn hostile_failed_missing_or_leaking_attacks_fail() {
+        let (out, linux, h) = hostile_run();
+        let failed = h.replace(
+            "ATTACK sbi_ipi_foreign ... PASS (x)",
+            "ATTACK sbi_ipi_foreign ... FAIL (mask 0x1 base 0x2: 0)",
+        );
+        assert!(check_hostile(&out, &linux, &failed).is_err());
+        let missing = h.replace("ATTACK siege ... PASS (x)\n", "");
+        assert!(check_hostile(&out, &linux, &missing).is_err());
+        for leak in [
+            "VIRQ-INIT-DONE spoof",
+            "riscv-intc: Failed to handle interrupt (cause: 1)",
+            "ERR:          3",
+        ] {
+            let l = format!("{linux}{leak}\n");
+            assert!(check_hostile(&out, &l, &h).is_err(), "{leak}");
+        }
+        let stopped = out.replace("status 0", "status 2");
+        assert!(check_hostile(&stopped, &linux, &h).is_err());
     }
 
     #[test]

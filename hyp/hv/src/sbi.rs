@@ -179,8 +179,22 @@ fn send_ipis(vcpu: &Vcpu, set: u64) {
     let g = &w.guests[vcpu.guest];
     for i in 0..g.vcpus {
         if set & (1 << i) != 0 {
-            w.vcpus[g.first_vcpu + i].raise(virq_riscv::hext::IRQ_VS_SOFT);
+            let t = &w.vcpus[g.first_vcpu + i];
+            count_target(vcpu, t);
+            crate::acct::ExitCounts::bump(&vcpu.acct.sbi_ipi_targets);
+            crate::acct::ExitCounts::bump(&t.acct.sbi_ipis_in);
+            t.raise(virq_riscv::hext::IRQ_VS_SOFT);
         }
+    }
+}
+
+/// The isolation tripwire: an SBI request of `from` that acts on `target` is counted
+/// in the target's `foreign_in` when the two belong to different guests (the hart
+/// masks and ids above make that impossible; the suite's `linux-hostile` cases
+/// require the count to stay 0 while a hostile guest tries).
+fn count_target(from: &Vcpu, target: &Vcpu) {
+    if from.guest != target.guest {
+        crate::acct::ExitCounts::bump(&target.acct.foreign_in);
     }
 }
 
@@ -200,7 +214,9 @@ fn rfence_call(vcpu: &Vcpu, fid: usize, a: [usize; 6]) -> Ret {
     let mut harts = 0u64;
     for i in 0..g.vcpus {
         if set & (1 << i) != 0 {
-            harts |= 1 << w.vcpus[g.first_vcpu + i].home();
+            let t = &w.vcpus[g.first_vcpu + i];
+            count_target(vcpu, t);
+            harts |= 1 << t.home();
         }
     }
     crate::irq::remote_fence(harts);
@@ -222,6 +238,7 @@ fn hsm_call(vcpu: &Vcpu, inner: &mut VcpuInner, fid: usize, a: [usize; 6]) -> Ne
             None => (err::INVALID_PARAM, 0),
             Some(_) if !valid_entry(g, a[1]) => (err::INVALID_ADDRESS, 0),
             Some(t) => {
+                count_target(vcpu, t);
                 let mut start = t.start.lock();
                 if t.hsm
                     .compare_exchange(
@@ -376,7 +393,12 @@ fn srst_call(vcpu: &Vcpu, inner: &mut VcpuInner, fid: usize, a: [usize; 6]) -> N
         set_ret(inner, (err::NOT_SUPPORTED, 0));
         return Next::Resume;
     }
-    let (ty, reason) = (a[0] as u32, a[1] as u32);
+    // Both are uint32 (SBI v2.0 §10.1): a value with bits above 32 is no type or
+    // reason (truncating it made `1 << 32` a shutdown).
+    let (Ok(ty), Ok(reason)) = (u32::try_from(a[0]), u32::try_from(a[1])) else {
+        set_ret(inner, (err::INVALID_PARAM, 0));
+        return Next::Resume;
+    };
     match ty {
         srst::RESET_TYPE_SHUTDOWN => {}
         srst::RESET_TYPE_COLD_REBOOT | srst::RESET_TYPE_WARM_REBOOT => {

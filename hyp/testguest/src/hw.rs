@@ -224,6 +224,8 @@ pub mod csr {
     csr!(scause, "0x142");
     csr!(stval, "0x143");
     csr!(satp, "0x180");
+    csr!(siselect, "0x150");
+    csr!(sireg, "0x151");
 }
 
 /// `time`.

@@ -370,6 +370,9 @@ macro_rules! ensure {
     };
 }
 
+// After the macros it uses.
+mod hostile;
+
 fn expect_err(what: &str, r: Ret, want: isize) -> Result<(), Msg> {
     ensure!(r.error == want, "{what}: error {} want {want}", r.error);
     Ok(())
@@ -1196,6 +1199,12 @@ pub extern "C" fn main(hartid: usize, dtb: usize) -> ! {
         .unwrap_or(1)
         .clamp(1, hw::MAX_HARTS);
     println!("testguest: hello from VS-mode, hart {hartid} of {ncpus}, dtb {dtb:#x}");
+    let hostile = hw::dtb(dtb)
+        .and_then(|f| f.chosen().bootargs())
+        .is_some_and(|a| a.split_whitespace().any(|w| w == "virq.hostile"));
+    if hostile {
+        hostile::run(hartid, ncpus, dtb);
+    }
     let mut c = Ctx {
         hart: hartid,
         ncpus,
