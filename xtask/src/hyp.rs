@@ -580,9 +580,9 @@ fn linux_payload_from(interactive: bool, from: &RunImages) -> Result<Payload> {
 
 /// The `ACCT guest=… claims=N guest_completes=M …` line of the passthrough UART.
 fn acct_claims(out: &str) -> Option<(u64, u64)> {
-    let line = out
-        .lines()
-        .find(|l| l.starts_with("ACCT guest=") && l.contains(" pirq=10 "))?;
+    let line = out.lines().find(|l| {
+        l.starts_with("ACCT guest=") && l.contains(" pirq=10 ") && l.contains(" guest_completes=")
+    })?;
     let field = |k: &str| -> Option<u64> {
         line.split_whitespace()
             .find_map(|t| t.strip_prefix(k)?.strip_prefix('=')?.parse().ok())
@@ -1251,7 +1251,7 @@ mod tests {
 
     #[test]
     fn acct_line_is_parsed() {
-        let out = "x\nACCT guest=testguest pirq=10 virq=10 claims=5504 guest_completes=7 storm_masks=1 eoi=immediate\n";
+        let out = "x\nACCT guest=linux aia pirq=10 virq=10 retriggers=72 hyp_claims=0\nACCT guest=testguest pirq=10 virq=10 claims=5504 guest_completes=7 storm_masks=1 eoi=immediate\n";
         assert_eq!(acct_claims(out), Some((5504, 7)));
     }
 
