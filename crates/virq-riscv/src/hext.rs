@@ -34,6 +34,8 @@ pub const HVIP_MASK: u64 = HVIP_VSSIP | HVIP_VSTIP | HVIP_VSEIP;
 pub const IRQ_VS_EXT: u32 = 10;
 /// Interrupt id of the VS software interrupt (the handoff id).
 pub const IRQ_VS_SOFT: u32 = 2;
+/// Interrupt id of the VS timer interrupt.
+pub const IRQ_VS_TIMER: u32 = 6;
 /// Shift of `hstatus.VGEIN`.
 pub const HSTATUS_VGEIN_SHIFT: u32 = 12;
 /// Mask of `hstatus.VGEIN` (6 bits).

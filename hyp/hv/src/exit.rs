@@ -41,7 +41,7 @@ pub fn handle(hart: &Hart, vcpu: &Vcpu, inner: &mut VcpuInner) -> Next {
         crate::irq::handle_host_irqs(hart);
         if !world().sstc && arch::time() >= inner.timer_deadline {
             inner.timer_deadline = u64::MAX;
-            vcpu.raise(6);
+            vcpu.raise(virq_riscv::hext::IRQ_VS_TIMER);
         }
         return Next::Resume;
     }

@@ -124,9 +124,9 @@ fn set_timer(vcpu: &Vcpu, inner: &mut VcpuInner, when: u64) {
         csr::vstimecmp::write(when as usize);
     } else {
         inner.timer_deadline = when;
-        vcpu.lower(6);
+        vcpu.lower(virq_riscv::hext::IRQ_VS_TIMER);
         if arch::time() >= when {
-            vcpu.raise(6);
+            vcpu.raise(virq_riscv::hext::IRQ_VS_TIMER);
             inner.timer_deadline = u64::MAX;
         }
     }
