@@ -83,8 +83,9 @@ pub trait MmioDevice {
 
 /// Raises and lowers a vCPU's VS-level external interrupt (`hvip.VSEIP`, id 10).
 ///
-/// `vcpu` is the index given to the device at construction (a PLIC context's or an
-/// APLIC hart index's vCPU). Devices call this only when the level changes. Hyp
+/// `vcpu` is the guest's own vCPU index given to the device at construction (a PLIC
+/// context's vCPU, an APLIC hart index, an IMSIC file's hart index) — never a
+/// machine-wide id. Devices call this only when the level changes. Hyp
 /// implements it with `virq_core::pending::PendingSet::raise`/`lower` and a kick
 /// ([`crate::hext::PendingSink`] does exactly that).
 pub trait VcpuIrqSink {

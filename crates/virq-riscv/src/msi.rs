@@ -118,9 +118,10 @@ pub struct VcpuImsic<H, S> {
 }
 
 impl<H: GuestFileHw, S: VcpuIrqSink> VcpuImsic<H, S> {
-    /// The interrupt file of vCPU `vcpu` (its id for [`HgeiAllocator`] ownership and
-    /// for `sink`), which the guest addresses as hart index `hart_index`, with
-    /// `num_ids` identities. Starts software-backed and empty.
+    /// The interrupt file of the guest's vCPU `hart_index` (the hart index the guest
+    /// addresses it by, and the index `sink` gets — the same meaning as a vPLIC
+    /// context's or a vAPLIC IDC's vCPU), owned in the [`HgeiAllocator`] by `vcpu` (a
+    /// machine-wide id), with `num_ids` identities. Starts software-backed and empty.
     pub fn new(
         hart_index: u32,
         vcpu: u32,
@@ -212,7 +213,7 @@ impl<H: GuestFileHw, S: VcpuIrqSink> VcpuImsic<H, S> {
         let level = self.backing == Backing::Software && self.soft.line();
         if level != self.line {
             self.line = level;
-            self.sink.set_vseip(self.vcpu, level);
+            self.sink.set_vseip(self.hart_index, level);
         }
     }
 

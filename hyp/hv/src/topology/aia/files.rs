@@ -1,6 +1,6 @@
 //! The vCPUs' IMSIC interrupt files: hardware guest files reached through
 //! `hstatus.VGEIN` + `vsiselect`/`vsireg` ([`HwFiles`], virq-riscv `GuestFileHw`), the
-//! software fallback's VSEIP ([`FileSink`]), and the G-stage mapping of each vCPU's
+//! software fallback's VSEIP (through the guest's `GuestSink`, like the vPLIC's), and the G-stage mapping of each vCPU's
 //! IMSIC page onto its file.
 use super::*;
 
@@ -89,24 +89,8 @@ impl GuestFileHw for HwFiles {
     }
 }
 
-/// VSEIP of a vCPU with a software file: its `PendingSet` (id 10) and a kick. The
-/// `vcpu` number is the global vCPU index.
-pub struct FileSink;
-
-impl VcpuIrqSink for FileSink {
-    fn set_vseip(&self, vcpu: u32, level: bool) {
-        if let Some(v) = world().vcpus.get(vcpu as usize) {
-            if level {
-                v.raise(virq_riscv::hext::IRQ_VS_EXT);
-            } else {
-                v.lower(virq_riscv::hext::IRQ_VS_EXT);
-            }
-        }
-    }
-}
-
 /// A vCPU's interrupt file.
-pub type GuestImsic = VcpuImsic<HwFiles, FileSink>;
+pub type GuestImsic = VcpuImsic<HwFiles, GuestSink>;
 
 /// Point vCPU `v`'s IMSIC page of guest `g` at `backing` (its hardware file, or
 /// nowhere for a software file) and flush every hart's G-stage TLB. No lock held.

@@ -30,7 +30,7 @@
 //!   guest's `sireg` (for `siselect` 0x70..=0xFF) and `stopei` accesses raise
 //!   virtual-instruction exceptions (AIA 1.0 §2.3 / QEMU `rmw_xireg_aia`,
 //!   `rmw_xtopei`), emulated by `vcpu::csr_access` with `VcpuImsic::ireg`/`stopei`; its
-//!   VSEIP goes through the vCPU's `PendingSet` ([`FileSink`]). `VcpuImsic::load` is
+//!   VSEIP goes through the vCPU's `PendingSet` (`GuestSink`). `VcpuImsic::load` is
 //!   retried at every load, so the vCPU moves to hardware when a line frees up.
 //!   `sireg` with `siselect` 0x30..=0x3F (major interrupt priorities, not available to
 //!   VS-mode: virtual instruction in QEMU for any VGEIN) reads 0 and ignores writes.
@@ -75,7 +75,7 @@ use virq_riscv::aplic::{SourceMode, VAplic};
 use virq_riscv::hext::HgeieDoorbell;
 use virq_riscv::imsic::{CsrOp, ImsicFileState};
 use virq_riscv::msi::{Backing, GuestFileHw, Msi, MsiSink, VcpuImsic, IMSIC_PAGE_SIZE};
-use virq_riscv::{MmioDevice, VcpuIrqSink};
+use virq_riscv::MmioDevice;
 
 use super::{GuestIrqChip, GuestSink, MmioOp};
 use crate::arch::csr::{self, hstatus_bits, HartCsrs};
@@ -216,7 +216,7 @@ impl GuestAia {
                 (first_vcpu + i) as u32,
                 p.aia.num_ids,
                 HwFiles { guest },
-                FileSink,
+                GuestSink { first_vcpu, vcpus },
             )
             .map_err(AiaError::Config)?;
             files.push(AiaVcpu {
