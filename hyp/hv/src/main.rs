@@ -19,7 +19,6 @@ mod exit;
 mod gstage;
 mod guest;
 mod heap;
-mod insn;
 mod irq;
 mod platform;
 mod sbi;
