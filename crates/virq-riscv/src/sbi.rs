@@ -431,16 +431,21 @@ fn decode_base(fid: usize, a: [usize; 6]) -> Result<Call, SbiError> {
 }
 
 fn decode_rfence(fid: usize, a: [usize; 6], harts: GuestHarts) -> Result<Call, SbiError> {
+    // NOT_SUPPORTED first, then the hart mask (INVALID_PARAM), then the range
+    // (INVALID_ADDRESS).
+    if !matches!(
+        fid,
+        rfnc::REMOTE_FENCE_I | rfnc::REMOTE_SFENCE_VMA | rfnc::REMOTE_SFENCE_VMA_ASID
+    ) {
+        return Err(SbiError::NotSupported);
+    }
+    let harts = harts.hart_set(a[0], a[1])?;
     let fence = match fid {
         rfnc::REMOTE_FENCE_I => Fence::I,
         rfnc::REMOTE_SFENCE_VMA => Fence::SfenceVma(FenceRange::new(a[2], a[3])?),
-        rfnc::REMOTE_SFENCE_VMA_ASID => Fence::SfenceVmaAsid(FenceRange::new(a[2], a[3])?, a[4]),
-        _ => return Err(SbiError::NotSupported),
+        _ => Fence::SfenceVmaAsid(FenceRange::new(a[2], a[3])?, a[4]),
     };
-    Ok(Call::RemoteFence {
-        harts: harts.hart_set(a[0], a[1])?,
-        fence,
-    })
+    Ok(Call::RemoteFence { harts, fence })
 }
 
 fn decode_hsm(fid: usize, a: [usize; 6], harts: GuestHarts) -> Result<Call, SbiError> {
@@ -712,9 +717,13 @@ mod tests {
             })
         );
         assert_eq!(f(1, usize::MAX, 2), Err(SbiError::InvalidAddress));
-        // The hart mask is checked too.
+        // The hart mask is checked too, before the range.
         assert_eq!(
             call(rfnc::EID_RFNC, 0, [1, 4, 0, 0, 0, 0]),
+            Err(SbiError::InvalidParam)
+        );
+        assert_eq!(
+            call(rfnc::EID_RFNC, 1, [1, 4, usize::MAX, 2, 0, 0]),
             Err(SbiError::InvalidParam)
         );
     }
