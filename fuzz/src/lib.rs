@@ -232,24 +232,22 @@ pub fn vaplic(data: &[u8]) {
     }
 }
 
-/// The per-source invariants of the vAPLIC, 32 sources at a time: in MSI mode with
+/// The per-source invariants of the vAPLIC, 64 sources at a time: in MSI mode with
 /// IE set nothing is pending and enabled (it would have been forwarded), and only
-/// active sources 1..=`sources` are ever pending or enabled. Reading `setip[k]` /
-/// `setie[k]` (side-effect free) and visiting only the set bits keeps this O(words +
-/// set bits) per step instead of O(sources); each set bit is cross-checked against
-/// `is_pending`/`is_enabled`, so a broken register view cannot hide a violation.
+/// active sources 1..=`sources` are ever pending or enabled. Walking the pending and
+/// enable words and visiting only set bits keeps this O(words + set bits) per step
+/// instead of O(sources); each set bit is cross-checked against `is_pending` /
+/// `is_enabled`, and the words beyond the last source must be empty.
 fn check_aplic_sources(a: &mut VAplic<MsiRec, &Levels, 8>, sources: u32) {
-    const SETIP: u64 = 0x1c00;
-    const SETIE: u64 = 0x1e00;
     let forwarding = a.msi_mode() && a.read(0, 4) & (1 << 8) != 0;
-    for k in 0..=u64::from(sources / 32) {
-        let pending = a.read(SETIP + 4 * k, 4) as u32;
-        let enabled = a.read(SETIE + 4 * k, 4) as u32;
+    for k in 0..=(sources as usize / 64) + 1 {
+        let pending = a.pending_word(k);
+        let enabled = a.enabled_word(k);
         if forwarding {
             assert_eq!(
                 pending & enabled,
                 0,
-                "sources {:#x} + 32*{k} pending and enabled but not forwarded",
+                "sources {:#x} + 64*{k} pending and enabled but not forwarded",
                 pending & enabled
             );
         }
@@ -257,13 +255,21 @@ fn check_aplic_sources(a: &mut VAplic<MsiRec, &Levels, 8>, sources: u32) {
         while x != 0 {
             let b = x.trailing_zeros();
             x &= x - 1;
-            let i = k as u32 * 32 + b;
+            let i = k as u32 * 64 + b;
             assert!(
                 (1..=sources).contains(&i),
                 "source {i} does not exist but is pending or enabled"
             );
-            assert_eq!(a.is_pending(i), pending >> b & 1 == 1, "setip view of {i}");
-            assert_eq!(a.is_enabled(i), enabled >> b & 1 == 1, "setie view of {i}");
+            assert_eq!(
+                a.is_pending(i),
+                pending >> b & 1 == 1,
+                "pending view of {i}"
+            );
+            assert_eq!(
+                a.is_enabled(i),
+                enabled >> b & 1 == 1,
+                "enabled view of {i}"
+            );
             assert_ne!(
                 a.source_mode(i),
                 virq_riscv::aplic::SourceMode::Inactive,
