@@ -17,9 +17,15 @@ pub struct TestArgs {
 pub struct FuzzArgs {
     /// Fuzz target name (see `fuzz/fuzz_targets/`).
     pub target: String,
-    /// Seconds to run.
+    /// Seconds to run (an upper bound when `--runs` is given).
     #[arg(long, default_value_t = 60)]
     pub time: u64,
+    /// Stop after this many executions (libFuzzer `-runs`).
+    #[arg(long)]
+    pub runs: Option<u64>,
+    /// Longest input in bytes (libFuzzer `-max_len`; its default grows to 4096).
+    #[arg(long)]
+    pub max_len: Option<usize>,
 }
 
 /// `cargo xtask test`.
@@ -68,7 +74,7 @@ pub fn bench() -> Result<()> {
 }
 
 /// The fuzz targets (`fuzz/fuzz_targets/<name>.rs`).
-pub const FUZZ_TARGETS: &[&str] = &["vplic", "vaplic", "vimsic"];
+pub const FUZZ_TARGETS: &[&str] = &["vplic", "vaplic", "vimsic", "insn", "sbi"];
 
 /// Coverage instrumentation for libFuzzer on a stable toolchain (what `cargo fuzz`
 /// passes through nightly `-Z sanitizer`, spelled as plain LLVM options).
@@ -135,12 +141,17 @@ pub fn fuzz(args: &FuzzArgs) -> Result<()> {
         .join(&host)
         .join("release")
         .join(&args.target);
-    run_cmd(
-        Command::new(bin)
-            .arg(&corpus)
-            .arg(format!("-artifact_prefix={}/", artifacts.display()))
-            .arg(format!("-max_total_time={}", args.time))
-            .arg("-rss_limit_mb=2048")
-            .arg("-print_final_stats=1"),
-    )
+    let mut cmd = Command::new(bin);
+    cmd.arg(&corpus)
+        .arg(format!("-artifact_prefix={}/", artifacts.display()))
+        .arg(format!("-max_total_time={}", args.time))
+        .arg("-rss_limit_mb=2048")
+        .arg("-print_final_stats=1");
+    if let Some(runs) = args.runs {
+        cmd.arg(format!("-runs={runs}"));
+    }
+    if let Some(len) = args.max_len {
+        cmd.arg(format!("-max_len={len}"));
+    }
+    run_cmd(&mut cmd)
 }

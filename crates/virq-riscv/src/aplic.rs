@@ -292,6 +292,17 @@ impl<M: MsiSink, S: VcpuIrqSink, const HARTS: usize> VAplic<M, S, HARTS> {
         self.enabled.get(i)
     }
 
+    /// Pending bits of sources `64k..=64k + 63` (bit `j` is source `64k + j`; zero
+    /// beyond the last word). Lets a checker walk the pending set a word at a time.
+    pub fn pending_word(&self, k: usize) -> u64 {
+        self.pending.0.get(k).copied().unwrap_or(0)
+    }
+
+    /// Enable bits of sources `64k..=64k + 63`, as [`Self::pending_word`].
+    pub fn enabled_word(&self, k: usize) -> u64 {
+        self.enabled.0.get(k).copied().unwrap_or(0)
+    }
+
     /// The output (external interrupt level) of hart index `h` in direct mode.
     pub fn output(&self, h: u32) -> bool {
         self.idc.get(h as usize).is_some_and(|i| i.output)

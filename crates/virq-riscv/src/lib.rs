@@ -14,6 +14,8 @@
 //! | [`msi`] | MSI sinks; a vCPU's interrupt file on a hardware guest file or in software | AIA v1.0 chapters 3 and 6 |
 //! | [`hext`] | `hvip` flush/sync, `hstatus.VGEIN`, SGEI doorbells, fake CSRs | privileged spec (H extension), AIA chapter 6 |
 //! | [`mmio`] | the MMIO interface and error counters every device shares | — |
+//! | [`insn`] | decoding the guest load/store behind an MMIO trap (`htinst` or raw) | unprivileged spec (RV64I, RV64C), privileged spec (H extension, transformed instructions) |
+//! | [`sbi`] | SBI calls from a guest: typed, validated arguments, hart masks to vCPU sets | RISC-V SBI v2.0 |
 //!
 //! Every device implements [`MmioDevice`]: `read(offset, size)` / `write(offset, size,
 //! value)`. Guest mistakes never panic; they read as zero, are ignored when written,
@@ -24,9 +26,11 @@
 pub mod aplic;
 pub mod hext;
 pub mod imsic;
+pub mod insn;
 pub mod mmio;
 pub mod msi;
 pub mod plic;
+pub mod sbi;
 
 mod bits;
 

@@ -3,12 +3,12 @@ use core::sync::atomic::Ordering;
 
 use crate::arch::csr::{self, hstatus_bits, irq_bits, sstatus_bits};
 use crate::arch::{self, switch::guest_fetch_u16};
-use crate::insn::{self, Access};
 use crate::topology::MmioOp;
 use crate::vcpu::{Vcpu, VcpuInner};
 use crate::world::{world, Hart};
 use virq_core::block::BlockOutcome;
 use virq_riscv::imsic::CsrOp;
+use virq_riscv::insn::{self, Access};
 
 /// What the scheduler does next with the vCPU.
 pub enum Next {
@@ -94,14 +94,6 @@ fn fetch_insn(inner: &VcpuInner, hint: usize) -> Option<u32> {
     }
     let hi = guest_fetch_u16(pc.wrapping_add(2), hs)? as u32;
     Some(lo | (hi << 16))
-}
-
-fn insn_len(insn: u32) -> usize {
-    if insn & 3 == 3 {
-        4
-    } else {
-        2
-    }
 }
 
 fn virtual_insn(vcpu: &Vcpu, inner: &mut VcpuInner) -> Next {
@@ -253,7 +245,7 @@ pub fn emulate_mmio(inner: &mut VcpuInner, dev: impl FnOnce(MmioOp) -> u64) -> N
         let len = if hint != 0 {
             insn::transformed_len(raw)
         } else {
-            insn_len(raw)
+            insn::len(raw)
         };
         match access {
             Access::Load { rd, size, signed } if t.scause == EXC_LOAD_GPF => {

@@ -19,7 +19,6 @@ mod gstage;
 mod guest;
 mod heap;
 mod hostirq;
-mod insn;
 mod irq;
 mod platform;
 mod sbi;

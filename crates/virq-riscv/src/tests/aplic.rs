@@ -640,3 +640,27 @@ fn aplic_setip_sources_decodes_every_setip_register() {
     assert!(got(0x1d00, 1).is_empty(), "in_clrip is not a set");
     assert!(got(0x1ddc, 5).is_empty(), "clripnum is not a set");
 }
+
+#[test]
+fn pending_and_enabled_words_match_setip_and_setie() {
+    let s = VseipLog::default();
+    let mut a = new(&s, 100);
+    for i in [1, 63, 64, 100] {
+        a.write(sourcecfg(i), 4, SourceMode::Detached as u64);
+        a.write(SETIPNUM, 4, u64::from(i));
+    }
+    a.write(SETIENUM, 4, 64);
+    a.write(SETIENUM, 4, 100);
+    assert_eq!(a.pending_word(0), 1 << 1 | 1 << 63);
+    assert_eq!(a.pending_word(1), 1 | 1 << 36);
+    assert_eq!(a.enabled_word(1), 1 | 1 << 36);
+    assert_eq!(a.enabled_word(0), 0);
+    for k in 0..4 {
+        let (p, e) = (a.pending_word(k / 2), a.enabled_word(k / 2));
+        let shift = (k % 2) * 32;
+        assert_eq!(a.read(0x1c00 + 4 * k as u64, 4), p >> shift & 0xffff_ffff);
+        assert_eq!(a.read(0x1e00 + 4 * k as u64, 4), e >> shift & 0xffff_ffff);
+    }
+    assert_eq!(a.pending_word(16), 0, "beyond the bitmap");
+    assert_eq!(a.enabled_word(usize::MAX), 0);
+}

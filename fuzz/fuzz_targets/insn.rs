@@ -1,0 +1,10 @@
+//! Fuzz target `insn`: see [`virq_fuzz::insn`].
+#![cfg_attr(feature = "libfuzzer", no_main)]
+
+#[cfg(feature = "libfuzzer")]
+libfuzzer_sys::fuzz_target!(|data: &[u8]| virq_fuzz::insn(data));
+
+#[cfg(not(feature = "libfuzzer"))]
+fn main() -> std::process::ExitCode {
+    virq_fuzz::replay_main(virq_fuzz::insn)
+}
