@@ -39,7 +39,7 @@ const LINUX2_PREFIX: &str = "[linux2] ";
 /// Default time limit of one QEMU run.
 const DEFAULT_TIMEOUT_S: u64 = 60;
 /// Time limit of a Linux boot under hyp (TCG, two levels of translation).
-const LINUX_TIMEOUT_S: u64 = 600;
+pub(crate) const LINUX_TIMEOUT_S: u64 = 600;
 /// Time limit of an interactive Linux shell (`cargo xtask run`).
 const INTERACTIVE_TIMEOUT_S: u64 = 3600;
 
@@ -124,23 +124,26 @@ pub struct RunArgs {
 }
 
 /// Build artefacts.
-struct Images {
+pub(crate) struct Images {
     hyp: PathBuf,
     guest_bin: PathBuf,
 }
 
 /// The AIA guest profile (`LINUX_AIA` in `hyp/hv/src/config.rs`).
-const LINUX_AIA: &str = "profile=linux-aia";
+pub(crate) const LINUX_AIA: &str = "profile=linux-aia";
 /// Guest interrupt files per hart for the AIA Linux when not given.
-const DEFAULT_AIA_GUESTS: u32 = 3;
+pub(crate) const DEFAULT_AIA_GUESTS: u32 = 3;
 
 /// What hyp boots.
 #[derive(Debug, Clone)]
-enum Payload {
+pub(crate) enum Payload {
     /// The bare-metal test guest (profile `test`).
     TestGuest,
     /// Debian Linux (profile `linux`): kernel `Image` and initramfs.
     Linux { kernel: PathBuf, initramfs: PathBuf },
+    /// Debian Linux on bare QEMU, without hyp (a baseline): the machine's bootargs are
+    /// the kernel command line.
+    BareLinux { kernel: PathBuf, initramfs: PathBuf },
 }
 
 fn hyp_target_dir() -> PathBuf {
@@ -148,7 +151,7 @@ fn hyp_target_dir() -> PathBuf {
 }
 
 /// Build hyp and the test guest (release), and flatten the guest to a raw image.
-fn build(immediate_eoi: bool) -> Result<Images> {
+pub(crate) fn build(immediate_eoi: bool) -> Result<Images> {
     let mut cmd = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
     cmd.args([
         "build",
@@ -248,14 +251,14 @@ fn elf_to_flat(elf: &[u8]) -> Result<Vec<u8>> {
 
 /// One QEMU configuration.
 #[derive(Debug, Clone)]
-struct Machine {
-    smp: u32,
+pub(crate) struct Machine {
+    pub(crate) smp: u32,
     /// `Some(n)`: `-M virt,aia=aplic-imsic,aia-guests=n` (S-level APLIC + IMSIC with `n`
     /// guest interrupt files per hart); `None`: plain `-M virt` (PLIC).
-    aia: Option<u32>,
-    bootargs: Vec<String>,
-    timeout: Duration,
-    payload: Payload,
+    pub(crate) aia: Option<u32>,
+    pub(crate) bootargs: Vec<String>,
+    pub(crate) timeout: Duration,
+    pub(crate) payload: Payload,
 }
 
 impl Machine {
@@ -277,9 +280,14 @@ impl Machine {
             "-smp",
         ])
         .arg(self.smp.to_string())
-        .arg("-kernel")
-        .arg(&img.hyp);
+        .arg("-kernel");
+        if let Payload::BareLinux { kernel, initramfs } = &self.payload {
+            cmd.arg(kernel).arg("-initrd").arg(initramfs);
+        } else {
+            cmd.arg(&img.hyp);
+        }
         match &self.payload {
+            Payload::BareLinux { .. } => {}
             Payload::TestGuest => {
                 cmd.arg("-device").arg(format!(
                     "loader,file={},addr={:#x},force-raw=on",
@@ -313,11 +321,11 @@ impl Machine {
 }
 
 /// Output and exit status of a QEMU run.
-struct Outcome {
-    output: String,
-    status: Option<i32>,
-    timed_out: bool,
-    elapsed: Duration,
+pub(crate) struct Outcome {
+    pub(crate) output: String,
+    pub(crate) status: Option<i32>,
+    pub(crate) timed_out: bool,
+    pub(crate) elapsed: Duration,
 }
 
 fn kill(child: &mut Child) {
@@ -326,7 +334,7 @@ fn kill(child: &mut Child) {
 }
 
 /// Run QEMU with a time limit, capturing stdout (and echoing it if `echo`).
-fn run_qemu(m: &Machine, img: &Images, echo: bool) -> Result<Outcome> {
+pub(crate) fn run_qemu(m: &Machine, img: &Images, echo: bool) -> Result<Outcome> {
     let mut cmd = m.command(img);
     cmd.stdin(Stdio::null())
         .stdout(Stdio::piped())
@@ -393,7 +401,7 @@ fn run_qemu(m: &Machine, img: &Images, echo: bool) -> Result<Outcome> {
     })
 }
 
-fn bootargs(vcpus: Option<u32>, eoi: Option<&str>) -> Vec<String> {
+pub(crate) fn bootargs(vcpus: Option<u32>, eoi: Option<&str>) -> Vec<String> {
     let mut v = Vec::new();
     if let Some(n) = vcpus {
         v.push(format!("vcpus={n}"));
@@ -443,7 +451,7 @@ pub fn run(args: &RunArgs) -> Result<()> {
     bootargs.extend(args.bootarg.iter().cloned());
     let default_timeout = match payload {
         Payload::Linux { .. } if !args.linux_test => INTERACTIVE_TIMEOUT_S,
-        Payload::Linux { .. } => LINUX_TIMEOUT_S,
+        Payload::Linux { .. } | Payload::BareLinux { .. } => LINUX_TIMEOUT_S,
         Payload::TestGuest => DEFAULT_TIMEOUT_S,
     };
     let timeout = args.timeout.unwrap_or(default_timeout);
@@ -731,7 +739,7 @@ fn log_path(name: &str) -> PathBuf {
     hyp_target_dir().join("logs").join(format!("{name}.log"))
 }
 
-fn save_log(name: &str, out: &str) -> Result<PathBuf> {
+pub(crate) fn save_log(name: &str, out: &str) -> Result<PathBuf> {
     let p = log_path(name);
     std::fs::create_dir_all(p.parent().unwrap_or(Path::new(".")))?;
     std::fs::write(&p, out)?;

@@ -7,6 +7,8 @@
 //! - `hyp`: builds the bare-metal hypervisor and its test guest, runs QEMU, and
 //!   the QEMU test suite.
 //! - `checks`: fmt, clippy, host tests, loom models.
+//! - `pingpong`: the lost-wake-up detector guest program (`guest/pingpong`): build,
+//!   initramfs, result parsing; `soak`: `cargo xtask soak`, it on every configuration.
 
 use anyhow::Result;
 use clap::{Parser, Subcommand};
@@ -15,7 +17,9 @@ mod checks;
 mod guestcheck;
 mod hyp;
 mod images;
+mod pingpong;
 mod setup;
+mod soak;
 
 #[derive(Parser)]
 #[command(name = "cargo xtask", about = "virq developer tasks")]
@@ -36,6 +40,9 @@ enum Cmd {
     Bench,
     /// Run one cargo-fuzz target: `cargo xtask fuzz <target> --time N`.
     Fuzz(checks::FuzzArgs),
+    /// Lost-wake-up soak: the ping-pong guest program on every configuration
+    /// (default 1,000,000 laps each); fails on any lap over 100 ms.
+    Soak(soak::SoakArgs),
 }
 
 fn main() -> Result<()> {
@@ -45,5 +52,6 @@ fn main() -> Result<()> {
         Cmd::Test(args) => checks::test(&args),
         Cmd::Bench => checks::bench(),
         Cmd::Fuzz(args) => checks::fuzz(&args),
+        Cmd::Soak(args) => soak::soak(&args),
     }
 }
