@@ -36,6 +36,8 @@ const LINUX2_KERNEL_LOAD_ADDR: u64 = 0xa820_0000;
 /// The profile with two Linux guests; the second prints through hyp with this prefix.
 const TWO_LINUX: &str = "profile=two-linux";
 const LINUX2_PREFIX: &str = "[linux2] ";
+/// Laps of the ping-pong cases of the QEMU suite (`cargo xtask soak` runs 1,000,000).
+const PINGPONG_LAPS: u64 = 20_000;
 /// Default time limit of one QEMU run.
 const DEFAULT_TIMEOUT_S: u64 = 60;
 /// Time limit of a Linux boot under hyp (TCG, two levels of translation).
@@ -544,6 +546,9 @@ struct Case {
     storm: Option<bool>,
     /// A Linux guest on the AIA topology: what its `ACCT … aia` lines must show.
     aia: Option<AiaExpect>,
+    /// The guest runs the ping-pong (`crate::pingpong`) instead of the test `/init`:
+    /// `(laps, cpus)` it must complete with no lap over 100 ms.
+    pingpong: Option<(u64, u32)>,
 }
 
 /// What an AIA Linux case must show in hyp's accounting.
@@ -662,7 +667,18 @@ fn check(case: &Case, o: &Outcome) -> Result<(usize, u64, u64)> {
         "timed out after {:.0} s",
         o.elapsed.as_secs_f64()
     );
-    let passed = if matches!(case.machine.payload, Payload::Linux { .. }) {
+    let passed = if let Some((rounds, cpus)) = case.pingpong {
+        // The lost-wake-up detector: every lap within 100 ms.
+        let r = crate::pingpong::check(&o.output, rounds, cpus)?;
+        println!(
+            "      {} laps round {cpus} CPUs: 0 over 100 ms, worst {:.1} ms, mean {} us, {} over 10 ms",
+            r.rounds,
+            r.worst_us as f64 / 1000.0,
+            r.mean_us,
+            r.over_10ms
+        );
+        1
+    } else if matches!(case.machine.payload, Payload::Linux { .. }) {
         // Debian's kernel with the test /init: it must reach the end and power off,
         // with timer, IPIs and the UART counting on every CPU (crate::guestcheck).
         // With two guests, the second one's lines carry its prefix (its console is
@@ -770,48 +786,56 @@ pub fn qemu_tests() -> Result<()> {
             machine: m(1, None, None),
             storm: Some(false),
             aia: None,
+            pingpong: None,
         },
         Case {
             name: "smp2",
             machine: m(2, None, None),
             storm: Some(false),
             aia: None,
+            pingpong: None,
         },
         Case {
             name: "smp4-vcpus4",
             machine: m(4, Some(4), None),
             storm: Some(false),
             aia: None,
+            pingpong: None,
         },
         Case {
             name: "smp1-vcpus3",
             machine: m(1, Some(3), None),
             storm: Some(false),
             aia: None,
+            pingpong: None,
         },
         Case {
             name: "smp2-vcpus5",
             machine: m(2, Some(5), None),
             storm: Some(false),
             aia: None,
+            pingpong: None,
         },
         Case {
             name: "smp2-storm",
             machine: m(2, None, Some("immediate")),
             storm: Some(true),
             aia: None,
+            pingpong: None,
         },
         Case {
             name: "aia-smp2",
             machine: on_aia(m(2, None, None)),
             storm: Some(false),
             aia: None,
+            pingpong: None,
         },
         Case {
             name: "aia-smp2-storm",
             machine: on_aia(m(2, None, Some("immediate"))),
             storm: Some(true),
             aia: None,
+            pingpong: None,
         },
     ];
     let mut cases = cases.to_vec();
@@ -852,6 +876,7 @@ pub fn qemu_tests() -> Result<()> {
                 },
                 storm: Some(false),
                 aia: None,
+                pingpong: None,
             });
         }
         // Linux on the AIA topology: hardware guest files for every vCPU (2 on 2 harts,
@@ -921,8 +946,36 @@ pub fn qemu_tests() -> Result<()> {
                 // interrupts (checked by `check_aia`).
                 storm: None,
                 aia: Some(expect),
+                pingpong: None,
             });
         }
+    }
+    if std::env::var_os("VIRQ_SKIP_LINUX").is_none() {
+        // Lost wake-ups (issue 12): the short version of `cargo xtask soak` — the
+        // ping-pong on the default AIA configuration (hardware files, vCPUs blocking in
+        // WFI with their doorbells armed) and on software files with 4 vCPUs on 2 harts.
+        for (name, config, rounds) in [
+            ("pingpong-aia", "aia", PINGPONG_LAPS),
+            ("pingpong-aia-sw-vcpus4", "aia-sw-vcpus4", PINGPONG_LAPS / 8),
+        ] {
+            let c = crate::soak::config(config)?;
+            let boot = crate::pingpong::boot_images(rounds, c.cpus)?;
+            cases.push(Case {
+                name,
+                machine: c.machine(&boot, crate::soak::default_timeout(rounds, c.cpus)),
+                storm: None,
+                aia: None,
+                pingpong: Some((rounds, c.cpus)),
+            });
+        }
+    }
+    // `VIRQ_QEMU_ONLY=text`: only the cases whose name contains `text`.
+    if let Ok(only) = std::env::var("VIRQ_QEMU_ONLY") {
+        cases.retain(|c| c.name.contains(only.as_str()));
+        ensure!(
+            !cases.is_empty(),
+            "VIRQ_QEMU_ONLY={only}: no QEMU case matches"
+        );
     }
     let suite = Instant::now();
     let (mut ok, mut bad) = (0, 0);

@@ -209,8 +209,8 @@ pub fn soak(args: &SoakArgs) -> Result<()> {
     let mut boots = BTreeMap::new();
     let mut rows = Vec::new();
     for c in &configs {
-        if !boots.contains_key(&c.cpus) {
-            boots.insert(c.cpus, pingpong::boot_images(args.rounds, c.cpus)?);
+        if let std::collections::btree_map::Entry::Vacant(e) = boots.entry(c.cpus) {
+            e.insert(pingpong::boot_images(args.rounds, c.cpus)?);
         }
         let timeout = args
             .timeout
