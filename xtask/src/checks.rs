@@ -74,6 +74,11 @@ pub fn test(args: &TestArgs) -> Result<()> {
             .env("LOOM_MAX_PREEMPTIONS", "3")
             .env("CARGO_TARGET_DIR", root().join("target/loom")),
     )?;
+    // Every known protocol break must make a loom model fail (xtask/src/mutants.rs).
+    crate::mutants::run(&crate::mutants::MutantArgs {
+        filter: None,
+        list: false,
+    })?;
     if !args.host_only {
         crate::setup::ensure_all()?;
         crate::hyp::qemu_tests()?;

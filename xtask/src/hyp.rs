@@ -736,6 +736,11 @@ fn check(case: &Case, o: &Outcome) -> Result<(usize, u64, u64)> {
         "QEMU exit status {:?} (the guest's failure count)",
         o.status
     );
+    // Seed 001's release at guest stop: the route is released and the source disabled.
+    ensure!(
+        o.output.contains("hyp: released pirq "),
+        "hyp did not release the guest's passthrough route when it stopped"
+    );
     let (claims, completes) = acct_claims(&o.output).context("no ACCT claims line")?;
     match case.storm {
         Some(true) => ensure!(

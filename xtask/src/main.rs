@@ -9,6 +9,7 @@
 //! - `checks`: fmt, clippy, host tests, loom models.
 //! - `pingpong`: the lost-wake-up detector guest program (`guest/pingpong`): build,
 //!   initramfs, result parsing; `soak`: `cargo xtask soak`, it on every configuration.
+//! - `mutants`: `loom-mutants`, the checked list of protocol breaks loom must catch.
 
 use anyhow::Result;
 use clap::{Parser, Subcommand};
@@ -17,6 +18,7 @@ mod checks;
 mod guestcheck;
 mod hyp;
 mod images;
+mod mutants;
 mod pingpong;
 mod setup;
 mod soak;
@@ -43,6 +45,9 @@ enum Cmd {
     /// Lost-wake-up soak: the ping-pong guest program on every configuration
     /// (default 1,000,000 laps each); fails on any lap over 100 ms.
     Soak(soak::SoakArgs),
+    /// Break each lockless protocol of virq-core in a known way; every break must make
+    /// a loom model fail.
+    LoomMutants(mutants::MutantArgs),
 }
 
 fn main() -> Result<()> {
@@ -53,5 +58,6 @@ fn main() -> Result<()> {
         Cmd::Bench => checks::bench(),
         Cmd::Fuzz(args) => checks::fuzz(&args),
         Cmd::Soak(args) => soak::soak(&args),
+        Cmd::LoomMutants(args) => mutants::run(&args),
     }
 }

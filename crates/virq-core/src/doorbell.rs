@@ -15,14 +15,21 @@
 //!   [`Doorbell::fire`], cleared only by [`Doorbell::load`]. It is an atomic — the
 //!   review's data race was exactly this flag written plainly from the interrupt handler.
 //!
-//! Transitions (all SeqCst read-modify-writes: [`Doorbell::put`] and [`Doorbell::fire`]
-//! are a Dekker pair — each writes one word and then reads the other's, so at least one
-//! sees the other. Every access is an RMW: under C++20 SeqCst a plain load would do, but
-//! loom approximates SeqCst loads (and failed compare-exchanges) as acquire and then
-//! finds a spurious lost doorbell (tokio-rs/loom#180); RMWs read the newest value in
-//! either model and cost nothing here, off the hot path):
+//! Transitions (all SeqCst read-modify-writes). [`Doorbell::put`] and
+//! [`Doorbell::fire`] each write one word and then read the other's; what decides
+//! their race is the modification order of `state`, which both change with an RMW: the
+//! later RMW reads the earlier one's value and synchronises with it. So a `fire` whose
+//! state RMW comes first has its `pending_last` write visible to `put`'s read after
+//! `put`'s `BLOCKING` swap, and a `put` whose swap comes first is seen by `fire` as
+//! `BLOCKING`. (The `pending_last` read in `put` is an RMW for uniformity; after the
+//! acquiring swap any load would do — a plain SeqCst load there is not a bug and loom
+//! rightly accepts it. `cargo xtask loom-mutants` lists the changes that *are* bugs and
+//! checks that a model fails for each.)
 //!
-//! * `put(blocking)`: **unmask first**, then `state := BLOCKING`, then read
+//! * `put(blocking)`: **unmask first** — and if the hardware reports the source
+//!   already pending ([`DoorbellHw::unmask`] returns true: PendingLast), mask again,
+//!   record `pending_last`, `state := DESCHEDULED` and report
+//!   [`PutOutcome::StayRunnable`] without blocking — then `state := BLOCKING`, then read
 //!   `pending_last`. If it is set, take the state back (swap to `DESCHEDULED`; if the
 //!   old state was plain `BLOCKING`, no fire won, so mask ourselves) and report
 //!   [`PutOutcome::StayRunnable`]. Unmasking before publishing
@@ -51,17 +58,22 @@ use crate::sync::{AtomicBool, AtomicU8, Mutex, Ordering};
 
 /// The hardware enable of one vCPU's doorbell.
 ///
-/// **Requirement:** `unmask` must re-signal a condition that became pending while the
-/// doorbell was masked (a level doorbell does: the RISC-V SGEI is `hgeip & hgeie`, so an
-/// interrupt that reached the guest file while masked fires as soon as `hgeie` is set).
-/// `pending_last` is set only by [`Doorbell::fire`], so a doorbell that would drop such
-/// an interrupt (GICv4.1 reports it through `VPENDBASER.PendingLast` at deschedule
-/// instead) must have its driver call [`Doorbell::fire`] itself when it sees it.
+/// **Requirement:** after `unmask`, the doorbell must not lose a condition that became
+/// pending while it was masked. Hardware that re-signals it by itself (a level
+/// doorbell: the RISC-V SGEI is `hgeip & hgeie`) meets this only if its status bit
+/// follows the source; hardware that does not (GICv4.1 reports it through
+/// `VPENDBASER.PendingLast` at deschedule; QEMU 10.0.2's `hip.SGEIP` can keep a stale 0
+/// after an `hgeie` write that races an MSI, see docs/design.md "Doorbells") must
+/// report it: `unmask` re-reads the *source* after enabling and returns whether it is
+/// pending. Returning `true` is always safe (the vCPU merely stays runnable);
+/// returning `false` while the source is pending and the hardware will not fire is
+/// the lost wake-up.
 pub trait DoorbellHw {
     /// Stop the doorbell from firing.
     fn mask(&self);
-    /// Let the doorbell fire (and re-signal anything that arrived while masked).
-    fn unmask(&self);
+    /// Let the doorbell fire; then read the source back and return whether it is
+    /// pending now (the doorbell's *PendingLast*).
+    fn unmask(&self) -> bool;
 }
 
 const RESIDENT: u8 = 0;
@@ -123,7 +135,15 @@ impl Doorbell {
             self.state.swap(DESCHEDULED, Ordering::SeqCst);
             return PutOutcome::StayRunnable;
         }
-        hw.unmask();
+        if hw.unmask() {
+            // The source is already pending (PendingLast): the hardware may never
+            // fire for it, so do not block on it. Nothing was published, so no fire
+            // can have masked or kicked: take the doorbell back ourselves.
+            self.pending_last.swap(true, Ordering::SeqCst);
+            self.state.swap(DESCHEDULED, Ordering::SeqCst);
+            hw.mask();
+            return PutOutcome::StayRunnable;
+        }
         self.state.swap(BLOCKING, Ordering::SeqCst);
         if !self.pending_last.fetch_or(false, Ordering::SeqCst) {
             return PutOutcome::Blocked;
@@ -309,17 +329,35 @@ mod tests {
     use super::*;
     use core::cell::Cell;
 
+    /// A doorbell whose source is read back at unmask.
     #[derive(Default)]
     struct Hw {
         enabled: Cell<bool>,
+        source: Cell<bool>,
     }
     impl DoorbellHw for Hw {
         fn mask(&self) {
             self.enabled.set(false);
         }
-        fn unmask(&self) {
+        fn unmask(&self) -> bool {
             self.enabled.set(true);
+            self.source.get()
         }
+    }
+
+    /// Seen on QEMU 10.0.2: the source became pending while masked and the hardware
+    /// will not signal it after the unmask (a stale status bit). The read-back makes
+    /// `put` stay runnable instead of sleeping on it.
+    #[test]
+    fn pending_source_at_unmask_refuses_to_block() {
+        let (db, hw) = (Doorbell::new(), Hw::default());
+        hw.source.set(true);
+        assert_eq!(db.put(&hw, true), PutOutcome::StayRunnable);
+        assert!(!hw.enabled.get(), "taken back: masked");
+        assert_eq!(db.state(), DoorbellState::Descheduled);
+        assert!(!db.fire(&hw), "a late fire neither kicks nor unmasks");
+        assert!(!hw.enabled.get());
+        assert!(db.load(&hw), "load reports it");
     }
 
     #[test]
@@ -457,17 +495,48 @@ mod loom_tests {
     use loom::sync::Arc;
     use loom::thread;
 
+    /// A doorbell whose source is an atomic flag; `unmask` reads it back. Every
+    /// access is an RMW: the enable and the source form a Dekker pair with the MSI
+    /// below, and loom treats SeqCst loads as acquire (see the module docs).
     #[derive(Default)]
     struct Hw {
         enabled: AtomicBool,
+        source: AtomicBool,
     }
     impl DoorbellHw for Hw {
         fn mask(&self) {
-            self.enabled.store(false, Ordering::SeqCst);
+            self.enabled.swap(false, Ordering::SeqCst);
         }
-        fn unmask(&self) {
-            self.enabled.store(true, Ordering::SeqCst);
+        fn unmask(&self) -> bool {
+            self.enabled.swap(true, Ordering::SeqCst);
+            self.source.fetch_or(false, Ordering::SeqCst)
         }
+    }
+
+    /// Hardware that evaluates its signal only when the source rises (an MSI lands)
+    /// and never again at unmask — QEMU 10.0.2's `hip.SGEIP` after the `hgeie` race
+    /// (docs/design.md "Doorbells"). An interrupt racing a blocking `put`: the vCPU
+    /// must stay runnable or be kicked; the read-back in `unmask` is what guarantees it
+    /// (make `unmask` return `false` and this model finds the lost wake-up).
+    #[test]
+    fn loom_doorbell_msi_races_unmask_without_resignal() {
+        let mut model = loom::model::Builder::new();
+        model.preemption_bound = Some(3);
+        model.check(|| {
+            let db = Arc::new(Doorbell::new());
+            let hw = Arc::new(Hw::default());
+            let (d2, h2) = (db.clone(), hw.clone());
+            let msi = thread::spawn(move || {
+                h2.source.swap(true, Ordering::SeqCst);
+                h2.enabled.fetch_or(false, Ordering::SeqCst) && d2.fire(&*h2)
+            });
+            let outcome = db.put(&*hw, true);
+            let kicked = msi.join().unwrap();
+            assert!(
+                kicked || outcome == PutOutcome::StayRunnable,
+                "lost wake-up: the source is pending, the vCPU blocked, nobody kicked"
+            );
+        });
     }
 
     /// A fire racing a blocking put: either put refuses to block or fire kicks, and a
@@ -488,7 +557,10 @@ mod loom_tests {
                 "lost doorbell"
             );
             if db.state() != DoorbellState::Blocking {
-                assert!(!hw.enabled.load(Ordering::SeqCst), "doorbell left enabled");
+                assert!(
+                    !hw.enabled.fetch_or(false, Ordering::SeqCst),
+                    "doorbell left enabled"
+                );
             }
         });
     }

@@ -32,10 +32,30 @@ use crate::sync::{array, Mutex};
 /// Highest line number + 1 that `hgeie` can hold on RV64.
 pub const MAX_LINES: usize = 64;
 
-/// Probe the implemented lines: write all-ones to `hgeie`, read it back. Bit 0 never
-/// counts. `write_then_read` performs the CSR write and returns the value read.
-pub fn probe_lines(write_then_read: impl FnOnce(u64) -> u64) -> u64 {
-    write_then_read(!0) & !1
+/// Probe the usable lines: write all-ones to `hgeie`, read it back, and keep only lines
+/// `1..=guest_files` — line *i* signals guest interrupt file *i*, so a line beyond the
+/// files the hart's IMSIC really has (`2^guest-index-bits - 1`, from the DTB) must
+/// never be handed out even if `hgeie` implements it (seed 003's review:
+/// `min(probed lines, guest files)`). Bit 0 never counts. `write_then_read` performs
+/// the CSR write and returns the value read.
+pub fn probe_lines(write_then_read: impl FnOnce(u64) -> u64, guest_files: u32) -> u64 {
+    let files = if guest_files >= 63 {
+        !0
+    } else {
+        (1u64 << (guest_files + 1)) - 1
+    };
+    write_then_read(!0) & files & !1
+}
+
+/// Guest interrupt files of an IMSIC with `guest_index_bits` (`riscv,guest-index-bits`):
+/// `2^bits - 1` (index 0 is the supervisor file), saturating at the 63 lines `hgeie`
+/// can name.
+pub fn guest_files(guest_index_bits: u32) -> u32 {
+    if guest_index_bits >= 6 {
+        63
+    } else {
+        (1u32 << guest_index_bits) - 1
+    }
 }
 
 /// Why an allocator call was refused.
@@ -289,9 +309,34 @@ mod tests {
 
     #[test]
     fn probe_ignores_bit_0_and_keeps_what_sticks() {
-        assert_eq!(probe_lines(|w| w & 0xff), 0xfe);
-        assert_eq!(probe_lines(|_| 0), 0);
-        assert_eq!(probe_lines(|w| w & 0x3), 0x2);
+        assert_eq!(probe_lines(|w| w & 0xff, 63), 0xfe);
+        assert_eq!(probe_lines(|_| 0, 63), 0);
+        assert_eq!(probe_lines(|w| w & 0x3, 63), 0x2);
+    }
+
+    /// Seed 003's review: a hart whose `hgeie` implements more lines than its IMSIC has
+    /// guest files (a fake probe: 7 lines, `guest-index-bits = 1` → 1 file) hands out
+    /// only the lines that have a file.
+    #[test]
+    fn regression_003_lines_clamped_to_guest_files() {
+        assert_eq!(guest_files(0), 0);
+        assert_eq!(guest_files(1), 1);
+        assert_eq!(guest_files(2), 3);
+        assert_eq!(guest_files(3), 7);
+        assert_eq!(guest_files(6), 63);
+        assert_eq!(guest_files(9), 63);
+        let fake_hgeie = |w: u64| w & 0xfe;
+        assert_eq!(probe_lines(fake_hgeie, guest_files(1)), 0b10);
+        assert_eq!(probe_lines(fake_hgeie, guest_files(2)), 0b1110);
+        assert_eq!(probe_lines(fake_hgeie, 0), 0, "no guest files, no lines");
+        let a = HgeiAllocator::<1>::new();
+        assert_eq!(a.online(0, probe_lines(fake_hgeie, guest_files(1))), Ok(1));
+        assert_eq!(a.alloc(0, 5), Ok(1));
+        assert_eq!(
+            a.alloc(0, 6),
+            Err(HgeiError::NoFreeLine { hart: 0 }),
+            "line 2 has no guest file behind it"
+        );
     }
 
     #[test]

@@ -9,6 +9,7 @@
 //! | module | mechanism | seed |
 //! |---|---|---|
 //! | [`pending`] | per-vCPU pending interrupts, many producers, vCPU as consumer | `000_…` Xen RISC-V `irqs_pending` |
+//! | [`block`] | vCPU blocking (WFI) and kicks, across migration | `000_…` missed kick; issue 12's lost wake-ups |
 //! | [`hgei`] | guest external interrupt lines per physical hart | `003_…` KVM RISC-V AIA HGEI |
 //! | [`doorbell`] | doorbells that wake vCPUs that are not running | `002_…` Xen GICv4 doorbells |
 //! | [`ack`] | in-flight tracking and ack notifiers | `004_…` KVM GICv5 deactivation |
@@ -20,6 +21,7 @@
 #![deny(missing_docs)]
 
 pub mod ack;
+pub mod block;
 pub mod doorbell;
 pub mod hgei;
 pub mod pending;

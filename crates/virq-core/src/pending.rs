@@ -517,4 +517,27 @@ mod loom_tests {
             assert_eq!(shadow[0], 1 << 2, "seed resync lost a raise");
         });
     }
+
+    /// A `lower` racing the consumer: if the consumer's take sees the change, it must
+    /// see the new level (0), not the old one. The mask's Release (continued by the
+    /// consumer's Acquire swap) is what orders the relaxed `pending` write before the
+    /// consumer's relaxed read; with a relaxed mask RMW the consumer could take the
+    /// change and keep the lowered line high.
+    #[test]
+    fn loom_pending_lower_is_observed() {
+        let mut model = loom::model::Builder::new();
+        model.preemption_bound = Some(3);
+        model.check(|| {
+            let set = Arc::new(PendingSet::<1>::new());
+            let _ = set.raise(10).unwrap();
+            let _ = set.take_changes();
+            let s1 = set.clone();
+            let producer = thread::spawn(move || s1.lower(10).unwrap());
+            let c = set.take_changes();
+            if c.changed[0] & (1 << 10) != 0 {
+                assert_eq!(c.level[0] & (1 << 10), 0, "a lowered line seen high");
+            }
+            producer.join().unwrap();
+        });
+    }
 }

@@ -607,4 +607,56 @@ mod loom_tests {
             );
         });
     }
+
+    /// Data a delivery writes while it holds its guard (its use of the route: a loom
+    /// `UnsafeCell`, so an access not ordered by happens-before is a detected race) is
+    /// visible to the releasing CPU once `release` returns. This is the seed-001
+    /// barrier pair: the guard's `fetch_sub` (Release) and the wait loop's load
+    /// (Acquire); weaken either and loom reports the race.
+    #[test]
+    fn loom_route_delivery_writes_visible_after_release() {
+        let mut model = loom::model::Builder::new();
+        model.preemption_bound = Some(3);
+        model.check(|| {
+            let t = Arc::new(RouteTable::<2>::new());
+            let _ = t.route(1, 7, 33, Trigger::Edge).unwrap();
+            let used = Arc::new(loom::cell::UnsafeCell::new(0u32));
+            let (t2, u2) = (t.clone(), used.clone());
+            let hart = thread::spawn(move || {
+                if let Some(d) = t2.deliver(1) {
+                    // SAFETY: the route is valid and counted: `release` has not
+                    // returned, so the releasing CPU does not touch `used` yet.
+                    u2.with_mut(|p| unsafe { *p = d.virq() });
+                }
+            });
+            t.release(1, 7).unwrap();
+            // SAFETY: `release` returned: no delivery is in progress, and every one
+            // that ran happens-before this point (the property under test).
+            let seen = used.with(|p| unsafe { *p });
+            assert!(seen == 0 || seen == 33);
+            hart.join().unwrap();
+        });
+    }
+
+    /// A re-route racing a delivery on another hart: a delivery that sees the new route
+    /// carries the new route's token (its generation is published by the route's
+    /// Release and read after `deliver`'s Acquire), so the guest's completion of it is
+    /// accepted — a stale token would be refused and the level line stay masked.
+    #[test]
+    fn loom_route_delivery_sees_the_new_generation() {
+        let mut model = loom::model::Builder::new();
+        model.preemption_bound = Some(3);
+        model.check(|| {
+            let t = Arc::new(RouteTable::<2>::new());
+            let _ = t.route(1, 7, 33, Trigger::Level).unwrap();
+            t.release(1, 7).unwrap();
+            let t2 = t.clone();
+            let hart = thread::spawn(move || t2.deliver(1).map(|d| d.ack_token()));
+            let new = t.route(1, 8, 34, Trigger::Level).unwrap();
+            if let Some(token) = hart.join().unwrap() {
+                assert_eq!(token, new, "a delivery of the new route carries its token");
+                assert_eq!(t.guest_completed(token), Ok(true));
+            }
+        });
+    }
 }

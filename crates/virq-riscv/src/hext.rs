@@ -225,9 +225,27 @@ impl<C: Csrs> DoorbellHw for HgeieDoorbell<'_, C> {
     fn mask(&self) {
         self.csrs.clear(Csr::Hgeie, self.bit());
     }
-    fn unmask(&self) {
+    /// Sets the line's `hgeie` bit, then reads `hgeip` back: the line's source. An MSI
+    /// that reached the file while it was masked shows there even when `hip.SGEIP`
+    /// does not (QEMU 10.0.2's race, see [`sgei_lines`]).
+    fn unmask(&self) -> bool {
         self.csrs.set(Csr::Hgeie, self.bit());
+        self.csrs.read(Csr::Hgeip) & self.bit() != 0
     }
+}
+
+/// The guest external interrupt lines of this hart that are pending and enabled
+/// (`hgeip & hgeie`, bit 0 excluded): the *source* of the SGEI.
+///
+/// Decide on this, never on `hip.SGEIP` alone. QEMU 10.0.2 computes `mip.SGEIP` in
+/// `write_hgeie` (target/riscv/csr.c) from `hgeie & hgeip` read *before* it takes the
+/// big lock in `riscv_cpu_update_mip`, while an MSI into a guest file on another vCPU
+/// thread sets `hgeip` and SGEIP under that lock (`riscv_cpu_set_irq`,
+/// target/riscv/cpu.c). When an `hgeie` write of this hart overlaps such an MSI, the
+/// stale 0 can be written last: `hip.SGEIP` reads 0 with `hgeip & hgeie != 0`, and no
+/// interrupt follows. docs/design.md ("Doorbells") has the interleaving.
+pub fn sgei_lines(csrs: &impl Csrs) -> u64 {
+    csrs.read(Csr::Hgeip) & csrs.read(Csr::Hgeie) & !1
 }
 
 /// The supervisor guest external interrupt (SGEI, `hip` bit 12) handler of hart
@@ -235,23 +253,40 @@ impl<C: Csrs> DoorbellHw for HgeieDoorbell<'_, C> {
 /// owner and calls `fire(owner, doorbell)`; hyp then calls its vCPU's
 /// `Doorbell::fire(doorbell)` and kicks on `true`. A line without an owner is masked so
 /// it cannot storm. Returns the number of lines handled.
+///
+/// Every line handled is masked (by `Doorbell::fire` or here), and each mask is an
+/// `hgeie` write that can race an MSI on another line (see [`sgei_lines`]): so the
+/// handler reads the source again until no enabled line is pending. `fire` must mask
+/// the line it is given (`Doorbell::fire` does whenever it kicks; otherwise the
+/// doorbell was already masked) — a line still enabled and pending after its `fire`
+/// is masked here, and the loop ends after at most 64 rounds.
 pub fn handle_sgei<C: Csrs, const HARTS: usize>(
     csrs: &C,
     hart: usize,
     alloc: &HgeiAllocator<HARTS>,
     mut fire: impl FnMut(u32, &HgeieDoorbell<'_, C>),
 ) -> u32 {
-    let mut lines = csrs.read(Csr::Hgeip) & csrs.read(Csr::Hgeie) & !1;
     let mut n = 0;
-    while lines != 0 {
-        let line = lines.trailing_zeros();
-        lines &= lines - 1;
-        let door = HgeieDoorbell::new(csrs, line);
-        match alloc.owner(hart, line) {
-            Some(owner) => fire(owner, &door),
-            None => door.mask(),
+    let mut seen = 0u64;
+    for _ in 0..64 {
+        let mut lines = sgei_lines(csrs);
+        if lines == 0 {
+            break;
         }
-        n += 1;
+        while lines != 0 {
+            let line = lines.trailing_zeros();
+            lines &= lines - 1;
+            let door = HgeieDoorbell::new(csrs, line);
+            match alloc.owner(hart, line) {
+                // A line that comes back after its fire was not masked by it: mask
+                // it now, so the loop ends whatever `fire` does.
+                Some(_) if seen & (1 << line) != 0 => door.mask(),
+                Some(owner) => fire(owner, &door),
+                None => door.mask(),
+            }
+            seen |= 1 << line;
+            n += 1;
+        }
     }
     n
 }
@@ -274,6 +309,11 @@ pub mod fake {
         hgeip: Cell<u64>,
         lines: u64,
         hvip_writes: Cell<u32>,
+        /// `hip.SGEIP` as QEMU keeps it: a stored bit, updated on `hgeie` writes and
+        /// when a line rises, not computed on read.
+        sgeip: Cell<bool>,
+        /// A line whose MSI lands inside the next `hgeie` write (QEMU's race).
+        race_line: Cell<Option<u32>>,
     }
 
     impl FakeCsrs {
@@ -291,11 +331,27 @@ pub mod fake {
             self.hvip.set(if v { h | HVIP_VSSIP } else { h });
         }
 
-        /// A guest interrupt file raises or lowers its line.
+        /// A guest interrupt file raises or lowers its line (and, as QEMU does,
+        /// recomputes the stored `hip.SGEIP`).
         pub fn set_hgeip(&self, line: u32, v: bool) {
             let bit = 1u64.checked_shl(line).unwrap_or(0) & self.lines;
             let g = self.hgeip.get();
             self.hgeip.set(if v { g | bit } else { g & !bit });
+            self.sgeip
+                .set(self.hgeip.get() & self.hgeie.get() & self.lines != 0);
+        }
+
+        /// `hip.SGEIP` as the hart reports it (see [`Self::race_msi_with_next_hgeie_write`]).
+        pub fn sgeip(&self) -> bool {
+            self.sgeip.get()
+        }
+
+        /// Reproduce QEMU 10.0.2's `write_hgeie` race on the next `hgeie` write: the
+        /// write computes SGEIP from the old `hgeip`, an MSI raises `line` (and sets
+        /// SGEIP correctly under the lock), then the write's stale value lands last.
+        /// Afterwards `hgeip & hgeie` can be non-zero while [`Self::sgeip`] is false.
+        pub fn race_msi_with_next_hgeie_write(&self, line: u32) {
+            self.race_line.set(Some(line));
         }
 
         /// Number of writes to `hvip` so far.
@@ -329,7 +385,14 @@ pub mod fake {
                     self.hvip.set(value & HVIP_MASK);
                     self.hvip_writes.set(self.hvip_writes.get() + 1);
                 }
-                Csr::Hgeie => self.hgeie.set(value & self.lines),
+                Csr::Hgeie => {
+                    self.hgeie.set(value & self.lines);
+                    let computed = self.hgeip.get() & self.hgeie.get() != 0;
+                    if let Some(line) = self.race_line.take() {
+                        self.set_hgeip(line, true);
+                    }
+                    self.sgeip.set(computed);
+                }
                 Csr::Hgeip => {}
             }
         }

@@ -16,9 +16,12 @@
 //! # Gateways
 //!
 //! Each source has a gateway that is *closed* from its claim until its completion.
-//! - **Level** sources: while the gateway is open the pending bit follows the input
-//!   line (as QEMU's `sifive_plic` does). On completion a still-asserted line pends
-//!   again.
+//! - **Level** sources: while the gateway is open, an asserted line forwards a request
+//!   (sets the pending bit). A request once forwarded is **not retracted** when the
+//!   line falls before the claim (PLIC spec 1.0.0, "Interrupt Gateways": the request
+//!   stays in the IP bit and the handler finds the device needs nothing) — unlike
+//!   QEMU's `sifive_plic`, whose pending bit follows the line. On completion a
+//!   still-asserted line pends again.
 //! - **Edge** sources: an edge while the gateway is open sets the pending bit (edges
 //!   coalesce while pending); an edge while it is closed is latched (one) and pends
 //!   the source when it completes.
@@ -196,8 +199,9 @@ impl<S: VcpuIrqSink, E: EoiSink, const CONTEXTS: usize> VPlic<S, E, CONTEXTS> {
             if level && !was {
                 self.edge_event(source);
             }
-        } else if !self.claimed.get(source) {
-            self.set_pending(source, level);
+        } else if level && !self.claimed.get(source) {
+            // Forward a request; a falling line never retracts one (see the module docs).
+            self.set_pending(source, true);
         }
         true
     }

@@ -253,9 +253,13 @@ pub fn route_to_sfile(aplic: HostAplic, g: &Guest, pirq: u32) {
     }
 }
 
-/// Any SGEI pending and enabled on this hart?
+/// Any guest external interrupt line of this hart pending and enabled? Read from the
+/// source (`hgeip & hgeie`, virq-riscv `sgei_lines`), not from `hip.SGEIP`: QEMU
+/// 10.0.2 can leave SGEIP at a stale 0 after an `hgeie` write that races an MSI (see
+/// `sgei_lines` and docs/design.md "Doorbells"), and a hart that trusted it would
+/// sleep with a blocked vCPU's file pending.
 pub fn sgei_pending() -> bool {
-    csr::hip::read() & csr::hie::read() & irq_bits::SGEI != 0
+    host().is_some_and(|h| h.ssaia) && virq_riscv::hext::sgei_lines(&HartCsrs) != 0
 }
 
 /// Claims per host-interrupt pass: what is left stays pending (SEI stays asserted) and
@@ -708,6 +712,7 @@ fn aplic_access(g: &Guest, aia: &GuestAia, off: u64, op: MmioOp) -> u64 {
             // A re-trigger of a passthrough source ends the virtual "asserted" state
             // of its wire (see `inject`); the physical APLIC re-evaluates the real line.
             let mut retrigger = [0u32; 4];
+            let mut tokens = [0u32; 4];
             let mut n = 0;
             if size == 4 {
                 let st = &mut *st;
@@ -718,6 +723,7 @@ fn aplic_access(g: &Guest, aia: &GuestAia, off: u64, op: MmioOp) -> u64 {
                         set_asserted(&mut st.dev, virq, false);
                         if let Some(slot) = retrigger.get_mut(n) {
                             *slot = ps.pirq;
+                            tokens[n] = g.acks.token(virq).unwrap_or(0);
                             n += 1;
                         }
                     }
@@ -730,6 +736,12 @@ fn aplic_access(g: &Guest, aia: &GuestAia, off: u64, op: MmioOp) -> u64 {
                 for &pirq in &retrigger[..n] {
                     a.setipnum(pirq);
                 }
+            }
+            // The re-trigger is this topology's guest completion: it ends the level
+            // delivery the route deferred to the guest (`RouteTable::guest_completed`
+            // clears the token `deliver` parked; a stale token is refused).
+            for &token in tokens[..n].iter().filter(|&&t| t != 0) {
+                let _ = world().routes.guest_completed(token);
             }
             sync_passthrough(g, aia, &mut st);
             0
@@ -908,6 +920,12 @@ pub fn vcpu_load(hart: &Hart, vcpu: &Vcpu, inner: &mut VcpuInner) {
         // A new line: its doorbell starts masked (put unmasks it only when blocking).
         let _ = av.doorbell.load(&HgeieDoorbell::new(&HartCsrs, line));
     }
+    // The masks above are `hgeie` writes: one that raced an MSI to another blocked
+    // vCPU's line can have left `hip.SGEIP` at a stale 0, and the guest about to run
+    // may not exit for a long time. Serve what the source says now.
+    if sgei_pending() {
+        handle_sgei(hart);
+    }
 }
 
 /// Move vCPU `id`'s hardware file to software, on the hart that owns the file: once
@@ -990,9 +1008,9 @@ pub fn vcpu_put(vcpu: &Vcpu) {
         return;
     }
     let door = HgeieDoorbell::new(&HartCsrs, line);
-    let blocking = vcpu.blocked.load(Ordering::SeqCst);
+    let blocking = vcpu.block.is_blocked();
     if av.doorbell.put(&door, blocking) == PutOutcome::StayRunnable && blocking {
-        vcpu.blocked.store(false, Ordering::SeqCst);
+        vcpu.block.unblock();
     }
 }
 

@@ -6,6 +6,7 @@ use crate::arch::{self, switch::guest_fetch_u16};
 use crate::insn::{self, Access};
 use crate::vcpu::{Vcpu, VcpuInner};
 use crate::world::{world, Hart};
+use virq_core::block::BlockOutcome;
 use virq_riscv::MmioDevice;
 
 /// What the scheduler does next with the vCPU.
@@ -131,10 +132,11 @@ fn virtual_insn(vcpu: &Vcpu, inner: &mut VcpuInner) -> Next {
 }
 
 /// Guest WFI (and HSM retentive suspend): block unless an enabled VS interrupt is
-/// pending or on its way.
+/// pending in hardware, a kick came since the last flush (virq-core `VcpuBlock`: a
+/// raise not yet taken always has one), or the guest timer is due.
 pub fn wfi(vcpu: &Vcpu, inner: &mut VcpuInner) -> Next {
     let vs_bits = irq_bits::VSSI | irq_bits::VSTI | irq_bits::VSEI;
-    if csr::hip::read() & csr::hie::read() & vs_bits != 0 || vcpu.pending.has_changes() {
+    if csr::hip::read() & csr::hie::read() & vs_bits != 0 {
         return Next::Resume;
     }
     let deadline = if world().sstc {
@@ -143,10 +145,11 @@ pub fn wfi(vcpu: &Vcpu, inner: &mut VcpuInner) -> Next {
         inner.timer_deadline
     };
     vcpu.wake_at.store(deadline, Ordering::Release);
-    vcpu.blocked.store(true, Ordering::SeqCst);
-    arch::fence();
-    if vcpu.pending.has_changes() || arch::time() >= deadline {
-        vcpu.blocked.store(false, Ordering::SeqCst);
+    if vcpu.block.block() == BlockOutcome::StayRunnable {
+        return Next::Resume;
+    }
+    if arch::time() >= deadline {
+        vcpu.block.unblock();
         return Next::Resume;
     }
     Next::Leave

@@ -273,6 +273,37 @@ pub fn setup_routes() {
     }
 }
 
+/// A guest stopped: release its passthrough routes (virq-core `RouteTable::release`,
+/// which returns only when no delivery of the source is in progress on another hart),
+/// unregister their ack notifiers, disable each physical source so a device left
+/// asserting its line cannot storm the host, and make the physical complete a level
+/// delivery still deferred to the guest was waiting for (exactly once: the guest can
+/// no longer complete it).
+pub fn release_routes(g: &crate::guest::Guest) {
+    let w = world();
+    let aplic = crate::aia::host().and_then(|h| h.aplic);
+    let plic_ctx = w.host_plic.zip(irq_hart(g).and_then(|h| h.plic_ctx));
+    for &(virq, pirq) in &g.passthrough {
+        let _ = g.acks.unregister(virq);
+        let Ok(released) = w.routes.release(pirq, g.index) else {
+            continue;
+        };
+        if let Some((plic, ctx)) = plic_ctx {
+            plic.set_enable(ctx, pirq, false);
+            if released.complete_physical {
+                plic.complete(ctx, pirq);
+            }
+        } else if let Some(aplic) = aplic {
+            aplic.set_enabled(pirq, false);
+        }
+        crate::println!(
+            "hyp: released pirq {pirq} of guest {} (deferred complete owed: {})",
+            g.index,
+            released.complete_physical
+        );
+    }
+}
+
 /// Enable, at this hart's host PLIC context, the routed sources it takes (those of the
 /// guests whose vCPU 0 lives here). Called by each hart once it is up.
 pub fn enable_routes_on(hart: &Hart) {

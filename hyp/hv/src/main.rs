@@ -144,12 +144,17 @@ fn hart_init(index: usize) {
     csr::henvcfg::write(envcfg);
     csr::hvip::write(0);
     csr::hgatp::write(0);
-    let lines = virq_core::hgei::probe_lines(|v| {
-        csr::hgeie::write(v as usize);
-        let r = csr::hgeie::read() as u64;
-        csr::hgeie::write(0);
-        r
-    });
+    // Only lines with a guest interrupt file behind them (seed 003's review).
+    let files = virq_core::hgei::guest_files(world::platform().aia.guest_index_bits);
+    let lines = virq_core::hgei::probe_lines(
+        |v| {
+            csr::hgeie::write(v as usize);
+            let r = csr::hgeie::read() as u64;
+            csr::hgeie::write(0);
+            r
+        },
+        files,
+    );
     hart.hgei_lines.store(lines, Ordering::Relaxed);
     let n = w.hgei.online(index, lines).unwrap_or(0);
     if w.sstc {
@@ -266,6 +271,7 @@ pub fn shutdown_guest(guest: usize, status: u32) {
     for i in 0..g.vcpus {
         w.vcpus[g.first_vcpu + i].kick();
     }
+    irq::release_routes(g);
     if w.alive_guests.fetch_sub(1, Ordering::AcqRel) == 1 {
         for g in &w.guests {
             if let Some((_, v)) = &g.vuart {

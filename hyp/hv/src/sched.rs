@@ -100,7 +100,7 @@ fn migrate(hart: &Hart) {
         };
         // Nothing of this vCPU may stay on this hart: its hardware file is saved here.
         crate::aia::vcpu_migrate_out(v);
-        v.hart.store(to, Ordering::SeqCst);
+        v.block.migrate(to);
         crate::aia::vcpu_migrated(v);
         MIGRATIONS.fetch_add(1, Ordering::Relaxed);
         poke_hart(to);
@@ -124,12 +124,12 @@ fn wake_timers(hart: &Hart) -> u64 {
     let mut next = u64::MAX;
     for vi in homed(hart) {
         let v = &w.vcpus[vi];
-        if !v.blocked.load(Ordering::Acquire) {
+        if !v.block.is_blocked() {
             continue;
         }
         let at = v.wake_at.load(Ordering::Acquire);
         if at <= now {
-            v.blocked.store(false, Ordering::SeqCst);
+            v.block.unblock();
         } else {
             next = next.min(at);
         }
@@ -198,11 +198,16 @@ fn run_vcpu(hart: &Hart, vcpu: &Vcpu) {
     }
     inner.load(guest.hgatp, w.sstc);
     crate::aia::vcpu_load(hart, vcpu, &mut inner);
+    // Picked because runnable: a kicked vCPU stops waiting.
+    vcpu.block.unblock();
     let slice_start = arch::time();
     loop {
         if !vcpu.eligible() || !guest.is_alive() {
             break;
         }
+        // The kick first, then the changes: every raise whose kick this consumes is
+        // in what the flush takes (virq-core `VcpuBlock`).
+        vcpu.block.take_kick();
         inner.hvip.flush(&vcpu.pending, &csr::HartCsrs);
         crate::aia::before_entry(vcpu, &inner);
         // Timer: the slice end if someone else waits, and the earliest blocked vCPU.
@@ -234,7 +239,7 @@ fn run_vcpu(hart: &Hart, vcpu: &Vcpu) {
     }
     inner.put(w.sstc);
     if vcpu.hsm.load(Ordering::Acquire) == HSM_STOPPED {
-        vcpu.blocked.store(false, Ordering::Release);
+        vcpu.block.unblock();
     }
     crate::aia::vcpu_put(vcpu);
 }

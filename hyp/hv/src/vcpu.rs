@@ -2,23 +2,19 @@
 //!
 //! # Concurrency
 //!
-//! A vCPU runs on its *home hart* (`hart`); only that hart locks `inner`, enters the
-//! guest and consumes `pending` (`PendingSet`'s single consumer). The home changes
-//! only by a migration (`sched::migrate`), made by the old home hart itself while the
-//! vCPU is descheduled: it stores the new home (SeqCst) and then IPIs the new hart,
-//! which takes over from there. Other harts only:
-//! - raise/lower ids in `pending` and then [`Vcpu::kick`] it;
-//! - move `hsm` from STOPPED to START_PENDING (SBI HSM `hart_start`), writing
-//!   `start` under its lock first.
-//!
-//! **Blocking without lost wake-ups** (a Dekker pair, hence SeqCst): the home hart
-//! stores `blocked = true`, fences, and then re-checks `pending.has_changes()`; a
-//! producer raises (an atomic RMW), fences, and stores `blocked = false`. Either the
-//! home hart sees the change and unblocks itself, or the producer's store comes
-//! after the home hart's and wins. The producer then IPIs the home hart, whose `wfi`
-//! returns because `sip.SSIP` stays pending until hyp clears it.
-use core::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, AtomicUsize, Ordering};
+//! A vCPU runs on its *home hart*; only that hart locks `inner`, enters the guest and
+//! consumes `pending` (`PendingSet`'s single consumer). Blocking in WFI, kicks and the
+//! home hart are virq-core's [`VcpuBlock`] (its module docs hold the protocol and the
+//! loom models): a producer raises an id in `pending` and then [`Vcpu::kick`]s, which
+//! marks the vCPU kicked and IPIs its home hart; the home hart consumes the kick right
+//! before it takes the pending changes (`sched::run_vcpu`) and sleeps on a guest WFI
+//! only if no kick came since (`exit::wfi`). The home changes only by a migration
+//! (`sched::migrate`), made by the old home hart itself while the vCPU is descheduled.
+//! Other harts also move `hsm` from STOPPED to START_PENDING (SBI HSM `hart_start`),
+//! writing `start` under its lock first.
+use core::sync::atomic::{AtomicU64, AtomicU8, Ordering};
 use spin::Mutex;
+use virq_core::block::VcpuBlock;
 use virq_core::pending::VcpuPending;
 use virq_riscv::hext::HvipSync;
 
@@ -79,9 +75,9 @@ pub struct Vcpu {
     pub guest: usize,
     /// Hart id inside the guest (`mhartid` the guest sees, SBI hart id).
     pub id: u32,
-    /// Index of the current home hart in `World::harts` (changed only by that hart,
-    /// when it migrates the descheduled vCPU away; see the module docs).
-    pub hart: AtomicUsize,
+    /// Blocked in WFI (or HSM retentive suspend), kicked, and the index of the current
+    /// home hart in `World::harts` (see the module docs).
+    pub block: VcpuBlock,
     /// Index of the hart the vCPU was first homed on (a guest's physical interrupts
     /// stay routed to its vCPU 0's first hart).
     pub first_hart: usize,
@@ -89,8 +85,6 @@ pub struct Vcpu {
     pub pending: VcpuPending,
     /// HSM state (`HSM_*`).
     pub hsm: AtomicU8,
-    /// Waiting in WFI (or HSM retentive suspend).
-    pub blocked: AtomicBool,
     /// Time at which a blocked vCPU's timer fires (u64::MAX = never).
     pub wake_at: AtomicU64,
     /// `(start_addr, opaque)` of the next HSM start.
@@ -108,12 +102,11 @@ impl Vcpu {
             index,
             guest,
             id,
-            hart: AtomicUsize::new(hart),
+            block: VcpuBlock::new(hart),
             first_hart: hart,
             pending: VcpuPending::with_handoff(&[virq_riscv::hext::IRQ_VS_SOFT])
                 .expect("id 2 is below NR_IRQS"),
             hsm: AtomicU8::new(HSM_STOPPED),
-            blocked: AtomicBool::new(false),
             wake_at: AtomicU64::new(u64::MAX),
             start: Mutex::new((0, 0)),
             inner: Mutex::new(VcpuInner {
@@ -143,22 +136,21 @@ impl Vcpu {
         let _ = self.pending.lower(irq);
     }
 
-    /// Make the vCPU look at its pending set soon: unblock it and IPI its home hart
-    /// (unless that is this hart, which re-evaluates before entering any guest).
+    /// Make the vCPU look at its pending set soon: mark it kicked (runnable) and IPI
+    /// its home hart (unless that is this hart, which re-evaluates before entering any
+    /// guest). The IPI only wakes the hart; the ordering is the kick's (`VcpuBlock`).
     pub fn kick(&self) {
-        crate::arch::fence();
-        self.blocked.store(false, Ordering::SeqCst);
-        crate::sched::poke_hart(self.home());
+        crate::sched::poke_hart(self.block.kick());
     }
 
     /// The current home hart (index in `World::harts`).
     pub fn home(&self) -> usize {
-        self.hart.load(Ordering::SeqCst)
+        self.block.home()
     }
 
     /// Is the vCPU eligible to run (started or starting, not blocked)?
     pub fn eligible(&self) -> bool {
-        self.hsm.load(Ordering::Acquire) != HSM_STOPPED && !self.blocked.load(Ordering::Acquire)
+        self.hsm.load(Ordering::Acquire) != HSM_STOPPED && self.block.runnable()
     }
 }
 

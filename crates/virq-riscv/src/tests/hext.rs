@@ -10,7 +10,8 @@ use virq_core::pending::{PendingSet, VcpuPending};
 use super::{FakeHwFiles, VseipLog};
 use crate::hext::fake::FakeCsrs;
 use crate::hext::{
-    handle_sgei, vgein, Csr, Csrs, HvipSync, PendingSink, HVIP_VSEIP, HVIP_VSSIP, HVIP_VSTIP,
+    handle_sgei, sgei_lines, vgein, Csr, Csrs, HgeieDoorbell, HvipSync, PendingSink, HVIP_VSEIP,
+    HVIP_VSSIP, HVIP_VSTIP,
 };
 use crate::imsic::{CsrOp, ImsicFileState};
 use crate::mmio::{MmioDevice, VcpuIrqSink};
@@ -254,4 +255,64 @@ fn vimsic_page_errors_are_counted() {
         Err(crate::imsic::IselectError::Illegal)
     );
     assert_eq!(f.errors().ignored_value, 2);
+}
+
+/// QEMU 10.0.2's `write_hgeie` race (docs/design.md "Doorbells"): the MSI lands while
+/// the blocking vCPU's doorbell is being unmasked and `hip.SGEIP` keeps a stale 0, so
+/// no SGEI ever comes. The doorbell reads the source back and the vCPU stays runnable.
+#[test]
+fn seed002_qemu_sgeip_race_at_unmask_does_not_lose_the_wakeup() {
+    let (hw, log) = (FakeHwFiles::default(), VseipLog::default());
+    let alloc = HgeiAllocator::<1>::new();
+    alloc.online(0, 0b110).unwrap();
+    let csrs = FakeCsrs::new(0b110);
+    let mut f = VcpuImsic::new(0, 5, 255, &hw, &log).unwrap();
+    let door = Doorbell::new();
+    f.load(0, &alloc, &csrs);
+    let hwd = f.doorbell(&csrs).unwrap();
+    assert!(!door.load(&hwd));
+    csrs.race_msi_with_next_hgeie_write(1);
+    let outcome = door.put(&hwd, true);
+    assert_eq!(csrs.read(Csr::Hgeip), 0b10, "the MSI reached the file");
+    assert!(!csrs.sgeip(), "the fake reproduces the stale SGEIP");
+    assert_eq!(
+        outcome,
+        PutOutcome::StayRunnable,
+        "the vCPU must not sleep on a pending file whose SGEI will never come"
+    );
+    assert_eq!(csrs.read(Csr::Hgeie), 0, "taken back: masked");
+    assert!(door.load(&hwd), "the vCPU learns an interrupt arrived");
+}
+
+/// The same race on another line's `hgeie` write: handling line 1's SGEI masks it, and
+/// an MSI to line 2 (whose vCPU blocks with its doorbell unmasked) lands inside that
+/// write, leaving `hip.SGEIP` 0. The source (`hgeip & hgeie`) still shows line 2:
+/// `sgei_lines` reports it and `handle_sgei` keeps reading until it is handled.
+#[test]
+fn seed002_qemu_sgeip_race_on_another_lines_mask_is_handled() {
+    let alloc = HgeiAllocator::<1>::new();
+    alloc.online(0, 0b110).unwrap();
+    let csrs = FakeCsrs::new(0b110);
+    let (a, b) = (Doorbell::new(), Doorbell::new());
+    let line_a = alloc.alloc(0, 10).unwrap();
+    let line_b = alloc.alloc(0, 11).unwrap();
+    assert_eq!((line_a, line_b), (1, 2));
+    let (da, db) = (
+        HgeieDoorbell::new(&csrs, line_a),
+        HgeieDoorbell::new(&csrs, line_b),
+    );
+    assert_eq!(a.put(&da, true), PutOutcome::Blocked);
+    assert_eq!(b.put(&db, true), PutOutcome::Blocked);
+    csrs.set_hgeip(line_a, true);
+    assert!(csrs.sgeip());
+    csrs.race_msi_with_next_hgeie_write(line_b);
+    let mut kicked = Vec::new();
+    handle_sgei(&csrs, 0, &alloc, |owner, d| {
+        let door = if owner == 10 { &a } else { &b };
+        if door.fire(d) {
+            kicked.push(owner);
+        }
+    });
+    assert_eq!(kicked, [10, 11], "both blocked vCPUs are kicked");
+    assert_eq!(sgei_lines(&csrs), 0);
 }

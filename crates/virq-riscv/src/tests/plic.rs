@@ -157,6 +157,30 @@ fn plic_9_level_line_dropped_while_claimed_does_not_repend() {
     assert!(!p.is_pending(1));
 }
 
+/// PLIC spec 1.0.0, "Interrupt Gateways": once a level source's request has been
+/// forwarded, a falling line does not retract it — the IP bit stays set and a claim
+/// returns the source (its handler finds the device needs nothing). QEMU's
+/// `sifive_plic` drops it instead; the vPLIC follows the spec.
+#[test]
+fn plic_gateway_does_not_retract_a_forwarded_level_request() {
+    let (s, e) = (VseipLog::default(), EoiLog::default());
+    let mut p = new(&s, &e, 32);
+    prio(&mut p, 5, 1);
+    enable(&mut p, 0, 5);
+    p.set_input(5, true);
+    assert!(p.is_pending(5) && s.level(0));
+    p.set_input(5, false);
+    assert!(p.is_pending(5), "the forwarded request stays pending");
+    assert!(s.level(0), "and keeps the context's output high");
+    assert_eq!(claim(&mut p, 0), 5);
+    complete(&mut p, 0, 5);
+    assert!(
+        !p.is_pending(5),
+        "the line is low at completion: no new request"
+    );
+    assert!(!s.level(0));
+}
+
 #[test]
 fn plic_edge_gateway_latches_one_edge_while_closed() {
     let (s, e) = (VseipLog::default(), EoiLog::default());
@@ -366,8 +390,9 @@ impl Model {
                     if l && !was {
                         self.edge_event(s);
                     }
-                } else if !self.claimed[s] {
-                    self.pending[s] = l;
+                } else if l && !self.claimed[s] {
+                    // PLIC 1.0.0: a forwarded request is never retracted.
+                    self.pending[s] = true;
                 }
             }
             Op::Pulse(s) if ok(s) && self.edge[s as usize] => self.edge_event(s as usize),
