@@ -337,6 +337,17 @@ fn kill(child: &mut Child) {
 
 /// Run QEMU with a time limit, capturing stdout (and echoing it if `echo`).
 pub(crate) fn run_qemu(m: &Machine, img: &Images, echo: bool) -> Result<Outcome> {
+    run_qemu_watched(m, img, echo, None)
+}
+
+/// [`run_qemu`], also killing QEMU (as timed out) once its console has been silent for
+/// `silence`: a guest that hangs is stopped long before a generous overall limit.
+pub(crate) fn run_qemu_watched(
+    m: &Machine,
+    img: &Images,
+    echo: bool,
+    silence: Option<Duration>,
+) -> Result<Outcome> {
     let mut cmd = m.command(img);
     cmd.stdin(Stdio::null())
         .stdout(Stdio::piped())
@@ -364,8 +375,10 @@ pub(crate) fn run_qemu(m: &Machine, img: &Images, echo: bool) -> Result<Outcome>
     });
     let mut output = String::new();
     let mut timed_out = false;
+    let mut last_line = Instant::now();
     let status = loop {
         while let Ok(line) = rx.try_recv() {
+            last_line = Instant::now();
             if echo {
                 println!("{line}");
             }
@@ -378,6 +391,15 @@ pub(crate) fn run_qemu(m: &Machine, img: &Images, echo: bool) -> Result<Outcome>
         if start.elapsed() > m.timeout {
             timed_out = true;
             kill(&mut child);
+            break None;
+        }
+        if let Some(quiet) = silence.filter(|q| last_line.elapsed() > *q) {
+            timed_out = true;
+            kill(&mut child);
+            output.push_str(&format!(
+                "xtask: no console output for {} s: QEMU killed\n",
+                quiet.as_secs()
+            ));
             break None;
         }
         std::thread::sleep(Duration::from_millis(20));

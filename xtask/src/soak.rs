@@ -27,8 +27,11 @@ Configurations (2 harts, Debian Linux 6.12 with 2 vCPUs unless said):
                  the byte goes round 4 CPUs, so each lap is 4 wake-ups
 
 Reading the table: laps = round trips of the byte; slow = laps over 100 ms (stalls, must
-be 0); worst = the slowest lap; >10ms = laps over 10 ms (scheduling noise of a loaded
-host shows here, not in slow); wall = seconds QEMU ran. Logs: target/hyp/logs/soak-*.log";
+be 0; a lost wake-up typically costs 0.9-0.95 s, the guest's next timer); worst = the
+slowest lap; >10ms = laps over 10 ms (scheduling noise); wall = seconds QEMU ran; load =
+the host's load average at the end. Guest time is host wall time under TCG: on a host
+loaded well beyond its cores, laps stretch and even 100 ms can be crossed without a lost
+wake-up, so soak on an otherwise idle machine. Logs: target/hyp/logs/soak-*.log";
 
 /// One soak configuration.
 #[derive(Debug, Clone, Copy)]
@@ -121,11 +124,16 @@ pub fn config(name: &str) -> Result<Config> {
 }
 
 /// Seconds to boot, run and power off a Linux guest: boot and shutdown, plus a
-/// generous bound per wake-up (a lap is `cpus` wake-ups; about 0.1–0.3 ms each in
-/// TCG on an idle host, several times that on a loaded one).
+/// generous bound per wake-up (a lap is `cpus` wake-ups: about 0.5–1 ms each under
+/// hyp in TCG on an idle host, up to 3 ms with vCPUs sharing harts on a loaded one).
+/// A hung guest is caught sooner by [`SILENCE`].
 pub fn default_timeout(rounds: u64, cpus: u32) -> Duration {
-    Duration::from_secs(240 + rounds * u64::from(cpus) / 500)
+    Duration::from_secs(240 + rounds * u64::from(cpus) / 100)
 }
+
+/// A guest that prints nothing for this long is stuck (the program prints a progress
+/// line every 10,000 laps: at most a few minutes apart).
+pub const SILENCE: Duration = Duration::from_secs(900);
 
 impl Config {
     /// The QEMU machine running `rounds` laps (images from [`pingpong::boot_images`]).
@@ -175,8 +183,9 @@ pub struct SoakArgs {
     /// Run only this configuration (repeatable; default: all, in the table's order).
     #[arg(long = "config", value_name = "NAME")]
     pub configs: Vec<String>,
-    /// Seconds before a configuration's QEMU is killed (default: 240 + 2 ms per
-    /// wake-up, i.e. rounds × CPUs / 500).
+    /// Seconds before a configuration's QEMU is killed (default: 240 + 10 ms per
+    /// wake-up, i.e. rounds × CPUs / 100; a guest silent for 15 minutes is killed
+    /// earlier).
     #[arg(long)]
     pub timeout: Option<u64>,
     /// Echo each guest's console while it runs.
@@ -190,7 +199,20 @@ struct Row {
     cpus: u32,
     summary: Option<pingpong::Summary>,
     wall_s: f64,
+    /// The host's 1-minute load average when the run ended: guest time is host wall
+    /// time under TCG, so a loaded host stretches laps.
+    load: Option<f64>,
     error: Option<String>,
+}
+
+/// The host's 1-minute load average (`/proc/loadavg`).
+fn host_load() -> Option<f64> {
+    std::fs::read_to_string("/proc/loadavg")
+        .ok()?
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()
 }
 
 /// `cargo xtask soak`.
@@ -224,7 +246,8 @@ pub fn soak(args: &SoakArgs) -> Result<()> {
             c.cpus,
             timeout.as_secs()
         );
-        let o = crate::hyp::run_qemu(&m, &img, args.verbose)?;
+        let o = crate::hyp::run_qemu_watched(&m, &img, args.verbose, Some(SILENCE))?;
+        let load = host_load();
         let log = crate::hyp::save_log(&format!("soak-{}", c.name), &o.output)?;
         let (summary, error) = match check(&o, args.rounds, c.cpus) {
             Ok(s) => (Some(s), None),
@@ -238,6 +261,7 @@ pub fn soak(args: &SoakArgs) -> Result<()> {
             cpus: c.cpus,
             summary,
             wall_s: o.elapsed.as_secs_f64(),
+            load,
             error,
         };
         println!("{}", format_row(&row));
@@ -271,8 +295,8 @@ pub fn soak(args: &SoakArgs) -> Result<()> {
 
 fn header() -> String {
     format!(
-        "{:<14} {:>4} {:>9} {:>6} {:>10} {:>8} {:>6} {:>8}  result",
-        "config", "cpus", "laps", "slow", "worst ms", "mean us", ">10ms", "wall s"
+        "{:<14} {:>4} {:>9} {:>6} {:>10} {:>8} {:>6} {:>8} {:>5}  result",
+        "config", "cpus", "laps", "slow", "worst ms", "mean us", ">10ms", "wall s", "load"
     )
 }
 
@@ -288,7 +312,7 @@ fn format_row(r: &Row) -> String {
         None => Default::default(),
     };
     format!(
-        "{:<14} {:>4} {:>9} {:>6} {:>10} {:>8} {:>6} {:>8.1}  {}",
+        "{:<14} {:>4} {:>9} {:>6} {:>10} {:>8} {:>6} {:>8.1} {:>5}  {}",
         r.name,
         r.cpus,
         laps,
@@ -297,6 +321,7 @@ fn format_row(r: &Row) -> String {
         mean,
         over10,
         r.wall_s,
+        r.load.map(|l| format!("{l:.1}")).unwrap_or_default(),
         match &r.error {
             None => "ok".to_string(),
             Some(e) => format!("FAIL {e}"),

@@ -9,7 +9,7 @@
 //!
 //! Output (one line each, on stdout):
 //! - `VIRQ-PINGPONG-SLOW round=I us=U`: a lap slower than 100 ms (the first 20);
-//! - `VIRQ-PINGPONG-PROGRESS done=I slow=K worst_us=W`: every 100,000 laps;
+//! - `VIRQ-PINGPONG-PROGRESS done=I slow=K worst_us=W`: every 10,000 laps;
 //! - at the end `VIRQ-PINGPONG cpus=C rounds=N slow=K worst_us=W mean_us=M
 //!   total_us=T over_1ms=A over_10ms=B timebase_hz=F`, where `slow` counts the laps
 //!   over 100 ms (a "stall": a wake-up lost until something else ran the CPU) —
@@ -32,7 +32,7 @@ const MAX_CPUS: usize = 8;
 /// Stalls printed one by one.
 const MAX_SLOW_LINES: u64 = 20;
 /// Laps between progress lines.
-const PROGRESS_EVERY: u64 = 100_000;
+const PROGRESS_EVERY: u64 = 10_000;
 /// QEMU `virt`'s timebase, used when the device tree cannot be read.
 const DEFAULT_TIMEBASE_HZ: u64 = 10_000_000;
 /// The byte sent round the ring, and the one that stops it.
