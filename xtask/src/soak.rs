@@ -7,7 +7,9 @@
 //! configuration and fails if any configuration did.
 use anyhow::{bail, ensure, Result};
 use std::collections::BTreeMap;
-use std::time::Duration;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use crate::hyp::{Machine, Payload};
 use crate::pingpong;
@@ -29,9 +31,11 @@ Configurations (2 harts, Debian Linux 6.12 with 2 vCPUs unless said):
 Reading the table: laps = round trips of the byte; slow = laps over 100 ms (stalls, must
 be 0; a lost wake-up typically costs 0.9-0.95 s, the guest's next timer); worst = the
 slowest lap; >10ms = laps over 10 ms (scheduling noise); wall = seconds QEMU ran; load =
-the host's load average at the end. Guest time is host wall time under TCG: on a host
-loaded well beyond its cores, laps stretch and even 100 ms can be crossed without a lost
-wake-up, so soak on an otherwise idle machine. Logs: target/hyp/logs/soak-*.log";
+the host's load average at the end; host ms = the longest a host thread (sleeping 1 ms
+at a time) waited for a CPU during the run. Guest time is host wall time under TCG: on a
+host loaded well beyond its cores, laps stretch and even 100 ms can be crossed without a
+lost wake-up (then host ms is of the same order), so soak on an otherwise idle machine.
+Logs: target/hyp/logs/soak-*.log";
 
 /// One soak configuration.
 #[derive(Debug, Clone, Copy)]
@@ -202,7 +206,41 @@ struct Row {
     /// The host's 1-minute load average when the run ended: guest time is host wall
     /// time under TCG, so a loaded host stretches laps.
     load: Option<f64>,
+    /// The longest a host thread waited beyond a 1 ms sleep during the run.
+    host_worst: Duration,
     error: Option<String>,
+}
+
+/// A host thread sleeping 1 ms at a time, recording how late it wakes: how long a
+/// runnable thread (such as a QEMU vCPU thread) can wait for a host CPU during the run.
+/// Under TCG guest time is host time, so a lap about as slow as this is host noise,
+/// not a lost wake-up.
+struct HostProbe {
+    stop: Arc<AtomicBool>,
+    thread: std::thread::JoinHandle<Duration>,
+}
+
+impl HostProbe {
+    fn start() -> Self {
+        let stop = Arc::new(AtomicBool::new(false));
+        let flag = stop.clone();
+        let thread = std::thread::spawn(move || {
+            let mut worst = Duration::ZERO;
+            while !flag.load(Ordering::Relaxed) {
+                let t = Instant::now();
+                std::thread::sleep(Duration::from_millis(1));
+                worst = worst.max(t.elapsed().saturating_sub(Duration::from_millis(1)));
+            }
+            worst
+        });
+        HostProbe { stop, thread }
+    }
+
+    /// Stop the probe; the worst lateness it saw.
+    fn finish(self) -> Duration {
+        self.stop.store(true, Ordering::Relaxed);
+        self.thread.join().unwrap_or_default()
+    }
 }
 
 /// The host's 1-minute load average (`/proc/loadavg`).
@@ -246,15 +284,29 @@ pub fn soak(args: &SoakArgs) -> Result<()> {
             c.cpus,
             timeout.as_secs()
         );
-        let o = crate::hyp::run_qemu_watched(&m, &img, args.verbose, Some(SILENCE))?;
+        let probe = HostProbe::start();
+        let o = crate::hyp::run_qemu_watched(&m, &img, args.verbose, Some(SILENCE));
+        let host_worst = probe.finish();
+        let o = o?;
         let load = host_load();
         let log = crate::hyp::save_log(&format!("soak-{}", c.name), &o.output)?;
         let (summary, error) = match check(&o, args.rounds, c.cpus) {
             Ok(s) => (Some(s), None),
-            Err(e) => (
-                pingpong::parse(&o.output).ok(),
-                Some(format!("{e:#} (log {})", log.display())),
-            ),
+            Err(e) => {
+                let hint = if host_worst.as_micros() as u64 > pingpong::SLOW_US {
+                    format!(
+                        "; the host itself stalled a thread for {} ms: overloaded, rerun \
+                         on an idle machine",
+                        host_worst.as_millis()
+                    )
+                } else {
+                    String::new()
+                };
+                (
+                    pingpong::parse(&o.output).ok(),
+                    Some(format!("{e:#}{hint} (log {})", log.display())),
+                )
+            }
         };
         let row = Row {
             name: c.name,
@@ -262,6 +314,7 @@ pub fn soak(args: &SoakArgs) -> Result<()> {
             summary,
             wall_s: o.elapsed.as_secs_f64(),
             load,
+            host_worst,
             error,
         };
         println!("{}", format_row(&row));
@@ -295,8 +348,17 @@ pub fn soak(args: &SoakArgs) -> Result<()> {
 
 fn header() -> String {
     format!(
-        "{:<14} {:>4} {:>9} {:>6} {:>10} {:>8} {:>6} {:>8} {:>5}  result",
-        "config", "cpus", "laps", "slow", "worst ms", "mean us", ">10ms", "wall s", "load"
+        "{:<14} {:>4} {:>9} {:>6} {:>10} {:>8} {:>6} {:>8} {:>5} {:>7}  result",
+        "config",
+        "cpus",
+        "laps",
+        "slow",
+        "worst ms",
+        "mean us",
+        ">10ms",
+        "wall s",
+        "load",
+        "host ms"
     )
 }
 
@@ -312,7 +374,7 @@ fn format_row(r: &Row) -> String {
         None => Default::default(),
     };
     format!(
-        "{:<14} {:>4} {:>9} {:>6} {:>10} {:>8} {:>6} {:>8.1} {:>5}  {}",
+        "{:<14} {:>4} {:>9} {:>6} {:>10} {:>8} {:>6} {:>8.1} {:>5} {:>7}  {}",
         r.name,
         r.cpus,
         laps,
@@ -322,6 +384,7 @@ fn format_row(r: &Row) -> String {
         over10,
         r.wall_s,
         r.load.map(|l| format!("{l:.1}")).unwrap_or_default(),
+        r.host_worst.as_millis(),
         match &r.error {
             None => "ok".to_string(),
             Some(e) => format!("FAIL {e}"),
