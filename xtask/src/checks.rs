@@ -1,6 +1,7 @@
 //! fmt, clippy, host tests, loom models, benches and fuzzing.
 use anyhow::{bail, Context, Result};
-use std::path::PathBuf;
+
+use crate::util::{cargo, root, run_cmd};
 use std::process::Command;
 
 /// Arguments of `cargo xtask test`.
@@ -19,32 +20,6 @@ pub struct FuzzArgs {
     /// Seconds to run.
     #[arg(long, default_value_t = 60)]
     pub time: u64,
-}
-
-/// The workspace root (xtask lives one level below it).
-pub fn root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .expect("xtask has a parent directory")
-        .to_path_buf()
-}
-
-/// Run a command in the workspace root, failing with its name on error.
-pub fn run_cmd(cmd: &mut Command) -> Result<()> {
-    let shown = format!("{cmd:?}");
-    eprintln!("$ {shown}");
-    let status = cmd
-        .current_dir(root())
-        .status()
-        .with_context(|| format!("starting {shown}"))?;
-    if !status.success() {
-        bail!("{shown} failed with {status}");
-    }
-    Ok(())
-}
-
-fn cargo() -> Command {
-    Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
 }
 
 /// `cargo xtask test`.

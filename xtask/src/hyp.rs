@@ -21,7 +21,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use crate::checks::{root, run_cmd};
+use crate::util::{root, run_cmd};
 
 const TARGET: &str = "riscv64gc-unknown-none-elf";
 /// Host physical address of the test guest's RAM (`TESTGUEST.ram_host_base` in
@@ -38,6 +38,14 @@ const TWO_LINUX: &str = "profile=two-linux";
 const LINUX2_PREFIX: &str = "[linux2] ";
 /// Laps of the ping-pong cases of the QEMU suite (`cargo xtask soak` runs 1,000,000).
 const PINGPONG_LAPS: u64 = 20_000;
+/// The profiles with a Linux guest and the hostile test guest (`HOSTILE`, `HOSTILE_AIA`
+/// in `hyp/hv/src/config.rs`): Linux on the AIA topology, and on the vPLIC.
+const HOSTILE_AIA: &str = "profile=linux-hostile";
+const HOSTILE_PLIC: &str = "profile=linux-hostile-plic";
+/// Host physical address of the hostile test guest's RAM (`HOSTILE.ram_host_base`).
+const HOSTILE_LOAD_ADDR: u64 = 0xa800_0000;
+/// The hostile guest's console lines (hyp's virtual 16550) carry this prefix.
+const HOSTILE_PREFIX: &str = "[hostile] ";
 /// Default time limit of one QEMU run.
 const DEFAULT_TIMEOUT_S: u64 = 60;
 /// Time limit of a Linux boot under hyp (TCG, two levels of translation).
@@ -57,6 +65,9 @@ Configurations:
   cargo xtask run --linux              Debian Linux on the vPLIC (profile linux), plain -M virt
   cargo xtask run --two-guests         two Linux guests at once: one owns the UART, the other
                                        prints through hyp's virtual 16550 as [linux2] lines
+  cargo xtask run --hostile --linux-test
+                                       Linux (AIA) next to the test guest in its hostile mode,
+                                       which attacks it and hyp (ATTACK lines); --linux: vPLIC
   cargo xtask run --kernel-version V   another Debian 6.12 kernel; --kernel K --initramfs I
                                        boots your own images instead
   cargo xtask run --linux-test         the non-interactive test /init (with either Linux)
@@ -64,6 +75,9 @@ Configurations:
   cargo xtask run --test-guest --smp 1 --vcpus 3
                                        more vCPUs than harts
   cargo xtask run --eoi immediate      the level-interrupt storm (test guest)
+  cargo xtask run --append \"loglevel=4 foo=bar\"
+                                       append to the guest kernel's command line (any Linux
+                                       configuration; the test /init prints /proc/cmdline)
   cargo xtask run --bootarg aia_flip_ms=20
                                        move every vCPU's interrupt file between hardware and
                                        software every 20 ms (hyp test knob)";
@@ -97,6 +111,12 @@ pub struct RunArgs {
     /// owns the UART, the second's console is hyp's virtual 16550 (lines `[linux2] …`).
     #[arg(long)]
     pub two_guests: bool,
+    /// Boot Linux with the bare-metal test guest in its hostile mode next to it
+    /// (profile `linux-hostile`, Linux on the AIA topology; with `--linux`,
+    /// `linux-hostile-plic` on the vPLIC): the test guest attacks Linux and hyp and
+    /// prints `ATTACK …` lines as `[hostile] …` when both have stopped.
+    #[arg(long)]
+    pub hostile: bool,
     /// Boot the bare-metal test guest (profile `test`); implied by `--eoi` and
     /// `--immediate-eoi-build`.
     #[arg(long)]
@@ -109,6 +129,11 @@ pub struct RunArgs {
     /// Extra hyp bootarg `KEY=VALUE` (repeatable), e.g. `aia_flip_ms=20`.
     #[arg(long)]
     pub bootarg: Vec<String>,
+    /// Text appended to the guest kernel's command line (after the configuration's
+    /// own, e.g. `console=ttyS0 earlycon=sbi`); passed to hyp after a `--` word of
+    /// QEMU's `-append`, hyp puts it in the guest DTB's `/chosen/bootargs`.
+    #[arg(long)]
+    pub append: Option<String>,
     /// Debian kernel version to boot (e.g. `6.12.94+deb13`; default: the newest 6.12).
     #[arg(long, conflicts_with = "kernel")]
     pub kernel_version: Option<String>,
@@ -264,9 +289,17 @@ pub(crate) struct Machine {
 }
 
 impl Machine {
+    /// A profile with the hostile test guest next to Linux.
+    fn is_hostile(&self) -> bool {
+        self.bootargs
+            .iter()
+            .any(|a| a == HOSTILE_AIA || a == HOSTILE_PLIC)
+    }
+
     fn command(&self, img: &Images) -> Command {
         let mut cmd = Command::new("qemu-system-riscv64");
         let two = self.bootargs.iter().any(|a| a == TWO_LINUX);
+        let hostile = self.is_hostile();
         let machine = match self.aia {
             Some(n) => format!("virt,aia=aplic-imsic,aia-guests={n}"),
             None => "virt".into(),
@@ -275,7 +308,7 @@ impl Machine {
             "-M",
             &machine,
             "-m",
-            if two { "1G" } else { "512M" },
+            if two || hostile { "1G" } else { "512M" },
             "-nographic",
             "-bios",
             "default",
@@ -311,6 +344,13 @@ impl Machine {
                         "loader,file={},addr={:#x},force-raw=on",
                         kernel.display(),
                         LINUX2_KERNEL_LOAD_ADDR
+                    ));
+                }
+                if hostile {
+                    cmd.arg("-device").arg(format!(
+                        "loader,file={},addr={:#x},force-raw=on",
+                        img.guest_bin.display(),
+                        HOSTILE_LOAD_ADDR
                     ));
                 }
             }
@@ -425,6 +465,15 @@ pub(crate) fn run_qemu_watched(
     })
 }
 
+/// The `-append` words that give `text` to the guest's kernel command line: hyp takes
+/// everything after the first `--` word for the guest (`Platform::guest_append`).
+fn guest_append(text: &str) -> [String; 2] {
+    [GUEST_APPEND.into(), text.into()]
+}
+
+/// The `-append` word after which the guest's command line follows.
+const GUEST_APPEND: &str = "--";
+
 pub(crate) fn bootargs(vcpus: Option<u32>, eoi: Option<&str>) -> Vec<String> {
     let mut v = Vec::new();
     if let Some(n) = vcpus {
@@ -457,7 +506,19 @@ pub fn run(args: &RunArgs) -> Result<()> {
         user: args.kernel.clone().zip(args.initramfs.clone()),
     };
     let linux_payload = |interactive: bool| linux_payload_from(interactive, &images);
-    let (payload, aia) = if args.two_guests {
+    let (payload, aia) = if args.hostile {
+        bootargs.insert(0, "vuart=deferred".into());
+        if args.linux {
+            bootargs.insert(0, HOSTILE_PLIC.into());
+            (linux_payload(!args.linux_test)?, args.aia_guests)
+        } else {
+            bootargs.insert(0, HOSTILE_AIA.into());
+            (
+                linux_payload(!args.linux_test)?,
+                Some(args.aia_guests.unwrap_or(DEFAULT_AIA_GUESTS)),
+            )
+        }
+    } else if args.two_guests {
         bootargs.insert(0, TWO_LINUX.into());
         (linux_payload(!args.linux_test)?, args.aia_guests)
     } else if args.linux {
@@ -473,6 +534,9 @@ pub fn run(args: &RunArgs) -> Result<()> {
         )
     };
     bootargs.extend(args.bootarg.iter().cloned());
+    if let Some(a) = &args.append {
+        bootargs.extend(guest_append(a));
+    }
     let default_timeout = match payload {
         Payload::Linux { .. } if !args.linux_test => INTERACTIVE_TIMEOUT_S,
         Payload::Linux { .. } | Payload::BareLinux { .. } => LINUX_TIMEOUT_S,
@@ -548,9 +612,9 @@ fn linux_payload_from(interactive: bool, from: &RunImages) -> Result<Payload> {
 
 /// The `ACCT guest=… claims=N guest_completes=M …` line of the passthrough UART.
 fn acct_claims(out: &str) -> Option<(u64, u64)> {
-    let line = out
-        .lines()
-        .find(|l| l.starts_with("ACCT guest=") && l.contains(" pirq=10 "))?;
+    let line = out.lines().find(|l| {
+        l.starts_with("ACCT guest=") && l.contains(" pirq=10 ") && l.contains(" guest_completes=")
+    })?;
     let field = |k: &str| -> Option<u64> {
         line.split_whitespace()
             .find_map(|t| t.strip_prefix(k)?.strip_prefix('=')?.parse().ok())
@@ -705,7 +769,17 @@ fn check(case: &Case, o: &Outcome) -> Result<(usize, u64, u64)> {
         // with timer, IPIs and the UART counting on every CPU (crate::guestcheck).
         // With two guests, the second one's lines carry its prefix (its console is
         // hyp's emulated UART, which has no interrupt).
-        let (own, second) = crate::guestcheck::split_prefixed(&o.output, LINUX2_PREFIX);
+        let hostile = case.machine.is_hostile();
+        let prefix = if hostile {
+            HOSTILE_PREFIX
+        } else {
+            LINUX2_PREFIX
+        };
+        let (mut own, second) = crate::guestcheck::split_prefixed(&o.output, prefix);
+        if hostile {
+            own = cut_interjection(&own, HOSTILE_STOPPED);
+            println!("      {}", check_hostile(&o.output, &own, &second)?);
+        }
         let mut guests = vec![("linux", own, true)];
         if case.machine.bootargs.iter().any(|a| a == TWO_LINUX) {
             guests.push(("linux2", second, false));
@@ -723,6 +797,34 @@ fn check(case: &Case, o: &Outcome) -> Result<(usize, u64, u64)> {
             let n = field(&m, "migrations")?;
             ensure!(n > 0, "migrate_ms: no vCPU migrated");
             println!("      {n} vCPU migrations between harts");
+        }
+        if let Some(at) = case.machine.bootargs.iter().position(|a| a == GUEST_APPEND) {
+            // `--append`: the text must reach the (first) guest's /proc/cmdline.
+            let want = case.machine.bootargs[at + 1..].join(" ");
+            let cmdline = guests[0]
+                .1
+                .lines()
+                .find_map(|l| l.strip_prefix("VIRQ-CMDLINE "))
+                .context("no VIRQ-CMDLINE line")?;
+            ensure!(
+                cmdline.contains(&want),
+                "/proc/cmdline {cmdline:?} lacks the appended {want:?}"
+            );
+            println!("      /proc/cmdline: {cmdline}");
+        }
+        // Linux found SBI SUSP (it offers suspend to RAM).
+        if let Some(states) = guests[0]
+            .1
+            .lines()
+            .find_map(|l| l.strip_prefix("VIRQ-SLEEP-STATES"))
+        {
+            ensure!(
+                states.split_whitespace().any(|s| s == "mem"),
+                "/sys/power/state {states:?}: no mem (SBI SUSP not found)"
+            );
+        }
+        if case.machine.bootargs.iter().any(|a| a == GUEST_IDLE_SBI) {
+            println!("      {}", check_idle(&guests[0].1)?);
         }
         for (name, out, uart) in &guests {
             let f = crate::guestcheck::check_linux(out, *uart)
@@ -776,6 +878,161 @@ fn check(case: &Case, o: &Outcome) -> Result<(usize, u64, u64)> {
         None => {}
     }
     Ok((passed, claims, completes))
+}
+
+/// The attacks every hostile run must report (`hyp/testguest/src/hostile.rs`).
+const ATTACKS: &[&str] = &[
+    "imsic_s_files",
+    "imsic_m_files",
+    "phys_irqchip",
+    "foreign_ram",
+    "own_intc",
+    "sbi_ipi_foreign",
+    "sbi_rfence_foreign",
+    "hsm_foreign",
+    "dbcn_outside_ram",
+    "srst_susp_odd",
+    "sbi_misc",
+    "console_spoof",
+    "storm",
+    "hyp_alive",
+    "siege",
+];
+
+/// hyp's line when the hostile guest stops (followed by its status).
+const HOSTILE_STOPPED: &str = "hyp: guest 1 \"hostile\" shut down, status ";
+
+/// `out` without hyp's line starting with `marker` (up to its newline). hyp prints
+/// through the firmware's console, the UART that the Linux guest drives itself: the
+/// line can land in the middle of one of Linux's lines (e.g. inside a
+/// `/proc/interrupts` row), which is then joined again.
+fn cut_interjection(out: &str, marker: &str) -> String {
+    match out.find(marker) {
+        Some(at) => {
+            let end = out[at..].find('\n').map_or(out.len(), |e| at + e + 1);
+            format!("{}{}", &out[..at], &out[end..])
+        }
+        None => out.to_string(),
+    }
+}
+
+/// Words in a Linux console that mean an interrupt it did not expect.
+const LINUX_IRQ_COMPLAINTS: &[&str] = &[
+    "Failed to handle interrupt",
+    "vector not found",
+    "spurious",
+    "nobody cared",
+    "unexpected IRQ",
+    "BUG:",
+    "Oops",
+    "WARNING:",
+];
+
+/// A Linux guest next to the hostile test guest: every attack reported its expected
+/// result, the attacker stopped cleanly (status 0) while hyp ran on, and the Linux
+/// guest (`linux`: its console without the attacker's prefixed lines) saw nothing of
+/// it: no attacker text in its console, no interrupt complaint, `ERR: 0`, and — the
+/// isolation claim, counted by hyp — every SBI IPI that reached a guest's vCPUs was
+/// sent by that guest (`sbi_ipis_in` = `sbi_ipi_targets`, per guest) and no SBI request
+/// named a vCPU of another guest (`foreign_in` = 0).
+fn check_hostile(out: &str, linux: &str, hostile: &str) -> Result<String> {
+    let attacks: Vec<&str> = hostile
+        .lines()
+        .filter(|l| l.starts_with("ATTACK "))
+        .collect();
+    let failed: Vec<&&str> = attacks
+        .iter()
+        .filter(|l| !l.contains(" ... PASS"))
+        .collect();
+    ensure!(
+        failed.is_empty(),
+        "attacks with unexpected results: {failed:?}"
+    );
+    for name in ATTACKS {
+        ensure!(
+            attacks
+                .iter()
+                .any(|l| l.starts_with(&format!("ATTACK {name} ... PASS"))),
+            "attack {name} not reported"
+        );
+    }
+    ensure!(
+        hostile.contains(&format!(
+            "hostile: {} attacks passed, 0 failed",
+            ATTACKS.len()
+        )),
+        "no clean summary from the hostile guest"
+    );
+    ensure!(
+        out.contains(&format!("{HOSTILE_STOPPED}0")),
+        "the hostile guest did not shut down with status 0"
+    );
+    for l in linux.lines() {
+        ensure!(
+            !l.contains("spoof") && !l.contains("ATTACK") && !l.starts_with("hostile:"),
+            "the attacker's text reached the Linux console: {l:?}"
+        );
+        if let Some(w) = LINUX_IRQ_COMPLAINTS.iter().find(|w| l.contains(*w)) {
+            bail!("Linux complains ({w}): {l:?}");
+        }
+        if let Some(err) = l.trim_start().strip_prefix("ERR:") {
+            ensure!(err.trim() == "0", "Linux counted interrupt errors: {l:?}");
+        }
+    }
+    let mut summary = Vec::new();
+    for g in ["linux", "hostile"] {
+        let f = acct_line(out, &format!("ACCT guest={g} sbi_ipi_calls="))
+            .with_context(|| format!("no ACCT sbi line of {g}"))?;
+        let (into, sent) = (field(&f, "sbi_ipis_in")?, field(&f, "sbi_ipi_targets")?);
+        let foreign = field(&f, "foreign_in")?;
+        ensure!(
+            foreign == 0,
+            "{foreign} SBI requests of another guest named vCPUs of {g}"
+        );
+        ensure!(
+            into == sent,
+            "{g}: {into} SBI IPIs reached its vCPUs, it sent {sent}"
+        );
+        summary.push(format!("{g} {into} SBI IPIs in = sent"));
+    }
+    // Where in Linux's run the siege ended (information: it depends on the load).
+    let at = |m: &str| out.find(m);
+    let stop = at("hyp: guest 1 \"hostile\" shut down");
+    let until = if stop > at("hyp: guest 0 \"linux\" shut down") {
+        "after Linux stopped"
+    } else if stop > at("VIRQ-INIT-START") {
+        "during Linux's test /init"
+    } else {
+        "during Linux's boot"
+    };
+    Ok(format!(
+        "hostile: {} attacks as expected, siege ended {until}; {}; foreign_in 0",
+        attacks.len(),
+        summary.join(", ")
+    ))
+}
+
+/// hyp bootarg: SBI HSM idle states in the guest DTB (Linux's cpuidle-riscv-sbi).
+const GUEST_IDLE_SBI: &str = "guest_idle=sbi";
+
+/// With [`GUEST_IDLE_SBI`]: Linux entered both of hyp's idle states (`VIRQ-IDLE
+/// cpuN/stateM NAME USAGE` lines of the test `/init`), i.e. idled through HSM
+/// `hart_suspend`, retentive and non-retentive, and came back each time.
+fn check_idle(out: &str) -> Result<String> {
+    let mut used = std::collections::BTreeMap::<&str, u64>::new();
+    for l in out.lines().filter_map(|l| l.strip_prefix("VIRQ-IDLE ")) {
+        let f: Vec<&str> = l.split_whitespace().collect();
+        if let [_, name, usage] = f[..] {
+            *used.entry(name).or_default() += usage.parse::<u64>().unwrap_or(0);
+        }
+    }
+    for state in ["cpu-ret", "cpu-nonret"] {
+        ensure!(
+            used.get(state).copied().unwrap_or(0) > 0,
+            "idle state {state} never entered: {used:?}"
+        );
+    }
+    Ok(format!("SBI idle states entered (all CPUs): {used:?}"))
 }
 
 fn log_path(name: &str) -> PathBuf {
@@ -869,7 +1126,8 @@ pub fn qemu_tests() -> Result<()> {
     if std::env::var_os("VIRQ_SKIP_LINUX").is_none() {
         let linux = linux_payload(false)?;
         for (name, smp, vcpus, profile, extra) in [
-            ("linux-smp2", 2, None, "profile=linux", None),
+            // Linux idles through SBI HSM suspend (hyp's DT idle states).
+            ("linux-smp2", 2, None, "profile=linux", Some(GUEST_IDLE_SBI)),
             ("linux-smp1-vcpus2", 1, Some(2), "profile=linux", None),
             // The second guest's console lines are printed after both stopped
             // (`vuart=deferred`), so they cannot interleave with the first guest's.
@@ -878,6 +1136,14 @@ pub fn qemu_tests() -> Result<()> {
                 2,
                 None,
                 TWO_LINUX,
+                Some("vuart=deferred"),
+            ),
+            // Linux (vPLIC) next to the hostile test guest (docs/hyp.md "Isolation").
+            (
+                "linux-hostile-plic",
+                2,
+                None,
+                HOSTILE_PLIC,
                 Some("vuart=deferred"),
             ),
             // vCPUs moving between harts on the vPLIC (the UART stays on hart 0).
@@ -945,6 +1211,7 @@ pub fn qemu_tests() -> Result<()> {
                     ..hw(2)
                 },
             ),
+            ("linux-hostile", 2, 3, None, Some("vuart=deferred"), hw(2)),
             (
                 "linux-aia-migrate",
                 2,
@@ -957,9 +1224,18 @@ pub fn qemu_tests() -> Result<()> {
                 },
             ),
         ] {
-            let mut args = vec![LINUX_AIA.to_string()];
+            let profile = if name == "linux-hostile" {
+                HOSTILE_AIA
+            } else {
+                LINUX_AIA
+            };
+            let mut args = vec![profile.to_string()];
             args.extend(bootargs(vcpus, None));
             args.extend(extra.map(String::from));
+            if name == "linux-aia-smp2" {
+                // The default configuration also checks `--append` end to end.
+                args.extend(guest_append("virq.append=linux-aia-smp2"));
+            }
             cases.push(Case {
                 name,
                 machine: Machine {
@@ -996,13 +1272,11 @@ pub fn qemu_tests() -> Result<()> {
             });
         }
     }
-    // `VIRQ_QEMU_ONLY=text`: only the cases whose name contains `text`.
-    if let Ok(only) = std::env::var("VIRQ_QEMU_ONLY") {
-        cases.retain(|c| c.name.contains(only.as_str()));
-        ensure!(
-            !cases.is_empty(),
-            "VIRQ_QEMU_ONLY={only}: no QEMU case matches"
-        );
+    // `VIRQ_QEMU_CASE=a,b`: only the cases with these names.
+    if let Ok(only) = std::env::var("VIRQ_QEMU_CASE") {
+        let names: Vec<&str> = only.split(',').map(str::trim).collect();
+        cases.retain(|c| names.contains(&c.name));
+        ensure!(!cases.is_empty(), "VIRQ_QEMU_CASE={only}: no such case");
     }
     let suite = Instant::now();
     let (mut ok, mut bad) = (0, 0);
@@ -1052,7 +1326,7 @@ mod tests {
 
     #[test]
     fn acct_line_is_parsed() {
-        let out = "x\nACCT guest=testguest pirq=10 virq=10 claims=5504 guest_completes=7 storm_masks=1 eoi=immediate\n";
+        let out = "x\nACCT guest=linux aia pirq=10 virq=10 retriggers=72 hyp_claims=0\nACCT guest=testguest pirq=10 virq=10 claims=5504 guest_completes=7 storm_masks=1 eoi=immediate\n";
         assert_eq!(acct_claims(out), Some((5504, 7)));
     }
 
@@ -1107,6 +1381,78 @@ ACCT guest=linux aia pirq=10 virq=10 retriggers=71 hyp_claims=0 phys_target=0x41
         assert!(check_aia(AIA_OUT, split).is_err());
         // Software files must show the software path.
         assert!(check_aia(AIA_OUT, AiaExpect { flips: true, ..e }).is_err());
+    }
+
+    /// A clean hostile run: (whole output, Linux's part, the attacker's part).
+    fn hostile_run() -> (String, String, String) {
+        let mut h = String::new();
+        for a in ATTACKS {
+            h += &format!("ATTACK {a} ... PASS (x)\n");
+        }
+        h += &format!("hostile: {} attacks passed, 0 failed\n", ATTACKS.len());
+        let linux = "VIRQ-INIT-DONE\nERR:          0\n".to_string();
+        let out = "hyp: guest 1 \"hostile\" shut down, status 0\n\
+ACCT guest=linux sbi_ipi_calls=0 sbi_rfence_calls=0 sbi_ipi_targets=0 sbi_ipis_in=0 foreign_in=0
+ACCT guest=hostile sbi_ipi_calls=40050 sbi_rfence_calls=48 sbi_ipi_targets=20000 sbi_ipis_in=20000 foreign_in=0
+"
+        .to_string();
+        (out, linux, h)
+    }
+
+    /// Seen in a run: hyp's line in the middle of Linux's `/proc/interrupts`.
+    #[test]
+    fn hyp_line_inside_a_linux_row_is_cut_out() {
+        let out = "IPI0:        78         65  Rescheduling interrupts\n\
+IPI1:  hyp: guest 1 \"hostile\" shut down, status 0\n     465        550  Function call interrupts\n\
+IPI2:         0          0  CPU stop interrupts\n";
+        let cut = cut_interjection(out, HOSTILE_STOPPED);
+        assert!(
+            cut.contains("IPI1:       465        550  Function call interrupts\n"),
+            "{cut}"
+        );
+        assert!(!cut.contains("hyp:"), "{cut}");
+        assert_eq!(cut_interjection("a\nb\n", HOSTILE_STOPPED), "a\nb\n");
+    }
+
+    #[test]
+    fn hostile_clean_run_passes() {
+        let (out, linux, h) = hostile_run();
+        let s = check_hostile(&out, &linux, &h).unwrap();
+        assert!(s.contains("15 attacks as expected"), "{s}");
+    }
+
+    /// The ACCT lines of a run with hyp's hart masks broken on purpose (a mask could
+    /// name the other guest's vCPUs): 49 of the attacker's IPIs reached Linux.
+    #[test]
+    fn hostile_ipis_reaching_linux_fail() {
+        let (out, linux, h) = hostile_run();
+        let broken = out.replace("sbi_ipis_in=0 foreign_in=0", "sbi_ipis_in=49 foreign_in=49");
+        assert!(check_hostile(&broken, &linux, &h).is_err());
+        // Even with the tripwire silent, the receive count gives it away.
+        let broken = out.replace("sbi_ipis_in=0 foreign_in=0", "sbi_ipis_in=49 foreign_in=0");
+        assert!(check_hostile(&broken, &linux, &h).is_err());
+    }
+
+    #[test]
+    fn hostile_failed_missing_or_leaking_attacks_fail() {
+        let (out, linux, h) = hostile_run();
+        let failed = h.replace(
+            "ATTACK sbi_ipi_foreign ... PASS (x)",
+            "ATTACK sbi_ipi_foreign ... FAIL (mask 0x1 base 0x2: 0)",
+        );
+        assert!(check_hostile(&out, &linux, &failed).is_err());
+        let missing = h.replace("ATTACK siege ... PASS (x)\n", "");
+        assert!(check_hostile(&out, &linux, &missing).is_err());
+        for leak in [
+            "VIRQ-INIT-DONE spoof",
+            "riscv-intc: Failed to handle interrupt (cause: 1)",
+            "ERR:          3",
+        ] {
+            let l = format!("{linux}{leak}\n");
+            assert!(check_hostile(&out, &l, &h).is_err(), "{leak}");
+        }
+        let stopped = out.replace("status 0", "status 2");
+        assert!(check_hostile(&stopped, &linux, &h).is_err());
     }
 
     #[test]

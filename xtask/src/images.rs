@@ -66,6 +66,8 @@ mount -t devtmpfs devtmpfs /dev
 /bin/busybox --install -s 2>/dev/null
 ncpu=$(grep -c ^processor /proc/cpuinfo)
 echo "VIRQ-INIT-START cpus=$ncpu kernel=$(uname -r)"
+echo "VIRQ-CMDLINE $(cat /proc/cmdline)"
+echo "VIRQ-SLEEP-STATES $(cat /sys/power/state)"
 cat /proc/interrupts
 # Short-lived processes on every CPU: wake-ups of the waiting parent on another
 # CPU (rescheduling IPIs) and TLB shootdowns at exec/exit. Each loop is pinned to a
@@ -99,6 +101,11 @@ if [ -n "$uirq" ] && [ -w /proc/irq/$uirq/smp_affinity ]; then
     printf '%x' $(((1 << ncpu) - 1)) > /proc/irq/$uirq/smp_affinity
 fi
 cat /proc/interrupts
+# The idle states Linux's SBI cpuidle driver uses (with hyp's guest_idle=sbi): name and
+# entries, per CPU.
+for d in /sys/devices/system/cpu/cpu*/cpuidle/state*; do
+    [ -r $d/usage ] && echo "VIRQ-IDLE ${d#/sys/devices/system/cpu/} $(cat $d/name) $(cat $d/usage)"
+done
 echo VIRQ-INIT-DONE
 # Let a polled console (no interrupt: hyp's emulated UART) drain before power-off.
 sleep 1
@@ -151,7 +158,7 @@ pub struct BootImages {
 
 /// The image cache folder, `target/images/` under the workspace root.
 pub fn cache_dir() -> PathBuf {
-    crate::checks::root().join("target/images")
+    crate::util::root().join("target/images")
 }
 
 /// Ensure the Debian trixie riscv64 kernel and busybox are downloaded and
@@ -1058,6 +1065,7 @@ mod tests {
     fn init_scripts_have_the_markers() {
         for marker in [
             "VIRQ-INIT-START",
+            "VIRQ-CMDLINE $(cat /proc/cmdline)",
             "cat /proc/interrupts",
             "VIRQ-INIT-DONE",
             "poweroff -f",

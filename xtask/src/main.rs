@@ -9,6 +9,7 @@
 //! - `checks`: fmt, clippy, host tests, loom models.
 //! - `pingpong`: the lost-wake-up detector guest program (`guest/pingpong`): build,
 //!   initramfs, result parsing; `soak`: `cargo xtask soak`, it on every configuration.
+//! - `util`: the workspace root and running commands (a leaf: imports no other module).
 //! - `mutants`: `loom-mutants`, the checked list of protocol breaks loom must catch.
 
 use anyhow::Result;
@@ -22,6 +23,7 @@ mod mutants;
 mod pingpong;
 mod setup;
 mod soak;
+mod util;
 
 #[derive(Parser)]
 #[command(name = "cargo xtask", about = "virq developer tasks")]

@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::checks::root;
+use crate::util::root;
 
 /// Arguments of `cargo xtask loom-mutants`.
 #[derive(clap::Args)]

@@ -10,7 +10,7 @@
 use anyhow::{bail, ensure, Context, Result};
 use std::process::Command;
 
-use crate::checks::{root, run_cmd};
+use crate::util::{root, run_cmd};
 
 /// A lap slower than this is a stall (the program's own threshold, `SLOW_US` in
 /// `guest/pingpong/src/main.rs`).

@@ -11,7 +11,7 @@ use anyhow::{bail, Context, Result};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use crate::checks::run_cmd;
+use crate::util::run_cmd;
 
 /// The bare-metal target `hyp` and its test guests are built for.
 pub const RUST_TARGET: &str = "riscv64gc-unknown-none-elf";

@@ -44,27 +44,91 @@ pub const MAX_HARTS: u32 = 1 << 14;
 
 const WORDS: usize = 16;
 
-const DOMAINCFG: u32 = 0x0000;
-const SOURCECFG_END: u32 = 0x1000;
-const SETIP: u32 = 0x1c00;
-const SETIPNUM: u32 = 0x1cdc;
-const IN_CLRIP: u32 = 0x1d00;
-const CLRIPNUM: u32 = 0x1ddc;
-const SETIE: u32 = 0x1e00;
-const SETIENUM: u32 = 0x1edc;
-const CLRIE: u32 = 0x1f00;
-const CLRIENUM: u32 = 0x1fdc;
-const SETIPNUM_LE: u32 = 0x2000;
-const SETIPNUM_BE: u32 = 0x2004;
-const GENMSI: u32 = 0x3000;
-const TARGET_END: u32 = 0x4000;
-const IDC_BASE: u32 = 0x4000;
-const IDC_SIZE: u32 = 32;
+/// The APLIC domain register map and fields (RISC-V AIA v1.0 chapter 4), the one place
+/// they are written down: the model below decodes with them and a hypervisor's driver
+/// of a physical APLIC (hyp's `arch::mmio::HostAplic`) programs with them.
+pub mod regs {
+    /// `domaincfg` (AIA 4.5.1).
+    pub const DOMAINCFG: u32 = 0x0000;
+    /// `sourcecfg[i]` at `SOURCECFG_BASE + 4 * i`, i = 1..=1023 (AIA 4.5.2).
+    pub const SOURCECFG_BASE: u32 = 0x0000;
+    /// End of the `sourcecfg` array.
+    pub const SOURCECFG_END: u32 = 0x1000;
+    /// `setip[k]` (AIA 4.5.5).
+    pub const SETIP: u32 = 0x1c00;
+    /// `setipnum` (AIA 4.5.6).
+    pub const SETIPNUM: u32 = 0x1cdc;
+    /// `in_clrip[k]` (AIA 4.5.7).
+    pub const IN_CLRIP: u32 = 0x1d00;
+    /// `clripnum` (AIA 4.5.8).
+    pub const CLRIPNUM: u32 = 0x1ddc;
+    /// `setie[k]` (AIA 4.5.9).
+    pub const SETIE: u32 = 0x1e00;
+    /// `setienum` (AIA 4.5.10).
+    pub const SETIENUM: u32 = 0x1edc;
+    /// `clrie[k]` (AIA 4.5.11).
+    pub const CLRIE: u32 = 0x1f00;
+    /// `clrienum` (AIA 4.5.12).
+    pub const CLRIENUM: u32 = 0x1fdc;
+    /// `setipnum_le` (AIA 4.5.13).
+    pub const SETIPNUM_LE: u32 = 0x2000;
+    /// `setipnum_be` (AIA 4.5.14).
+    pub const SETIPNUM_BE: u32 = 0x2004;
+    /// `genmsi` (AIA 4.5.15); `target[i]` at `TARGET_BASE + 4 * i` (AIA 4.5.16).
+    pub const GENMSI: u32 = 0x3000;
+    /// Base of the `target` array (its slot 0 is `genmsi`).
+    pub const TARGET_BASE: u32 = 0x3000;
+    /// End of the `target` array.
+    pub const TARGET_END: u32 = 0x4000;
+    /// Interrupt delivery control structures, one per hart index (AIA 4.8).
+    pub const IDC_BASE: u32 = 0x4000;
+    /// Size of one IDC.
+    pub const IDC_SIZE: u32 = 32;
+    /// `domaincfg.IE`: interrupts enabled.
+    pub const DOMAINCFG_IE: u32 = 1 << 8;
+    /// `domaincfg.DM`: MSI delivery mode.
+    pub const DOMAINCFG_DM: u32 = 1 << 2;
+    /// `sourcecfg.D`: delegated to a child domain.
+    pub const SOURCECFG_D: u32 = 1 << 10;
+    /// Shift of a `target` register's Hart Index field.
+    pub const TARGET_HART_SHIFT: u32 = 18;
+    /// Shift of a `target` register's Guest Index field (MSI mode).
+    pub const TARGET_GUEST_SHIFT: u32 = 12;
+}
 
-const DOMAINCFG_IE: u32 = 1 << 8;
-const DOMAINCFG_DM: u32 = 1 << 2;
-const SOURCECFG_D: u32 = 1 << 10;
-const HART_SHIFT: u32 = 18;
+use regs::{
+    CLRIE, CLRIENUM, CLRIPNUM, DOMAINCFG, DOMAINCFG_DM, DOMAINCFG_IE, GENMSI, IDC_BASE, IDC_SIZE,
+    IN_CLRIP, SETIE, SETIENUM, SETIP, SETIPNUM, SETIPNUM_BE, SETIPNUM_LE, SOURCECFG_D,
+    SOURCECFG_END, TARGET_END, TARGET_HART_SHIFT as HART_SHIFT,
+};
+
+/// The sources a 32-bit write of `value` at `offset` of an APLIC domain asks to set
+/// pending: `setipnum`, `setipnum_le` (one source), `setipnum_be` (one source, byte
+/// swapped), `setip[k]` (one per set bit, sources `32k..32k+31`); none for any other
+/// register. Source numbers are not range-checked (the device ignores invalid ones). A
+/// hypervisor uses it to see a guest's level re-trigger (AIA §4.9.2) of a passthrough
+/// source before handing the write to the model.
+pub fn setip_sources(offset: u64, value: u32, mut f: impl FnMut(u32)) {
+    match offset {
+        o if o == u64::from(SETIPNUM) || o == u64::from(SETIPNUM_LE) => f(value),
+        o if o == u64::from(SETIPNUM_BE) => f(value.swap_bytes()),
+        o if (u64::from(SETIP)..u64::from(SETIP) + 0x80).contains(&o) && o % 4 == 0 => {
+            let k = ((o - u64::from(SETIP)) / 4) as u32;
+            let mut x = value;
+            while x != 0 {
+                f(k * 32 + x.trailing_zeros());
+                x &= x - 1;
+            }
+        }
+        _ => {}
+    }
+}
+
+/// Size of an APLIC domain window with `harts` hart indices (the IDCs end at
+/// `0x4000 + 32 * harts`), rounded up to a page.
+pub fn window_size(harts: u32) -> u64 {
+    (u64::from(IDC_BASE) + u64::from(IDC_SIZE) * u64::from(harts)).next_multiple_of(0x1000)
+}
 
 /// Source mode (`sourcecfg.SM`, AIA 4.5.2).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -526,7 +590,7 @@ impl<M: MsiSink, S: VcpuIrqSink, const HARTS: usize> VAplic<M, S, HARTS> {
 
 impl<M: MsiSink, S: VcpuIrqSink, const HARTS: usize> MmioDevice for VAplic<M, S, HARTS> {
     fn region_size(&self) -> u64 {
-        (u64::from(IDC_BASE) + u64::from(IDC_SIZE) * u64::from(self.harts)).next_multiple_of(0x1000)
+        window_size(self.harts)
     }
 
     fn read(&mut self, offset: u64, size: u8) -> u64 {

@@ -21,6 +21,11 @@
 /// Largest number of identities an interrupt file may implement.
 pub const MAX_IDS: u32 = 2047;
 
+/// CSR number of `sireg` (a VS-mode access reaches `vsireg`; AIA 2.1).
+pub const CSR_SIREG: u32 = 0x151;
+/// CSR number of `stopei` (a VS-mode access reaches `vstopei`; AIA 3.9).
+pub const CSR_STOPEI: u32 = 0x15c;
+
 /// `*iselect` value of `eidelivery`.
 pub const ISELECT_EIDELIVERY: u32 = 0x70;
 /// `*iselect` value of `eithreshold`.

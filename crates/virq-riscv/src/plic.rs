@@ -63,6 +63,12 @@ const ENABLE_STRIDE: u32 = 0x80;
 const CONTEXT_BASE: u32 = 0x20_0000;
 const CONTEXT_STRIDE: u32 = 0x1000;
 
+/// Size of a PLIC window with `contexts` contexts (threshold and claim/complete of the
+/// last one end at `0x20_0000 + 0x1000 * contexts`).
+pub fn window_size(contexts: u32) -> u64 {
+    u64::from(CONTEXT_BASE) + u64::from(CONTEXT_STRIDE) * u64::from(contexts)
+}
+
 /// How a source's input line is interpreted by its gateway.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Sense {
@@ -387,7 +393,7 @@ enum Reg {
 
 impl<S: VcpuIrqSink, E: EoiSink, const CONTEXTS: usize> MmioDevice for VPlic<S, E, CONTEXTS> {
     fn region_size(&self) -> u64 {
-        u64::from(CONTEXT_BASE) + u64::from(CONTEXT_STRIDE) * self.contexts as u64
+        window_size(self.contexts as u32)
     }
 
     fn read(&mut self, offset: u64, size: u8) -> u64 {

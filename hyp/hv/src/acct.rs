@@ -4,9 +4,9 @@
 //! ```text
 //! ACCT vcpu=<global> guest=<name> id=<guest hart id> cause=<name>(<code>) count=<n>
 //! ACCT guest=<name> pirq=<p> virq=<v> claims=<n> guest_completes=<m> storm_masks=<k>
-//! ACCT guest=<name> sbi_ipi_calls=<n> sbi_rfence_calls=<n>
+//! ACCT guest=<name> sbi_ipi_calls=<n> sbi_rfence_calls=<n> sbi_ipi_targets=<n> sbi_ipis_in=<n> foreign_in=<n>
 //! ACCT guest=<name> vplic_traps claims=<n> completes=<n> other=<n>     (vPLIC guests)
-//! ACCT guest=<name> aia …                                             (AIA guests, crate::aia)
+//! ACCT guest=<name> aia …                                             (AIA guests, crate::topology::aia)
 //! ACCT claims=<n> guest_completes=<m>
 //! ```
 use core::sync::atomic::{AtomicU64, Ordering};
@@ -16,7 +16,8 @@ use crate::world::World;
 const EXC: usize = 24;
 const INT: usize = 16;
 
-/// Trap counts of one vCPU, written only by its home hart.
+/// Trap counts of one vCPU, written only by its home hart (except `sbi_ipis_in` and
+/// `foreign_in`, bumped by the sender's hart).
 pub struct ExitCounts {
     exc: [AtomicU64; EXC],
     int: [AtomicU64; INT],
@@ -24,6 +25,13 @@ pub struct ExitCounts {
     pub sbi_ipi: AtomicU64,
     /// SBI RFNC calls.
     pub sbi_rfence: AtomicU64,
+    /// SBI IPIs this vCPU's `send_ipi` calls raised (one per target vCPU).
+    pub sbi_ipi_targets: AtomicU64,
+    /// SBI IPIs raised on this vCPU (by any vCPU's `send_ipi`).
+    pub sbi_ipis_in: AtomicU64,
+    /// SBI requests (IPI, remote fence, HSM start) that named this vCPU from a vCPU of
+    /// *another* guest: an isolation failure (docs/hyp.md "Isolation"); always 0.
+    pub foreign_in: AtomicU64,
     /// Trapped vPLIC claim reads (including those that found nothing).
     pub vplic_claims: AtomicU64,
     /// Trapped vPLIC completion writes.
@@ -40,6 +48,9 @@ impl ExitCounts {
             int: core::array::from_fn(|_| AtomicU64::new(0)),
             sbi_ipi: AtomicU64::new(0),
             sbi_rfence: AtomicU64::new(0),
+            sbi_ipi_targets: AtomicU64::new(0),
+            sbi_ipis_in: AtomicU64::new(0),
+            foreign_in: AtomicU64::new(0),
             vplic_claims: AtomicU64::new(0),
             vplic_completes: AtomicU64::new(0),
             vplic_other: AtomicU64::new(0),
@@ -175,28 +186,15 @@ pub fn print(w: &World) {
             vs.iter().map(|v| f(&v.acct).load(Ordering::Relaxed)).sum()
         };
         crate::println!(
-            "ACCT guest={} sbi_ipi_calls={} sbi_rfence_calls={}",
+            "ACCT guest={} sbi_ipi_calls={} sbi_rfence_calls={} sbi_ipi_targets={} sbi_ipis_in={} foreign_in={}",
             g.cfg.name,
             sum(|c| &c.sbi_ipi),
-            sum(|c| &c.sbi_rfence)
+            sum(|c| &c.sbi_rfence),
+            sum(|c| &c.sbi_ipi_targets),
+            sum(|c| &c.sbi_ipis_in),
+            sum(|c| &c.foreign_in)
         );
-        if g.aia.is_none() {
-            let e = {
-                use virq_riscv::MmioDevice;
-                g.vplic.lock().errors()
-            };
-            crate::println!(
-                "ACCT guest={} vplic_ignored bad_width={} misaligned={} unmapped={} read_only={} ignored_value={}",
-                g.cfg.name, e.bad_width, e.misaligned, e.unmapped, e.read_only, e.ignored_value
-            );
-            crate::println!(
-                "ACCT guest={} vplic_traps claims={} completes={} other={}",
-                g.cfg.name,
-                sum(|c| &c.vplic_claims),
-                sum(|c| &c.vplic_completes),
-                sum(|c| &c.vplic_other)
-            );
-        }
+        g.irqchip.print_acct(g);
         for &(virq, pirq) in &g.passthrough {
             let Some(p) = w.pirqs.get(pirq as usize) else {
                 continue;
@@ -223,7 +221,6 @@ pub fn print(w: &World) {
             );
         }
     }
-    crate::aia::print_acct();
     crate::println!(
         "ACCT migrations={}",
         crate::sched::MIGRATIONS.load(Ordering::Relaxed)

@@ -227,6 +227,31 @@ pub const LINUX_AIA: GuestConfig = GuestConfig {
     ..LINUX
 };
 
+/// The test guest in its hostile mode (bootarg `virq.hostile` in its `/chosen`), next to
+/// [`LINUX`] (profile `linux-hostile-plic`, QEMU `-m 1G`): its own RAM above the Linux
+/// guest's (QEMU's loader puts the test guest's image at `0xa800_0000`), an emulated
+/// console UART (its lines are prefixed `[hostile] `), no device of its own. It attacks
+/// the other guest and hyp (docs/hyp.md "Isolation").
+pub const HOSTILE: GuestConfig = GuestConfig {
+    name: "hostile",
+    vcpus: 2,
+    ram_host_base: 0xa800_0000,
+    ram_size: 32 << 20,
+    image: Image::Preloaded { offset: 0 },
+    initrd_offset: None,
+    bootargs: "virq.hostile",
+    intc: VIRT_VPLIC,
+    devices: &[VIRT_VUART],
+    eoi: EoiMode::Deferred,
+};
+
+/// [`HOSTILE`] on the AIA topology, next to [`LINUX_AIA`] (profile `linux-hostile`):
+/// its IMSIC pages are hardware guest files of the same harts as the Linux guest's.
+pub const HOSTILE_AIA: GuestConfig = GuestConfig {
+    intc: VIRT_AIA,
+    ..HOSTILE
+};
+
 /// Every profile.
 pub const PROFILES: &[Profile] = &[
     Profile {
@@ -236,6 +261,14 @@ pub const PROFILES: &[Profile] = &[
     Profile {
         name: "two-linux",
         guests: &[LINUX, LINUX2],
+    },
+    Profile {
+        name: "linux-hostile",
+        guests: &[LINUX_AIA, HOSTILE_AIA],
+    },
+    Profile {
+        name: "linux-hostile-plic",
+        guests: &[LINUX, HOSTILE],
     },
     Profile {
         name: "test",

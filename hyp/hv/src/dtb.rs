@@ -3,6 +3,7 @@
 use alloc::format;
 use alloc::string::String;
 use alloc::vec::Vec;
+use sbi_spec::hsm::suspend_type;
 use vm_fdt::{FdtWriter, FdtWriterResult};
 
 use crate::config::{DeviceKind, GuestConfig, Intc, GUEST_RAM_BASE};
@@ -63,6 +64,18 @@ pub fn build(cfg: &GuestConfig, p: &DtbParams<'_>) -> FdtWriterResult<Vec<u8>> {
     let supervisor_external =
         |vcpus: usize| -> Vec<u32> { (0..vcpus).flat_map(|v| [intc_phandle(v), 9]).collect() };
     let plic_phandle = 0x100;
+    // `guest_idle=sbi` (hyp bootarg): SBI HSM idle states for Linux's cpuidle-riscv-sbi
+    // driver (DT binding `riscv,idle-state`): the default retentive and non-retentive
+    // suspend types (`sbi::suspend`), so the guest idles through `hart_suspend`.
+    let idle_states: &[(&str, u32, [u32; 3])] = if p.platform.bootarg("guest_idle") == Some("sbi") {
+        &[
+            ("cpu-ret", suspend_type::RETENTIVE, [10, 10, 20]),
+            ("cpu-nonret", suspend_type::NON_RETENTIVE, [50, 100, 500]),
+        ]
+    } else {
+        &[]
+    };
+    let idle_phandle = |i: usize| 0x200 + i as u32;
 
     let mut fdt = FdtWriter::new()?;
     let root = fdt.begin_node("")?;
@@ -72,8 +85,14 @@ pub fn build(cfg: &GuestConfig, p: &DtbParams<'_>) -> FdtWriterResult<Vec<u8>> {
     fdt.property_string("model", "virq hyp guest")?;
 
     let chosen = fdt.begin_node("chosen")?;
-    if !cfg.bootargs.is_empty() {
-        fdt.property_string("bootargs", cfg.bootargs)?;
+    // The config's command line, then what the user appended (`--append`).
+    let bootargs = match (cfg.bootargs, p.platform.guest_append.as_str()) {
+        (c, "") => String::from(c),
+        ("", a) => String::from(a),
+        (c, a) => format!("{c} {a}"),
+    };
+    if !bootargs.is_empty() {
+        fdt.property_string("bootargs", &bootargs)?;
     }
     if let Some(uart) = cfg.devices.iter().find(|d| {
         matches!(
@@ -111,6 +130,10 @@ pub fn build(cfg: &GuestConfig, p: &DtbParams<'_>) -> FdtWriterResult<Vec<u8>> {
         fdt.property_string("riscv,isa-base", "rv64i")?;
         fdt.property_string_list("riscv,isa-extensions", exts.clone())?;
         fdt.property_string("mmu-type", &p.platform.mmu_type)?;
+        if !idle_states.is_empty() {
+            let phandles: Vec<u32> = (0..idle_states.len()).map(idle_phandle).collect();
+            fdt.property_array_u32("cpu-idle-states", &phandles)?;
+        }
         let intc = fdt.begin_node("interrupt-controller")?;
         fdt.property_u32("#interrupt-cells", 1)?;
         fdt.property_null("interrupt-controller")?;
@@ -118,6 +141,20 @@ pub fn build(cfg: &GuestConfig, p: &DtbParams<'_>) -> FdtWriterResult<Vec<u8>> {
         fdt.property_phandle(intc_phandle(v))?;
         fdt.end_node(intc)?;
         fdt.end_node(cpu)?;
+    }
+    if !idle_states.is_empty() {
+        let states = fdt.begin_node("idle-states")?;
+        for (i, &(name, param, [entry, exit, residency])) in idle_states.iter().enumerate() {
+            let st = fdt.begin_node(name)?;
+            fdt.property_string("compatible", "riscv,idle-state")?;
+            fdt.property_u32("riscv,sbi-suspend-param", param)?;
+            fdt.property_u32("entry-latency-us", entry)?;
+            fdt.property_u32("exit-latency-us", exit)?;
+            fdt.property_u32("min-residency-us", residency)?;
+            fdt.property_phandle(idle_phandle(i))?;
+            fdt.end_node(st)?;
+        }
+        fdt.end_node(states)?;
     }
     fdt.end_node(cpus)?;
 
@@ -133,7 +170,7 @@ pub fn build(cfg: &GuestConfig, p: &DtbParams<'_>) -> FdtWriterResult<Vec<u8>> {
                 "compatible",
                 alloc::vec!["sifive,plic-1.0.0".into(), "riscv,plic0".into()],
             )?;
-            fdt.property_array_u64("reg", &[base, crate::guest::vplic_size(p.vcpus)])?;
+            fdt.property_array_u64("reg", &[base, crate::topology::vplic::window_size(p.vcpus)])?;
             fdt.property_array_u32("interrupts-extended", &supervisor_external(p.vcpus))?;
             fdt.property_null("interrupt-controller")?;
             fdt.property_u32("#interrupt-cells", 1)?;
@@ -176,7 +213,10 @@ pub fn build(cfg: &GuestConfig, p: &DtbParams<'_>) -> FdtWriterResult<Vec<u8>> {
                 "compatible",
                 alloc::vec!["qemu,aplic".into(), "riscv,aplic".into()],
             )?;
-            fdt.property_array_u64("reg", &[aplic_base, crate::aia::aplic_size(p.vcpus)])?;
+            fdt.property_array_u64(
+                "reg",
+                &[aplic_base, crate::topology::aia::aplic_size(p.vcpus)],
+            )?;
             fdt.property_u32("msi-parent", imsic_phandle)?;
             fdt.property_null("interrupt-controller")?;
             fdt.property_u32("#interrupt-cells", 2)?;

@@ -4,10 +4,11 @@ use core::sync::atomic::Ordering;
 use crate::arch::csr::{self, hstatus_bits, irq_bits, sstatus_bits};
 use crate::arch::{self, switch::guest_fetch_u16};
 use crate::insn::{self, Access};
+use crate::topology::MmioOp;
 use crate::vcpu::{Vcpu, VcpuInner};
 use crate::world::{world, Hart};
 use virq_core::block::BlockOutcome;
-use virq_riscv::MmioDevice;
+use virq_riscv::imsic::CsrOp;
 
 /// What the scheduler does next with the vCPU.
 pub enum Next {
@@ -124,11 +125,48 @@ fn virtual_insn(vcpu: &Vcpu, inner: &mut VcpuInner) -> Next {
         inner.ctx.guest.sepc = inner.ctx.guest.sepc.wrapping_add(4);
         return Next::Resume;
     }
-    if let Some(next) = crate::aia::virtual_csr(vcpu, inner, insn) {
+    if let Some(next) = interrupt_csr(vcpu, inner, insn) {
         return next;
     }
     inject_exception(inner, EXC_ILLEGAL, insn as usize);
     Next::Resume
+}
+
+/// A trapped Zicsr instruction on a CSR the guest's topology emulates (AIA
+/// `sireg`/`stopei` of a software interrupt file): decode it, let the topology answer,
+/// then write `rd` and step over it, or inject an illegal-instruction exception.
+/// `None` when it is not a CSR instruction or the topology does not emulate that CSR.
+fn interrupt_csr(vcpu: &Vcpu, inner: &mut VcpuInner, insn: u32) -> Option<Next> {
+    let funct3 = (insn >> 12) & 7;
+    if insn & 0x7f != 0x73 || funct3 == 0 || funct3 == 4 {
+        return None;
+    }
+    let csr_no = insn >> 20;
+    let rd = ((insn >> 7) & 31) as usize;
+    let rs1 = ((insn >> 15) & 31) as usize;
+    // csrrwi/csrrsi/csrrci take rs1 as an immediate.
+    let src = if funct3 >= 5 {
+        rs1 as u64
+    } else {
+        inner.ctx.guest.x[rs1] as u64
+    };
+    let op = match funct3 & 3 {
+        1 => CsrOp::Write(src),
+        2 if rs1 != 0 => CsrOp::Set(src),
+        3 if rs1 != 0 => CsrOp::Clear(src),
+        _ => CsrOp::Read,
+    };
+    let g = &world().guests[vcpu.guest];
+    match g.irqchip.csr(g, vcpu, csr_no, op)? {
+        Ok(v) => {
+            if rd != 0 {
+                inner.ctx.guest.x[rd] = v as usize;
+            }
+            inner.ctx.guest.sepc = inner.ctx.guest.sepc.wrapping_add(4);
+        }
+        Err(()) => inject_exception(inner, EXC_ILLEGAL, insn as usize),
+    }
+    Some(Next::Resume)
 }
 
 /// Guest WFI (and HSM retentive suspend): block unless an enabled VS interrupt is
@@ -174,23 +212,18 @@ fn guest_page_fault(vcpu: &Vcpu, inner: &mut VcpuInner) -> Next {
         return Next::Resume;
     }
     if t.scause != EXC_INSN_GPF {
-        if let Some(next) = crate::aia::guest_page_fault(vcpu, inner, gpa) {
-            return next;
-        }
-        if let Some(off) = guest.vplic_offset(gpa) {
-            return emulate_mmio(inner, |op| match op {
-                MmioOp::Read { size } => {
-                    vcpu.acct.vplic_access(off, false);
-                    guest.vplic.lock().read(off, size)
-                }
-                MmioOp::Write { size, value } => {
-                    vcpu.acct.vplic_access(off, true);
-                    guest.vplic.lock().write(off, size, value);
-                    // The vPLIC lock is dropped: run completions' ack notifiers.
-                    crate::irq::fold_completions(guest);
-                    0
-                }
+        let chip = &guest.irqchip;
+        if chip.mmio_window(gpa) {
+            let mut wrote = false;
+            let next = emulate_mmio(inner, |op| {
+                wrote = matches!(op, MmioOp::Write { .. });
+                chip.mmio(guest, vcpu, gpa, op)
             });
+            if wrote {
+                // Every topology lock is dropped: run completions' ack notifiers.
+                crate::irq::fold_completions(guest);
+            }
+            return next;
         }
         if let Some((dev, off)) = guest.vuart_at(gpa) {
             return emulate_mmio(inner, |op| match op {
@@ -205,23 +238,6 @@ fn guest_page_fault(vcpu: &Vcpu, inner: &mut VcpuInner) -> Next {
     // Unmapped (or undecodable): an access fault for the guest, which keeps running.
     inject_exception(inner, access_fault, t.stval);
     Next::Resume
-}
-
-/// A trapped load or store, as a device sees it.
-#[derive(Clone, Copy, Debug)]
-pub enum MmioOp {
-    /// A load of `size` bytes.
-    Read {
-        /// Bytes.
-        size: u8,
-    },
-    /// A store of the low `size` bytes of `value`.
-    Write {
-        /// Bytes.
-        size: u8,
-        /// The value (guest register, truncated to `size`).
-        value: u64,
-    },
 }
 
 /// Emulate the guest load/store that caused the guest page fault in `inner.ctx.trap`

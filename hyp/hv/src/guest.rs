@@ -1,71 +1,25 @@
-//! A guest: its RAM, G-stage, DTB, vPLIC and vCPU range.
+//! A guest: its RAM, G-stage, DTB, interrupt topology and vCPU range.
+use alloc::boxed::Box;
 use alloc::vec::Vec;
-use core::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use spin::Mutex;
 use virq_core::ack::{AckNotifiers, InFlight};
-use virq_riscv::plic::{Sense, VPlic};
-use virq_riscv::{EoiSink, MmioDevice, VcpuIrqSink};
 
 use crate::arch::phys::PhysRange;
 use crate::config::{GuestConfig, Intc, GUEST_RAM_BASE};
 use crate::gstage::{self, GStage};
+use crate::topology::aia::GuestAia;
+use crate::topology::vplic::GuestVplic;
+use crate::topology::GuestIrqChip;
 use crate::vuart::Vuart;
-use crate::world::world;
 
 /// vCPUs per guest (vPLIC contexts).
 pub const MAX_VCPUS_PER_GUEST: usize = 8;
-
-/// Size of the vPLIC window for `vcpus` contexts (as virq-riscv's `VPlic` decodes it).
-pub fn vplic_size(vcpus: usize) -> u64 {
-    let s = 0x20_0000 + 0x1000 * vcpus as u64;
-    (s + 0xfff) & !0xfff
-}
-
-/// Raises a guest vCPU's VSEIP through its `PendingSet` (virq-riscv calls it when a
-/// vPLIC context output changes).
-pub struct GuestSink {
-    /// Global index of the guest's vCPU 0.
-    pub first_vcpu: usize,
-    /// vCPU count.
-    pub vcpus: usize,
-}
-
-impl VcpuIrqSink for GuestSink {
-    fn set_vseip(&self, vcpu: u32, level: bool) {
-        if (vcpu as usize) < self.vcpus {
-            let v = &world().vcpus[self.first_vcpu + vcpu as usize];
-            if level {
-                v.raise(virq_riscv::hext::IRQ_VS_EXT);
-            } else {
-                v.lower(virq_riscv::hext::IRQ_VS_EXT);
-            }
-        }
-    }
-}
-
-/// Records a guest's virtual completion of a passthrough source. The vPLIC calls it
-/// with its lock held, so it only sets a bit; [`crate::irq::fold_completions`] runs the
-/// ack notifiers once the MMIO emulation has dropped every lock (seed 004).
-pub struct GuestEoi {
-    /// Guest index.
-    pub guest: u16,
-}
-
-impl EoiSink for GuestEoi {
-    fn guest_completed(&self, source: u32) {
-        if let Some(g) = world().guests.get(self.guest as usize) {
-            g.mark_completed(source);
-        }
-    }
-}
 
 /// Virtual sources a guest can have (vPLIC limit).
 pub const MAX_VIRQS: usize = 1024;
 /// Passthrough interrupts one guest can have in flight at once.
 pub const INFLIGHT_SLOTS: usize = 16;
-
-/// The guest's vPLIC type.
-pub type GuestPlic = VPlic<GuestSink, GuestEoi, MAX_VCPUS_PER_GUEST>;
 
 /// A guest.
 pub struct Guest {
@@ -85,13 +39,8 @@ pub struct Guest {
     pub dtb_gpa: u64,
     /// Guest-physical entry point of the boot vCPU.
     pub entry: u64,
-    /// vPLIC window base and size (empty for an AIA guest).
-    pub vplic_window: (u64, u64),
-    /// The vPLIC. Lock order: taken inside a vCPU's `inner` lock, never the reverse.
-    /// An AIA guest has one too, with no window: nothing reaches it.
-    pub vplic: Mutex<GuestPlic>,
-    /// The AIA ([`crate::config::Intc::Aia`]): vAPLIC and IMSIC files.
-    pub aia: Option<crate::aia::GuestAia>,
+    /// The guest's interrupt topology (`crate::topology`): vPLIC or AIA.
+    pub irqchip: Box<dyn GuestIrqChip>,
     /// `(virq, pirq)` of the passthrough interrupts.
     pub passthrough: Vec<(u32, u32)>,
     /// The emulated console UART, if the guest has one: `(guest base, device)`.
@@ -100,8 +49,6 @@ pub struct Guest {
     pub acks: AckNotifiers<MAX_VIRQS>,
     /// Passthrough interrupts delivered and not yet completed by the guest.
     pub inflight: InFlight<INFLIGHT_SLOTS>,
-    /// Virtual completions recorded under the vPLIC lock, not yet folded.
-    completed: [AtomicU64; MAX_VIRQS / 64],
     /// Level passthrough completes immediately (storm demo).
     pub immediate_eoi: bool,
     /// vCPUs not yet stopped by SRST; the guest is dead when it reaches 0.
@@ -240,28 +187,19 @@ impl Guest {
             return Err(GuestError::Dtb);
         }
 
-        let mut aia = None;
-        let (vplic_window, vplic) = match cfg.intc {
+        let passthrough: Vec<(u32, u32)> = cfg
+            .devices
+            .iter()
+            .filter_map(|d| d.irq)
+            .map(|irq| (irq.virq, irq.pirq))
+            .collect();
+        let irqchip: Box<dyn GuestIrqChip> = match cfg.intc {
             Intc::Aia {
                 aplic_base,
                 sources,
                 imsic_base,
-            } => {
-                // An unreachable vPLIC (no window) keeps the vPLIC paths uniform.
-                let plic = VPlic::new(
-                    1,
-                    &[Some(0)],
-                    GuestSink { first_vcpu, vcpus },
-                    GuestEoi { guest: index },
-                )
-                .map_err(|_| GuestError::Intc)?;
-                let passthrough: Vec<(u32, u32)> = cfg
-                    .devices
-                    .iter()
-                    .filter_map(|d| d.irq)
-                    .map(|irq| (irq.virq, irq.pirq))
-                    .collect();
-                let a = crate::aia::GuestAia::new(
+            } => Box::new(
+                GuestAia::new(
                     index,
                     vcpus,
                     first_vcpu,
@@ -273,33 +211,13 @@ impl Guest {
                 .map_err(|e| {
                     crate::println!("hyp: guest \"{}\": AIA: {e}", cfg.name);
                     GuestError::Intc
-                })?;
-                aia = Some(a);
-                ((0, 0), (plic, passthrough))
-            }
-            Intc::VPlic { base, sources } => {
-                let ctx: Vec<Option<u32>> = (0..vcpus as u32).map(Some).collect();
-                let mut plic = VPlic::new(
-                    sources,
-                    &ctx,
-                    GuestSink { first_vcpu, vcpus },
-                    GuestEoi { guest: index },
-                )
-                .map_err(|_| GuestError::Intc)?;
-                let mut passthrough = Vec::new();
-                for irq in cfg.devices.iter().filter_map(|d| d.irq) {
-                    // The physical PLIC's gateway turns the level into one request per
-                    // physical claim, so the virtual source is edge-sensed: one pulse
-                    // per physical claim (see crate::irq).
-                    plic.set_sense(irq.virq, Sense::Edge);
-                    plic.set_passthrough(irq.virq, true);
-                    passthrough.push((irq.virq, irq.pirq));
-                }
-                let size = plic.region_size();
-                ((base, size), (plic, passthrough))
-            }
+                })?,
+            ),
+            Intc::VPlic { base, sources } => Box::new(
+                GuestVplic::new(base, sources, first_vcpu, vcpus, &passthrough)
+                    .map_err(|_| GuestError::Intc)?,
+            ),
         };
-        let (plic, passthrough) = vplic;
         let entry = match cfg.image {
             crate::config::Image::Preloaded { offset } => GUEST_RAM_BASE + offset,
         };
@@ -312,14 +230,11 @@ impl Guest {
             ram: phys,
             dtb_gpa: GUEST_RAM_BASE + dtb_off,
             entry,
-            vplic_window,
-            vplic: Mutex::new(plic),
-            aia,
+            irqchip,
             passthrough,
             vuart,
             acks: AckNotifiers::new(),
             inflight: InFlight::new(),
-            completed: core::array::from_fn(|_| AtomicU64::new(0)),
             immediate_eoi,
             alive: AtomicBool::new(true),
             exit_status: AtomicU32::new(0),
@@ -331,12 +246,6 @@ impl Guest {
     pub fn ram_offset(&self, gpa: u64, len: u64) -> Option<usize> {
         let off = gpa.checked_sub(GUEST_RAM_BASE)?;
         (off.checked_add(len)? <= self.cfg.ram_size).then_some(off as usize)
-    }
-
-    /// Is `gpa` in the vPLIC window? Returns the offset.
-    pub fn vplic_offset(&self, gpa: u64) -> Option<u64> {
-        let (b, s) = self.vplic_window;
-        (gpa >= b && gpa < b + s).then(|| gpa - b)
     }
 
     /// Does this guest own the physical console (the UART is passed through to it)? Only
@@ -375,27 +284,6 @@ impl Guest {
             .iter()
             .find(|(v, _)| *v == virq)
             .map(|(_, p)| *p)
-    }
-
-    /// Record that the guest completed virtual source `virq` (see [`GuestEoi`]).
-    pub fn mark_completed(&self, virq: u32) {
-        if let Some(word) = self.completed.get(virq as usize / 64) {
-            word.fetch_or(1 << (virq % 64), Ordering::AcqRel);
-        }
-    }
-
-    /// Take the recorded completions, calling `f(virq)` for each.
-    pub fn take_completed(&self, mut f: impl FnMut(u32)) {
-        for (i, word) in self.completed.iter().enumerate() {
-            if word.load(Ordering::Relaxed) == 0 {
-                continue;
-            }
-            let mut bits = word.swap(0, Ordering::AcqRel);
-            while bits != 0 {
-                f(i as u32 * 64 + bits.trailing_zeros());
-                bits &= bits - 1;
-            }
-        }
     }
 
     /// Is the guest still running (no SRST yet)?

@@ -1,7 +1,7 @@
 //! Host interrupts: IPIs (kicks and remote fences), the host timer, SGEI doorbells
-//! (`crate::aia`), and physical interrupts routed to guests (seed 001) — PLIC claims, or
-//! on an AIA host the host APLIC's MSIs claimed from hyp's own S-level IMSIC file
-//! ([`aplic_claims`]).
+//! (`crate::aia`), and physical interrupts routed to guests (seed 001), claimed from the
+//! host controller through `crate::hostirq::HostIrqChip` (the PLIC, or the APLIC in MSI
+//! mode feeding hyp's own S-level IMSIC file).
 //!
 //! # Passthrough EOI
 //!
@@ -22,12 +22,12 @@ use virq_core::route::EoiAction;
 
 use crate::arch::csr::{self, irq_bits};
 use crate::config::STORM_LIMIT;
+use crate::hostirq::HostIrqChip;
 use crate::world::{world, Hart};
 
 /// Any host interrupt pending on this hart?
 pub fn host_irq_pending() -> bool {
-    csr::sip::read() & (irq_bits::SSI | irq_bits::STI | irq_bits::SEI) != 0
-        || crate::aia::sgei_pending()
+    csr::sip::read() & (irq_bits::SSI | irq_bits::STI | irq_bits::SEI) != 0 || sgei_pending()
 }
 
 /// Handle every pending host interrupt of this hart.
@@ -42,11 +42,10 @@ pub fn handle_host_irqs(hart: &Hart) {
         crate::sched::set_host_timer(u64::MAX);
     }
     if sip & irq_bits::SEI != 0 {
-        plic_claims(hart);
-        aplic_claims(hart);
+        host_claims(hart);
     }
-    if crate::aia::sgei_pending() {
-        crate::aia::handle_sgei(hart);
+    if sgei_pending() {
+        handle_sgei(hart);
     }
 }
 
@@ -100,91 +99,52 @@ pub fn remote_fence(mask: u64) {
     }
 }
 
-fn plic_claims(hart: &Hart) {
-    let w = world();
-    let (Some(plic), Some(ctx)) = (w.host_plic, hart.plic_ctx) else {
+/// Claim and deliver every physical interrupt pending for this hart at the host
+/// controller (`crate::hostirq`): PLIC claims, or on an AIA host the host APLIC's MSIs
+/// claimed from hyp's own S-level IMSIC file (identity = source number).
+fn host_claims(hart: &Hart) {
+    let Some(chip) = crate::hostirq::chip() else {
         return;
     };
-    loop {
-        let src = plic.claim(ctx);
-        if src == 0 {
-            break;
-        }
-        deliver_claimed(
-            src,
-            || plic.complete(ctx, src),
-            |on| plic.set_enable(ctx, src, on),
-            false,
-        );
-    }
+    chip.claims(hart, &mut |src| deliver_claimed(chip, hart, src));
 }
 
-/// Physical interrupts from the host APLIC (MSI mode) that reached hyp's own S-level
-/// IMSIC file of this hart (identity = source number): passthrough sources of vPLIC
-/// guests, and of AIA guests whose targeted vCPU has a software file. "Completing" a
-/// level source in MSI mode is the re-trigger of AIA 4.9.2: `setipnum`, which pends it
-/// again only if its line is still asserted. An APLIC in MSI mode has no gateway: every
-/// rising edge of an enabled source is a new MSI. So for a deferred EOI the source is
-/// disabled from the claim to the guest's completion (edges meanwhile only pend it),
-/// which then re-triggers and re-enables it — the PLIC gateway's behaviour.
-pub fn aplic_claims(_hart: &Hart) {
-    let Some(aplic) = crate::aia::host().and_then(|h| h.aplic) else {
-        return;
-    };
-    crate::aia::sfile_claims(|src| {
-        deliver_claimed(
-            src,
-            || aplic.setipnum(src),
-            |on| aplic.set_enabled(src, on),
-            true,
-        );
-    });
-}
-
-/// One physical interrupt `src` claimed by hyp: count it and give it to the guest it is
-/// routed to. `complete` ends it physically, `enable` masks/unmasks the source;
-/// `hold_until_guest` disables it until the guest's completion when the EOI is
-/// deferred (a controller without a gateway).
-fn deliver_claimed(src: u32, complete: impl Fn(), enable: impl Fn(bool), hold_until_guest: bool) {
+/// One physical interrupt `src` claimed by hyp on `hart`: count it and give it to the
+/// guest it is routed to. When its EOI is deferred and the controller has no gateway,
+/// the source is disabled until the guest's completion (see `crate::hostirq`).
+fn deliver_claimed(chip: &dyn HostIrqChip, hart: &Hart, src: u32) {
     let w = world();
     let Some(counts) = w.pirqs.get(src as usize) else {
-        complete();
+        chip.complete(hart, src);
         return;
     };
     counts.claims.fetch_add(1, Ordering::Relaxed);
     let Some(d) = w.routes.deliver(src) else {
         // Not routed: complete and disable it so it cannot storm.
-        complete();
-        enable(false);
+        chip.complete(hart, src);
+        chip.set_enabled(hart, src, false);
         return;
     };
     let (g, virq, eoi) = (d.guest() as usize, d.virq(), d.eoi());
     if let Some(guest) = w.guests.get(g) {
-        if guest.aia.is_some() {
-            // AIA guest: the guest's own setipnum re-trigger ends it (crate::aia).
-            crate::aia::inject(guest, virq);
+        if guest.irqchip.inject(guest, virq) {
+            // The topology ends it itself (the AIA guest's `setipnum` re-trigger).
             drop(d);
             return;
         }
-        // In flight before the guest can see it (virq-core ack: mark, then raise), so
-        // its completion finds the token this route registered.
-        if guest.inflight.mark(&guest.acks, virq).is_err() {
-            crate::println!("hyp: guest {g}: no in-flight slot for virq {virq}");
-        }
-        guest.vplic.lock().pulse(virq);
     }
     // Only now: `RouteTable::release` waits for this guard, so the route (and the
     // guest it names) cannot be released while we inject.
     drop(d);
-    if eoi != EoiAction::CompleteNow && hold_until_guest {
-        enable(false);
+    if eoi != EoiAction::CompleteNow && !chip.has_gateway() {
+        chip.set_enabled(hart, src, false);
     }
     if eoi == EoiAction::CompleteNow {
-        complete();
+        chip.complete(hart, src);
         let since = counts.since_complete.fetch_add(1, Ordering::Relaxed) + 1;
         if since >= STORM_LIMIT {
             // Storm guard: mask until the guest completes (see module docs).
-            enable(false);
+            chip.set_enabled(hart, src, false);
             counts.storm_masks.fetch_add(1, Ordering::Relaxed);
             counts.since_complete.store(0, Ordering::Relaxed);
         }
@@ -196,7 +156,7 @@ fn deliver_claimed(src: u32, complete: impl Fn(), enable: impl Fn(bool), hold_un
 /// deferred physical complete) run with no lock held (seed 004).
 pub fn fold_completions(g: &crate::guest::Guest) {
     let w = world();
-    g.take_completed(|virq| {
+    g.irqchip.take_completed(&mut |virq| {
         // Every virtual completion of a passthrough source counts, in flight or not.
         if let Some(counts) = g.pirq_of(virq).and_then(|p| w.pirqs.get(p as usize)) {
             counts.completes.fetch_add(1, Ordering::Relaxed);
@@ -204,25 +164,21 @@ pub fn fold_completions(g: &crate::guest::Guest) {
         }
         g.inflight.deactivate(virq, |_, token| {
             let pirq = virq_core::route::pirq_of_token(token);
-            if let (Some(plic), Some(ctx)) = (w.host_plic, irq_hart(g).and_then(|h| h.plic_ctx)) {
-                if w.routes.guest_completed(token) == Ok(true) {
-                    plic.complete(ctx, pirq);
+            let (Some(chip), Some(hart)) = (crate::hostirq::chip(), irq_hart(g)) else {
+                return;
+            };
+            if w.routes.guest_completed(token) == Ok(true) {
+                // The deferred physical complete; without a gateway it is the
+                // re-trigger, made while the source is still disabled, then the enable
+                // (one MSI if the line is still asserted or rose meanwhile).
+                chip.complete(hart, pirq);
+                if !chip.has_gateway() {
+                    chip.set_enabled(hart, pirq, true);
                 }
-                if g.immediate_eoi {
-                    // Undo a storm-guard mask (harmless if it was not masked).
-                    plic.set_enable(ctx, pirq, true);
-                }
-            } else if let Some(aplic) = crate::aia::host().and_then(|h| h.aplic) {
-                // Host APLIC in MSI mode (see `aplic_claims`): the deferred "complete"
-                // is the re-trigger, made while the source is still disabled, then the
-                // enable (one MSI if the line is still asserted or rose meanwhile).
-                if w.routes.guest_completed(token) == Ok(true) {
-                    aplic.setipnum(pirq);
-                    aplic.set_enabled(pirq, true);
-                }
-                if g.immediate_eoi {
-                    aplic.set_enabled(pirq, true);
-                }
+            }
+            if g.immediate_eoi {
+                // Undo a storm-guard mask (harmless if it was not masked).
+                chip.set_enabled(hart, pirq, true);
             }
         });
     });
@@ -242,11 +198,10 @@ pub fn irq_hart(g: &crate::guest::Guest) -> Option<&'static Hart> {
 /// written for it by the boot hart beforehand are lost — the boot hart id is random.
 pub fn setup_routes() {
     let w = world();
-    let aplic = crate::aia::host().and_then(|h| h.aplic);
-    if w.host_plic.is_none() && aplic.is_none() {
+    let Some(chip) = crate::hostirq::chip() else {
         crate::println!("hyp: no host PLIC or APLIC; passthrough interrupts are not routed");
         return;
-    }
+    };
     for g in &w.guests {
         for &(virq, pirq) in &g.passthrough {
             let trigger = if g.immediate_eoi {
@@ -264,11 +219,7 @@ pub fn setup_routes() {
             if let Err(e) = g.acks.register(virq, token) {
                 crate::println!("hyp: guest {}: virq {virq}: {e}", g.index);
             }
-            if let Some(plic) = w.host_plic {
-                plic.set_priority(pirq, 1);
-            } else if let Some(aplic) = aplic {
-                crate::aia::route_to_sfile(aplic, g, pirq);
-            }
+            chip.prepare(g, pirq);
         }
     }
 }
@@ -281,20 +232,17 @@ pub fn setup_routes() {
 /// no longer complete it).
 pub fn release_routes(g: &crate::guest::Guest) {
     let w = world();
-    let aplic = crate::aia::host().and_then(|h| h.aplic);
-    let plic_ctx = w.host_plic.zip(irq_hart(g).and_then(|h| h.plic_ctx));
+    let (Some(chip), Some(hart)) = (crate::hostirq::chip(), irq_hart(g)) else {
+        return;
+    };
     for &(virq, pirq) in &g.passthrough {
         let _ = g.acks.unregister(virq);
         let Ok(released) = w.routes.release(pirq, g.index) else {
             continue;
         };
-        if let Some((plic, ctx)) = plic_ctx {
-            plic.set_enable(ctx, pirq, false);
-            if released.complete_physical {
-                plic.complete(ctx, pirq);
-            }
-        } else if let Some(aplic) = aplic {
-            aplic.set_enabled(pirq, false);
+        chip.set_enabled(hart, pirq, false);
+        if released.complete_physical {
+            chip.complete(hart, pirq);
         }
         crate::println!(
             "hyp: released pirq {pirq} of guest {} (deferred complete owed: {})",
@@ -304,11 +252,11 @@ pub fn release_routes(g: &crate::guest::Guest) {
     }
 }
 
-/// Enable, at this hart's host PLIC context, the routed sources it takes (those of the
-/// guests whose vCPU 0 lives here). Called by each hart once it is up.
+/// Enable, on this hart, the routed sources it takes (those of the guests whose vCPU 0
+/// lives here). Called by each hart once it is up.
 pub fn enable_routes_on(hart: &Hart) {
     let w = world();
-    let (Some(plic), Some(ctx)) = (w.host_plic, hart.plic_ctx) else {
+    let Some(chip) = crate::hostirq::chip() else {
         return;
     };
     for g in &w.guests {
@@ -317,8 +265,41 @@ pub fn enable_routes_on(hart: &Hart) {
         }
         for &(_, pirq) in &g.passthrough {
             if w.routes.lookup(pirq).is_some() {
-                plic.set_enable(ctx, pirq, true);
+                chip.enable_on(hart, pirq);
             }
         }
     }
+}
+
+/// Any guest external interrupt line of this hart pending and enabled? Read from the
+/// source (`hgeip & hgeie`, virq-riscv `sgei_lines`), not from `hip.SGEIP`: QEMU
+/// 10.0.2 can leave SGEIP at a stale 0 after an `hgeie` write that races an MSI (see
+/// `sgei_lines` and docs/design.md "Doorbells"), and a hart that trusted it would
+/// sleep with a blocked vCPU's file pending.
+pub fn sgei_pending() -> bool {
+    crate::hostirq::aia::host().is_some_and(|h| h.has_ssaia())
+        && virq_riscv::hext::sgei_lines(&crate::arch::csr::HartCsrs) != 0
+}
+
+/// The SGEI of this hart: fire the doorbells of the lines that rang and kick their
+/// vCPUs (virq-riscv `handle_sgei`; lines without an owner are masked).
+pub fn handle_sgei(hart: &Hart) {
+    if !crate::hostirq::aia::host().is_some_and(|h| h.has_ssaia()) {
+        return;
+    }
+    let w = world();
+    virq_riscv::hext::handle_sgei(
+        &crate::arch::csr::HartCsrs,
+        hart.index,
+        &w.hgei,
+        |owner, door| {
+            let Some(v) = w.vcpus.get(owner as usize) else {
+                return;
+            };
+            let g = &w.guests[v.guest];
+            if g.irqchip.sgei(g, v, door) {
+                v.kick();
+            }
+        },
+    );
 }

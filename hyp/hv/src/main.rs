@@ -10,7 +10,6 @@
 extern crate alloc;
 
 mod acct;
-mod aia;
 mod arch;
 mod config;
 mod console;
@@ -19,11 +18,13 @@ mod exit;
 mod gstage;
 mod guest;
 mod heap;
+mod hostirq;
 mod insn;
 mod irq;
 mod platform;
 mod sbi;
 mod sched;
+mod topology;
 mod vcpu;
 mod vuart;
 mod world;
@@ -56,7 +57,7 @@ pub extern "C" fn boot_main(hartid: usize, dtb: usize) -> ! {
         }
     };
     println!(
-        "hyp: {} harts, timebase {} Hz, sstc={}, plic={:x?}, aplic={:x?}, imsic={:x?}, uart={:x?}, bootargs \"{}\"",
+        "hyp: {} harts, timebase {} Hz, sstc={}, plic={:x?}, aplic={:x?}, imsic={:x?}, uart={:x?}, bootargs \"{}\", guest cmdline += \"{}\"",
         platform.harts.len(),
         platform.timebase,
         platform.sstc,
@@ -64,7 +65,8 @@ pub extern "C" fn boot_main(hartid: usize, dtb: usize) -> ! {
         platform.aia.aplic.map(|a| a.0),
         platform.aia.imsic.map(|a| a.0),
         platform.uart,
-        platform.bootargs
+        platform.bootargs,
+        platform.guest_append
     );
     let world = match build_world(platform, hartid) {
         Ok(w) => world::set_world(w),
@@ -78,7 +80,7 @@ pub extern "C" fn boot_main(hartid: usize, dtb: usize) -> ! {
         .iter()
         .position(|h| h.hartid == hartid)
         .unwrap_or(0);
-    aia::init();
+    hostirq::aia::init();
     irq::setup_routes();
     hart_init(me);
     for g in &world.guests {
@@ -165,7 +167,7 @@ fn hart_init(index: usize) {
         plic.set_threshold(ctx, 0);
     }
     irq::enable_routes_on(hart);
-    aia::hart_init();
+    hostirq::aia::hart_init();
     csr::sie::write(irq_bits::SSI | irq_bits::STI | irq_bits::SEI);
     hart.online.store(true, Ordering::Release);
     println!(

@@ -60,8 +60,11 @@ pub struct Platform {
     pub test_dev: Option<u64>,
     /// ns16550a UART `(base, size, irq)`.
     pub uart: Option<(u64, u64, u32)>,
-    /// `/chosen/bootargs`.
+    /// `/chosen/bootargs` up to a `--` word: hyp's own `KEY=VALUE` arguments.
     pub bootargs: String,
+    /// `/chosen/bootargs` after the first `--` word (`cargo xtask run --append`):
+    /// appended to every guest's kernel command line (`dtb::build`).
+    pub guest_append: String,
     /// `/chosen/linux,initrd-start` and `-end`.
     pub initrd: Option<(u64, u64)>,
     /// ISA extensions of the boot hart (`riscv,isa-extensions`), single-letter ones too.
@@ -276,7 +279,8 @@ impl Platform {
             ))
         });
         let chosen = fdt.find_node("/chosen");
-        let bootargs = fdt.chosen().bootargs().unwrap_or("").to_string();
+        let (bootargs, guest_append) = split_bootargs(fdt.chosen().bootargs().unwrap_or(""));
+        let (bootargs, guest_append) = (bootargs.to_string(), guest_append.to_string());
         let initrd = chosen.and_then(|c| {
             let s = prop_u64(c.property("linux,initrd-start")?.value)?;
             let e = prop_u64(c.property("linux,initrd-end")?.value)?;
@@ -292,6 +296,7 @@ impl Platform {
             test_dev,
             uart,
             bootargs,
+            guest_append,
             initrd,
             isa_extensions,
             mmu_type,
@@ -300,7 +305,7 @@ impl Platform {
         })
     }
 
-    /// The value of `key=` in the bootargs, if any.
+    /// The value of `key=` in hyp's bootargs, if any.
     pub fn bootarg(&self, key: &str) -> Option<&str> {
         self.bootargs
             .split_whitespace()
@@ -313,4 +318,18 @@ impl Platform {
             .iter()
             .any(|&(b, s)| base >= b && base.checked_add(size).is_some_and(|e| e <= b + s))
     }
+}
+
+/// Split QEMU's `-append` at the first `--` word: `(hyp's arguments, the guest's)`,
+/// both trimmed; the guest's part keeps its spacing (quotes and all).
+fn split_bootargs(s: &str) -> (&str, &str) {
+    let is_ws = |c: Option<char>| c.is_none_or(char::is_whitespace);
+    for (i, _) in s.match_indices("--") {
+        let before = s[..i].chars().next_back();
+        let after = s[i + 2..].chars().next();
+        if is_ws(before) && is_ws(after) {
+            return (s[..i].trim(), s[i + 2..].trim());
+        }
+    }
+    (s.trim(), "")
 }

@@ -1,25 +1,37 @@
-//! The SBI that guests see (SBI v2.0): BASE, TIME, sPI, RFNC, HSM, SRST, DBCN, the
-//! legacy console, and hyp's own experimental extension (accounting for tests).
-//! Everything else returns SBI_ERR_NOT_SUPPORTED.
+//! The SBI that guests see (SBI v2.0): BASE, TIME, sPI, RFNC, HSM, SRST, DBCN, SUSP,
+//! FWFT (SBI v3.0; no feature supported), the legacy console, and hyp's own
+//! experimental extension (accounting for tests). Everything else returns
+//! SBI_ERR_NOT_SUPPORTED. docs/hyp.md has the table of functions and spec sections.
+//!
+//! Every argument comes from an untrusted guest: each is checked and a bad one is an
+//! SBI error, never a panic.
 use core::sync::atomic::Ordering;
-use sbi_spec::{base, dbcn, hsm, legacy, rfnc, spi, srst, time};
+use sbi_spec::{base, dbcn, fwft, hsm, legacy, rfnc, spi, srst, susp, time};
 
+use crate::arch::csr::sstatus_bits;
 use crate::arch::{self, csr};
 use crate::exit::Next;
-use crate::vcpu::{Vcpu, VcpuInner, HSM_STARTED, HSM_START_PENDING, HSM_STOPPED};
+use crate::guest::Guest;
+use crate::vcpu::{Vcpu, VcpuInner, HSM_STARTED, HSM_START_PENDING, HSM_STOPPED, HSM_SUSPENDED};
 use crate::world::world;
 
-/// SBI error codes (SBI v2.0 table "Standard SBI Errors").
+/// SBI error codes (SBI v3.0 table "Standard SBI Errors", from `sbi-spec`).
 pub mod err {
+    use sbi_spec::binary as b;
     /// Not supported.
-    pub const NOT_SUPPORTED: isize = -2;
+    pub const NOT_SUPPORTED: isize = b::RET_ERR_NOT_SUPPORTED as isize;
     /// Invalid parameter.
-    pub const INVALID_PARAM: isize = -3;
+    pub const INVALID_PARAM: isize = b::RET_ERR_INVALID_PARAM as isize;
+    /// Denied.
+    pub const DENIED: isize = b::RET_ERR_DENIED as isize;
     /// Invalid address.
-    pub const INVALID_ADDRESS: isize = -5;
+    pub const INVALID_ADDRESS: isize = b::RET_ERR_INVALID_ADDRESS as isize;
     /// Already available.
-    pub const ALREADY_AVAILABLE: isize = -6;
+    pub const ALREADY_AVAILABLE: isize = b::RET_ERR_ALREADY_AVAILABLE as isize;
 }
+
+/// SUSP sleep type `SUSPEND_TO_RAM` (SBI v2.0 §13, table "SUSP System Sleep Types").
+const SUSPEND_TO_RAM: usize = 0;
 
 /// hyp's experimental extension ("VIQ" in the experimental EID space).
 pub const EID_HYP: usize = 0x0856_4951;
@@ -43,6 +55,8 @@ const SUPPORTED: &[usize] = &[
     hsm::EID_HSM,
     srst::EID_SRST,
     dbcn::EID_DBCN,
+    susp::EID_SUSP,
+    fwft::EID_FWFT,
     EID_HYP,
 ];
 
@@ -72,6 +86,8 @@ pub fn handle(vcpu: &Vcpu, inner: &mut VcpuInner) -> Next {
         hsm::EID_HSM => return hsm_call(vcpu, inner, fid, a),
         srst::EID_SRST => return srst_call(vcpu, inner, fid, a),
         dbcn::EID_DBCN => (dbcn_call(vcpu, fid, a), Next::Resume),
+        susp::EID_SUSP => return susp_call(vcpu, inner, fid, a),
+        fwft::EID_FWFT => (fwft_call(fid, a), Next::Resume),
         EID_HYP => (hyp_call(vcpu, fid, a), Next::Resume),
         _ => ((err::NOT_SUPPORTED, 0), Next::Resume),
     };
@@ -163,8 +179,22 @@ fn send_ipis(vcpu: &Vcpu, set: u64) {
     let g = &w.guests[vcpu.guest];
     for i in 0..g.vcpus {
         if set & (1 << i) != 0 {
-            w.vcpus[g.first_vcpu + i].raise(virq_riscv::hext::IRQ_VS_SOFT);
+            let t = &w.vcpus[g.first_vcpu + i];
+            count_target(vcpu, t);
+            crate::acct::ExitCounts::bump(&vcpu.acct.sbi_ipi_targets);
+            crate::acct::ExitCounts::bump(&t.acct.sbi_ipis_in);
+            t.raise(virq_riscv::hext::IRQ_VS_SOFT);
         }
+    }
+}
+
+/// The isolation tripwire: an SBI request of `from` that acts on `target` is counted
+/// in the target's `foreign_in` when the two belong to different guests (the hart
+/// masks and ids above make that impossible; the suite's `linux-hostile` cases
+/// require the count to stay 0 while a hostile guest tries).
+fn count_target(from: &Vcpu, target: &Vcpu) {
+    if from.guest != target.guest {
+        crate::acct::ExitCounts::bump(&target.acct.foreign_in);
     }
 }
 
@@ -184,11 +214,19 @@ fn rfence_call(vcpu: &Vcpu, fid: usize, a: [usize; 6]) -> Ret {
     let mut harts = 0u64;
     for i in 0..g.vcpus {
         if set & (1 << i) != 0 {
-            harts |= 1 << w.vcpus[g.first_vcpu + i].home();
+            let t = &w.vcpus[g.first_vcpu + i];
+            count_target(vcpu, t);
+            harts |= 1 << t.home();
         }
     }
     crate::irq::remote_fence(harts);
     (0, 0)
+}
+
+/// Is `addr` a place a vCPU may start or resume at (HSM `hart_start`, non-retentive
+/// `hart_suspend`, SUSP)? Guest RAM, instruction-aligned (IALIGN 16 with C).
+fn valid_entry(g: &Guest, addr: usize) -> bool {
+    addr & 1 == 0 && g.ram_offset(addr as u64, 2).is_some()
 }
 
 fn hsm_call(vcpu: &Vcpu, inner: &mut VcpuInner, fid: usize, a: [usize; 6]) -> Next {
@@ -198,8 +236,9 @@ fn hsm_call(vcpu: &Vcpu, inner: &mut VcpuInner, fid: usize, a: [usize; 6]) -> Ne
     let ret: Ret = match fid {
         hsm::HART_START => match target(a[0]) {
             None => (err::INVALID_PARAM, 0),
-            Some(_) if g.ram_offset(a[1] as u64, 2).is_none() => (err::INVALID_ADDRESS, 0),
+            Some(_) if !valid_entry(g, a[1]) => (err::INVALID_ADDRESS, 0),
             Some(t) => {
+                count_target(vcpu, t);
                 let mut start = t.start.lock();
                 if t.hsm
                     .compare_exchange(
@@ -215,6 +254,7 @@ fn hsm_call(vcpu: &Vcpu, inner: &mut VcpuInner, fid: usize, a: [usize; 6]) -> Ne
                     t.kick();
                     (0, 0)
                 } else {
+                    // Started, starting or suspended: only a STOPPED hart starts.
                     (err::ALREADY_AVAILABLE, 0)
                 }
             }
@@ -230,25 +270,110 @@ fn hsm_call(vcpu: &Vcpu, inner: &mut VcpuInner, fid: usize, a: [usize; 6]) -> Ne
                 match t.hsm.load(Ordering::Acquire) {
                     HSM_STARTED => hsm::hart_state::STARTED,
                     HSM_START_PENDING => hsm::hart_state::START_PENDING,
+                    HSM_SUSPENDED => hsm::hart_state::SUSPENDED,
                     _ => hsm::hart_state::STOPPED,
                 },
             ),
         },
         hsm::HART_SUSPEND => {
-            if a[0] as u32 == hsm::suspend_type::RETENTIVE {
-                set_ret(inner, (0, 0));
-                return crate::exit::wfi(vcpu, inner);
+            // SBI v2.0 §9.4, table "HSM Hart Suspend Types": 0 is the default
+            // retentive and 0x8000_0000 the default non-retentive suspend; everything
+            // else is reserved (0x1..=0x0FFF_FFFF, 0x8000_0001..=0x8FFF_FFFF, above
+            // u32) or platform-specific and not implemented here: INVALID_PARAM.
+            let ty = a[0];
+            if ty == hsm::suspend_type::RETENTIVE as usize {
+                return suspend(vcpu, inner, None);
             }
-            if a[0] as u32 == hsm::suspend_type::NON_RETENTIVE {
-                (err::NOT_SUPPORTED, 0)
-            } else {
+            if ty != hsm::suspend_type::NON_RETENTIVE as usize {
                 (err::INVALID_PARAM, 0)
+            } else if !valid_entry(g, a[1]) {
+                (err::INVALID_ADDRESS, 0)
+            } else {
+                return suspend(vcpu, inner, Some((a[1], a[2])));
             }
         }
         _ => (err::NOT_SUPPORTED, 0),
     };
     set_ret(inner, ret);
     Next::Resume
+}
+
+/// Suspend the calling vCPU (HSM `hart_suspend`, SUSP `system_suspend`): its HSM state
+/// is SUSPENDED until it runs again, and it blocks exactly as a WFI does
+/// ([`crate::exit::wfi`]: until an interrupt it enabled in `sie` is pending, or its
+/// timer). Retentive (`resume = None`): the call then returns SBI_SUCCESS.
+/// Non-retentive (`Some((resume_addr, opaque))`): it never returns; the vCPU
+/// continues at `resume_addr` in the state of SBI v2.0 §9.4 (as after `hart_start`:
+/// `a0` = hart id, `a1` = opaque, `satp` = 0, `sstatus.SIE` = 0, S-mode), also when
+/// an enabled interrupt is already pending (suspend and immediate wake-up). The
+/// guest's interrupt enables and timer stay as they were: they are what wakes it.
+fn suspend(vcpu: &Vcpu, inner: &mut VcpuInner, resume: Option<(usize, usize)>) -> Next {
+    match resume {
+        None => set_ret(inner, (0, 0)),
+        Some((addr, opaque)) => {
+            // The vCPU is loaded: its VS CSRs are live in the hart.
+            let g = &mut inner.ctx.guest;
+            g.x = [0; 32];
+            g.x[10] = vcpu.id as usize;
+            g.x[11] = opaque;
+            g.sepc = addr;
+            // A VS ecall comes from VS-mode: SPP (and hstatus.SPV) already say so.
+            g.sstatus |= sstatus_bits::SPP;
+            csr::vsatp::write(0);
+            csr::vsstatus::clear(sstatus_bits::SIE);
+        }
+    }
+    // Only the home hart moves a started vCPU out of STARTED (hart_start CASes from
+    // STOPPED only), and it moves it back when the vCPU runs again (`sched`).
+    vcpu.hsm.store(HSM_SUSPENDED, Ordering::Release);
+    let next = crate::exit::wfi(vcpu, inner);
+    if matches!(next, Next::Resume) {
+        vcpu.hsm.store(HSM_STARTED, Ordering::Release);
+    }
+    next
+}
+
+/// SUSP (SBI v2.0 §13): `system_suspend(sleep_type, resume_addr, opaque)`. Only
+/// SUSPEND_TO_RAM; its entry criterion is that every other vCPU of the guest is
+/// STOPPED (else DENIED). The guest then sleeps as a non-retentive suspend of the
+/// calling vCPU: its wake-up events are the interrupts that vCPU left enabled (a
+/// passthrough device, an IPI cannot come: nobody else runs) and its timer; it
+/// resumes at `resume_addr` with `a0` = hart id, `a1` = opaque.
+fn susp_call(vcpu: &Vcpu, inner: &mut VcpuInner, fid: usize, a: [usize; 6]) -> Next {
+    let w = world();
+    let g = &w.guests[vcpu.guest];
+    let ret = if fid != susp::SUSPEND {
+        err::NOT_SUPPORTED
+    } else if a[0] != SUSPEND_TO_RAM {
+        // Reserved (0x1..=0x7FFF_FFFF, above u32) or platform-specific, none here.
+        err::INVALID_PARAM
+    } else if (0..g.vcpus)
+        .map(|i| &w.vcpus[g.first_vcpu + i])
+        .any(|v| v.index != vcpu.index && v.hsm.load(Ordering::Acquire) != HSM_STOPPED)
+    {
+        err::DENIED
+    } else if !valid_entry(g, a[1]) {
+        err::INVALID_ADDRESS
+    } else {
+        return suspend(vcpu, inner, Some((a[1], a[2])));
+    };
+    set_ret(inner, (ret, 0));
+    Next::Resume
+}
+
+/// FWFT (SBI v3.0 §18): `set(feature, value, flags)`, `get(feature)`. hyp implements
+/// none of the features (see docs/hyp.md): the defined ones (0..=5, e.g.
+/// MISALIGNED_EXC_DELEG — misaligned accesses of a guest are emulated below it, by the
+/// M-mode firmware) return NOT_SUPPORTED, reserved and platform-specific ones DENIED,
+/// and a `set` with flags other than LOCK INVALID_PARAM.
+fn fwft_call(fid: usize, a: [usize; 6]) -> Ret {
+    let feature = a[0];
+    let defined = feature <= fwft::feature_type::POINTER_MASKING_PMLEN;
+    match fid {
+        fwft::SET if a[2] & !fwft::flags::SetFlags::LOCK.bits() != 0 => (err::INVALID_PARAM, 0),
+        fwft::SET | fwft::GET if !defined => (err::DENIED, 0),
+        _ => (err::NOT_SUPPORTED, 0),
+    }
 }
 
 /// Map an SRST reason to the exit status: 0 for "no reason", 1 for "system failure",
@@ -268,7 +393,12 @@ fn srst_call(vcpu: &Vcpu, inner: &mut VcpuInner, fid: usize, a: [usize; 6]) -> N
         set_ret(inner, (err::NOT_SUPPORTED, 0));
         return Next::Resume;
     }
-    let (ty, reason) = (a[0] as u32, a[1] as u32);
+    // Both are uint32 (SBI v2.0 §10.1): a value with bits above 32 is no type or
+    // reason (truncating it made `1 << 32` a shutdown).
+    let (Ok(ty), Ok(reason)) = (u32::try_from(a[0]), u32::try_from(a[1])) else {
+        set_ret(inner, (err::INVALID_PARAM, 0));
+        return Next::Resume;
+    };
     match ty {
         srst::RESET_TYPE_SHUTDOWN => {}
         srst::RESET_TYPE_COLD_REBOOT | srst::RESET_TYPE_WARM_REBOOT => {

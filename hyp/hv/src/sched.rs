@@ -33,7 +33,7 @@ use spin::Once;
 
 use crate::arch::{self, csr};
 use crate::exit::Next;
-use crate::vcpu::{Vcpu, HSM_STARTED, HSM_START_PENDING, HSM_STOPPED};
+use crate::vcpu::{Vcpu, HSM_STARTED, HSM_START_PENDING, HSM_STOPPED, HSM_SUSPENDED};
 use crate::world::{this_hart, world, Hart};
 
 /// Time slice when vCPUs share a hart: 5 ms at 10 MHz.
@@ -99,9 +99,10 @@ fn migrate(hart: &Hart) {
             continue;
         };
         // Nothing of this vCPU may stay on this hart: its hardware file is saved here.
-        crate::aia::vcpu_migrate_out(v);
+        let g = &w.guests[v.guest];
+        g.irqchip.vcpu_migrate_out(g, v);
         v.block.migrate(to);
-        crate::aia::vcpu_migrated(v);
+        g.irqchip.vcpu_migrated(g, v);
         MIGRATIONS.fetch_add(1, Ordering::Relaxed);
         poke_hart(to);
     }
@@ -196,8 +197,15 @@ fn run_vcpu(hart: &Hart, vcpu: &Vcpu) {
         inner.reset(vcpu.id, entry, opaque);
         vcpu.hsm.store(HSM_STARTED, Ordering::Release);
     }
+    // A suspended vCPU that runs again has resumed (SBI HSM: SUSPENDED -> STARTED).
+    let _ = vcpu.hsm.compare_exchange(
+        HSM_SUSPENDED,
+        HSM_STARTED,
+        Ordering::AcqRel,
+        Ordering::Acquire,
+    );
     inner.load(guest.hgatp, w.sstc);
-    crate::aia::vcpu_load(hart, vcpu, &mut inner);
+    guest.irqchip.vcpu_load(guest, hart, vcpu, &mut inner);
     // Picked because runnable: a kicked vCPU stops waiting.
     vcpu.block.unblock();
     let slice_start = arch::time();
@@ -209,7 +217,7 @@ fn run_vcpu(hart: &Hart, vcpu: &Vcpu) {
         // in what the flush takes (virq-core `VcpuBlock`).
         vcpu.block.take_kick();
         inner.hvip.flush(&vcpu.pending, &csr::HartCsrs);
-        crate::aia::before_entry(vcpu, &inner);
+        guest.irqchip.before_entry(guest, vcpu, &inner);
         // Timer: the slice end if someone else waits, and the earliest blocked vCPU.
         let mut when = wake_timers(hart);
         if others_eligible(hart, vcpu.index) {
@@ -241,5 +249,5 @@ fn run_vcpu(hart: &Hart, vcpu: &Vcpu) {
     if vcpu.hsm.load(Ordering::Acquire) == HSM_STOPPED {
         vcpu.block.unblock();
     }
-    crate::aia::vcpu_put(vcpu);
+    guest.irqchip.vcpu_put(guest, vcpu);
 }

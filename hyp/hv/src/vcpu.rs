@@ -29,6 +29,9 @@ pub const HSM_STOPPED: u8 = 1;
 pub const HSM_START_PENDING: u8 = 2;
 /// HSM: started.
 pub const HSM_STARTED: u8 = 0;
+/// HSM: suspended by `hart_suspend` or SUSP (blocked like WFI); set and cleared only
+/// by the home hart (`sbi::suspend`, back to STARTED when it runs again).
+pub const HSM_SUSPENDED: u8 = 3;
 
 /// VS-level CSRs kept while the vCPU is not loaded on its hart.
 #[derive(Clone, Copy, Debug, Default)]

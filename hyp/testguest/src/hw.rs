@@ -43,6 +43,20 @@ __tg_secondary:
     call    {secondary}
     j       9b
 
+    .globl __tg_resume
+    .align 2
+__tg_resume:
+    li      t0, {max}
+    bgeu    a0, t0, 9b
+    la      sp, __stacks_start
+    addi    t1, a0, 1
+    slli    t1, t1, {shift}
+    add     sp, sp, t1
+    la      t0, __tg_trap
+    csrw    stvec, t0
+    call    {resume}
+    j       9b
+
     .align 2
 __tg_trap:
     addi    sp, sp, -34*8
@@ -119,6 +133,7 @@ __tg_trap:
     shift = const STACK_SHIFT,
     main = sym crate::main,
     secondary = sym crate::secondary_main,
+    resume = sym crate::resume_main,
     trap = sym crate::trap,
 );
 
@@ -128,6 +143,15 @@ pub fn secondary_entry() -> usize {
         fn __tg_secondary();
     }
     __tg_secondary as *const () as usize
+}
+
+/// Address of the resume entry (HSM non-retentive `hart_suspend`, SUSP): like the
+/// secondary entry (stack from `a0`, `stvec`), then `resume_main(a0, a1)`.
+pub fn resume_entry() -> usize {
+    extern "C" {
+        fn __tg_resume();
+    }
+    __tg_resume as *const () as usize
 }
 
 /// Registers saved by the trap entry.
@@ -199,6 +223,9 @@ pub mod csr {
     csr!(stimecmp, "0x14d");
     csr!(scause, "0x142");
     csr!(stval, "0x143");
+    csr!(satp, "0x180");
+    csr!(siselect, "0x150");
+    csr!(sireg, "0x151");
 }
 
 /// `time`.

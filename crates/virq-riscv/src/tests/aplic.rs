@@ -611,3 +611,32 @@ proptest! {
         }
     }
 }
+
+#[test]
+fn aplic_window_size_is_the_decoded_region() {
+    let s = VseipLog::default();
+    let a = new(&s, 8);
+    assert_eq!(crate::aplic::window_size(3), 0x5000);
+    assert_eq!(a.region_size(), crate::aplic::window_size(3));
+}
+
+/// AIA §4.5: the writes that set sources pending, as a hypervisor decodes them to see a
+/// guest's level re-trigger.
+#[test]
+fn aplic_setip_sources_decodes_every_setip_register() {
+    let got = |off: u64, v: u32| {
+        let mut out = Vec::new();
+        crate::aplic::setip_sources(off, v, |s| out.push(s));
+        out
+    };
+    assert_eq!(got(0x1cdc, 10), [10], "setipnum");
+    assert_eq!(got(0x2000, 10), [10], "setipnum_le");
+    assert_eq!(got(0x2004, 10u32.swap_bytes()), [10], "setipnum_be");
+    assert_eq!(got(0x1c00, 0b1010), [1, 3], "setip[0]");
+    assert_eq!(got(0x1c04, 1 << 31), [63], "setip[1]");
+    assert_eq!(got(0x1c7c, 1), [992], "setip[31]");
+    assert!(got(0x1c80, 1).is_empty(), "past setip[31]");
+    assert!(got(0x1c02, 1).is_empty(), "misaligned");
+    assert!(got(0x1d00, 1).is_empty(), "in_clrip is not a set");
+    assert!(got(0x1ddc, 5).is_empty(), "clripnum is not a set");
+}

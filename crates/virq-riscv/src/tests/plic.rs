@@ -482,3 +482,11 @@ proptest! {
         }
     }
 }
+
+#[test]
+fn plic_window_size_is_the_decoded_region() {
+    let (s, e) = (VseipLog::default(), EoiLog::default());
+    let p = new(&s, &e, 8);
+    assert_eq!(crate::plic::window_size(2), 0x20_2000);
+    assert_eq!(p.region_size(), crate::plic::window_size(2));
+}

@@ -1,5 +1,6 @@
 //! Raw MMIO: the host PLIC, the host S-level APLIC and IMSIC pages, and the
 //! `sifive_test` exit device.
+use virq_riscv::aplic::regs as aplic_regs;
 
 /// Read a 32-bit device register.
 ///
@@ -134,18 +135,13 @@ pub struct HostAplic {
     sources: u32,
 }
 
-/// `domaincfg` (AIA 4.5.1).
-const APLIC_DOMAINCFG: usize = 0x0000;
-/// `sourcecfg[i]` at `4 * i`.
-const APLIC_SOURCECFG: usize = 0x0000;
-/// `setienum` (AIA 4.5.9).
-const APLIC_SETIENUM: usize = 0x1edc;
-/// `clrienum` (AIA 4.5.11).
-const APLIC_CLRIENUM: usize = 0x1fdc;
-/// `setipnum_le` (AIA 4.5.12).
-const APLIC_SETIPNUM_LE: usize = 0x2000;
-/// `target[i]` at `0x3000 + 4 * i`.
-const APLIC_TARGET: usize = 0x3000;
+// The register map is virq-riscv's (`aplic::regs`), the one place it is written.
+const APLIC_DOMAINCFG: usize = aplic_regs::DOMAINCFG as usize;
+const APLIC_SOURCECFG: usize = aplic_regs::SOURCECFG_BASE as usize;
+const APLIC_SETIENUM: usize = aplic_regs::SETIENUM as usize;
+const APLIC_CLRIENUM: usize = aplic_regs::CLRIENUM as usize;
+const APLIC_SETIPNUM_LE: usize = aplic_regs::SETIPNUM_LE as usize;
+const APLIC_TARGET: usize = aplic_regs::TARGET_BASE as usize;
 
 impl HostAplic {
     /// The domain found in the host DTB at `base` (`size` bytes) with `sources` sources.

@@ -1,0 +1,205 @@
+//! hyp's host AIA: the S-level APLIC in MSI mode and hyp's own S-level IMSIC files
+//! (the passthrough sources of vPLIC guests, and of AIA guests whose targeted vCPU has a
+//! software file, are claimed there), the IMSIC geometry (guest file pages per hart)
+//! and the `aia_flip_ms` test knob.
+use alloc::vec::Vec;
+use core::sync::atomic::AtomicU64;
+use spin::Once;
+use virq_riscv::aplic::regs::{DOMAINCFG_DM, DOMAINCFG_IE, TARGET_HART_SHIFT};
+use virq_riscv::aplic::SourceMode;
+use virq_riscv::aplic::EIID_MASK as TARGET_EIID_MASK;
+use virq_riscv::imsic::{ISELECT_EIDELIVERY, ISELECT_EIE0, ISELECT_EITHRESHOLD};
+use virq_riscv::msi::IMSIC_PAGE_SIZE;
+
+use crate::arch::csr::{self, irq_bits};
+use crate::arch::mmio::{HostAplic, ImsicPages};
+use crate::guest::Guest;
+use crate::world::world;
+
+/// The host AIA as hyp drives it (built once by [`init`]).
+pub struct HostAia {
+    /// The S-level APLIC domain.
+    pub aplic: Option<HostAplic>,
+    /// The S-level IMSIC window.
+    pub(crate) pages: Option<ImsicPages>,
+    /// `riscv,guest-index-bits`.
+    pub(crate) gib: u32,
+    /// Identities per interrupt file.
+    pub num_ids: u32,
+    /// The harts implement Ssaia (the IMSIC CSRs exist).
+    pub(crate) ssaia: bool,
+    /// IMSIC hart index of each hart (by `World::harts` index).
+    pub(crate) hart_index: Vec<Option<u32>>,
+    /// Identities of hyp's own S-level files that passthrough sources use (= the
+    /// physical source numbers), a bitmap.
+    pub(crate) sfile_ids: [u64; 4],
+    /// Guest-file operations asked for on a hart that does not own the file (a hyp
+    /// bug: a vCPU's file leaves its hart before the vCPU migrates).
+    pub(crate) remote_ops: AtomicU64,
+    /// Test knob (bootarg `aia_flip_ms=N`): hardware files only in even periods of
+    /// this many timer ticks, software files in odd ones (0: off). Makes every vCPU's
+    /// file move between its hardware line and software, with live state, many times.
+    pub(crate) flip_ticks: u64,
+}
+
+static HOST: Once<HostAia> = Once::new();
+
+/// The host AIA, once [`init`] ran.
+pub fn host() -> Option<&'static HostAia> {
+    HOST.get()
+}
+
+impl HostAia {
+    /// Byte offset in the S-level IMSIC window of guest file `line` of hart `hart`.
+    pub(crate) fn file_page(&self, hart: usize, line: u32) -> Option<usize> {
+        let idx = (*self.hart_index.get(hart)?)? as usize;
+        if line == 0 || line >= (1 << self.gib) {
+            return None;
+        }
+        Some((idx << (self.gib + 12)) + line as usize * IMSIC_PAGE_SIZE as usize)
+    }
+
+    /// Host physical address of guest file `line` of hart `hart`.
+    pub(crate) fn file_addr(&self, hart: usize, line: u32) -> Option<u64> {
+        let (base, _) = crate::world::platform().aia.imsic?;
+        Some(base + self.file_page(hart, line)? as u64)
+    }
+
+    /// APLIC MSI target naming hyp's S-level file of `hart` with identity `id`.
+    pub(crate) fn sfile_target(&self, hart: usize, id: u32) -> Option<u32> {
+        let idx = (*self.hart_index.get(hart)?)?;
+        Some((idx << TARGET_HART_SHIFT) | (id & TARGET_EIID_MASK))
+    }
+
+    /// In `aia_flip_ms` mode, is this a software-only period?
+    pub(crate) fn flip_forces_software(&self) -> bool {
+        self.flip_ticks != 0 && (crate::arch::time() / self.flip_ticks) % 2 == 1
+    }
+
+    /// Do the harts implement Ssaia (the IMSIC CSRs, `hvictl`, VGEIN)?
+    pub fn has_ssaia(&self) -> bool {
+        self.ssaia
+    }
+
+    /// Does hyp have its own S-level interrupt files (IMSIC and its CSRs)?
+    pub fn has_sfiles(&self) -> bool {
+        self.pages.is_some() && self.ssaia
+    }
+}
+
+/// Build the host AIA description and put the physical APLIC in MSI mode. Boot hart,
+/// after the world is published and before any hart initialises.
+pub fn init() {
+    let p = crate::world::platform();
+    let w = world();
+    let mut sfile_ids = [0u64; 4];
+    for g in &w.guests {
+        for &(_, pirq) in &g.passthrough {
+            if let Some(word) = sfile_ids.get_mut(pirq as usize / 64) {
+                *word |= 1 << (pirq % 64);
+            }
+        }
+    }
+    let host = HOST.call_once(|| HostAia {
+        aplic: p
+            .aia
+            .aplic
+            .map(|(b, s)| HostAplic::new(b as usize, s as usize, p.aia.aplic_sources)),
+        pages: p
+            .aia
+            .imsic
+            .map(|(b, s)| ImsicPages::new(b as usize, s as usize)),
+        gib: p.aia.guest_index_bits,
+        num_ids: p.aia.num_ids,
+        ssaia: p.isa_extensions.iter().any(|e| e == "ssaia"),
+        hart_index: w
+            .harts
+            .iter()
+            .map(|h| {
+                p.harts
+                    .iter()
+                    .find(|x| x.hartid == h.hartid)
+                    .and_then(|x| x.imsic_index)
+            })
+            .collect(),
+        sfile_ids,
+        remote_ops: AtomicU64::new(0),
+        flip_ticks: p
+            .bootarg("aia_flip_ms")
+            .and_then(|v| v.parse::<u64>().ok())
+            .map_or(0, |ms| ms * p.timebase / 1000),
+    });
+    if let Some(a) = host.aplic {
+        a.set_domaincfg(DOMAINCFG_IE | DOMAINCFG_DM);
+        crate::println!(
+            "hyp: host APLIC in MSI mode (domaincfg {:#x}), IMSIC guest index bits {}, {} identities",
+            a.domaincfg(),
+            host.gib,
+            host.num_ids
+        );
+    }
+}
+
+/// Per-hart set-up of hyp's own S-level IMSIC file (delivery on, threshold 0, the
+/// passthrough identities enabled) and of the SGEI enable. Runs on the hart itself.
+pub fn hart_init() {
+    let Some(h) = host() else { return };
+    if !h.has_sfiles() {
+        return;
+    }
+    csr::siselect::write(ISELECT_EIDELIVERY as usize);
+    csr::sireg::write(1);
+    csr::siselect::write(ISELECT_EITHRESHOLD as usize);
+    csr::sireg::write(0);
+    for (j, &bits) in h.sfile_ids.iter().enumerate() {
+        if (j as u32) * 64 > h.num_ids {
+            break;
+        }
+        // RV64: the even-numbered `eie` registers, 64 identities each.
+        csr::siselect::write(ISELECT_EIE0 as usize + 2 * j);
+        csr::sireg::write((bits & !1) as usize);
+    }
+    csr::hie::set(irq_bits::SGEI);
+}
+
+/// Program physical source `pirq` of guest `g` at boot: level-high (the wired
+/// devices' sense). A vPLIC guest's source targets hyp's S-level file on the hart that
+/// takes the guest's interrupts (identity = `pirq`) and is enabled; an AIA guest's stays
+/// disabled until the guest programs its virtual source ([`sync_passthrough`]).
+pub fn route_to_sfile(aplic: HostAplic, g: &Guest, pirq: u32) {
+    aplic.set_enabled(pirq, false);
+    aplic.set_sourcecfg(pirq, SourceMode::Level1 as u32);
+    if g.irqchip.as_aia().is_some() {
+        return;
+    }
+    let target =
+        crate::irq::irq_hart(g).and_then(|h| host().and_then(|x| x.sfile_target(h.index, pirq)));
+    match target {
+        Some(t) if host().is_some_and(|h| h.has_sfiles()) => {
+            aplic.set_target(pirq, t);
+            aplic.set_enabled(pirq, true);
+        }
+        _ => crate::println!("hyp: pirq {pirq}: no S-level IMSIC file to route it to"),
+    }
+}
+
+/// Claims per host-interrupt pass: what is left stays pending (SEI stays asserted) and
+/// is claimed after the scheduler had its turn, so a guest that makes a source fire
+/// continuously cannot keep this hart in the claim loop.
+pub(crate) const MAX_CLAIMS_PER_PASS: usize = 64;
+
+/// Claim the identities pending in hyp's own S-level file of this hart (`stopei`),
+/// calling `f(id)` for each, at most [`MAX_CLAIMS_PER_PASS`] at a time.
+pub fn sfile_claims(mut f: impl FnMut(u32)) {
+    let Some(h) = host() else { return };
+    if !h.has_sfiles() {
+        return;
+    }
+    for _ in 0..MAX_CLAIMS_PER_PASS {
+        let id = ((csr::stopei::swap(0) >> 16) & 0x7ff) as u32;
+        if id == 0 {
+            break;
+        }
+        f(id);
+    }
+}

@@ -1,0 +1,149 @@
+//! The vCPUs' IMSIC interrupt files: hardware guest files reached through
+//! `hstatus.VGEIN` + `vsiselect`/`vsireg` ([`HwFiles`], virq-riscv `GuestFileHw`), the
+//! software fallback's VSEIP ([`FileSink`]), and the G-stage mapping of each vCPU's
+//! IMSIC page onto its file.
+use super::*;
+
+/// The hardware guest files, as virq-riscv's `VcpuImsic` reaches them.
+#[derive(Clone, Copy)]
+pub struct HwFiles {
+    pub(crate) guest: u16,
+}
+
+impl HwFiles {
+    fn counts(&self) -> Option<&'static AiaCounts> {
+        Some(&aia_of(self.guest)?.counts)
+    }
+}
+
+/// Run `f` with `hstatus.VGEIN = line` on the current hart, which must be `hart`
+/// (`vsiselect`/`vsireg` then reach that guest file), restoring `hstatus` and
+/// `vsiselect` afterwards. `None` when called for another hart.
+pub(crate) fn with_line<T>(hart: usize, line: u32, f: impl FnOnce(usize) -> T) -> Option<T> {
+    let h = host()?;
+    if hart != crate::arch::hart_local() || !h.ssaia {
+        h.remote_ops.fetch_add(1, Ordering::Relaxed);
+        return None;
+    }
+    let words = (h.num_ids as usize + 1) / 64;
+    let hs = csr::hstatus::read();
+    csr::hstatus::write(
+        (hs & !hstatus_bits::VGEIN_MASK)
+            | ((line as usize) << hstatus_bits::VGEIN_SHIFT) & hstatus_bits::VGEIN_MASK,
+    );
+    let sel = csr::vsiselect::read();
+    let r = f(words);
+    csr::vsiselect::write(sel);
+    csr::hstatus::write(hs);
+    Some(r)
+}
+
+pub(crate) fn vs_ireg_read(sel: u32) -> u64 {
+    csr::vsiselect::write(sel as usize);
+    csr::vsireg::read() as u64
+}
+
+pub(crate) fn vs_ireg_write(sel: u32, v: u64) {
+    csr::vsiselect::write(sel as usize);
+    csr::vsireg::write(v as usize);
+}
+
+impl GuestFileHw for HwFiles {
+    fn send_msi(&self, hart: usize, line: u32, eiid: u32) {
+        let Some(h) = host() else { return };
+        if let (Some(pages), Some(page)) = (h.pages, h.file_page(hart, line)) {
+            if pages.send(page, eiid) {
+                if let Some(c) = self.counts() {
+                    bump(&c.hw_msis_by_hyp);
+                }
+            }
+        }
+    }
+
+    fn save(&self, hart: usize, line: u32) -> ImsicFileState {
+        with_line(hart, line, |words| {
+            let mut s = ImsicFileState {
+                eidelivery: vs_ireg_read(ISELECT_EIDELIVERY) as u32,
+                eithreshold: vs_ireg_read(ISELECT_EITHRESHOLD) as u32,
+                ..ImsicFileState::default()
+            };
+            for j in 0..words.min(s.eip.len()) {
+                s.eip[j] = vs_ireg_read(ISELECT_EIP0 + 2 * j as u32);
+                s.eie[j] = vs_ireg_read(ISELECT_EIE0 + 2 * j as u32);
+            }
+            s
+        })
+        .unwrap_or_default()
+    }
+
+    fn restore(&self, hart: usize, line: u32, state: &ImsicFileState) {
+        with_line(hart, line, |words| {
+            vs_ireg_write(ISELECT_EIDELIVERY, 0);
+            for j in 0..words.min(state.eip.len()) {
+                vs_ireg_write(ISELECT_EIE0 + 2 * j as u32, state.eie[j]);
+                vs_ireg_write(ISELECT_EIP0 + 2 * j as u32, state.eip[j]);
+            }
+            vs_ireg_write(ISELECT_EITHRESHOLD, u64::from(state.eithreshold));
+            vs_ireg_write(ISELECT_EIDELIVERY, u64::from(state.eidelivery));
+        });
+    }
+}
+
+/// VSEIP of a vCPU with a software file: its `PendingSet` (id 10) and a kick. The
+/// `vcpu` number is the global vCPU index.
+pub struct FileSink;
+
+impl VcpuIrqSink for FileSink {
+    fn set_vseip(&self, vcpu: u32, level: bool) {
+        if let Some(v) = world().vcpus.get(vcpu as usize) {
+            if level {
+                v.raise(virq_riscv::hext::IRQ_VS_EXT);
+            } else {
+                v.lower(virq_riscv::hext::IRQ_VS_EXT);
+            }
+        }
+    }
+}
+
+/// A vCPU's interrupt file.
+pub type GuestImsic = VcpuImsic<HwFiles, FileSink>;
+
+/// Point vCPU `v`'s IMSIC page of guest `g` at `backing` (its hardware file, or
+/// nowhere for a software file) and flush every hart's G-stage TLB. No lock held.
+pub(crate) fn map_page(g: &Guest, aia: &GuestAia, v: usize, backing: Backing) {
+    let gpa = aia.imsic_base + v as u64 * IMSIC_PAGE_SIZE;
+    let hpa = match backing {
+        Backing::Hardware { hart, line } => host().and_then(|h| h.file_addr(hart, line)),
+        Backing::Software => None,
+    };
+    if let Err(e) = g
+        .gstage
+        .lock()
+        .set_page(gpa, hpa, crate::gstage::R | crate::gstage::W)
+    {
+        crate::println!("hyp: guest {}: IMSIC page {gpa:#x}: {e:?}", g.index);
+    }
+    crate::arch::fence();
+    crate::arch::hfence_gvma_all();
+    let here = crate::arch::hart_local();
+    let others = world()
+        .harts
+        .iter()
+        .filter(|h| h.index != here)
+        .fold(0u64, |m, h| m | (1 << h.index));
+    crate::irq::remote_fence(others);
+}
+
+/// Move vCPU `id`'s hardware file to software, on the hart that owns the file: once
+/// its state is saved no guest store and no device MSI may reach it, so the page goes
+/// out of the G-stage (and every TLB) and the physical APLIC is retargeted to hyp's
+/// S-level file first, then `VcpuImsic::evict` saves, scrubs and frees the line.
+pub(crate) fn leave_hardware_file(g: &Guest, aia: &GuestAia, id: usize) {
+    let av = &aia.vcpus[id];
+    av.leaving.store(true, Ordering::Relaxed);
+    map_page(g, aia, id, Backing::Software);
+    resync(g, aia);
+    av.file.lock().evict(&world().hgei);
+    av.leaving.store(false, Ordering::Relaxed);
+    bump(&aia.counts.to_sw);
+}

@@ -1,0 +1,212 @@
+//! The vAPLIC and the physical-source mirror: the guest's programming of a
+//! passthrough source (`sourcecfg`, `target`, enable, `domaincfg`) mirrored onto the
+//! physical APLIC ([`sync_passthrough`]), the guest's level re-trigger forwarded, and
+//! physical interrupts claimed by hyp injected into the vAPLIC ([`inject`]).
+use super::*;
+
+/// Where the vAPLIC's MSIs go: the interrupt file of the guest vCPU whose index is the
+/// MSI's hart index.
+pub struct MsiRouter {
+    pub(crate) guest: u16,
+}
+
+impl MsiSink for MsiRouter {
+    fn send_msi(&mut self, msi: Msi) -> bool {
+        let Some(aia) = aia_of(self.guest) else {
+            return false;
+        };
+        let Some(av) = aia.vcpus.get(msi.hart as usize) else {
+            return false;
+        };
+        bump(&aia.counts.aplic_forwards);
+        let mut f = av.file.lock();
+        if f.backing() == Backing::Software {
+            bump(&aia.counts.sw_msis);
+        }
+        f.send_msi(msi)
+    }
+}
+
+/// The guest's vAPLIC.
+pub type GuestAplic = VAplic<MsiRouter, GuestSink, MAX_VCPUS_PER_GUEST>;
+
+/// What hyp last programmed into the physical APLIC for one passthrough source.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct PhysSource {
+    pub(crate) virq: u32,
+    pub(crate) pirq: u32,
+    pub(crate) sourcecfg: u32,
+    pub(crate) target: u32,
+    pub(crate) enabled: bool,
+    /// Software-file path: an MSI was injected into the vAPLIC and the guest has not
+    /// re-triggered yet; the physical source stays disabled meanwhile (its further
+    /// rising edges only pend it), so a line the device toggles per byte does not
+    /// send hyp one MSI per edge.
+    pub(crate) held: bool,
+    /// Level re-triggers forwarded (guest `setipnum` writes).
+    pub(crate) retriggers: u64,
+    /// Claims from hyp's S-level file (software-file path).
+    pub(crate) claims: u64,
+}
+
+/// The vAPLIC and the physical mirror of its passthrough sources (one lock).
+pub struct AplicState {
+    /// The device.
+    pub dev: GuestAplic,
+    pub(crate) phys: Vec<PhysSource>,
+}
+
+/// Mirror the guest's programming of its passthrough sources to the physical APLIC
+/// (see the module docs). Called with the vAPLIC lock held (`st`).
+pub(crate) fn sync_passthrough(g: &Guest, aia: &GuestAia, st: &mut AplicState) {
+    let Some(h) = host() else { return };
+    let Some(aplic) = h.aplic else { return };
+    let w = world();
+    let dcfg = st.dev.read(0, 4) as u32;
+    let domain_on = dcfg & DOMAINCFG_IE != 0 && dcfg & DOMAINCFG_DM != 0;
+    for ps in st.phys.iter_mut() {
+        let mode = st.dev.source_mode(ps.virq);
+        let vt = st.dev.read(0x3000 + 4 * u64::from(ps.virq), 4) as u32;
+        let t = (vt >> TARGET_HART_SHIFT) as usize;
+        let eiid = vt & TARGET_EIID_MASK;
+        let mut target = None;
+        if let Some(av) = aia.vcpus.get(t) {
+            let backing = if av.leaving.load(Ordering::Relaxed) {
+                Backing::Software
+            } else {
+                av.file.lock().backing()
+            };
+            target = match backing {
+                Backing::Hardware { hart, line } => h
+                    .hart_index
+                    .get(hart)
+                    .copied()
+                    .flatten()
+                    .map(|idx| (idx << TARGET_HART_SHIFT) | (line << TARGET_GUEST_SHIFT) | eiid),
+                Backing::Software => {
+                    let hart = w.vcpus[g.first_vcpu + t].home();
+                    h.sfile_target(hart, ps.pirq)
+                }
+            };
+        }
+        let enable = domain_on
+            && !ps.held
+            && mode != SourceMode::Inactive
+            && st.dev.is_enabled(ps.virq)
+            && target.is_some();
+        if !enable && ps.enabled {
+            aplic.set_enabled(ps.pirq, false);
+            ps.enabled = false;
+        }
+        // The physical source always follows the real wire (level-high); the guest's
+        // choice of mode (edge, detached, …) is emulated by the vAPLIC only. So a
+        // forwarded `setipnum` can only re-trigger while the device really asserts
+        // its line: a guest cannot turn re-trigger writes into a physical MSI flood.
+        let phys_mode = SourceMode::Level1 as u32;
+        if mode != SourceMode::Inactive && ps.sourcecfg != phys_mode {
+            ps.sourcecfg = phys_mode;
+            aplic.set_sourcecfg(ps.pirq, ps.sourcecfg);
+            // A (re)activated source's target reads back its reset value.
+            ps.target = u32::MAX;
+        }
+        if let Some(t) = target {
+            if ps.target != t && ps.sourcecfg != u32::MAX {
+                ps.target = t;
+                aplic.set_target(ps.pirq, t);
+            }
+        }
+        if enable && !ps.enabled {
+            aplic.set_enabled(ps.pirq, true);
+            ps.enabled = true;
+        }
+    }
+}
+
+/// Re-sync the physical mirror of guest `g` (after one of its files changed backing).
+pub(crate) fn resync(g: &Guest, aia: &GuestAia) {
+    let mut st = aia.aplic.lock();
+    sync_passthrough(g, aia, &mut st);
+}
+
+/// A trapped vAPLIC access.
+pub(crate) fn aplic_access(g: &Guest, aia: &GuestAia, off: u64, op: MmioOp) -> u64 {
+    let mut st = aia.aplic.lock();
+    match op {
+        MmioOp::Read { size } => {
+            bump(&aia.counts.aplic_reads);
+            st.dev.read(off, size)
+        }
+        MmioOp::Write { size, value } => {
+            bump(&aia.counts.aplic_writes);
+            // A re-trigger of a passthrough source ends the virtual "asserted" state
+            // of its wire (see `inject`); the physical APLIC re-evaluates the real line.
+            let mut retrigger = [0u32; 4];
+            let mut tokens = [0u32; 4];
+            let mut n = 0;
+            if size == 4 {
+                let st = &mut *st;
+                virq_riscv::aplic::setip_sources(off, value as u32, |virq| {
+                    if let Some(ps) = st.phys.iter_mut().find(|p| p.virq == virq) {
+                        ps.retriggers += 1;
+                        ps.held = false;
+                        set_asserted(&mut st.dev, virq, false);
+                        if let Some(slot) = retrigger.get_mut(n) {
+                            *slot = ps.pirq;
+                            tokens[n] = g.acks.token(virq).unwrap_or(0);
+                            n += 1;
+                        }
+                    }
+                });
+            }
+            st.dev.write(off, size, value);
+            // Re-trigger before `sync_passthrough` re-enables a held source: one MSI if
+            // the line is still asserted (or rose while held).
+            if let Some(a) = host().and_then(|h| h.aplic) {
+                for &pirq in &retrigger[..n] {
+                    a.setipnum(pirq);
+                }
+            }
+            // The re-trigger is this topology's guest completion: it ends the level
+            // delivery the route deferred to the guest (`RouteTable::guest_completed`
+            // clears the token `deliver` parked; a stale token is refused).
+            for &token in tokens[..n].iter().filter(|&&t| t != 0) {
+                let _ = world().routes.guest_completed(token);
+            }
+            sync_passthrough(g, aia, &mut st);
+            0
+        }
+    }
+}
+
+/// A physical interrupt claimed from hyp's S-level file for virtual source `virq` of
+/// AIA guest `g` (its target vCPU has a software file). For a level source the virtual
+/// wire goes high and stays high until the guest re-triggers the source (`setipnum`,
+/// AIA §4.9.2), as the real line does until the device is serviced: the vAPLIC pends
+/// it on the rising edge and forwards it when enabled, so an MSI that arrives while
+/// the guest has the source masked is held, not lost. For an edge source: one pulse.
+pub(crate) fn inject(g: &Guest, aia: &GuestAia, virq: u32) {
+    let mut st = aia.aplic.lock();
+    let level = matches!(
+        st.dev.source_mode(virq),
+        SourceMode::Level1 | SourceMode::Level0
+    );
+    if let Some(ps) = st.phys.iter_mut().find(|p| p.virq == virq) {
+        ps.claims += 1;
+        ps.held = level;
+    }
+    set_asserted(&mut st.dev, virq, true);
+    if !level {
+        set_asserted(&mut st.dev, virq, false);
+    }
+    sync_passthrough(g, aia, &mut st);
+}
+
+/// Drive virtual source `virq`'s wire so that its rectified input is `on` (the wire is
+/// inverted for the active-low / falling-edge modes).
+pub(crate) fn set_asserted(dev: &mut GuestAplic, virq: u32, on: bool) {
+    let inverted = matches!(
+        dev.source_mode(virq),
+        SourceMode::Level0 | SourceMode::Edge0
+    );
+    dev.set_input(virq, on != inverted);
+}
