@@ -1281,9 +1281,27 @@ pub fn qemu_tests() -> Result<()> {
     let suite = Instant::now();
     let (mut ok, mut bad) = (0, 0);
     for case in &cases {
-        let o = run_qemu(&case.machine, &img, false)?;
+        let probe = crate::soak::HostProbe::start();
+        let mut o = run_qemu(&case.machine, &img, false)?;
+        let host_worst = probe.finish();
+        let mut result = check(case, &o);
+        // Guest time is host time under TCG: a ping-pong lap over 100 ms while the host
+        // itself kept a thread off the CPU that long may be the host's. Such a case runs
+        // once more; a lost wake-up (about one per 1,000–2,000 laps) fails it again.
+        if let (Some(_), Err(e)) = (case.pingpong, &result) {
+            if host_worst.as_micros() as u64 > crate::pingpong::SLOW_US {
+                println!(
+                    "qemu {:<18} again: {e:#}, but the host stalled a thread for {} ms",
+                    case.name,
+                    host_worst.as_millis()
+                );
+                save_log(&format!("{}-first", case.name), &o.output)?;
+                o = run_qemu(&case.machine, &img, false)?;
+                result = check(case, &o);
+            }
+        }
         let log = save_log(case.name, &o.output)?;
-        match check(case, &o) {
+        match result {
             Ok((passed, claims, completes)) => {
                 ok += 1;
                 println!(

@@ -215,13 +215,13 @@ struct Row {
 /// runnable thread (such as a QEMU vCPU thread) can wait for a host CPU during the run.
 /// Under TCG guest time is host time, so a lap about as slow as this is host noise,
 /// not a lost wake-up.
-struct HostProbe {
+pub(crate) struct HostProbe {
     stop: Arc<AtomicBool>,
     thread: std::thread::JoinHandle<Duration>,
 }
 
 impl HostProbe {
-    fn start() -> Self {
+    pub(crate) fn start() -> Self {
         let stop = Arc::new(AtomicBool::new(false));
         let flag = stop.clone();
         let thread = std::thread::spawn(move || {
@@ -237,7 +237,7 @@ impl HostProbe {
     }
 
     /// Stop the probe; the worst lateness it saw.
-    fn finish(self) -> Duration {
+    pub(crate) fn finish(self) -> Duration {
         self.stop.store(true, Ordering::Relaxed);
         self.thread.join().unwrap_or_default()
     }
