@@ -253,6 +253,17 @@ pub fn debian_boot(
     name: &str,
     init_script: &str,
 ) -> Result<BootImages> {
+    debian_boot_with(kernel_version, name, init_script, &[])
+}
+
+/// [`debian_boot`] with extra executables in the initramfs: `(path, bytes)` pairs
+/// such as `("bin/virq-pingpong", elf)`, written with mode 0755.
+pub fn debian_boot_with(
+    kernel_version: Option<&str>,
+    name: &str,
+    init_script: &str,
+    extra: &[(&str, &[u8])],
+) -> Result<BootImages> {
     if name.is_empty()
         || !name
             .chars()
@@ -262,7 +273,7 @@ pub fn debian_boot(
     }
     let guest = ensure_debian(kernel_version)?;
     let initramfs = cache_dir().join(format!("initramfs-{name}.cpio.gz"));
-    build_initramfs(&guest.busybox, init_script, &initramfs)?;
+    build_initramfs_with(&guest.busybox, init_script, extra, &initramfs)?;
     Ok(BootImages {
         kernel: guest.kernel,
         initramfs,
@@ -295,6 +306,17 @@ pub fn user_images(kernel: PathBuf, initramfs: PathBuf) -> Result<BootImages> {
 /// `busybox` must be a riscv64 ELF file and `init_script` must start with `#!`.
 /// `out` is replaced atomically and left alone if its content would not change.
 pub fn build_initramfs(busybox: &Path, init_script: &str, out: &Path) -> Result<()> {
+    build_initramfs_with(busybox, init_script, &[], out)
+}
+
+/// [`build_initramfs`] plus `extra` executables (`(path, bytes)`, mode 0755, e.g.
+/// `bin/virq-pingpong`); their folders must be among the standard ones.
+pub fn build_initramfs_with(
+    busybox: &Path,
+    init_script: &str,
+    extra: &[(&str, &[u8])],
+    out: &Path,
+) -> Result<()> {
     if !init_script.starts_with("#!") {
         bail!(
             "init script: must start with `#!` (e.g. `#!/bin/sh`), or the kernel cannot run /init"
@@ -316,6 +338,9 @@ pub fn build_initramfs(busybox: &Path, init_script: &str, out: &Path) -> Result<
     w.file("bin/busybox", 0o755, &bb)?;
     for applet in APPLETS {
         w.symlink(&format!("bin/{applet}"), "busybox")?;
+    }
+    for (path, data) in extra {
+        w.file(path, 0o755, data)?;
     }
     w.file("init", 0o755, init_script.as_bytes())?;
     let cpio = w.finish()?;
@@ -1011,6 +1036,19 @@ mod tests {
             assert_eq!(get(d).mode, 0o040755);
         }
         assert_eq!(entries.last().unwrap().name, cpio::TRAILER);
+
+        // Extra programs land where asked, executable.
+        build_initramfs_with(&bb, INIT_TEST, &[("bin/prog", b"\x7fELF-prog")], &out).unwrap();
+        let mut cpio = Vec::new();
+        flate2::read::GzDecoder::new(std::fs::File::open(&out).unwrap())
+            .read_to_end(&mut cpio)
+            .unwrap();
+        let entries = cpio::parse(&cpio).unwrap();
+        let prog = entries.iter().find(|e| e.name == "bin/prog").unwrap();
+        assert_eq!(
+            (prog.mode, prog.data.as_slice()),
+            (0o100755, b"\x7fELF-prog".as_slice())
+        );
 
         // Bad inputs are errors naming what is wrong.
         let err = build_initramfs(&bb, "echo no shebang", &out).unwrap_err();

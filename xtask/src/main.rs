@@ -7,6 +7,8 @@
 //! - `hyp`: builds the bare-metal hypervisor and its test guest, runs QEMU, and
 //!   the QEMU test suite.
 //! - `checks`: fmt, clippy, host tests, loom models.
+//! - `pingpong`: the lost-wake-up detector guest program (`guest/pingpong`): build,
+//!   initramfs, result parsing; `soak`: `cargo xtask soak`, it on every configuration.
 //! - `util`: the workspace root and running commands (a leaf: imports no other module).
 //! - `mutants`: `loom-mutants`, the checked list of protocol breaks loom must catch.
 
@@ -18,7 +20,9 @@ mod guestcheck;
 mod hyp;
 mod images;
 mod mutants;
+mod pingpong;
 mod setup;
+mod soak;
 mod util;
 
 #[derive(Parser)]
@@ -40,6 +44,9 @@ enum Cmd {
     Bench,
     /// Run one cargo-fuzz target: `cargo xtask fuzz <target> --time N`.
     Fuzz(checks::FuzzArgs),
+    /// Lost-wake-up soak: the ping-pong guest program on every configuration
+    /// (default 1,000,000 laps each); fails on any lap over 100 ms.
+    Soak(soak::SoakArgs),
     /// Break each lockless protocol of virq-core in a known way; every break must make
     /// a loom model fail.
     LoomMutants(mutants::MutantArgs),
@@ -52,6 +59,7 @@ fn main() -> Result<()> {
         Cmd::Test(args) => checks::test(&args),
         Cmd::Bench => checks::bench(),
         Cmd::Fuzz(args) => checks::fuzz(&args),
+        Cmd::Soak(args) => soak::soak(&args),
         Cmd::LoomMutants(args) => mutants::run(&args),
     }
 }

@@ -1,0 +1,472 @@
+//! `cargo xtask soak`: the ping-pong lost-wake-up detector ([`crate::pingpong`]) with
+//! many laps on every configuration of issue 12's table — bare QEMU as the baseline,
+//! hyp with the vPLIC, hyp with the AIA on hardware and software interrupt files, with
+//! and without vCPU migration or file flipping. A configuration fails if any lap takes
+//! over 100 ms (a stall: a lost wake-up), the guest does not finish in time, or QEMU
+//! does not exit 0; the command prints a table of laps, stalls and worst lap per
+//! configuration and fails if any configuration did.
+use anyhow::{bail, ensure, Result};
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crate::hyp::{Machine, Payload};
+use crate::pingpong;
+
+/// The configurations (shown by `cargo xtask soak --help`).
+pub const SOAK_CONFIGS: &str = "\
+Configurations (2 harts, Debian Linux 6.12 with 2 vCPUs unless said):
+  bare           bare QEMU, no hyp: -M virt,aia=aplic-imsic (baseline)
+  vplic          hyp, vPLIC (profile=linux), plain -M virt
+  vplic-migrate  the same, vCPUs move between harts every 20 ms (migrate_ms=20)
+  aia            hyp, AIA with hardware guest files (the default of `cargo xtask run`),
+                 -M virt,aia=aplic-imsic,aia-guests=3
+  aia-migrate    the same with migrate_ms=20
+  aia-flip       the same, files move between hardware and software every 20 ms
+                 (aia_flip_ms=20)
+  aia-sw-vcpus4  aia-guests=1, 4 vCPUs on 2 harts (2 on hardware, 2 on software files);
+                 the byte goes round 4 CPUs, so each lap is 4 wake-ups
+
+Reading the table: laps = round trips of the byte; slow = laps over 100 ms (stalls, must
+be 0; a lost wake-up typically costs 0.9-0.95 s, the guest's next timer); worst = the
+slowest lap; >10ms = laps over 10 ms (scheduling noise); wall = seconds QEMU ran; load =
+the host's load average at the end; host ms = the longest a host thread (sleeping 1 ms
+at a time) waited for a CPU during the run. Guest time is host wall time under TCG: on a
+host loaded well beyond its cores, laps stretch and even 100 ms can be crossed without a
+lost wake-up (then host ms is of the same order), so soak on an otherwise idle machine.
+Logs: target/hyp/logs/soak-*.log";
+
+/// One soak configuration.
+#[derive(Debug, Clone, Copy)]
+pub struct Config {
+    pub name: &'static str,
+    /// Harts (`-smp`).
+    smp: u32,
+    /// `Some(n)`: `-M virt,aia=aplic-imsic,aia-guests=n`; `None`: plain `virt`.
+    aia: Option<u32>,
+    /// Under hyp (its bootargs), or on bare QEMU (the kernel command line).
+    hyp: bool,
+    bootargs: &'static [&'static str],
+    /// CPUs round which the byte travels.
+    pub cpus: u32,
+}
+
+/// Every configuration, in the order of issue 12's table.
+pub const CONFIGS: &[Config] = &[
+    Config {
+        name: "bare",
+        smp: 2,
+        aia: Some(0),
+        hyp: false,
+        bootargs: &["console=ttyS0", "earlycon=sbi"],
+        cpus: 2,
+    },
+    Config {
+        name: "vplic",
+        smp: 2,
+        aia: None,
+        hyp: true,
+        bootargs: &["profile=linux"],
+        cpus: 2,
+    },
+    Config {
+        name: "vplic-migrate",
+        smp: 2,
+        aia: None,
+        hyp: true,
+        bootargs: &["profile=linux", "migrate_ms=20"],
+        cpus: 2,
+    },
+    Config {
+        name: "aia",
+        smp: 2,
+        aia: Some(crate::hyp::DEFAULT_AIA_GUESTS),
+        hyp: true,
+        bootargs: &[crate::hyp::LINUX_AIA],
+        cpus: 2,
+    },
+    Config {
+        name: "aia-migrate",
+        smp: 2,
+        aia: Some(crate::hyp::DEFAULT_AIA_GUESTS),
+        hyp: true,
+        bootargs: &[crate::hyp::LINUX_AIA, "migrate_ms=20"],
+        cpus: 2,
+    },
+    Config {
+        name: "aia-flip",
+        smp: 2,
+        aia: Some(crate::hyp::DEFAULT_AIA_GUESTS),
+        hyp: true,
+        bootargs: &[crate::hyp::LINUX_AIA, "aia_flip_ms=20"],
+        cpus: 2,
+    },
+    Config {
+        name: "aia-sw-vcpus4",
+        smp: 2,
+        aia: Some(1),
+        hyp: true,
+        bootargs: &[crate::hyp::LINUX_AIA, "vcpus=4"],
+        cpus: 4,
+    },
+];
+
+/// The configuration named `name`.
+pub fn config(name: &str) -> Result<Config> {
+    match CONFIGS.iter().find(|c| c.name == name) {
+        Some(c) => Ok(*c),
+        None => bail!(
+            "no soak configuration {name:?}; there are: {}",
+            CONFIGS
+                .iter()
+                .map(|c| c.name)
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
+    }
+}
+
+/// Seconds to boot, run and power off a Linux guest: boot and shutdown, plus a
+/// generous bound per wake-up (a lap is `cpus` wake-ups: about 0.5–1 ms each under
+/// hyp in TCG on an idle host, up to 3 ms with vCPUs sharing harts on a loaded one).
+/// A hung guest is caught sooner by [`SILENCE`].
+pub fn default_timeout(rounds: u64, cpus: u32) -> Duration {
+    Duration::from_secs(240 + rounds * u64::from(cpus) / 100)
+}
+
+/// A guest that prints nothing for this long is stuck (the program prints a progress
+/// line every 10,000 laps: at most a few minutes apart).
+pub const SILENCE: Duration = Duration::from_secs(900);
+
+impl Config {
+    /// The QEMU machine running `rounds` laps (images from [`pingpong::boot_images`]).
+    pub fn machine(&self, boot: &crate::images::BootImages, timeout: Duration) -> Machine {
+        let (kernel, initramfs) = (boot.kernel.clone(), boot.initramfs.clone());
+        Machine {
+            smp: self.smp,
+            aia: self.aia,
+            bootargs: self.bootargs.iter().map(|s| s.to_string()).collect(),
+            timeout,
+            payload: if self.hyp {
+                Payload::Linux { kernel, initramfs }
+            } else {
+                Payload::BareLinux { kernel, initramfs }
+            },
+        }
+    }
+}
+
+/// Check one run: finished in time, QEMU exit status 0, `rounds` laps, no stall.
+pub fn check(o: &crate::hyp::Outcome, rounds: u64, cpus: u32) -> Result<pingpong::Summary> {
+    if o.timed_out {
+        let progress = o
+            .output
+            .lines()
+            .rev()
+            .find(|l| l.contains("VIRQ-PINGPONG-PROGRESS"))
+            .unwrap_or("no progress line");
+        bail!(
+            "did not finish within {:.0} s ({progress}; stalls so far: {:?})",
+            o.elapsed.as_secs_f64(),
+            pingpong::slow_laps(&o.output)
+        );
+    }
+    let r = pingpong::check(&o.output, rounds, cpus)?;
+    ensure!(o.status == Some(0), "QEMU exit status {:?}", o.status);
+    Ok(r)
+}
+
+/// Arguments of `cargo xtask soak`.
+#[derive(clap::Args, Debug)]
+#[command(after_help = SOAK_CONFIGS)]
+pub struct SoakArgs {
+    /// Laps (round trips of the byte) per configuration.
+    #[arg(long, default_value_t = 1_000_000)]
+    pub rounds: u64,
+    /// Run only this configuration (repeatable; default: all, in the table's order).
+    #[arg(long = "config", value_name = "NAME")]
+    pub configs: Vec<String>,
+    /// Seconds before a configuration's QEMU is killed (default: 240 + 10 ms per
+    /// wake-up, i.e. rounds × CPUs / 100; a guest silent for 15 minutes is killed
+    /// earlier).
+    #[arg(long)]
+    pub timeout: Option<u64>,
+    /// Echo each guest's console while it runs.
+    #[arg(long)]
+    pub verbose: bool,
+}
+
+/// One row of the table.
+struct Row {
+    name: &'static str,
+    cpus: u32,
+    summary: Option<pingpong::Summary>,
+    wall_s: f64,
+    /// The host's 1-minute load average when the run ended: guest time is host wall
+    /// time under TCG, so a loaded host stretches laps.
+    load: Option<f64>,
+    /// The longest a host thread waited beyond a 1 ms sleep during the run.
+    host_worst: Duration,
+    error: Option<String>,
+}
+
+/// A host thread sleeping 1 ms at a time, recording how late it wakes: how long a
+/// runnable thread (such as a QEMU vCPU thread) can wait for a host CPU during the run.
+/// Under TCG guest time is host time, so a lap about as slow as this is host noise,
+/// not a lost wake-up.
+pub(crate) struct HostProbe {
+    stop: Arc<AtomicBool>,
+    thread: std::thread::JoinHandle<Duration>,
+}
+
+impl HostProbe {
+    pub(crate) fn start() -> Self {
+        let stop = Arc::new(AtomicBool::new(false));
+        let flag = stop.clone();
+        let thread = std::thread::spawn(move || {
+            let mut worst = Duration::ZERO;
+            while !flag.load(Ordering::Relaxed) {
+                let t = Instant::now();
+                std::thread::sleep(Duration::from_millis(1));
+                worst = worst.max(t.elapsed().saturating_sub(Duration::from_millis(1)));
+            }
+            worst
+        });
+        HostProbe { stop, thread }
+    }
+
+    /// Stop the probe; the worst lateness it saw.
+    pub(crate) fn finish(self) -> Duration {
+        self.stop.store(true, Ordering::Relaxed);
+        self.thread.join().unwrap_or_default()
+    }
+}
+
+/// The host's 1-minute load average (`/proc/loadavg`).
+fn host_load() -> Option<f64> {
+    std::fs::read_to_string("/proc/loadavg")
+        .ok()?
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()
+}
+
+/// `cargo xtask soak`.
+pub fn soak(args: &SoakArgs) -> Result<()> {
+    ensure!(args.rounds > 0, "--rounds must be at least 1");
+    let configs = if args.configs.is_empty() {
+        CONFIGS.to_vec()
+    } else {
+        args.configs
+            .iter()
+            .map(|n| config(n))
+            .collect::<Result<_>>()?
+    };
+    crate::setup::ensure_all()?;
+    let img = crate::hyp::build(false)?;
+    let mut boots = BTreeMap::new();
+    let mut rows = Vec::new();
+    for c in &configs {
+        if let std::collections::btree_map::Entry::Vacant(e) = boots.entry(c.cpus) {
+            e.insert(pingpong::boot_images(args.rounds, c.cpus)?);
+        }
+        let timeout = args
+            .timeout
+            .map(Duration::from_secs)
+            .unwrap_or_else(|| default_timeout(args.rounds, c.cpus));
+        let m = c.machine(&boots[&c.cpus], timeout);
+        eprintln!(
+            "soak {}: {} laps round {} CPUs (time limit {} s)",
+            c.name,
+            args.rounds,
+            c.cpus,
+            timeout.as_secs()
+        );
+        let probe = HostProbe::start();
+        let o = crate::hyp::run_qemu_watched(&m, &img, args.verbose, Some(SILENCE));
+        let host_worst = probe.finish();
+        let o = o?;
+        let load = host_load();
+        let log = crate::hyp::save_log(&format!("soak-{}", c.name), &o.output)?;
+        let (summary, error) = match check(&o, args.rounds, c.cpus) {
+            Ok(s) => (Some(s), None),
+            Err(e) => {
+                let hint = if host_worst.as_micros() as u64 > pingpong::SLOW_US {
+                    format!(
+                        "; the host itself stalled a thread for {} ms: overloaded, rerun \
+                         on an idle machine",
+                        host_worst.as_millis()
+                    )
+                } else {
+                    String::new()
+                };
+                (
+                    pingpong::parse(&o.output).ok(),
+                    Some(format!("{e:#}{hint} (log {})", log.display())),
+                )
+            }
+        };
+        let row = Row {
+            name: c.name,
+            cpus: c.cpus,
+            summary,
+            wall_s: o.elapsed.as_secs_f64(),
+            load,
+            host_worst,
+            error,
+        };
+        println!("{}", format_row(&row));
+        rows.push(row);
+    }
+    println!();
+    println!("{}", header());
+    for r in &rows {
+        println!("{}", format_row(r));
+    }
+    let failed: Vec<&str> = rows
+        .iter()
+        .filter(|r| r.error.is_some())
+        .map(|r| r.name)
+        .collect();
+    ensure!(
+        failed.is_empty(),
+        "soak failed on {} of {} configurations: {}",
+        failed.len(),
+        rows.len(),
+        failed.join(", ")
+    );
+    println!(
+        "soak: {} configurations, {} laps each, no lap over {} ms",
+        rows.len(),
+        args.rounds,
+        pingpong::SLOW_US / 1000
+    );
+    Ok(())
+}
+
+fn header() -> String {
+    format!(
+        "{:<14} {:>4} {:>9} {:>6} {:>10} {:>8} {:>6} {:>8} {:>5} {:>7}  result",
+        "config",
+        "cpus",
+        "laps",
+        "slow",
+        "worst ms",
+        "mean us",
+        ">10ms",
+        "wall s",
+        "load",
+        "host ms"
+    )
+}
+
+fn format_row(r: &Row) -> String {
+    let (laps, slow, worst, mean, over10) = match &r.summary {
+        Some(s) => (
+            s.rounds.to_string(),
+            s.slow.to_string(),
+            format!("{:.1}", s.worst_us as f64 / 1000.0),
+            s.mean_us.to_string(),
+            s.over_10ms.to_string(),
+        ),
+        None => Default::default(),
+    };
+    format!(
+        "{:<14} {:>4} {:>9} {:>6} {:>10} {:>8} {:>6} {:>8.1} {:>5} {:>7}  {}",
+        r.name,
+        r.cpus,
+        laps,
+        slow,
+        worst,
+        mean,
+        over10,
+        r.wall_s,
+        r.load.map(|l| format!("{l:.1}")).unwrap_or_default(),
+        r.host_worst.as_millis(),
+        match &r.error {
+            None => "ok".to_string(),
+            Some(e) => format!("FAIL {e}"),
+        }
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_configuration_of_the_table_is_there_once() {
+        let names: Vec<&str> = CONFIGS.iter().map(|c| c.name).collect();
+        assert_eq!(
+            names,
+            [
+                "bare",
+                "vplic",
+                "vplic-migrate",
+                "aia",
+                "aia-migrate",
+                "aia-flip",
+                "aia-sw-vcpus4"
+            ]
+        );
+        for n in &names {
+            assert!(
+                SOAK_CONFIGS.contains(&format!("  {n} ")),
+                "{n} undocumented"
+            );
+        }
+        assert!(config("nope").is_err());
+    }
+
+    #[test]
+    fn machines_match_the_table() {
+        let boot = crate::images::BootImages {
+            kernel: "vmlinux".into(),
+            initramfs: "initrd".into(),
+        };
+        let t = Duration::from_secs(1);
+        let aia = config("aia").unwrap().machine(&boot, t);
+        assert_eq!((aia.smp, aia.aia), (2, Some(3)));
+        assert_eq!(aia.bootargs, ["profile=linux-aia"]);
+        assert!(matches!(aia.payload, Payload::Linux { .. }));
+        let sw = config("aia-sw-vcpus4").unwrap();
+        let m = sw.machine(&boot, t);
+        assert_eq!((m.aia, sw.cpus), (Some(1), 4));
+        assert!(m.bootargs.contains(&"vcpus=4".to_string()));
+        let bare = config("bare").unwrap().machine(&boot, t);
+        assert!(matches!(bare.payload, Payload::BareLinux { .. }));
+        assert!(config("vplic").unwrap().machine(&boot, t).aia.is_none());
+    }
+
+    fn outcome(output: &str, status: Option<i32>, timed_out: bool) -> crate::hyp::Outcome {
+        crate::hyp::Outcome {
+            output: output.into(),
+            status,
+            timed_out,
+            elapsed: Duration::from_secs(3),
+        }
+    }
+
+    #[test]
+    fn a_run_must_finish_cleanly_without_stalls() {
+        let ok = "VIRQ-PINGPONG cpus=2 rounds=10 slow=0 worst_us=900 mean_us=300 \
+                  total_us=3000 over_1ms=0 over_10ms=0 timebase_hz=10000000\n";
+        assert!(check(&outcome(ok, Some(0), false), 10, 2).is_ok());
+        assert!(check(&outcome(ok, Some(1), false), 10, 2).is_err());
+        let e = check(
+            &outcome(
+                "VIRQ-PINGPONG-PROGRESS done=100000 slow=1 worst_us=950000\n",
+                None,
+                true,
+            ),
+            1_000_000,
+            2,
+        )
+        .unwrap_err();
+        assert!(format!("{e:#}").contains("done=100000"), "{e:#}");
+        let stalled = ok.replace("slow=0 worst_us=900", "slow=1 worst_us=950000");
+        assert!(check(&outcome(&stalled, Some(0), false), 10, 2).is_err());
+    }
+}
