@@ -21,6 +21,7 @@ mod hyp;
 mod images;
 mod mutants;
 mod pingpong;
+mod qemu;
 mod setup;
 mod soak;
 mod util;

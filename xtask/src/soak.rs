@@ -11,8 +11,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crate::hyp::{Machine, Payload};
 use crate::pingpong;
+use crate::qemu::{Machine, Payload};
 
 /// The configurations (shown by `cargo xtask soak --help`).
 pub const SOAK_CONFIGS: &str = "\
@@ -81,25 +81,25 @@ pub const CONFIGS: &[Config] = &[
     Config {
         name: "aia",
         smp: 2,
-        aia: Some(crate::hyp::DEFAULT_AIA_GUESTS),
+        aia: Some(crate::qemu::DEFAULT_AIA_GUESTS),
         hyp: true,
-        bootargs: &[crate::hyp::LINUX_AIA],
+        bootargs: &[crate::qemu::LINUX_AIA],
         cpus: 2,
     },
     Config {
         name: "aia-migrate",
         smp: 2,
-        aia: Some(crate::hyp::DEFAULT_AIA_GUESTS),
+        aia: Some(crate::qemu::DEFAULT_AIA_GUESTS),
         hyp: true,
-        bootargs: &[crate::hyp::LINUX_AIA, "migrate_ms=20"],
+        bootargs: &[crate::qemu::LINUX_AIA, "migrate_ms=20"],
         cpus: 2,
     },
     Config {
         name: "aia-flip",
         smp: 2,
-        aia: Some(crate::hyp::DEFAULT_AIA_GUESTS),
+        aia: Some(crate::qemu::DEFAULT_AIA_GUESTS),
         hyp: true,
-        bootargs: &[crate::hyp::LINUX_AIA, "aia_flip_ms=20"],
+        bootargs: &[crate::qemu::LINUX_AIA, "aia_flip_ms=20"],
         cpus: 2,
     },
     Config {
@@ -107,7 +107,7 @@ pub const CONFIGS: &[Config] = &[
         smp: 2,
         aia: Some(1),
         hyp: true,
-        bootargs: &[crate::hyp::LINUX_AIA, "vcpus=4"],
+        bootargs: &[crate::qemu::LINUX_AIA, "vcpus=4"],
         cpus: 4,
     },
 ];
@@ -158,7 +158,7 @@ impl Config {
 }
 
 /// Check one run: finished in time, QEMU exit status 0, `rounds` laps, no stall.
-pub fn check(o: &crate::hyp::Outcome, rounds: u64, cpus: u32) -> Result<pingpong::Summary> {
+pub fn check(o: &crate::qemu::Outcome, rounds: u64, cpus: u32) -> Result<pingpong::Summary> {
     if o.timed_out {
         let progress = o
             .output
@@ -265,7 +265,7 @@ pub fn soak(args: &SoakArgs) -> Result<()> {
             .collect::<Result<_>>()?
     };
     crate::setup::ensure_all()?;
-    let img = crate::hyp::build(false)?;
+    let img = crate::qemu::build(false)?;
     let mut boots = BTreeMap::new();
     let mut rows = Vec::new();
     for c in &configs {
@@ -285,11 +285,11 @@ pub fn soak(args: &SoakArgs) -> Result<()> {
             timeout.as_secs()
         );
         let probe = HostProbe::start();
-        let o = crate::hyp::run_qemu_watched(&m, &img, args.verbose, Some(SILENCE));
+        let o = crate::qemu::run_qemu_watched(&m, &img, args.verbose, Some(SILENCE));
         let host_worst = probe.finish();
         let o = o?;
         let load = host_load();
-        let log = crate::hyp::save_log(&format!("soak-{}", c.name), &o.output)?;
+        let log = crate::qemu::save_log(&format!("soak-{}", c.name), &o.output)?;
         let (summary, error) = match check(&o, args.rounds, c.cpus) {
             Ok(s) => (Some(s), None),
             Err(e) => {
@@ -440,8 +440,8 @@ mod tests {
         assert!(config("vplic").unwrap().machine(&boot, t).aia.is_none());
     }
 
-    fn outcome(output: &str, status: Option<i32>, timed_out: bool) -> crate::hyp::Outcome {
-        crate::hyp::Outcome {
+    fn outcome(output: &str, status: Option<i32>, timed_out: bool) -> crate::qemu::Outcome {
+        crate::qemu::Outcome {
             output: output.into(),
             status,
             timed_out,

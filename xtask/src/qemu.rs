@@ -1,0 +1,368 @@
+//! Building hyp and its test guest, and running QEMU: the machine shapes (`Machine`),
+//! what runs in them (`Payload`), and the runner with its time-outs and logs. Used by
+//! `cargo xtask run`, the QEMU suite and `cargo xtask soak`; imports none
+//! of them.
+use anyhow::{ensure, Context, Result};
+use std::io::{BufRead, BufReader, Read, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use crate::util::{root, run_cmd};
+
+pub(crate) const TARGET: &str = "riscv64gc-unknown-none-elf";
+/// Host physical address of the test guest's RAM (`TESTGUEST.ram_host_base` in
+/// `hyp/hv/src/config.rs`): QEMU's loader puts the raw image there.
+pub(crate) const TESTGUEST_LOAD_ADDR: u64 = 0x9000_0000;
+/// Host physical address of the Linux guest's kernel (`LINUX.ram_host_base` + the
+/// `Image` offset 2 MiB in `hyp/hv/src/config.rs`).
+pub(crate) const LINUX_KERNEL_LOAD_ADDR: u64 = 0x9420_0000;
+/// Host physical address of the kernel `Image` of the second guest of profile
+/// `two-linux` (`LINUX2` in `hyp/hv/src/config.rs`).
+pub(crate) const LINUX2_KERNEL_LOAD_ADDR: u64 = 0xa820_0000;
+/// The profile with two Linux guests; the second prints through hyp with this prefix.
+pub(crate) const TWO_LINUX: &str = "profile=two-linux";
+pub(crate) const LINUX2_PREFIX: &str = "[linux2] ";
+/// Laps of the ping-pong cases of the QEMU suite (`cargo xtask soak` runs 1,000,000).
+pub(crate) const PINGPONG_LAPS: u64 = 20_000;
+/// The profiles with a Linux guest and the hostile test guest (`HOSTILE`, `HOSTILE_AIA`
+/// in `hyp/hv/src/config.rs`): Linux on the AIA topology, and on the vPLIC.
+pub(crate) const HOSTILE_AIA: &str = "profile=linux-hostile";
+pub(crate) const HOSTILE_PLIC: &str = "profile=linux-hostile-plic";
+/// Host physical address of the hostile test guest's RAM (`HOSTILE.ram_host_base`).
+pub(crate) const HOSTILE_LOAD_ADDR: u64 = 0xa800_0000;
+/// The hostile guest's console lines (hyp's virtual 16550) carry this prefix.
+pub(crate) const HOSTILE_PREFIX: &str = "[hostile] ";
+/// Default time limit of one QEMU run.
+pub(crate) const DEFAULT_TIMEOUT_S: u64 = 60;
+/// Time limit of a Linux boot under hyp (TCG, two levels of translation).
+pub(crate) const LINUX_TIMEOUT_S: u64 = 600;
+/// Time limit of an interactive Linux shell (`cargo xtask run`).
+pub(crate) const INTERACTIVE_TIMEOUT_S: u64 = 3600;
+
+/// Build artefacts.
+pub(crate) struct Images {
+    pub(crate) hyp: PathBuf,
+    pub(crate) guest_bin: PathBuf,
+}
+
+/// The AIA guest profile (`LINUX_AIA` in `hyp/hv/src/config.rs`).
+pub(crate) const LINUX_AIA: &str = "profile=linux-aia";
+/// Guest interrupt files per hart for the AIA Linux when not given.
+pub(crate) const DEFAULT_AIA_GUESTS: u32 = 3;
+
+/// What hyp boots.
+#[derive(Debug, Clone)]
+pub(crate) enum Payload {
+    /// The bare-metal test guest (profile `test`).
+    TestGuest,
+    /// Debian Linux (profile `linux`): kernel `Image` and initramfs.
+    Linux { kernel: PathBuf, initramfs: PathBuf },
+    /// Debian Linux on bare QEMU, without hyp (a baseline): the machine's bootargs are
+    /// the kernel command line.
+    BareLinux { kernel: PathBuf, initramfs: PathBuf },
+}
+
+pub(crate) fn hyp_target_dir() -> PathBuf {
+    root().join("target/hyp")
+}
+
+/// Build hyp and the test guest (release), and flatten the guest to a raw image.
+pub(crate) fn build(immediate_eoi: bool) -> Result<Images> {
+    let mut cmd = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
+    cmd.args([
+        "build",
+        "--manifest-path",
+        "hyp/Cargo.toml",
+        "--target",
+        TARGET,
+        "--release",
+        "--target-dir",
+    ])
+    .arg(hyp_target_dir())
+    .env_remove("RUSTFLAGS")
+    .env_remove("CARGO_BUILD_RUSTFLAGS")
+    .env_remove("CARGO_ENCODED_RUSTFLAGS");
+    if immediate_eoi {
+        cmd.args(["--features", "hyp/immediate_eoi"]);
+    }
+    run_cmd(&mut cmd)?;
+    let out = hyp_target_dir().join(TARGET).join("release");
+    let guest_elf = out.join("testguest");
+    let guest_bin = out.join("testguest.bin");
+    let elf =
+        std::fs::read(&guest_elf).with_context(|| format!("reading {}", guest_elf.display()))?;
+    std::fs::write(&guest_bin, elf_to_flat(&elf)?)?;
+    Ok(Images {
+        hyp: out.join("hyp"),
+        guest_bin,
+    })
+}
+
+/// Flatten an ELF64 little-endian executable: the bytes of its `PT_LOAD` segments
+/// placed at their physical addresses relative to the lowest one (gaps are zero;
+/// `.bss` beyond the file size is left out — the guest clears it).
+pub(crate) fn elf_to_flat(elf: &[u8]) -> Result<Vec<u8>> {
+    let u16_at = |o: usize| -> Result<u16> {
+        Ok(u16::from_le_bytes(
+            elf.get(o..o + 2).context("truncated ELF")?.try_into()?,
+        ))
+    };
+    let u32_at = |o: usize| -> Result<u32> {
+        Ok(u32::from_le_bytes(
+            elf.get(o..o + 4).context("truncated ELF")?.try_into()?,
+        ))
+    };
+    let u64_at = |o: usize| -> Result<u64> {
+        Ok(u64::from_le_bytes(
+            elf.get(o..o + 8).context("truncated ELF")?.try_into()?,
+        ))
+    };
+    ensure!(
+        elf.get(..4) == Some(b"\x7fELF".as_slice()),
+        "not an ELF file"
+    );
+    ensure!(elf[4] == 2 && elf[5] == 1, "not a little-endian ELF64 file");
+    let (phoff, phentsize, phnum) = (
+        u64_at(0x20)? as usize,
+        u16_at(0x36)? as usize,
+        u16_at(0x38)? as usize,
+    );
+    let mut segs = Vec::new();
+    for i in 0..phnum {
+        let ph = phoff + i * phentsize;
+        if u32_at(ph)? != 1 {
+            continue; // not PT_LOAD
+        }
+        let (off, paddr, filesz) = (
+            u64_at(ph + 8)? as usize,
+            u64_at(ph + 0x18)?,
+            u64_at(ph + 0x20)? as usize,
+        );
+        if filesz > 0 {
+            segs.push((
+                paddr,
+                elf.get(off..off + filesz)
+                    .context("segment beyond the file")?,
+            ));
+        }
+    }
+    let base = segs
+        .iter()
+        .map(|s| s.0)
+        .min()
+        .context("no loadable segment")?;
+    let end = segs
+        .iter()
+        .map(|s| s.0 + s.1.len() as u64)
+        .max()
+        .unwrap_or(base);
+    ensure!(end - base < 64 << 20, "image spans {} bytes", end - base);
+    let mut out = vec![0u8; (end - base) as usize];
+    for (paddr, data) in segs {
+        let at = (paddr - base) as usize;
+        out[at..at + data.len()].copy_from_slice(data);
+    }
+    Ok(out)
+}
+
+/// One QEMU configuration.
+#[derive(Debug, Clone)]
+pub(crate) struct Machine {
+    pub(crate) smp: u32,
+    /// `Some(n)`: `-M virt,aia=aplic-imsic,aia-guests=n` (S-level APLIC + IMSIC with `n`
+    /// guest interrupt files per hart); `None`: plain `-M virt` (PLIC).
+    pub(crate) aia: Option<u32>,
+    pub(crate) bootargs: Vec<String>,
+    pub(crate) timeout: Duration,
+    pub(crate) payload: Payload,
+}
+
+impl Machine {
+    /// A profile with the hostile test guest next to Linux.
+    pub(crate) fn is_hostile(&self) -> bool {
+        self.bootargs
+            .iter()
+            .any(|a| a == HOSTILE_AIA || a == HOSTILE_PLIC)
+    }
+
+    pub(crate) fn command(&self, img: &Images) -> Command {
+        let mut cmd = Command::new("qemu-system-riscv64");
+        let two = self.bootargs.iter().any(|a| a == TWO_LINUX);
+        let hostile = self.is_hostile();
+        let machine = match self.aia {
+            Some(n) => format!("virt,aia=aplic-imsic,aia-guests={n}"),
+            None => "virt".into(),
+        };
+        cmd.args([
+            "-M",
+            &machine,
+            "-m",
+            if two || hostile { "1G" } else { "512M" },
+            "-nographic",
+            "-bios",
+            "default",
+            "-smp",
+        ])
+        .arg(self.smp.to_string())
+        .arg("-kernel");
+        if let Payload::BareLinux { kernel, initramfs } = &self.payload {
+            cmd.arg(kernel).arg("-initrd").arg(initramfs);
+        } else {
+            cmd.arg(&img.hyp);
+        }
+        match &self.payload {
+            Payload::BareLinux { .. } => {}
+            Payload::TestGuest => {
+                cmd.arg("-device").arg(format!(
+                    "loader,file={},addr={:#x},force-raw=on",
+                    img.guest_bin.display(),
+                    TESTGUEST_LOAD_ADDR
+                ));
+            }
+            Payload::Linux { kernel, initramfs } => {
+                cmd.arg("-device")
+                    .arg(format!(
+                        "loader,file={},addr={:#x},force-raw=on",
+                        kernel.display(),
+                        LINUX_KERNEL_LOAD_ADDR
+                    ))
+                    .arg("-initrd")
+                    .arg(initramfs);
+                if two {
+                    cmd.arg("-device").arg(format!(
+                        "loader,file={},addr={:#x},force-raw=on",
+                        kernel.display(),
+                        LINUX2_KERNEL_LOAD_ADDR
+                    ));
+                }
+                if hostile {
+                    cmd.arg("-device").arg(format!(
+                        "loader,file={},addr={:#x},force-raw=on",
+                        img.guest_bin.display(),
+                        HOSTILE_LOAD_ADDR
+                    ));
+                }
+            }
+        }
+        if !self.bootargs.is_empty() {
+            cmd.arg("-append").arg(self.bootargs.join(" "));
+        }
+        cmd
+    }
+}
+
+/// Output and exit status of a QEMU run.
+pub(crate) struct Outcome {
+    pub(crate) output: String,
+    pub(crate) status: Option<i32>,
+    pub(crate) timed_out: bool,
+    pub(crate) elapsed: Duration,
+}
+
+pub(crate) fn kill(child: &mut Child) {
+    let _ = child.kill();
+    let _ = child.wait();
+}
+
+/// Run QEMU with a time limit, capturing stdout (and echoing it if `echo`).
+pub(crate) fn run_qemu(m: &Machine, img: &Images, echo: bool) -> Result<Outcome> {
+    run_qemu_watched(m, img, echo, None)
+}
+
+/// [`run_qemu`], also killing QEMU (as timed out) once its console has been silent for
+/// `silence`: a guest that hangs is stopped long before a generous overall limit.
+pub(crate) fn run_qemu_watched(
+    m: &Machine,
+    img: &Images,
+    echo: bool,
+    silence: Option<Duration>,
+) -> Result<Outcome> {
+    let mut cmd = m.command(img);
+    cmd.stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let start = Instant::now();
+    let mut child = cmd
+        .spawn()
+        .context("starting qemu-system-riscv64 (run `cargo xtask setup`)")?;
+    let (tx, rx) = mpsc::channel::<String>();
+    let stdout = child.stdout.take().context("qemu stdout")?;
+    let mut stderr = child.stderr.take().context("qemu stderr")?;
+    let reader = std::thread::spawn(move || {
+        for line in BufReader::new(stdout).split(b'\n') {
+            let Ok(line) = line else { break };
+            let line = String::from_utf8_lossy(&line).replace('\r', "");
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let err_reader = std::thread::spawn(move || {
+        let mut s = String::new();
+        let _ = stderr.read_to_string(&mut s);
+        s
+    });
+    let mut output = String::new();
+    let mut timed_out = false;
+    let mut last_line = Instant::now();
+    let status = loop {
+        while let Ok(line) = rx.try_recv() {
+            last_line = Instant::now();
+            if echo {
+                println!("{line}");
+            }
+            output.push_str(&line);
+            output.push('\n');
+        }
+        if let Some(st) = child.try_wait()? {
+            break st.code();
+        }
+        if start.elapsed() > m.timeout {
+            timed_out = true;
+            kill(&mut child);
+            break None;
+        }
+        if let Some(quiet) = silence.filter(|q| last_line.elapsed() > *q) {
+            timed_out = true;
+            kill(&mut child);
+            output.push_str(&format!(
+                "xtask: no console output for {} s: QEMU killed\n",
+                quiet.as_secs()
+            ));
+            break None;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let _ = reader.join();
+    for line in rx.try_iter() {
+        if echo {
+            println!("{line}");
+        }
+        output.push_str(&line);
+        output.push('\n');
+    }
+    let err = err_reader.join().unwrap_or_default();
+    if !err.trim().is_empty() && !err.contains("terminating on signal") {
+        output.push_str(&err);
+    }
+    let _ = std::io::stdout().flush();
+    Ok(Outcome {
+        output,
+        status,
+        timed_out,
+        elapsed: start.elapsed(),
+    })
+}
+
+pub(crate) fn log_path(name: &str) -> PathBuf {
+    hyp_target_dir().join("logs").join(format!("{name}.log"))
+}
+
+pub(crate) fn save_log(name: &str, out: &str) -> Result<PathBuf> {
+    let p = log_path(name);
+    std::fs::create_dir_all(p.parent().unwrap_or(Path::new(".")))?;
+    std::fs::write(&p, out)?;
+    Ok(p)
+}
