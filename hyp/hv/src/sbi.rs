@@ -47,18 +47,9 @@ pub const HYP_FID_STORM_MASKS: usize = 3;
 /// Implementation id reported by BASE (not a registered one: "virq" in ASCII).
 const IMPL_ID: usize = 0x7669_7271;
 
-const SUPPORTED: &[usize] = &[
-    base::EID_BASE,
-    time::EID_TIME,
-    spi::EID_SPI,
-    rfnc::EID_RFNC,
-    hsm::EID_HSM,
-    srst::EID_SRST,
-    dbcn::EID_DBCN,
-    susp::EID_SUSP,
-    fwft::EID_FWFT,
-    EID_HYP,
-];
+/// Extensions hyp offers beyond the standard ones virq-riscv's decoder lists
+/// (`virq_riscv::sbi::EXTENSIONS`: BASE, TIME, IPI, RFNC, HSM, SRST, DBCN).
+const HYP_EXTENSIONS: &[usize] = &[susp::EID_SUSP, fwft::EID_FWFT, EID_HYP];
 
 type Ret = (isize, usize);
 
@@ -111,7 +102,9 @@ fn base_call(fid: usize, a: [usize; 6]) -> Ret {
         base::GET_SBI_IMPL_VERSION => (0, 1),
         base::PROBE_EXTENSION => (
             0,
-            (SUPPORTED.contains(&a[0]) || a[0] == legacy::LEGACY_CONSOLE_PUTCHAR) as usize,
+            (virq_riscv::sbi::EXTENSIONS.contains(&a[0])
+                || HYP_EXTENSIONS.contains(&a[0])
+                || a[0] == legacy::LEGACY_CONSOLE_PUTCHAR) as usize,
         ),
         base::GET_MVENDORID | base::GET_MARCHID | base::GET_MIMPID => (0, 0),
         _ => (err::NOT_SUPPORTED, 0),
