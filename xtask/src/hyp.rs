@@ -18,190 +18,159 @@ use anyhow::{bail, ensure, Context, Result};
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
+use crate::config::DEFAULT_CONFIG;
 use crate::qemu::*;
 
 /// The configurations `cargo xtask run` boots (shown by `cargo xtask run --help`).
 pub const RUN_CONFIGS: &str = "\
-Configurations:
-  cargo xtask run                      Debian Linux, 2 vCPUs, AIA topology (vAPLIC + IMSIC on
-                                       hardware guest files), 2 harts, -M virt,aia=aplic-imsic,
-                                       aia-guests=3; interactive busybox shell (exit powers off)
-  cargo xtask run --aia-guests 1 --vcpus 4
-                                       the same, 4 vCPUs on 2 harts with 1 guest file per hart:
-                                       2 vCPUs on hardware files, 2 on software files
-  cargo xtask run --linux              Debian Linux on the vPLIC (profile linux), plain -M virt
-  cargo xtask run --two-guests         two Linux guests at once: one owns the UART, the other
+Configurations (configs/*.toml; copy one and edit it, the schema is in docs/hyp.md):
+  cargo xtask run                      configs/linux-aia.toml: Debian Linux, 2 vCPUs on the AIA
+                                       topology (vAPLIC + IMSIC on hardware guest files), 2 harts,
+                                       -M virt,aia=aplic-imsic,aia-guests=3; an interactive busybox
+                                       shell (exit powers off)
+  cargo xtask run --config configs/linux.toml
+                                       Debian Linux on the vPLIC, plain -M virt
+  cargo xtask run --config configs/two-linux.toml
+                                       two Linux guests at once: one owns the UART, the other
                                        prints through hyp's virtual 16550 as [linux2] lines
-  cargo xtask run --hostile --linux-test
+  cargo xtask run --config configs/linux-hostile.toml
                                        Linux (AIA) next to the test guest in its hostile mode,
-                                       which attacks it and hyp (ATTACK lines); --linux: vPLIC
-  cargo xtask run --kernel-version V   another Debian 6.12 kernel; --kernel K --initramfs I
-                                       boots your own images instead
-  cargo xtask run --linux-test         the non-interactive test /init (with either Linux)
-  cargo xtask run --test-guest         the bare-metal test guest (TEST lines, ACCT block)
-  cargo xtask run --test-guest --smp 1 --vcpus 3
-                                       more vCPUs than harts
-  cargo xtask run --eoi immediate      the level-interrupt storm (test guest)
-  cargo xtask run --append \"loglevel=4 foo=bar\"
-                                       append to the guest kernel's command line (any Linux
-                                       configuration; the test /init prints /proc/cmdline)
-  cargo xtask run --bootarg aia_flip_ms=20
+                                       which attacks it and hyp (ATTACK lines); -plic: vPLIC
+  cargo xtask run --config configs/test.toml
+                                       the bare-metal test guest (TEST lines, ACCT block)
+  cargo xtask run --set machine.guest_files=1 --set guest.0.vcpus=4
+                                       4 vCPUs on 2 harts with 1 guest file per hart:
+                                       2 vCPUs on hardware files, 2 on software files
+  cargo xtask run --config configs/test.toml --set guest.0.eoi=immediate
+                                       the level-interrupt storm (test guest)
+  cargo xtask run --set hyp.aia_flip_ms=20
                                        move every vCPU's interrupt file between hardware and
-                                       software every 20 ms (hyp test knob)";
+                                       software every 20 ms (hyp test knob)
+  cargo xtask run --test-init          the non-interactive test /init instead of the shell
+  cargo xtask run --append \"loglevel=4 foo=bar\"
+                                       append to guest 0's kernel command line (the test /init
+                                       prints /proc/cmdline)
+  cargo xtask run --kernel-version V   another Debian 6.12 kernel; --kernel K --initramfs I
+                                       boots your own images as guest 0 instead";
 
 /// Arguments of `cargo xtask run`.
 #[derive(clap::Args, Debug, Clone)]
 #[command(after_help = RUN_CONFIGS)]
 pub struct RunArgs {
-    /// Harts of the QEMU machine (`-smp`).
-    #[arg(long, default_value_t = 2)]
-    pub smp: u32,
-    /// vCPUs of the guest (default: the config's count).
+    /// The guest configuration (TOML) to boot.
+    #[arg(long, default_value = DEFAULT_CONFIG)]
+    pub config: PathBuf,
+    /// Override one field of the configuration, `KEY.PATH=VALUE` (repeatable):
+    /// `guest.0.vcpus=4`, `machine.harts=1`, `hyp.migrate_ms=20`.
+    #[arg(long = "set", value_name = "KEY=VALUE")]
+    pub sets: Vec<String>,
+    /// Linux guests run the non-interactive test `/init` (prints `/proc/interrupts`,
+    /// runs an IPI workload, powers off) instead of a shell.
     #[arg(long)]
-    pub vcpus: Option<u32>,
-    /// EOI policy of level passthrough interrupts: `deferred` (default) or
-    /// `immediate` (the storm demonstration).
-    #[arg(long)]
-    pub eoi: Option<String>,
-    /// Build hyp with the `immediate_eoi` cargo feature instead of the bootarg.
+    pub test_init: bool,
+    /// Build hyp with the `immediate_eoi` cargo feature (every guest completes level
+    /// interrupts at claim).
     #[arg(long)]
     pub immediate_eoi_build: bool,
-    /// Boot Debian's Linux on the vPLIC (profile `linux`, plain `-M virt`) instead of
-    /// the default Linux on the AIA topology.
-    #[arg(long)]
-    pub linux: bool,
-    /// Linux runs the non-interactive test `/init` (prints `/proc/interrupts`, runs an
-    /// IPI workload, powers off) instead of a shell.
-    #[arg(long)]
-    pub linux_test: bool,
-    /// Boot two Debian Linux guests at once (profile `two-linux`, `-m 1G`): the first
-    /// owns the UART, the second's console is hyp's virtual 16550 (lines `[linux2] …`).
-    #[arg(long)]
-    pub two_guests: bool,
-    /// Boot Linux with the bare-metal test guest in its hostile mode next to it
-    /// (profile `linux-hostile`, Linux on the AIA topology; with `--linux`,
-    /// `linux-hostile-plic` on the vPLIC): the test guest attacks Linux and hyp and
-    /// prints `ATTACK …` lines as `[hostile] …` when both have stopped.
-    #[arg(long)]
-    pub hostile: bool,
-    /// Boot the bare-metal test guest (profile `test`); implied by `--eoi` and
-    /// `--immediate-eoi-build`.
-    #[arg(long)]
-    pub test_guest: bool,
-    /// Guest interrupt files per hart of the AIA machine (`-M
-    /// virt,aia=aplic-imsic,aia-guests=N`, 0..=7). Default 3 for the AIA Linux; given
-    /// with `--linux` or `--test-guest`, those run on the AIA machine too.
-    #[arg(long)]
-    pub aia_guests: Option<u32>,
-    /// Extra hyp bootarg `KEY=VALUE` (repeatable), e.g. `aia_flip_ms=20`.
-    #[arg(long)]
-    pub bootarg: Vec<String>,
-    /// Text appended to the guest kernel's command line (after the configuration's
-    /// own, e.g. `console=ttyS0 earlycon=sbi`); passed to hyp after a `--` word of
-    /// QEMU's `-append`, hyp puts it in the guest DTB's `/chosen/bootargs`.
+    /// Text appended to guest 0's kernel command line.
     #[arg(long)]
     pub append: Option<String>,
     /// Debian kernel version to boot (e.g. `6.12.94+deb13`; default: the newest 6.12).
     #[arg(long, conflicts_with = "kernel")]
     pub kernel_version: Option<String>,
-    /// Your own kernel `Image` instead of Debian's (needs `--initramfs`).
+    /// Your own kernel `Image` as guest 0's (needs `--initramfs`).
     #[arg(long, requires = "initramfs")]
     pub kernel: Option<PathBuf>,
-    /// Your own initramfs (newc cpio, optionally gzip) instead of the generated one
-    /// (needs `--kernel`).
+    /// Your own initramfs (newc cpio, optionally gzip) as guest 0's (needs `--kernel`).
     #[arg(long, requires = "kernel")]
     pub initramfs: Option<PathBuf>,
     /// Seconds before QEMU is killed (default: 60 for the test guest, 600 for Linux
-    /// with the test `/init`, 3600 for an interactive Linux shell).
+    /// with the test `/init`, 3600 with a shell).
     #[arg(long)]
     pub timeout: Option<u64>,
 }
 
-/// The `-append` words that give `text` to the guest's kernel command line: hyp takes
-/// everything after the first `--` word for the guest (`Platform::guest_append`).
-fn guest_append(text: &str) -> [String; 2] {
-    [GUEST_APPEND.into(), text.into()]
+/// Where `cargo xtask run` and the suite find the named images of a configuration.
+pub(crate) struct NamedImages {
+    pub(crate) testguest: PathBuf,
+    pub(crate) kernel_version: Option<String>,
 }
 
-/// The `-append` word after which the guest's command line follows.
-const GUEST_APPEND: &str = "--";
-
-pub(crate) fn bootargs(vcpus: Option<u32>, eoi: Option<&str>) -> Vec<String> {
-    let mut v = Vec::new();
-    if let Some(n) = vcpus {
-        v.push(format!("vcpus={n}"));
+impl crate::config::Images for NamedImages {
+    fn testguest(&self) -> Result<PathBuf> {
+        Ok(self.testguest.clone())
     }
-    if let Some(e) = eoi {
-        v.push(format!("eoi={e}"));
+    fn debian_kernel(&self) -> Result<PathBuf> {
+        Ok(crate::images::ensure_debian(self.kernel_version.as_deref())?.kernel)
     }
-    v
+    fn debian_initramfs(&self, which: &str) -> Result<PathBuf> {
+        let init = match which {
+            "shell" => crate::images::INIT_SHELL,
+            _ => crate::images::INIT_TEST,
+        };
+        Ok(crate::images::debian_boot(self.kernel_version.as_deref(), which, init)?.initramfs)
+    }
 }
 
-/// Boot a configuration (default: Linux on the AIA topology with an interactive shell;
-/// see [`RUN_CONFIGS`]).
+/// Every guest booting the interactive shell gets the test `/init` instead.
+pub(crate) fn use_test_init(file: &mut crate::config::File) {
+    for g in &mut file.guest {
+        if g.initramfs.as_deref() == Some("debian-shell") {
+            g.initramfs = Some("debian-test".into());
+        }
+    }
+}
+
+/// The time limit of a configuration: the test guest alone is quick, Linux with the
+/// test `/init` takes minutes under TCG, a shell is for a person.
+fn default_timeout(file: &crate::config::File) -> u64 {
+    let init = |which: &str| {
+        file.guest
+            .iter()
+            .any(|g| g.initramfs.as_deref() == Some(which))
+    };
+    if init("debian-shell") {
+        INTERACTIVE_TIMEOUT_S
+    } else if file.guest.iter().all(|g| g.kernel == "testguest") {
+        DEFAULT_TIMEOUT_S
+    } else {
+        LINUX_TIMEOUT_S
+    }
+}
+
+/// Boot a configuration file (default [`DEFAULT_CONFIG`]; see [`RUN_CONFIGS`]).
 pub fn run(args: &RunArgs) -> Result<()> {
     crate::setup::ensure_all()?;
-    if let Some(e) = &args.eoi {
-        ensure!(
-            e == "immediate" || e == "deferred",
-            "--eoi takes immediate or deferred"
-        );
+    let (mut file, dir) = crate::config::load(&args.config, &args.sets)?;
+    if args.test_init {
+        use_test_init(&mut file);
     }
-    if let Some(n) = args.aia_guests {
-        ensure!(n <= 7, "--aia-guests takes 0..=7 (QEMU virt)");
+    let g0 = file
+        .guest
+        .first_mut()
+        .context("the configuration has no [[guest]]")?;
+    if let Some(a) = &args.append {
+        g0.cmdline = format!("{} {a}", g0.cmdline).trim().to_string();
+    }
+    if let (Some(k), Some(i)) = (&args.kernel, &args.initramfs) {
+        let b = crate::images::user_images(k.clone(), i.clone())?;
+        let abs = |p: PathBuf| std::fs::canonicalize(&p).unwrap_or(p);
+        g0.kernel = abs(b.kernel).display().to_string();
+        g0.initramfs = Some(abs(b.initramfs).display().to_string());
     }
     let img = build(args.immediate_eoi_build)?;
-    let mut bootargs = bootargs(args.vcpus, args.eoi.as_deref());
-    let test_guest = args.test_guest || args.eoi.is_some() || args.immediate_eoi_build;
-    let images = RunImages {
+    let named = NamedImages {
+        testguest: img.guest_bin.clone(),
         kernel_version: args.kernel_version.clone(),
-        user: args.kernel.clone().zip(args.initramfs.clone()),
     };
-    let linux_payload = |interactive: bool| linux_payload_from(interactive, &images);
-    let (payload, aia) = if args.hostile {
-        bootargs.insert(0, "vuart=deferred".into());
-        if args.linux {
-            bootargs.insert(0, HOSTILE_PLIC.into());
-            (linux_payload(!args.linux_test)?, args.aia_guests)
-        } else {
-            bootargs.insert(0, HOSTILE_AIA.into());
-            (
-                linux_payload(!args.linux_test)?,
-                Some(args.aia_guests.unwrap_or(DEFAULT_AIA_GUESTS)),
-            )
-        }
-    } else if args.two_guests {
-        bootargs.insert(0, TWO_LINUX.into());
-        (linux_payload(!args.linux_test)?, args.aia_guests)
-    } else if args.linux {
-        bootargs.insert(0, "profile=linux".into());
-        (linux_payload(!args.linux_test)?, args.aia_guests)
-    } else if test_guest {
-        (Payload::TestGuest, args.aia_guests)
-    } else {
-        bootargs.insert(0, LINUX_AIA.into());
-        (
-            linux_payload(!args.linux_test)?,
-            Some(args.aia_guests.unwrap_or(DEFAULT_AIA_GUESTS)),
-        )
-    };
-    bootargs.extend(args.bootarg.iter().cloned());
-    if let Some(a) = &args.append {
-        bootargs.extend(guest_append(a));
-    }
-    let default_timeout = match payload {
-        Payload::Linux { .. } if !args.linux_test => INTERACTIVE_TIMEOUT_S,
-        Payload::Linux { .. } | Payload::BareLinux { .. } => LINUX_TIMEOUT_S,
-        Payload::TestGuest => DEFAULT_TIMEOUT_S,
-    };
-    let timeout = args.timeout.unwrap_or(default_timeout);
-    let m = Machine {
-        smp: args.smp,
-        aia,
-        bootargs,
-        timeout: Duration::from_secs(timeout),
-        payload,
-    };
+    let name = args
+        .config
+        .file_stem()
+        .map_or("run".into(), |s| s.to_string_lossy().to_string());
+    let resolved = crate::config::resolve(&name, &file, &dir, &named)
+        .with_context(|| format!("{}", args.config.display()))?;
+    let timeout = args.timeout.unwrap_or(default_timeout(&file));
+    let m = resolved.machine(Duration::from_secs(timeout), &[])?;
     eprintln!("$ {:?}", m.command(&img));
     let mut child = m
         .command(&img)
@@ -229,39 +198,6 @@ pub fn run(args: &RunArgs) -> Result<()> {
     Ok(())
 }
 
-/// Debian's kernel and a busybox initramfs (`crate::images`), with the interactive
-/// shell `/init` or the test one.
-fn linux_payload(interactive: bool) -> Result<Payload> {
-    linux_payload_from(interactive, &RunImages::default())
-}
-
-/// Which Linux images `cargo xtask run` boots.
-#[derive(Default)]
-struct RunImages {
-    kernel_version: Option<String>,
-    user: Option<(PathBuf, PathBuf)>,
-}
-
-fn linux_payload_from(interactive: bool, from: &RunImages) -> Result<Payload> {
-    if let Some((kernel, initramfs)) = &from.user {
-        let b = crate::images::user_images(kernel.clone(), initramfs.clone())?;
-        return Ok(Payload::Linux {
-            kernel: b.kernel,
-            initramfs: b.initramfs,
-        });
-    }
-    let (name, init) = if interactive {
-        ("shell", crate::images::INIT_SHELL)
-    } else {
-        ("test", crate::images::INIT_TEST)
-    };
-    let b = crate::images::debian_boot(from.kernel_version.as_deref(), name, init)?;
-    Ok(Payload::Linux {
-        kernel: b.kernel,
-        initramfs: b.initramfs,
-    })
-}
-
 /// The `ACCT guest=… claims=N guest_completes=M …` line of the passthrough UART.
 fn acct_claims(out: &str) -> Option<(u64, u64)> {
     let line = out.lines().find(|l| {
@@ -274,10 +210,12 @@ fn acct_claims(out: &str) -> Option<(u64, u64)> {
     Some((field("claims")?, field("guest_completes")?))
 }
 
-/// One case of the suite.
+/// One case of the suite: a configuration file with overrides, and what must show.
 #[derive(Clone)]
 struct Case {
     name: &'static str,
+    /// The configuration it boots.
+    cfg: crate::config::Resolved,
     machine: Machine,
     /// `Some(true)`: the storm must show (claims > 10 per completion);
     /// `Some(false)`: exactly one claim per completion.
@@ -287,6 +225,10 @@ struct Case {
     /// The guest runs the ping-pong (`crate::pingpong`) instead of the test `/init`:
     /// `(laps, cpus)` it must complete with no lap over 100 ms.
     pingpong: Option<(u64, u32)>,
+    /// Text appended to guest 0's command line that must reach its `/proc/cmdline`.
+    append: Option<&'static str>,
+    /// hyp must refuse the configuration with an error naming this field.
+    refused: Option<&'static str>,
 }
 
 /// What an AIA Linux case must show in hyp's accounting.
@@ -416,12 +358,25 @@ fn check(case: &Case, o: &Outcome) -> Result<(usize, u64, u64)> {
             r.over_10ms
         );
         1
-    } else if matches!(case.machine.payload, Payload::Linux { .. }) {
+    } else if let Some(field) = case.refused {
+        // hyp re-validates the blob: a bad one stops it before any guest runs.
+        let want = format!("hyp: configuration error: {field}: ");
+        ensure!(
+            o.output.contains(&want),
+            "hyp did not refuse the configuration with {want:?}"
+        );
+        ensure!(
+            !o.output.contains("hyp: hart ") && o.status == Some(0xff),
+            "hyp started anyway (QEMU exit status {:?})",
+            o.status
+        );
+        return Ok((0, 0, 0));
+    } else if case.cfg.guest("linux").is_some() {
         // Debian's kernel with the test /init: it must reach the end and power off,
         // with timer, IPIs and the UART counting on every CPU (crate::guestcheck).
         // With two guests, the second one's lines carry its prefix (its console is
         // hyp's emulated UART, which has no interrupt).
-        let hostile = case.machine.is_hostile();
+        let hostile = case.cfg.guest("hostile").is_some();
         let prefix = if hostile {
             HOSTILE_PREFIX
         } else {
@@ -433,33 +388,27 @@ fn check(case: &Case, o: &Outcome) -> Result<(usize, u64, u64)> {
             println!("      {}", check_hostile(&o.output, &own, &second)?);
         }
         let mut guests = vec![("linux", own, true)];
-        if case.machine.bootargs.iter().any(|a| a == TWO_LINUX) {
+        if case.cfg.guest("linux2").is_some() {
             guests.push(("linux2", second, false));
         }
         if let Some(e) = case.aia {
             println!("      {}", check_aia(&o.output, e)?);
         }
-        if case
-            .machine
-            .bootargs
-            .iter()
-            .any(|a| a.starts_with("migrate_ms="))
-        {
+        if case.cfg.config.hyp.migrate_ms > 0 {
             let m = acct_line(&o.output, "ACCT migrations=").context("no ACCT migrations line")?;
             let n = field(&m, "migrations")?;
             ensure!(n > 0, "migrate_ms: no vCPU migrated");
             println!("      {n} vCPU migrations between harts");
         }
-        if let Some(at) = case.machine.bootargs.iter().position(|a| a == GUEST_APPEND) {
+        if let Some(want) = case.append {
             // `--append`: the text must reach the (first) guest's /proc/cmdline.
-            let want = case.machine.bootargs[at + 1..].join(" ");
             let cmdline = guests[0]
                 .1
                 .lines()
                 .find_map(|l| l.strip_prefix("VIRQ-CMDLINE "))
                 .context("no VIRQ-CMDLINE line")?;
             ensure!(
-                cmdline.contains(&want),
+                cmdline.contains(want),
                 "/proc/cmdline {cmdline:?} lacks the appended {want:?}"
             );
             println!("      /proc/cmdline: {cmdline}");
@@ -475,7 +424,7 @@ fn check(case: &Case, o: &Outcome) -> Result<(usize, u64, u64)> {
                 "/sys/power/state {states:?}: no mem (SBI SUSP not found)"
             );
         }
-        if case.machine.bootargs.iter().any(|a| a == GUEST_IDLE_SBI) {
+        if case.cfg.config.hyp.guest_idle == hyp_config::GuestIdle::Sbi {
             println!("      {}", check_idle(&guests[0].1)?);
         }
         for (name, out, uart) in &guests {
@@ -664,10 +613,7 @@ fn check_hostile(out: &str, linux: &str, hostile: &str) -> Result<String> {
     ))
 }
 
-/// hyp bootarg: SBI HSM idle states in the guest DTB (Linux's cpuidle-riscv-sbi).
-const GUEST_IDLE_SBI: &str = "guest_idle=sbi";
-
-/// With [`GUEST_IDLE_SBI`]: Linux entered both of hyp's idle states (`VIRQ-IDLE
+/// With `[hyp] guest_idle = "sbi"`: Linux entered both of hyp's idle states (`VIRQ-IDLE
 /// cpuN/stateM NAME USAGE` lines of the test `/init`), i.e. idled through HSM
 /// `hart_suspend`, retentive and non-retentive, and came back each time.
 fn check_idle(out: &str) -> Result<String> {
@@ -687,153 +633,163 @@ fn check_idle(out: &str) -> Result<String> {
     Ok(format!("SBI idle states entered (all CPUs): {used:?}"))
 }
 
+/// The second guest's console lines (hyp's virtual 16550) carry `[name] `.
+const LINUX2_PREFIX: &str = "[linux2] ";
+const HOSTILE_PREFIX: &str = "[hostile] ";
+
+/// Resolve `configs/<file>.toml` with `sets` for the suite (Linux guests run the test
+/// `/init`), as case `name`.
+fn suite_config(
+    name: &str,
+    file: &str,
+    sets: &[&str],
+    images: &NamedImages,
+) -> Result<crate::config::Resolved> {
+    let sets: Vec<String> = sets.iter().map(|s| s.to_string()).collect();
+    let path = crate::config::path_of(file);
+    let (mut f, dir) = crate::config::load(&path, &sets)?;
+    use_test_init(&mut f);
+    crate::config::resolve(name, &f, &dir, images)
+}
+
 /// Run the QEMU test suite.
 pub fn qemu_tests() -> Result<()> {
     crate::setup::ensure_all()?;
     let img = build(false)?;
-    let t = Duration::from_secs(DEFAULT_TIMEOUT_S);
-    let m = |smp: u32, vcpus: Option<u32>, eoi: Option<&str>| Machine {
-        smp,
-        aia: None,
-        bootargs: bootargs(vcpus, eoi),
-        timeout: t,
-        payload: Payload::TestGuest,
+    let images = NamedImages {
+        testguest: img.guest_bin.clone(),
+        kernel_version: None,
     };
-    // The test guest (vPLIC) on an AIA machine: its UART through the host APLIC (MSI
-    // mode) into hyp's S-level IMSIC file.
-    let on_aia = |mut m: Machine| {
-        m.aia = Some(DEFAULT_AIA_GUESTS);
-        m
+    let mut cases = Vec::new();
+    let mut add = |name: &'static str,
+                   file: &str,
+                   sets: &[&str],
+                   timeout_s: u64,
+                   storm: Option<bool>,
+                   aia: Option<AiaExpect>|
+     -> Result<()> {
+        let cfg = suite_config(name, file, sets, &images)?;
+        let machine = cfg.machine(Duration::from_secs(timeout_s), &[])?;
+        cases.push(Case {
+            name,
+            cfg,
+            machine,
+            storm,
+            aia,
+            pingpong: None,
+            append: None,
+            refused: None,
+        });
+        Ok(())
     };
-    let cases = [
-        Case {
-            name: "smp1",
-            machine: m(1, None, None),
-            storm: Some(false),
-            aia: None,
-            pingpong: None,
-        },
-        Case {
-            name: "smp2",
-            machine: m(2, None, None),
-            storm: Some(false),
-            aia: None,
-            pingpong: None,
-        },
-        Case {
-            name: "smp4-vcpus4",
-            machine: m(4, Some(4), None),
-            storm: Some(false),
-            aia: None,
-            pingpong: None,
-        },
-        Case {
-            name: "smp1-vcpus3",
-            machine: m(1, Some(3), None),
-            storm: Some(false),
-            aia: None,
-            pingpong: None,
-        },
-        Case {
-            name: "smp2-vcpus5",
-            machine: m(2, Some(5), None),
-            storm: Some(false),
-            aia: None,
-            pingpong: None,
-        },
-        Case {
-            name: "smp2-storm",
-            machine: m(2, None, Some("immediate")),
-            storm: Some(true),
-            aia: None,
-            pingpong: None,
-        },
-        Case {
-            name: "aia-smp2",
-            machine: on_aia(m(2, None, None)),
-            storm: Some(false),
-            aia: None,
-            pingpong: None,
-        },
-        Case {
-            name: "aia-smp2-storm",
-            machine: on_aia(m(2, None, Some("immediate"))),
-            storm: Some(true),
-            aia: None,
-            pingpong: None,
-        },
-    ];
-    let mut cases = cases.to_vec();
+    let t = DEFAULT_TIMEOUT_S;
+    // The test guest on the vPLIC, in several machine shapes; on an AIA machine its
+    // UART goes through the host APLIC (MSI mode) into hyp's S-level IMSIC file.
+    for (name, sets, storm) in [
+        ("smp1", &["machine.harts=1"][..], false),
+        ("smp2", &[][..], false),
+        (
+            "smp4-vcpus4",
+            &["machine.harts=4", "guest.0.vcpus=4"][..],
+            false,
+        ),
+        (
+            "smp1-vcpus3",
+            &["machine.harts=1", "guest.0.vcpus=3"][..],
+            false,
+        ),
+        ("smp2-vcpus5", &["guest.0.vcpus=5"][..], false),
+        ("smp2-storm", &["guest.0.eoi=immediate"][..], true),
+        ("aia-smp2", &["machine.interrupts=aia"][..], false),
+        (
+            "aia-smp2-storm",
+            &["machine.interrupts=aia", "guest.0.eoi=immediate"][..],
+            true,
+        ),
+    ] {
+        add(name, "test", sets, t, Some(storm), None)?;
+    }
     if std::env::var_os("VIRQ_SKIP_LINUX").is_none() {
-        let linux = linux_payload(false)?;
-        for (name, smp, vcpus, profile, extra) in [
-            // Linux idles through SBI HSM suspend (hyp's DT idle states).
-            ("linux-smp2", 2, None, "profile=linux", Some(GUEST_IDLE_SBI)),
-            ("linux-smp1-vcpus2", 1, Some(2), "profile=linux", None),
-            // The second guest's console lines are printed after both stopped
-            // (`vuart=deferred`), so they cannot interleave with the first guest's.
-            (
-                "linux-two-guests",
-                2,
-                None,
-                TWO_LINUX,
-                Some("vuart=deferred"),
-            ),
-            // Linux (vPLIC) next to the hostile test guest (docs/hyp.md "Isolation").
-            (
-                "linux-hostile-plic",
-                2,
-                None,
-                HOSTILE_PLIC,
-                Some("vuart=deferred"),
-            ),
-            // vCPUs moving between harts on the vPLIC (the UART stays on hart 0).
-            (
-                "linux-smp2-migrate",
-                2,
-                None,
-                "profile=linux",
-                Some("migrate_ms=20"),
-            ),
-        ] {
-            let mut args = vec![profile.to_string()];
-            args.extend(bootargs(vcpus, None));
-            args.extend(extra.map(String::from));
-            cases.push(Case {
-                name,
-                machine: Machine {
-                    smp,
-                    aia: None,
-                    bootargs: args,
-                    timeout: Duration::from_secs(LINUX_TIMEOUT_S),
-                    payload: linux.clone(),
-                },
-                storm: Some(false),
-                aia: None,
-                pingpong: None,
-            });
-        }
+        let t = LINUX_TIMEOUT_S;
+        // Linux idles through SBI HSM suspend (hyp's DT idle states).
+        add(
+            "linux-smp2",
+            "linux",
+            &["hyp.guest_idle=sbi"],
+            t,
+            Some(false),
+            None,
+        )?;
+        add(
+            "linux-smp1-vcpus2",
+            "linux",
+            &["machine.harts=1"],
+            t,
+            Some(false),
+            None,
+        )?;
+        // The second guest's console lines are printed after both stopped, so they
+        // cannot interleave with the first guest's.
+        add(
+            "linux-two-guests",
+            "two-linux",
+            &["hyp.vuart=deferred"],
+            t,
+            Some(false),
+            None,
+        )?;
+        // Linux (vPLIC) next to the hostile test guest (docs/hyp.md "Isolation").
+        add(
+            "linux-hostile-plic",
+            "linux-hostile-plic",
+            &[],
+            t,
+            Some(false),
+            None,
+        )?;
+        // vCPUs moving between harts on the vPLIC (the UART stays on hart 0).
+        add(
+            "linux-smp2-migrate",
+            "linux",
+            &["hyp.migrate_ms=20"],
+            t,
+            Some(false),
+            None,
+        )?;
         // Linux on the AIA topology: hardware guest files for every vCPU (2 on 2 harts,
         // 4 on 4 harts, 4 taking turns on 2 harts), too few files (1 per hart for 2
         // vCPUs per hart: 2 vCPUs fall back to software files), files moving
         // between hardware and software every 20 ms, and vCPUs (with their files)
-        // moving between harts every 20 ms.
+        // moving between harts every 20 ms. No hyp claims on the AIA path: the guest's
+        // re-triggers end its interrupts (checked by `check_aia`).
         let hw = |n| AiaExpect {
             hw: n,
             sw: 0,
             flips: false,
             migrates: false,
         };
-        for (name, smp, guests, vcpus, extra, expect) in [
-            ("linux-aia-smp2", 2, 3, None, None, hw(2)),
-            ("linux-aia-smp4-vcpus4", 4, 1, Some(4), None, hw(4)),
-            ("linux-aia-smp2-vcpus4", 2, 3, Some(4), None, hw(4)),
+        for (name, file, sets, expect) in [
+            ("linux-aia-smp2", "linux-aia", &[][..], hw(2)),
+            (
+                "linux-aia-smp4-vcpus4",
+                "linux-aia",
+                &[
+                    "machine.harts=4",
+                    "machine.guest_files=1",
+                    "guest.0.vcpus=4",
+                ][..],
+                hw(4),
+            ),
+            (
+                "linux-aia-smp2-vcpus4",
+                "linux-aia",
+                &["guest.0.vcpus=4"][..],
+                hw(4),
+            ),
             (
                 "linux-aia-smp2-vcpus4-sw",
-                2,
-                1,
-                Some(4),
-                None,
+                "linux-aia",
+                &["machine.guest_files=1", "guest.0.vcpus=4"][..],
                 AiaExpect {
                     hw: 2,
                     sw: 2,
@@ -843,56 +799,63 @@ pub fn qemu_tests() -> Result<()> {
             ),
             (
                 "linux-aia-flip",
-                2,
-                3,
-                None,
-                Some("aia_flip_ms=20"),
+                "linux-aia",
+                &["hyp.aia_flip_ms=20"][..],
                 AiaExpect {
                     flips: true,
                     ..hw(2)
                 },
             ),
-            ("linux-hostile", 2, 3, None, Some("vuart=deferred"), hw(2)),
+            ("linux-hostile", "linux-hostile", &[][..], hw(2)),
             (
                 "linux-aia-migrate",
-                2,
-                3,
-                None,
-                Some("migrate_ms=20"),
+                "linux-aia",
+                &["hyp.migrate_ms=20"][..],
                 AiaExpect {
                     migrates: true,
                     ..hw(2)
                 },
             ),
         ] {
-            let profile = if name == "linux-hostile" {
-                HOSTILE_AIA
-            } else {
-                LINUX_AIA
-            };
-            let mut args = vec![profile.to_string()];
-            args.extend(bootargs(vcpus, None));
-            args.extend(extra.map(String::from));
-            if name == "linux-aia-smp2" {
-                // The default configuration also checks `--append` end to end.
-                args.extend(guest_append("virq.append=linux-aia-smp2"));
-            }
-            cases.push(Case {
-                name,
-                machine: Machine {
-                    smp,
-                    aia: Some(guests),
-                    bootargs: args,
-                    timeout: Duration::from_secs(LINUX_TIMEOUT_S),
-                    payload: linux.clone(),
-                },
-                // No hyp claims on the AIA path: the guest's re-triggers end its
-                // interrupts (checked by `check_aia`).
-                storm: None,
-                aia: Some(expect),
-                pingpong: None,
-            });
+            add(name, file, sets, t, None, Some(expect))?;
         }
+        // The default configuration also checks `--append` end to end.
+        let append = "virq.append=linux-aia-smp2";
+        let c = cases.iter_mut().find(|c| c.name == "linux-aia-smp2");
+        if let Some(c) = c {
+            c.cfg.config.guests[0].cmdline += &format!(" {append}");
+            c.machine = c.cfg.machine(Duration::from_secs(t), &[])?;
+            c.append = Some(append);
+        }
+    }
+    // hyp checks the blob again (it is input): a configuration xtask would refuse,
+    // written past xtask's checks, must stop hyp with an error naming the field.
+    for (name, field, damage) in [
+        (
+            "refused-vcpus",
+            "guest[0].vcpus",
+            (|c: &mut hyp_config::Config| c.guests[0].vcpus = 9) as fn(&mut hyp_config::Config),
+        ),
+        ("refused-two-uart-owners", "guest[1].devices", |c| {
+            let mut second = c.guests[0].clone();
+            second.name = "second".into();
+            second.ram_host_base += 64 << 20;
+            c.guests.push(second);
+        }),
+    ] {
+        let mut cfg = suite_config(name, "test", &[], &images)?;
+        damage(&mut cfg.config);
+        let machine = cfg.machine(Duration::from_secs(DEFAULT_TIMEOUT_S), &[])?;
+        cases.push(Case {
+            name,
+            cfg,
+            machine,
+            storm: None,
+            aia: None,
+            pingpong: None,
+            append: None,
+            refused: Some(field),
+        });
     }
     if std::env::var_os("VIRQ_SKIP_LINUX").is_none() {
         // Lost wake-ups (issue 12): the short version of `cargo xtask soak` — the
@@ -904,12 +867,17 @@ pub fn qemu_tests() -> Result<()> {
         ] {
             let c = crate::soak::config(config)?;
             let boot = crate::pingpong::boot_images(rounds, c.cpus)?;
+            let timeout = crate::soak::default_timeout(rounds, c.cpus);
+            let (cfg, machine) = c.machine(name, &boot, &images, timeout)?;
             cases.push(Case {
                 name,
-                machine: c.machine(&boot, crate::soak::default_timeout(rounds, c.cpus)),
+                cfg: cfg.context("the suite's ping-pong runs under hyp")?,
+                machine,
                 storm: None,
                 aia: None,
                 pingpong: Some((rounds, c.cpus)),
+                append: None,
+                refused: None,
             });
         }
     }

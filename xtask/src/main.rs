@@ -10,12 +10,15 @@
 //! - `pingpong`: the lost-wake-up detector guest program (`guest/pingpong`): build,
 //!   initramfs, result parsing; `soak`: `cargo xtask soak`, it on every configuration.
 //! - `util`: the workspace root and running commands (a leaf: imports no other module).
+//! - `config`: guest configuration files (`configs/*.toml`): parse, `--set`, check,
+//!   place in host memory, the QEMU machine booting hyp with the config blob.
 //! - `mutants`: `loom-mutants`, the checked list of protocol breaks loom must catch.
 
 use anyhow::Result;
 use clap::{Parser, Subcommand};
 
 mod checks;
+mod config;
 mod guestcheck;
 mod hyp;
 mod images;

@@ -12,28 +12,8 @@ use std::time::{Duration, Instant};
 use crate::util::{root, run_cmd};
 
 pub(crate) const TARGET: &str = "riscv64gc-unknown-none-elf";
-/// Host physical address of the test guest's RAM (`TESTGUEST.ram_host_base` in
-/// `hyp/hv/src/config.rs`): QEMU's loader puts the raw image there.
-pub(crate) const TESTGUEST_LOAD_ADDR: u64 = 0x9000_0000;
-/// Host physical address of the Linux guest's kernel (`LINUX.ram_host_base` + the
-/// `Image` offset 2 MiB in `hyp/hv/src/config.rs`).
-pub(crate) const LINUX_KERNEL_LOAD_ADDR: u64 = 0x9420_0000;
-/// Host physical address of the kernel `Image` of the second guest of profile
-/// `two-linux` (`LINUX2` in `hyp/hv/src/config.rs`).
-pub(crate) const LINUX2_KERNEL_LOAD_ADDR: u64 = 0xa820_0000;
-/// The profile with two Linux guests; the second prints through hyp with this prefix.
-pub(crate) const TWO_LINUX: &str = "profile=two-linux";
-pub(crate) const LINUX2_PREFIX: &str = "[linux2] ";
 /// Laps of the ping-pong cases of the QEMU suite (`cargo xtask soak` runs 1,000,000).
 pub(crate) const PINGPONG_LAPS: u64 = 20_000;
-/// The profiles with a Linux guest and the hostile test guest (`HOSTILE`, `HOSTILE_AIA`
-/// in `hyp/hv/src/config.rs`): Linux on the AIA topology, and on the vPLIC.
-pub(crate) const HOSTILE_AIA: &str = "profile=linux-hostile";
-pub(crate) const HOSTILE_PLIC: &str = "profile=linux-hostile-plic";
-/// Host physical address of the hostile test guest's RAM (`HOSTILE.ram_host_base`).
-pub(crate) const HOSTILE_LOAD_ADDR: u64 = 0xa800_0000;
-/// The hostile guest's console lines (hyp's virtual 16550) carry this prefix.
-pub(crate) const HOSTILE_PREFIX: &str = "[hostile] ";
 /// Default time limit of one QEMU run.
 pub(crate) const DEFAULT_TIMEOUT_S: u64 = 60;
 /// Time limit of a Linux boot under hyp (TCG, two levels of translation).
@@ -47,18 +27,17 @@ pub(crate) struct Images {
     pub(crate) guest_bin: PathBuf,
 }
 
-/// The AIA guest profile (`LINUX_AIA` in `hyp/hv/src/config.rs`).
-pub(crate) const LINUX_AIA: &str = "profile=linux-aia";
-/// Guest interrupt files per hart for the AIA Linux when not given.
-pub(crate) const DEFAULT_AIA_GUESTS: u32 = 3;
-
-/// What hyp boots.
+/// What QEMU boots.
 #[derive(Debug, Clone)]
 pub(crate) enum Payload {
-    /// The bare-metal test guest (profile `test`).
-    TestGuest,
-    /// Debian Linux (profile `linux`): kernel `Image` and initramfs.
-    Linux { kernel: PathBuf, initramfs: PathBuf },
+    /// hyp, with files put into RAM by QEMU's loader (`crate::config`: the guests'
+    /// images and the config blob).
+    Hyp {
+        /// `-m`.
+        memory_mb: u32,
+        /// `(file, host physical address)`.
+        loads: Vec<(PathBuf, u64)>,
+    },
     /// Debian Linux on bare QEMU, without hyp (a baseline): the machine's bootargs are
     /// the kernel command line.
     BareLinux { kernel: PathBuf, initramfs: PathBuf },
@@ -180,26 +159,21 @@ pub(crate) struct Machine {
 }
 
 impl Machine {
-    /// A profile with the hostile test guest next to Linux.
-    pub(crate) fn is_hostile(&self) -> bool {
-        self.bootargs
-            .iter()
-            .any(|a| a == HOSTILE_AIA || a == HOSTILE_PLIC)
-    }
-
     pub(crate) fn command(&self, img: &Images) -> Command {
         let mut cmd = Command::new("qemu-system-riscv64");
-        let two = self.bootargs.iter().any(|a| a == TWO_LINUX);
-        let hostile = self.is_hostile();
         let machine = match self.aia {
             Some(n) => format!("virt,aia=aplic-imsic,aia-guests={n}"),
             None => "virt".into(),
+        };
+        let memory = match &self.payload {
+            Payload::Hyp { memory_mb, .. } => format!("{memory_mb}M"),
+            Payload::BareLinux { .. } => "512M".into(),
         };
         cmd.args([
             "-M",
             &machine,
             "-m",
-            if two || hostile { "1G" } else { "512M" },
+            &memory,
             "-nographic",
             "-bios",
             "default",
@@ -207,41 +181,16 @@ impl Machine {
         ])
         .arg(self.smp.to_string())
         .arg("-kernel");
-        if let Payload::BareLinux { kernel, initramfs } = &self.payload {
-            cmd.arg(kernel).arg("-initrd").arg(initramfs);
-        } else {
-            cmd.arg(&img.hyp);
-        }
         match &self.payload {
-            Payload::BareLinux { .. } => {}
-            Payload::TestGuest => {
-                cmd.arg("-device").arg(format!(
-                    "loader,file={},addr={:#x},force-raw=on",
-                    img.guest_bin.display(),
-                    TESTGUEST_LOAD_ADDR
-                ));
+            Payload::BareLinux { kernel, initramfs } => {
+                cmd.arg(kernel).arg("-initrd").arg(initramfs);
             }
-            Payload::Linux { kernel, initramfs } => {
-                cmd.arg("-device")
-                    .arg(format!(
-                        "loader,file={},addr={:#x},force-raw=on",
-                        kernel.display(),
-                        LINUX_KERNEL_LOAD_ADDR
-                    ))
-                    .arg("-initrd")
-                    .arg(initramfs);
-                if two {
+            Payload::Hyp { loads, .. } => {
+                cmd.arg(&img.hyp);
+                for (file, addr) in loads {
                     cmd.arg("-device").arg(format!(
-                        "loader,file={},addr={:#x},force-raw=on",
-                        kernel.display(),
-                        LINUX2_KERNEL_LOAD_ADDR
-                    ));
-                }
-                if hostile {
-                    cmd.arg("-device").arg(format!(
-                        "loader,file={},addr={:#x},force-raw=on",
-                        img.guest_bin.display(),
-                        HOSTILE_LOAD_ADDR
+                        "loader,file={},addr={addr:#x},force-raw=on",
+                        file.display()
                     ));
                 }
             }

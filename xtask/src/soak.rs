@@ -5,7 +5,7 @@
 //! over 100 ms (a stall: a lost wake-up), the guest does not finish in time, or QEMU
 //! does not exit 0; the command prints a table of laps, stalls and worst lap per
 //! configuration and fails if any configuration did.
-use anyhow::{bail, ensure, Result};
+use anyhow::{bail, ensure, Context, Result};
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -41,13 +41,11 @@ Logs: target/hyp/logs/soak-*.log";
 #[derive(Debug, Clone, Copy)]
 pub struct Config {
     pub name: &'static str,
-    /// Harts (`-smp`).
-    smp: u32,
-    /// `Some(n)`: `-M virt,aia=aplic-imsic,aia-guests=n`; `None`: plain `virt`.
-    aia: Option<u32>,
-    /// Under hyp (its bootargs), or on bare QEMU (the kernel command line).
-    hyp: bool,
-    bootargs: &'static [&'static str],
+    /// `Some(file)`: hyp booting `configs/<file>.toml` with [`Config::sets`];
+    /// `None`: bare QEMU, `-M virt,aia=aplic-imsic`, 2 harts, no hyp.
+    file: Option<&'static str>,
+    /// `--set` overrides of the file.
+    sets: &'static [&'static str],
     /// CPUs round which the byte travels.
     pub cpus: u32,
 }
@@ -56,58 +54,44 @@ pub struct Config {
 pub const CONFIGS: &[Config] = &[
     Config {
         name: "bare",
-        smp: 2,
-        aia: Some(0),
-        hyp: false,
-        bootargs: &["console=ttyS0", "earlycon=sbi"],
+        file: None,
+        sets: &[],
         cpus: 2,
     },
     Config {
         name: "vplic",
-        smp: 2,
-        aia: None,
-        hyp: true,
-        bootargs: &["profile=linux"],
+        file: Some("linux"),
+        sets: &[],
         cpus: 2,
     },
     Config {
         name: "vplic-migrate",
-        smp: 2,
-        aia: None,
-        hyp: true,
-        bootargs: &["profile=linux", "migrate_ms=20"],
+        file: Some("linux"),
+        sets: &["hyp.migrate_ms=20"],
         cpus: 2,
     },
     Config {
         name: "aia",
-        smp: 2,
-        aia: Some(crate::qemu::DEFAULT_AIA_GUESTS),
-        hyp: true,
-        bootargs: &[crate::qemu::LINUX_AIA],
+        file: Some("linux-aia"),
+        sets: &[],
         cpus: 2,
     },
     Config {
         name: "aia-migrate",
-        smp: 2,
-        aia: Some(crate::qemu::DEFAULT_AIA_GUESTS),
-        hyp: true,
-        bootargs: &[crate::qemu::LINUX_AIA, "migrate_ms=20"],
+        file: Some("linux-aia"),
+        sets: &["hyp.migrate_ms=20"],
         cpus: 2,
     },
     Config {
         name: "aia-flip",
-        smp: 2,
-        aia: Some(crate::qemu::DEFAULT_AIA_GUESTS),
-        hyp: true,
-        bootargs: &[crate::qemu::LINUX_AIA, "aia_flip_ms=20"],
+        file: Some("linux-aia"),
+        sets: &["hyp.aia_flip_ms=20"],
         cpus: 2,
     },
     Config {
         name: "aia-sw-vcpus4",
-        smp: 2,
-        aia: Some(1),
-        hyp: true,
-        bootargs: &[crate::qemu::LINUX_AIA, "vcpus=4"],
+        file: Some("linux-aia"),
+        sets: &["machine.guest_files=1", "guest.0.vcpus=4"],
         cpus: 4,
     },
 ];
@@ -140,20 +124,39 @@ pub fn default_timeout(rounds: u64, cpus: u32) -> Duration {
 pub const SILENCE: Duration = Duration::from_secs(900);
 
 impl Config {
-    /// The QEMU machine running `rounds` laps (images from [`pingpong::boot_images`]).
-    pub fn machine(&self, boot: &crate::images::BootImages, timeout: Duration) -> Machine {
-        let (kernel, initramfs) = (boot.kernel.clone(), boot.initramfs.clone());
-        Machine {
-            smp: self.smp,
-            aia: self.aia,
-            bootargs: self.bootargs.iter().map(|s| s.to_string()).collect(),
-            timeout,
-            payload: if self.hyp {
-                Payload::Linux { kernel, initramfs }
-            } else {
-                Payload::BareLinux { kernel, initramfs }
-            },
-        }
+    /// The QEMU machine running the ping-pong images `boot` (from
+    /// [`pingpong::boot_images`]) as guest 0, and the resolved configuration (none on
+    /// bare QEMU).
+    pub fn machine(
+        &self,
+        run_name: &str,
+        boot: &crate::images::BootImages,
+        images: &dyn crate::config::Images,
+        timeout: Duration,
+    ) -> Result<(Option<crate::config::Resolved>, Machine)> {
+        let Some(file) = self.file else {
+            return Ok((
+                None,
+                Machine {
+                    smp: 2,
+                    aia: Some(0),
+                    bootargs: vec!["console=ttyS0".into(), "earlycon=sbi".into()],
+                    timeout,
+                    payload: Payload::BareLinux {
+                        kernel: boot.kernel.clone(),
+                        initramfs: boot.initramfs.clone(),
+                    },
+                },
+            ));
+        };
+        let sets: Vec<String> = self.sets.iter().map(|s| s.to_string()).collect();
+        let (mut f, dir) = crate::config::load(&crate::config::path_of(file), &sets)?;
+        let g0 = f.guest.first_mut().context("no [[guest]]")?;
+        g0.kernel = boot.kernel.display().to_string();
+        g0.initramfs = Some(boot.initramfs.display().to_string());
+        let cfg = crate::config::resolve(run_name, &f, &dir, images)?;
+        let m = cfg.machine(timeout, &[])?;
+        Ok((Some(cfg), m))
     }
 }
 
@@ -276,7 +279,16 @@ pub fn soak(args: &SoakArgs) -> Result<()> {
             .timeout
             .map(Duration::from_secs)
             .unwrap_or_else(|| default_timeout(args.rounds, c.cpus));
-        let m = c.machine(&boots[&c.cpus], timeout);
+        let named = crate::hyp::NamedImages {
+            testguest: img.guest_bin.clone(),
+            kernel_version: None,
+        };
+        let (_, m) = c.machine(
+            &format!("soak-{}", c.name),
+            &boots[&c.cpus],
+            &named,
+            timeout,
+        )?;
         eprintln!(
             "soak {}: {} laps round {} CPUs (time limit {} s)",
             c.name,
@@ -422,22 +434,36 @@ mod tests {
 
     #[test]
     fn machines_match_the_table() {
+        let images = crate::config::tests::FakeImages::new("soak");
         let boot = crate::images::BootImages {
-            kernel: "vmlinux".into(),
-            initramfs: "initrd".into(),
+            kernel: images.dir().join("Image"),
+            initramfs: images.dir().join("initramfs"),
         };
         let t = Duration::from_secs(1);
-        let aia = config("aia").unwrap().machine(&boot, t);
+        let m = |name: &str| {
+            config(name)
+                .unwrap()
+                .machine(name, &boot, &images, t)
+                .unwrap()
+        };
+        let (cfg, aia) = m("aia");
         assert_eq!((aia.smp, aia.aia), (2, Some(3)));
-        assert_eq!(aia.bootargs, ["profile=linux-aia"]);
-        assert!(matches!(aia.payload, Payload::Linux { .. }));
-        let sw = config("aia-sw-vcpus4").unwrap();
-        let m = sw.machine(&boot, t);
-        assert_eq!((m.aia, sw.cpus), (Some(1), 4));
-        assert!(m.bootargs.contains(&"vcpus=4".to_string()));
-        let bare = config("bare").unwrap().machine(&boot, t);
-        assert!(matches!(bare.payload, Payload::BareLinux { .. }));
-        assert!(config("vplic").unwrap().machine(&boot, t).aia.is_none());
+        let cfg = cfg.unwrap();
+        assert_eq!(cfg.config.guests[0].topology, hyp_config::Topology::Aia);
+        assert!(matches!(aia.payload, Payload::Hyp { .. }));
+        // The ping-pong images are guest 0's.
+        assert!(cfg.loads.iter().any(|(p, _)| *p == boot.initramfs));
+        let (cfg, sw) = m("aia-sw-vcpus4");
+        assert_eq!(
+            (sw.aia, config("aia-sw-vcpus4").unwrap().cpus),
+            (Some(1), 4)
+        );
+        assert_eq!(cfg.unwrap().config.guests[0].vcpus, 4);
+        let (cfg, _) = m("vplic-migrate");
+        assert_eq!(cfg.unwrap().config.hyp.migrate_ms, 20);
+        let (cfg, bare) = m("bare");
+        assert!(cfg.is_none() && matches!(bare.payload, Payload::BareLinux { .. }));
+        assert!(m("vplic").1.aia.is_none());
     }
 
     fn outcome(output: &str, status: Option<i32>, timed_out: bool) -> crate::qemu::Outcome {

@@ -1,12 +1,19 @@
-//! Static guest configurations ("how to write a guest config": docs/hyp.md).
+//! The guests hyp boots, as data (docs/hyp.md "Guests as data").
 //!
-//! A *profile* is the set of guests hyp boots together; the bootarg `profile=NAME`
-//! (QEMU `-append`) picks one, default [`DEFAULT_PROFILE`]. Further bootargs override
-//! single fields for testing: `vcpus=N` (vCPU count of every guest of the profile) and
-//! `eoi=immediate|deferred`.
+//! xtask turns a TOML file (`configs/*.toml`) into a [`hyp_config`] blob that QEMU's
+//! loader puts into host RAM; the bootarg `config=ADDR` says where. [`load`] copies it,
+//! decodes it and checks it again with [`hyp_config::validate`] (to hyp it is input),
+//! and [`GuestConfig::from_spec`] turns each guest into what the rest of hyp uses: the
+//! topology's addresses and the devices of QEMU `virt`.
+use alloc::string::String;
+use alloc::vec::Vec;
+use hyp_config::{Device, Error, Topology};
+use spin::Once;
 
 /// Guest-physical base of every guest's RAM.
-pub const GUEST_RAM_BASE: u64 = 0x8000_0000;
+pub const GUEST_RAM_BASE: u64 = hyp_config::GUEST_RAM_BASE;
+/// The longest config blob hyp reads.
+const BLOB_MAX: usize = 64 << 10;
 
 /// How a level-triggered passthrough interrupt is completed at the physical PLIC.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -88,33 +95,23 @@ pub enum Intc {
     },
 }
 
-/// Where the guest's boot image comes from.
-#[derive(Clone, Copy, Debug)]
-pub enum Image {
-    /// Already in the guest's RAM (QEMU `-device loader,file=…,addr=<host RAM base +
-    /// offset>`); the boot vCPU starts at `GUEST_RAM_BASE + offset`.
-    Preloaded {
-        /// Offset in guest RAM of the entry point.
-        offset: u64,
-    },
-}
-
 /// One guest.
 #[derive(Clone, Copy, Debug)]
 pub struct GuestConfig {
     /// Name (printed, and in the accounting).
     pub name: &'static str,
-    /// vCPUs (vCPU `i` runs on hart `i % harts`).
+    /// vCPUs (vCPU `i` starts on hart `i % harts`).
     pub vcpus: usize,
     /// Host physical base of the guest's RAM (2 MiB aligned).
     pub ram_host_base: u64,
     /// RAM size (2 MiB multiple).
     pub ram_size: u64,
-    /// Boot image.
-    pub image: Image,
-    /// Copy the host's `/chosen` initrd (QEMU `-initrd`) into guest RAM at this offset
-    /// and describe it in the guest's `/chosen`.
-    pub initrd_offset: Option<u64>,
+    /// Offset in guest RAM of the boot image QEMU's loader put there: the boot vCPU
+    /// starts at `GUEST_RAM_BASE + entry_offset`.
+    pub entry_offset: u64,
+    /// `(offset, size)` in guest RAM of the initramfs QEMU's loader put there, named
+    /// in the guest's `/chosen`.
+    pub initrd: Option<(u64, u64)>,
     /// `/chosen/bootargs` of the guest.
     pub bootargs: &'static str,
     /// Interrupt controller.
@@ -125,13 +122,37 @@ pub struct GuestConfig {
     pub eoi: EoiMode,
 }
 
-/// A set of guests booted together.
-#[derive(Clone, Copy, Debug)]
-pub struct Profile {
-    /// Name for `profile=`.
-    pub name: &'static str,
-    /// The guests.
-    pub guests: &'static [GuestConfig],
+impl GuestConfig {
+    /// What hyp runs for guest `g` of a validated configuration. The strings and the
+    /// device list live as long as hyp (guests are never destroyed).
+    pub fn from_spec(g: &hyp_config::Guest) -> GuestConfig {
+        let devices: Vec<Passthrough> = g
+            .devices
+            .iter()
+            .map(|d| match d {
+                Device::Uart => VIRT_UART,
+                Device::Vuart => VIRT_VUART,
+            })
+            .collect();
+        GuestConfig {
+            name: String::leak(g.name.clone()),
+            vcpus: g.vcpus as usize,
+            ram_host_base: g.ram_host_base,
+            ram_size: g.ram_size(),
+            entry_offset: g.kernel.offset,
+            initrd: g.initramfs.map(|r| (r.offset, r.size)),
+            bootargs: String::leak(g.cmdline.clone()),
+            intc: match g.topology {
+                Topology::Vplic => VIRT_VPLIC,
+                Topology::Aia => VIRT_AIA,
+            },
+            devices: devices.leak(),
+            eoi: match g.eoi {
+                hyp_config::Eoi::Deferred => EoiMode::Deferred,
+                hyp_config::Eoi::Immediate => EoiMode::Immediate,
+            },
+        }
+    }
 }
 
 /// QEMU virt's UART, passed through with its interrupt (PLIC source 10).
@@ -161,55 +182,6 @@ pub const VIRT_VPLIC: Intc = Intc::VPlic {
     sources: 96,
 };
 
-/// The bare-metal test guest (`hyp/testguest`).
-pub const TESTGUEST: GuestConfig = GuestConfig {
-    name: "testguest",
-    vcpus: 2,
-    ram_host_base: 0x9000_0000,
-    ram_size: 32 << 20,
-    image: Image::Preloaded { offset: 0 },
-    initrd_offset: None,
-    bootargs: "",
-    intc: VIRT_VPLIC,
-    devices: &[VIRT_UART],
-    eoi: EoiMode::Deferred,
-};
-
-/// Debian's Linux kernel `Image` with a busybox initramfs (QEMU `-initrd`).
-///
-/// With `-m 512M` QEMU puts the `-initrd` at 0x9020_0000 (RAM base + 256 MiB + 2 MiB)
-/// and its DTB in the last 2 MiB of RAM, so the guest RAM sits between the two.
-pub const LINUX: GuestConfig = GuestConfig {
-    name: "linux",
-    vcpus: 2,
-    ram_host_base: 0x9400_0000,
-    ram_size: 160 << 20,
-    image: Image::Preloaded { offset: 0x20_0000 },
-    initrd_offset: Some(120 << 20),
-    bootargs: "console=ttyS0 earlycon=sbi",
-    intc: VIRT_VPLIC,
-    devices: &[VIRT_UART],
-    eoi: EoiMode::Deferred,
-};
-
-/// A second Linux guest next to [`LINUX`] (profile `two-linux`, QEMU `-m 1G`): its own
-/// RAM above the first guest's, the same kernel (QEMU's loader puts a second copy at
-/// `0xa820_0000`; QEMU puts `-initrd` at `0xa020_0000` with 1 GiB) and initramfs (copied from QEMU's `-initrd`), and an emulated console
-/// UART instead of the passed-through one. `quiet` keeps its kernel log short, so its
-/// prefixed lines interleave less with the first guest's console.
-pub const LINUX2: GuestConfig = GuestConfig {
-    name: "linux2",
-    vcpus: 2,
-    ram_host_base: 0xa800_0000,
-    ram_size: 160 << 20,
-    image: Image::Preloaded { offset: 0x20_0000 },
-    initrd_offset: Some(120 << 20),
-    bootargs: "console=ttyS0 quiet",
-    intc: VIRT_VPLIC,
-    devices: &[VIRT_VUART],
-    eoi: EoiMode::Deferred,
-};
-
 /// The guest AIA at the addresses of QEMU virt's S-level APLIC and IMSIC, with as many
 /// sources as QEMU's APLIC.
 pub const VIRT_AIA: Intc = Intc::Aia {
@@ -218,74 +190,52 @@ pub const VIRT_AIA: Intc = Intc::Aia {
     imsic_base: 0x2800_0000,
 };
 
-/// [`LINUX`] on the AIA topology (profile `linux-aia`, the `cargo xtask run` default):
-/// vAPLIC in MSI mode, an IMSIC per vCPU on hardware guest files, the UART's MSIs
-/// delivered by the physical APLIC straight into the guest's interrupt file.
-pub const LINUX_AIA: GuestConfig = GuestConfig {
-    name: "linux",
-    intc: VIRT_AIA,
-    ..LINUX
-};
+static OPTIONS: Once<hyp_config::Options> = Once::new();
 
-/// The test guest in its hostile mode (bootarg `virq.hostile` in its `/chosen`), next to
-/// [`LINUX`] (profile `linux-hostile-plic`, QEMU `-m 1G`): its own RAM above the Linux
-/// guest's (QEMU's loader puts the test guest's image at `0xa800_0000`), an emulated
-/// console UART (its lines are prefixed `[hostile] `), no device of its own. It attacks
-/// the other guest and hyp (docs/hyp.md "Isolation").
-pub const HOSTILE: GuestConfig = GuestConfig {
-    name: "hostile",
-    vcpus: 2,
-    ram_host_base: 0xa800_0000,
-    ram_size: 32 << 20,
-    image: Image::Preloaded { offset: 0 },
-    initrd_offset: None,
-    bootargs: "virq.hostile",
-    intc: VIRT_VPLIC,
-    devices: &[VIRT_VUART],
-    eoi: EoiMode::Deferred,
-};
+/// hyp's options from the config blob (defaults until [`load`] ran).
+pub fn options() -> hyp_config::Options {
+    OPTIONS.get().copied().unwrap_or_default()
+}
 
-/// [`HOSTILE`] on the AIA topology, next to [`LINUX_AIA`] (profile `linux-hostile`):
-/// its IMSIC pages are hardware guest files of the same harts as the Linux guest's.
-pub const HOSTILE_AIA: GuestConfig = GuestConfig {
-    intc: VIRT_AIA,
-    ..HOSTILE
-};
-
-/// Every profile.
-pub const PROFILES: &[Profile] = &[
-    Profile {
-        name: "linux-aia",
-        guests: &[LINUX_AIA],
-    },
-    Profile {
-        name: "two-linux",
-        guests: &[LINUX, LINUX2],
-    },
-    Profile {
-        name: "linux-hostile",
-        guests: &[LINUX_AIA, HOSTILE_AIA],
-    },
-    Profile {
-        name: "linux-hostile-plic",
-        guests: &[LINUX, HOSTILE],
-    },
-    Profile {
-        name: "test",
-        guests: &[TESTGUEST],
-    },
-    Profile {
-        name: "linux",
-        guests: &[LINUX],
-    },
-];
-
-/// The profile booted without `profile=`.
-pub const DEFAULT_PROFILE: &str = "test";
-
-/// Host physical address where QEMU's loader must put the guest image of `g`.
-pub fn image_load_addr(g: &GuestConfig) -> u64 {
-    match g.image {
-        Image::Preloaded { offset } => g.ram_host_base + offset,
+/// Read the configuration: the blob at the host physical address of the bootarg
+/// `config=`, which must lie in RAM outside hyp's image, stack and heap
+/// (`allowed(addr, len)`); decode and validate it, and publish its options.
+pub fn load(
+    bootarg: Option<&str>,
+    allowed: impl Fn(u64, u64) -> bool,
+) -> Result<hyp_config::Config, Error> {
+    let arg = bootarg.ok_or_else(|| {
+        Error::new(
+            "config",
+            "no config=ADDR bootarg: boot hyp with `cargo xtask run --config FILE`",
+        )
+    })?;
+    let addr = arg
+        .strip_prefix("0x")
+        .and_then(|h| u64::from_str_radix(h, 16).ok())
+        .ok_or_else(|| Error::new("config", "config= takes a hex address (0x...)"))?;
+    if !allowed(addr, 8) {
+        return Err(Error::new(
+            "config",
+            "config= does not point into free host RAM",
+        ));
     }
+    let mut header = [0u8; 8];
+    // SAFETY: `[addr, addr + 8)` is host RAM outside hyp's image, stacks and heap
+    // (checked above); only the boot hart runs and nothing else writes it.
+    unsafe { crate::arch::phys::copy_in(addr as usize, &mut header) };
+    let len = u32::from_be_bytes([header[4], header[5], header[6], header[7]]) as usize;
+    if len > BLOB_MAX || !allowed(addr, len as u64) {
+        return Err(Error::new(
+            "config blob",
+            "larger than 64 KiB or beyond free host RAM",
+        ));
+    }
+    let mut blob = alloc::vec![0u8; len];
+    // SAFETY: as above, for `[addr, addr + len)` (checked).
+    unsafe { crate::arch::phys::copy_in(addr as usize, &mut blob) };
+    let config = hyp_config::decode(&blob)?;
+    hyp_config::validate(&config)?;
+    OPTIONS.call_once(|| config.hyp);
+    Ok(config)
 }

@@ -67,14 +67,15 @@ pub fn build(cfg: &GuestConfig, p: &DtbParams<'_>) -> FdtWriterResult<Vec<u8>> {
     // `guest_idle=sbi` (hyp bootarg): SBI HSM idle states for Linux's cpuidle-riscv-sbi
     // driver (DT binding `riscv,idle-state`): the default retentive and non-retentive
     // suspend types (`sbi::suspend`), so the guest idles through `hart_suspend`.
-    let idle_states: &[(&str, u32, [u32; 3])] = if p.platform.bootarg("guest_idle") == Some("sbi") {
-        &[
-            ("cpu-ret", suspend_type::RETENTIVE, [10, 10, 20]),
-            ("cpu-nonret", suspend_type::NON_RETENTIVE, [50, 100, 500]),
-        ]
-    } else {
-        &[]
-    };
+    let idle_states: &[(&str, u32, [u32; 3])] =
+        if crate::config::options().guest_idle == hyp_config::GuestIdle::Sbi {
+            &[
+                ("cpu-ret", suspend_type::RETENTIVE, [10, 10, 20]),
+                ("cpu-nonret", suspend_type::NON_RETENTIVE, [50, 100, 500]),
+            ]
+        } else {
+            &[]
+        };
     let idle_phandle = |i: usize| 0x200 + i as u32;
 
     let mut fdt = FdtWriter::new()?;

@@ -73,8 +73,6 @@ pub enum GuestError {
     Dtb,
     /// The vPLIC refused the configuration.
     Intc,
-    /// The initrd does not fit.
-    Initrd,
 }
 
 impl core::fmt::Display for GuestError {
@@ -85,7 +83,19 @@ impl core::fmt::Display for GuestError {
             GuestError::Map(e) => write!(f, "G-stage mapping refused: {e:?}"),
             GuestError::Dtb => f.write_str("guest DTB could not be built or placed"),
             GuestError::Intc => f.write_str("interrupt controller configuration refused"),
-            GuestError::Initrd => f.write_str("initrd missing or does not fit"),
+        }
+    }
+}
+
+impl GuestError {
+    /// The configuration field (`hyp_config` spelling) the error is about.
+    pub fn field(&self) -> &'static str {
+        match self {
+            GuestError::Ram => "ram_host_base",
+            GuestError::Vcpus => "vcpus",
+            GuestError::Map(_) => "devices",
+            GuestError::Dtb => "cmdline",
+            GuestError::Intc => "topology",
         }
     }
 }
@@ -138,7 +148,7 @@ impl Guest {
         for d in cfg.devices {
             if matches!(d.kind, crate::config::DeviceKind::EmulatedNs16550a) {
                 // Not mapped: every access traps into `crate::vuart`.
-                let deferred = world_platform().bootarg("vuart") == Some("deferred");
+                let deferred = crate::config::options().vuart == hyp_config::VuartMode::Deferred;
                 vuart = Some((d.guest_base, Mutex::new(Vuart::new(cfg.name, deferred))));
                 continue;
             }
@@ -146,32 +156,11 @@ impl Guest {
                 .map_err(GuestError::Map)?;
         }
 
-        // Initrd: copied from where QEMU put it (host /chosen) into guest RAM.
-        let mut initrd = None;
-        if let (Some(off), Some((s, e))) = (cfg.initrd_offset, p.initrd) {
-            let len = e - s;
-            // The source must lie outside the guest's RAM (QEMU's loader may already
-            // have written the guest image there) and the copy must fit below the DTB.
-            if overlaps((s, len), ram) || off + len > ram.1 - (2 << 20) {
-                return Err(GuestError::Initrd);
-            }
-            // SAFETY: `[s, e)` is the initrd QEMU loaded (named in the host DTB); no one
-            // writes it while guests are being built (only the boot hart runs).
-            if !unsafe { phys.copy_from_phys(off as usize, s as usize, len as usize) } {
-                return Err(GuestError::Initrd);
-            }
-            initrd = Some((GUEST_RAM_BASE + off, GUEST_RAM_BASE + off + len));
-            let mut magic = [0u8; 2];
-            phys.read(off as usize, &mut magic);
-            crate::println!(
-                "hyp: guest \"{}\": initrd {s:#x}..{e:#x} copied to guest {:#x} (magic {:02x}{:02x})",
-                cfg.name,
-                GUEST_RAM_BASE + off,
-                magic[0],
-                magic[1]
-            );
-        }
-
+        // The initramfs QEMU's loader put into the guest's RAM (checked by
+        // `hyp_config::validate`: inside RAM, below the DTB's last 2 MiB).
+        let initrd = cfg
+            .initrd
+            .map(|(off, len)| (GUEST_RAM_BASE + off, GUEST_RAM_BASE + off + len));
         let dtb = crate::dtb::build(
             cfg,
             &crate::dtb::DtbParams {
@@ -218,9 +207,7 @@ impl Guest {
                     .map_err(|_| GuestError::Intc)?,
             ),
         };
-        let entry = match cfg.image {
-            crate::config::Image::Preloaded { offset } => GUEST_RAM_BASE + offset,
-        };
+        let entry = GUEST_RAM_BASE + cfg.entry_offset;
         Ok(Guest {
             index,
             cfg: *cfg,

@@ -32,7 +32,7 @@ use alloc::vec::Vec;
 use core::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 
 use arch::csr::{self, henvcfg_bits, irq_bits};
-use config::{EoiMode, GuestConfig, PROFILES};
+use config::{EoiMode, GuestConfig};
 use world::{world, Hart, World};
 
 /// Entry of the boot hart (from `arch::entry`), `a0 = hart id`, `a1 = DTB`.
@@ -94,7 +94,7 @@ pub extern "C" fn boot_main(hartid: usize, dtb: usize) -> ! {
             config::GUEST_RAM_BASE,
             g.cfg.ram_size,
             g.cfg.ram_host_base,
-            config::image_load_addr(&g.cfg),
+            g.cfg.ram_host_base + g.cfg.entry_offset,
             g.entry,
             g.dtb_gpa,
             if g.immediate_eoi { "immediate" } else { "deferred" }
@@ -175,22 +175,19 @@ fn hart_init(index: usize) {
     );
 }
 
-fn build_world(p: &'static platform::Platform, boot_hartid: usize) -> Result<World, &'static str> {
-    let name = p.bootarg("profile").unwrap_or(config::DEFAULT_PROFILE);
-    let profile = PROFILES
-        .iter()
-        .find(|pr| pr.name == name)
-        .ok_or("unknown profile= in bootargs")?;
-    let vcpus_override = match p.bootarg("vcpus") {
-        Some(s) => Some(s.parse::<usize>().map_err(|_| "bad vcpus= in bootargs")?),
-        None => None,
+fn build_world(
+    p: &'static platform::Platform,
+    boot_hartid: usize,
+) -> Result<World, hyp_config::Error> {
+    // The guests: the config blob xtask placed (`config=`), outside hyp and the DTB.
+    let (hs, he) = arch::image_range();
+    let allowed = |addr: u64, len: u64| {
+        let end = addr.saturating_add(len);
+        p.is_ram(addr, len)
+            && (end <= hs as u64 || addr >= he as u64)
+            && (end <= p.dtb_range.0 || addr >= p.dtb_range.1)
     };
-    let eoi_override = match p.bootarg("eoi") {
-        Some("immediate") => Some(EoiMode::Immediate),
-        Some("deferred") => Some(EoiMode::Deferred),
-        Some(_) => return Err("bad eoi= in bootargs (immediate|deferred)"),
-        None => None,
-    };
+    let config = config::load(p.bootarg("config"), allowed)?;
     let harts: Vec<Hart> = p
         .harts
         .iter()
@@ -207,31 +204,38 @@ fn build_world(p: &'static platform::Platform, boot_hartid: usize) -> Result<Wor
         })
         .collect();
     if !harts.iter().any(|h| h.hartid == boot_hartid) {
-        return Err("boot hart missing from the DTB");
+        return Err(hyp_config::Error::new(
+            "host DTB",
+            "the boot hart is not among the harts",
+        ));
     }
     let mut guests = Vec::new();
     let mut vcpus = Vec::new();
     let mut used: Vec<(u64, u64)> = Vec::new();
-    for (gi, cfg) in profile.guests.iter().enumerate() {
-        let cfg: &GuestConfig = cfg;
-        let n = vcpus_override.unwrap_or(cfg.vcpus);
+    for (gi, spec) in config.guests.iter().enumerate() {
+        let cfg = GuestConfig::from_spec(spec);
+        let cfg = &cfg;
+        let n = cfg.vcpus;
         let eoi = if cfg!(feature = "immediate_eoi") {
             EoiMode::Immediate
         } else {
-            eoi_override.unwrap_or(cfg.eoi)
+            cfg.eoi
         };
         let first = vcpus.len();
         let g = guest::Guest::new(gi as u16, cfg, n, first, eoi == EoiMode::Immediate, &used)
             .map_err(|e| {
-                println!("hyp: guest \"{}\": {}", cfg.name, e);
-                "guest configuration rejected"
+                let field = hyp_config::guest_field(gi, e.field());
+                hyp_config::Error::new(field, alloc::format!("{e}"))
             })?;
         used.push((cfg.ram_host_base, cfg.ram_size));
         for id in 0..n {
             let home = id % harts.len();
             let idx = vcpus.len();
             if idx >= 64 {
-                return Err("more than 64 vCPUs");
+                return Err(hyp_config::Error::new(
+                    hyp_config::guest_field(gi, "vcpus"),
+                    "more than 64 vCPUs in all",
+                ));
             }
             vcpus.push(vcpu::Vcpu::new(idx, gi, id as u32, home));
         }

@@ -65,8 +65,6 @@ pub struct Platform {
     /// `/chosen/bootargs` after the first `--` word (`cargo xtask run --append`):
     /// appended to every guest's kernel command line (`dtb::build`).
     pub guest_append: String,
-    /// `/chosen/linux,initrd-start` and `-end`.
-    pub initrd: Option<(u64, u64)>,
     /// ISA extensions of the boot hart (`riscv,isa-extensions`), single-letter ones too.
     pub isa_extensions: Vec<String>,
     /// `mmu-type` of the boot hart.
@@ -79,14 +77,6 @@ pub struct Platform {
 
 fn be_u32(b: &[u8]) -> u32 {
     u32::from_be_bytes([b[0], b[1], b[2], b[3]])
-}
-
-fn prop_u64(v: &[u8]) -> Option<u64> {
-    match v.len() {
-        4 => Some(be_u32(v) as u64),
-        8 => Some(((be_u32(&v[..4]) as u64) << 32) | be_u32(&v[4..]) as u64),
-        _ => None,
-    }
 }
 
 impl Platform {
@@ -278,14 +268,8 @@ impl Platform {
                 irq,
             ))
         });
-        let chosen = fdt.find_node("/chosen");
         let (bootargs, guest_append) = split_bootargs(fdt.chosen().bootargs().unwrap_or(""));
         let (bootargs, guest_append) = (bootargs.to_string(), guest_append.to_string());
-        let initrd = chosen.and_then(|c| {
-            let s = prop_u64(c.property("linux,initrd-start")?.value)?;
-            let e = prop_u64(c.property("linux,initrd-end")?.value)?;
-            (e > s).then_some((s, e))
-        });
         Ok(Platform {
             harts,
             timebase,
@@ -297,7 +281,6 @@ impl Platform {
             uart,
             bootargs,
             guest_append,
-            initrd,
             isa_extensions,
             mmu_type,
             sstc,

@@ -67,10 +67,8 @@ pub static MIGRATIONS: AtomicU64 = AtomicU64::new(0);
 
 fn migrate_ticks() -> u64 {
     *MIGRATE_TICKS.call_once(|| {
-        let p = crate::world::platform();
-        p.bootarg("migrate_ms")
-            .and_then(|v| v.parse::<u64>().ok())
-            .map_or(0, |ms| ms * p.timebase / 1000)
+        let ms = u64::from(crate::config::options().migrate_ms);
+        ms * crate::world::platform().timebase / 1000
     })
 }
 

@@ -35,9 +35,10 @@ const IMSIC_M_PAGES: usize = 16;
 const APLIC_M_OR_PLIC: usize = 0x0c00_0000;
 /// QEMU virt's S-level APLIC.
 const APLIC_S: usize = 0x0d00_0000;
-/// The Linux guest's RAM (host `0x9400_0000`, 160 MiB) and kernel load address.
-const VICTIM_RAM: usize = 0x9400_0000;
-const VICTIM_RAM_END: usize = 0x9e00_0000;
+/// The Linux guest's RAM (host `0x9000_0000`, 160 MiB: guest 0 of `configs/linux-hostile.toml`
+/// as xtask places it) and kernel load address.
+const VICTIM_RAM: usize = 0x9000_0000;
+const VICTIM_RAM_END: usize = 0x9a00_0000;
 const STORM: usize = 20_000;
 
 /// What the guest found in its DTB.

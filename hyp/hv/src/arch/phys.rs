@@ -49,21 +49,18 @@ impl PhysRange {
         }
         true
     }
+}
 
-    /// Copy `len` bytes from host physical `src` (outside every range hyp owns, e.g.
-    /// an initrd QEMU loaded) to `off`. False if either side is out of range.
-    ///
-    /// # Safety
-    /// `[src, src + len)` must be RAM that nothing else writes during the copy.
-    pub unsafe fn copy_from_phys(&self, off: usize, src: usize, len: usize) -> bool {
-        let Some(dst) = self.check(off, len) else {
-            return false;
-        };
-        // SAFETY: the destination is in range (checked); the source is valid RAM by
-        // the caller's contract; `copy` allows overlap.
-        unsafe { core::ptr::copy(src as *const u8, dst as *mut u8, len) };
-        true
-    }
+/// Copy `buf.len()` bytes from host physical `addr` (an input QEMU's loader put in
+/// RAM, such as the config blob).
+///
+/// # Safety
+/// `[addr, addr + buf.len())` must be RAM outside every range hyp's Rust objects use,
+/// and nothing may write it during the copy.
+pub unsafe fn copy_in(addr: usize, buf: &mut [u8]) {
+    // SAFETY: the caller guarantees the source is readable RAM no one writes; `buf` is
+    // a distinct Rust buffer.
+    unsafe { core::ptr::copy_nonoverlapping(addr as *const u8, buf.as_mut_ptr(), buf.len()) };
 }
 
 /// Copy the firmware's flattened device tree at `addr` into a heap vector.

@@ -124,10 +124,7 @@ pub fn init() {
             .collect(),
         sfile_ids,
         remote_ops: AtomicU64::new(0),
-        flip_ticks: p
-            .bootarg("aia_flip_ms")
-            .and_then(|v| v.parse::<u64>().ok())
-            .map_or(0, |ms| ms * p.timebase / 1000),
+        flip_ticks: u64::from(crate::config::options().aia_flip_ms) * p.timebase / 1000,
     });
     if let Some(a) = host.aplic {
         a.set_domaincfg(DOMAINCFG_IE | DOMAINCFG_DM);
