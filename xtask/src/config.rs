@@ -147,8 +147,15 @@ pub trait Images {
     fn debian_initramfs(&self, which: &str) -> Result<PathBuf>;
 }
 
-/// Read `path` and apply `sets` (`key.path=value`).
+/// Read `path` and apply `sets` (`key.path=value`). A relative path that is not
+/// there is looked up from the workspace root too (`configs/…` from any folder).
 pub fn load(path: &Path, sets: &[String]) -> Result<(File, PathBuf)> {
+    let from_root = crate::util::root().join(path);
+    let path = if path.is_relative() && !path.exists() && from_root.exists() {
+        from_root.as_path()
+    } else {
+        path
+    };
     let text = std::fs::read_to_string(path)
         .with_context(|| format!("reading the configuration {}", path.display()))?;
     let file = parse(&text, sets).with_context(|| format!("{}", path.display()))?;

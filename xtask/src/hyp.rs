@@ -1,9 +1,9 @@
 //! Build `hyp` and its test guest, run them in QEMU, and the QEMU test suite.
 //!
-//! - `cargo xtask run` boots Debian Linux on the AIA topology (2 vCPUs on hardware
-//!   guest interrupt files, `-M virt,aia=aplic-imsic,aia-guests=3`, 2 harts) to an
-//!   interactive shell (stdio is QEMU's console); `--help` lists the other
-//!   configurations (vPLIC Linux, the test guest, the storm, …). Every run ends with
+//! - `cargo xtask run` boots `configs/linux-aia.toml` — Debian Linux on the AIA
+//!   topology (2 vCPUs on hardware guest interrupt files, `-M
+//!   virt,aia=aplic-imsic,aia-guests=3`, 2 harts) — to an interactive shell (stdio is
+//!   QEMU's console); `--config` boots another file, `--help` lists them. Every run ends with
 //!   hyp's `ACCT` exit-accounting block.
 //! - [`qemu_tests`] (from `cargo xtask test`) boots the test guest in a matrix of
 //!   machine shapes and checks every `TEST … PASS` line, the guest's failure count,
@@ -11,9 +11,9 @@
 //!
 //! hyp is not a member of the host workspace: it is built with an explicit
 //! `--target riscv64gc-unknown-none-elf` into `target/hyp`. The test guest's ELF is
-//! flattened to a raw image here and loaded by QEMU's generic loader at the host
-//! address where hyp's config (`hyp/hv/src/config.rs`, `TESTGUEST.ram_host_base`)
-//! expects guest RAM to start.
+//! flattened to a raw image here; `crate::config` places it (and every other image)
+//! in host RAM for QEMU's generic loader. Every run and every suite case boots a
+//! configuration file of `configs/`.
 use anyhow::{bail, ensure, Context, Result};
 use std::path::PathBuf;
 use std::time::{Duration, Instant};

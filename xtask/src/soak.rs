@@ -18,7 +18,7 @@ use crate::qemu::{Machine, Payload};
 pub const SOAK_CONFIGS: &str = "\
 Configurations (2 harts, Debian Linux 6.12 with 2 vCPUs unless said):
   bare           bare QEMU, no hyp: -M virt,aia=aplic-imsic (baseline)
-  vplic          hyp, vPLIC (profile=linux), plain -M virt
+  vplic          hyp, vPLIC (configs/linux.toml), plain -M virt
   vplic-migrate  the same, vCPUs move between harts every 20 ms (migrate_ms=20)
   aia            hyp, AIA with hardware guest files (the default of `cargo xtask run`),
                  -M virt,aia=aplic-imsic,aia-guests=3
