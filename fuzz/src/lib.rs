@@ -1,4 +1,4 @@
-//! Fuzz targets for the guest-visible RISC-V interrupt controllers and the pure
+//! Fuzz targets for the guest-visible RISC-V and Arm interrupt controllers and the pure
 //! guest-input decoders behind traps.
 //!
 //! Each controller target (`vplic`, `vaplic`, `vimsic`) turns raw bytes into a
@@ -23,9 +23,21 @@ use virq_riscv::{EoiSink, MmioDevice, VcpuIrqSink};
 
 mod insn;
 mod sbi;
+mod vgicv3;
 
 pub use insn::insn;
 pub use sbi::sbi;
+pub use vgicv3::{vgicv3, Focus};
+
+/// Target `vgicd`: the vGICv3 distributor ([`vgicv3()`]).
+pub fn vgicd(data: &[u8]) {
+    vgicv3(data, Focus::Distributor);
+}
+
+/// Target `vgicr`: the vGICv3 redistributors ([`vgicv3()`]).
+pub fn vgicr(data: &[u8]) {
+    vgicv3(data, Focus::Redistributors);
+}
 
 /// Reads bytes as a stream of little-endian integers; zeros once exhausted.
 struct Input<'a>(&'a [u8]);
@@ -478,7 +490,17 @@ mod tests {
     }
 
     #[test]
+    fn vgic_survives_random_inputs() {
+        inputs().for_each(|d| {
+            super::vgicd(&d);
+            super::vgicr(&d);
+        });
+    }
+
+    #[test]
     fn empty_input_is_fine() {
+        super::vgicd(&[]);
+        super::vgicr(&[]);
         super::vplic(&[]);
         super::vaplic(&[]);
         super::vimsic(&[]);

@@ -14,6 +14,7 @@
 //! | [`doorbell`] | doorbells that wake vCPUs that are not running | `002_…` Xen GICv4 doorbells |
 //! | [`ack`] | in-flight tracking and ack notifiers | `004_…` KVM GICv5 deactivation |
 //! | [`route`] | physical-to-guest interrupt routing, EOI policy | `001_…` Xen RISC-V passthrough |
+//! | [`mmio`] | the MMIO contract and error counters of every emulated controller | — |
 //!
 //! No delivery path allocates; every structure has a fixed capacity chosen by a const
 //! generic.
@@ -24,6 +25,7 @@ pub mod ack;
 pub mod block;
 pub mod doorbell;
 pub mod hgei;
+pub mod mmio;
 pub mod pending;
 pub mod route;
 pub mod sync;
