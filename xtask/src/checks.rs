@@ -74,7 +74,7 @@ pub fn bench() -> Result<()> {
 }
 
 /// The fuzz targets (`fuzz/fuzz_targets/<name>.rs`).
-pub const FUZZ_TARGETS: &[&str] = &["vplic", "vaplic", "vimsic", "insn", "sbi"];
+pub const FUZZ_TARGETS: &[&str] = &["vplic", "vaplic", "vimsic", "insn", "sbi", "vgicd", "vgicr"];
 
 /// Coverage instrumentation for libFuzzer on a stable toolchain (what `cargo fuzz`
 /// passes through nightly `-Z sanitizer`, spelled as plain LLVM options).
