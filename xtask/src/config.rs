@@ -397,6 +397,7 @@ impl Resolved {
             aia: self.machine.aia,
             bootargs,
             timeout,
+            icount: false,
             payload: Payload::Hyp {
                 memory_mb: self.machine.memory_mb,
                 loads,

@@ -156,6 +156,9 @@ pub(crate) struct Machine {
     pub(crate) bootargs: Vec<String>,
     pub(crate) timeout: Duration,
     pub(crate) payload: Payload,
+    /// `-icount shift=0,sleep=off`: one instruction is one virtual nanosecond and the
+    /// guest's clock no longer follows the host's (single-threaded TCG).
+    pub(crate) icount: bool,
 }
 
 impl Machine {

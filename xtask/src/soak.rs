@@ -142,6 +142,7 @@ impl Config {
                     aia: Some(0),
                     bootargs: vec!["console=ttyS0".into(), "earlycon=sbi".into()],
                     timeout,
+                    icount: false,
                     payload: Payload::BareLinux {
                         kernel: boot.kernel.clone(),
                         initramfs: boot.initramfs.clone(),
@@ -198,6 +199,13 @@ pub struct SoakArgs {
     /// Echo each guest's console while it runs.
     #[arg(long)]
     pub verbose: bool,
+    /// Run QEMU with `-icount shift=0,sleep=off`: laps are measured in instructions
+    /// (1 virtual ns each), not host time, so a loaded host cannot stretch them — a
+    /// slow lap is then hyp's, never the host's. Single-threaded TCG: QEMU's own
+    /// multi-threaded races (docs/design.md §3) do not occur, so this complements the
+    /// default mode rather than replacing it.
+    #[arg(long)]
+    pub icount: bool,
 }
 
 /// One row of the table.
@@ -301,7 +309,8 @@ pub fn soak(args: &SoakArgs) -> Result<()> {
         let host_worst = probe.finish();
         let o = o?;
         let load = host_load();
-        let log = crate::qemu::save_log(&format!("soak-{}", c.name), &o.output)?;
+        let mode = if args.icount { "-icount" } else { "" };
+        let log = crate::qemu::save_log(&format!("soak-{}{mode}", c.name), &o.output)?;
         let (summary, error) = match check(&o, args.rounds, c.cpus) {
             Ok(s) => (Some(s), None),
             Err(e) => {
