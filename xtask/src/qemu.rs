@@ -182,8 +182,11 @@ impl Machine {
             "default",
             "-smp",
         ])
-        .arg(self.smp.to_string())
-        .arg("-kernel");
+        .arg(self.smp.to_string());
+        if self.icount {
+            cmd.args(["-icount", "shift=0,sleep=off"]);
+        }
+        cmd.arg("-kernel");
         match &self.payload {
             Payload::BareLinux { kernel, initramfs } => {
                 cmd.arg(kernel).arg("-initrd").arg(initramfs);

@@ -291,12 +291,13 @@ pub fn soak(args: &SoakArgs) -> Result<()> {
             testguest: img.guest_bin.clone(),
             kernel_version: None,
         };
-        let (_, m) = c.machine(
+        let (_, mut m) = c.machine(
             &format!("soak-{}", c.name),
             &boots[&c.cpus],
             &named,
             timeout,
         )?;
+        m.icount = args.icount;
         eprintln!(
             "soak {}: {} laps round {} CPUs (time limit {} s)",
             c.name,
@@ -310,7 +311,10 @@ pub fn soak(args: &SoakArgs) -> Result<()> {
         let o = o?;
         let load = host_load();
         let mode = if args.icount { "-icount" } else { "" };
-        let log = crate::qemu::save_log(&format!("soak-{}{mode}", c.name), &o.output)?;
+        let log = crate::qemu::save_log(
+            &format!("soak-{}{mode}", c.name),
+            &format!("$ {:?}\n{}", m.command(&img), o.output),
+        )?;
         let (summary, error) = match check(&o, args.rounds, c.cpus) {
             Ok(s) => (Some(s), None),
             Err(e) => {
