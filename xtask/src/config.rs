@@ -147,6 +147,37 @@ pub trait Images {
     fn debian_initramfs(&self, which: &str) -> Result<PathBuf>;
 }
 
+/// Where `cargo xtask run` and the suite find the named images of a configuration.
+pub(crate) struct NamedImages {
+    pub(crate) testguest: PathBuf,
+    pub(crate) kernel_version: Option<String>,
+}
+
+impl Images for NamedImages {
+    fn testguest(&self) -> Result<PathBuf> {
+        Ok(self.testguest.clone())
+    }
+    fn debian_kernel(&self) -> Result<PathBuf> {
+        Ok(crate::images::ensure_debian(self.kernel_version.as_deref())?.kernel)
+    }
+    fn debian_initramfs(&self, which: &str) -> Result<PathBuf> {
+        let init = match which {
+            "shell" => crate::images::INIT_SHELL,
+            _ => crate::images::INIT_TEST,
+        };
+        Ok(crate::images::debian_boot(self.kernel_version.as_deref(), which, init)?.initramfs)
+    }
+}
+
+/// Every guest booting the interactive shell gets the test `/init` instead.
+pub(crate) fn use_test_init(file: &mut File) {
+    for g in &mut file.guest {
+        if g.initramfs.as_deref() == Some("debian-shell") {
+            g.initramfs = Some("debian-test".into());
+        }
+    }
+}
+
 /// Read `path` and apply `sets` (`key.path=value`). A relative path that is not
 /// there is looked up from the workspace root too (`configs/…` from any folder).
 pub fn load(path: &Path, sets: &[String]) -> Result<(File, PathBuf)> {

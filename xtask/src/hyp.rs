@@ -90,37 +90,6 @@ pub struct RunArgs {
     pub timeout: Option<u64>,
 }
 
-/// Where `cargo xtask run` and the suite find the named images of a configuration.
-pub(crate) struct NamedImages {
-    pub(crate) testguest: PathBuf,
-    pub(crate) kernel_version: Option<String>,
-}
-
-impl crate::config::Images for NamedImages {
-    fn testguest(&self) -> Result<PathBuf> {
-        Ok(self.testguest.clone())
-    }
-    fn debian_kernel(&self) -> Result<PathBuf> {
-        Ok(crate::images::ensure_debian(self.kernel_version.as_deref())?.kernel)
-    }
-    fn debian_initramfs(&self, which: &str) -> Result<PathBuf> {
-        let init = match which {
-            "shell" => crate::images::INIT_SHELL,
-            _ => crate::images::INIT_TEST,
-        };
-        Ok(crate::images::debian_boot(self.kernel_version.as_deref(), which, init)?.initramfs)
-    }
-}
-
-/// Every guest booting the interactive shell gets the test `/init` instead.
-pub(crate) fn use_test_init(file: &mut crate::config::File) {
-    for g in &mut file.guest {
-        if g.initramfs.as_deref() == Some("debian-shell") {
-            g.initramfs = Some("debian-test".into());
-        }
-    }
-}
-
 /// The time limit of a configuration: the test guest alone is quick, Linux with the
 /// test `/init` takes minutes under TCG, a shell is for a person.
 fn default_timeout(file: &crate::config::File) -> u64 {
@@ -143,7 +112,7 @@ pub fn run(args: &RunArgs) -> Result<()> {
     crate::setup::ensure_all()?;
     let (mut file, dir) = crate::config::load(&args.config, &args.sets)?;
     if args.test_init {
-        use_test_init(&mut file);
+        crate::config::use_test_init(&mut file);
     }
     let g0 = file
         .guest
@@ -159,7 +128,7 @@ pub fn run(args: &RunArgs) -> Result<()> {
         g0.initramfs = Some(abs(b.initramfs).display().to_string());
     }
     let img = build(args.immediate_eoi_build)?;
-    let named = NamedImages {
+    let named = crate::config::NamedImages {
         testguest: img.guest_bin.clone(),
         kernel_version: args.kernel_version.clone(),
     };
@@ -643,12 +612,12 @@ fn suite_config(
     name: &str,
     file: &str,
     sets: &[&str],
-    images: &NamedImages,
+    images: &crate::config::NamedImages,
 ) -> Result<crate::config::Resolved> {
     let sets: Vec<String> = sets.iter().map(|s| s.to_string()).collect();
     let path = crate::config::path_of(file);
     let (mut f, dir) = crate::config::load(&path, &sets)?;
-    use_test_init(&mut f);
+    crate::config::use_test_init(&mut f);
     crate::config::resolve(name, &f, &dir, images)
 }
 
@@ -656,7 +625,7 @@ fn suite_config(
 pub fn qemu_tests() -> Result<()> {
     crate::setup::ensure_all()?;
     let img = build(false)?;
-    let images = NamedImages {
+    let images = crate::config::NamedImages {
         testguest: img.guest_bin.clone(),
         kernel_version: None,
     };

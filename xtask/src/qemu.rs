@@ -30,8 +30,8 @@ pub(crate) struct Images {
 /// What QEMU boots.
 #[derive(Debug, Clone)]
 pub(crate) enum Payload {
-    /// hyp, with files put into RAM by QEMU's loader (`crate::config`: the guests'
-    /// images and the config blob).
+    /// hyp, with files put into RAM by QEMU's loader (the guests' images and
+    /// the config blob, placed by the `config` module).
     Hyp {
         /// `-m`.
         memory_mb: u32,

@@ -287,7 +287,7 @@ pub fn soak(args: &SoakArgs) -> Result<()> {
             .timeout
             .map(Duration::from_secs)
             .unwrap_or_else(|| default_timeout(args.rounds, c.cpus));
-        let named = crate::hyp::NamedImages {
+        let named = crate::config::NamedImages {
             testguest: img.guest_bin.clone(),
             kernel_version: None,
         };
