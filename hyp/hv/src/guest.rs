@@ -8,18 +8,11 @@ use virq_core::ack::{AckNotifiers, InFlight};
 use crate::arch::phys::PhysRange;
 use crate::config::{GuestConfig, Intc, GUEST_RAM_BASE};
 use crate::gstage::{self, GStage};
+use crate::ids::{INFLIGHT_SLOTS, MAX_VCPUS_PER_GUEST, MAX_VIRQS};
 use crate::topology::aia::GuestAia;
 use crate::topology::vplic::GuestVplic;
-use crate::topology::GuestIrqChip;
+use crate::topology::{GuestIrqChip, GuestView};
 use crate::vuart::Vuart;
-
-/// vCPUs per guest (vPLIC contexts).
-pub const MAX_VCPUS_PER_GUEST: usize = 8;
-
-/// Virtual sources a guest can have (vPLIC limit).
-pub const MAX_VIRQS: usize = 1024;
-/// Passthrough interrupts one guest can have in flight at once.
-pub const INFLIGHT_SLOTS: usize = 16;
 
 /// A guest.
 pub struct Guest {
@@ -200,7 +193,6 @@ impl Guest {
                 imsic_base,
             } => Box::new(
                 GuestAia::new(
-                    index,
                     vcpus,
                     first_vcpu,
                     aplic_base,
@@ -293,5 +285,30 @@ impl Guest {
 }
 
 fn world_platform() -> &'static crate::platform::Platform {
-    crate::world::platform()
+    crate::platform::platform()
+}
+
+/// What the guest's topology sees of it.
+impl GuestView for Guest {
+    fn index(&self) -> u16 {
+        self.index
+    }
+    fn name(&self) -> &str {
+        self.cfg.name
+    }
+    fn first_vcpu(&self) -> usize {
+        self.first_vcpu
+    }
+    fn vcpus(&self) -> usize {
+        self.vcpus
+    }
+    fn gstage(&self) -> &Mutex<GStage> {
+        &self.gstage
+    }
+    fn acks(&self) -> &AckNotifiers<MAX_VIRQS> {
+        &self.acks
+    }
+    fn inflight(&self) -> &InFlight<INFLIGHT_SLOTS> {
+        &self.inflight
+    }
 }
