@@ -26,7 +26,7 @@ pub fn print(w: &World) {
     }
     let (mut claims, mut completes) = (0, 0);
     for g in &w.guests {
-        let vs = &w.vcpus[g.first_vcpu..g.first_vcpu + g.vcpus];
+        let vs = g.vcpu_slice();
         let sum = |f: fn(&ExitCounts) -> &AtomicU64| -> u64 {
             vs.iter().map(|v| f(&v.acct).load(Ordering::Relaxed)).sum()
         };

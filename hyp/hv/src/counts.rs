@@ -3,6 +3,8 @@
 //! everywhere below the top; `acct` prints them at shutdown as `ACCT` lines.
 use core::sync::atomic::{AtomicU64, Ordering};
 
+use crate::ids::GuestVcpuId;
+
 /// vCPU migrations made (`sched`).
 pub static MIGRATIONS: AtomicU64 = AtomicU64::new(0);
 
@@ -141,7 +143,7 @@ fn int_name(code: usize) -> &'static str {
 impl ExitCounts {
     /// Print one `ACCT vcpu=…` line per trap cause counted, for vCPU `vcpu` (global
     /// index) of guest `guest`, guest hart id `id`.
-    pub fn print_causes(&self, vcpu: usize, guest: &str, id: u32) {
+    pub fn print_causes(&self, vcpu: usize, guest: &str, id: GuestVcpuId) {
         for (code, c) in self.exc.iter().enumerate() {
             let n = c.load(Ordering::Relaxed);
             if n != 0 {
@@ -149,7 +151,7 @@ impl ExitCounts {
                     "ACCT vcpu={} guest={} id={} cause={}({}) count={}",
                     vcpu,
                     guest,
-                    id,
+                    id.0,
                     exc_name(code),
                     code,
                     n
@@ -163,7 +165,7 @@ impl ExitCounts {
                     "ACCT vcpu={} guest={} id={} cause={}(int{}) count={}",
                     vcpu,
                     guest,
-                    id,
+                    id.0,
                     int_name(code),
                     code,
                     n

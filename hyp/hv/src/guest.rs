@@ -8,10 +8,11 @@ use virq_core::ack::{AckNotifiers, InFlight};
 use crate::arch::phys::PhysRange;
 use crate::config::{GuestConfig, Intc, GUEST_RAM_BASE};
 use crate::gstage::{self, GStage};
-use crate::ids::{INFLIGHT_SLOTS, MAX_VCPUS_PER_GUEST, MAX_VIRQS};
+use crate::ids::{GuestVcpuId, INFLIGHT_SLOTS, MAX_VCPUS_PER_GUEST, MAX_VIRQS};
 use crate::topology::aia::GuestAia;
 use crate::topology::vplic::GuestVplic;
 use crate::topology::{GuestIrqChip, GuestView};
+use crate::vcpu::Vcpu;
 use crate::vuart::Vuart;
 
 /// A guest.
@@ -282,6 +283,17 @@ impl Guest {
     pub fn is_alive(&self) -> bool {
         self.alive.load(Ordering::Acquire)
     }
+
+    /// Its vCPUs in id order (element `i` has `GuestVcpuId(i)`): global indices
+    /// `first_vcpu..first_vcpu + vcpus` of the vCPU table.
+    pub fn vcpu_slice(&self) -> &'static [Vcpu] {
+        &crate::vcpu::vcpus()[self.first_vcpu..self.first_vcpu + self.vcpus]
+    }
+
+    /// Its vCPU `id`, if it has one.
+    pub fn vcpu(&self, id: GuestVcpuId) -> Option<&'static Vcpu> {
+        self.vcpu_slice().get(id.slot())
+    }
 }
 
 fn world_platform() -> &'static crate::platform::Platform {
@@ -296,11 +308,8 @@ impl GuestView for Guest {
     fn name(&self) -> &str {
         self.cfg.name
     }
-    fn first_vcpu(&self) -> usize {
-        self.first_vcpu
-    }
-    fn vcpus(&self) -> usize {
-        self.vcpus
+    fn vcpu_slice(&self) -> &'static [Vcpu] {
+        Guest::vcpu_slice(self)
     }
     fn gstage(&self) -> &Mutex<GStage> {
         &self.gstage

@@ -12,6 +12,7 @@ use crate::arch::csr::sstatus_bits;
 use crate::arch::{self, csr};
 use crate::counts::ExitCounts;
 use crate::guest::Guest;
+use crate::ids::GuestVcpuId;
 use crate::vcpu::{
     Next, Vcpu, VcpuInner, HSM_STARTED, HSM_START_PENDING, HSM_STOPPED, HSM_SUSPENDED,
 };
@@ -164,11 +165,9 @@ fn ipi_call(vcpu: &Vcpu, fid: usize, a: [usize; 6]) -> Ret {
 }
 
 fn send_ipis(vcpu: &Vcpu, set: u64) {
-    let w = world();
-    let g = &w.guests[vcpu.guest];
-    for i in 0..g.vcpus {
+    let g = &world().guests[vcpu.guest];
+    for (i, t) in g.vcpu_slice().iter().enumerate() {
         if set & (1 << i) != 0 {
-            let t = &w.vcpus[g.first_vcpu + i];
             count_target(vcpu, t);
             ExitCounts::bump(&vcpu.acct.sbi_ipi_targets);
             ExitCounts::bump(&t.acct.sbi_ipis_in);
@@ -198,12 +197,10 @@ fn rfence_call(vcpu: &Vcpu, fid: usize, a: [usize; 6]) -> Ret {
         Err(e) => return (e, 0),
     };
     // Conservative: flush every hart that is home to a named vCPU, completely.
-    let w = world();
-    let g = &w.guests[vcpu.guest];
+    let g = &world().guests[vcpu.guest];
     let mut harts = 0u64;
-    for i in 0..g.vcpus {
+    for (i, t) in g.vcpu_slice().iter().enumerate() {
         if set & (1 << i) != 0 {
-            let t = &w.vcpus[g.first_vcpu + i];
             count_target(vcpu, t);
             harts |= 1 << t.home();
         }
@@ -219,9 +216,8 @@ fn valid_entry(g: &Guest, addr: usize) -> bool {
 }
 
 fn hsm_call(vcpu: &Vcpu, inner: &mut VcpuInner, fid: usize, a: [usize; 6]) -> Next {
-    let w = world();
-    let g = &w.guests[vcpu.guest];
-    let target = |id: usize| (id < g.vcpus).then(|| &w.vcpus[g.first_vcpu + id]);
+    let g = &world().guests[vcpu.guest];
+    let target = |hartid: usize| GuestVcpuId::from_hartid(hartid).and_then(|id| g.vcpu(id));
     let ret: Ret = match fid {
         hsm::HART_START => match target(a[0]) {
             None => (err::INVALID_PARAM, 0),
@@ -303,7 +299,7 @@ fn suspend(vcpu: &Vcpu, inner: &mut VcpuInner, resume: Option<(usize, usize)>) -
             // The vCPU is loaded: its VS CSRs are live in the hart.
             let g = &mut inner.ctx.guest;
             g.x = [0; 32];
-            g.x[10] = vcpu.id as usize;
+            g.x[10] = vcpu.id.hartid();
             g.x[11] = opaque;
             g.sepc = addr;
             // A VS ecall comes from VS-mode: SPP (and hstatus.SPV) already say so.
@@ -329,15 +325,15 @@ fn suspend(vcpu: &Vcpu, inner: &mut VcpuInner, resume: Option<(usize, usize)>) -
 /// passthrough device, an IPI cannot come: nobody else runs) and its timer; it
 /// resumes at `resume_addr` with `a0` = hart id, `a1` = opaque.
 fn susp_call(vcpu: &Vcpu, inner: &mut VcpuInner, fid: usize, a: [usize; 6]) -> Next {
-    let w = world();
-    let g = &w.guests[vcpu.guest];
+    let g = &world().guests[vcpu.guest];
     let ret = if fid != susp::SUSPEND {
         err::NOT_SUPPORTED
     } else if a[0] != SUSPEND_TO_RAM {
         // Reserved (0x1..=0x7FFF_FFFF, above u32) or platform-specific, none here.
         err::INVALID_PARAM
-    } else if (0..g.vcpus)
-        .map(|i| &w.vcpus[g.first_vcpu + i])
+    } else if g
+        .vcpu_slice()
+        .iter()
         .any(|v| v.index != vcpu.index && v.hsm.load(Ordering::Acquire) != HSM_STOPPED)
     {
         err::DENIED

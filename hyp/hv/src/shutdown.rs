@@ -20,8 +20,8 @@ pub fn shutdown_guest(guest: usize, status: u32) {
         g.cfg.name,
         status
     );
-    for i in 0..g.vcpus {
-        w.vcpus[g.first_vcpu + i].kick();
+    for v in g.vcpu_slice() {
+        v.kick();
     }
     crate::irq::release_routes(g);
     if w.alive_guests.fetch_sub(1, Ordering::AcqRel) == 1 {

@@ -25,6 +25,7 @@ use crate::arch::csr::{self, hstatus_bits, irq_bits, sstatus_bits};
 use crate::arch::switch::FpState;
 use crate::arch::Context;
 use crate::counts::ExitCounts;
+use crate::ids::GuestVcpuId;
 
 /// HSM: stopped.
 pub const HSM_STOPPED: u8 = 1;
@@ -119,12 +120,12 @@ pub struct VcpuInner {
 
 /// A vCPU.
 pub struct Vcpu {
-    /// Index in `World::vcpus`.
+    /// Index in `World::vcpus` (global: all guests' vCPUs).
     pub index: usize,
     /// Guest index.
     pub guest: usize,
-    /// Hart id inside the guest (`mhartid` the guest sees, SBI hart id).
-    pub id: u32,
+    /// Id inside the guest (the hart id it sees, SBI hart id, its per-vCPU slot).
+    pub id: GuestVcpuId,
     /// Blocked in WFI (or HSM retentive suspend), kicked, and the index of the current
     /// home hart in `World::harts` (see the module docs).
     pub block: VcpuBlock,
@@ -151,7 +152,7 @@ impl Vcpu {
         Vcpu {
             index,
             guest,
-            id,
+            id: GuestVcpuId(id),
             block: VcpuBlock::new(hart),
             first_hart: hart,
             pending: VcpuPending::with_handoff(&[virq_riscv::hext::IRQ_VS_SOFT])
@@ -207,9 +208,9 @@ impl Vcpu {
 impl VcpuInner {
     /// Reset for an HSM start / boot: `a0 = hartid`, `a1 = opaque`, pc = `entry`, in
     /// VS-mode with the VS-stage off and interrupts disabled (SBI HSM's start state).
-    pub fn reset(&mut self, hartid: u32, entry: usize, opaque: usize) {
+    pub fn reset(&mut self, id: GuestVcpuId, entry: usize, opaque: usize) {
         self.ctx = Context::default();
-        self.ctx.guest.x[10] = hartid as usize;
+        self.ctx.guest.x[10] = id.hartid();
         self.ctx.guest.x[11] = opaque;
         self.ctx.guest.sepc = entry;
         self.ctx.guest.sstatus = sstatus_bits::SPP | sstatus_bits::FS_INITIAL;

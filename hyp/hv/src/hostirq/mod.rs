@@ -20,7 +20,7 @@ use virq_riscv::aplic::SourceMode;
 use crate::arch::mmio::{HostAplic, HostPlic};
 use crate::guest::Guest;
 use crate::hart::{harts, Hart};
-use crate::vcpu::vcpus;
+use crate::ids::GuestVcpuId;
 use crate::world::world;
 
 /// A host interrupt controller. `hart` names the hart whose context a per-hart
@@ -142,7 +142,7 @@ fn route_to_sfile(aplic: HostAplic, g: &Guest, pirq: u32) {
 /// The hart that takes a guest's physical interrupts: the first home of its vCPU 0
 /// (fixed, also when vCPUs migrate).
 pub fn irq_hart(g: &Guest) -> Option<&'static Hart> {
-    harts().get(vcpus().get(g.first_vcpu)?.first_hart)
+    harts().get(g.vcpu(GuestVcpuId(0))?.first_hart)
 }
 
 /// Set up hyp's host AIA (`aia::init`) for the physical sources the guests pass

@@ -39,10 +39,8 @@ pub trait GuestView {
     fn index(&self) -> u16;
     /// Its name (`ACCT` lines).
     fn name(&self) -> &str;
-    /// Global index of its vCPU 0 (in `vcpu::vcpus()`).
-    fn first_vcpu(&self) -> usize;
-    /// Its vCPU count.
-    fn vcpus(&self) -> usize;
+    /// Its vCPUs in id order (`Guest::vcpu_slice`).
+    fn vcpu_slice(&self) -> &'static [Vcpu];
     /// Its G-stage page tables.
     fn gstage(&self) -> &Mutex<GStage>;
     /// Ack notifiers of its passthrough sources: the route's ack token per virq.
@@ -65,7 +63,7 @@ pub fn routes() -> &'static RouteTable<MAX_PIRQ> {
 
 /// Raises a guest vCPU's VSEIP through its `PendingSet` (virq-riscv calls it when a
 /// vPLIC context's or a direct-mode vAPLIC IDC's output changes). Its index is the
-/// guest's own vCPU index.
+/// guest's own vCPU id (`GuestVcpuId`), `first_vcpu` turns it into the global one.
 pub struct GuestSink {
     /// Global index of the guest's vCPU 0.
     pub first_vcpu: usize,

@@ -170,7 +170,7 @@ impl GuestIrqChip for GuestVplic {
             "ACCT guest={} vplic_ignored bad_width={} misaligned={} unmapped={} read_only={} ignored_value={}",
             g.name(), e.bad_width, e.misaligned, e.unmapped, e.read_only, e.ignored_value
         );
-        let vs = &crate::vcpu::vcpus()[g.first_vcpu()..g.first_vcpu() + g.vcpus()];
+        let vs = g.vcpu_slice();
         let sum = |f: fn(&ExitCounts) -> &AtomicU64| -> u64 {
             vs.iter().map(|v| f(&v.acct).load(Ordering::Relaxed)).sum()
         };

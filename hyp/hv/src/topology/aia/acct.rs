@@ -15,7 +15,7 @@ pub(crate) fn print_acct(g: &dyn GuestView, aia: &GuestAia) {
                     hw += 1;
                     crate::println!(
                         "ACCT vcpu={} guest={} id={} imsic=hw hart={} line={}",
-                        g.first_vcpu() + i,
+                        g.vcpu_slice()[i].index,
                         g.name(),
                         i,
                         harts[hart].hartid,
@@ -26,7 +26,7 @@ pub(crate) fn print_acct(g: &dyn GuestView, aia: &GuestAia) {
                     sw += 1;
                     crate::println!(
                         "ACCT vcpu={} guest={} id={} imsic=sw",
-                        g.first_vcpu() + i,
+                        g.vcpu_slice()[i].index,
                         g.name(),
                         i
                     );

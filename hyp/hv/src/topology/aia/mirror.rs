@@ -61,7 +61,6 @@ pub struct AplicState {
 pub(crate) fn sync_passthrough(g: &dyn GuestView, aia: &GuestAia, st: &mut AplicState) {
     let Some(h) = host() else { return };
     let Some(aplic) = h.aplic else { return };
-    let vcpus = crate::vcpu::vcpus();
     let dcfg = st.dev.read(0, 4) as u32;
     let domain_on = dcfg & DOMAINCFG_IE != 0 && dcfg & DOMAINCFG_DM != 0;
     for ps in st.phys.iter_mut() {
@@ -84,7 +83,7 @@ pub(crate) fn sync_passthrough(g: &dyn GuestView, aia: &GuestAia, st: &mut Aplic
                     .flatten()
                     .map(|idx| (idx << TARGET_HART_SHIFT) | (line << TARGET_GUEST_SHIFT) | eiid),
                 Backing::Software => {
-                    let hart = vcpus[g.first_vcpu() + t].home();
+                    let hart = g.vcpu_slice()[t].home();
                     h.sfile_target(hart, ps.pirq)
                 }
             };

@@ -316,7 +316,7 @@ impl GuestIrqChip for GuestAia {
     }
 
     fn sgei(&self, _: &dyn GuestView, vcpu: &Vcpu, door: &HgeieDoorbell<'_, HartCsrs>) -> bool {
-        let Some(av) = self.vcpus.get(vcpu.id as usize) else {
+        let Some(av) = self.vcpus.get(vcpu.id.slot()) else {
             door.mask();
             return false;
         };

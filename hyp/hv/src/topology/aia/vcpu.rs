@@ -37,7 +37,7 @@ pub(crate) fn csr_access(
     if csr_no != CSR_SIREG && csr_no != CSR_STOPEI {
         return None;
     }
-    let av = aia.vcpus.get(vcpu.id as usize)?;
+    let av = aia.vcpus.get(vcpu.id.slot())?;
     Some(if csr_no == CSR_SIREG {
         let sel = csr::vsiselect::read();
         if (0x30..=0x3f).contains(&sel) {
@@ -66,7 +66,7 @@ pub(crate) fn vcpu_load(
     vcpu: &Vcpu,
     inner: &mut VcpuInner,
 ) {
-    let id = vcpu.id as usize;
+    let id = vcpu.id.slot();
     let av = &aia.vcpus[id];
     let old_line = av.line.load(Ordering::Relaxed);
     if old_line != 0 {
@@ -129,7 +129,7 @@ pub(crate) fn vcpu_load(
 /// retargeted, then `VcpuImsic::evict` (save, scrub, free the line). The file is in
 /// software afterwards; MSIs meanwhile trap into it and kick the vCPU.
 pub(crate) fn vcpu_migrate_out(g: &dyn GuestView, aia: &GuestAia, vcpu: &Vcpu) {
-    let id = vcpu.id as usize;
+    let id = vcpu.id.slot();
     let av = &aia.vcpus[id];
     let line = av.line.swap(0, Ordering::Relaxed);
     if line != 0 {
@@ -148,7 +148,7 @@ pub(crate) fn vcpu_migrate_out(g: &dyn GuestView, aia: &GuestAia, vcpu: &Vcpu) {
 /// interrupt handler reads `stopi` to find it. So `hvictl.IID = 9` with `IPRIO = 1`
 /// while `hvip.VSEIP` is set, `IPRIO = 0` (nothing reported) otherwise — what KVM does.
 pub(crate) fn before_entry(aia: &GuestAia, vcpu: &Vcpu, inner: &VcpuInner) {
-    let av = &aia.vcpus[vcpu.id as usize];
+    let av = &aia.vcpus[vcpu.id.slot()];
     let vseip = inner.hvip.shadow_hvip() & virq_riscv::hext::HVIP_VSEIP != 0;
     let want = (9 << 16) | usize::from(vseip);
     if av.hvictl.swap(want, Ordering::Relaxed) != want {
@@ -160,7 +160,7 @@ pub(crate) fn before_entry(aia: &GuestAia, vcpu: &Vcpu, inner: &VcpuInner) {
 /// doorbell (unmasked only if it blocks in WFI; if the doorbell already rang, the vCPU
 /// stays runnable).
 pub(crate) fn vcpu_put(aia: &GuestAia, vcpu: &Vcpu) {
-    let av = &aia.vcpus[vcpu.id as usize];
+    let av = &aia.vcpus[vcpu.id.slot()];
     av.vsiselect
         .store(csr::vsiselect::read(), Ordering::Relaxed);
     let line = av.line.load(Ordering::Relaxed);
