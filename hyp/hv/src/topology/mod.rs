@@ -150,8 +150,8 @@ pub trait GuestIrqChip: Send + Sync {
     ) -> bool;
     /// Print the topology's `ACCT` lines.
     fn print_acct(&self, g: &dyn GuestView);
-    /// The AIA state, for the host-level AIA code that starts from a guest index or a
-    /// hardware line (virq-riscv's sinks, the host APLIC routing); `None` otherwise.
+    /// The AIA state, for the host interrupt code that must know whether a guest is an
+    /// AIA guest (`hostirq`'s APLIC routing at boot); `None` otherwise.
     fn as_aia(&self) -> Option<&aia::GuestAia> {
         None
     }
