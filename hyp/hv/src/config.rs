@@ -82,7 +82,7 @@ pub enum Intc {
     /// The AIA: an APLIC domain in MSI mode (virq-riscv `VAplic`, trap-and-emulate)
     /// and one IMSIC interrupt file per vCPU, each the *hardware* guest interrupt file
     /// of the hart the vCPU runs on when that hart has a free guest external interrupt
-    /// line, else a software file (virq-riscv `VcpuImsic`); see `crate::aia`. Needs a
+    /// line, else a software file (virq-riscv `VcpuImsic`); see `crate::topology::aia`. Needs a
     /// host with an S-level IMSIC (QEMU `-M virt,aia=aplic-imsic,aia-guests=N`).
     Aia {
         /// Guest physical base of the APLIC (`riscv,aplic`).

@@ -1,22 +1,12 @@
 //! Guest exits: what to do after `enter_guest` returns.
-use core::sync::atomic::Ordering;
-
-use crate::arch::csr::{self, hstatus_bits, irq_bits, sstatus_bits};
+use crate::arch::csr::{self, hstatus_bits, sstatus_bits};
 use crate::arch::{self, switch::guest_fetch_u16};
+use crate::hart::Hart;
 use crate::topology::MmioOp;
-use crate::vcpu::{Vcpu, VcpuInner};
-use crate::world::{world, Hart};
-use virq_core::block::BlockOutcome;
+use crate::vcpu::{wfi, Next, Vcpu, VcpuInner};
+use crate::world::world;
 use virq_riscv::imsic::CsrOp;
 use virq_riscv::insn::{self, Access};
-
-/// What the scheduler does next with the vCPU.
-pub enum Next {
-    /// Enter the guest again (unless the slice is over).
-    Resume,
-    /// Leave it: blocked, stopped or shut down.
-    Leave,
-}
 
 const CAUSE_INT: usize = 1 << 63;
 const EXC_INSN_ACCESS: usize = 1;
@@ -159,30 +149,6 @@ fn interrupt_csr(vcpu: &Vcpu, inner: &mut VcpuInner, insn: u32) -> Option<Next> 
         Err(()) => inject_exception(inner, EXC_ILLEGAL, insn as usize),
     }
     Some(Next::Resume)
-}
-
-/// Guest WFI (and HSM retentive suspend): block unless an enabled VS interrupt is
-/// pending in hardware, a kick came since the last flush (virq-core `VcpuBlock`: a
-/// raise not yet taken always has one), or the guest timer is due.
-pub fn wfi(vcpu: &Vcpu, inner: &mut VcpuInner) -> Next {
-    let vs_bits = irq_bits::VSSI | irq_bits::VSTI | irq_bits::VSEI;
-    if csr::hip::read() & csr::hie::read() & vs_bits != 0 {
-        return Next::Resume;
-    }
-    let deadline = if world().sstc {
-        csr::vstimecmp::read() as u64
-    } else {
-        inner.timer_deadline
-    };
-    vcpu.wake_at.store(deadline, Ordering::Release);
-    if vcpu.block.block() == BlockOutcome::StayRunnable {
-        return Next::Resume;
-    }
-    if arch::time() >= deadline {
-        vcpu.block.unblock();
-        return Next::Resume;
-    }
-    Next::Leave
 }
 
 fn guest_page_fault(vcpu: &Vcpu, inner: &mut VcpuInner) -> Next {

@@ -8,18 +8,12 @@ use virq_core::ack::{AckNotifiers, InFlight};
 use crate::arch::phys::PhysRange;
 use crate::config::{GuestConfig, Intc, GUEST_RAM_BASE};
 use crate::gstage::{self, GStage};
+use crate::ids::{GuestVcpuId, INFLIGHT_SLOTS, MAX_VCPUS_PER_GUEST, MAX_VIRQS};
 use crate::topology::aia::GuestAia;
 use crate::topology::vplic::GuestVplic;
-use crate::topology::GuestIrqChip;
+use crate::topology::{GuestIrqChip, GuestView};
+use crate::vcpu::Vcpu;
 use crate::vuart::Vuart;
-
-/// vCPUs per guest (vPLIC contexts).
-pub const MAX_VCPUS_PER_GUEST: usize = 8;
-
-/// Virtual sources a guest can have (vPLIC limit).
-pub const MAX_VIRQS: usize = 1024;
-/// Passthrough interrupts one guest can have in flight at once.
-pub const INFLIGHT_SLOTS: usize = 16;
 
 /// A guest.
 pub struct Guest {
@@ -189,7 +183,6 @@ impl Guest {
                 imsic_base,
             } => Box::new(
                 GuestAia::new(
-                    index,
                     vcpus,
                     first_vcpu,
                     aplic_base,
@@ -277,8 +270,41 @@ impl Guest {
     pub fn is_alive(&self) -> bool {
         self.alive.load(Ordering::Acquire)
     }
+
+    /// Its vCPUs in id order (element `i` has `GuestVcpuId(i)`): global indices
+    /// `first_vcpu..first_vcpu + vcpus` of the vCPU table.
+    pub fn vcpu_slice(&self) -> &'static [Vcpu] {
+        &crate::vcpu::vcpus()[self.first_vcpu..self.first_vcpu + self.vcpus]
+    }
+
+    /// Its vCPU `id`, if it has one.
+    pub fn vcpu(&self, id: GuestVcpuId) -> Option<&'static Vcpu> {
+        self.vcpu_slice().get(id.slot())
+    }
 }
 
 fn world_platform() -> &'static crate::platform::Platform {
-    crate::world::platform()
+    crate::platform::platform()
+}
+
+/// What the guest's topology sees of it.
+impl GuestView for Guest {
+    fn index(&self) -> u16 {
+        self.index
+    }
+    fn name(&self) -> &str {
+        self.cfg.name
+    }
+    fn vcpu_slice(&self) -> &'static [Vcpu] {
+        Guest::vcpu_slice(self)
+    }
+    fn gstage(&self) -> &Mutex<GStage> {
+        &self.gstage
+    }
+    fn acks(&self) -> &AckNotifiers<MAX_VIRQS> {
+        &self.acks
+    }
+    fn inflight(&self) -> &InFlight<INFLIGHT_SLOTS> {
+        &self.inflight
+    }
 }

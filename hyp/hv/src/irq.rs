@@ -1,5 +1,5 @@
 //! Host interrupts: IPIs (kicks and remote fences), the host timer, SGEI doorbells
-//! (`crate::aia`), and physical interrupts routed to guests (seed 001), claimed from the
+//! (`topology::aia`), and physical interrupts routed to guests (seed 001), claimed from the
 //! host controller through `crate::hostirq::HostIrqChip` (the PLIC, or the APLIC in MSI
 //! mode feeding hyp's own S-level IMSIC file).
 //!
@@ -22,8 +22,10 @@ use virq_core::route::EoiAction;
 
 use crate::arch::csr::{self, irq_bits};
 use crate::config::STORM_LIMIT;
-use crate::hostirq::HostIrqChip;
-use crate::world::{world, Hart};
+use crate::guest::Guest;
+use crate::hart::{serve_fences, set_host_timer, Hart};
+use crate::hostirq::{irq_hart, HostIrqChip};
+use crate::world::world;
 
 /// Any host interrupt pending on this hart?
 pub fn host_irq_pending() -> bool {
@@ -39,63 +41,13 @@ pub fn handle_host_irqs(hart: &Hart) {
     serve_fences(hart);
     if sip & irq_bits::STI != 0 {
         // Disarm; the scheduler re-arms before the next guest entry or wfi.
-        crate::sched::set_host_timer(u64::MAX);
+        set_host_timer(u64::MAX);
     }
     if sip & irq_bits::SEI != 0 {
         host_claims(hart);
     }
     if sgei_pending() {
         handle_sgei(hart);
-    }
-}
-
-/// Serve remote-fence requests addressed to this hart.
-pub fn serve_fences(hart: &Hart) {
-    let req = hart.fence_req.load(Ordering::Acquire);
-    if hart.fence_done.load(Ordering::Relaxed) != req {
-        crate::arch::hfence_vvma_all();
-        crate::arch::hfence_gvma_all();
-        crate::arch::fence_i();
-        hart.fence_done.store(req, Ordering::Release);
-    }
-}
-
-/// Ask every hart in `mask` (bit = hart index) to flush its guest TLBs and
-/// instruction fetch, and wait until they did (serving our own requests meanwhile).
-pub fn remote_fence(mask: u64) {
-    let w = world();
-    let here = crate::arch::hart_local();
-    let mut want = [0u64; crate::arch::entry::MAX_HARTS];
-    for (i, h) in w.harts.iter().enumerate() {
-        if mask & (1 << i) == 0 || !h.online.load(Ordering::Acquire) {
-            continue;
-        }
-        if i == here {
-            crate::arch::hfence_vvma_all();
-            crate::arch::fence_i();
-            continue;
-        }
-        want[i] = h.fence_req.fetch_add(1, Ordering::AcqRel) + 1;
-        crate::arch::sbi::send_ipi(h.hartid);
-    }
-    for (i, h) in w.harts.iter().enumerate() {
-        if want[i] == 0 {
-            continue;
-        }
-        let mut spins = 0u64;
-        while h.fence_done.load(Ordering::Acquire) < want[i] {
-            serve_fences(&w.harts[here]);
-            core::hint::spin_loop();
-            spins += 1;
-            if spins == 50_000_000 {
-                // Keep waiting: callers free interrupt-file lines after the fence, and
-                // a hart that still maps the old page must not see it reused.
-                crate::println!(
-                    "hyp: remote fence to hart {} is slow; still waiting",
-                    h.hartid
-                );
-            }
-        }
     }
 }
 
@@ -154,7 +106,7 @@ fn deliver_claimed(chip: &dyn HostIrqChip, hart: &Hart, src: u32) {
 /// Run the ack notifiers of the virtual completions the guest made in a trapped vPLIC
 /// access. Called after the emulation dropped the vPLIC lock: the notifiers (the route's
 /// deferred physical complete) run with no lock held (seed 004).
-pub fn fold_completions(g: &crate::guest::Guest) {
+pub fn fold_completions(g: &Guest) {
     let w = world();
     g.irqchip.take_completed(&mut |virq| {
         // Every virtual completion of a passthrough source counts, in flight or not.
@@ -182,13 +134,6 @@ pub fn fold_completions(g: &crate::guest::Guest) {
             }
         });
     });
-}
-
-/// The hart that takes a guest's physical interrupts: the first home of its vCPU 0
-/// (fixed, also when vCPUs migrate).
-pub fn irq_hart(g: &crate::guest::Guest) -> Option<&'static Hart> {
-    let w = world();
-    w.harts.get(w.vcpus.get(g.first_vcpu)?.first_hart)
 }
 
 /// Route every passthrough interrupt of every guest (in the routing table and at the
@@ -230,7 +175,7 @@ pub fn setup_routes() {
 /// asserting its line cannot storm the host, and make the physical complete a level
 /// delivery still deferred to the guest was waiting for (exactly once: the guest can
 /// no longer complete it).
-pub fn release_routes(g: &crate::guest::Guest) {
+pub fn release_routes(g: &Guest) {
     let w = world();
     let (Some(chip), Some(hart)) = (crate::hostirq::chip(), irq_hart(g)) else {
         return;

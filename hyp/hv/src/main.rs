@@ -13,16 +13,20 @@ mod acct;
 mod arch;
 mod config;
 mod console;
+mod counts;
 mod dtb;
 mod exit;
 mod gstage;
 mod guest;
+mod hart;
 mod heap;
 mod hostirq;
+mod ids;
 mod irq;
 mod platform;
 mod sbi;
 mod sched;
+mod shutdown;
 mod topology;
 mod vcpu;
 mod vuart;
@@ -33,9 +37,12 @@ use core::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 
 use arch::csr::{self, henvcfg_bits, irq_bits};
 use config::{EoiMode, GuestConfig};
-use world::{world, Hart, World};
+use hart::Hart;
+use platform::exit_machine;
+use world::{world, World};
 
 /// Entry of the boot hart (from `arch::entry`), `a0 = hart id`, `a1 = DTB`.
+#[no_mangle]
 pub extern "C" fn boot_main(hartid: usize, dtb: usize) -> ! {
     heap::init();
     println!(
@@ -49,7 +56,7 @@ pub extern "C" fn boot_main(hartid: usize, dtb: usize) -> ! {
         arch::halt();
     };
     let platform = match platform::Platform::parse(&blob, dtb as u64) {
-        Ok(p) => world::set_platform(p),
+        Ok(p) => platform::set_platform(p),
         Err(e) => {
             println!("hyp: {e}");
             arch::halt();
@@ -79,7 +86,7 @@ pub extern "C" fn boot_main(hartid: usize, dtb: usize) -> ! {
         .iter()
         .position(|h| h.hartid == hartid)
         .unwrap_or(0);
-    hostirq::aia::init();
+    hostirq::init();
     irq::setup_routes();
     hart_init(me);
     for g in &world.guests {
@@ -115,6 +122,7 @@ pub extern "C" fn boot_main(hartid: usize, dtb: usize) -> ! {
 }
 
 /// Entry of the other harts, `a1 = index in World::harts`.
+#[no_mangle]
 pub extern "C" fn secondary_main(_hartid: usize, index: usize) -> ! {
     hart_init(index);
     sched::run()
@@ -135,7 +143,7 @@ fn hart_init(index: usize) {
     if w.sstc {
         envcfg |= henvcfg_bits::STCE;
     }
-    if world::platform()
+    if platform::platform()
         .isa_extensions
         .iter()
         .any(|e| e == "svadu")
@@ -146,7 +154,7 @@ fn hart_init(index: usize) {
     csr::hvip::write(0);
     csr::hgatp::write(0);
     // Only lines with a guest interrupt file behind them (seed 003's review).
-    let files = virq_core::hgei::guest_files(world::platform().aia.guest_index_bits);
+    let files = virq_core::hgei::guest_files(platform::platform().aia.guest_index_bits);
     let lines = virq_core::hgei::probe_lines(
         |v| {
             csr::hgeie::write(v as usize);
@@ -260,44 +268,9 @@ fn build_world(
     })
 }
 
-/// A guest asked to shut down (SBI SRST) with `status`. Its vCPUs stop; when it is
-/// the last guest, hyp prints the accounting and ends the machine with `status`.
-pub fn shutdown_guest(guest: usize, status: u32) {
-    let w = world();
-    let g = &w.guests[guest];
-    if !g.alive.swap(false, Ordering::AcqRel) {
-        return;
-    }
-    g.exit_status.store(status, Ordering::Relaxed);
-    println!(
-        "hyp: guest {} \"{}\" shut down, status {}",
-        g.index, g.cfg.name, status
-    );
-    for i in 0..g.vcpus {
-        w.vcpus[g.first_vcpu + i].kick();
-    }
-    irq::release_routes(g);
-    if w.alive_guests.fetch_sub(1, Ordering::AcqRel) == 1 {
-        for g in &w.guests {
-            if let Some((_, v)) = &g.vuart {
-                v.lock().print_deferred();
-            }
-        }
-        acct::print(w);
-        println!("hyp: last guest stopped, exiting with status {status}");
-        exit_machine(status.min(0xffff) as u16);
-    }
-}
-
-fn exit_machine(status: u16) -> ! {
-    match world::platform_opt().and_then(|p| p.test_dev) {
-        Some(base) => arch::mmio::TestDevice::new(base as usize).exit(status),
-        None => arch::sbi::shutdown(status != 0),
-    }
-}
-
-/// A trap taken in HS-mode: always a hyp bug.
-pub fn fatal_host_trap(scause: usize, sepc: usize, stval: usize) -> ! {
+/// A trap taken in HS-mode (from `arch::switch`): always a hyp bug.
+#[no_mangle]
+pub extern "C" fn fatal_host_trap(scause: usize, sepc: usize, stval: usize) -> ! {
     println!("hyp: FATAL trap in HS-mode: scause={scause:#x} sepc={sepc:#x} stval={stval:#x}");
     exit_machine(0xfe)
 }

@@ -1,7 +1,9 @@
 //! What the host DTB says about the machine: harts, RAM, the interrupt controller(s),
-//! the console UART, the `sifive,test` exit device, `/chosen`.
+//! the console UART, the `sifive,test` exit device, `/chosen`. Parsed once by the boot
+//! hart and published ([`set_platform`]); [`exit_machine`] ends the machine.
 use alloc::string::{String, ToString};
 use alloc::vec::Vec;
+use spin::Once;
 
 /// One hart.
 #[derive(Clone, Debug)]
@@ -315,4 +317,30 @@ fn split_bootargs(s: &str) -> (&str, &str) {
         }
     }
     (s.trim(), "")
+}
+
+static PLATFORM: Once<Platform> = Once::new();
+
+/// Publish the platform (boot hart, once).
+pub fn set_platform(p: Platform) -> &'static Platform {
+    PLATFORM.call_once(|| p)
+}
+
+/// The host platform.
+pub fn platform() -> &'static Platform {
+    PLATFORM.get().expect("platform parsed before use")
+}
+
+/// The platform, if parsed yet.
+pub fn platform_opt() -> Option<&'static Platform> {
+    PLATFORM.get()
+}
+
+/// End the machine with `status`: through the `sifive,test` device if the platform
+/// has one, else SBI system reset.
+pub fn exit_machine(status: u16) -> ! {
+    match platform_opt().and_then(|p| p.test_dev) {
+        Some(base) => crate::arch::mmio::TestDevice::new(base as usize).exit(status),
+        None => crate::arch::sbi::shutdown(status != 0),
+    }
 }

@@ -10,9 +10,12 @@ use sbi_spec::{base, dbcn, fwft, hsm, legacy, rfnc, spi, srst, susp, time};
 
 use crate::arch::csr::sstatus_bits;
 use crate::arch::{self, csr};
-use crate::exit::Next;
+use crate::counts::ExitCounts;
 use crate::guest::Guest;
-use crate::vcpu::{Vcpu, VcpuInner, HSM_STARTED, HSM_START_PENDING, HSM_STOPPED, HSM_SUSPENDED};
+use crate::ids::GuestVcpuId;
+use crate::vcpu::{
+    Next, Vcpu, VcpuInner, HSM_STARTED, HSM_START_PENDING, HSM_STOPPED, HSM_SUSPENDED,
+};
 use crate::world::world;
 
 /// SBI error codes (SBI v3.0 table "Standard SBI Errors", from `sbi-spec`).
@@ -151,7 +154,7 @@ fn ipi_call(vcpu: &Vcpu, fid: usize, a: [usize; 6]) -> Ret {
     if fid != spi::SEND_IPI {
         return (err::NOT_SUPPORTED, 0);
     }
-    crate::acct::ExitCounts::bump(&vcpu.acct.sbi_ipi);
+    ExitCounts::bump(&vcpu.acct.sbi_ipi);
     match hart_set(vcpu, a[0], a[1]) {
         Ok(set) => {
             send_ipis(vcpu, set);
@@ -162,14 +165,12 @@ fn ipi_call(vcpu: &Vcpu, fid: usize, a: [usize; 6]) -> Ret {
 }
 
 fn send_ipis(vcpu: &Vcpu, set: u64) {
-    let w = world();
-    let g = &w.guests[vcpu.guest];
-    for i in 0..g.vcpus {
+    let g = &world().guests[vcpu.guest];
+    for (i, t) in g.vcpu_slice().iter().enumerate() {
         if set & (1 << i) != 0 {
-            let t = &w.vcpus[g.first_vcpu + i];
             count_target(vcpu, t);
-            crate::acct::ExitCounts::bump(&vcpu.acct.sbi_ipi_targets);
-            crate::acct::ExitCounts::bump(&t.acct.sbi_ipis_in);
+            ExitCounts::bump(&vcpu.acct.sbi_ipi_targets);
+            ExitCounts::bump(&t.acct.sbi_ipis_in);
             t.raise(virq_riscv::hext::IRQ_VS_SOFT);
         }
     }
@@ -181,12 +182,12 @@ fn send_ipis(vcpu: &Vcpu, set: u64) {
 /// require the count to stay 0 while a hostile guest tries).
 fn count_target(from: &Vcpu, target: &Vcpu) {
     if from.guest != target.guest {
-        crate::acct::ExitCounts::bump(&target.acct.foreign_in);
+        ExitCounts::bump(&target.acct.foreign_in);
     }
 }
 
 fn rfence_call(vcpu: &Vcpu, fid: usize, a: [usize; 6]) -> Ret {
-    crate::acct::ExitCounts::bump(&vcpu.acct.sbi_rfence);
+    ExitCounts::bump(&vcpu.acct.sbi_rfence);
     match fid {
         rfnc::REMOTE_FENCE_I | rfnc::REMOTE_SFENCE_VMA | rfnc::REMOTE_SFENCE_VMA_ASID => {}
         _ => return (err::NOT_SUPPORTED, 0),
@@ -196,17 +197,15 @@ fn rfence_call(vcpu: &Vcpu, fid: usize, a: [usize; 6]) -> Ret {
         Err(e) => return (e, 0),
     };
     // Conservative: flush every hart that is home to a named vCPU, completely.
-    let w = world();
-    let g = &w.guests[vcpu.guest];
+    let g = &world().guests[vcpu.guest];
     let mut harts = 0u64;
-    for i in 0..g.vcpus {
+    for (i, t) in g.vcpu_slice().iter().enumerate() {
         if set & (1 << i) != 0 {
-            let t = &w.vcpus[g.first_vcpu + i];
             count_target(vcpu, t);
             harts |= 1 << t.home();
         }
     }
-    crate::irq::remote_fence(harts);
+    crate::hart::remote_fence(harts);
     (0, 0)
 }
 
@@ -217,9 +216,8 @@ fn valid_entry(g: &Guest, addr: usize) -> bool {
 }
 
 fn hsm_call(vcpu: &Vcpu, inner: &mut VcpuInner, fid: usize, a: [usize; 6]) -> Next {
-    let w = world();
-    let g = &w.guests[vcpu.guest];
-    let target = |id: usize| (id < g.vcpus).then(|| &w.vcpus[g.first_vcpu + id]);
+    let g = &world().guests[vcpu.guest];
+    let target = |hartid: usize| GuestVcpuId::from_hartid(hartid).and_then(|id| g.vcpu(id));
     let ret: Ret = match fid {
         hsm::HART_START => match target(a[0]) {
             None => (err::INVALID_PARAM, 0),
@@ -287,7 +285,7 @@ fn hsm_call(vcpu: &Vcpu, inner: &mut VcpuInner, fid: usize, a: [usize; 6]) -> Ne
 
 /// Suspend the calling vCPU (HSM `hart_suspend`, SUSP `system_suspend`): its HSM state
 /// is SUSPENDED until it runs again, and it blocks exactly as a WFI does
-/// ([`crate::exit::wfi`]: until an interrupt it enabled in `sie` is pending, or its
+/// ([`crate::vcpu::wfi`]: until an interrupt it enabled in `sie` is pending, or its
 /// timer). Retentive (`resume = None`): the call then returns SBI_SUCCESS.
 /// Non-retentive (`Some((resume_addr, opaque))`): it never returns; the vCPU
 /// continues at `resume_addr` in the state of SBI v2.0 §9.4 (as after `hart_start`:
@@ -301,7 +299,7 @@ fn suspend(vcpu: &Vcpu, inner: &mut VcpuInner, resume: Option<(usize, usize)>) -
             // The vCPU is loaded: its VS CSRs are live in the hart.
             let g = &mut inner.ctx.guest;
             g.x = [0; 32];
-            g.x[10] = vcpu.id as usize;
+            g.x[10] = vcpu.id.hartid();
             g.x[11] = opaque;
             g.sepc = addr;
             // A VS ecall comes from VS-mode: SPP (and hstatus.SPV) already say so.
@@ -313,7 +311,7 @@ fn suspend(vcpu: &Vcpu, inner: &mut VcpuInner, resume: Option<(usize, usize)>) -
     // Only the home hart moves a started vCPU out of STARTED (hart_start CASes from
     // STOPPED only), and it moves it back when the vCPU runs again (`sched`).
     vcpu.hsm.store(HSM_SUSPENDED, Ordering::Release);
-    let next = crate::exit::wfi(vcpu, inner);
+    let next = crate::vcpu::wfi(vcpu, inner);
     if matches!(next, Next::Resume) {
         vcpu.hsm.store(HSM_STARTED, Ordering::Release);
     }
@@ -327,15 +325,15 @@ fn suspend(vcpu: &Vcpu, inner: &mut VcpuInner, resume: Option<(usize, usize)>) -
 /// passthrough device, an IPI cannot come: nobody else runs) and its timer; it
 /// resumes at `resume_addr` with `a0` = hart id, `a1` = opaque.
 fn susp_call(vcpu: &Vcpu, inner: &mut VcpuInner, fid: usize, a: [usize; 6]) -> Next {
-    let w = world();
-    let g = &w.guests[vcpu.guest];
+    let g = &world().guests[vcpu.guest];
     let ret = if fid != susp::SUSPEND {
         err::NOT_SUPPORTED
     } else if a[0] != SUSPEND_TO_RAM {
         // Reserved (0x1..=0x7FFF_FFFF, above u32) or platform-specific, none here.
         err::INVALID_PARAM
-    } else if (0..g.vcpus)
-        .map(|i| &w.vcpus[g.first_vcpu + i])
+    } else if g
+        .vcpu_slice()
+        .iter()
         .any(|v| v.index != vcpu.index && v.hsm.load(Ordering::Acquire) != HSM_STOPPED)
     {
         err::DENIED
@@ -401,7 +399,7 @@ fn srst_call(vcpu: &Vcpu, inner: &mut VcpuInner, fid: usize, a: [usize; 6]) -> N
         set_ret(inner, (err::INVALID_PARAM, 0));
         return Next::Resume;
     }
-    crate::shutdown_guest(vcpu.guest, exit_status(reason));
+    crate::shutdown::shutdown_guest(vcpu.guest, exit_status(reason));
     Next::Leave
 }
 
@@ -463,7 +461,7 @@ fn legacy_call(vcpu: &Vcpu, inner: &mut VcpuInner, eid: usize, a: [usize; 6]) ->
             }
         }
         legacy::LEGACY_SHUTDOWN => {
-            crate::shutdown_guest(vcpu.guest, 0);
+            crate::shutdown::shutdown_guest(vcpu.guest, 0);
             0
         }
         _ => err::NOT_SUPPORTED,

@@ -28,47 +28,25 @@
 //!
 //! The VS CSRs (`vstimecmp` included), FP and `hvip` shadow travel in `inner`; a
 //! blocked vCPU's timer is watched by whichever hart is its home.
-use core::sync::atomic::{AtomicU64, Ordering};
+use core::sync::atomic::Ordering;
 use spin::Once;
 
 use crate::arch::{self, csr};
-use crate::exit::Next;
-use crate::vcpu::{Vcpu, HSM_STARTED, HSM_START_PENDING, HSM_STOPPED, HSM_SUSPENDED};
-use crate::world::{this_hart, world, Hart};
+use crate::counts::MIGRATIONS;
+use crate::hart::{poke_hart, set_host_timer, this_hart, Hart};
+use crate::vcpu::{Next, Vcpu, HSM_STARTED, HSM_START_PENDING, HSM_STOPPED, HSM_SUSPENDED};
+use crate::world::world;
 
 /// Time slice when vCPUs share a hart: 5 ms at 10 MHz.
 pub const SLICE_TICKS: u64 = 50_000;
 
-/// Make hart `index` re-evaluate: IPI it unless it is the current hart.
-pub fn poke_hart(index: usize) {
-    let w = world();
-    let here = arch::hart_local();
-    if index != here {
-        if let Some(h) = w.harts.get(index) {
-            arch::sbi::send_ipi(h.hartid);
-        }
-    }
-}
-
-/// Program this hart's S-mode timer for `when` (u64::MAX = off).
-pub fn set_host_timer(when: u64) {
-    if world().sstc {
-        csr::stimecmp::write(when as usize);
-    } else {
-        arch::sbi::set_timer(when);
-    }
-}
-
 /// `migrate_ms` in timer ticks (0: no migration).
 static MIGRATE_TICKS: Once<u64> = Once::new();
-
-/// vCPU migrations made.
-pub static MIGRATIONS: AtomicU64 = AtomicU64::new(0);
 
 fn migrate_ticks() -> u64 {
     *MIGRATE_TICKS.call_once(|| {
         let ms = u64::from(crate::config::options().migrate_ms);
-        ms * crate::world::platform().timebase / 1000
+        ms * crate::platform::platform().timebase / 1000
     })
 }
 
@@ -203,7 +181,10 @@ fn run_vcpu(hart: &Hart, vcpu: &Vcpu) {
         Ordering::Acquire,
     );
     inner.load(guest.hgatp, w.sstc);
-    guest.irqchip.vcpu_load(guest, hart, vcpu, &mut inner);
+    if guest.irqchip.vcpu_load(guest, hart, vcpu, &mut inner) && crate::irq::sgei_pending() {
+        // `hgeie` was written: serve what the source says now (see `vcpu_load`).
+        crate::irq::handle_sgei(hart);
+    }
     // Picked because runnable: a kicked vCPU stops waiting.
     vcpu.block.unblock();
     let slice_start = arch::time();

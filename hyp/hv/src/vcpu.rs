@@ -8,20 +8,24 @@
 //! loom models): a producer raises an id in `pending` and then [`Vcpu::kick`]s, which
 //! marks the vCPU kicked and IPIs its home hart; the home hart consumes the kick right
 //! before it takes the pending changes (`sched::run_vcpu`) and sleeps on a guest WFI
-//! only if no kick came since (`exit::wfi`). The home changes only by a migration
+//! only if no kick came since ([`wfi`]). The home changes only by a migration
 //! (`sched::migrate`), made by the old home hart itself while the vCPU is descheduled.
 //! Other harts also move `hsm` from STOPPED to START_PENDING (SBI HSM `hart_start`),
 //! writing `start` under its lock first.
+//!
+//! The table of all vCPUs (`World::vcpus`) is published here by `world::set_world`
+//! ([`vcpus`]), for the layers below the world.
 use core::sync::atomic::{AtomicU64, AtomicU8, Ordering};
-use spin::Mutex;
-use virq_core::block::VcpuBlock;
+use spin::{Mutex, Once};
+use virq_core::block::{BlockOutcome, VcpuBlock};
 use virq_core::pending::VcpuPending;
 use virq_riscv::hext::HvipSync;
 
-use crate::acct::ExitCounts;
-use crate::arch::csr::{self, hstatus_bits, sstatus_bits};
+use crate::arch::csr::{self, hstatus_bits, irq_bits, sstatus_bits};
 use crate::arch::switch::FpState;
 use crate::arch::Context;
+use crate::counts::ExitCounts;
+use crate::ids::GuestVcpuId;
 
 /// HSM: stopped.
 pub const HSM_STOPPED: u8 = 1;
@@ -32,6 +36,50 @@ pub const HSM_STARTED: u8 = 0;
 /// HSM: suspended by `hart_suspend` or SUSP (blocked like WFI); set and cleared only
 /// by the home hart (`sbi::suspend`, back to STARTED when it runs again).
 pub const HSM_SUSPENDED: u8 = 3;
+
+static VCPUS: Once<&'static [Vcpu]> = Once::new();
+
+/// Publish the vCPU table (`world::set_world`, boot hart, once).
+pub fn publish(vcpus: &'static [Vcpu]) {
+    VCPUS.call_once(|| vcpus);
+}
+
+/// All vCPUs of all guests (`World::vcpus`), by global index.
+pub fn vcpus() -> &'static [Vcpu] {
+    VCPUS.get().expect("world built before use")
+}
+
+/// What the scheduler does next with the vCPU after an exit.
+pub enum Next {
+    /// Enter the guest again (unless the slice is over).
+    Resume,
+    /// Leave it: blocked, stopped or shut down.
+    Leave,
+}
+
+/// Guest WFI (and HSM retentive suspend): block unless an enabled VS interrupt is
+/// pending in hardware, a kick came since the last flush (virq-core `VcpuBlock`: a
+/// raise not yet taken always has one), or the guest timer is due.
+pub fn wfi(vcpu: &Vcpu, inner: &mut VcpuInner) -> Next {
+    let vs_bits = irq_bits::VSSI | irq_bits::VSTI | irq_bits::VSEI;
+    if csr::hip::read() & csr::hie::read() & vs_bits != 0 {
+        return Next::Resume;
+    }
+    let deadline = if crate::platform::platform().sstc {
+        csr::vstimecmp::read() as u64
+    } else {
+        inner.timer_deadline
+    };
+    vcpu.wake_at.store(deadline, Ordering::Release);
+    if vcpu.block.block() == BlockOutcome::StayRunnable {
+        return Next::Resume;
+    }
+    if crate::arch::time() >= deadline {
+        vcpu.block.unblock();
+        return Next::Resume;
+    }
+    Next::Leave
+}
 
 /// VS-level CSRs kept while the vCPU is not loaded on its hart.
 #[derive(Clone, Copy, Debug, Default)]
@@ -72,12 +120,12 @@ pub struct VcpuInner {
 
 /// A vCPU.
 pub struct Vcpu {
-    /// Index in `World::vcpus`.
+    /// Index in `World::vcpus` (global: all guests' vCPUs).
     pub index: usize,
     /// Guest index.
     pub guest: usize,
-    /// Hart id inside the guest (`mhartid` the guest sees, SBI hart id).
-    pub id: u32,
+    /// Id inside the guest (the hart id it sees, SBI hart id, its per-vCPU slot).
+    pub id: GuestVcpuId,
     /// Blocked in WFI (or HSM retentive suspend), kicked, and the index of the current
     /// home hart in `World::harts` (see the module docs).
     pub block: VcpuBlock,
@@ -104,7 +152,7 @@ impl Vcpu {
         Vcpu {
             index,
             guest,
-            id,
+            id: GuestVcpuId(id),
             block: VcpuBlock::new(hart),
             first_hart: hart,
             pending: VcpuPending::with_handoff(&[virq_riscv::hext::IRQ_VS_SOFT])
@@ -143,7 +191,7 @@ impl Vcpu {
     /// its home hart (unless that is this hart, which re-evaluates before entering any
     /// guest). The IPI only wakes the hart; the ordering is the kick's (`VcpuBlock`).
     pub fn kick(&self) {
-        crate::sched::poke_hart(self.block.kick());
+        crate::hart::poke_hart(self.block.kick());
     }
 
     /// The current home hart (index in `World::harts`).
@@ -160,9 +208,9 @@ impl Vcpu {
 impl VcpuInner {
     /// Reset for an HSM start / boot: `a0 = hartid`, `a1 = opaque`, pc = `entry`, in
     /// VS-mode with the VS-stage off and interrupts disabled (SBI HSM's start state).
-    pub fn reset(&mut self, hartid: u32, entry: usize, opaque: usize) {
+    pub fn reset(&mut self, id: GuestVcpuId, entry: usize, opaque: usize) {
         self.ctx = Context::default();
-        self.ctx.guest.x[10] = hartid as usize;
+        self.ctx.guest.x[10] = id.hartid();
         self.ctx.guest.x[11] = opaque;
         self.ctx.guest.sepc = entry;
         self.ctx.guest.sstatus = sstatus_bits::SPP | sstatus_bits::FS_INITIAL;

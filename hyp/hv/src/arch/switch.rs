@@ -7,8 +7,11 @@
 //! Any trap taken while the guest runs lands in `guest_exit_vector`, which saves the
 //! guest, restores hyp and returns from `enter_guest`, with the trap CSRs copied into
 //! `ctx.trap`. The VS CSRs, `hvip`, `vstimecmp` and the FP registers stay in the
-//! hardware across `enter_guest`; `crate::vcpu` saves and restores them when it puts
-//! or loads a vCPU on a hart.
+//! hardware across `enter_guest`; the vCPU code above `arch` saves and restores them
+//! when it puts or loads a vCPU on a hart.
+//!
+//! A trap taken in HS-mode itself lands in `__hyp_host_trap`, which calls
+//! `fatal_host_trap` (declared in [`super::entry`], provided by the binary's top).
 use core::mem::offset_of;
 
 /// The guest's general registers and the HS CSRs that describe where it returns.
@@ -231,7 +234,7 @@ __hyp_host_trap:
     csrr    a0, scause
     csrr    a1, sepc
     csrr    a2, stval
-    call    {host_fault}
+    call    {fatal_host_trap}
 1:  wfi
     j       1b
 "#,
@@ -252,21 +255,18 @@ __hyp_host_trap:
     t_stval = const T_STVAL,
     t_htval = const T_HTVAL,
     t_htinst = const T_HTINST,
-    host_fault = sym host_fault,
+    fatal_host_trap = sym super::entry::fatal_host_trap,
 );
 
 extern "C" {
     fn __hyp_enter_guest(ctx: *mut Context);
 }
 
-extern "C" fn host_fault(scause: usize, sepc: usize, stval: usize) -> ! {
-    crate::fatal_host_trap(scause, sepc, stval)
-}
-
 /// Run the guest described by `ctx` until its next trap into HS-mode.
 ///
 /// The VS CSRs, `hgatp`, `hvip` and the FP state of the guest must already be
-/// loaded on this hart (see `crate::vcpu`); `ctx.guest.hstatus` must have SPV = 1.
+/// loaded on this hart (by the caller, see the module docs); `ctx.guest.hstatus` must
+/// have SPV = 1.
 pub fn enter_guest(ctx: &mut Context) {
     debug_assert!(ctx.guest.hstatus & super::csr::hstatus_bits::SPV != 0);
     // SAFETY: `ctx` is a valid, exclusively borrowed Context for the whole call. The

@@ -6,15 +6,13 @@ use alloc::vec::Vec;
 use core::sync::atomic::AtomicU64;
 use spin::Once;
 use virq_riscv::aplic::regs::{DOMAINCFG_DM, DOMAINCFG_IE, TARGET_HART_SHIFT};
-use virq_riscv::aplic::SourceMode;
 use virq_riscv::aplic::EIID_MASK as TARGET_EIID_MASK;
 use virq_riscv::imsic::{ISELECT_EIDELIVERY, ISELECT_EIE0, ISELECT_EITHRESHOLD};
 use virq_riscv::msi::IMSIC_PAGE_SIZE;
 
 use crate::arch::csr::{self, irq_bits};
 use crate::arch::mmio::{HostAplic, ImsicPages};
-use crate::guest::Guest;
-use crate::world::world;
+use crate::platform::platform;
 
 /// The host AIA as hyp drives it (built once by [`init`]).
 pub struct HostAia {
@@ -61,7 +59,7 @@ impl HostAia {
 
     /// Host physical address of guest file `line` of hart `hart`.
     pub(crate) fn file_addr(&self, hart: usize, line: u32) -> Option<u64> {
-        let (base, _) = crate::world::platform().aia.imsic?;
+        let (base, _) = platform().aia.imsic?;
         Some(base + self.file_page(hart, line)? as u64)
     }
 
@@ -87,17 +85,15 @@ impl HostAia {
     }
 }
 
-/// Build the host AIA description and put the physical APLIC in MSI mode. Boot hart,
-/// after the world is published and before any hart initialises.
-pub fn init() {
-    let p = crate::world::platform();
-    let w = world();
+/// Build the host AIA description and put the physical APLIC in MSI mode; `pirqs`
+/// are the physical sources passed through to guests. Boot hart, after the world is
+/// published and before any hart initialises.
+pub fn init(pirqs: impl Iterator<Item = u32>) {
+    let p = platform();
     let mut sfile_ids = [0u64; 4];
-    for g in &w.guests {
-        for &(_, pirq) in &g.passthrough {
-            if let Some(word) = sfile_ids.get_mut(pirq as usize / 64) {
-                *word |= 1 << (pirq % 64);
-            }
+    for pirq in pirqs {
+        if let Some(word) = sfile_ids.get_mut(pirq as usize / 64) {
+            *word |= 1 << (pirq % 64);
         }
     }
     let host = HOST.call_once(|| HostAia {
@@ -112,8 +108,7 @@ pub fn init() {
         gib: p.aia.guest_index_bits,
         num_ids: p.aia.num_ids,
         ssaia: p.isa_extensions.iter().any(|e| e == "ssaia"),
-        hart_index: w
-            .harts
+        hart_index: crate::hart::harts()
             .iter()
             .map(|h| {
                 p.harts
@@ -157,27 +152,6 @@ pub fn hart_init() {
         csr::sireg::write((bits & !1) as usize);
     }
     csr::hie::set(irq_bits::SGEI);
-}
-
-/// Program physical source `pirq` of guest `g` at boot: level-high (the wired
-/// devices' sense). A vPLIC guest's source targets hyp's S-level file on the hart that
-/// takes the guest's interrupts (identity = `pirq`) and is enabled; an AIA guest's stays
-/// disabled until the guest programs its virtual source ([`sync_passthrough`]).
-pub fn route_to_sfile(aplic: HostAplic, g: &Guest, pirq: u32) {
-    aplic.set_enabled(pirq, false);
-    aplic.set_sourcecfg(pirq, SourceMode::Level1 as u32);
-    if g.irqchip.as_aia().is_some() {
-        return;
-    }
-    let target =
-        crate::irq::irq_hart(g).and_then(|h| host().and_then(|x| x.sfile_target(h.index, pirq)));
-    match target {
-        Some(t) if host().is_some_and(|h| h.has_sfiles()) => {
-            aplic.set_target(pirq, t);
-            aplic.set_enabled(pirq, true);
-        }
-        _ => crate::println!("hyp: pirq {pirq}: no S-level IMSIC file to route it to"),
-    }
 }
 
 /// Claims per host-interrupt pass: what is left stays pending (SEI stays asserted) and

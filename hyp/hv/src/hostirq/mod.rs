@@ -1,6 +1,6 @@
 //! The host interrupt controller as passthrough sees it: one trait, one implementation
 //! per controller — the PLIC, and the APLIC in MSI mode feeding hyp's own S-level IMSIC
-//! files. `crate::irq` (claims, deferred EOI, route set-up and release) talks to the
+//! files. `irq` (above: claims, deferred EOI, route set-up and release) talks to the
 //! controller only through [`HostIrqChip`].
 //!
 //! The one behavioural difference the passthrough logic must know is the *gateway*: a
@@ -10,10 +10,18 @@
 //! the source is disabled from the claim to the guest's completion, which re-triggers
 //! it (`setipnum`, AIA §4.9.2: pends it again only if the line is still asserted) and
 //! enables it again.
+//!
+//! `aia` (the host AIA driver) sits lower than this module: the guest topologies use
+//! it too. This module knows the guests and the world.
 pub mod aia;
 
+use virq_riscv::aplic::SourceMode;
+
 use crate::arch::mmio::{HostAplic, HostPlic};
-use crate::world::{world, Hart};
+use crate::guest::Guest;
+use crate::hart::{harts, Hart};
+use crate::ids::GuestVcpuId;
+use crate::world::world;
 
 /// A host interrupt controller. `hart` names the hart whose context a per-hart
 /// controller uses (the PLIC's S-mode context of that hart); a global one ignores it.
@@ -29,7 +37,7 @@ pub trait HostIrqChip: Sync {
     fn has_gateway(&self) -> bool;
     /// Prepare passthrough source `src` of guest `g` at boot (priority, sense,
     /// target). Boot hart.
-    fn prepare(&self, g: &crate::guest::Guest, src: u32);
+    fn prepare(&self, g: &Guest, src: u32);
     /// Enable, on `hart` (running on it), a prepared source of a guest whose
     /// interrupts `hart` takes.
     fn enable_on(&self, hart: &Hart, src: u32);
@@ -62,7 +70,7 @@ impl HostIrqChip for Plic {
     fn has_gateway(&self) -> bool {
         true
     }
-    fn prepare(&self, _g: &crate::guest::Guest, src: u32) {
+    fn prepare(&self, _g: &Guest, src: u32) {
         self.0.set_priority(src, 1);
     }
     fn enable_on(&self, hart: &Hart, src: u32) {
@@ -87,8 +95,8 @@ impl HostIrqChip for Aplic {
     fn has_gateway(&self) -> bool {
         false
     }
-    fn prepare(&self, g: &crate::guest::Guest, src: u32) {
-        aia::route_to_sfile(self.0, g, src);
+    fn prepare(&self, g: &Guest, src: u32) {
+        route_to_sfile(self.0, g, src);
     }
     fn enable_on(&self, _hart: &Hart, _src: u32) {
         // `prepare` enabled it (the APLIC is global).
@@ -109,4 +117,40 @@ pub fn chip() -> Option<&'static dyn HostIrqChip> {
         let c: &'static Aplic = alloc::boxed::Box::leak(alloc::boxed::Box::new(Aplic(a)));
         Some(c)
     })
+}
+
+/// Program physical source `pirq` of guest `g` at boot: level-high (the wired
+/// devices' sense). A vPLIC guest's source targets hyp's S-level file on the hart that
+/// takes the guest's interrupts (identity = `pirq`) and is enabled; an AIA guest's stays
+/// disabled until the guest programs its virtual source (`topology::aia`'s `sync_passthrough`).
+fn route_to_sfile(aplic: HostAplic, g: &Guest, pirq: u32) {
+    aplic.set_enabled(pirq, false);
+    aplic.set_sourcecfg(pirq, SourceMode::Level1 as u32);
+    if g.irqchip.as_aia().is_some() {
+        return;
+    }
+    let target = irq_hart(g).and_then(|h| aia::host().and_then(|x| x.sfile_target(h.index, pirq)));
+    match target {
+        Some(t) if aia::host().is_some_and(|h| h.has_sfiles()) => {
+            aplic.set_target(pirq, t);
+            aplic.set_enabled(pirq, true);
+        }
+        _ => crate::println!("hyp: pirq {pirq}: no S-level IMSIC file to route it to"),
+    }
+}
+
+/// The hart that takes a guest's physical interrupts: the first home of its vCPU 0
+/// (fixed, also when vCPUs migrate).
+pub fn irq_hart(g: &Guest) -> Option<&'static Hart> {
+    harts().get(g.vcpu(GuestVcpuId(0))?.first_hart)
+}
+
+/// Set up hyp's host AIA (`aia::init`) for the physical sources the guests pass
+/// through. Boot hart, after the world is published and before any hart initialises.
+pub fn init() {
+    let pirqs = world()
+        .guests
+        .iter()
+        .flat_map(|g| g.passthrough.iter().map(|&(_, pirq)| pirq));
+    aia::init(pirqs);
 }

@@ -9,7 +9,7 @@
 //! marks the virtual source in flight (virq-core `InFlight`, capturing the route's ack
 //! token) *before* pulsing the vPLIC, so its completion finds it. The guest's
 //! completion only sets a bit (the vPLIC's [`EoiSink`], called under the vPLIC lock);
-//! once the trapped access dropped that lock, `crate::irq::fold_completions` takes the
+//! once the trapped access dropped that lock, `irq::fold_completions` takes the
 //! bits ([`GuestIrqChip::take_completed`]), deactivates them and runs the ack notifier
 //! — the route's deferred physical complete — with no lock held.
 use core::sync::atomic::{AtomicU64, Ordering};
@@ -18,10 +18,11 @@ use virq_riscv::imsic::CsrOp;
 use virq_riscv::plic::{Sense, VPlic};
 use virq_riscv::{ConfigError, EoiSink, MmioDevice};
 
-use super::{GuestIrqChip, GuestSink, MmioOp};
-use crate::guest::{Guest, MAX_VCPUS_PER_GUEST, MAX_VIRQS};
+use super::{GuestIrqChip, GuestSink, GuestView, MmioOp};
+use crate::counts::ExitCounts;
+use crate::hart::Hart;
+use crate::ids::{MAX_VCPUS_PER_GUEST, MAX_VIRQS};
 use crate::vcpu::{Vcpu, VcpuInner};
-use crate::world::{world, Hart};
 
 /// Size of the vPLIC window for `vcpus` contexts (virq-riscv's decoding).
 pub fn window_size(vcpus: usize) -> u64 {
@@ -29,7 +30,7 @@ pub fn window_size(vcpus: usize) -> u64 {
 }
 
 /// Records a guest's virtual completion of a passthrough source: one bit per source,
-/// set under the vPLIC lock, taken by `crate::irq::fold_completions`.
+/// set under the vPLIC lock, taken by `irq::fold_completions`.
 pub struct Completions([AtomicU64; MAX_VIRQS / 64]);
 
 impl EoiSink for &'static Completions {
@@ -101,7 +102,7 @@ impl GuestIrqChip for GuestVplic {
         gpa >= b && gpa - b < s
     }
 
-    fn mmio(&self, _: &Guest, vcpu: &Vcpu, gpa: u64, op: MmioOp) -> u64 {
+    fn mmio(&self, _: &dyn GuestView, vcpu: &Vcpu, gpa: u64, op: MmioOp) -> u64 {
         let off = gpa - self.window.0;
         match op {
             MmioOp::Read { size } => {
@@ -116,7 +117,7 @@ impl GuestIrqChip for GuestVplic {
         }
     }
 
-    fn csr(&self, _: &Guest, _: &Vcpu, _: u32, _: CsrOp) -> Option<Result<u64, ()>> {
+    fn csr(&self, _: &dyn GuestView, _: &Vcpu, _: u32, _: CsrOp) -> Option<Result<u64, ()>> {
         None
     }
 
@@ -124,55 +125,58 @@ impl GuestIrqChip for GuestVplic {
         self.completed.take(f);
     }
 
-    fn inject(&self, g: &Guest, virq: u32) -> bool {
+    fn inject(&self, g: &dyn GuestView, virq: u32) -> bool {
         // In flight before the guest can see it (virq-core ack: mark, then raise), so
         // its completion finds the token this route registered.
-        if g.inflight.mark(&g.acks, virq).is_err() {
-            crate::println!("hyp: guest {}: no in-flight slot for virq {virq}", g.index);
+        if g.inflight().mark(g.acks(), virq).is_err() {
+            crate::println!(
+                "hyp: guest {}: no in-flight slot for virq {virq}",
+                g.index()
+            );
         }
         self.plic.lock().pulse(virq);
         false
     }
 
-    fn vcpu_load(&self, _: &Guest, _: &Hart, _: &Vcpu, inner: &mut VcpuInner) {
+    fn vcpu_load(&self, _: &dyn GuestView, _: &Hart, _: &Vcpu, inner: &mut VcpuInner) -> bool {
         if crate::hostirq::aia::host().is_some_and(|h| h.has_ssaia()) {
             crate::arch::csr::hstatus::clear(crate::arch::csr::hstatus_bits::VGEIN_MASK);
             crate::arch::csr::hvictl::write(0);
         }
         inner.ctx.guest.hstatus &= !crate::arch::csr::hstatus_bits::VGEIN_MASK;
+        false
     }
 
-    fn before_entry(&self, _: &Guest, _: &Vcpu, _: &VcpuInner) {}
+    fn before_entry(&self, _: &dyn GuestView, _: &Vcpu, _: &VcpuInner) {}
 
-    fn vcpu_put(&self, _: &Guest, _: &Vcpu) {}
+    fn vcpu_put(&self, _: &dyn GuestView, _: &Vcpu) {}
 
-    fn vcpu_migrate_out(&self, _: &Guest, _: &Vcpu) {}
+    fn vcpu_migrate_out(&self, _: &dyn GuestView, _: &Vcpu) {}
 
-    fn vcpu_migrated(&self, _: &Guest, _: &Vcpu) {}
+    fn vcpu_migrated(&self, _: &dyn GuestView, _: &Vcpu) {}
 
     fn sgei(
         &self,
-        _: &Guest,
+        _: &dyn GuestView,
         _: &Vcpu,
         _: &virq_riscv::hext::HgeieDoorbell<'_, crate::arch::csr::HartCsrs>,
     ) -> bool {
         false
     }
 
-    fn print_acct(&self, g: &Guest) {
-        let w = world();
+    fn print_acct(&self, g: &dyn GuestView) {
         let e = self.plic.lock().errors();
         crate::println!(
             "ACCT guest={} vplic_ignored bad_width={} misaligned={} unmapped={} read_only={} ignored_value={}",
-            g.cfg.name, e.bad_width, e.misaligned, e.unmapped, e.read_only, e.ignored_value
+            g.name(), e.bad_width, e.misaligned, e.unmapped, e.read_only, e.ignored_value
         );
-        let vs = &w.vcpus[g.first_vcpu..g.first_vcpu + g.vcpus];
-        let sum = |f: fn(&crate::acct::ExitCounts) -> &AtomicU64| -> u64 {
+        let vs = g.vcpu_slice();
+        let sum = |f: fn(&ExitCounts) -> &AtomicU64| -> u64 {
             vs.iter().map(|v| f(&v.acct).load(Ordering::Relaxed)).sum()
         };
         crate::println!(
             "ACCT guest={} vplic_traps claims={} completes={} other={}",
-            g.cfg.name,
+            g.name(),
             sum(|c| &c.vplic_claims),
             sum(|c| &c.vplic_completes),
             sum(|c| &c.vplic_other)

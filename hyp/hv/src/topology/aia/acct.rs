@@ -2,8 +2,8 @@
 use super::*;
 
 /// The `ACCT` lines of the AIA guests.
-pub(crate) fn print_acct(g: &Guest, aia: &GuestAia) {
-    let w = world();
+pub(crate) fn print_acct(g: &dyn GuestView, aia: &GuestAia) {
+    let harts = crate::hart::harts();
     {
         let c = &aia.counts;
         let n = |a: &AtomicU64| a.load(Ordering::Relaxed);
@@ -15,10 +15,10 @@ pub(crate) fn print_acct(g: &Guest, aia: &GuestAia) {
                     hw += 1;
                     crate::println!(
                         "ACCT vcpu={} guest={} id={} imsic=hw hart={} line={}",
-                        g.first_vcpu + i,
-                        g.cfg.name,
+                        g.vcpu_slice()[i].index,
+                        g.name(),
                         i,
-                        w.harts[hart].hartid,
+                        harts[hart].hartid,
                         line
                     );
                 }
@@ -26,8 +26,8 @@ pub(crate) fn print_acct(g: &Guest, aia: &GuestAia) {
                     sw += 1;
                     crate::println!(
                         "ACCT vcpu={} guest={} id={} imsic=sw",
-                        g.first_vcpu + i,
-                        g.cfg.name,
+                        g.vcpu_slice()[i].index,
+                        g.name(),
                         i
                     );
                 }
@@ -35,7 +35,7 @@ pub(crate) fn print_acct(g: &Guest, aia: &GuestAia) {
         }
         crate::println!(
             "ACCT guest={} aia files_hw={} files_sw={} to_hw={} to_sw={} imsic_page_traps={} msis_to_sw_files={} msis_to_hw_files_by_hyp={} csr_traps={} iprio_traps={} sgei={} sgei_kicks={} aplic_reads={} aplic_writes={} aplic_forwards={}",
-            g.cfg.name,
+            g.name(),
             hw,
             sw,
             n(&c.to_hw),
@@ -55,7 +55,7 @@ pub(crate) fn print_acct(g: &Guest, aia: &GuestAia) {
         let e = st.dev.errors();
         crate::println!(
             "ACCT guest={} vaplic_ignored bad_width={} misaligned={} unmapped={} read_only={} ignored_value={}",
-            g.cfg.name, e.bad_width, e.misaligned, e.unmapped, e.read_only, e.ignored_value
+            g.name(), e.bad_width, e.misaligned, e.unmapped, e.read_only, e.ignored_value
         );
         for ps in st.phys.iter() {
             let phys = host()
@@ -63,7 +63,7 @@ pub(crate) fn print_acct(g: &Guest, aia: &GuestAia) {
                 .map_or(0, |a| a.target(ps.pirq));
             crate::println!(
                 "ACCT guest={} aia pirq={} virq={} retriggers={} hyp_claims={} phys_target={:#x} enabled={}",
-                g.cfg.name,
+                g.name(),
                 ps.pirq,
                 ps.virq,
                 ps.retriggers,

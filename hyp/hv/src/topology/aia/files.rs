@@ -7,13 +7,8 @@ use super::*;
 /// The hardware guest files, as virq-riscv's `VcpuImsic` reaches them.
 #[derive(Clone, Copy)]
 pub struct HwFiles {
-    pub(crate) guest: u16,
-}
-
-impl HwFiles {
-    fn counts(&self) -> Option<&'static AiaCounts> {
-        Some(&aia_of(self.guest)?.counts)
-    }
+    /// The guest's AIA counters.
+    pub(crate) counts: &'static AiaCounts,
 }
 
 /// Run `f` with `hstatus.VGEIN = line` on the current hart, which must be `hart`
@@ -53,9 +48,7 @@ impl GuestFileHw for HwFiles {
         let Some(h) = host() else { return };
         if let (Some(pages), Some(page)) = (h.pages, h.file_page(hart, line)) {
             if pages.send(page, eiid) {
-                if let Some(c) = self.counts() {
-                    bump(&c.hw_msis_by_hyp);
-                }
+                bump(&self.counts.hw_msis_by_hyp);
             }
         }
     }
@@ -94,40 +87,39 @@ pub type GuestImsic = VcpuImsic<HwFiles, GuestSink>;
 
 /// Point vCPU `v`'s IMSIC page of guest `g` at `backing` (its hardware file, or
 /// nowhere for a software file) and flush every hart's G-stage TLB. No lock held.
-pub(crate) fn map_page(g: &Guest, aia: &GuestAia, v: usize, backing: Backing) {
+pub(crate) fn map_page(g: &dyn GuestView, aia: &GuestAia, v: usize, backing: Backing) {
     let gpa = aia.imsic_base + v as u64 * IMSIC_PAGE_SIZE;
     let hpa = match backing {
         Backing::Hardware { hart, line } => host().and_then(|h| h.file_addr(hart, line)),
         Backing::Software => None,
     };
     if let Err(e) = g
-        .gstage
+        .gstage()
         .lock()
         .set_page(gpa, hpa, crate::gstage::R | crate::gstage::W)
     {
-        crate::println!("hyp: guest {}: IMSIC page {gpa:#x}: {e:?}", g.index);
+        crate::println!("hyp: guest {}: IMSIC page {gpa:#x}: {e:?}", g.index());
     }
     crate::arch::fence();
     crate::arch::hfence_gvma_all();
     let here = crate::arch::hart_local();
-    let others = world()
-        .harts
+    let others = crate::hart::harts()
         .iter()
         .filter(|h| h.index != here)
         .fold(0u64, |m, h| m | (1 << h.index));
-    crate::irq::remote_fence(others);
+    crate::hart::remote_fence(others);
 }
 
 /// Move vCPU `id`'s hardware file to software, on the hart that owns the file: once
 /// its state is saved no guest store and no device MSI may reach it, so the page goes
 /// out of the G-stage (and every TLB) and the physical APLIC is retargeted to hyp's
 /// S-level file first, then `VcpuImsic::evict` saves, scrubs and frees the line.
-pub(crate) fn leave_hardware_file(g: &Guest, aia: &GuestAia, id: usize) {
+pub(crate) fn leave_hardware_file(g: &dyn GuestView, aia: &GuestAia, id: usize) {
     let av = &aia.vcpus[id];
     av.leaving.store(true, Ordering::Relaxed);
     map_page(g, aia, id, Backing::Software);
     resync(g, aia);
-    av.file.lock().evict(&world().hgei);
+    av.file.lock().evict(crate::hart::hgei());
     av.leaving.store(false, Ordering::Relaxed);
     bump(&aia.counts.to_sw);
 }

@@ -7,21 +7,21 @@ use super::*;
 /// Where the vAPLIC's MSIs go: the interrupt file of the guest vCPU whose index is the
 /// MSI's hart index.
 pub struct MsiRouter {
-    pub(crate) guest: u16,
+    /// The guest's per-vCPU AIA state (`GuestAia::vcpus`).
+    pub(crate) files: &'static [AiaVcpu],
+    /// The guest's AIA counters.
+    pub(crate) counts: &'static AiaCounts,
 }
 
 impl MsiSink for MsiRouter {
     fn send_msi(&mut self, msi: Msi) -> bool {
-        let Some(aia) = aia_of(self.guest) else {
+        let Some(av) = self.files.get(msi.hart as usize) else {
             return false;
         };
-        let Some(av) = aia.vcpus.get(msi.hart as usize) else {
-            return false;
-        };
-        bump(&aia.counts.aplic_forwards);
+        bump(&self.counts.aplic_forwards);
         let mut f = av.file.lock();
         if f.backing() == Backing::Software {
-            bump(&aia.counts.sw_msis);
+            bump(&self.counts.sw_msis);
         }
         f.send_msi(msi)
     }
@@ -58,10 +58,9 @@ pub struct AplicState {
 
 /// Mirror the guest's programming of its passthrough sources to the physical APLIC
 /// (see the module docs). Called with the vAPLIC lock held (`st`).
-pub(crate) fn sync_passthrough(g: &Guest, aia: &GuestAia, st: &mut AplicState) {
+pub(crate) fn sync_passthrough(g: &dyn GuestView, aia: &GuestAia, st: &mut AplicState) {
     let Some(h) = host() else { return };
     let Some(aplic) = h.aplic else { return };
-    let w = world();
     let dcfg = st.dev.read(0, 4) as u32;
     let domain_on = dcfg & DOMAINCFG_IE != 0 && dcfg & DOMAINCFG_DM != 0;
     for ps in st.phys.iter_mut() {
@@ -84,7 +83,7 @@ pub(crate) fn sync_passthrough(g: &Guest, aia: &GuestAia, st: &mut AplicState) {
                     .flatten()
                     .map(|idx| (idx << TARGET_HART_SHIFT) | (line << TARGET_GUEST_SHIFT) | eiid),
                 Backing::Software => {
-                    let hart = w.vcpus[g.first_vcpu + t].home();
+                    let hart = g.vcpu_slice()[t].home();
                     h.sfile_target(hart, ps.pirq)
                 }
             };
@@ -123,13 +122,13 @@ pub(crate) fn sync_passthrough(g: &Guest, aia: &GuestAia, st: &mut AplicState) {
 }
 
 /// Re-sync the physical mirror of guest `g` (after one of its files changed backing).
-pub(crate) fn resync(g: &Guest, aia: &GuestAia) {
+pub(crate) fn resync(g: &dyn GuestView, aia: &GuestAia) {
     let mut st = aia.aplic.lock();
     sync_passthrough(g, aia, &mut st);
 }
 
 /// A trapped vAPLIC access.
-pub(crate) fn aplic_access(g: &Guest, aia: &GuestAia, off: u64, op: MmioOp) -> u64 {
+pub(crate) fn aplic_access(g: &dyn GuestView, aia: &GuestAia, off: u64, op: MmioOp) -> u64 {
     let mut st = aia.aplic.lock();
     match op {
         MmioOp::Read { size } => {
@@ -152,7 +151,7 @@ pub(crate) fn aplic_access(g: &Guest, aia: &GuestAia, off: u64, op: MmioOp) -> u
                         set_asserted(&mut st.dev, virq, false);
                         if let Some(slot) = retrigger.get_mut(n) {
                             *slot = ps.pirq;
-                            tokens[n] = g.acks.token(virq).unwrap_or(0);
+                            tokens[n] = g.acks().token(virq).unwrap_or(0);
                             n += 1;
                         }
                     }
@@ -170,7 +169,7 @@ pub(crate) fn aplic_access(g: &Guest, aia: &GuestAia, off: u64, op: MmioOp) -> u
             // delivery the route deferred to the guest (`RouteTable::guest_completed`
             // clears the token `deliver` parked; a stale token is refused).
             for &token in tokens[..n].iter().filter(|&&t| t != 0) {
-                let _ = world().routes.guest_completed(token);
+                let _ = routes().guest_completed(token);
             }
             sync_passthrough(g, aia, &mut st);
             0
@@ -184,7 +183,7 @@ pub(crate) fn aplic_access(g: &Guest, aia: &GuestAia, off: u64, op: MmioOp) -> u
 /// AIA §4.9.2), as the real line does until the device is serviced: the vAPLIC pends
 /// it on the rising edge and forwards it when enabled, so an MSI that arrives while
 /// the guest has the source masked is held, not lost. For an edge source: one pulse.
-pub(crate) fn inject(g: &Guest, aia: &GuestAia, virq: u32) {
+pub(crate) fn inject(g: &dyn GuestView, aia: &GuestAia, virq: u32) {
     let mut st = aia.aplic.lock();
     let level = matches!(
         st.dev.source_mode(virq),

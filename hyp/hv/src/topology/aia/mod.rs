@@ -39,7 +39,7 @@
 //!
 //! A vCPU with a hardware file that blocks in WFI leaves its line's `hgeie` bit
 //! unmasked (virq-core `Doorbell::put(blocking)`, through virq-riscv `HgeieDoorbell`);
-//! an MSI reaching the file raises SGEI on its hart, `crate::irq::handle_sgei` fires the doorbell
+//! an MSI reaching the file raises SGEI on its hart, `irq::handle_sgei` fires the doorbell
 //! and kicks the vCPU. `hgeie` is masked again when the vCPU is loaded, and is never
 //! unmasked for a vCPU that is merely descheduled.
 //!
@@ -57,7 +57,7 @@
 //! software file, the physical target is hyp's own S-level file on that vCPU's hart
 //! (identity = the physical source number); hyp claims it from `stopei` and pulses the
 //! virtual source, which the vAPLIC forwards to the software file
-//! (`crate::hostirq`, the APLIC's claims).
+//! (`hostirq`, the APLIC's claims).
 //!
 //! Lock order: a guest's vAPLIC lock, then a vCPU file lock; the G-stage lock alone.
 //! No lock is held across a remote fence.
@@ -67,6 +67,7 @@ mod files;
 mod mirror;
 mod vcpu;
 
+use alloc::boxed::Box;
 use alloc::vec::Vec;
 use core::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use spin::Mutex;
@@ -77,12 +78,12 @@ use virq_riscv::imsic::{CsrOp, ImsicFileState};
 use virq_riscv::msi::{Backing, GuestFileHw, Msi, MsiSink, VcpuImsic, IMSIC_PAGE_SIZE};
 use virq_riscv::MmioDevice;
 
-use super::{GuestIrqChip, GuestSink, MmioOp};
+use super::{routes, GuestIrqChip, GuestSink, GuestView, MmioOp};
 use crate::arch::csr::{self, hstatus_bits, HartCsrs};
-use crate::guest::{Guest, MAX_VCPUS_PER_GUEST};
+use crate::hart::Hart;
 use crate::hostirq::aia::host;
+use crate::ids::MAX_VCPUS_PER_GUEST;
 use crate::vcpu::{Vcpu, VcpuInner};
-use crate::world::{world, Hart};
 
 use virq_riscv::aplic::regs::{DOMAINCFG_DM, DOMAINCFG_IE, TARGET_GUEST_SHIFT, TARGET_HART_SHIFT};
 use virq_riscv::aplic::EIID_MASK as TARGET_EIID_MASK;
@@ -158,10 +159,11 @@ pub struct GuestAia {
     pub imsic_base: u64,
     /// The vAPLIC and its physical mirror.
     pub aplic: Mutex<AplicState>,
-    /// Per vCPU (guest vCPU id order).
-    pub vcpus: Vec<AiaVcpu>,
-    /// Counters.
-    pub counts: AiaCounts,
+    /// Per vCPU (guest vCPU id order). `'static` (the guest lives for ever) because
+    /// the vAPLIC's MSI sink reaches the files too.
+    pub vcpus: &'static [AiaVcpu],
+    /// Counters (`'static`: the files' and the vAPLIC's sinks count too).
+    pub counts: &'static AiaCounts,
 }
 
 /// Why a guest AIA could not be built.
@@ -185,11 +187,10 @@ impl core::fmt::Display for AiaError {
 }
 
 impl GuestAia {
-    /// The AIA of guest `guest` with `vcpus` vCPUs (global indices from `first_vcpu`),
-    /// an APLIC of `sources` sources at `aplic_base` and IMSIC pages from `imsic_base`;
+    /// The AIA of a guest with `vcpus` vCPUs (global indices from `first_vcpu`), an
+    /// APLIC of `sources` sources at `aplic_base` and IMSIC pages from `imsic_base`;
     /// `passthrough` are its `(virq, pirq)` pairs.
     pub fn new(
-        guest: u16,
         vcpus: usize,
         first_vcpu: usize,
         aplic_base: u64,
@@ -197,25 +198,18 @@ impl GuestAia {
         imsic_base: u64,
         passthrough: &[(u32, u32)],
     ) -> Result<Self, AiaError> {
-        let p = crate::world::platform();
+        let p = crate::platform::platform();
         if p.aia.imsic.is_none() || !p.isa_extensions.iter().any(|e| e == "ssaia") {
             return Err(AiaError::NoHostImsic);
         }
-        let dev = GuestAplic::new(
-            sources,
-            vcpus as u32,
-            MsiRouter { guest },
-            GuestSink { first_vcpu, vcpus },
-        )
-        .map_err(AiaError::Config)?;
-        let aplic_window = (aplic_base, dev.region_size());
-        let mut files = Vec::new();
+        let counts: &'static AiaCounts = Box::leak(Box::default());
+        let mut files = Vec::with_capacity(vcpus);
         for i in 0..vcpus {
             let f = GuestImsic::new(
                 i as u32,
                 (first_vcpu + i) as u32,
                 p.aia.num_ids,
-                HwFiles { guest },
+                HwFiles { counts },
                 GuestSink { first_vcpu, vcpus },
             )
             .map_err(AiaError::Config)?;
@@ -228,6 +222,15 @@ impl GuestAia {
                 leaving: AtomicBool::new(false),
             });
         }
+        let files: &'static [AiaVcpu] = Vec::leak(files);
+        let dev = GuestAplic::new(
+            sources,
+            vcpus as u32,
+            MsiRouter { files, counts },
+            GuestSink { first_vcpu, vcpus },
+        )
+        .map_err(AiaError::Config)?;
+        let aplic_window = (aplic_base, dev.region_size());
         let phys = passthrough
             .iter()
             .map(|&(virq, pirq)| PhysSource {
@@ -246,7 +249,7 @@ impl GuestAia {
             imsic_base,
             aplic: Mutex::new(AplicState { dev, phys }),
             vcpus: files,
-            counts: AiaCounts::default(),
+            counts,
         })
     }
 
@@ -263,55 +266,57 @@ impl GuestAia {
     }
 }
 
-/// The AIA of guest `guest` (`None` for a vPLIC guest or a bad index): the way back from
-/// virq-riscv's sinks, which know only the guest index.
-fn aia_of(guest: u16) -> Option<&'static GuestAia> {
-    world().guests.get(guest as usize)?.irqchip.as_aia()
-}
-
 impl GuestIrqChip for GuestAia {
     fn mmio_window(&self, gpa: u64) -> bool {
         self.aplic_offset(gpa).is_some() || self.page_of(gpa).is_some()
     }
 
-    fn mmio(&self, g: &Guest, _: &Vcpu, gpa: u64, op: MmioOp) -> u64 {
+    fn mmio(&self, g: &dyn GuestView, _: &Vcpu, gpa: u64, op: MmioOp) -> u64 {
         window_access(g, self, gpa, op)
     }
 
-    fn csr(&self, _: &Guest, vcpu: &Vcpu, csr: u32, op: CsrOp) -> Option<Result<u64, ()>> {
+    fn csr(&self, _: &dyn GuestView, vcpu: &Vcpu, csr: u32, op: CsrOp) -> Option<Result<u64, ()>> {
         csr_access(self, vcpu, csr, op)
     }
 
-    fn inject(&self, g: &Guest, virq: u32) -> bool {
+    fn inject(&self, g: &dyn GuestView, virq: u32) -> bool {
         inject(g, self, virq);
         // The guest's own `setipnum` re-trigger ends it (`aplic_access`).
         true
     }
 
-    fn vcpu_load(&self, g: &Guest, hart: &Hart, vcpu: &Vcpu, inner: &mut VcpuInner) {
+    fn vcpu_load(
+        &self,
+        g: &dyn GuestView,
+        hart: &Hart,
+        vcpu: &Vcpu,
+        inner: &mut VcpuInner,
+    ) -> bool {
         vcpu_load(g, self, hart, vcpu, inner);
+        // Its doorbell masks are `hgeie` writes.
+        true
     }
 
-    fn before_entry(&self, _: &Guest, vcpu: &Vcpu, inner: &VcpuInner) {
+    fn before_entry(&self, _: &dyn GuestView, vcpu: &Vcpu, inner: &VcpuInner) {
         before_entry(self, vcpu, inner);
     }
 
-    fn vcpu_put(&self, _: &Guest, vcpu: &Vcpu) {
+    fn vcpu_put(&self, _: &dyn GuestView, vcpu: &Vcpu) {
         vcpu_put(self, vcpu);
     }
 
-    fn vcpu_migrate_out(&self, g: &Guest, vcpu: &Vcpu) {
+    fn vcpu_migrate_out(&self, g: &dyn GuestView, vcpu: &Vcpu) {
         vcpu_migrate_out(g, self, vcpu);
     }
 
     /// Migration, step 3 (see `sched`): point the physical APLIC at the new hart's
     /// S-level file for a source that targets the vCPU's software file.
-    fn vcpu_migrated(&self, g: &Guest, _: &Vcpu) {
+    fn vcpu_migrated(&self, g: &dyn GuestView, _: &Vcpu) {
         resync(g, self);
     }
 
-    fn sgei(&self, _: &Guest, vcpu: &Vcpu, door: &HgeieDoorbell<'_, HartCsrs>) -> bool {
-        let Some(av) = self.vcpus.get(vcpu.id as usize) else {
+    fn sgei(&self, _: &dyn GuestView, vcpu: &Vcpu, door: &HgeieDoorbell<'_, HartCsrs>) -> bool {
+        let Some(av) = self.vcpus.get(vcpu.id.slot()) else {
             door.mask();
             return false;
         };
@@ -323,7 +328,7 @@ impl GuestIrqChip for GuestAia {
         kick
     }
 
-    fn print_acct(&self, g: &Guest) {
+    fn print_acct(&self, g: &dyn GuestView) {
         print_acct(g, self);
     }
 

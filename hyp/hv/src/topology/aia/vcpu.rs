@@ -5,7 +5,7 @@ use super::*;
 
 /// A trapped access to one of the guest's AIA windows (vAPLIC, or an IMSIC page whose
 /// file is in software); the caller checked [`GuestIrqChip::mmio_window`].
-pub(crate) fn window_access(g: &Guest, aia: &GuestAia, gpa: u64, op: MmioOp) -> u64 {
+pub(crate) fn window_access(g: &dyn GuestView, aia: &GuestAia, gpa: u64, op: MmioOp) -> u64 {
     if let Some(off) = aia.aplic_offset(gpa) {
         return aplic_access(g, aia, off, op);
     }
@@ -37,7 +37,7 @@ pub(crate) fn csr_access(
     if csr_no != CSR_SIREG && csr_no != CSR_STOPEI {
         return None;
     }
-    let av = aia.vcpus.get(vcpu.id as usize)?;
+    let av = aia.vcpus.get(vcpu.id.slot())?;
     Some(if csr_no == CSR_SIREG {
         let sel = csr::vsiselect::read();
         if (0x30..=0x3f).contains(&sel) {
@@ -60,14 +60,13 @@ pub(crate) fn csr_access(
 /// its page in the G-stage, `hstatus.VGEIN` for the guest, its `vsiselect`, and its
 /// doorbell masked.
 pub(crate) fn vcpu_load(
-    g: &Guest,
+    g: &dyn GuestView,
     aia: &GuestAia,
     hart: &Hart,
     vcpu: &Vcpu,
     inner: &mut VcpuInner,
 ) {
-    let w = world();
-    let id = vcpu.id as usize;
+    let id = vcpu.id.slot();
     let av = &aia.vcpus[id];
     let old_line = av.line.load(Ordering::Relaxed);
     if old_line != 0 {
@@ -89,7 +88,9 @@ pub(crate) fn vcpu_load(
         csr::hstatus::clear(hstatus_bits::VGEIN_MASK);
         Backing::Software
     } else {
-        av.file.lock().load(hart.index, &w.hgei, &HartCsrs)
+        av.file
+            .lock()
+            .load(hart.index, crate::hart::hgei(), &HartCsrs)
     };
     if after != was {
         if matches!(after, Backing::Hardware { .. }) {
@@ -116,10 +117,8 @@ pub(crate) fn vcpu_load(
     }
     // The masks above are `hgeie` writes: one that raced an MSI to another blocked
     // vCPU's line can have left `hip.SGEIP` at a stale 0, and the guest about to run
-    // may not exit for a long time. Serve what the source says now.
-    if crate::irq::sgei_pending() {
-        crate::irq::handle_sgei(hart);
-    }
+    // may not exit for a long time. The caller serves what the source says now
+    // (`GuestIrqChip::vcpu_load` returns true).
 }
 
 /// Migration, step 1 (see `sched`): the descheduled `vcpu` leaves this hart, its home.
@@ -129,8 +128,8 @@ pub(crate) fn vcpu_load(
 /// [`vcpu_load`]: page out of the G-stage and every TLB, the physical APLIC
 /// retargeted, then `VcpuImsic::evict` (save, scrub, free the line). The file is in
 /// software afterwards; MSIs meanwhile trap into it and kick the vCPU.
-pub(crate) fn vcpu_migrate_out(g: &Guest, aia: &GuestAia, vcpu: &Vcpu) {
-    let id = vcpu.id as usize;
+pub(crate) fn vcpu_migrate_out(g: &dyn GuestView, aia: &GuestAia, vcpu: &Vcpu) {
+    let id = vcpu.id.slot();
     let av = &aia.vcpus[id];
     let line = av.line.swap(0, Ordering::Relaxed);
     if line != 0 {
@@ -149,7 +148,7 @@ pub(crate) fn vcpu_migrate_out(g: &Guest, aia: &GuestAia, vcpu: &Vcpu) {
 /// interrupt handler reads `stopi` to find it. So `hvictl.IID = 9` with `IPRIO = 1`
 /// while `hvip.VSEIP` is set, `IPRIO = 0` (nothing reported) otherwise — what KVM does.
 pub(crate) fn before_entry(aia: &GuestAia, vcpu: &Vcpu, inner: &VcpuInner) {
-    let av = &aia.vcpus[vcpu.id as usize];
+    let av = &aia.vcpus[vcpu.id.slot()];
     let vseip = inner.hvip.shadow_hvip() & virq_riscv::hext::HVIP_VSEIP != 0;
     let want = (9 << 16) | usize::from(vseip);
     if av.hvictl.swap(want, Ordering::Relaxed) != want {
@@ -161,7 +160,7 @@ pub(crate) fn before_entry(aia: &GuestAia, vcpu: &Vcpu, inner: &VcpuInner) {
 /// doorbell (unmasked only if it blocks in WFI; if the doorbell already rang, the vCPU
 /// stays runnable).
 pub(crate) fn vcpu_put(aia: &GuestAia, vcpu: &Vcpu) {
-    let av = &aia.vcpus[vcpu.id as usize];
+    let av = &aia.vcpus[vcpu.id.slot()];
     av.vsiselect
         .store(csr::vsiselect::read(), Ordering::Relaxed);
     let line = av.line.load(Ordering::Relaxed);

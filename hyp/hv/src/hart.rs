@@ -1,0 +1,121 @@
+//! The physical harts as the layers below the world see them: [`Hart`], the table of
+//! all harts and their guest external interrupt line allocator (published by
+//! `world::set_world`), making a hart look at its vCPUs ([`poke_hart`]), remote fences
+//! and the hart's own S-mode timer.
+use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use spin::Once;
+use virq_core::hgei::HgeiAllocator;
+
+use crate::arch::{self, csr, entry::MAX_HARTS};
+
+/// One physical hart.
+pub struct Hart {
+    /// Index in `World::harts` (hyp's hart numbering; every "hart" parameter and
+    /// vCPU home in hyp is this index).
+    pub index: usize,
+    /// Hart id (`mhartid`, what SBI calls and the DTB use).
+    pub hartid: usize,
+    /// Host PLIC S-mode context.
+    pub plic_ctx: Option<u32>,
+    /// Remote-fence requests (generation counter, bumped by requesters).
+    pub fence_req: AtomicU64,
+    /// Remote-fence requests served.
+    pub fence_done: AtomicU64,
+    /// Running hyp's scheduler.
+    pub online: AtomicBool,
+    /// Guest external interrupt lines probed on this hart.
+    pub hgei_lines: AtomicU64,
+}
+
+static HARTS: Once<&'static [Hart]> = Once::new();
+static HGEI: Once<&'static HgeiAllocator<MAX_HARTS>> = Once::new();
+
+/// Publish the harts and their line allocator (`world::set_world`, boot hart, once).
+pub fn publish(harts: &'static [Hart], hgei: &'static HgeiAllocator<MAX_HARTS>) {
+    HARTS.call_once(|| harts);
+    HGEI.call_once(|| hgei);
+}
+
+/// All harts (`World::harts`), by index.
+pub fn harts() -> &'static [Hart] {
+    HARTS.get().expect("world built before use")
+}
+
+/// The guest external interrupt lines of every hart (`World::hgei`).
+pub fn hgei() -> &'static HgeiAllocator<MAX_HARTS> {
+    HGEI.get().expect("world built before use")
+}
+
+/// The hart hyp is running on (from `tp`).
+pub fn this_hart() -> &'static Hart {
+    &harts()[arch::hart_local()]
+}
+
+/// Make hart `index` re-evaluate: IPI it unless it is the current hart.
+pub fn poke_hart(index: usize) {
+    let here = arch::hart_local();
+    if index != here {
+        if let Some(h) = harts().get(index) {
+            arch::sbi::send_ipi(h.hartid);
+        }
+    }
+}
+
+/// Program this hart's S-mode timer for `when` (u64::MAX = off).
+pub fn set_host_timer(when: u64) {
+    if crate::platform::platform().sstc {
+        csr::stimecmp::write(when as usize);
+    } else {
+        arch::sbi::set_timer(when);
+    }
+}
+
+/// Serve remote-fence requests addressed to this hart.
+pub fn serve_fences(hart: &Hart) {
+    let req = hart.fence_req.load(Ordering::Acquire);
+    if hart.fence_done.load(Ordering::Relaxed) != req {
+        arch::hfence_vvma_all();
+        arch::hfence_gvma_all();
+        arch::fence_i();
+        hart.fence_done.store(req, Ordering::Release);
+    }
+}
+
+/// Ask every hart in `mask` (bit = hart index) to flush its guest TLBs and
+/// instruction fetch, and wait until they did (serving our own requests meanwhile).
+pub fn remote_fence(mask: u64) {
+    let harts = harts();
+    let here = arch::hart_local();
+    let mut want = [0u64; MAX_HARTS];
+    for (i, h) in harts.iter().enumerate() {
+        if mask & (1 << i) == 0 || !h.online.load(Ordering::Acquire) {
+            continue;
+        }
+        if i == here {
+            arch::hfence_vvma_all();
+            arch::fence_i();
+            continue;
+        }
+        want[i] = h.fence_req.fetch_add(1, Ordering::AcqRel) + 1;
+        arch::sbi::send_ipi(h.hartid);
+    }
+    for (i, h) in harts.iter().enumerate() {
+        if want[i] == 0 {
+            continue;
+        }
+        let mut spins = 0u64;
+        while h.fence_done.load(Ordering::Acquire) < want[i] {
+            serve_fences(&harts[here]);
+            core::hint::spin_loop();
+            spins += 1;
+            if spins == 50_000_000 {
+                // Keep waiting: callers free interrupt-file lines after the fence, and
+                // a hart that still maps the old page must not see it reused.
+                crate::println!(
+                    "hyp: remote fence to hart {} is slow; still waiting",
+                    h.hartid
+                );
+            }
+        }
+    }
+}
