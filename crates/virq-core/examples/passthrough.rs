@@ -138,7 +138,8 @@ impl Host {
                 // request, lowered at the complete.
                 {
                     let mut work = self.work.lock().unwrap();
-                    self.serviced.fetch_add(std::mem::take(&mut *work), Ordering::Relaxed);
+                    self.serviced
+                        .fetch_add(std::mem::take(&mut *work), Ordering::Relaxed);
                     // The line follows the device state: changed under its lock.
                     self.set_line(false);
                 }
@@ -230,18 +231,28 @@ fn main() {
     h.set_line(true);
     h.phys.lock().unwrap().masked = true;
     let released = h.routes.release(PIRQ, GUEST).unwrap();
-    assert!(released.complete_physical, "the deferred complete is ours now");
+    assert!(
+        released.complete_physical,
+        "the deferred complete is ours now"
+    );
     h.complete_physical();
     let old_token = h.acks.unregister(VIRQ).unwrap();
 
     // Route the source to another guest: a new generation, a new token. The old
     // guest's late completion (its in-flight entry captured the old token) is refused
     // and does not complete the new route's interrupt before its guest serviced it.
-    let new_token = h.routes.route(PIRQ, GUEST + 1, VIRQ, Trigger::Level).unwrap();
+    let new_token = h
+        .routes
+        .route(PIRQ, GUEST + 1, VIRQ, Trigger::Level)
+        .unwrap();
     assert_ne!(old_token, new_token);
     drop(h.routes.deliver(PIRQ));
     h.guest_eoi(VIRQ);
-    assert_eq!(h.routes.guest_completed(new_token), Ok(true), "still deferred");
+    assert_eq!(
+        h.routes.guest_completed(new_token),
+        Ok(true),
+        "still deferred"
+    );
     println!(
         "passthrough: release handed back the deferred physical complete; a stale \
          completion after the re-route was refused"

@@ -83,7 +83,10 @@ impl Machine {
         let kick = {
             let mut n = d.unserviced.lock().unwrap();
             *n += 1;
-            self.vcpus[d.vcpu].pending.raise(d.irq).expect("id in range")
+            self.vcpus[d.vcpu]
+                .pending
+                .raise(d.irq)
+                .expect("id in range")
         };
         if kick {
             self.kicks.fetch_add(1, Ordering::Relaxed);

@@ -83,7 +83,9 @@ fn main() {
             c.write(Csr::Hgeie, 0);
             kept
         };
-        alloc.online(hart, probe_lines(probe, guest_files(2))).unwrap();
+        alloc
+            .online(hart, probe_lines(probe, guest_files(2)))
+            .unwrap();
     }
 
     let pending = [VcpuPending::new(), VcpuPending::new()];
@@ -140,7 +142,9 @@ fn main() {
 
     // 3. The guest waits (WFI) and vCPU 1 is put blocking: its doorbell (the line's
     //    `hgeie` bit) is unmasked.
-    let door = aplic.msi_sink()[1].doorbell(&csrs[1]).expect("hardware-backed");
+    let door = aplic.msi_sink()[1]
+        .doorbell(&csrs[1])
+        .expect("hardware-backed");
     assert_eq!(doorbells[1].put(&door, true), PutOutcome::Blocked);
 
     // 4. An interrupt arrives: the MSI lands in the hardware file, `hgeip` rises, the
@@ -154,7 +158,11 @@ fn main() {
         }
     });
     assert_eq!(handled, 1);
-    assert_eq!(kicks[1].load(Ordering::Relaxed), 2, "the doorbell woke vCPU 1");
+    assert_eq!(
+        kicks[1].load(Ordering::Relaxed),
+        2,
+        "the doorbell woke vCPU 1"
+    );
 
     // 5. vCPU 1 loaded again: the doorbell is masked and reports it fired.
     assert!(doorbells[1].load(&door));
@@ -164,11 +172,17 @@ fn main() {
     let backing = aplic.msi_sink_mut()[1].load(0, &alloc, &csrs[0]);
     assert_eq!(backing, Backing::Hardware { hart: 0, line: 1 });
     assert_eq!(alloc.owner(1, 1), None, "line 1 of hart 1 is free again");
-    assert!(csrs[0].read(Csr::Hgeip) & (1 << 1) != 0, "still pending after the move");
+    assert!(
+        csrs[0].read(Csr::Hgeip) & (1 << 1) != 0,
+        "still pending after the move"
+    );
     println!(
         "aia: MSI delivered to a software file, the file moved to hardware line 1 on \
          hart 1, the SGEI doorbell woke the blocked vCPU, and the file followed it to \
          hart 0; kicks per vCPU: {:?}",
-        kicks.iter().map(|k| k.load(Ordering::Relaxed)).collect::<Vec<_>>()
+        kicks
+            .iter()
+            .map(|k| k.load(Ordering::Relaxed))
+            .collect::<Vec<_>>()
     );
 }

@@ -109,7 +109,11 @@ fn main() {
     assert_eq!(kicks[0].load(Ordering::Relaxed), 1);
     // vCPU 0 enters the guest: flush the pending changes into hvip.
     assert!(hvip[0].flush(&pending[0], &csrs[0]));
-    assert_ne!(csrs[0].read(Csr::Hvip) & HVIP_VSEIP, 0, "VSEIP reaches the guest");
+    assert_ne!(
+        csrs[0].read(Csr::Hvip) & HVIP_VSEIP,
+        0,
+        "VSEIP reaches the guest"
+    );
     // The guest's handler: claim (a trapped load), service the UART, complete.
     let id = plic.read(claim_complete(0), 4) as u32;
     assert_eq!(id, UART);
@@ -128,7 +132,10 @@ fn main() {
     hvip[0].flush(&pending[0], &csrs[0]);
     let id = plic.read(claim_complete(0), 4) as u32;
     assert_eq!(id, NIC);
-    assert!(pt.physical_completes.borrow().is_empty(), "no storm: deferred");
+    assert!(
+        pt.physical_completes.borrow().is_empty(),
+        "no storm: deferred"
+    );
     // The guest services the NIC (its line drops) and completes: now the physical one.
     plic.set_input(NIC, false);
     plic.write(claim_complete(0), 4, u64::from(id));
@@ -141,7 +148,11 @@ fn main() {
             kick(1);
         }
         hvip[1].flush(&pending[1], &csrs[1]);
-        assert_ne!(csrs[1].read(Csr::Hvip) & HVIP_VSSIP, 0, "IPI {round} delivered");
+        assert_ne!(
+            csrs[1].read(Csr::Hvip) & HVIP_VSSIP,
+            0,
+            "IPI {round} delivered"
+        );
         csrs[1].guest_write_ssip(false); // the guest, while running
         hvip[1].sync(&csrs[1]); // right after the exit
     }
