@@ -107,3 +107,8 @@ pub mod route;
 pub mod sync;
 
 mod bits;
+
+/// The README's usage snippet, compiled and run as a doctest.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctest;

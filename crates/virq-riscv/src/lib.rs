@@ -82,3 +82,8 @@ mod bits;
 mod tests;
 
 pub use mmio::{ConfigError, EoiSink, ErrorCounters, MmioDevice, NoEoi, VcpuIrqSink};
+
+/// The README's usage snippet, compiled and run as a doctest.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctest;
