@@ -40,23 +40,35 @@ fn claim_complete(ctx: u64) -> u64 {
     0x20_0004 + 0x1000 * ctx
 }
 
-/// The passthrough half: the guest completed a passed-through source.
+/// The passthrough half. The vPLIC calls [`EoiSink::guest_completed`] from inside the
+/// guest's MMIO access — in a hypervisor, with the vPLIC's lock held — so the sink only
+/// records; the hypervisor runs the ack notifiers after it dropped that lock
+/// ([`Passthrough::fold_completions`]), because a notifier may need it (seed 004).
 struct Passthrough<'a> {
     inflight: &'a InFlight<8>,
     routes: &'a RouteTable<64>,
+    completed: RefCell<Vec<u32>>,
     physical_completes: RefCell<Vec<u32>>,
 }
 
 impl EoiSink for Passthrough<'_> {
     fn guest_completed(&self, source: u32) {
-        // Notifiers run after the in-flight lock is dropped.
-        self.inflight.deactivate(source, |_, token| {
-            if self.routes.guest_completed(token) == Ok(true) {
-                let pirq = RouteTable::<64>::pirq_of_token(token);
-                // Here hyp writes the physical PLIC's complete register for `pirq`.
-                self.physical_completes.borrow_mut().push(pirq);
-            }
-        });
+        self.completed.borrow_mut().push(source);
+    }
+}
+
+impl Passthrough<'_> {
+    /// After the trapped access, with no device lock held.
+    fn fold_completions(&self) {
+        for source in self.completed.take() {
+            self.inflight.deactivate(source, |_, token| {
+                if self.routes.guest_completed(token) == Ok(true) {
+                    let pirq = RouteTable::<64>::pirq_of_token(token);
+                    // Here the hypervisor writes the physical PLIC's complete register.
+                    self.physical_completes.borrow_mut().push(pirq);
+                }
+            });
+        }
     }
 }
 
@@ -84,6 +96,7 @@ fn main() {
     let pt = Passthrough {
         inflight: &inflight,
         routes: &routes,
+        completed: RefCell::new(Vec::new()),
         physical_completes: RefCell::new(Vec::new()),
     };
 
@@ -119,6 +132,7 @@ fn main() {
     assert_eq!(id, UART);
     plic.set_input(UART, false);
     plic.write(claim_complete(0), 4, u64::from(id));
+    pt.fold_completions(); // not a passthrough source: nothing to notify
     hvip[0].flush(&pending[0], &csrs[0]);
     assert_eq!(csrs[0].read(Csr::Hvip) & HVIP_VSEIP, 0, "and leaves it");
 
@@ -139,6 +153,7 @@ fn main() {
     // The guest services the NIC (its line drops) and completes: now the physical one.
     plic.set_input(NIC, false);
     plic.write(claim_complete(0), 4, u64::from(id));
+    pt.fold_completions(); // the vPLIC lock is dropped: run the ack notifiers
     assert_eq!(*pt.physical_completes.borrow(), vec![NIC_PIRQ]);
 
     // VSSIP, the handoff id: an IPI to vCPU 1, which the guest acknowledges by clearing
