@@ -444,7 +444,7 @@ mod tests {
         assert!(out.contains("fn g(&self);"));
         for absent in [
             "Docs",
-            "private",
+            "fn private",
             "Hidden",
             "only_in",
             "internal",
