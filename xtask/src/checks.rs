@@ -94,8 +94,15 @@ pub const EXAMPLES: &[(&str, &str)] = &[
 /// verifies them, and their public API matches `api.txt`.
 pub fn library_crates() -> Result<()> {
     let started = std::time::Instant::now();
+    // The examples exactly as `cargo test --workspace --release` built them (a no-op
+    // after it; `cargo run -p <crate>` would resolve features for one package and
+    // rebuild everything), then run from `target/release/examples/`.
+    run_cmd(cargo().args(["test", "--workspace", "--release", "--no-run", "-q"]))?;
     for (krate, example) in EXAMPLES {
-        run_cmd(cargo().args(["run", "--release", "-q", "-p", krate, "--example", example]))?;
+        eprintln!("example {krate}/{example}:");
+        run_cmd(&mut Command::new(
+            root().join("target/release/examples").join(example),
+        ))?;
     }
     let msrv = crate::setup::ensure_crate_checks()?;
     let libs = ["-p", "virq-core", "-p", "virq-riscv"];
