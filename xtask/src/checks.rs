@@ -1,4 +1,5 @@
-//! fmt, clippy, host tests, loom models, benches and fuzzing.
+//! fmt, clippy, host tests, the library crates as dependencies, loom models, benches
+//! and fuzzing.
 use anyhow::{bail, Context, Result};
 
 use crate::util::{cargo, root, run_cmd};
@@ -10,6 +11,11 @@ pub struct TestArgs {
     /// Skip the QEMU suite (host checks only).
     #[arg(long)]
     pub host_only: bool,
+    /// Only the library-crate checks: examples, `no_std` builds, MSRV, publish
+    /// dry-run, API listing (run after `cargo test --workspace --release`, whose
+    /// release examples they reuse).
+    #[arg(long)]
+    pub crates_only: bool,
 }
 
 /// Arguments of `cargo xtask fuzz`.
@@ -30,6 +36,9 @@ pub struct FuzzArgs {
 
 /// `cargo xtask test`.
 pub fn test(args: &TestArgs) -> Result<()> {
+    if args.crates_only {
+        return library_crates();
+    }
     run_cmd(cargo().args(["fmt", "--all", "--check"]))?;
     run_cmd(cargo().args([
         "clippy",
@@ -40,6 +49,7 @@ pub fn test(args: &TestArgs) -> Result<()> {
         "warnings",
     ]))?;
     run_cmd(cargo().args(["test", "--workspace", "--release"]))?;
+    library_crates()?;
     run_cmd(
         cargo()
             .args([
@@ -64,6 +74,65 @@ pub fn test(args: &TestArgs) -> Result<()> {
         crate::setup::ensure_all()?;
         crate::hyp::qemu_tests()?;
     }
+    Ok(())
+}
+
+/// The runnable examples of the library crates: `(crate, example)`.
+pub const EXAMPLES: &[(&str, &str)] = &[
+    ("virq-core", "pending_kick"),
+    ("virq-core", "doorbell"),
+    ("virq-core", "passthrough"),
+    ("virq-core", "hgei"),
+    ("virq-riscv", "vplic"),
+    ("virq-riscv", "aia"),
+];
+
+/// The library crates as other hypervisors use them (issue 11), after the workspace
+/// tests (which also ran their doctests): every example runs (built in release by
+/// `cargo test --release` already), both crates build `no_std` for every bare-metal
+/// target and check with their MSRV toolchain, `cargo publish --dry-run` packages and
+/// verifies them, and their public API matches `api.txt`.
+pub fn library_crates() -> Result<()> {
+    let started = std::time::Instant::now();
+    // The examples exactly as `cargo test --workspace --release` built them (a no-op
+    // after it; `cargo run -p <crate>` would resolve features for one package and
+    // rebuild everything), then run from `target/release/examples/`.
+    run_cmd(cargo().args(["test", "--workspace", "--release", "--no-run", "-q"]))?;
+    for (krate, example) in EXAMPLES {
+        eprintln!("example {krate}/{example}:");
+        run_cmd(&mut Command::new(
+            root().join("target/release/examples").join(example),
+        ))?;
+    }
+    let msrv = crate::setup::ensure_crate_checks()?;
+    let libs = ["-p", "virq-core", "-p", "virq-riscv"];
+    for target in crate::setup::NO_STD_TARGETS {
+        run_cmd(cargo().args(["build", "--target", target]).args(libs))?;
+    }
+    // `rustup run` picks the toolchain; drop what the outer cargo may have set for the
+    // current one. Its own target dir: another compiler's artifacts.
+    run_cmd(
+        Command::new("rustup")
+            .args(["run", &msrv, "cargo", "check"])
+            .args(libs)
+            .args(["--target-dir", "target/msrv"])
+            .env_remove("RUSTC")
+            .env_remove("RUSTDOC")
+            .env_remove("RUSTUP_TOOLCHAIN")
+            .env_remove("CARGO"),
+    )?;
+    // Packages both crates (virq-riscv against the packaged virq-core) and builds them
+    // from the packages. `--allow-dirty`: this checks the packages, not the work tree.
+    run_cmd(
+        cargo()
+            .args(["publish", "--dry-run", "--allow-dirty"])
+            .args(libs),
+    )?;
+    crate::api::run(&crate::api::ApiArgs { bless: false })?;
+    eprintln!(
+        "library crates: examples, no_std builds, MSRV, publish dry-run and API check took {:.0?}",
+        started.elapsed()
+    );
     Ok(())
 }
 

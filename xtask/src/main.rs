@@ -6,7 +6,9 @@
 //! - `images`: Debian riscv64 guest images (kernel, busybox) and the initramfs.
 //! - `hyp`: builds the bare-metal hypervisor and its test guest, runs QEMU, and
 //!   the QEMU test suite.
-//! - `checks`: fmt, clippy, host tests, loom models.
+//! - `checks`: fmt, clippy, host tests, loom models, and the library crates as
+//!   dependencies (examples, `no_std` targets, MSRV, publish dry-run, API listing).
+//! - `api`: `cargo xtask api [--bless]`, the recorded public API of the library crates.
 //! - `pingpong`: the lost-wake-up detector guest program (`guest/pingpong`): build,
 //!   initramfs, result parsing; `soak`: `cargo xtask soak`, it on every configuration.
 //! - `util`: the workspace root and running commands (a leaf: imports no other module).
@@ -17,6 +19,7 @@
 use anyhow::Result;
 use clap::{Parser, Subcommand};
 
+mod api;
 mod checks;
 mod config;
 mod guestcheck;
@@ -38,7 +41,8 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Cmd {
-    /// Install what is missing (rustup target, QEMU 10) or print how to.
+    /// Install what is missing (rustup targets, the MSRV toolchain, QEMU 10) or print
+    /// how to.
     Setup,
     /// Boot the default configuration under `hyp` in QEMU.
     Run(hyp::RunArgs),
@@ -51,6 +55,9 @@ enum Cmd {
     /// Lost-wake-up soak: the ping-pong guest program on every configuration
     /// (default 1,000,000 laps each); fails on any lap over 100 ms.
     Soak(soak::SoakArgs),
+    /// Check the public API of virq-core and virq-riscv against `crates/*/api.txt`
+    /// (`--bless` rewrites it after a deliberate change).
+    Api(api::ApiArgs),
     /// Break each lockless protocol of virq-core in a known way; every break must make
     /// a loom model fail.
     LoomMutants(mutants::MutantArgs),
@@ -58,7 +65,11 @@ enum Cmd {
 
 fn main() -> Result<()> {
     match Cli::parse().cmd {
-        Cmd::Setup => setup::ensure_all(),
+        Cmd::Setup => {
+            setup::ensure_crate_checks()?;
+            setup::ensure_all()
+        }
+        Cmd::Api(args) => api::run(&args),
         Cmd::Run(args) => hyp::run(&args),
         Cmd::Test(args) => checks::test(&args),
         Cmd::Bench => checks::bench(),

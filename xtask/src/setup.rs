@@ -1,5 +1,7 @@
 //! Host prerequisites: the `riscv64gc-unknown-none-elf` rustup target and
-//! QEMU >= 8 (`qemu-system-riscv64`).
+//! QEMU >= 8 (`qemu-system-riscv64`); for the library-crate checks of `cargo xtask
+//! test`, the `aarch64-unknown-none` target and the MSRV toolchain (`rustup toolchain
+//! install 1.85 --profile minimal`).
 //!
 //! Whatever is missing is installed when that is possible without asking (rustup
 //! works as any user; apt needs root). Otherwise the exact commands are printed and
@@ -41,16 +43,104 @@ pub fn ensure_all() -> Result<()> {
     Ok(())
 }
 
+/// Ensure what the library-crate checks of `cargo xtask test` need: the `no_std`
+/// targets and the MSRV toolchain. Returns the MSRV.
+pub fn ensure_crate_checks() -> Result<String> {
+    ensure_no_std_targets()?;
+    let msrv = msrv()?;
+    ensure_toolchain(&msrv)?;
+    eprintln!(
+        "setup: targets {} and the Rust {msrv} toolchain (MSRV) installed",
+        NO_STD_TARGETS.join(", ")
+    );
+    Ok(msrv)
+}
+
+/// The library crates' MSRV: `workspace.package.rust-version` of the root
+/// `Cargo.toml`, which each library crate inherits (checked here too, so the
+/// declared and the checked version cannot drift apart).
+pub fn msrv() -> Result<String> {
+    let read = |path: PathBuf| -> Result<toml::Value> {
+        let text = std::fs::read_to_string(&path)
+            .with_context(|| format!("reading {}", path.display()))?;
+        toml::from_str(&text).with_context(|| format!("parsing {}", path.display()))
+    };
+    let root = crate::util::root();
+    let ws = read(root.join("Cargo.toml"))?;
+    let msrv = ws
+        .get("workspace")
+        .and_then(|w| w.get("package"))
+        .and_then(|p| p.get("rust-version"))
+        .and_then(|v| v.as_str())
+        .context("the root Cargo.toml declares no workspace.package.rust-version")?
+        .to_owned();
+    for krate in crate::api::API_CRATES {
+        let manifest = read(root.join("crates").join(krate).join("Cargo.toml"))?;
+        let inherited = manifest
+            .get("package")
+            .and_then(|p| p.get("rust-version"))
+            .and_then(|v| v.get("workspace"))
+            .and_then(|w| w.as_bool());
+        if inherited != Some(true) {
+            bail!("crates/{krate}/Cargo.toml must declare `rust-version.workspace = true`");
+        }
+    }
+    Ok(msrv)
+}
+
 /// Ensure the `riscv64gc-unknown-none-elf` rustup target is installed, adding it
 /// with `rustup target add` if needed.
 pub fn ensure_rust_target() -> Result<()> {
+    ensure_target(RUST_TARGET)
+}
+
+/// The bare-metal targets the library crates must build for (`no_std`), besides the
+/// host: `cargo xtask test` builds virq-core and virq-riscv for each.
+pub const NO_STD_TARGETS: &[&str] = &[RUST_TARGET, "aarch64-unknown-none"];
+
+/// Ensure every target of [`NO_STD_TARGETS`] is installed (`rustup target add`).
+pub fn ensure_no_std_targets() -> Result<()> {
+    NO_STD_TARGETS.iter().try_for_each(|t| ensure_target(t))
+}
+
+/// Ensure the rustup toolchain `version` (the library crates' `rust-version`, their
+/// MSRV) is installed, with `rustup toolchain install <version> --profile minimal`
+/// (rustc, cargo and the host std: what `cargo check` needs) if it is missing.
+pub fn ensure_toolchain(version: &str) -> Result<()> {
+    let out = Command::new("rustup")
+        .args(["toolchain", "list"])
+        .output()
+        .context("running `rustup toolchain list` (is rustup installed?)")?;
+    let listed = String::from_utf8_lossy(&out.stdout);
+    // Lines look like `1.85-x86_64-unknown-linux-gnu` (or `1.85.1-…`, `… (default)`).
+    let have = listed.lines().any(|l| {
+        l.strip_prefix(version)
+            .is_some_and(|rest| rest.starts_with('-'))
+    });
+    if out.status.success() && have {
+        return Ok(());
+    }
+    run_cmd(Command::new("rustup").args(["toolchain", "install", version, "--profile", "minimal"]))
+        .with_context(|| {
+            format!(
+                "installing the Rust {version} toolchain (the MSRV); without network access run \
+             `rustup toolchain install {version} --profile minimal` where rustup can download"
+            )
+        })
+}
+
+/// Ensure the rustup target `target` is installed, adding it with `rustup target add`
+/// if needed.
+pub fn ensure_target(target: &str) -> Result<()> {
     let out = Command::new("rustup")
         .args(["target", "list", "--installed"])
         .output()
-        .context(
-            "running `rustup target list --installed` (is rustup installed? \
-             Without rustup, install the riscv64gc-unknown-none-elf std yourself)",
-        )?;
+        .with_context(|| {
+            format!(
+                "running `rustup target list --installed` (is rustup installed? \
+                 Without rustup, install the {target} std yourself)"
+            )
+        })?;
     if !out.status.success() {
         bail!(
             "`rustup target list --installed` failed with {}: {}",
@@ -59,11 +149,11 @@ pub fn ensure_rust_target() -> Result<()> {
         );
     }
     let installed = String::from_utf8_lossy(&out.stdout);
-    if installed.lines().any(|l| l.trim() == RUST_TARGET) {
+    if installed.lines().any(|l| l.trim() == target) {
         return Ok(());
     }
-    run_cmd(Command::new("rustup").args(["target", "add", RUST_TARGET]))
-        .with_context(|| format!("installing the rustup target {RUST_TARGET}"))
+    run_cmd(Command::new("rustup").args(["target", "add", target]))
+        .with_context(|| format!("installing the rustup target {target}"))
 }
 
 /// Ensure `qemu-system-riscv64` >= 8 is installed and return its path.

@@ -136,6 +136,33 @@ struct List<const SLOTS: usize> {
 }
 
 /// The interrupts one vCPU has in flight (delivered, not yet deactivated).
+///
+/// **Guarantees:** each deactivated entry is removed once and its notifier — the token
+/// registered when it was *marked* — is called once, after the lock is dropped, so a
+/// notifier may take any lock or re-enter this tracker; [`Self::fold`] with nothing in
+/// flight is one atomic load. **The caller must:** [`Self::mark`] an interrupt before
+/// the guest can see it; call `fold` at vCPU exit (or `deactivate` on a trapped
+/// completion) from the vCPU's own thread.
+///
+/// # Example
+///
+/// ```
+/// use virq_core::ack::{AckNotifiers, InFlight};
+///
+/// let acks = AckNotifiers::<64>::new();
+/// let inflight = InFlight::<8>::new();
+/// acks.register(10, 0x1_0022).unwrap(); // a route's ack token (see `route`)
+///
+/// inflight.mark(&acks, 10).unwrap(); // before injecting virtual 10
+/// inflight.mark(&acks, 11).unwrap(); // no notifier: tracked, never notified
+///
+/// // At vCPU exit: the guest deactivated 10 and still has 11 active.
+/// let mut notified = vec![];
+/// let removed = inflight.fold(|virq| virq == 11, |virq, token| notified.push((virq, token)));
+/// assert_eq!(removed, 1);
+/// assert_eq!(notified, vec![(10, 0x1_0022)]);
+/// assert_eq!(inflight.len(), 1);
+/// ```
 pub struct InFlight<const SLOTS: usize> {
     nr: AtomicUsize,
     list: Mutex<List<SLOTS>>,

@@ -75,6 +75,32 @@ pub enum BlockOutcome {
 }
 
 /// One vCPU's blocking state and home hart (see the module docs).
+///
+/// **Guarantees:** a vCPU never sleeps through a kick: [`Self::block`] and
+/// [`Self::kick`] are RMWs of one word, so either `block` sees the kick or the kick
+/// makes the vCPU runnable again and names its home hart — also across a migration.
+/// **The caller must:** call [`Self::take_kick`], [`Self::block`], [`Self::unblock`]
+/// and [`Self::migrate`] only on the vCPU's home hart; consume the kick before taking
+/// the pending changes; notify (IPI) the hart that [`Self::kick`] returns; re-check
+/// [`Self::runnable`] after clearing its own wake-up latch and before sleeping.
+///
+/// # Example
+///
+/// ```
+/// use virq_core::block::{BlockOutcome, VcpuBlock};
+///
+/// let vcpu = VcpuBlock::new(0);
+/// // A producer kicked between the flush and the guest's WFI: the vCPU stays runnable.
+/// assert_eq!(vcpu.kick(), 0, "notify hart 0");
+/// assert_eq!(vcpu.block(), BlockOutcome::StayRunnable);
+/// assert!(vcpu.take_kick(), "consumed before the next flush");
+/// // Nothing new: the WFI blocks, and the next kick makes it runnable again.
+/// assert_eq!(vcpu.block(), BlockOutcome::Blocked);
+/// assert!(!vcpu.runnable());
+/// vcpu.migrate(1); // descheduled on hart 0, handed to hart 1
+/// assert_eq!(vcpu.kick(), 1, "the kick reaches the new home");
+/// assert!(vcpu.runnable());
+/// ```
 pub struct VcpuBlock {
     state: AtomicU8,
     home: AtomicUsize,

@@ -107,6 +107,42 @@ pub enum PutOutcome {
 }
 
 /// One vCPU's doorbell.
+///
+/// **Guarantees:** an interrupt that reaches the vCPU's hardware interrupt file while
+/// the vCPU is away is never lost: [`Self::put`] refuses to block, [`Self::fire`]
+/// kicks, or [`Self::load`] reports it; the doorbell is unmasked only while the vCPU
+/// is blocking, so a level doorbell cannot storm. **The caller must:** call `load` and
+/// `put` on the vCPU's home hart around each run (load before entry, put after the
+/// last exit, `blocking` = the guest waits); call `fire` from the doorbell interrupt
+/// handler and kick the vCPU when it returns `true`; implement [`DoorbellHw::unmask`]
+/// with the read-back it documents.
+///
+/// # Example
+///
+/// ```
+/// use std::cell::Cell;
+/// use virq_core::doorbell::{Doorbell, DoorbellHw, PutOutcome};
+///
+/// #[derive(Default)]
+/// struct Hw { enabled: Cell<bool>, source: Cell<bool> }
+/// impl DoorbellHw for Hw {
+///     fn mask(&self) { self.enabled.set(false) }
+///     fn unmask(&self) -> bool { self.enabled.set(true); self.source.get() }
+/// }
+///
+/// let (db, hw) = (Doorbell::new(), Hw::default());
+/// // The guest waits: put it blocking; the doorbell is armed.
+/// assert_eq!(db.put(&hw, true), PutOutcome::Blocked);
+/// assert!(hw.enabled.get());
+/// // An interrupt reaches the file; the doorbell handler fires and must kick.
+/// hw.source.set(true);
+/// assert!(db.fire(&hw));
+/// assert!(!hw.enabled.get(), "masked again by fire");
+/// // Loaded again: it reports the doorbell rang while away.
+/// assert!(db.load(&hw));
+/// // Had the source been pending already at put, the vCPU would stay runnable.
+/// assert_eq!(db.put(&hw, true), PutOutcome::StayRunnable);
+/// ```
 pub struct Doorbell {
     state: AtomicU8,
     pending_last: AtomicBool,
@@ -229,6 +265,39 @@ pub trait BlockHooks {
 }
 
 /// Doorbell id blocks `base + k * BLOCK` for `k < BLOCKS`.
+///
+/// **Guarantees:** a failed multi-block [`Self::alloc`] tears down exactly the blocks
+/// it set up, in reverse, frees exactly the blocks it took, and terminates (seed 002's
+/// unsigned `--i >= 0` loop); [`Self::free`] refuses ids it did not hand out, before
+/// freeing any.
+///
+/// # Example
+///
+/// ```
+/// use virq_core::doorbell::{BlockHooks, DoorbellIdError, DoorbellIds};
+///
+/// /// Programs the interrupt translation for a block; fails at id 64.
+/// struct Its { torn_down: Vec<u32> }
+/// impl BlockHooks for Its {
+///     type Error = &'static str;
+///     fn setup(&mut self, first: u32) -> Result<(), &'static str> {
+///         if first == 64 { Err("ITS full") } else { Ok(()) }
+///     }
+///     fn teardown(&mut self, first: u32) { self.torn_down.push(first) }
+/// }
+///
+/// let ids = DoorbellIds::<4>::new(0).unwrap();
+/// let mut firsts = [0; 4];
+/// let mut its = Its { torn_down: vec![] };
+/// // 96 doorbells need 3 blocks of 32; the third one's setup fails.
+/// assert_eq!(
+///     ids.alloc(96, &mut firsts, &mut its),
+///     Err(DoorbellIdError::Setup { block: 2, error: "ITS full" })
+/// );
+/// assert_eq!(its.torn_down, vec![32, 0], "only what was set up, in reverse");
+/// assert_eq!(ids.alloc(64, &mut firsts, &mut its), Ok(2), "all blocks were freed");
+/// ids.free::<()>(&firsts[..2]).unwrap();
+/// ```
 pub struct DoorbellIds<const BLOCKS: usize> {
     base: u32,
     used: Mutex<[bool; BLOCKS]>,

@@ -164,6 +164,33 @@ impl Iterator for Owners {
 }
 
 /// Per-hart allocator of guest external interrupt lines for up to `HARTS` harts.
+///
+/// **Guarantees:** lines are counted and owned per hart (harts may differ); a line is
+/// handed to one owner at a time; double and foreign frees are typed errors; going
+/// offline returns every owner to kick. **The caller must:** make every call that
+/// concerns a hart with that hart's interrupts disabled (see the module docs), and
+/// allocate at vCPU load, not on a delivery path.
+///
+/// # Example
+///
+/// ```
+/// use virq_core::hgei::{guest_files, probe_lines, HgeiAllocator, HgeiError};
+///
+/// let alloc = HgeiAllocator::<2>::new();
+/// // Bring-up on each hart: probe `hgeie` (here a fake that keeps 7 and 1 lines).
+/// let big = probe_lines(|all_ones| all_ones & 0xfe, guest_files(3));
+/// let little = probe_lines(|all_ones| all_ones & 0x02, guest_files(3));
+/// assert_eq!(alloc.online(0, big), Ok(7));
+/// assert_eq!(alloc.online(1, little), Ok(1));
+/// assert_eq!(alloc.global_lines(), 1, "what every hart can offer");
+///
+/// // vCPU load: a line (a hardware guest file), or fall back to software.
+/// assert_eq!(alloc.alloc(1, 100), Ok(1));
+/// assert_eq!(alloc.alloc(1, 101), Err(HgeiError::NoFreeLine { hart: 1 }));
+/// assert_eq!(alloc.owner(1, 1), Some(100), "the SGEI handler's lookup");
+/// assert!(matches!(alloc.free(1, 1, 101), Err(HgeiError::NotOwner { .. })));
+/// alloc.free(1, 1, 100).unwrap();
+/// ```
 pub struct HgeiAllocator<const HARTS: usize> {
     harts: [Mutex<HartLines>; HARTS],
 }

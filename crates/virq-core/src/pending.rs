@@ -86,6 +86,33 @@ impl core::fmt::Display for IrqOutOfRange {
 }
 
 /// The pending interrupts of one vCPU: `W` words of `usize`, so `W * usize::BITS` ids.
+///
+/// **Guarantees:** any number of producers may `raise`/`lower` concurrently, lock-free;
+/// a `raise` that returns `Ok(true)` is the only one that needs a kick, and no raise is
+/// ever unseen by a vCPU that was kicked when `raise` asked for it (lower-then-raise
+/// included). **The caller must:** have a single consumer (the vCPU's own thread)
+/// call [`Self::take_changes`]; kick the vCPU whenever `raise` returns `Ok(true)`
+/// ([`crate::block::VcpuBlock::kick`]); consume the kick *before* taking the changes.
+///
+/// # Example
+///
+/// ```
+/// use virq_core::pending::PendingSet;
+///
+/// let set = PendingSet::<1>::new();
+/// assert_eq!(set.raise(9), Ok(true), "first raise: kick the vCPU");
+/// assert_eq!(set.raise(9), Ok(false), "already pending and unseen: no second kick");
+///
+/// // The vCPU, before guest entry: fold the changes into its shadow of the hardware.
+/// let mut hvip = [0usize; 1];
+/// set.take_changes().apply(&mut hvip);
+/// assert_eq!(hvip[0], 1 << 9);
+///
+/// // Lower then raise before the vCPU looks again: the raise must kick (seed 000).
+/// set.lower(9).unwrap();
+/// assert_eq!(set.raise(9), Ok(true));
+/// assert!(set.raise(64).is_err(), "ids beyond the set are refused, not wrapped");
+/// ```
 pub struct PendingSet<const W: usize> {
     pending: [AtomicUsize; W],
     mask: [AtomicUsize; W],

@@ -196,6 +196,40 @@ pub fn pirq_of_token(token: u32) -> u32 {
 }
 
 /// Routing table for physical ids `0..N`.
+///
+/// **Guarantees:** a delivery reads the route it was counted under, and
+/// [`Self::release`] returns only when no delivery of the id is in progress on any
+/// hart (everything it did happens-before the return); a level delivery's deferred
+/// physical complete happens exactly once — by the guest's completion through
+/// [`Self::guest_completed`] or handed to the releaser — and a completion carrying a
+/// stale token (from before a release and re-route) is refused. `route` and `release`
+/// serialise themselves per descriptor. **The caller must:** not call `release` while
+/// holding a [`Delivery`] of the same id on the same thread (it would wait for itself);
+/// drop each `Delivery` as soon as the injection is done; register
+/// the token `route` returns as the virtual id's ack notifier and complete the physical
+/// interrupt when `guest_completed` or `Released::complete_physical` says so.
+///
+/// # Example
+///
+/// ```
+/// use virq_core::route::{EoiAction, RouteTable, Trigger};
+///
+/// let routes = RouteTable::<64>::new();
+/// let token = routes.route(33, 1, 10, Trigger::Level).unwrap();
+///
+/// // Host interrupt handler: where does physical 33 go, and when to complete it?
+/// let d = routes.deliver(33).expect("routed");
+/// assert_eq!((d.guest(), d.virq()), (1, 10));
+/// assert_eq!(d.eoi(), EoiAction::DeferToGuest, "level: wait for the guest");
+/// drop(d); // injected
+///
+/// // The guest completed virtual 10 (through its ack notifier): complete physical 33.
+/// assert_eq!(routes.guest_completed(token), Ok(true));
+/// assert_eq!(routes.guest_completed(token), Ok(false), "exactly once");
+///
+/// assert!(!routes.release(33, 1).unwrap().complete_physical);
+/// assert!(routes.release(33, 1).is_err(), "a double release is an error");
+/// ```
 pub struct RouteTable<const N: usize> {
     descs: [Desc; N],
 }

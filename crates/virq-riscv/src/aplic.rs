@@ -184,6 +184,39 @@ struct Idc {
 }
 
 /// One guest APLIC domain with up to `HARTS` hart indices (see the module docs).
+///
+/// **Guarantees:** follows AIA v1.0 chapter 4 as the module docs describe, in direct
+/// mode (IDCs driving each vCPU's VSEIP through the [`VcpuIrqSink`]) and in MSI mode
+/// (MSIs through the [`MsiSink`]); no guest access panics. **The caller must:**
+/// serialise all calls (`&mut self`), and give hart index `h` the meaning "the guest's
+/// vCPU `h`" in both sinks.
+///
+/// # Example
+///
+/// ```
+/// use virq_riscv::aplic::{regs, VAplic};
+/// use virq_riscv::msi::{Msi, MsiSink};
+/// use virq_riscv::{MmioDevice, VcpuIrqSink};
+///
+/// #[derive(Default)]
+/// struct Msis(Vec<Msi>);
+/// impl MsiSink for Msis {
+///     fn send_msi(&mut self, msi: Msi) -> bool { self.0.push(msi); true }
+/// }
+/// struct NoWires;
+/// impl VcpuIrqSink for NoWires {
+///     fn set_vseip(&self, _: u32, _: bool) {}
+/// }
+///
+/// let mut aplic: VAplic<_, _, 2> = VAplic::new(8, 2, Msis::default(), NoWires).unwrap();
+/// // The guest: MSI delivery; source 3 rising-edge, to hart 1 as EIID 33; enable it.
+/// aplic.write(0, 4, u64::from(regs::DOMAINCFG_IE | regs::DOMAINCFG_DM));
+/// aplic.write(4 * 3, 4, 4);
+/// aplic.write(u64::from(regs::TARGET_BASE) + 4 * 3, 4, (1 << regs::TARGET_HART_SHIFT) | 33);
+/// aplic.write(u64::from(regs::SETIENUM), 4, 3);
+/// aplic.set_input(3, true);
+/// assert_eq!(aplic.msi_sink().0, vec![Msi { hart: 1, guest: 0, eiid: 33 }]);
+/// ```
 pub struct VAplic<M, S, const HARTS: usize> {
     sources: u32,
     harts: u32,

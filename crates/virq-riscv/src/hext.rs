@@ -115,6 +115,32 @@ pub fn vgein(csrs: &impl Csrs) -> u32 {
 
 /// A vCPU's consumer-owned view of `hvip` (the "shadow" of core-api's handoff rules).
 ///
+/// **Guarantees:** after [`Self::flush`], `hvip`'s VSSIP/VSTIP/VSEIP hold every change
+/// producers made before the kick the caller consumed; VSSIP, which the guest clears
+/// itself, is never lost to a raise racing that clear (use a pending set with
+/// [`IRQ_VS_SOFT`] as its handoff id: `PendingSet::with_handoff`). **The caller
+/// must:** call `flush` right before every guest entry, after
+/// `VcpuBlock::take_kick`, and `sync` right after every guest exit, on the hart the
+/// vCPU runs on, with `Csrs` of that hart.
+///
+/// # Example
+///
+/// ```
+/// use virq_core::pending::VcpuPending;
+/// use virq_riscv::hext::{fake::FakeCsrs, Csr, Csrs, HvipSync, HVIP_VSSIP, IRQ_VS_SOFT};
+///
+/// let pending = VcpuPending::with_handoff(&[IRQ_VS_SOFT]).unwrap();
+/// let (csrs, mut hvip) = (FakeCsrs::new(0), HvipSync::new());
+/// assert_eq!(pending.raise(IRQ_VS_SOFT), Ok(true)); // an IPI: kick
+/// hvip.flush(&pending, &csrs); // guest entry
+/// assert_ne!(csrs.read(Csr::Hvip) & HVIP_VSSIP, 0);
+/// csrs.guest_write_ssip(false); // the guest acknowledges the IPI
+/// hvip.sync(&csrs); // guest exit
+/// assert_eq!(pending.raise(IRQ_VS_SOFT), Ok(true), "the next IPI kicks again");
+/// hvip.flush(&pending, &csrs);
+/// assert_ne!(csrs.read(Csr::Hvip) & HVIP_VSSIP, 0);
+/// ```
+///
 /// Only the vCPU's own thread touches it: `flush` right before guest entry, `sync`
 /// right after guest exit, both with the vCPU resident on the current hart. Producers
 /// never write it; they only `raise`/`lower` in the [`PendingSet`].

@@ -104,6 +104,24 @@ impl CsrOp {
 }
 
 /// One software interrupt file with `num_ids` identities (1..=num_ids).
+///
+/// **Guarantees:** the AIA chapter 3 register semantics the module docs list; no value
+/// panics. **The caller must:** serialise calls (`&mut self`) and report
+/// [`Self::line`] changes to the vCPU (what [`crate::msi::VcpuImsic`] does).
+///
+/// # Example
+///
+/// ```
+/// use virq_riscv::imsic::{CsrOp, ImsicFile, ISELECT_EIDELIVERY, ISELECT_EIE0};
+///
+/// let mut file = ImsicFile::new(63).unwrap();
+/// file.ireg(ISELECT_EIDELIVERY, CsrOp::Write(1)).unwrap(); // trapped vsireg writes
+/// file.ireg(ISELECT_EIE0, CsrOp::Set(1 << 9)).unwrap();
+/// file.set_pending(9); // an MSI to seteipnum
+/// assert!(file.line(), "the file signals its vCPU");
+/// assert_eq!(file.stopei(CsrOp::Write(0)), (9 << 16) | 9); // claim
+/// assert!(!file.line());
+/// ```
 #[derive(Clone, Debug)]
 pub struct ImsicFile {
     num_ids: u32,

@@ -84,6 +84,18 @@ pub fn transformed_len(htinst: u32) -> usize {
 /// only records the original length and is ignored); otherwise it is a raw
 /// instruction, 16-bit when its low two bits are not `0b11` (the upper half is then
 /// ignored).
+///
+/// # Example
+///
+/// ```
+/// use virq_riscv::insn::{decode, extend, Access};
+///
+/// // `lw a0, 4(a1)` trapped on an MMIO page: load 4 bytes into x10, sign-extended.
+/// let access = decode(0x0045_a503, false).unwrap();
+/// assert_eq!(access, Access::Load { rd: 10, size: 4, signed: true });
+/// assert_eq!(extend(0x8000_0000, 4, true), 0xffff_ffff_8000_0000);
+/// assert_eq!(decode(0, false), None, "not a load/store: inject an access fault");
+/// ```
 pub fn decode(insn: u32, transformed: bool) -> Option<Access> {
     let insn = if transformed { insn | 3 } else { insn };
     if insn & 3 == 3 {

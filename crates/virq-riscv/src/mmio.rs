@@ -28,7 +28,9 @@ pub use virq_core::mmio::{ErrorCounters, MmioDevice};
 /// context's vCPU, an APLIC hart index, an IMSIC file's hart index) — never a
 /// machine-wide id. Devices call this only when the level changes. Hyp
 /// implements it with `virq_core::pending::PendingSet::raise`/`lower` and a kick
-/// ([`crate::hext::PendingSink`] does exactly that).
+/// ([`crate::hext::PendingSink`] does exactly that). Like [`EoiSink`] it is called from
+/// inside a device access or line change; raising and kicking take no lock, so they
+/// are safe there.
 pub trait VcpuIrqSink {
     /// Sets the level of `vcpu`'s VS external interrupt.
     fn set_vseip(&self, vcpu: u32, level: bool);
@@ -43,6 +45,11 @@ impl<T: VcpuIrqSink + ?Sized> VcpuIrqSink for &T {
 /// Told when the guest completes (EOIs) a source marked as passed through, so the
 /// physical completion can follow (`virq_core::route::RouteTable::guest_completed`,
 /// or `InFlight::deactivate` with ack notifiers).
+///
+/// **The implementer must know:** it is called from inside the device's
+/// [`MmioDevice::write`], so with whatever lock the hypervisor holds around the device.
+/// Record the source there and run the ack notifiers after that lock is dropped (a
+/// notifier may need it: seed 004's deadlock); the `vplic` example shows the pattern.
 pub trait EoiSink {
     /// The guest completed passthrough source `source`.
     fn guest_completed(&self, source: u32);

@@ -87,6 +87,37 @@ struct Context {
 }
 
 /// A guest PLIC with up to `CONTEXTS` contexts and up to 1023 sources.
+///
+/// **Guarantees:** follows the PLIC specification 1.0.0 as the module docs describe;
+/// no guest access panics (see [`crate::mmio`]); the sink is called only when a
+/// context's output changes, and the [`EoiSink`] once per honoured completion of a
+/// passthrough source. **The caller must:** serialise all calls (one `&mut self`:
+/// hold the device's lock around an MMIO access or a line change), and pass MMIO
+/// values already in host byte order.
+///
+/// # Example
+///
+/// See the [crate-level example](crate); edge sources and claim priority:
+///
+/// ```
+/// use virq_riscv::plic::{Sense, VPlic};
+/// use virq_riscv::{MmioDevice, NoEoi, VcpuIrqSink};
+///
+/// struct Ignore;
+/// impl VcpuIrqSink for Ignore {
+///     fn set_vseip(&self, _vcpu: u32, _level: bool) {}
+/// }
+/// let mut plic: VPlic<_, _, 1> = VPlic::new(8, &[Some(0)], Ignore, NoEoi).unwrap();
+/// plic.write(4 * 2, 4, 3); // source 2: priority 3
+/// plic.write(4 * 6, 4, 1); // source 6: priority 1
+/// plic.write(0x2000, 4, (1 << 2) | (1 << 6));
+/// plic.set_sense(6, Sense::Edge);
+/// plic.pulse(6);
+/// plic.set_input(2, true);
+/// assert_eq!(plic.claim(0), 2, "highest priority first");
+/// assert_eq!(plic.claim(0), 6);
+/// assert_eq!(plic.claim(0), 0);
+/// ```
 pub struct VPlic<S, E, const CONTEXTS: usize> {
     sources: u32,
     contexts: usize,

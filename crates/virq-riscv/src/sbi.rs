@@ -400,6 +400,22 @@ pub enum Call {
 /// Decode the call `(eid, fid)` = `(a7, a6)` with arguments `a = [a0..a5]` from a
 /// guest with `harts` vCPUs. Errors are the ones SBI v2.0 prescribes for the argument
 /// (unknown extension or function: NOT_SUPPORTED).
+///
+/// # Example
+///
+/// ```
+/// use virq_riscv::sbi::{decode, Call, GuestHarts, SbiError};
+///
+/// let harts = GuestHarts::new(2).unwrap();
+/// const EID_SPI: usize = 0x735049; // "sPI"
+/// // send_ipi(hart_mask = 0b10, hart_mask_base = 0): vCPU 1.
+/// let Ok(Call::SendIpi { harts: set }) = decode(EID_SPI, 0, [0b10, 0, 0, 0, 0, 0], harts) else {
+///     panic!("a valid IPI");
+/// };
+/// assert_eq!(set.bits(), 0b10);
+/// // A mask naming a vCPU the guest does not have is the error SBI prescribes.
+/// assert_eq!(decode(EID_SPI, 0, [0b100, 0, 0, 0, 0, 0], harts), Err(SbiError::InvalidParam));
+/// ```
 pub fn decode(eid: usize, fid: usize, a: [usize; 6], harts: GuestHarts) -> Result<Call, SbiError> {
     match eid {
         base::EID_BASE => decode_base(fid, a),
