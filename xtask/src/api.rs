@@ -26,7 +26,7 @@ use syn::{Attribute, Fields, ImplItem, Item, Meta, Token, TraitItem, Visibility}
 use crate::util::root;
 
 /// The published library crates (directories under `crates/`).
-pub const API_CRATES: &[&str] = &["virq-core", "virq-riscv"];
+pub const API_CRATES: &[&str] = &["virq-core", "virq-riscv", "virq-arm"];
 
 /// Arguments of `cargo xtask api`.
 #[derive(clap::Args)]

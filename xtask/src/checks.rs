@@ -105,7 +105,7 @@ pub fn library_crates() -> Result<()> {
         ))?;
     }
     let msrv = crate::setup::ensure_crate_checks()?;
-    let libs = ["-p", "virq-core", "-p", "virq-riscv"];
+    let libs = ["-p", "virq-core", "-p", "virq-riscv", "-p", "virq-arm"];
     for target in crate::setup::NO_STD_TARGETS {
         run_cmd(cargo().args(["build", "--target", target]).args(libs))?;
     }
@@ -121,7 +121,7 @@ pub fn library_crates() -> Result<()> {
             .env_remove("RUSTUP_TOOLCHAIN")
             .env_remove("CARGO"),
     )?;
-    // Packages both crates (virq-riscv against the packaged virq-core) and builds them
+    // Packages the crates (virq-riscv and virq-arm against the packaged virq-core) and builds them
     // from the packages. `--allow-dirty`: this checks the packages, not the work tree.
     run_cmd(
         cargo()

@@ -23,3 +23,8 @@ pub mod regs;
 
 #[cfg(test)]
 mod tests;
+
+/// The README's usage snippet, run as a doctest.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctest;
