@@ -63,6 +63,8 @@ pub fn test(args: &TestArgs) -> Result<()> {
     if !args.host_only {
         crate::setup::ensure_all()?;
         crate::hyp::qemu_tests()?;
+        // The system benchmark's payload, small N: fails on a broken payload only.
+        crate::bench::quick()?;
     }
     Ok(())
 }

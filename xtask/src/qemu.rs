@@ -41,6 +41,9 @@ pub(crate) enum Payload {
     /// Debian Linux on bare QEMU, without hyp (a baseline): the machine's bootargs are
     /// the kernel command line.
     BareLinux { kernel: PathBuf, initramfs: PathBuf },
+    /// A bare-metal S-mode image on bare QEMU (OpenSBI starts it at 0x8020_0000):
+    /// the system benchmark's reference for "no hypervisor".
+    Bare { kernel: PathBuf },
 }
 
 pub(crate) fn hyp_target_dir() -> PathBuf {
@@ -171,6 +174,7 @@ impl Machine {
         let memory = match &self.payload {
             Payload::Hyp { memory_mb, .. } => format!("{memory_mb}M"),
             Payload::BareLinux { .. } => "512M".into(),
+            Payload::Bare { .. } => "256M".into(),
         };
         cmd.args([
             "-M",
@@ -190,6 +194,9 @@ impl Machine {
         match &self.payload {
             Payload::BareLinux { kernel, initramfs } => {
                 cmd.arg(kernel).arg("-initrd").arg(initramfs);
+            }
+            Payload::Bare { kernel } => {
+                cmd.arg(kernel);
             }
             Payload::Hyp { loads, .. } => {
                 cmd.arg(&img.hyp);
