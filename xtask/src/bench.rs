@@ -39,7 +39,22 @@ pub struct BenchArgs {
 }
 
 /// The payload's ops, in the order it runs them (`OPS` in `guest/bench/src/main.rs`).
-pub const OPS: &[&str] = &["nop", "sbi_base", "ctrl_read", "ipi_self", "msi_self"];
+pub const OPS: &[&str] = &[
+    "nop",
+    "sbi_base",
+    "ctrl_read",
+    "ipi_self",
+    "msi_self",
+    "ipi_pingpong",
+    "msi_pingpong",
+];
+
+/// The boots of each target: the ops on one hart (one vCPU), and the ping-pongs
+/// between two harts (two vCPUs, one per hart). `(harts, ops)`.
+pub const BOOTS: &[(u32, &[&str])] = &[
+    (1, &["nop", "sbi_base", "ctrl_read", "ipi_self", "msi_self"]),
+    (2, &["ipi_pingpong", "msi_pingpong"]),
+];
 
 /// What each op measures (table and JSON).
 fn op_title(op: &str) -> &'static str {
@@ -49,6 +64,8 @@ fn op_title(op: &str) -> &'static str {
         "ctrl_read" => "controller register read (APLIC domaincfg / PLIC priority)",
         "ipi_self" => "SBI send_ipi to self, poll sip.SSIP, clear",
         "msi_self" => "IMSIC self-MSI: seteipnum_le store, claim with stopei",
+        "ipi_pingpong" => "2 harts: SBI IPI round trip, both sides waiting in WFI",
+        "msi_pingpong" => "2 harts: IMSIC MSI round trip, both sides waiting in WFI",
         _ => "",
     }
 }
@@ -84,7 +101,7 @@ impl Target {
 
     /// Does op `op` run here (else it must report itself skipped)?
     fn runs(&self, op: &str) -> bool {
-        op != "msi_self" || self.aia
+        !op.starts_with("msi_") || self.aia
     }
 }
 
@@ -194,18 +211,23 @@ fn cmdline(size: Size, ops: &str) -> String {
     )
 }
 
-/// The QEMU machine running the payload on `t` with `cmdline`, with `-icount`.
-fn machine(t: &Target, payload: &Path, cmdline: &str) -> Result<Machine> {
+/// The QEMU machine running the payload on `t` with `cmdline` on `harts` harts (under
+/// hyp: as many vCPUs, one per hart), with `-icount`.
+fn machine(t: &Target, payload: &Path, cmdline: &str, harts: u32) -> Result<Machine> {
     let mut m = if t.hyp {
-        let set = format!("guest.0.cmdline={cmdline:?}");
-        let (file, dir) = crate::config::load(&crate::config::path_of(t.config()), &[set])?;
+        let sets = [
+            format!("guest.0.cmdline={cmdline:?}"),
+            format!("machine.harts={harts}"),
+            format!("guest.0.vcpus={harts}"),
+        ];
+        let (file, dir) = crate::config::load(&crate::config::path_of(t.config()), &sets)?;
         let images = BenchImages {
             payload: payload.to_path_buf(),
         };
         let r = crate::config::resolve(&format!("bench-{}", t.name), &file, &dir, &images)?;
         ensure!(
-            r.machine.harts == 1 && r.config.guests.len() == 1 && r.config.guests[0].vcpus == 1,
-            "{}: the bench ops expect 1 hart, 1 guest, 1 vCPU",
+            r.config.guests.len() == 1,
+            "{}: the bench expects one guest",
             t.config()
         );
         ensure!(
@@ -216,7 +238,7 @@ fn machine(t: &Target, payload: &Path, cmdline: &str) -> Result<Machine> {
         r.machine(RUN_TIMEOUT, &[])?
     } else {
         Machine {
-            smp: 1,
+            smp: harts,
             aia: t.aia.then_some(crate::config::DEFAULT_GUEST_FILES),
             bootargs: cmdline.split_whitespace().map(String::from).collect(),
             timeout: RUN_TIMEOUT,
@@ -238,8 +260,25 @@ pub enum OpLine {
         ticks: u64,
         /// `reg=…` and any other fields.
         detail: Option<String>,
+        /// A ping-pong's per-lap figures.
+        laps: Option<Laps>,
     },
     Skipped(String),
+}
+
+/// Per-lap figures of a ping-pong, in ticks (100 instructions each).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Laps {
+    /// Laps of 1,000 ticks or more: QEMU's single-threaded round-robin waking the other
+    /// hart late, not the path (typically the first lap of a run).
+    pub stalls: u64,
+    pub stall_ticks: u64,
+    pub min: u64,
+    pub median: u64,
+    pub p90: u64,
+    pub max: u64,
+    /// `(ticks, laps)`; the payload's last bucket (1023) holds longer laps too.
+    pub hist: Vec<(u64, u64)>,
 }
 
 /// The payload's output.
@@ -293,15 +332,39 @@ pub fn parse(out: &str) -> Result<Report> {
                         .and_then(|v| v.parse().ok())
                         .with_context(|| format!("garbled line {:?}: no {k}=<number>", line.trim()))
                 };
+                const LAP_KEYS: &[&str] = &["stalls", "stall_ticks", "min", "median", "p90", "max"];
                 let detail: Vec<String> = rest
                     .split_whitespace()
-                    .filter(|w| !["op=", "n=", "ticks="].iter().any(|p| w.starts_with(p)))
+                    .filter(|w| {
+                        let k = w.split('=').next().unwrap_or("");
+                        !["op", "n", "ticks", "hist"].contains(&k) && !LAP_KEYS.contains(&k)
+                    })
                     .map(String::from)
                     .collect();
+                let laps = match f.get("hist") {
+                    None => None,
+                    Some(h) => Some(Laps {
+                        stalls: num("stalls")?,
+                        stall_ticks: num("stall_ticks")?,
+                        min: num("min")?,
+                        median: num("median")?,
+                        p90: num("p90")?,
+                        max: num("max")?,
+                        hist: h
+                            .split(',')
+                            .map(|e| {
+                                let (d, c) = e.split_once(':')?;
+                                Some((d.trim_end_matches('+').parse().ok()?, c.parse().ok()?))
+                            })
+                            .collect::<Option<Vec<_>>>()
+                            .with_context(|| format!("garbled hist= in {:?}", line.trim()))?,
+                    }),
+                };
                 OpLine::Timed {
                     n: num("n")?,
                     ticks: num("ticks")?,
                     detail: (!detail.is_empty()).then(|| detail.join(" ")),
+                    laps,
                 }
             };
             ensure!(
@@ -373,15 +436,22 @@ fn boot(
     payload: &Path,
     img: &crate::qemu::Images,
     size: Size,
+    harts: u32,
     ops: &str,
     log: &str,
 ) -> Result<(Outcome, Report)> {
-    let m = machine(t, payload, &cmdline(size, ops))?;
+    let m = machine(t, payload, &cmdline(size, ops), harts)?;
     let o = crate::qemu::run_qemu(&m, img, false)?;
     let path = out_dir().join("logs").join(format!("{log}.log"));
     std::fs::create_dir_all(out_dir().join("logs"))?;
     std::fs::write(&path, format!("$ {:?}\n{}", m.command(img), o.output))?;
-    let what = || format!("{} (bench.ops={ops}; log {})", t.name, path.display());
+    let what = || {
+        format!(
+            "{}, {harts} hart(s), bench.ops={ops} (log {})",
+            t.name,
+            path.display()
+        )
+    };
     ensure!(
         !o.timed_out,
         "{}: QEMU did not stop within {} s",
@@ -403,12 +473,16 @@ fn boot(
 pub struct OpResult {
     pub op: String,
     pub title: String,
+    /// Harts (and vCPUs under hyp) of the boot.
+    pub harts: u32,
     pub n: u64,
     pub ticks: u64,
     /// `ticks * 100 / n`; `None` when skipped.
     pub instructions_per_op: Option<f64>,
     pub detail: Option<String>,
     pub skipped: Option<String>,
+    /// Ping-pongs: per-lap figures (ticks).
+    pub laps: Option<Laps>,
     /// hyp only, full run only.
     pub exits_per_op: Option<f64>,
     pub exits_per_op_by_cause: BTreeMap<String, f64>,
@@ -433,8 +507,45 @@ pub struct SystemResult {
     pub quick: bool,
     pub n: u64,
     pub warmup: u64,
-    pub smp: u32,
     pub targets: Vec<TargetResult>,
+}
+
+/// An op's figures from its line: instructions per op are `ticks * 100 / n`, for a
+/// ping-pong over the laps that were not stalls.
+fn op_result(op: &str, harts: u32, line: &OpLine) -> OpResult {
+    let mut r = OpResult {
+        op: op.into(),
+        title: op_title(op).into(),
+        harts,
+        n: 0,
+        ticks: 0,
+        instructions_per_op: None,
+        detail: None,
+        skipped: None,
+        laps: None,
+        exits_per_op: None,
+        exits_per_op_by_cause: BTreeMap::new(),
+    };
+    match line {
+        OpLine::Timed {
+            n,
+            ticks,
+            detail,
+            laps,
+        } => {
+            let (t, k) = match laps {
+                Some(l) => (ticks - l.stall_ticks.min(*ticks), n - l.stalls.min(*n)),
+                None => (*ticks, *n),
+            };
+            r.n = *n;
+            r.ticks = *ticks;
+            r.instructions_per_op = (k > 0).then(|| t as f64 * 100.0 / k as f64);
+            r.detail = detail.clone();
+            r.laps = laps.clone();
+        }
+        OpLine::Skipped(why) => r.skipped = Some(why.clone()),
+    }
+    r
 }
 
 fn command_line(cmd: &str, args: &[&str]) -> String {
@@ -471,14 +582,14 @@ pub fn system(quick: bool) -> Result<SystemResult> {
     let img = crate::qemu::build(false)?;
     let payload = payload()?;
     let size = if quick { QUICK } else { FULL };
-    // Boots: one per target; in the full run also one per op and one with none per hyp
-    // target (exit counts).
+    // Boots: each shape of each target; in the full run also, per hyp target and shape,
+    // one with no op and one per op (exit counts).
     let hyp_targets = TARGETS.iter().filter(|t| t.hyp).count();
-    let total = TARGETS.len()
+    let total = TARGETS.len() * BOOTS.len()
         + if quick {
             0
         } else {
-            hyp_targets * (OPS.len() + 1)
+            hyp_targets * BOOTS.iter().map(|b| b.1.len() + 1).sum::<usize>()
         };
     let mut step = 0;
     let mut progress = |what: &str| {
@@ -491,60 +602,64 @@ pub fn system(quick: bool) -> Result<SystemResult> {
     let mut opensbi = String::from("unknown");
     let mut targets = Vec::new();
     for t in TARGETS {
-        progress(&format!("{}: all ops, n={}", t.name, size.n));
-        let (o, report) = boot(t, &payload, &img, size, "all", t.name)?;
-        check_ops(&report, t, OPS, size.n).with_context(|| t.name.to_string())?;
-        if t.hyp {
-            acct_exits(&o.output, "bench").with_context(|| t.name.to_string())?;
-        } else if let Some(v) = o.output.lines().find_map(|l| {
-            l.trim()
-                .strip_prefix("OpenSBI ")
-                .filter(|v| v.starts_with('v'))
-        }) {
-            opensbi = v.to_string();
-        }
         let mut ops = Vec::new();
-        for &op in OPS {
-            let r = match &report.ops[op] {
-                OpLine::Timed { n, ticks, detail } => OpResult {
-                    op: op.into(),
-                    title: op_title(op).into(),
-                    n: *n,
-                    ticks: *ticks,
-                    instructions_per_op: Some(*ticks as f64 * 100.0 / *n as f64),
-                    detail: detail.clone(),
-                    skipped: None,
-                    exits_per_op: None,
-                    exits_per_op_by_cause: BTreeMap::new(),
-                },
-                OpLine::Skipped(why) => OpResult {
-                    op: op.into(),
-                    title: op_title(op).into(),
-                    n: 0,
-                    ticks: 0,
-                    instructions_per_op: None,
-                    detail: None,
-                    skipped: Some(why.clone()),
-                    exits_per_op: None,
-                    exits_per_op_by_cause: BTreeMap::new(),
-                },
-            };
-            ops.push(r);
-        }
-        if t.hyp && !quick {
-            progress(&format!("{}: no op (exit-count baseline)", t.name));
-            let (o, r) = boot(t, &payload, &img, size, "none", &format!("{}-none", t.name))?;
+        let mut start = BTreeMap::new();
+        for &(harts, boot_ops) in BOOTS {
+            let list = boot_ops.join(",");
+            progress(&format!(
+                "{}, {harts} hart(s): {list}, n={}",
+                t.name, size.n
+            ));
+            let log = format!("{}-{harts}", t.name);
+            let (o, report) = boot(t, &payload, &img, size, harts, &list, &log)?;
+            check_ops(&report, t, boot_ops, size.n).with_context(|| log.clone())?;
+            if t.hyp {
+                acct_exits(&o.output, "bench").with_context(|| log.clone())?;
+            } else if let Some(v) = o.output.lines().find_map(|l| {
+                l.trim()
+                    .strip_prefix("OpenSBI ")
+                    .filter(|v| v.starts_with('v'))
+            }) {
+                opensbi = v.to_string();
+            }
+            if harts == 1 {
+                start = report.start.clone();
+            }
+            let first = ops.len();
+            for &op in boot_ops {
+                ops.push(op_result(op, harts, &report.ops[op]));
+            }
+            if !t.hyp || quick {
+                continue;
+            }
+            progress(&format!(
+                "{}, {harts} hart(s): no op (exit baseline)",
+                t.name
+            ));
+            let (o, r) = boot(
+                t,
+                &payload,
+                &img,
+                size,
+                harts,
+                "none",
+                &format!("{log}-none"),
+            )?;
             check_ops(&r, t, &[], size.n)?;
             let base = acct_exits(&o.output, "bench")?;
-            for r in ops.iter_mut().filter(|r| r.skipped.is_none()) {
-                progress(&format!("{}: {} alone (exit counts)", t.name, r.op));
+            for r in ops[first..].iter_mut().filter(|r| r.skipped.is_none()) {
+                progress(&format!(
+                    "{}, {harts} hart(s): {} alone (exits)",
+                    t.name, r.op
+                ));
                 let (o, rep) = boot(
                     t,
                     &payload,
                     &img,
                     size,
+                    harts,
                     &r.op,
-                    &format!("{}-{}", t.name, r.op),
+                    &format!("{log}-{}", r.op),
                 )?;
                 check_ops(&rep, t, &[r.op.as_str()], size.n)?;
                 let with = acct_exits(&o.output, "bench")?;
@@ -568,7 +683,7 @@ pub fn system(quick: bool) -> Result<SystemResult> {
             } else {
                 "none (OpenSBI only)".into()
             },
-            start: report.start,
+            start,
             ops,
         });
     }
@@ -582,13 +697,15 @@ pub fn system(quick: bool) -> Result<SystemResult> {
         ),
         method: "QEMU -icount shift=0,sleep=off: rdtime ticks at 10 MHz, one instruction \
                  per ns; instructions per op = ticks * 100 / n, of the whole machine \
-                 (payload, OpenSBI, hyp). Exits per op: hyp ACCT counters of a boot running \
-                 only that op minus a boot running none, over n + warmup."
+                 (payload, OpenSBI, hyp). Ops on 1 hart (1 vCPU); ping-pongs on 2 harts \
+                 (2 vCPUs), timed per lap, laps of 1,000 ticks or more (QEMU's round-robin \
+                 waking the other hart late) left out of the mean and counted as stalls. \
+                 Exits per op: hyp ACCT counters (all vCPUs) of a boot running only that op \
+                 minus a boot of the same shape running none, over n + warmup."
             .into(),
         quick,
         n: size.n,
         warmup: size.warmup,
-        smp: 1,
         targets,
     };
     let suffix = if quick { "-quick" } else { "" };
@@ -845,13 +962,18 @@ VIRQ-BENCH done errors=0
             OpLine::Timed {
                 n: 100,
                 ticks: 10,
-                detail: Some("reg=aplic.domaincfg".into())
+                detail: Some("reg=aplic.domaincfg".into()),
+                laps: None,
             }
         );
-        check_ops(&r, &TARGETS[0], OPS, 100).unwrap();
+        let single = BOOTS[0].1;
+        check_ops(&r, &TARGETS[0], single, 100).unwrap();
         // On a PLIC target the self-MSI must be skipped.
-        assert!(check_ops(&r, &TARGETS[2], OPS, 100).is_err());
-        assert!(check_ops(&r, &TARGETS[0], OPS, 1000).is_err());
+        assert!(check_ops(&r, &TARGETS[2], single, 100).is_err());
+        assert!(check_ops(&r, &TARGETS[0], single, 1000).is_err());
+        // Lines for ops not asked for, or missing ones.
+        assert!(check_ops(&r, &TARGETS[0], &single[..4], 100).is_err());
+        assert!(check_ops(&r, &TARGETS[0], OPS, 100).is_err());
     }
 
     #[test]
@@ -870,9 +992,31 @@ VIRQ-BENCH done errors=0
             format!("{GOOD}VIRQ-BENCH error=trap scause=0x5\n"),
         ];
         for b in &broken {
-            let r = parse(b).and_then(|r| check_ops(&r, &TARGETS[0], OPS, 100));
+            let r = parse(b).and_then(|r| check_ops(&r, &TARGETS[0], BOOTS[0].1, 100));
             assert!(r.is_err(), "accepted:\n{b}");
         }
+    }
+
+    const PINGPONG: &str = "\
+VIRQ-BENCH start hart=1 harts=2 intc=plic aplic=0x0 imsic=0x0 stride=0x1000 plic=0xc000000 n=100 warmup=10
+VIRQ-BENCH op=ipi_pingpong n=100 ticks=249976 stalls=1 stall_ticks=242660 min=73 median=74 p90=74 max=242660 hist=73:10,74:89,1023+:1
+VIRQ-BENCH op=msi_pingpong skipped=no-imsic
+VIRQ-BENCH done errors=0
+";
+
+    #[test]
+    fn a_pingpong_counts_laps_without_stalls() {
+        let r = parse(PINGPONG).unwrap();
+        check_ops(&r, &TARGETS[3], BOOTS[1].1, 100).unwrap();
+        let o = op_result("ipi_pingpong", 2, &r.ops["ipi_pingpong"]);
+        let laps = o.laps.as_ref().unwrap();
+        assert_eq!(laps.hist, vec![(73, 10), (74, 89), (1023, 1)]);
+        assert_eq!((laps.median, laps.stalls), (74, 1));
+        // (249976 - 242660) ticks over 99 laps.
+        let v = o.instructions_per_op.unwrap();
+        assert!((v - 7316.0 * 100.0 / 99.0).abs() < 1e-6, "{v}");
+        assert!(parse(&PINGPONG.replace("74:89", "74:8x9")).is_err());
+        assert!(parse(&PINGPONG.replace(" median=74", "")).is_err());
     }
 
     #[test]
@@ -894,6 +1038,8 @@ ACCT guest=bench sbi_ipi_calls=0 sbi_rfence_calls=0\n";
         let op = |op: &str, v: Option<f64>, e: Option<f64>| OpResult {
             op: op.into(),
             title: String::new(),
+            harts: 1,
+            laps: None,
             n: 10,
             ticks: 0,
             instructions_per_op: v,
@@ -918,7 +1064,6 @@ ACCT guest=bench sbi_ipi_calls=0 sbi_rfence_calls=0\n";
             quick: false,
             n: 10,
             warmup: 1,
-            smp: 1,
             targets: vec![
                 t("bare-aia", 300.0, None),
                 t("hyp-aia", 450.0, Some(1.0)),

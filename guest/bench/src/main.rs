@@ -25,7 +25,7 @@
 mod fdt;
 
 use core::fmt::{self, Write};
-use core::sync::atomic::{AtomicBool, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering};
 
 /// Stack bytes per hart (must match `bench.ld`: 16 KiB × 8).
 const STACK_SHIFT: usize = 14;
@@ -71,6 +71,21 @@ _start:
     j       9b
 
     .text
+    .globl __bench_secondary
+    .align 2
+__bench_secondary:
+    /* A hart started by SBI HSM hart_start: a0 = hart id, a1 = opaque. */
+    li      t0, {max}
+    bgeu    a0, t0, 9b
+    la      sp, __stacks_start
+    addi    t1, a0, 1
+    slli    t1, t1, {shift}
+    add     sp, sp, t1
+    la      t0, __bench_trap
+    csrw    stvec, t0
+    call    {secondary}
+    j       9b
+
     .align 2
 __bench_trap:
     /* Any trap is a broken op: report it (on whatever stack there is) and power off. */
@@ -84,6 +99,7 @@ __bench_trap:
     max = const MAX_HARTS,
     shift = const STACK_SHIFT,
     main = sym main,
+    secondary = sym secondary,
     trap = sym trap,
 );
 
@@ -92,6 +108,7 @@ __bench_trap:
 const EID_BASE: usize = 0x10;
 const EID_IPI: usize = 0x0073_5049;
 const EID_SRST: usize = 0x5352_5354;
+const EID_HSM: usize = 0x0048_534d;
 const EID_DBCN: usize = 0x4442_434e;
 const EID_LEGACY_PUTCHAR: usize = 0x01;
 const BASE_GET_SPEC_VERSION: usize = 0;
@@ -217,6 +234,23 @@ fn clear_ssip() {
     unsafe { core::arch::asm!("csrc sip, {0}", in(reg) SSIP) };
 }
 
+const SSIE: usize = 1 << 1;
+const SEIE: usize = 1 << 9;
+
+/// Enable `bits` in `sie` (with `sstatus.SIE` = 0 they only wake `wfi`: no trap).
+fn sie_set(bits: usize) {
+    // SAFETY: `sstatus.SIE` stays 0 throughout, so enabling a source in `sie` only lets
+    // it end a `wfi`; no interrupt is taken.
+    unsafe { core::arch::asm!("csrs sie, {0}", in(reg) bits) };
+}
+
+#[inline(always)]
+fn wfi() {
+    // SAFETY: waits for an enabled interrupt to become pending (interrupts are off
+    // globally, so none is taken); it may also return early.
+    unsafe { core::arch::asm!("wfi") };
+}
+
 /// Write `v` to the IMSIC indirect register `sel` (`siselect`/`sireg`).
 fn iwrite(sel: usize, v: usize) {
     // SAFETY: selects and writes one of our own interrupt file's registers (only
@@ -310,6 +344,302 @@ fn op_msi_self(page: usize) -> OpResult {
     }
 }
 
+// --- two-hart ping-pong --------------------------------------------------------
+
+/// How the ping-pong's two sides signal; both wait in `wfi` (with `sstatus.SIE` = 0 and
+/// the source enabled in `sie`, so `wfi` returns and no trap is taken). No spinning
+/// variant: under `-icount` QEMU runs the harts round-robin on one thread, and a hart
+/// that spins only yields at QEMU's 100 ms kick, so it would time QEMU's scheduler.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Pp {
+    /// SBI `send_ipi`; wait for `sip.SSIP`.
+    Ipi,
+    /// A store to the other hart's `seteipnum_le`; wait for `stopei`.
+    Msi,
+}
+
+impl Pp {
+    fn code(self) -> usize {
+        match self {
+            Pp::Ipi => 1,
+            Pp::Msi => 2,
+        }
+    }
+
+    fn from_code(c: usize) -> Option<Pp> {
+        match c {
+            1 => Some(Pp::Ipi),
+            2 => Some(Pp::Msi),
+            _ => None,
+        }
+    }
+}
+
+/// Commands to the second hart: `(sequence << 8) | code`; it answers by copying the
+/// sequence into `PP_READY` once set up, and into `PP_DONE` when its loop is over.
+static PP_CMD: AtomicUsize = AtomicUsize::new(0);
+static PP_ROUNDS: AtomicUsize = AtomicUsize::new(0);
+/// The first hart's id and its IMSIC page (where the second hart signals).
+static PP_PEER: AtomicUsize = AtomicUsize::new(0);
+static PP_PEER_PAGE: AtomicUsize = AtomicUsize::new(0);
+/// The second hart's IMSIC page (where the first signals).
+static PP_PAGE: AtomicUsize = AtomicUsize::new(0);
+static PP_READY: AtomicUsize = AtomicUsize::new(0);
+static PP_DONE: AtomicUsize = AtomicUsize::new(0);
+/// The second hart's failure (0: none; else a static string's address).
+static PP_ERR: AtomicUsize = AtomicUsize::new(0);
+/// The second hart is running [`secondary`].
+static PP_STARTED: AtomicBool = AtomicBool::new(false);
+
+/// Make our interrupt file accept [`MSI_ID`] (eidelivery on, threshold 0, `eie`).
+fn imsic_setup() {
+    iwrite(ISEL_EIDELIVERY, 1);
+    iwrite(ISEL_EITHRESHOLD, 0);
+    iset(ISEL_EIE0 + MSI_ID / 64 * 2, 1 << (MSI_ID % 64));
+    while claim_stopei() != 0 {}
+}
+
+/// Signal hart `hart` (its IMSIC page `page`).
+#[inline(always)]
+fn pp_send(how: Pp, hart: usize, page: usize) -> OpResult {
+    match how {
+        Pp::Ipi => {
+            if ecall(EID_IPI, 0, 1, hart, 0).0 != 0 {
+                return Err("sbi-error");
+            }
+        }
+        // SAFETY: `seteipnum_le` of the other hart's S-level interrupt file (DTB).
+        Pp::Msi => unsafe { core::ptr::write_volatile(page as *mut u32, MSI_ID as u32) },
+    }
+    Ok(())
+}
+
+/// Wait in `wfi` for our signal and consume it (`wfi` returns at most this often
+/// without it before the signal counts as lost).
+#[inline(always)]
+fn pp_wait(how: Pp) -> OpResult {
+    let mut n = 0;
+    match how {
+        Pp::Ipi => {
+            while sip() & SSIP == 0 {
+                wfi();
+                n += 1;
+                if n == POLL_LIMIT {
+                    return Err("ssip-lost");
+                }
+            }
+            clear_ssip();
+        }
+        Pp::Msi => loop {
+            match claim_stopei() {
+                0 => {}
+                MSI_ID => break,
+                _ => return Err("wrong-identity"),
+            }
+            wfi();
+            n += 1;
+            if n == POLL_LIMIT {
+                return Err("msi-lost");
+            }
+        },
+    }
+    Ok(())
+}
+
+/// Where a ping-pong puts each lap's ticks (the last bucket: this many or more).
+const HIST_LEN: usize = 1024;
+static HIST: [AtomicU32; HIST_LEN] = [const { AtomicU32::new(0) }; HIST_LEN];
+/// A lap this long (100,000 instructions under `-icount`) is a stall of QEMU's
+/// round-robin, not the path: counted apart.
+const STALL_TICKS: u64 = 1000;
+
+/// Per-lap figures of a ping-pong (ticks).
+struct Laps {
+    stalls: u64,
+    stall_ticks: u64,
+    min: u64,
+    median: u64,
+    p90: u64,
+    max: u64,
+}
+
+/// The `pct`-th percentile of the histogram of `n` laps (integer arithmetic: the FPU
+/// is off).
+fn quantile(n: u64, pct: u64) -> u64 {
+    let want = (n * pct / 100).min(n.saturating_sub(1));
+    let mut seen = 0;
+    for (d, c) in HIST.iter().enumerate() {
+        seen += u64::from(c.load(Ordering::Relaxed));
+        if seen > want {
+            return d as u64;
+        }
+    }
+    HIST_LEN as u64 - 1
+}
+
+/// The second hart: wait for commands (spinning on memory, not timed) and answer
+/// `PP_ROUNDS` signals of the first hart each.
+extern "C" fn secondary(_hart: usize, _opaque: usize) -> ! {
+    PP_STARTED.store(true, Ordering::SeqCst);
+    let mut seen = 0;
+    loop {
+        let cmd = PP_CMD.load(Ordering::SeqCst);
+        if cmd >> 8 == seen {
+            core::hint::spin_loop();
+            continue;
+        }
+        seen = cmd >> 8;
+        let Some(how) = Pp::from_code(cmd & 0xff) else {
+            pp_fail("bad-command");
+            PP_DONE.store(seen, Ordering::SeqCst);
+            continue;
+        };
+        pp_prepare(how);
+        let (peer, page) = (
+            PP_PEER.load(Ordering::SeqCst),
+            PP_PEER_PAGE.load(Ordering::SeqCst),
+        );
+        PP_READY.store(seen, Ordering::SeqCst);
+        for _ in 0..PP_ROUNDS.load(Ordering::SeqCst) {
+            if let Err(e) = pp_wait(how).and_then(|_| pp_send(how, peer, page)) {
+                pp_fail(e);
+                break;
+            }
+        }
+        PP_DONE.store(seen, Ordering::SeqCst);
+    }
+}
+
+/// Set up our side: nothing pending, the signal's source enabled in `sie`.
+fn pp_prepare(how: Pp) {
+    match how {
+        Pp::Msi => {
+            imsic_setup();
+            sie_set(SEIE);
+        }
+        Pp::Ipi => {
+            clear_ssip();
+            sie_set(SSIE);
+        }
+    }
+}
+
+/// Record a failure of the second hart.
+fn pp_fail(e: &'static str) {
+    PP_ERR.store(e.as_ptr() as usize | e.len() << 48, Ordering::SeqCst);
+}
+
+/// A failure the second hart recorded (address in the low 48 bits, length above).
+fn pp_error() -> Option<&'static str> {
+    let v = PP_ERR.swap(0, Ordering::SeqCst);
+    if v == 0 {
+        return None;
+    }
+    let (ptr, len) = (v & ((1 << 48) - 1), v >> 48);
+    // SAFETY: `secondary` stored the address and length of a `&'static str`.
+    let b = unsafe { core::slice::from_raw_parts(ptr as *const u8, len.max(1)) };
+    Some(core::str::from_utf8(b).unwrap_or("second-hart-error"))
+}
+
+/// Round trips between us and another hart: we signal, it answers, we take the answer.
+/// `n` timed after `warmup`. The other hart is started on first use.
+fn pingpong(
+    c: &Ctx,
+    how: Pp,
+    n: u64,
+    warmup: u64,
+) -> Result<Result<(u64, Laps), &'static str>, &'static str> {
+    let Some(other) = (0..c.plat.harts).find(|&h| h != c.hart) else {
+        return Ok(Err("one-hart"));
+    };
+    let page_of = |h: usize| c.plat.imsic.map(|b| b + h * c.plat.imsic_stride);
+    if how == Pp::Msi && c.plat.imsic.is_none() {
+        return Ok(Err("no-imsic"));
+    }
+    if !PP_STARTED.load(Ordering::SeqCst) {
+        extern "C" {
+            fn __bench_secondary();
+        }
+        let entry = __bench_secondary as *const () as usize;
+        if ecall(EID_HSM, 0, other, entry, 0).0 != 0 {
+            return Err("hart-start");
+        }
+        let mut k = 0;
+        while !PP_STARTED.load(Ordering::SeqCst) {
+            k += 1;
+            if k == POLL_LIMIT * 100 {
+                return Err("second-hart-silent");
+            }
+        }
+    }
+    let rounds = warmup + n;
+    PP_ROUNDS.store(rounds as usize, Ordering::SeqCst);
+    PP_PEER.store(c.hart, Ordering::SeqCst);
+    PP_PEER_PAGE.store(page_of(c.hart).unwrap_or(0), Ordering::SeqCst);
+    PP_PAGE.store(page_of(other).unwrap_or(0), Ordering::SeqCst);
+    pp_prepare(how);
+    let seq = (PP_CMD.load(Ordering::SeqCst) >> 8) + 1;
+    PP_CMD.store(seq << 8 | how.code(), Ordering::SeqCst);
+    while PP_READY.load(Ordering::SeqCst) != seq {
+        if PP_DONE.load(Ordering::SeqCst) == seq {
+            return Err(pp_error().unwrap_or("second-hart"));
+        }
+        core::hint::spin_loop();
+    }
+    let page = PP_PAGE.load(Ordering::SeqCst);
+    let round = || pp_send(how, other, page).and_then(|_| pp_wait(how));
+    let r = laps(n, warmup, round);
+    let mut k = 0;
+    while PP_DONE.load(Ordering::SeqCst) != seq {
+        k += 1;
+        if k == POLL_LIMIT * 100 {
+            return Err("second-hart-stuck");
+        }
+    }
+    if let Some(e) = pp_error() {
+        return Err(e);
+    }
+    if how == Pp::Msi {
+        iwrite(ISEL_EIDELIVERY, 0);
+    }
+    Ok(Ok(r?))
+}
+
+/// Run `f` `warmup` times, then time each of `n` runs: the total ticks and the laps.
+fn laps(n: u64, warmup: u64, mut f: impl FnMut() -> OpResult) -> Result<(u64, Laps), &'static str> {
+    for _ in 0..warmup {
+        f()?;
+    }
+    for h in &HIST {
+        h.store(0, Ordering::Relaxed);
+    }
+    let mut l = Laps {
+        stalls: 0,
+        stall_ticks: 0,
+        min: u64::MAX,
+        median: 0,
+        p90: 0,
+        max: 0,
+    };
+    let mut total = 0;
+    for _ in 0..n {
+        let t0 = rdtime();
+        f()?;
+        let d = rdtime() - t0;
+        total += d;
+        HIST[(d as usize).min(HIST_LEN - 1)].fetch_add(1, Ordering::Relaxed);
+        l.min = l.min.min(d);
+        l.max = l.max.max(d);
+        if d >= STALL_TICKS {
+            l.stalls += 1;
+            l.stall_ticks += d;
+        }
+    }
+    l.median = quantile(n, 50);
+    l.p90 = quantile(n, 90);
+    Ok((total, l))
+}
+
 /// Run `f` `warmup` times, then time `n` runs; the `rdtime` ticks of those.
 #[inline(always)]
 fn timed(n: u64, warmup: u64, mut f: impl FnMut() -> OpResult) -> Result<u64, &'static str> {
@@ -324,19 +654,47 @@ fn timed(n: u64, warmup: u64, mut f: impl FnMut() -> OpResult) -> Result<u64, &'
 }
 
 /// The ops, in the order they run.
-const OPS: &[&str] = &["nop", "sbi_base", "ctrl_read", "ipi_self", "msi_self"];
+const OPS: &[&str] = &[
+    "nop",
+    "sbi_base",
+    "ctrl_read",
+    "ipi_self",
+    "msi_self",
+    "ipi_pingpong",
+    "msi_pingpong",
+];
 
-/// Run op `name`: `Ok(Some((ticks, detail)))`, `Ok(None)` with the reason it does not
-/// apply here, or the error.
+/// A timed op: total ticks, extra fields, per-lap figures of a ping-pong.
+struct Timing {
+    ticks: u64,
+    detail: &'static str,
+    laps: Option<Laps>,
+}
+
+fn plain(ticks: u64, detail: &'static str) -> Timing {
+    Timing {
+        ticks,
+        detail,
+        laps: None,
+    }
+}
+
+/// Run op `name`: `Ok(Ok(timing))`, `Ok(Err(why))` when it does not apply here, or
+/// the error.
 fn run_op(
     c: &Ctx,
     name: &str,
     n: u64,
     warmup: u64,
-) -> Result<Result<(u64, &'static str), &'static str>, &'static str> {
+) -> Result<Result<Timing, &'static str>, &'static str> {
+    let pp = |(ticks, laps): (u64, Laps)| Timing {
+        ticks,
+        detail: "",
+        laps: Some(laps),
+    };
     Ok(match name {
         // The loop alone: what every other figure includes besides its op.
-        "nop" => Ok((
+        "nop" => Ok(plain(
             timed(n, warmup, || {
                 // SAFETY: an empty asm statement, a compiler barrier only.
                 unsafe { core::arch::asm!("") };
@@ -344,34 +702,60 @@ fn run_op(
             })?,
             "",
         )),
-        "sbi_base" => Ok((timed(n, warmup, op_sbi_base)?, "")),
+        "sbi_base" => Ok(plain(timed(n, warmup, op_sbi_base)?, "")),
         "ctrl_read" => match (c.plat.aplic, c.plat.plic) {
-            (Some(a), _) => Ok((
+            (Some(a), _) => Ok(plain(
                 timed(n, warmup, || op_ctrl_read(a, true))?,
                 " reg=aplic.domaincfg",
             )),
-            (None, Some(p)) => Ok((
+            (None, Some(p)) => Ok(plain(
                 timed(n, warmup, || op_ctrl_read(p + 4, false))?,
                 " reg=plic.priority1",
             )),
             (None, None) => Err("no-controller"),
         },
-        "ipi_self" => Ok((timed(n, warmup, || op_ipi_self(c.hart))?, "")),
+        "ipi_self" => Ok(plain(timed(n, warmup, || op_ipi_self(c.hart))?, "")),
         "msi_self" => match c.plat.imsic {
             Some(base) => {
                 let page = base + c.hart * c.plat.imsic_stride;
-                iwrite(ISEL_EIDELIVERY, 1);
-                iwrite(ISEL_EITHRESHOLD, 0);
-                iset(ISEL_EIE0 + MSI_ID / 64 * 2, 1 << (MSI_ID % 64));
-                while claim_stopei() != 0 {}
+                imsic_setup();
                 let r = timed(n, warmup, || op_msi_self(page));
                 iwrite(ISEL_EIDELIVERY, 0);
-                Ok((r?, ""))
+                Ok(plain(r?, ""))
             }
             None => Err("no-imsic"),
         },
+        "ipi_pingpong" => pingpong(c, Pp::Ipi, n, warmup)?.map(pp),
+        "msi_pingpong" => pingpong(c, Pp::Msi, n, warmup)?.map(pp),
         _ => return Err("unknown-op"),
     })
+}
+
+/// The op's line: `VIRQ-BENCH op=… n=… ticks=…`, for a ping-pong also the per-lap
+/// figures and the histogram `hist=ticks:laps,…` (the last bucket is `1023+`).
+fn report(op: &str, n: u64, t: &Timing) {
+    let mut l = Line::new();
+    let _ = write!(l, "VIRQ-BENCH op={op} n={n} ticks={}{}", t.ticks, t.detail);
+    if let Some(p) = &t.laps {
+        let _ = write!(
+            l,
+            " stalls={} stall_ticks={} min={} median={} p90={} max={} hist=",
+            p.stalls, p.stall_ticks, p.min, p.median, p.p90, p.max
+        );
+        let mut first = true;
+        for (d, c) in HIST.iter().enumerate() {
+            let c = c.load(Ordering::Relaxed);
+            if c == 0 {
+                continue;
+            }
+            let sep = if first { "" } else { "," };
+            first = false;
+            let plus = if d == HIST_LEN - 1 { "+" } else { "" };
+            let _ = write!(l, "{sep}{d}{plus}:{c}");
+        }
+    }
+    let _ = l.write_str("\n");
+    l.flush();
 }
 
 /// `key=value` of the command line.
@@ -431,7 +815,7 @@ extern "C" fn main(hart: usize, dtb: usize) -> ! {
             continue;
         }
         match run_op(&c, op, n, warmup) {
-            Ok(Ok((ticks, detail))) => say!("VIRQ-BENCH op={op} n={n} ticks={ticks}{detail}"),
+            Ok(Ok(t)) => report(op, n, &t),
             Ok(Err(why)) => say!("VIRQ-BENCH op={op} skipped={why}"),
             Err(e) => {
                 say!("VIRQ-BENCH op={op} error={e}");
