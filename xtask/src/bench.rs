@@ -502,6 +502,10 @@ pub struct SystemResult {
     pub date: String,
     pub qemu: String,
     pub opensbi: String,
+    /// The commit measured (`git describe --always --dirty`).
+    pub commit: String,
+    /// The host's kernel (`uname -sr`).
+    pub host: String,
     pub command: String,
     pub method: String,
     pub quick: bool,
@@ -691,6 +695,17 @@ pub fn system(quick: bool) -> Result<SystemResult> {
         date: command_line("date", &["-u", "+%Y-%m-%dT%H:%M:%SZ"]),
         qemu: command_line("qemu-system-riscv64", &["--version"]),
         opensbi,
+        commit: command_line(
+            "git",
+            &[
+                "-C",
+                &root().display().to_string(),
+                "describe",
+                "--always",
+                "--dirty",
+            ],
+        ),
+        host: command_line("uname", &["-sr"]),
         command: format!(
             "cargo xtask bench --system{}",
             if quick { " --quick" } else { "" }
@@ -745,7 +760,8 @@ fn find<'a>(r: &'a SystemResult, target: &str, op: &str) -> Option<&'a OpResult>
 /// same machine, with its exits per op.
 pub fn table(r: &SystemResult) -> String {
     let mut s = format!(
-        "instructions per op (n={}, warm-up {}, smp 1; hyp: ratio to bare on the same machine, exits per op)\n",
+        "instructions per op (n={}, warm-up {}; ops on 1 hart, ping-pongs on 2; hyp: ratio to bare \
+         on the same machine, exits per op)\n",
         r.n, r.warmup
     );
     s += &format!(
@@ -819,7 +835,7 @@ fn plot_instructions(r: &SystemResult, path: &Path) -> Result<()> {
     bar_chart(
         path,
         &format!(
-            "Instructions per operation (QEMU -icount, n={}, smp 1)",
+            "Instructions per operation (QEMU -icount, n={}; ping-pongs per round trip)",
             r.n
         ),
         "instructions per op",
@@ -1059,6 +1075,8 @@ ACCT guest=bench sbi_ipi_calls=0 sbi_rfence_calls=0\n";
             date: String::new(),
             qemu: String::new(),
             opensbi: String::new(),
+            commit: String::new(),
+            host: String::new(),
             command: String::new(),
             method: String::new(),
             quick: false,
