@@ -23,7 +23,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use crate::qemu::{Machine, Outcome, Payload};
-use crate::util::{root, run_cmd};
+use crate::util::root;
 
 /// Arguments of `cargo xtask bench`.
 #[derive(clap::Args, Debug, Clone)]
@@ -145,42 +145,6 @@ const RUN_TIMEOUT: Duration = Duration::from_secs(120);
 
 fn out_dir() -> PathBuf {
     root().join("target/bench")
-}
-
-/// Build `guest/bench` (release, into `target/guest`) and write its raw image to
-/// `target/bench/virq-bench.bin`.
-pub fn payload() -> Result<PathBuf> {
-    let target_dir = root().join("target/guest");
-    let mut cmd = crate::util::cargo();
-    cmd.args([
-        "build",
-        "--manifest-path",
-        "guest/bench/Cargo.toml",
-        "--target",
-        crate::setup::RUST_TARGET,
-        "--release",
-        "--target-dir",
-    ])
-    .arg(&target_dir)
-    .env_remove("RUSTFLAGS")
-    .env_remove("CARGO_BUILD_RUSTFLAGS")
-    .env_remove("CARGO_ENCODED_RUSTFLAGS");
-    run_cmd(&mut cmd)?;
-    let elf_path = target_dir
-        .join(crate::setup::RUST_TARGET)
-        .join("release/virq-bench");
-    let elf =
-        std::fs::read(&elf_path).with_context(|| format!("reading {}", elf_path.display()))?;
-    let flat = crate::qemu::elf_to_flat(&elf)?;
-    ensure!(
-        flat.get(0x38..0x3c) == Some(b"RSC\x05".as_slice()),
-        "{}: no RISC-V Image header",
-        elf_path.display()
-    );
-    let bin = out_dir().join("virq-bench.bin");
-    std::fs::create_dir_all(out_dir())?;
-    std::fs::write(&bin, flat).with_context(|| format!("writing {}", bin.display()))?;
-    Ok(bin)
 }
 
 /// The images a bench configuration names: only the payload.
@@ -584,7 +548,7 @@ pub fn system(quick: bool) -> Result<SystemResult> {
     let began = Instant::now();
     crate::setup::ensure_all()?;
     let img = crate::qemu::build(false)?;
-    let payload = payload()?;
+    let payload = crate::qemu::build_bench()?;
     let size = if quick { QUICK } else { FULL };
     // Boots: each shape of each target; in the full run also, per hyp target and shape,
     // one with no op and one per op (exit counts).

@@ -170,7 +170,7 @@ impl Images for NamedImages {
         Ok(crate::images::debian_boot(self.kernel_version.as_deref(), which, init)?.initramfs)
     }
     fn bench(&self) -> Result<PathBuf> {
-        crate::bench::payload()
+        crate::qemu::build_bench()
     }
 }
 
