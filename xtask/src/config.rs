@@ -92,7 +92,7 @@ impl Default for HypToml {
 #[serde(deny_unknown_fields)]
 pub struct GuestToml {
     pub name: String,
-    /// `"debian"`, `"testguest"` or a path (relative to the file's folder).
+    /// `"debian"`, `"testguest"`, `"bench"` or a path (relative to the file's folder).
     pub kernel: String,
     /// `"debian-shell"`, `"debian-test"`, a path, or none.
     pub initramfs: Option<String>,
@@ -145,6 +145,8 @@ pub trait Images {
     fn debian_kernel(&self) -> Result<PathBuf>;
     /// A Debian initramfs: `"shell"` or `"test"`.
     fn debian_initramfs(&self, which: &str) -> Result<PathBuf>;
+    /// The system benchmark payload (`guest/bench`, an `Image`-headed raw image).
+    fn bench(&self) -> Result<PathBuf>;
 }
 
 /// Where `cargo xtask run` and the suite find the named images of a configuration.
@@ -166,6 +168,9 @@ impl Images for NamedImages {
             _ => crate::images::INIT_TEST,
         };
         Ok(crate::images::debian_boot(self.kernel_version.as_deref(), which, init)?.initramfs)
+    }
+    fn bench(&self) -> Result<PathBuf> {
+        crate::qemu::build_bench()
     }
 }
 
@@ -317,6 +322,7 @@ pub fn resolve(name: &str, file: &File, dir: &Path, images: &dyn Images) -> Resu
         let kernel = match g.kernel.as_str() {
             "testguest" => images.testguest()?,
             "debian" => images.debian_kernel()?,
+            "bench" => images.bench()?,
             p => dir.join(p),
         };
         let kernel_bytes = std::fs::read(&kernel)

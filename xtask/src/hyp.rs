@@ -38,6 +38,10 @@ Configurations (configs/*.toml; copy one and edit it, the schema is in docs/hyp.
                                        which attacks it and hyp (ATTACK lines); -plic: vPLIC
   cargo xtask run --config configs/test.toml
                                        the bare-metal test guest (TEST lines, ACCT block)
+  cargo xtask run --config configs/bench-aia.toml
+                                       the system benchmark payload (guest/bench; VIRQ-BENCH lines,
+                                       ACCT block); -plic: vPLIC. cargo xtask bench --system runs it
+                                       with -icount on every target
   cargo xtask run --set machine.guest_files=1 --set guest.0.vcpus=4
                                        4 vCPUs on 2 harts with 1 guest file per hart:
                                        2 vCPUs on hardware files, 2 on software files

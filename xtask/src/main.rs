@@ -15,11 +15,14 @@
 //! - `config`: guest configuration files (`configs/*.toml`): parse, `--set`, check,
 //!   place in host memory, the QEMU machine booting hyp with the config blob.
 //! - `mutants`: `loom-mutants`, the checked list of protocol breaks loom must catch.
+//! - `bench`: `bench --system`, instructions per interrupt path in QEMU (`-icount`) with
+//!   the `guest/bench` payload on bare QEMU and under hyp; JSON, table, SVG plots.
 
 use anyhow::Result;
 use clap::{Parser, Subcommand};
 
 mod api;
+mod bench;
 mod checks;
 mod config;
 mod guestcheck;
@@ -48,8 +51,9 @@ enum Cmd {
     Run(hyp::RunArgs),
     /// Everything: fmt, clippy, host tests, loom models, fuzz-target build, QEMU suite.
     Test(checks::TestArgs),
-    /// Criterion benchmarks of virq-core and virq-riscv.
-    Bench,
+    /// Criterion benchmarks of virq-core and virq-riscv; `--system`: instructions per
+    /// interrupt path in QEMU, bare and under hyp (target/bench/system.json, SVG plots).
+    Bench(bench::BenchArgs),
     /// Run one cargo-fuzz target: `cargo xtask fuzz <target> --time N`.
     Fuzz(checks::FuzzArgs),
     /// Lost-wake-up soak: the ping-pong guest program on every configuration
@@ -72,7 +76,7 @@ fn main() -> Result<()> {
         Cmd::Api(args) => api::run(&args),
         Cmd::Run(args) => hyp::run(&args),
         Cmd::Test(args) => checks::test(&args),
-        Cmd::Bench => checks::bench(),
+        Cmd::Bench(args) => bench::run(&args),
         Cmd::Fuzz(args) => checks::fuzz(&args),
         Cmd::Soak(args) => soak::soak(&args),
         Cmd::LoomMutants(args) => mutants::run(&args),

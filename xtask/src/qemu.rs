@@ -1,7 +1,7 @@
-//! Building hyp and its test guest, and running QEMU: the machine shapes (`Machine`),
-//! what runs in them (`Payload`), and the runner with its time-outs and logs. Used by
-//! `cargo xtask run`, the QEMU suite and `cargo xtask soak`; imports none
-//! of them.
+//! Building hyp and its test guest (and the system benchmark's payload), and running
+//! QEMU: the machine shapes (`Machine`), what runs in them (`Payload`), and the runner
+//! with its time-outs and logs. Used by `cargo xtask run`, the QEMU suite, `cargo xtask
+//! soak` and `cargo xtask bench --system`; imports none of them.
 use anyhow::{ensure, Context, Result};
 use std::io::{BufRead, BufReader, Read, Write};
 use std::path::{Path, PathBuf};
@@ -41,6 +41,9 @@ pub(crate) enum Payload {
     /// Debian Linux on bare QEMU, without hyp (a baseline): the machine's bootargs are
     /// the kernel command line.
     BareLinux { kernel: PathBuf, initramfs: PathBuf },
+    /// A bare-metal S-mode image on bare QEMU (OpenSBI starts it at 0x8020_0000):
+    /// the system benchmark's reference for "no hypervisor".
+    Bare { kernel: PathBuf },
 }
 
 pub(crate) fn hyp_target_dir() -> PathBuf {
@@ -77,6 +80,41 @@ pub(crate) fn build(immediate_eoi: bool) -> Result<Images> {
         hyp: out.join("hyp"),
         guest_bin,
     })
+}
+
+/// Build `guest/bench` (release, into `target/guest`) and write its raw image to
+/// `target/bench/virq-bench.bin` (the payload of `cargo xtask bench --system`).
+pub(crate) fn build_bench() -> Result<PathBuf> {
+    let target_dir = root().join("target/guest");
+    let mut cmd = crate::util::cargo();
+    cmd.args([
+        "build",
+        "--manifest-path",
+        "guest/bench/Cargo.toml",
+        "--target",
+        TARGET,
+        "--release",
+        "--target-dir",
+    ])
+    .arg(&target_dir)
+    .env_remove("RUSTFLAGS")
+    .env_remove("CARGO_BUILD_RUSTFLAGS")
+    .env_remove("CARGO_ENCODED_RUSTFLAGS");
+    run_cmd(&mut cmd)?;
+    let elf_path = target_dir.join(TARGET).join("release/virq-bench");
+    let elf =
+        std::fs::read(&elf_path).with_context(|| format!("reading {}", elf_path.display()))?;
+    let flat = elf_to_flat(&elf)?;
+    ensure!(
+        flat.get(0x38..0x3c) == Some(b"RSC\x05".as_slice()),
+        "{}: no RISC-V Image header",
+        elf_path.display()
+    );
+    let out = root().join("target/bench");
+    let bin = out.join("virq-bench.bin");
+    std::fs::create_dir_all(&out)?;
+    std::fs::write(&bin, flat).with_context(|| format!("writing {}", bin.display()))?;
+    Ok(bin)
 }
 
 /// Flatten an ELF64 little-endian executable: the bytes of its `PT_LOAD` segments
@@ -171,6 +209,7 @@ impl Machine {
         let memory = match &self.payload {
             Payload::Hyp { memory_mb, .. } => format!("{memory_mb}M"),
             Payload::BareLinux { .. } => "512M".into(),
+            Payload::Bare { .. } => "256M".into(),
         };
         cmd.args([
             "-M",
@@ -190,6 +229,9 @@ impl Machine {
         match &self.payload {
             Payload::BareLinux { kernel, initramfs } => {
                 cmd.arg(kernel).arg("-initrd").arg(initramfs);
+            }
+            Payload::Bare { kernel } => {
+                cmd.arg(kernel);
             }
             Payload::Hyp { loads, .. } => {
                 cmd.arg(&img.hyp);

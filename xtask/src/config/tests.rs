@@ -34,6 +34,9 @@ impl Images for FakeImages {
     fn debian_initramfs(&self, _which: &str) -> Result<PathBuf> {
         Ok(self.dir.join("initramfs"))
     }
+    fn bench(&self) -> Result<PathBuf> {
+        Ok(self.dir.join("Image"))
+    }
 }
 
 fn resolve_text(text: &str, sets: &[&str], images: &FakeImages) -> Result<Resolved> {

@@ -1,0 +1,1066 @@
+//! `cargo xtask bench --system`: instructions per interrupt path, counted by QEMU.
+//!
+//! The payload `guest/bench` (bare-metal, S-mode) times N operations with `rdtime` and
+//! prints `VIRQ-BENCH op=<op> n=<n> ticks=<t>` lines. Under `-icount shift=0,sleep=off`
+//! one instruction is one virtual nanosecond and QEMU virt's `time` ticks at 10 MHz,
+//! so `ticks * 100 / n` is the instructions the whole machine (payload, OpenSBI, hyp)
+//! executed per operation — independent of the host's load. The same image runs on
+//! bare QEMU (under OpenSBI: the reference) and as a hyp guest on both topologies
+//! (`configs/bench-aia.toml`, `configs/bench-plic.toml`), one hart, one vCPU.
+//!
+//! The full run also boots each hyp configuration once per op with only that op, and
+//! once with none, and divides the difference of hyp's `ACCT` exit counters by the
+//! operations run (warm-up included): exits per op. It writes
+//! `target/bench/system.json`, `system-instructions.svg` and `system-exits.svg`
+//! (plotters) and prints a table. `--quick` (run by `cargo xtask test`) boots each
+//! target once with a small N and fails on a broken payload — a missing or garbled
+//! line, an op error, a non-zero exit — never on a figure.
+use anyhow::{bail, ensure, Context, Result};
+use serde::Serialize;
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use crate::qemu::{Machine, Outcome, Payload};
+use crate::util::root;
+
+/// Arguments of `cargo xtask bench`.
+#[derive(clap::Args, Debug, Clone)]
+pub struct BenchArgs {
+    /// Instead of the criterion benchmarks: instructions per interrupt path in QEMU
+    /// (-icount), the guest/bench payload on bare QEMU and under hyp (vPLIC and AIA).
+    #[arg(long)]
+    pub system: bool,
+    /// With --system: small N, one boot per target, no exit counts (the check
+    /// `cargo xtask test` runs).
+    #[arg(long, requires = "system")]
+    pub quick: bool,
+}
+
+/// The payload's ops, in the order it runs them (`OPS` in `guest/bench/src/main.rs`).
+pub const OPS: &[&str] = &[
+    "nop",
+    "sbi_base",
+    "ctrl_read",
+    "ipi_self",
+    "msi_self",
+    "ipi_pingpong",
+    "msi_pingpong",
+];
+
+/// The boots of each target: the ops on one hart (one vCPU), and the ping-pongs
+/// between two harts (two vCPUs, one per hart). `(harts, ops)`.
+pub const BOOTS: &[(u32, &[&str])] = &[
+    (1, &["nop", "sbi_base", "ctrl_read", "ipi_self", "msi_self"]),
+    (2, &["ipi_pingpong", "msi_pingpong"]),
+];
+
+/// What each op measures (table and JSON).
+fn op_title(op: &str) -> &'static str {
+    match op {
+        "nop" => "empty loop (overhead in every figure)",
+        "sbi_base" => "SBI BASE get_spec_version round trip",
+        "ctrl_read" => "controller register read (APLIC domaincfg / PLIC priority)",
+        "ipi_self" => "SBI send_ipi to self, poll sip.SSIP, clear",
+        "msi_self" => "IMSIC self-MSI: seteipnum_le store, claim with stopei",
+        "ipi_pingpong" => "2 harts: SBI IPI round trip, both sides waiting in WFI",
+        "msi_pingpong" => "2 harts: IMSIC MSI round trip, both sides waiting in WFI",
+        _ => "",
+    }
+}
+
+/// One machine the payload runs on.
+#[derive(Debug, Clone, Copy)]
+pub struct Target {
+    pub name: &'static str,
+    /// `-M virt,aia=aplic-imsic,aia-guests=3` (else plain `-M virt`, PLIC).
+    pub aia: bool,
+    /// Under hyp (`configs/bench-aia.toml` / `bench-plic.toml`), else bare QEMU.
+    pub hyp: bool,
+}
+
+impl Target {
+    /// The QEMU `-M` value.
+    fn machine_option(&self) -> &'static str {
+        if self.aia {
+            "virt,aia=aplic-imsic,aia-guests=3"
+        } else {
+            "virt"
+        }
+    }
+
+    /// The configuration file of a hyp target.
+    fn config(&self) -> &'static str {
+        if self.aia {
+            "bench-aia"
+        } else {
+            "bench-plic"
+        }
+    }
+
+    /// Does op `op` run here (else it must report itself skipped)?
+    fn runs(&self, op: &str) -> bool {
+        !op.starts_with("msi_") || self.aia
+    }
+}
+
+pub const TARGETS: &[Target] = &[
+    Target {
+        name: "bare-aia",
+        aia: true,
+        hyp: false,
+    },
+    Target {
+        name: "hyp-aia",
+        aia: true,
+        hyp: true,
+    },
+    Target {
+        name: "bare-plic",
+        aia: false,
+        hyp: false,
+    },
+    Target {
+        name: "hyp-plic",
+        aia: false,
+        hyp: true,
+    },
+];
+
+/// Operations timed and untimed warm-up per op.
+#[derive(Debug, Clone, Copy)]
+struct Size {
+    n: u64,
+    warmup: u64,
+}
+
+const FULL: Size = Size {
+    n: 10_000,
+    warmup: 1_000,
+};
+const QUICK: Size = Size { n: 100, warmup: 10 };
+/// One boot of the payload takes about a second; this is for a hang.
+const RUN_TIMEOUT: Duration = Duration::from_secs(120);
+
+fn out_dir() -> PathBuf {
+    root().join("target/bench")
+}
+
+/// The images a bench configuration names: only the payload.
+struct BenchImages {
+    payload: PathBuf,
+}
+
+impl crate::config::Images for BenchImages {
+    fn testguest(&self) -> Result<PathBuf> {
+        bail!("the bench configurations boot the bench payload only")
+    }
+    fn debian_kernel(&self) -> Result<PathBuf> {
+        bail!("the bench configurations boot the bench payload only")
+    }
+    fn debian_initramfs(&self, _which: &str) -> Result<PathBuf> {
+        bail!("the bench configurations boot the bench payload only")
+    }
+    fn bench(&self) -> Result<PathBuf> {
+        Ok(self.payload.clone())
+    }
+}
+
+/// The payload's command line: `bench.n=… bench.warmup=… bench.ops=…`.
+fn cmdline(size: Size, ops: &str) -> String {
+    format!(
+        "bench.n={} bench.warmup={} bench.ops={ops}",
+        size.n, size.warmup
+    )
+}
+
+/// The QEMU machine running the payload on `t` with `cmdline` on `harts` harts (under
+/// hyp: as many vCPUs, one per hart), with `-icount`.
+fn machine(t: &Target, payload: &Path, cmdline: &str, harts: u32) -> Result<Machine> {
+    let mut m = if t.hyp {
+        let sets = [
+            format!("guest.0.cmdline={cmdline:?}"),
+            format!("machine.harts={harts}"),
+            format!("guest.0.vcpus={harts}"),
+        ];
+        let (file, dir) = crate::config::load(&crate::config::path_of(t.config()), &sets)?;
+        let images = BenchImages {
+            payload: payload.to_path_buf(),
+        };
+        let r = crate::config::resolve(&format!("bench-{}", t.name), &file, &dir, &images)?;
+        ensure!(
+            r.config.guests.len() == 1,
+            "{}: the bench expects one guest",
+            t.config()
+        );
+        ensure!(
+            r.machine.aia.is_some() == t.aia,
+            "{}: machine.interrupts",
+            t.config()
+        );
+        r.machine(RUN_TIMEOUT, &[])?
+    } else {
+        Machine {
+            smp: harts,
+            aia: t.aia.then_some(crate::config::DEFAULT_GUEST_FILES),
+            bootargs: cmdline.split_whitespace().map(String::from).collect(),
+            timeout: RUN_TIMEOUT,
+            icount: false,
+            payload: Payload::Bare {
+                kernel: payload.to_path_buf(),
+            },
+        }
+    };
+    m.icount = true;
+    Ok(m)
+}
+
+/// One op's line.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum OpLine {
+    Timed {
+        n: u64,
+        ticks: u64,
+        /// `reg=…` and any other fields.
+        detail: Option<String>,
+        /// A ping-pong's per-lap figures.
+        laps: Option<Laps>,
+    },
+    Skipped(String),
+}
+
+/// Per-lap figures of a ping-pong, in ticks (100 instructions each).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Laps {
+    /// Laps of 1,000 ticks or more: QEMU's single-threaded round-robin waking the other
+    /// hart late, not the path (typically the first lap of a run).
+    pub stalls: u64,
+    pub stall_ticks: u64,
+    pub min: u64,
+    pub median: u64,
+    pub p90: u64,
+    pub max: u64,
+    /// `(ticks, laps)`; the payload's last bucket (1023) holds longer laps too.
+    pub hist: Vec<(u64, u64)>,
+}
+
+/// The payload's output.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Report {
+    /// Fields of the `start` line (`intc`, `aplic`, …).
+    pub start: BTreeMap<String, String>,
+    pub ops: BTreeMap<String, OpLine>,
+}
+
+/// `key=value` words (a word without `=` maps to "").
+fn fields(s: &str) -> BTreeMap<String, String> {
+    s.split_whitespace()
+        .map(|w| match w.split_once('=') {
+            Some((k, v)) => (k.to_string(), v.to_string()),
+            None => (w.to_string(), String::new()),
+        })
+        .collect()
+}
+
+/// Read the `VIRQ-BENCH` lines: fails on an error line, a garbled or repeated op line,
+/// a missing `start` or `done` line, or `done errors=N` with N > 0.
+pub fn parse(out: &str) -> Result<Report> {
+    let mut start = None;
+    let mut done = None;
+    let mut ops = BTreeMap::new();
+    for line in out.lines() {
+        let Some(at) = line.find("VIRQ-BENCH ") else {
+            continue;
+        };
+        let rest = &line[at + "VIRQ-BENCH ".len()..];
+        let f = fields(rest);
+        if let Some(e) = f.get("error") {
+            bail!("the payload reported error={e}: {}", line.trim());
+        }
+        if rest.starts_with("start ") {
+            start = Some(f);
+        } else if rest.starts_with("done") {
+            let errors: u64 = f
+                .get("errors")
+                .and_then(|v| v.parse().ok())
+                .with_context(|| format!("garbled line {:?}", line.trim()))?;
+            ensure!(errors == 0, "the payload counted {errors} failed ops");
+            done = Some(());
+        } else if let Some(op) = f.get("op") {
+            let entry = if let Some(why) = f.get("skipped") {
+                OpLine::Skipped(why.clone())
+            } else {
+                let num = |k: &str| -> Result<u64> {
+                    f.get(k)
+                        .and_then(|v| v.parse().ok())
+                        .with_context(|| format!("garbled line {:?}: no {k}=<number>", line.trim()))
+                };
+                const LAP_KEYS: &[&str] = &["stalls", "stall_ticks", "min", "median", "p90", "max"];
+                let detail: Vec<String> = rest
+                    .split_whitespace()
+                    .filter(|w| {
+                        let k = w.split('=').next().unwrap_or("");
+                        !["op", "n", "ticks", "hist"].contains(&k) && !LAP_KEYS.contains(&k)
+                    })
+                    .map(String::from)
+                    .collect();
+                let laps = match f.get("hist") {
+                    None => None,
+                    Some(h) => Some(Laps {
+                        stalls: num("stalls")?,
+                        stall_ticks: num("stall_ticks")?,
+                        min: num("min")?,
+                        median: num("median")?,
+                        p90: num("p90")?,
+                        max: num("max")?,
+                        hist: h
+                            .split(',')
+                            .map(|e| {
+                                let (d, c) = e.split_once(':')?;
+                                Some((d.trim_end_matches('+').parse().ok()?, c.parse().ok()?))
+                            })
+                            .collect::<Option<Vec<_>>>()
+                            .with_context(|| format!("garbled hist= in {:?}", line.trim()))?,
+                    }),
+                };
+                OpLine::Timed {
+                    n: num("n")?,
+                    ticks: num("ticks")?,
+                    detail: (!detail.is_empty()).then(|| detail.join(" ")),
+                    laps,
+                }
+            };
+            ensure!(
+                ops.insert(op.clone(), entry).is_none(),
+                "op {op} reported twice"
+            );
+        } else {
+            bail!("garbled line {:?}", line.trim());
+        }
+    }
+    let start = start.context("no `VIRQ-BENCH start` line: the payload did not run")?;
+    done.context("no `VIRQ-BENCH done` line: the payload did not finish")?;
+    Ok(Report { start, ops })
+}
+
+/// `report` has a line for every op in `ops` on `t`: timed with `n` where the op runs,
+/// skipped where it does not.
+pub fn check_ops(report: &Report, t: &Target, ops: &[&str], n: u64) -> Result<()> {
+    for &op in ops {
+        match (report.ops.get(op), t.runs(op)) {
+            (None, _) => bail!("no line for op {op}"),
+            (Some(OpLine::Timed { n: got, .. }), true) => {
+                ensure!(*got == n, "op {op}: n={got}, asked for {n}")
+            }
+            (Some(OpLine::Skipped(why)), false) => {
+                ensure!(why == "no-imsic", "op {op} skipped: {why}")
+            }
+            (Some(l), _) => bail!("op {op} on {}: unexpected {l:?}", t.name),
+        }
+    }
+    let extra: Vec<&String> = report
+        .ops
+        .keys()
+        .filter(|k| !ops.contains(&k.as_str()))
+        .collect();
+    ensure!(extra.is_empty(), "ops not asked for: {extra:?}");
+    Ok(())
+}
+
+/// hyp's exit counters of guest `guest` by cause, summed over its vCPUs (`ACCT vcpu=…
+/// guest=… cause=<name>(<code>) count=<n>` lines).
+pub fn acct_exits(out: &str, guest: &str) -> Result<BTreeMap<String, u64>> {
+    ensure!(
+        out.lines().any(|l| l.trim() == "ACCT begin"),
+        "no ACCT block (hyp prints it when the last guest stops)"
+    );
+    let mut m = BTreeMap::new();
+    for l in out.lines().filter(|l| l.starts_with("ACCT vcpu=")) {
+        let f = fields(l);
+        if f.get("guest").map(String::as_str) != Some(guest) {
+            continue;
+        }
+        // Other `ACCT vcpu=` lines (`imsic=hw hart=0 …`) carry no cause.
+        let Some(cause) = f.get("cause") else {
+            continue;
+        };
+        let n: u64 = f
+            .get("count")
+            .and_then(|v| v.parse().ok())
+            .with_context(|| format!("garbled {l:?}"))?;
+        *m.entry(cause.clone()).or_insert(0) += n;
+    }
+    Ok(m)
+}
+
+/// One boot: the payload on `t` running `ops`; the log goes to `target/bench/logs/`.
+fn boot(
+    t: &Target,
+    payload: &Path,
+    img: &crate::qemu::Images,
+    size: Size,
+    harts: u32,
+    ops: &str,
+    log: &str,
+) -> Result<(Outcome, Report)> {
+    let m = machine(t, payload, &cmdline(size, ops), harts)?;
+    let o = crate::qemu::run_qemu(&m, img, false)?;
+    let path = out_dir().join("logs").join(format!("{log}.log"));
+    std::fs::create_dir_all(out_dir().join("logs"))?;
+    std::fs::write(&path, format!("$ {:?}\n{}", m.command(img), o.output))?;
+    let what = || {
+        format!(
+            "{}, {harts} hart(s), bench.ops={ops} (log {})",
+            t.name,
+            path.display()
+        )
+    };
+    ensure!(
+        !o.timed_out,
+        "{}: QEMU did not stop within {} s",
+        what(),
+        RUN_TIMEOUT.as_secs()
+    );
+    let report = parse(&o.output).with_context(what)?;
+    ensure!(
+        o.status == Some(0),
+        "{}: QEMU exit status {:?}",
+        what(),
+        o.status
+    );
+    Ok((o, report))
+}
+
+/// One op's figures on one target (JSON).
+#[derive(Serialize, Debug, Clone)]
+pub struct OpResult {
+    pub op: String,
+    pub title: String,
+    /// Harts (and vCPUs under hyp) of the boot.
+    pub harts: u32,
+    pub n: u64,
+    pub ticks: u64,
+    /// `ticks * 100 / n`; `None` when skipped.
+    pub instructions_per_op: Option<f64>,
+    pub detail: Option<String>,
+    pub skipped: Option<String>,
+    /// Ping-pongs: per-lap figures (ticks).
+    pub laps: Option<Laps>,
+    /// hyp only, full run only.
+    pub exits_per_op: Option<f64>,
+    pub exits_per_op_by_cause: BTreeMap<String, f64>,
+}
+
+#[derive(Serialize, Debug, Clone)]
+pub struct TargetResult {
+    pub name: String,
+    pub machine: String,
+    pub hypervisor: String,
+    pub start: BTreeMap<String, String>,
+    pub ops: Vec<OpResult>,
+}
+
+#[derive(Serialize, Debug, Clone)]
+pub struct SystemResult {
+    pub date: String,
+    pub qemu: String,
+    pub opensbi: String,
+    /// The commit measured (`git describe --always --dirty`).
+    pub commit: String,
+    /// The host's kernel (`uname -sr`).
+    pub host: String,
+    pub command: String,
+    pub method: String,
+    pub quick: bool,
+    pub n: u64,
+    pub warmup: u64,
+    pub targets: Vec<TargetResult>,
+}
+
+/// An op's figures from its line: instructions per op are `ticks * 100 / n`, for a
+/// ping-pong over the laps that were not stalls.
+fn op_result(op: &str, harts: u32, line: &OpLine) -> OpResult {
+    let mut r = OpResult {
+        op: op.into(),
+        title: op_title(op).into(),
+        harts,
+        n: 0,
+        ticks: 0,
+        instructions_per_op: None,
+        detail: None,
+        skipped: None,
+        laps: None,
+        exits_per_op: None,
+        exits_per_op_by_cause: BTreeMap::new(),
+    };
+    match line {
+        OpLine::Timed {
+            n,
+            ticks,
+            detail,
+            laps,
+        } => {
+            let (t, k) = match laps {
+                Some(l) => (ticks - l.stall_ticks.min(*ticks), n - l.stalls.min(*n)),
+                None => (*ticks, *n),
+            };
+            r.n = *n;
+            r.ticks = *ticks;
+            r.instructions_per_op = (k > 0).then(|| t as f64 * 100.0 / k as f64);
+            r.detail = detail.clone();
+            r.laps = laps.clone();
+        }
+        OpLine::Skipped(why) => r.skipped = Some(why.clone()),
+    }
+    r
+}
+
+fn command_line(cmd: &str, args: &[&str]) -> String {
+    Command::new(cmd)
+        .args(args)
+        .output()
+        .ok()
+        .and_then(|o| {
+            String::from_utf8_lossy(&o.stdout)
+                .lines()
+                .next()
+                .map(str::to_owned)
+        })
+        .unwrap_or_else(|| "unknown".into())
+}
+
+/// `cargo xtask bench [--system [--quick]]`.
+pub fn run(args: &BenchArgs) -> Result<()> {
+    if !args.system {
+        return criterion();
+    }
+    system(args.quick).map(|_| ())
+}
+
+/// The quick check `cargo xtask test` runs.
+pub fn quick() -> Result<()> {
+    system(true).map(|_| ())
+}
+
+/// Build, boot every target, write the JSON and the plots, print the table.
+pub fn system(quick: bool) -> Result<SystemResult> {
+    let began = Instant::now();
+    crate::setup::ensure_all()?;
+    let img = crate::qemu::build(false)?;
+    let payload = crate::qemu::build_bench()?;
+    let size = if quick { QUICK } else { FULL };
+    // Boots: each shape of each target; in the full run also, per hyp target and shape,
+    // one with no op and one per op (exit counts).
+    let hyp_targets = TARGETS.iter().filter(|t| t.hyp).count();
+    let total = TARGETS.len() * BOOTS.len()
+        + if quick {
+            0
+        } else {
+            hyp_targets * BOOTS.iter().map(|b| b.1.len() + 1).sum::<usize>()
+        };
+    let mut step = 0;
+    let mut progress = |what: &str| {
+        step += 1;
+        eprintln!(
+            "bench --system [{step}/{total}] {what} (at {:.1} s)",
+            began.elapsed().as_secs_f64()
+        );
+    };
+    let mut opensbi = String::from("unknown");
+    let mut targets = Vec::new();
+    for t in TARGETS {
+        let mut ops = Vec::new();
+        let mut start = BTreeMap::new();
+        for &(harts, boot_ops) in BOOTS {
+            let list = boot_ops.join(",");
+            progress(&format!(
+                "{}, {harts} hart(s): {list}, n={}",
+                t.name, size.n
+            ));
+            let log = format!("{}-{harts}", t.name);
+            let (o, report) = boot(t, &payload, &img, size, harts, &list, &log)?;
+            check_ops(&report, t, boot_ops, size.n).with_context(|| log.clone())?;
+            if t.hyp {
+                acct_exits(&o.output, "bench").with_context(|| log.clone())?;
+            } else if let Some(v) = o.output.lines().find_map(|l| {
+                l.trim()
+                    .strip_prefix("OpenSBI ")
+                    .filter(|v| v.starts_with('v'))
+            }) {
+                opensbi = v.to_string();
+            }
+            if harts == 1 {
+                start = report.start.clone();
+            }
+            let first = ops.len();
+            for &op in boot_ops {
+                ops.push(op_result(op, harts, &report.ops[op]));
+            }
+            if !t.hyp || quick {
+                continue;
+            }
+            progress(&format!(
+                "{}, {harts} hart(s): no op (exit baseline)",
+                t.name
+            ));
+            let (o, r) = boot(
+                t,
+                &payload,
+                &img,
+                size,
+                harts,
+                "none",
+                &format!("{log}-none"),
+            )?;
+            check_ops(&r, t, &[], size.n)?;
+            let base = acct_exits(&o.output, "bench")?;
+            for r in ops[first..].iter_mut().filter(|r| r.skipped.is_none()) {
+                progress(&format!(
+                    "{}, {harts} hart(s): {} alone (exits)",
+                    t.name, r.op
+                ));
+                let (o, rep) = boot(
+                    t,
+                    &payload,
+                    &img,
+                    size,
+                    harts,
+                    &r.op,
+                    &format!("{log}-{}", r.op),
+                )?;
+                check_ops(&rep, t, &[r.op.as_str()], size.n)?;
+                let with = acct_exits(&o.output, "bench")?;
+                let per = (size.n + size.warmup) as f64;
+                let mut sum = 0.0;
+                for (cause, &c) in &with {
+                    let d = c.saturating_sub(base.get(cause).copied().unwrap_or(0)) as f64 / per;
+                    if d > 0.0 {
+                        r.exits_per_op_by_cause.insert(cause.clone(), d);
+                        sum += d;
+                    }
+                }
+                r.exits_per_op = Some(sum);
+            }
+        }
+        targets.push(TargetResult {
+            name: t.name.into(),
+            machine: t.machine_option().into(),
+            hypervisor: if t.hyp {
+                format!("hyp (configs/{}.toml)", t.config())
+            } else {
+                "none (OpenSBI only)".into()
+            },
+            start,
+            ops,
+        });
+    }
+    let result = SystemResult {
+        date: command_line("date", &["-u", "+%Y-%m-%dT%H:%M:%SZ"]),
+        qemu: command_line("qemu-system-riscv64", &["--version"]),
+        opensbi,
+        commit: command_line(
+            "git",
+            &[
+                "-C",
+                &root().display().to_string(),
+                "describe",
+                "--always",
+                "--dirty",
+            ],
+        ),
+        host: command_line("uname", &["-sr"]),
+        command: format!(
+            "cargo xtask bench --system{}",
+            if quick { " --quick" } else { "" }
+        ),
+        method: "QEMU -icount shift=0,sleep=off: rdtime ticks at 10 MHz, one instruction \
+                 per ns; instructions per op = ticks * 100 / n, of the whole machine \
+                 (payload, OpenSBI, hyp). Ops on 1 hart (1 vCPU); ping-pongs on 2 harts \
+                 (2 vCPUs), timed per lap, laps of 1,000 ticks or more (QEMU's round-robin \
+                 waking the other hart late) left out of the mean and counted as stalls. \
+                 Exits per op: hyp ACCT counters (all vCPUs) of a boot running only that op \
+                 minus a boot of the same shape running none, over n + warmup."
+            .into(),
+        quick,
+        n: size.n,
+        warmup: size.warmup,
+        targets,
+    };
+    let suffix = if quick { "-quick" } else { "" };
+    let json = out_dir().join(format!("system{suffix}.json"));
+    std::fs::write(&json, serde_json::to_string_pretty(&result)? + "\n")?;
+    let insn_svg = out_dir().join(format!("system-instructions{suffix}.svg"));
+    plot_instructions(&result, &insn_svg)?;
+    let exits_svg = out_dir().join(format!("system-exits{suffix}.svg"));
+    if !quick {
+        plot_exits(&result, &exits_svg)?;
+    }
+    println!("{}", table(&result));
+    println!(
+        "wrote {}, {}{} ({:.1} s)",
+        json.display(),
+        insn_svg.display(),
+        if quick {
+            String::new()
+        } else {
+            format!(", {}", exits_svg.display())
+        },
+        began.elapsed().as_secs_f64()
+    );
+    Ok(result)
+}
+
+fn find<'a>(r: &'a SystemResult, target: &str, op: &str) -> Option<&'a OpResult> {
+    r.targets
+        .iter()
+        .find(|t| t.name == target)?
+        .ops
+        .iter()
+        .find(|o| o.op == op)
+}
+
+/// The table: instructions per op on each target; hyp's as a ratio to bare QEMU on the
+/// same machine, with its exits per op.
+pub fn table(r: &SystemResult) -> String {
+    let mut s = format!(
+        "instructions per op (n={}, warm-up {}; ops on 1 hart, ping-pongs on 2; hyp: ratio to bare \
+         on the same machine, exits per op)\n",
+        r.n, r.warmup
+    );
+    s += &format!(
+        "{:<10} {:>10} {:>26} {:>10} {:>26}\n",
+        "op", "bare-aia", "hyp-aia", "bare-plic", "hyp-plic"
+    );
+    for &op in OPS {
+        let cell = |t: &str| {
+            find(r, t, op)
+                .and_then(|o| o.instructions_per_op)
+                .map_or("-".to_string(), |v| format!("{v:.1}"))
+        };
+        let hyp_cell = |t: &str, bare: &str| {
+            let Some(h) = find(r, t, op) else {
+                return "-".to_string();
+            };
+            let Some(v) = h.instructions_per_op else {
+                return "-".to_string();
+            };
+            let mut c = format!("{v:.1}");
+            if let Some(b) = find(r, bare, op).and_then(|o| o.instructions_per_op) {
+                if b > 0.0 {
+                    c += &format!(" ({:.2}x", v / b);
+                } else {
+                    c += " (-";
+                }
+                match h.exits_per_op {
+                    Some(e) => c += &format!(", {e:.2} ex)"),
+                    None => c += ")",
+                }
+            }
+            c
+        };
+        s += &format!(
+            "{:<10} {:>10} {:>26} {:>10} {:>26}\n",
+            op,
+            cell("bare-aia"),
+            hyp_cell("hyp-aia", "bare-aia"),
+            cell("bare-plic"),
+            hyp_cell("hyp-plic", "bare-plic")
+        );
+    }
+    s
+}
+
+/// Series colours: bare, hyp-AIA, hyp-PLIC and bare-PLIC.
+fn colour(target: &str) -> plotters::style::RGBColor {
+    use plotters::style::RGBColor;
+    match target {
+        "bare-aia" => RGBColor(0x55, 0x55, 0x55),
+        "bare-plic" => RGBColor(0xaa, 0xaa, 0xaa),
+        "hyp-aia" => RGBColor(0x1f, 0x77, 0xb4),
+        _ => RGBColor(0xff, 0x7f, 0x0e),
+    }
+}
+
+/// Instructions per op (ops except `nop`), a bar per target.
+fn plot_instructions(r: &SystemResult, path: &Path) -> Result<()> {
+    let ops: Vec<&str> = OPS.iter().copied().filter(|o| *o != "nop").collect();
+    let series: Vec<(&str, Vec<Option<f64>>)> = TARGETS
+        .iter()
+        .map(|t| {
+            (
+                t.name,
+                ops.iter()
+                    .map(|op| find(r, t.name, op).and_then(|o| o.instructions_per_op))
+                    .collect(),
+            )
+        })
+        .collect();
+    bar_chart(
+        path,
+        &format!(
+            "Instructions per operation (QEMU -icount, n={}; ping-pongs per round trip)",
+            r.n
+        ),
+        "instructions per op",
+        &ops,
+        &series,
+        0,
+    )
+}
+
+/// hyp's exits per op.
+fn plot_exits(r: &SystemResult, path: &Path) -> Result<()> {
+    let ops: Vec<&str> = OPS.iter().copied().filter(|o| *o != "nop").collect();
+    let series: Vec<(&str, Vec<Option<f64>>)> = TARGETS
+        .iter()
+        .filter(|t| t.hyp)
+        .map(|t| {
+            (
+                t.name,
+                ops.iter()
+                    .map(|op| find(r, t.name, op).and_then(|o| o.exits_per_op))
+                    .collect(),
+            )
+        })
+        .collect();
+    bar_chart(
+        path,
+        "hyp exits per operation (ACCT counters)",
+        "exits per op",
+        &ops,
+        &series,
+        2,
+    )
+}
+
+/// A grouped bar chart: one group per entry of `groups`, one bar per series (`None`:
+/// "n/a"), each labelled with its value (`decimals`).
+fn bar_chart(
+    path: &Path,
+    title: &str,
+    y_desc: &str,
+    groups: &[&str],
+    series: &[(&str, Vec<Option<f64>>)],
+    decimals: usize,
+) -> Result<()> {
+    use plotters::prelude::*;
+    use plotters::style::text_anchor::{HPos, Pos, VPos};
+    let max = series
+        .iter()
+        .flat_map(|s| s.1.iter().flatten())
+        .fold(0.0f64, |a, &b| a.max(b));
+    let top = if max > 0.0 { max * 1.15 } else { 1.0 };
+    let root_area = SVGBackend::new(path, (960, 540)).into_drawing_area();
+    let err = |e: &dyn std::fmt::Display| anyhow::anyhow!("plotting {}: {e}", path.display());
+    root_area.fill(&WHITE).map_err(|e| err(&e))?;
+    let mut chart = ChartBuilder::on(&root_area)
+        .caption(title, ("sans-serif", 22))
+        .margin(16)
+        .x_label_area_size(36)
+        .y_label_area_size(70)
+        .build_cartesian_2d(0f64..groups.len() as f64, 0f64..top)
+        .map_err(|e| err(&e))?;
+    chart
+        .configure_mesh()
+        .disable_x_mesh()
+        .x_labels(0)
+        .y_labels(8)
+        .y_label_formatter(&|v| format!("{v:.decimals$}"))
+        .y_desc(y_desc)
+        .draw()
+        .map_err(|e| err(&e))?;
+    let k = series.len() as f64;
+    let width = 0.8 / k;
+    let label =
+        TextStyle::from(("sans-serif", 12).into_font()).pos(Pos::new(HPos::Center, VPos::Bottom));
+    for (si, (name, values)) in series.iter().enumerate() {
+        let c = colour(name);
+        let x0 = |gi: usize| gi as f64 + 0.1 + si as f64 * width;
+        chart
+            .draw_series(values.iter().enumerate().filter_map(|(gi, v)| {
+                v.map(|v| Rectangle::new([(x0(gi), 0.0), (x0(gi) + width * 0.92, v)], c.filled()))
+            }))
+            .map_err(|e| err(&e))?
+            .label(*name)
+            .legend(move |(x, y)| Rectangle::new([(x, y - 5), (x + 12, y + 5)], c.filled()));
+        chart
+            .draw_series(values.iter().enumerate().map(|(gi, v)| {
+                let text = match v {
+                    Some(v) => format!("{v:.decimals$}"),
+                    None => "n/a".into(),
+                };
+                Text::new(
+                    text,
+                    (x0(gi) + width * 0.46, v.unwrap_or(0.0)),
+                    label.clone(),
+                )
+            }))
+            .map_err(|e| err(&e))?;
+    }
+    chart
+        .configure_series_labels()
+        .position(SeriesLabelPosition::UpperLeft)
+        .background_style(WHITE.mix(0.9))
+        .border_style(BLACK)
+        .draw()
+        .map_err(|e| err(&e))?;
+    // Group names under the axis, centred on each group.
+    let under =
+        TextStyle::from(("sans-serif", 15).into_font()).pos(Pos::new(HPos::Center, VPos::Top));
+    for (gi, g) in groups.iter().enumerate() {
+        let (x, y) = chart.backend_coord(&(gi as f64 + 0.5, 0.0));
+        root_area
+            .draw(&Text::new(g.to_string(), (x, y + 8), under.clone()))
+            .map_err(|e| err(&e))?;
+    }
+    root_area.present().map_err(|e| err(&e))?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GOOD: &str = "\
+OpenSBI v1.5
+VIRQ-BENCH start hart=0 harts=1 intc=aia aplic=0xd000000 imsic=0x28000000 stride=0x4000 plic=0x0 n=100 warmup=10
+VIRQ-BENCH op=nop n=100 ticks=0
+VIRQ-BENCH op=sbi_base n=100 ticks=310
+VIRQ-BENCH op=ctrl_read n=100 ticks=10 reg=aplic.domaincfg
+VIRQ-BENCH op=ipi_self n=100 ticks=2850
+VIRQ-BENCH op=msi_self n=100 ticks=10
+VIRQ-BENCH done errors=0
+";
+
+    #[test]
+    fn a_good_run_parses_and_checks() {
+        let r = parse(GOOD).unwrap();
+        assert_eq!(r.start["intc"], "aia");
+        assert_eq!(
+            r.ops["ctrl_read"],
+            OpLine::Timed {
+                n: 100,
+                ticks: 10,
+                detail: Some("reg=aplic.domaincfg".into()),
+                laps: None,
+            }
+        );
+        let single = BOOTS[0].1;
+        check_ops(&r, &TARGETS[0], single, 100).unwrap();
+        // On a PLIC target the self-MSI must be skipped.
+        assert!(check_ops(&r, &TARGETS[2], single, 100).is_err());
+        assert!(check_ops(&r, &TARGETS[0], single, 1000).is_err());
+        // Lines for ops not asked for, or missing ones.
+        assert!(check_ops(&r, &TARGETS[0], &single[..4], 100).is_err());
+        assert!(check_ops(&r, &TARGETS[0], OPS, 100).is_err());
+    }
+
+    #[test]
+    fn a_broken_run_fails() {
+        let broken = [
+            GOOD.replace("ticks=2850", "ticks=28x0"),
+            GOOD.replace("VIRQ-BENCH op=ipi_self n=100 ticks=2850\n", ""),
+            GOOD.replace("VIRQ-BENCH done errors=0\n", ""),
+            GOOD.replace("errors=0", "errors=1"),
+            GOOD.replace("ticks=2850", "error=ssip-lost"),
+            GOOD.replace("VIRQ-BENCH start", "VIRQ-BENCH strat"),
+            GOOD.replace(
+                "n=100 ticks=310",
+                "n=100 ticks=310\nVIRQ-BENCH op=sbi_base n=100 ticks=310",
+            ),
+            format!("{GOOD}VIRQ-BENCH error=trap scause=0x5\n"),
+        ];
+        for b in &broken {
+            let r = parse(b).and_then(|r| check_ops(&r, &TARGETS[0], BOOTS[0].1, 100));
+            assert!(r.is_err(), "accepted:\n{b}");
+        }
+    }
+
+    const PINGPONG: &str = "\
+VIRQ-BENCH start hart=1 harts=2 intc=plic aplic=0x0 imsic=0x0 stride=0x1000 plic=0xc000000 n=100 warmup=10
+VIRQ-BENCH op=ipi_pingpong n=100 ticks=249976 stalls=1 stall_ticks=242660 min=73 median=74 p90=74 max=242660 hist=73:10,74:89,1023+:1
+VIRQ-BENCH op=msi_pingpong skipped=no-imsic
+VIRQ-BENCH done errors=0
+";
+
+    #[test]
+    fn a_pingpong_counts_laps_without_stalls() {
+        let r = parse(PINGPONG).unwrap();
+        check_ops(&r, &TARGETS[3], BOOTS[1].1, 100).unwrap();
+        let o = op_result("ipi_pingpong", 2, &r.ops["ipi_pingpong"]);
+        let laps = o.laps.as_ref().unwrap();
+        assert_eq!(laps.hist, vec![(73, 10), (74, 89), (1023, 1)]);
+        assert_eq!((laps.median, laps.stalls), (74, 1));
+        // (249976 - 242660) ticks over 99 laps.
+        let v = o.instructions_per_op.unwrap();
+        assert!((v - 7316.0 * 100.0 / 99.0).abs() < 1e-6, "{v}");
+        assert!(parse(&PINGPONG.replace("74:89", "74:8x9")).is_err());
+        assert!(parse(&PINGPONG.replace(" median=74", "")).is_err());
+    }
+
+    #[test]
+    fn acct_exits_sum_by_cause() {
+        let out = "ACCT begin\n\
+ACCT vcpu=0 guest=bench id=0 cause=vs_ecall(10) count=1200\n\
+ACCT vcpu=0 guest=bench id=0 cause=load_guest_page_fault(21) count=7\n\
+ACCT vcpu=1 guest=other id=0 cause=vs_ecall(10) count=5\n\
+ACCT vcpu=0 guest=bench id=0 imsic=hw hart=0 line=1\n\
+ACCT guest=bench sbi_ipi_calls=0 sbi_rfence_calls=0\n";
+        let m = acct_exits(out, "bench").unwrap();
+        assert_eq!(m.len(), 2);
+        assert_eq!(m["vs_ecall(10)"], 1200);
+        assert!(acct_exits("no block", "bench").is_err());
+    }
+
+    #[test]
+    fn the_table_shows_ratios_to_bare() {
+        let op = |op: &str, v: Option<f64>, e: Option<f64>| OpResult {
+            op: op.into(),
+            title: String::new(),
+            harts: 1,
+            laps: None,
+            n: 10,
+            ticks: 0,
+            instructions_per_op: v,
+            detail: None,
+            skipped: None,
+            exits_per_op: e,
+            exits_per_op_by_cause: BTreeMap::new(),
+        };
+        let t = |name: &str, v: f64, e: Option<f64>| TargetResult {
+            name: name.into(),
+            machine: String::new(),
+            hypervisor: String::new(),
+            start: BTreeMap::new(),
+            ops: vec![op("sbi_base", Some(v), e)],
+        };
+        let r = SystemResult {
+            date: String::new(),
+            qemu: String::new(),
+            opensbi: String::new(),
+            commit: String::new(),
+            host: String::new(),
+            command: String::new(),
+            method: String::new(),
+            quick: false,
+            n: 10,
+            warmup: 1,
+            targets: vec![
+                t("bare-aia", 300.0, None),
+                t("hyp-aia", 450.0, Some(1.0)),
+                t("bare-plic", 300.0, None),
+                t("hyp-plic", 600.0, None),
+            ],
+        };
+        let s = table(&r);
+        assert!(s.contains("450.0 (1.50x, 1.00 ex)"), "{s}");
+        assert!(s.contains("600.0 (2.00x)"), "{s}");
+    }
+}
+
+/// `cargo xtask bench` without `--system`: the criterion benchmarks.
+fn criterion() -> Result<()> {
+    crate::util::run_cmd(crate::util::cargo().args(["bench", "-p", "virq-core"]))?;
+    crate::util::run_cmd(crate::util::cargo().args(["bench", "-p", "virq-riscv"]))
+}
