@@ -918,6 +918,12 @@ fn bar_chart(
     Ok(())
 }
 
+/// `cargo xtask bench` without `--system`: the criterion benchmarks.
+fn criterion() -> Result<()> {
+    crate::util::run_cmd(crate::util::cargo().args(["bench", "-p", "virq-core"]))?;
+    crate::util::run_cmd(crate::util::cargo().args(["bench", "-p", "virq-riscv"]))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1057,10 +1063,4 @@ ACCT guest=bench sbi_ipi_calls=0 sbi_rfence_calls=0\n";
         assert!(s.contains("450.0 (1.50x, 1.00 ex)"), "{s}");
         assert!(s.contains("600.0 (2.00x)"), "{s}");
     }
-}
-
-/// `cargo xtask bench` without `--system`: the criterion benchmarks.
-fn criterion() -> Result<()> {
-    crate::util::run_cmd(crate::util::cargo().args(["bench", "-p", "virq-core"]))?;
-    crate::util::run_cmd(crate::util::cargo().args(["bench", "-p", "virq-riscv"]))
 }
