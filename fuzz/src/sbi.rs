@@ -6,12 +6,12 @@
 //! its neighbours, high bits) so that hart masks and ranges hit their corners. Every
 //! result is checked against a reference written with `u128` arithmetic: hart masks
 //! (SBI v2.0 §3.1), fence ranges (§8), suspend types (§9.4), reset types and reasons
-//! (§10), console buffers (§12); every `HartSet` holds only existing vCPUs, every
-//! error is a standard code.
-use sbi_spec::{base, dbcn, hsm, rfnc, spi, srst, time};
+//! (§10), console buffers (§12), sleep types (§13), FWFT features and flags (v3.0
+//! §18); every `HartSet` holds only existing vCPUs, every error is a standard code.
+use sbi_spec::{base, dbcn, fwft, hsm, rfnc, spi, srst, susp, time};
 use virq_riscv::sbi::{
-    self, Call, Fence, FenceRange, GuestHarts, HartSet, ResetReason, ResetType, SbiError, Suspend,
-    EXTENSIONS, MAX_VCPUS,
+    self, Call, Fence, FenceRange, FwftFeature, GuestHarts, HartSet, ResetReason, ResetType,
+    SbiError, Suspend, EXTENSIONS, MAX_VCPUS,
 };
 
 use crate::Input;
@@ -69,6 +69,16 @@ fn check_set(s: HartSet, n: usize) {
     }
 }
 
+/// A `uint32_t` argument as RV64 passes it: zero- or sign-extended, else no value.
+fn ref_u32(x: usize) -> Option<u32> {
+    let (hi, lo) = (x >> 32, (x & 0xffff_ffff) as u32);
+    match hi {
+        0 => Some(lo),
+        0xffff_ffff if lo >> 31 == 1 => Some(lo),
+        _ => None,
+    }
+}
+
 /// What SBI v2.0 says `decode` must return, written as directly as possible.
 fn expected(eid: usize, fid: usize, a: [usize; 6], n: usize) -> Result<Call, SbiError> {
     let harts = GuestHarts::new(n).expect("1..=64");
@@ -109,22 +119,22 @@ fn expected(eid: usize, fid: usize, a: [usize; 6], n: usize) -> Result<Call, Sbi
         }),
         (hsm::EID_HSM, 1) => Ok(Call::HartStop),
         (hsm::EID_HSM, 2) => Ok(Call::HartGetStatus { hart: idx(a[0])? }),
-        (hsm::EID_HSM, 3) => match a[0] & 0xffff_ffff {
-            0 => Ok(Call::HartSuspend(Suspend::Retentive)),
-            0x8000_0000 => Ok(Call::HartSuspend(Suspend::NonRetentive {
+        (hsm::EID_HSM, 3) => match ref_u32(a[0]) {
+            Some(0) => Ok(Call::HartSuspend(Suspend::Retentive)),
+            Some(0x8000_0000) => Ok(Call::HartSuspend(Suspend::NonRetentive {
                 resume_addr: a[1],
                 opaque: a[2],
             })),
             _ => Err(SbiError::InvalidParam),
         },
         (srst::EID_SRST, 0) => {
-            let reset_type = match a[0] & 0xffff_ffff {
-                0 => ResetType::Shutdown,
-                1 => ResetType::ColdReboot,
-                2 => ResetType::WarmReboot,
+            let reset_type = match ref_u32(a[0]) {
+                Some(0) => ResetType::Shutdown,
+                Some(1) => ResetType::ColdReboot,
+                Some(2) => ResetType::WarmReboot,
                 _ => return Err(SbiError::InvalidParam),
             };
-            let r = (a[1] & 0xffff_ffff) as u32;
+            let r = ref_u32(a[1]).ok_or(SbiError::InvalidParam)?;
             let reason = match r >> 28 {
                 _ if r == 0 => ResetReason::NoReason,
                 _ if r == 1 => ResetReason::SystemFailure,
@@ -149,6 +159,30 @@ fn expected(eid: usize, fid: usize, a: [usize; 6], n: usize) -> Result<Call, Sbi
             })
         }
         (dbcn::EID_DBCN, 2) => Ok(Call::ConsoleWriteByte { byte: a[0] as u8 }),
+        (susp::EID_SUSP, 0) if ref_u32(a[0]) == Some(0) => Ok(Call::SystemSuspend {
+            resume_addr: a[1],
+            opaque: a[2],
+        }),
+        (susp::EID_SUSP, 0) => Err(SbiError::InvalidParam),
+        (fwft::EID_FWFT, 0 | 1) => {
+            if fid == 0 && a[2] > 1 {
+                return Err(SbiError::InvalidParam);
+            }
+            if a[0] > 5 {
+                return Err(SbiError::Denied);
+            }
+            let feature = FwftFeature::new(a[0]).expect("0..=5 are defined");
+            assert_eq!(feature.id(), a[0]);
+            Ok(if fid == 0 {
+                Call::FwftSet {
+                    feature,
+                    value: a[1],
+                    lock: a[2] == 1,
+                }
+            } else {
+                Call::FwftGet { feature }
+            })
+        }
         _ => Err(SbiError::NotSupported),
     }
 }

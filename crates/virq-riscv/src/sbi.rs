@@ -1,5 +1,5 @@
 //! The guest-facing half of an SBI implementation: turning a VS-mode `ecall`'s
-//! registers into a typed, validated call (RISC-V SBI v2.0).
+//! registers into a typed, validated call (RISC-V SBI v2.0; FWFT from v3.0).
 //!
 //! Everything a guest passes in `a0`–`a7` is an allegation. [`decode`] checks what can
 //! be checked without the hypervisor's state — the extension and function ids, hart
@@ -17,10 +17,17 @@
 //! | HSM | `HSM` | `hart_start`, `hart_stop`, `hart_get_status`, `hart_suspend` | §9 |
 //! | SRST | `SRST` | `system_reset` | §10 |
 //! | DBCN | `DBCN` | `console_write`, `console_read`, `console_write_byte` | §12 |
+//! | SUSP | `SUSP` | `system_suspend` (`SUSPEND_TO_RAM` only) | §13 |
+//! | FWFT | `FWFT` | `set`, `get` (the six features v3.0 defines) | v3.0 §18 |
 //!
 //! Anything else is [`SbiError::NotSupported`]. The legacy extensions (EIDs `0x00`–
 //! `0x0F`, return only `a0`) and a hypervisor's own experimental EIDs are not decoded
 //! here; the caller handles them before calling [`decode`].
+//!
+//! `uint32_t` arguments (suspend, sleep and reset types, reset reasons): the RISC-V
+//! calling convention passes them sign-extended on RV64, C callers with `unsigned
+//! long` zero-extended; both are accepted. Any other upper half names no 32-bit value
+//! and is [`SbiError::InvalidParam`] (truncating would make `1 << 32` a type 0).
 //!
 //! Hart masks (§3.1): a `(hart_mask, hart_mask_base)` pair names harts `hart_mask_base
 //! + i` for every set bit `i`; `hart_mask_base = -1` (`usize::MAX`) ignores `hart_mask`
@@ -30,13 +37,13 @@
 //!
 //! Constants (EIDs, FIDs, HSM states, suspend and reset types) come from the
 //! [`sbi_spec`] crate; the error codes are pinned to its `RET_ERR_*` values by tests.
-use sbi_spec::{base, dbcn, hsm, rfnc, spi, srst, time};
+use sbi_spec::{base, dbcn, fwft, hsm, rfnc, spi, srst, susp, time};
 
 /// Most vCPUs a guest can have for the SBI's hart masks: a [`HartSet`] is one `u64`.
 pub const MAX_VCPUS: usize = 64;
 
 /// The extensions [`decode`] understands (for `probe_extension`).
-pub const EXTENSIONS: [usize; 7] = [
+pub const EXTENSIONS: [usize; 9] = [
     base::EID_BASE,
     time::EID_TIME,
     spi::EID_SPI,
@@ -44,7 +51,13 @@ pub const EXTENSIONS: [usize; 7] = [
     hsm::EID_HSM,
     srst::EID_SRST,
     dbcn::EID_DBCN,
+    susp::EID_SUSP,
+    fwft::EID_FWFT,
 ];
+
+/// SUSP sleep type `SUSPEND_TO_RAM` (SBI v2.0 §13.1, table "SUSP System Sleep
+/// Types"); `0x1..=0x7FFF_FFFF` are reserved, `0x8000_0000..` platform-specific.
+const SLEEP_TYPE_SUSPEND_TO_RAM: u32 = 0;
 
 /// The standard SBI error codes (SBI v2.0 §3.2, table "Standard SBI Errors"),
 /// returned in `a0`.
@@ -324,6 +337,51 @@ pub struct ConsoleBuf {
     pub len: usize,
 }
 
+/// A firmware feature SBI v3.0 defines (§18, table "FWFT Feature Types").
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FwftFeature {
+    /// `0`: delegation of misaligned load/store exceptions to S-mode.
+    MisalignedExcDeleg,
+    /// `1`: landing pads (Zicfilp).
+    LandingPad,
+    /// `2`: shadow stacks (Zicfiss).
+    ShadowStack,
+    /// `3`: double-trap (Ssdbltrp).
+    DoubleTrap,
+    /// `4`: hardware updating of PTE A/D bits (Svadu).
+    PteAdHwUpdating,
+    /// `5`: pointer-masking tag length.
+    PointerMaskingPmlen,
+}
+
+impl FwftFeature {
+    /// The feature with id `feature`, or DENIED: SBI v3.0 §18.1/§18.2 make a reserved
+    /// or (unimplemented) platform-specific feature DENIED, whatever its upper bits.
+    pub const fn new(feature: usize) -> Result<Self, SbiError> {
+        Ok(match feature {
+            fwft::feature_type::MISALIGNED_EXC_DELEG => Self::MisalignedExcDeleg,
+            fwft::feature_type::LANDING_PAD => Self::LandingPad,
+            fwft::feature_type::SHADOW_STACK => Self::ShadowStack,
+            fwft::feature_type::DOUBLE_TRAP => Self::DoubleTrap,
+            fwft::feature_type::PTE_AD_HW_UPDATING => Self::PteAdHwUpdating,
+            fwft::feature_type::POINTER_MASKING_PMLEN => Self::PointerMaskingPmlen,
+            _ => return Err(SbiError::Denied),
+        })
+    }
+
+    /// The feature id.
+    pub const fn id(self) -> usize {
+        match self {
+            Self::MisalignedExcDeleg => fwft::feature_type::MISALIGNED_EXC_DELEG,
+            Self::LandingPad => fwft::feature_type::LANDING_PAD,
+            Self::ShadowStack => fwft::feature_type::SHADOW_STACK,
+            Self::DoubleTrap => fwft::feature_type::DOUBLE_TRAP,
+            Self::PteAdHwUpdating => fwft::feature_type::PTE_AD_HW_UPDATING,
+            Self::PointerMaskingPmlen => fwft::feature_type::POINTER_MASKING_PMLEN,
+        }
+    }
+}
+
 /// A decoded, validated SBI call.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Call {
@@ -395,6 +453,40 @@ pub enum Call {
         /// The low 8 bits of `a0`.
         byte: u8,
     },
+    /// SUSP `system_suspend(SUSPEND_TO_RAM, resume_addr, opaque)`: the caller checks
+    /// that every other vCPU is STOPPED (DENIED) and `resume_addr` (INVALID_ADDRESS).
+    SystemSuspend {
+        /// Where the calling hart resumes (guest physical, unchecked).
+        resume_addr: usize,
+        /// Passed back in `a1`.
+        opaque: usize,
+    },
+    /// FWFT `set(feature, value, flags)` of a defined feature; `flags` had no bit but
+    /// LOCK. Whether `value` is legal depends on the feature (the caller's: INVALID_PARAM).
+    FwftSet {
+        /// The feature.
+        feature: FwftFeature,
+        /// The value to set.
+        value: usize,
+        /// `flags` had LOCK: the value can no longer be changed once set.
+        lock: bool,
+    },
+    /// FWFT `get(feature)` of a defined feature.
+    FwftGet {
+        /// The feature.
+        feature: FwftFeature,
+    },
+}
+
+/// A `uint32_t` argument: its value if `x` is it zero- or sign-extended (see the
+/// module docs), else `None`.
+const fn u32_arg(x: usize) -> Option<u32> {
+    let v = x as u32;
+    if x == v as usize || x == v as i32 as isize as usize {
+        Some(v)
+    } else {
+        None
+    }
 }
 
 /// Decode the call `(eid, fid)` = `(a7, a6)` with arguments `a = [a0..a5]` from a
@@ -429,6 +521,8 @@ pub fn decode(eid: usize, fid: usize, a: [usize; 6], harts: GuestHarts) -> Resul
         hsm::EID_HSM => decode_hsm(fid, a, harts),
         srst::EID_SRST if fid == srst::SYSTEM_RESET => decode_srst(a),
         dbcn::EID_DBCN => decode_dbcn(fid, a),
+        susp::EID_SUSP if fid == susp::SUSPEND => decode_susp(a),
+        fwft::EID_FWFT => decode_fwft(fid, a),
         _ => Err(SbiError::NotSupported),
     }
 }
@@ -475,12 +569,11 @@ fn decode_hsm(fid: usize, a: [usize; 6], harts: GuestHarts) -> Result<Call, SbiE
         hsm::HART_GET_STATUS => Call::HartGetStatus {
             hart: harts.index(a[0])?,
         },
-        // `suspend_type` is a uint32_t: RV64 passes it sign-extended, so only the low
-        // 32 bits count. Reserved and (unimplemented) platform-specific types are
-        // INVALID_PARAM (§9.4).
-        hsm::HART_SUSPEND => Call::HartSuspend(match a[0] as u32 {
-            hsm::suspend_type::RETENTIVE => Suspend::Retentive,
-            hsm::suspend_type::NON_RETENTIVE => Suspend::NonRetentive {
+        // `suspend_type` is a uint32_t (`u32_arg`). Reserved and (unimplemented)
+        // platform-specific types are INVALID_PARAM (§9.4).
+        hsm::HART_SUSPEND => Call::HartSuspend(match u32_arg(a[0]) {
+            Some(hsm::suspend_type::RETENTIVE) => Suspend::Retentive,
+            Some(hsm::suspend_type::NON_RETENTIVE) => Suspend::NonRetentive {
                 resume_addr: a[1],
                 opaque: a[2],
             },
@@ -491,18 +584,19 @@ fn decode_hsm(fid: usize, a: [usize; 6], harts: GuestHarts) -> Result<Call, SbiE
 }
 
 fn decode_srst(a: [usize; 6]) -> Result<Call, SbiError> {
-    let reset_type = match a[0] as u32 {
-        srst::RESET_TYPE_SHUTDOWN => ResetType::Shutdown,
-        srst::RESET_TYPE_COLD_REBOOT => ResetType::ColdReboot,
-        srst::RESET_TYPE_WARM_REBOOT => ResetType::WarmReboot,
+    // Both are uint32_t (`u32_arg`).
+    let reset_type = match u32_arg(a[0]) {
+        Some(srst::RESET_TYPE_SHUTDOWN) => ResetType::Shutdown,
+        Some(srst::RESET_TYPE_COLD_REBOOT) => ResetType::ColdReboot,
+        Some(srst::RESET_TYPE_WARM_REBOOT) => ResetType::WarmReboot,
         // Reserved or platform-specific (none implemented).
         _ => return Err(SbiError::InvalidParam),
     };
-    let reason = match a[1] as u32 {
-        srst::RESET_REASON_NO_REASON => ResetReason::NoReason,
-        srst::RESET_REASON_SYSTEM_FAILURE => ResetReason::SystemFailure,
-        r @ 0xE000_0000..=0xEFFF_FFFF => ResetReason::SbiImplementation(r),
-        r @ 0xF000_0000..=0xFFFF_FFFF => ResetReason::Platform(r),
+    let reason = match u32_arg(a[1]) {
+        Some(srst::RESET_REASON_NO_REASON) => ResetReason::NoReason,
+        Some(srst::RESET_REASON_SYSTEM_FAILURE) => ResetReason::SystemFailure,
+        Some(r @ 0xE000_0000..=0xEFFF_FFFF) => ResetReason::SbiImplementation(r),
+        Some(r @ 0xF000_0000..=0xFFFF_FFFF) => ResetReason::Platform(r),
         _ => return Err(SbiError::InvalidParam),
     };
     Ok(Call::SystemReset { reset_type, reason })
@@ -524,6 +618,36 @@ fn decode_dbcn(fid: usize, a: [usize; 6]) -> Result<Call, SbiError> {
         dbcn::CONSOLE_WRITE => Ok(Call::ConsoleWrite(buf()?)),
         dbcn::CONSOLE_READ => Ok(Call::ConsoleRead(buf()?)),
         dbcn::CONSOLE_WRITE_BYTE => Ok(Call::ConsoleWriteByte { byte: a[0] as u8 }),
+        _ => Err(SbiError::NotSupported),
+    }
+}
+
+fn decode_susp(a: [usize; 6]) -> Result<Call, SbiError> {
+    // §13.1: reserved and unimplemented platform-specific sleep types (every one but
+    // SUSPEND_TO_RAM; a uint32_t, `u32_arg`) are INVALID_PARAM.
+    if u32_arg(a[0]) != Some(SLEEP_TYPE_SUSPEND_TO_RAM) {
+        return Err(SbiError::InvalidParam);
+    }
+    Ok(Call::SystemSuspend {
+        resume_addr: a[1],
+        opaque: a[2],
+    })
+}
+
+fn decode_fwft(fid: usize, a: [usize; 6]) -> Result<Call, SbiError> {
+    // v3.0 §18.1: INVALID_PARAM for flags other than LOCK comes before the feature
+    // (DENIED for a reserved or platform-specific one, §18.1/§18.2).
+    let lock = fwft::flags::SetFlags::LOCK.bits();
+    match fid {
+        fwft::SET if a[2] & !lock != 0 => Err(SbiError::InvalidParam),
+        fwft::SET => Ok(Call::FwftSet {
+            feature: FwftFeature::new(a[0])?,
+            value: a[1],
+            lock: a[2] & lock != 0,
+        }),
+        fwft::GET => Ok(Call::FwftGet {
+            feature: FwftFeature::new(a[0])?,
+        }),
         _ => Err(SbiError::NotSupported),
     }
 }
@@ -650,6 +774,9 @@ mod tests {
             (hsm::EID_HSM, 4),
             (srst::EID_SRST, 1),
             (dbcn::EID_DBCN, 3),
+            (susp::EID_SUSP, 1),
+            (fwft::EID_FWFT, 2),
+            (fwft::EID_FWFT, usize::MAX),
             (base::EID_BASE | 1 << 32, 0), // upper bits are not ignored
         ] {
             assert_eq!(
@@ -801,9 +928,31 @@ mod tests {
             0x8000_0001,
             0x9000_0000,
             0xffff_ffff,
+            usize::MAX,
+            // Upper halves that are no extension of a 32-bit value, though the low
+            // half is a valid type: not truncated.
+            1 << 32,
+            (1 << 32) | 0x8000_0000,
+            0xffff_ffff_0000_0000,
+            0x7fff_ffff_8000_0000,
         ] {
             assert_eq!(s(reserved), Err(SbiError::InvalidParam), "{reserved:#x}");
         }
+    }
+
+    #[test]
+    fn uint32_arguments_are_zero_or_sign_extended() {
+        assert_eq!(u32_arg(0), Some(0));
+        assert_eq!(u32_arg(0x7fff_ffff), Some(0x7fff_ffff));
+        assert_eq!(u32_arg(0x8000_0000), Some(0x8000_0000));
+        assert_eq!(u32_arg(0xffff_ffff_8000_0000), Some(0x8000_0000));
+        assert_eq!(u32_arg(usize::MAX), Some(u32::MAX));
+        assert_eq!(u32_arg(0xffff_ffff), Some(u32::MAX));
+        // Sign extension of a value with bit 31 clear is zero extension.
+        assert_eq!(u32_arg(0xffff_ffff_0000_0001), None);
+        assert_eq!(u32_arg(1 << 32), None);
+        assert_eq!(u32_arg(1 << 63), None);
+        assert_eq!(u32_arg(0x1_8000_0000), None);
     }
 
     #[test]
@@ -837,10 +986,128 @@ mod tests {
                 reason: ResetReason::Platform(0xF000_0003)
             })
         );
+        // uint32_t reasons may come sign-extended.
+        assert_eq!(
+            r(0, 0xFFFF_FFFF_F000_0003),
+            Ok(Call::SystemReset {
+                reset_type: ResetType::Shutdown,
+                reason: ResetReason::Platform(0xF000_0003)
+            })
+        );
         assert_eq!(r(3, 0), Err(SbiError::InvalidParam));
+        assert_eq!(r(0xEFFF_FFFF, 0), Err(SbiError::InvalidParam));
         assert_eq!(r(0xF000_0000, 0), Err(SbiError::InvalidParam));
+        assert_eq!(r(usize::MAX, 0), Err(SbiError::InvalidParam));
         assert_eq!(r(0, 2), Err(SbiError::InvalidParam));
         assert_eq!(r(0, 0xDFFF_FFFF), Err(SbiError::InvalidParam));
+        // Not truncated: `1 << 32` is no shutdown, `(1 << 32) | 1` no system failure.
+        assert_eq!(r(1 << 32, 0), Err(SbiError::InvalidParam));
+        assert_eq!(r(0, 1 << 32), Err(SbiError::InvalidParam));
+        assert_eq!(r(0, (1 << 32) | 1), Err(SbiError::InvalidParam));
+        assert_eq!(r(0, 0xFFFF_FFFF_0000_0001), Err(SbiError::InvalidParam));
+        // The type is checked first, and a bad reason fails a reboot too.
+        assert_eq!(r(1, 2), Err(SbiError::InvalidParam));
+    }
+
+    #[test]
+    fn spec_13_sleep_types() {
+        let s = |fid, ty: usize| call(susp::EID_SUSP, fid, [ty, 0x8020_0000, 9, 0, 0, 0]);
+        let ok = Ok(Call::SystemSuspend {
+            resume_addr: 0x8020_0000,
+            opaque: 9,
+        });
+        assert_eq!(s(0, 0), ok);
+        for ty in [
+            1,
+            0x7fff_ffff,
+            0x8000_0000,
+            0xffff_ffff,
+            usize::MAX,
+            1 << 32,
+            0xffff_ffff_0000_0000,
+        ] {
+            assert_eq!(s(0, ty), Err(SbiError::InvalidParam), "{ty:#x}");
+        }
+        // An unknown function is NOT_SUPPORTED whatever the arguments.
+        assert_eq!(s(1, 0), Err(SbiError::NotSupported));
+        assert_eq!(s(1, 1), Err(SbiError::NotSupported));
+    }
+
+    #[test]
+    fn v3_18_fwft_features_and_flags() {
+        let f = |fid, feature, value, flags| {
+            call(fwft::EID_FWFT, fid, [feature, value, flags, 0, 0, 0])
+        };
+        let all = [
+            FwftFeature::MisalignedExcDeleg,
+            FwftFeature::LandingPad,
+            FwftFeature::ShadowStack,
+            FwftFeature::DoubleTrap,
+            FwftFeature::PteAdHwUpdating,
+            FwftFeature::PointerMaskingPmlen,
+        ];
+        for (id, feature) in all.into_iter().enumerate() {
+            assert_eq!(feature.id(), id);
+            assert_eq!(FwftFeature::new(id), Ok(feature));
+            assert_eq!(f(fwft::GET, id, 7, 7), Ok(Call::FwftGet { feature }));
+            assert_eq!(
+                f(fwft::SET, id, 1, 0),
+                Ok(Call::FwftSet {
+                    feature,
+                    value: 1,
+                    lock: false
+                })
+            );
+            assert_eq!(
+                f(fwft::SET, id, 0, 1),
+                Ok(Call::FwftSet {
+                    feature,
+                    value: 0,
+                    lock: true
+                })
+            );
+        }
+        // Reserved and platform-specific features (any upper bits): DENIED.
+        for id in [
+            6,
+            0x3fff_ffff,
+            0x4000_0000,
+            0x8000_0000,
+            0xc000_0000,
+            0xffff_ffff,
+            1 << 32,
+            usize::MAX,
+        ] {
+            assert_eq!(f(fwft::GET, id, 0, 0), Err(SbiError::Denied), "{id:#x}");
+            assert_eq!(f(fwft::SET, id, 0, 0), Err(SbiError::Denied), "{id:#x}");
+            assert_eq!(f(fwft::SET, id, 0, 1), Err(SbiError::Denied), "{id:#x}");
+        }
+        // Flags other than LOCK: INVALID_PARAM, before the feature is looked at.
+        for flags in [2, 3, 1 << 31, 1 << 63, usize::MAX] {
+            assert_eq!(f(fwft::SET, 0, 1, flags), Err(SbiError::InvalidParam));
+            assert_eq!(f(fwft::SET, 6, 1, flags), Err(SbiError::InvalidParam));
+        }
+        // `get` has no flags: a2 is not looked at.
+        assert_eq!(
+            f(fwft::GET, 0, 0, usize::MAX),
+            Ok(Call::FwftGet {
+                feature: FwftFeature::MisalignedExcDeleg
+            })
+        );
+        assert_eq!(f(2, 0, 0, 0), Err(SbiError::NotSupported));
+    }
+
+    #[test]
+    fn extensions_lists_what_decode_decodes() {
+        for eid in EXTENSIONS {
+            // Every listed extension has a function 0 that is not NOT_SUPPORTED.
+            assert_ne!(
+                call(eid, 0, [0; 6]),
+                Err(SbiError::NotSupported),
+                "{eid:#x}"
+            );
+        }
+        assert!(EXTENSIONS.contains(&susp::EID_SUSP) && EXTENSIONS.contains(&fwft::EID_FWFT));
     }
 
     #[test]

@@ -4,37 +4,33 @@
 //! SBI_ERR_NOT_SUPPORTED. docs/hyp.md has the table of functions and spec sections.
 //!
 //! Every argument comes from an untrusted guest: each is checked and a bad one is an
-//! SBI error, never a panic.
+//! SBI error, never a panic. The standard extensions are decoded by
+//! [`virq_riscv::sbi::decode`] (host-tested and fuzzed): extension and function ids,
+//! hart masks and ids, enumerated types, address arithmetic, and the SBI error for
+//! each malformed call. This file matches on the decoded [`Call`] and performs it,
+//! checking only what needs hyp's state (is an address in guest RAM, which vCPUs are
+//! stopped). Two things the decoder leaves to its caller stay here: the legacy
+//! extensions (EIDs `0x00`–`0x0F`, they return only `a0`) and hyp's experimental
+//! extension [`EID_HYP`].
 use core::sync::atomic::Ordering;
-use sbi_spec::{base, dbcn, fwft, hsm, legacy, rfnc, spi, srst, susp, time};
+use sbi_spec::{hsm, legacy, rfnc, spi};
+use virq_riscv::sbi::{
+    self as vsbi, Call, ConsoleBuf, Fence, GuestHarts, HartSet, ResetReason, ResetType, SbiError,
+    SbiResult, Suspend, VcpuIndex,
+};
 
 use crate::arch::csr::sstatus_bits;
 use crate::arch::{self, csr};
 use crate::counts::ExitCounts;
 use crate::guest::Guest;
-use crate::ids::GuestVcpuId;
+use crate::ids::{GuestVcpuId, MAX_VCPUS_PER_GUEST};
 use crate::vcpu::{
     Next, Vcpu, VcpuInner, HSM_STARTED, HSM_START_PENDING, HSM_STOPPED, HSM_SUSPENDED,
 };
 use crate::world::world;
 
-/// SBI error codes (SBI v3.0 table "Standard SBI Errors", from `sbi-spec`).
-pub mod err {
-    use sbi_spec::binary as b;
-    /// Not supported.
-    pub const NOT_SUPPORTED: isize = b::RET_ERR_NOT_SUPPORTED as isize;
-    /// Invalid parameter.
-    pub const INVALID_PARAM: isize = b::RET_ERR_INVALID_PARAM as isize;
-    /// Denied.
-    pub const DENIED: isize = b::RET_ERR_DENIED as isize;
-    /// Invalid address.
-    pub const INVALID_ADDRESS: isize = b::RET_ERR_INVALID_ADDRESS as isize;
-    /// Already available.
-    pub const ALREADY_AVAILABLE: isize = b::RET_ERR_ALREADY_AVAILABLE as isize;
-}
-
-/// SUSP sleep type `SUSPEND_TO_RAM` (SBI v2.0 §13, table "SUSP System Sleep Types").
-const SUSPEND_TO_RAM: usize = 0;
+// Every guest's vCPU count fits the decoder's hart masks.
+const _: () = assert!(MAX_VCPUS_PER_GUEST <= vsbi::MAX_VCPUS);
 
 /// hyp's experimental extension ("VIQ" in the experimental EID space).
 pub const EID_HYP: usize = 0x0856_4951;
@@ -47,14 +43,14 @@ pub const HYP_FID_EOI_MODE: usize = 2;
 /// FID: storm-guard masks of that source.
 pub const HYP_FID_STORM_MASKS: usize = 3;
 
+/// SBI specification version reported by BASE: 2.0.
+const SPEC_VERSION: usize = 0x0200_0000;
 /// Implementation id reported by BASE (not a registered one: "virq" in ASCII).
 const IMPL_ID: usize = 0x7669_7271;
 
-/// Extensions hyp offers beyond the standard ones virq-riscv's decoder lists
-/// (`virq_riscv::sbi::EXTENSIONS`: BASE, TIME, IPI, RFNC, HSM, SRST, DBCN).
-const HYP_EXTENSIONS: &[usize] = &[susp::EID_SUSP, fwft::EID_FWFT, EID_HYP];
-
-type Ret = (isize, usize);
+/// Extensions hyp offers beyond the ones virq-riscv's decoder lists
+/// (`virq_riscv::sbi::EXTENSIONS`: BASE, TIME, IPI, RFNC, HSM, SRST, DBCN, SUSP, FWFT).
+const HYP_EXTENSIONS: &[usize] = &[EID_HYP];
 
 /// Handle a VS-mode `ecall`.
 pub fn handle(vcpu: &Vcpu, inner: &mut VcpuInner) -> Next {
@@ -72,46 +68,130 @@ pub fn handle(vcpu: &Vcpu, inner: &mut VcpuInner) -> Next {
             Next::Resume
         };
     }
-    let (ret, next) = match eid {
-        base::EID_BASE => (base_call(fid, a), Next::Resume),
-        time::EID_TIME => (time_call(vcpu, inner, fid, a), Next::Resume),
-        spi::EID_SPI => (ipi_call(vcpu, fid, a), Next::Resume),
-        rfnc::EID_RFNC => (rfence_call(vcpu, fid, a), Next::Resume),
-        hsm::EID_HSM => return hsm_call(vcpu, inner, fid, a),
-        srst::EID_SRST => return srst_call(vcpu, inner, fid, a),
-        dbcn::EID_DBCN => (dbcn_call(vcpu, fid, a), Next::Resume),
-        susp::EID_SUSP => return susp_call(vcpu, inner, fid, a),
-        fwft::EID_FWFT => (fwft_call(fid, a), Next::Resume),
-        EID_HYP => (hyp_call(vcpu, fid, a), Next::Resume),
-        _ => ((err::NOT_SUPPORTED, 0), Next::Resume),
+    // The ACCT counts: every `send_ipi` and every RFNC call, malformed ones included.
+    if eid == spi::EID_SPI && fid == spi::SEND_IPI {
+        ExitCounts::bump(&vcpu.acct.sbi_ipi);
+    }
+    if eid == rfnc::EID_RFNC {
+        ExitCounts::bump(&vcpu.acct.sbi_rfence);
+    }
+    if eid == EID_HYP {
+        set_ret(inner, hyp_call(vcpu, fid, a));
+        return Next::Resume;
+    }
+    let g = &world().guests[vcpu.guest];
+    // `Guest::new` keeps the count in 1..=MAX_VCPUS_PER_GUEST (asserted <= 64 above).
+    let Some(harts) = GuestHarts::new(g.vcpus) else {
+        set_ret(inner, Err(SbiError::Failed));
+        return Next::Resume;
     };
-    set_ret(inner, ret);
-    next
+    match vsbi::decode(eid, fid, a, harts) {
+        Ok(call) => perform(vcpu, inner, call),
+        Err(e) => {
+            set_ret(inner, Err(e));
+            Next::Resume
+        }
+    }
 }
 
-fn set_ret(inner: &mut VcpuInner, (e, v): Ret) {
-    inner.ctx.guest.x[10] = e as usize;
-    inner.ctx.guest.x[11] = v;
+/// Carry out a decoded call: its arguments are legal; what is left to check needs
+/// hyp's state.
+fn perform(vcpu: &Vcpu, inner: &mut VcpuInner, call: Call) -> Next {
+    let g = &world().guests[vcpu.guest];
+    let ret = match call {
+        Call::GetSpecVersion => Ok(SPEC_VERSION),
+        Call::GetImplId => Ok(IMPL_ID),
+        Call::GetImplVersion => Ok(1),
+        Call::ProbeExtension { eid } => Ok((vsbi::EXTENSIONS.contains(&eid)
+            || HYP_EXTENSIONS.contains(&eid)
+            || eid == legacy::LEGACY_CONSOLE_PUTCHAR)
+            as usize),
+        Call::GetMvendorid | Call::GetMarchid | Call::GetMimpid => Ok(0),
+        Call::SetTimer { stime_value } => {
+            set_timer(vcpu, inner, stime_value);
+            Ok(0)
+        }
+        Call::SendIpi { harts } => {
+            send_ipis(vcpu, harts);
+            Ok(0)
+        }
+        Call::RemoteFence { harts, fence } => remote_fence(vcpu, harts, fence),
+        Call::HartStart {
+            hart,
+            start_addr,
+            opaque,
+        } => hart_start(vcpu, g, hart, start_addr, opaque),
+        Call::HartStop => {
+            vcpu.hsm.store(HSM_STOPPED, Ordering::Release);
+            return Next::Leave;
+        }
+        Call::HartGetStatus { hart } => match target(g, hart) {
+            None => Err(SbiError::InvalidParam),
+            Some(t) => Ok(match t.hsm.load(Ordering::Acquire) {
+                HSM_STARTED => hsm::hart_state::STARTED,
+                HSM_START_PENDING => hsm::hart_state::START_PENDING,
+                HSM_SUSPENDED => hsm::hart_state::SUSPENDED,
+                _ => hsm::hart_state::STOPPED,
+            }),
+        },
+        Call::HartSuspend(Suspend::Retentive) => return suspend(vcpu, inner, None),
+        Call::HartSuspend(Suspend::NonRetentive {
+            resume_addr,
+            opaque,
+        }) => {
+            if !valid_entry(g, resume_addr) {
+                Err(SbiError::InvalidAddress)
+            } else {
+                return suspend(vcpu, inner, Some((resume_addr, opaque)));
+            }
+        }
+        Call::SystemReset { reset_type, reason } => match reset_type {
+            ResetType::Shutdown => {
+                crate::shutdown::shutdown_guest(vcpu.guest, exit_status(reason));
+                return Next::Leave;
+            }
+            ResetType::ColdReboot | ResetType::WarmReboot => Err(SbiError::NotSupported),
+        },
+        Call::ConsoleWrite(buf) => console_write(g, buf),
+        Call::ConsoleRead(buf) => console_read(g, buf),
+        Call::ConsoleWriteByte { byte } => {
+            g.console_write(&[byte]);
+            Ok(0)
+        }
+        Call::SystemSuspend {
+            resume_addr,
+            opaque,
+        } => {
+            // SBI v2.0 §13.1: every other hart of the (virtual) system must be STOPPED.
+            if g.vcpu_slice()
+                .iter()
+                .any(|v| v.index != vcpu.index && v.hsm.load(Ordering::Acquire) != HSM_STOPPED)
+            {
+                Err(SbiError::Denied)
+            } else if !valid_entry(g, resume_addr) {
+                Err(SbiError::InvalidAddress)
+            } else {
+                return suspend(vcpu, inner, Some((resume_addr, opaque)));
+            }
+        }
+        // FWFT (SBI v3.0 §18): hyp implements none of the defined features (e.g.
+        // MISALIGNED_EXC_DELEG: misaligned accesses of a guest are emulated below it,
+        // by the M-mode firmware). The decoder answers reserved and platform-specific
+        // features (DENIED) and bad flags (INVALID_PARAM).
+        Call::FwftSet { .. } | Call::FwftGet { .. } => Err(SbiError::NotSupported),
+    };
+    set_ret(inner, ret);
+    Next::Resume
+}
+
+fn set_ret(inner: &mut VcpuInner, r: SbiResult) {
+    let (a0, a1) = vsbi::ret(r);
+    inner.ctx.guest.x[10] = a0;
+    inner.ctx.guest.x[11] = a1;
 }
 
 fn vcpu_left(vcpu: &Vcpu) -> bool {
     !world().guests[vcpu.guest].is_alive()
-}
-
-fn base_call(fid: usize, a: [usize; 6]) -> Ret {
-    match fid {
-        base::GET_SBI_SPEC_VERSION => (0, 0x0200_0000),
-        base::GET_SBI_IMPL_ID => (0, IMPL_ID),
-        base::GET_SBI_IMPL_VERSION => (0, 1),
-        base::PROBE_EXTENSION => (
-            0,
-            (virq_riscv::sbi::EXTENSIONS.contains(&a[0])
-                || HYP_EXTENSIONS.contains(&a[0])
-                || a[0] == legacy::LEGACY_CONSOLE_PUTCHAR) as usize,
-        ),
-        base::GET_MVENDORID | base::GET_MARCHID | base::GET_MIMPID => (0, 0),
-        _ => (err::NOT_SUPPORTED, 0),
-    }
 }
 
 fn set_timer(vcpu: &Vcpu, inner: &mut VcpuInner, when: u64) {
@@ -128,46 +208,15 @@ fn set_timer(vcpu: &Vcpu, inner: &mut VcpuInner, when: u64) {
     }
 }
 
-fn time_call(vcpu: &Vcpu, inner: &mut VcpuInner, fid: usize, a: [usize; 6]) -> Ret {
-    match fid {
-        time::SET_TIMER => {
-            set_timer(vcpu, inner, a[0] as u64);
-            (0, 0)
-        }
-        _ => (err::NOT_SUPPORTED, 0),
-    }
+/// The vCPU a guest calls `hart` (the decoder checked it is below the guest's count).
+fn target(g: &Guest, hart: VcpuIndex) -> Option<&'static Vcpu> {
+    GuestVcpuId::from_hartid(hart.get()).and_then(|id| g.vcpu(id))
 }
 
-/// The guest's vCPUs named by `(hart_mask, hart_mask_base)`, as a bitmask of guest
-/// hart ids, or INVALID_PARAM if any named hart does not exist. The decoding (SBI v2.0
-/// §3.1, huge and overflowing bases included) is virq-riscv's, host-tested and fuzzed.
-fn hart_set(vcpu: &Vcpu, mask: usize, base: usize) -> Result<u64, isize> {
-    let n = world().guests[vcpu.guest].vcpus;
-    let harts = virq_riscv::sbi::GuestHarts::new(n).ok_or(err::INVALID_PARAM)?;
-    harts
-        .hart_set(mask, base)
-        .map(|set| set.bits())
-        .map_err(|e| e.a0() as isize)
-}
-
-fn ipi_call(vcpu: &Vcpu, fid: usize, a: [usize; 6]) -> Ret {
-    if fid != spi::SEND_IPI {
-        return (err::NOT_SUPPORTED, 0);
-    }
-    ExitCounts::bump(&vcpu.acct.sbi_ipi);
-    match hart_set(vcpu, a[0], a[1]) {
-        Ok(set) => {
-            send_ipis(vcpu, set);
-            (0, 0)
-        }
-        Err(e) => (e, 0),
-    }
-}
-
-fn send_ipis(vcpu: &Vcpu, set: u64) {
+fn send_ipis(vcpu: &Vcpu, set: HartSet) {
     let g = &world().guests[vcpu.guest];
     for (i, t) in g.vcpu_slice().iter().enumerate() {
-        if set & (1 << i) != 0 {
+        if set.contains(i) {
             count_target(vcpu, t);
             ExitCounts::bump(&vcpu.acct.sbi_ipi_targets);
             ExitCounts::bump(&t.acct.sbi_ipis_in);
@@ -186,27 +235,19 @@ fn count_target(from: &Vcpu, target: &Vcpu) {
     }
 }
 
-fn rfence_call(vcpu: &Vcpu, fid: usize, a: [usize; 6]) -> Ret {
-    ExitCounts::bump(&vcpu.acct.sbi_rfence);
-    match fid {
-        rfnc::REMOTE_FENCE_I | rfnc::REMOTE_SFENCE_VMA | rfnc::REMOTE_SFENCE_VMA_ASID => {}
-        _ => return (err::NOT_SUPPORTED, 0),
-    }
-    let set = match hart_set(vcpu, a[0], a[1]) {
-        Ok(s) => s,
-        Err(e) => return (e, 0),
-    };
-    // Conservative: flush every hart that is home to a named vCPU, completely.
+/// RFNC (SBI v2.0 §8). Conservative: whatever the fence and range, flush every hart
+/// that is home to a named vCPU, completely.
+fn remote_fence(vcpu: &Vcpu, set: HartSet, _fence: Fence) -> SbiResult {
     let g = &world().guests[vcpu.guest];
     let mut harts = 0u64;
     for (i, t) in g.vcpu_slice().iter().enumerate() {
-        if set & (1 << i) != 0 {
+        if set.contains(i) {
             count_target(vcpu, t);
             harts |= 1 << t.home();
         }
     }
     crate::hart::remote_fence(harts);
-    (0, 0)
+    Ok(0)
 }
 
 /// Is `addr` a place a vCPU may start or resume at (HSM `hart_start`, non-retentive
@@ -215,72 +256,34 @@ fn valid_entry(g: &Guest, addr: usize) -> bool {
     addr & 1 == 0 && g.ram_offset(addr as u64, 2).is_some()
 }
 
-fn hsm_call(vcpu: &Vcpu, inner: &mut VcpuInner, fid: usize, a: [usize; 6]) -> Next {
-    let g = &world().guests[vcpu.guest];
-    let target = |hartid: usize| GuestVcpuId::from_hartid(hartid).and_then(|id| g.vcpu(id));
-    let ret: Ret = match fid {
-        hsm::HART_START => match target(a[0]) {
-            None => (err::INVALID_PARAM, 0),
-            Some(_) if !valid_entry(g, a[1]) => (err::INVALID_ADDRESS, 0),
-            Some(t) => {
-                count_target(vcpu, t);
-                let mut start = t.start.lock();
-                if t.hsm
-                    .compare_exchange(
-                        HSM_STOPPED,
-                        HSM_START_PENDING,
-                        Ordering::AcqRel,
-                        Ordering::Acquire,
-                    )
-                    .is_ok()
-                {
-                    *start = (a[1], a[2]);
-                    drop(start);
-                    t.kick();
-                    (0, 0)
-                } else {
-                    // Started, starting or suspended: only a STOPPED hart starts.
-                    (err::ALREADY_AVAILABLE, 0)
-                }
-            }
-        },
-        hsm::HART_STOP => {
-            vcpu.hsm.store(HSM_STOPPED, Ordering::Release);
-            return Next::Leave;
-        }
-        hsm::HART_GET_STATUS => match target(a[0]) {
-            None => (err::INVALID_PARAM, 0),
-            Some(t) => (
-                0,
-                match t.hsm.load(Ordering::Acquire) {
-                    HSM_STARTED => hsm::hart_state::STARTED,
-                    HSM_START_PENDING => hsm::hart_state::START_PENDING,
-                    HSM_SUSPENDED => hsm::hart_state::SUSPENDED,
-                    _ => hsm::hart_state::STOPPED,
-                },
-            ),
-        },
-        hsm::HART_SUSPEND => {
-            // SBI v2.0 §9.4, table "HSM Hart Suspend Types": 0 is the default
-            // retentive and 0x8000_0000 the default non-retentive suspend; everything
-            // else is reserved (0x1..=0x0FFF_FFFF, 0x8000_0001..=0x8FFF_FFFF, above
-            // u32) or platform-specific and not implemented here: INVALID_PARAM.
-            let ty = a[0];
-            if ty == hsm::suspend_type::RETENTIVE as usize {
-                return suspend(vcpu, inner, None);
-            }
-            if ty != hsm::suspend_type::NON_RETENTIVE as usize {
-                (err::INVALID_PARAM, 0)
-            } else if !valid_entry(g, a[1]) {
-                (err::INVALID_ADDRESS, 0)
-            } else {
-                return suspend(vcpu, inner, Some((a[1], a[2])));
-            }
-        }
-        _ => (err::NOT_SUPPORTED, 0),
+/// HSM `hart_start` (SBI v2.0 §9.1): INVALID_ADDRESS for a bad entry, ALREADY_AVAILABLE
+/// unless the target is STOPPED.
+fn hart_start(vcpu: &Vcpu, g: &Guest, hart: VcpuIndex, addr: usize, opaque: usize) -> SbiResult {
+    let Some(t) = target(g, hart) else {
+        return Err(SbiError::InvalidParam);
     };
-    set_ret(inner, ret);
-    Next::Resume
+    if !valid_entry(g, addr) {
+        return Err(SbiError::InvalidAddress);
+    }
+    count_target(vcpu, t);
+    let mut start = t.start.lock();
+    if t.hsm
+        .compare_exchange(
+            HSM_STOPPED,
+            HSM_START_PENDING,
+            Ordering::AcqRel,
+            Ordering::Acquire,
+        )
+        .is_ok()
+    {
+        *start = (addr, opaque);
+        drop(start);
+        t.kick();
+        Ok(0)
+    } else {
+        // Started, starting or suspended: only a STOPPED hart starts.
+        Err(SbiError::AlreadyAvailable)
+    }
 }
 
 /// Suspend the calling vCPU (HSM `hart_suspend`, SUSP `system_suspend`): its HSM state
@@ -294,7 +297,7 @@ fn hsm_call(vcpu: &Vcpu, inner: &mut VcpuInner, fid: usize, a: [usize; 6]) -> Ne
 /// guest's interrupt enables and timer stay as they were: they are what wakes it.
 fn suspend(vcpu: &Vcpu, inner: &mut VcpuInner, resume: Option<(usize, usize)>) -> Next {
     match resume {
-        None => set_ret(inner, (0, 0)),
+        None => set_ret(inner, Ok(0)),
         Some((addr, opaque)) => {
             // The vCPU is loaded: its VS CSRs are live in the hart.
             let g = &mut inner.ctx.guest;
@@ -318,130 +321,53 @@ fn suspend(vcpu: &Vcpu, inner: &mut VcpuInner, resume: Option<(usize, usize)>) -
     next
 }
 
-/// SUSP (SBI v2.0 §13): `system_suspend(sleep_type, resume_addr, opaque)`. Only
-/// SUSPEND_TO_RAM; its entry criterion is that every other vCPU of the guest is
-/// STOPPED (else DENIED). The guest then sleeps as a non-retentive suspend of the
-/// calling vCPU: its wake-up events are the interrupts that vCPU left enabled (a
-/// passthrough device, an IPI cannot come: nobody else runs) and its timer; it
-/// resumes at `resume_addr` with `a0` = hart id, `a1` = opaque.
-fn susp_call(vcpu: &Vcpu, inner: &mut VcpuInner, fid: usize, a: [usize; 6]) -> Next {
-    let g = &world().guests[vcpu.guest];
-    let ret = if fid != susp::SUSPEND {
-        err::NOT_SUPPORTED
-    } else if a[0] != SUSPEND_TO_RAM {
-        // Reserved (0x1..=0x7FFF_FFFF, above u32) or platform-specific, none here.
-        err::INVALID_PARAM
-    } else if g
-        .vcpu_slice()
-        .iter()
-        .any(|v| v.index != vcpu.index && v.hsm.load(Ordering::Acquire) != HSM_STOPPED)
-    {
-        err::DENIED
-    } else if !valid_entry(g, a[1]) {
-        err::INVALID_ADDRESS
-    } else {
-        return suspend(vcpu, inner, Some((a[1], a[2])));
-    };
-    set_ret(inner, (ret, 0));
-    Next::Resume
-}
-
-/// FWFT (SBI v3.0 §18): `set(feature, value, flags)`, `get(feature)`. hyp implements
-/// none of the features (see docs/hyp.md): the defined ones (0..=5, e.g.
-/// MISALIGNED_EXC_DELEG — misaligned accesses of a guest are emulated below it, by the
-/// M-mode firmware) return NOT_SUPPORTED, reserved and platform-specific ones DENIED,
-/// and a `set` with flags other than LOCK INVALID_PARAM.
-fn fwft_call(fid: usize, a: [usize; 6]) -> Ret {
-    let feature = a[0];
-    let defined = feature <= fwft::feature_type::POINTER_MASKING_PMLEN;
-    match fid {
-        fwft::SET if a[2] & !fwft::flags::SetFlags::LOCK.bits() != 0 => (err::INVALID_PARAM, 0),
-        fwft::SET | fwft::GET if !defined => (err::DENIED, 0),
-        _ => (err::NOT_SUPPORTED, 0),
-    }
-}
-
-/// Map an SRST reason to the exit status: 0 for "no reason", 1 for "system failure",
-/// `n` for the vendor-specific reason `0xF000_0000 + n` (how the test guest reports
-/// its failure count).
-pub fn exit_status(reason: u32) -> u32 {
+/// Map an SRST reason to the exit status: 0 for "no reason", 1 for "system failure"
+/// (and SBI-implementation reasons), `n` for the platform-specific reason
+/// `0xF000_0000 + n` (how the test guest reports its failure count).
+pub fn exit_status(reason: ResetReason) -> u32 {
     match reason {
-        srst::RESET_REASON_NO_REASON => 0,
-        srst::RESET_REASON_SYSTEM_FAILURE => 1,
-        r if r >= 0xF000_0000 => (r - 0xF000_0000).min(0xff),
-        _ => 1,
+        ResetReason::NoReason => 0,
+        ResetReason::SystemFailure | ResetReason::SbiImplementation(_) => 1,
+        ResetReason::Platform(r) => (r - 0xF000_0000).min(0xff),
     }
 }
 
-fn srst_call(vcpu: &Vcpu, inner: &mut VcpuInner, fid: usize, a: [usize; 6]) -> Next {
-    if fid != srst::SYSTEM_RESET {
-        set_ret(inner, (err::NOT_SUPPORTED, 0));
-        return Next::Resume;
+/// DBCN `console_write` (SBI v2.0 §12.1): at most 256 bytes a call (the count
+/// written is returned). A buffer not wholly in guest RAM: INVALID_PARAM.
+fn console_write(g: &Guest, buf: ConsoleBuf) -> SbiResult {
+    let off = g
+        .ram_offset(buf.addr, buf.len as u64)
+        .ok_or(SbiError::InvalidParam)?;
+    let mut bytes = [0u8; 256];
+    let n = buf.len.min(bytes.len());
+    if !g.ram.read(off, &mut bytes[..n]) {
+        return Err(SbiError::InvalidParam);
     }
-    // Both are uint32 (SBI v2.0 §10.1): a value with bits above 32 is no type or
-    // reason (truncating it made `1 << 32` a shutdown).
-    let (Ok(ty), Ok(reason)) = (u32::try_from(a[0]), u32::try_from(a[1])) else {
-        set_ret(inner, (err::INVALID_PARAM, 0));
-        return Next::Resume;
-    };
-    match ty {
-        srst::RESET_TYPE_SHUTDOWN => {}
-        srst::RESET_TYPE_COLD_REBOOT | srst::RESET_TYPE_WARM_REBOOT => {
-            set_ret(inner, (err::NOT_SUPPORTED, 0));
-            return Next::Resume;
-        }
-        _ => {
-            set_ret(inner, (err::INVALID_PARAM, 0));
-            return Next::Resume;
-        }
-    }
-    if reason > srst::RESET_REASON_SYSTEM_FAILURE && reason < 0xE000_0000 {
-        set_ret(inner, (err::INVALID_PARAM, 0));
-        return Next::Resume;
-    }
-    crate::shutdown::shutdown_guest(vcpu.guest, exit_status(reason));
-    Next::Leave
+    g.console_write(&bytes[..n]);
+    Ok(n)
 }
 
-fn dbcn_call(vcpu: &Vcpu, fid: usize, a: [usize; 6]) -> Ret {
-    let g = &world().guests[vcpu.guest];
-    match fid {
-        dbcn::CONSOLE_WRITE | dbcn::CONSOLE_READ => {
-            let (len, lo, hi) = (a[0], a[1], a[2]);
-            if hi != 0 {
-                return (err::INVALID_PARAM, 0);
-            }
-            let Some(off) = g.ram_offset(lo as u64, len as u64) else {
-                return (err::INVALID_PARAM, 0);
-            };
-            let mut buf = [0u8; 256];
-            if fid == dbcn::CONSOLE_WRITE {
-                let n = len.min(buf.len());
-                if !g.ram.read(off, &mut buf[..n]) {
-                    return (err::INVALID_PARAM, 0);
-                }
-                g.console_write(&buf[..n]);
-                (0, n)
-            } else if !g.owns_console() {
-                // The console's input belongs to the guest that owns the UART.
-                (0, 0)
-            } else {
-                let want = len.min(buf.len());
-                let n = arch::sbi::console_read(&mut buf[..want]);
-                if !g.ram.write(off, &buf[..n]) {
-                    return (err::INVALID_PARAM, 0);
-                }
-                (0, n)
-            }
-        }
-        dbcn::CONSOLE_WRITE_BYTE => {
-            g.console_write(&[a[0] as u8]);
-            (0, 0)
-        }
-        _ => (err::NOT_SUPPORTED, 0),
+/// DBCN `console_read` (SBI v2.0 §12.2): only the guest that owns the UART reads
+/// input; others read 0 bytes.
+fn console_read(g: &Guest, buf: ConsoleBuf) -> SbiResult {
+    let off = g
+        .ram_offset(buf.addr, buf.len as u64)
+        .ok_or(SbiError::InvalidParam)?;
+    if !g.owns_console() {
+        return Ok(0);
     }
+    let mut bytes = [0u8; 256];
+    let want = buf.len.min(bytes.len());
+    let n = arch::sbi::console_read(&mut bytes[..want]);
+    if !g.ram.write(off, &bytes[..n]) {
+        return Err(SbiError::InvalidParam);
+    }
+    Ok(n)
 }
 
+/// The legacy extensions (SBI v2.0 §5; not decoded by virq-riscv): `set_timer`,
+/// `console_putchar`, `console_getchar`, `shutdown`; the IPI and fence ones (3–7) are
+/// NOT_SUPPORTED. They return only `a0`.
 fn legacy_call(vcpu: &Vcpu, inner: &mut VcpuInner, eid: usize, a: [usize; 6]) -> isize {
     match eid {
         legacy::LEGACY_SET_TIMER => {
@@ -464,26 +390,27 @@ fn legacy_call(vcpu: &Vcpu, inner: &mut VcpuInner, eid: usize, a: [usize; 6]) ->
             crate::shutdown::shutdown_guest(vcpu.guest, 0);
             0
         }
-        _ => err::NOT_SUPPORTED,
+        _ => SbiError::NotSupported.code(),
     }
 }
 
-fn hyp_call(vcpu: &Vcpu, fid: usize, a: [usize; 6]) -> Ret {
+/// hyp's experimental extension [`EID_HYP`] (not decoded by virq-riscv).
+fn hyp_call(vcpu: &Vcpu, fid: usize, a: [usize; 6]) -> SbiResult {
     let w = world();
     let g = &w.guests[vcpu.guest];
     if fid == HYP_FID_EOI_MODE {
-        return (0, g.immediate_eoi as usize);
+        return Ok(g.immediate_eoi as usize);
     }
     let Some(pirq) = g.pirq_of(a[0] as u32) else {
-        return (err::INVALID_PARAM, 0);
+        return Err(SbiError::InvalidParam);
     };
     let Some(c) = w.pirqs.get(pirq as usize) else {
-        return (err::INVALID_PARAM, 0);
+        return Err(SbiError::InvalidParam);
     };
     match fid {
-        HYP_FID_CLAIMS => (0, c.claims.load(Ordering::Relaxed) as usize),
-        HYP_FID_COMPLETES => (0, c.completes.load(Ordering::Relaxed) as usize),
-        HYP_FID_STORM_MASKS => (0, c.storm_masks.load(Ordering::Relaxed) as usize),
-        _ => (err::NOT_SUPPORTED, 0),
+        HYP_FID_CLAIMS => Ok(c.claims.load(Ordering::Relaxed) as usize),
+        HYP_FID_COMPLETES => Ok(c.completes.load(Ordering::Relaxed) as usize),
+        HYP_FID_STORM_MASKS => Ok(c.storm_masks.load(Ordering::Relaxed) as usize),
+        _ => Err(SbiError::NotSupported),
     }
 }
