@@ -318,7 +318,16 @@ pub fn soak(args: &SoakArgs) -> Result<()> {
         let (summary, error) = match check(&o, args.rounds, c.cpus) {
             Ok(s) => (Some(s), None),
             Err(e) => {
-                let hint = if host_worst.as_micros() as u64 > pingpong::SLOW_US {
+                let hint = if args.icount {
+                    // Guest time is instructions: the host cannot stretch a lap. But
+                    // single-threaded TCG runs one hart until it halts or QEMU's
+                    // 100 ms round-robin kick: a hart spin-waiting for another (hyp's
+                    // remote fences when an AIA file moves) costs up to 100 ms a time.
+                    "; under -icount a hart spinning for another waits for QEMU's 100 ms \
+                     round-robin kick (remote fences on AIA file moves): compare laps \
+                     with multiples of 100 ms"
+                        .to_string()
+                } else if host_worst.as_micros() as u64 > pingpong::SLOW_US {
                     format!(
                         "; the host itself stalled a thread for {} ms: overloaded, rerun \
                          on an idle machine",
