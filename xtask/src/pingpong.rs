@@ -8,9 +8,7 @@
 //! CPU's next timer) ran the CPU. `cargo xtask soak` runs it on every configuration;
 //! the QEMU suite of `cargo xtask test` runs a short version.
 use anyhow::{bail, ensure, Context, Result};
-use std::process::Command;
 
-use crate::util::{root, run_cmd};
 
 /// A lap slower than this is a stall (the program's own threshold, `SLOW_US` in
 /// `guest/pingpong/src/main.rs`).
@@ -19,25 +17,7 @@ pub const SLOW_US: u64 = 100_000;
 /// Build `guest/pingpong` (release, `riscv64gc-unknown-none-elf`, into
 /// `target/guest`) and return the ELF.
 pub fn build() -> Result<Vec<u8>> {
-    let target_dir = root().join("target/guest");
-    let mut cmd = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
-    cmd.args([
-        "build",
-        "--manifest-path",
-        "guest/pingpong/Cargo.toml",
-        "--target",
-        crate::setup::RUST_TARGET,
-        "--release",
-        "--target-dir",
-    ])
-    .arg(&target_dir)
-    .env_remove("RUSTFLAGS")
-    .env_remove("CARGO_BUILD_RUSTFLAGS")
-    .env_remove("CARGO_ENCODED_RUSTFLAGS");
-    run_cmd(&mut cmd)?;
-    let elf = target_dir
-        .join(crate::setup::RUST_TARGET)
-        .join("release/virq-pingpong");
+    let elf = crate::qemu::build_guest_program("guest/pingpong/Cargo.toml", "virq-pingpong")?;
     std::fs::read(&elf).with_context(|| format!("reading {}", elf.display()))
 }
 

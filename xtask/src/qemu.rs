@@ -82,26 +82,26 @@ pub(crate) fn build(immediate_eoi: bool) -> Result<Images> {
     })
 }
 
+/// Build one of the `guest/` programs (its own workspace; release,
+/// `riscv64gc-unknown-none-elf`, into `target/guest`, without the host's RUSTFLAGS)
+/// and return the path of its ELF `bin`.
+pub(crate) fn build_guest_program(manifest: &str, bin: &str) -> Result<PathBuf> {
+    let target_dir = root().join("target/guest");
+    let mut cmd = crate::util::cargo();
+    cmd.args(["build", "--manifest-path", manifest, "--target", TARGET])
+        .args(["--release", "--target-dir"])
+        .arg(&target_dir)
+        .env_remove("RUSTFLAGS")
+        .env_remove("CARGO_BUILD_RUSTFLAGS")
+        .env_remove("CARGO_ENCODED_RUSTFLAGS");
+    run_cmd(&mut cmd)?;
+    Ok(target_dir.join(TARGET).join("release").join(bin))
+}
+
 /// Build `guest/bench` (release, into `target/guest`) and write its raw image to
 /// `target/bench/virq-bench.bin` (the payload of `cargo xtask bench --system`).
 pub(crate) fn build_bench() -> Result<PathBuf> {
-    let target_dir = root().join("target/guest");
-    let mut cmd = crate::util::cargo();
-    cmd.args([
-        "build",
-        "--manifest-path",
-        "guest/bench/Cargo.toml",
-        "--target",
-        TARGET,
-        "--release",
-        "--target-dir",
-    ])
-    .arg(&target_dir)
-    .env_remove("RUSTFLAGS")
-    .env_remove("CARGO_BUILD_RUSTFLAGS")
-    .env_remove("CARGO_ENCODED_RUSTFLAGS");
-    run_cmd(&mut cmd)?;
-    let elf_path = target_dir.join(TARGET).join("release/virq-bench");
+    let elf_path = build_guest_program("guest/bench/Cargo.toml", "virq-bench")?;
     let elf =
         std::fs::read(&elf_path).with_context(|| format!("reading {}", elf_path.display()))?;
     let flat = elf_to_flat(&elf)?;
