@@ -9,7 +9,6 @@
 //! the QEMU suite of `cargo xtask test` runs a short version.
 use anyhow::{bail, ensure, Context, Result};
 
-
 /// A lap slower than this is a stall (the program's own threshold, `SLOW_US` in
 /// `guest/pingpong/src/main.rs`).
 pub const SLOW_US: u64 = 100_000;
