@@ -319,13 +319,12 @@ pub fn soak(args: &SoakArgs) -> Result<()> {
             Ok(s) => (Some(s), None),
             Err(e) => {
                 let hint = if args.icount {
-                    // Guest time is instructions: the host cannot stretch a lap. But
-                    // single-threaded TCG runs one hart until it halts or QEMU's
-                    // 100 ms round-robin kick: a hart spin-waiting for another (hyp's
-                    // remote fences when an AIA file moves) costs up to 100 ms a time.
-                    "; under -icount a hart spinning for another waits for QEMU's 100 ms \
-                     round-robin kick (remote fences on AIA file moves): compare laps \
-                     with multiples of 100 ms"
+                    // Guest time is instructions: the host cannot stretch a lap, so a
+                    // slow lap is hyp's or the guest's. Single-threaded TCG runs one
+                    // hart until it halts or a timer deadline: a hart that spins for
+                    // another starves it (hyp's remote fences sleep for that reason).
+                    "; under -icount the host cannot stretch a lap: a slow lap is a \
+                     lost wake-up or a hart that spins for another (one TCG thread)"
                         .to_string()
                 } else if host_worst.as_micros() as u64 > pingpong::SLOW_US {
                     format!(

@@ -70,19 +70,43 @@ pub fn set_host_timer(when: u64) {
     }
 }
 
-/// Serve remote-fence requests addressed to this hart.
+/// Harts waiting in [`remote_fence`] for another hart to serve them (bit = index).
+static FENCE_WAITERS: AtomicU64 = AtomicU64::new(0);
+
+/// How long a hart waiting for a remote fence sleeps at most before it looks again
+/// (0.1 ms at 10 MHz): the bound if an IPI back were lost.
+const FENCE_NAP_TICKS: u64 = 1_000;
+
+/// Serve remote-fence requests addressed to this hart, then wake the harts that wait
+/// for one (see [`remote_fence`]).
 pub fn serve_fences(hart: &Hart) {
     let req = hart.fence_req.load(Ordering::Acquire);
     if hart.fence_done.load(Ordering::Relaxed) != req {
         arch::hfence_vvma_all();
         arch::hfence_gvma_all();
         arch::fence_i();
-        hart.fence_done.store(req, Ordering::Release);
+        // SeqCst with the waiter's `FENCE_WAITERS` RMW and `fence_done` load: either
+        // it sees this store, or this load sees its bit (then it gets an IPI).
+        hart.fence_done.store(req, Ordering::SeqCst);
+        let waiters = FENCE_WAITERS.load(Ordering::SeqCst) & !(1 << hart.index);
+        for (i, h) in harts().iter().enumerate() {
+            if waiters & (1 << i) != 0 {
+                arch::sbi::send_ipi(h.hartid);
+            }
+        }
     }
 }
 
 /// Ask every hart in `mask` (bit = hart index) to flush its guest TLBs and
 /// instruction fetch, and wait until they did (serving our own requests meanwhile).
+///
+/// The wait sleeps in `wfi` rather than spinning: the serving hart IPIs every waiter
+/// after it served ([`serve_fences`]), and a short host timer bounds each nap. A spin
+/// is correct but can starve the hart it waits for when harts share a host CPU — QEMU
+/// single-threaded TCG (`-icount`: a spinning hart keeps the only TCG thread until the
+/// next timer deadline, 5–50 ms per fence; issue 12), or a nested host that
+/// deschedules vCPUs. A notification (`sip.SSIP`) consumed by the nap is raised again
+/// on the way out: it belongs to the scheduler.
 pub fn remote_fence(mask: u64) {
     let harts = harts();
     let here = arch::hart_local();
@@ -99,16 +123,34 @@ pub fn remote_fence(mask: u64) {
         want[i] = h.fence_req.fetch_add(1, Ordering::AcqRel) + 1;
         arch::sbi::send_ipi(h.hartid);
     }
+    let me = 1u64 << here;
+    let mut took_ssi = false;
     for (i, h) in harts.iter().enumerate() {
         if want[i] == 0 {
             continue;
         }
-        let mut spins = 0u64;
-        while h.fence_done.load(Ordering::Acquire) < want[i] {
+        let mut naps = 0u64;
+        loop {
             serve_fences(&harts[here]);
-            core::hint::spin_loop();
-            spins += 1;
-            if spins == 50_000_000 {
+            if h.fence_done.load(Ordering::SeqCst) >= want[i] {
+                break;
+            }
+            // Clear the latch first, then announce, then look: an IPI after the clear
+            // leaves `SSIP` set and `wfi` returns at once.
+            if csr::sip::read() & csr::irq_bits::SSI != 0 {
+                csr::sip::clear(csr::irq_bits::SSI);
+                took_ssi = true;
+            }
+            FENCE_WAITERS.fetch_or(me, Ordering::SeqCst);
+            // A request to this hart may have come with the IPI just cleared.
+            serve_fences(&harts[here]);
+            if h.fence_done.load(Ordering::SeqCst) < want[i] {
+                set_host_timer(arch::time().saturating_add(FENCE_NAP_TICKS));
+                arch::wait_for_interrupt();
+            }
+            FENCE_WAITERS.fetch_and(!me, Ordering::SeqCst);
+            naps += 1;
+            if naps == 100_000 {
                 // Keep waiting: callers free interrupt-file lines after the fence, and
                 // a hart that still maps the old page must not see it reused.
                 crate::println!(
@@ -117,5 +159,8 @@ pub fn remote_fence(mask: u64) {
                 );
             }
         }
+    }
+    if took_ssi {
+        csr::sip::set(csr::irq_bits::SSI);
     }
 }
