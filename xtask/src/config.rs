@@ -74,6 +74,7 @@ pub struct HypToml {
     pub aia_flip_ms: u32,
     pub guest_idle: String,
     pub vuart: String,
+    pub wfi: String,
 }
 
 impl Default for HypToml {
@@ -83,6 +84,7 @@ impl Default for HypToml {
             aia_flip_ms: 0,
             guest_idle: "wfi".into(),
             vuart: "immediate".into(),
+            wfi: "trap".into(),
         }
     }
 }
@@ -301,6 +303,7 @@ pub fn resolve(name: &str, file: &File, dir: &Path, images: &dyn Images) -> Resu
         aia_flip_ms: h.aia_flip_ms,
         guest_idle: named("hyp.guest_idle", &h.guest_idle).map_err(fail)?,
         vuart: named("hyp.vuart", &h.vuart).map_err(fail)?,
+        wfi: named("hyp.wfi", &h.wfi).map_err(fail)?,
     };
     let mut guests = Vec::new();
     let mut loads = Vec::new();

@@ -837,6 +837,7 @@ pub fn qemu_tests() -> Result<()> {
         for (name, config, rounds) in [
             ("pingpong-aia", "aia", PINGPONG_LAPS),
             ("pingpong-aia-sw-vcpus4", "aia-sw-vcpus4", PINGPONG_LAPS / 8),
+            ("pingpong-aia-direct", "aia-direct", PINGPONG_LAPS / 4),
         ] {
             let c = crate::soak::config(config)?;
             let boot = crate::pingpong::boot_images(rounds, c.cpus)?;

@@ -27,6 +27,10 @@ Configurations (2 harts, Debian Linux 6.12 with 2 vCPUs unless said):
                  (aia_flip_ms=20)
   aia-sw-vcpus4  aia-guests=1, 4 vCPUs on 2 harts (2 on hardware, 2 on software files);
                  the byte goes round 4 CPUs, so each lap is 4 wake-ups
+  aia-direct     aia with wfi=direct: a vCPU alone on its hart idles in the guest's
+                 own wfi (no exit) and its hardware file wakes it
+  aia-direct-vcpus4  aia-sw-vcpus4 with wfi=direct: vCPUs are alone on a hart only
+                 some of the time, so wfi traps or not from one entry to the next
 
 Reading the table: laps = round trips of the byte; slow = laps over 100 ms (stalls, must
 be 0; a lost wake-up typically costs 0.9-0.95 s, the guest's next timer); worst = the
@@ -92,6 +96,18 @@ pub const CONFIGS: &[Config] = &[
         name: "aia-sw-vcpus4",
         file: Some("linux-aia"),
         sets: &["machine.guest_files=1", "guest.0.vcpus=4"],
+        cpus: 4,
+    },
+    Config {
+        name: "aia-direct",
+        file: Some("linux-aia"),
+        sets: &["hyp.wfi=direct"],
+        cpus: 2,
+    },
+    Config {
+        name: "aia-direct-vcpus4",
+        file: Some("linux-aia"),
+        sets: &["machine.guest_files=1", "guest.0.vcpus=4", "hyp.wfi=direct"],
         cpus: 4,
     },
 ];

@@ -43,7 +43,7 @@ pub const MAX_NAME: usize = 32;
 /// Longest period of hyp's test knobs (`migrate_ms`, `aia_flip_ms`).
 pub const MAX_PERIOD_MS: u32 = 60_000;
 /// Blob format version.
-pub const VERSION: u32 = 1;
+pub const VERSION: u32 = 2;
 /// Root `compatible` of the blob.
 pub const COMPATIBLE: &str = "virq,hyp-config";
 
@@ -68,6 +68,22 @@ pub struct Options {
     pub guest_idle: GuestIdle,
     /// When emulated UARTs print.
     pub vuart: VuartMode,
+    /// Whether a guest `wfi` always traps to hyp.
+    pub wfi: WfiMode,
+}
+
+/// Guest `wfi` handling (`[hyp] wfi`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum WfiMode {
+    /// Every guest `wfi` traps (`hstatus.VTW = 1`): hyp blocks the vCPU and runs
+    /// another, or waits itself (the default).
+    #[default]
+    Trap,
+    /// A vCPU alone on its hart (no other vCPU homed there is eligible to run) runs
+    /// with `hstatus.VTW = 0`: its `wfi` stalls the hart in VS-mode and its own
+    /// interrupts (hardware guest file, `vstimecmp`) wake it without hyp; any host
+    /// interrupt (a kick for another vCPU, a timer) still traps.
+    Direct,
 }
 
 /// Idle states in the guest DTB (`[hyp] guest_idle`).
@@ -218,6 +234,11 @@ impl Named for Eoi {
 
 impl Named for GuestIdle {
     const NAMES: &'static [(&'static str, Self)] = &[("wfi", Self::Wfi), ("sbi", Self::Sbi)];
+}
+
+impl Named for WfiMode {
+    const NAMES: &'static [(&'static str, Self)] =
+        &[("trap", Self::Trap), ("direct", Self::Direct)];
 }
 
 impl Named for VuartMode {
@@ -424,6 +445,7 @@ fn encode_fdt(c: &Config) -> Result<Vec<u8>, vm_fdt::Error> {
     w.property_u32("aia_flip_ms", c.hyp.aia_flip_ms)?;
     w.property_string("guest_idle", c.hyp.guest_idle.name())?;
     w.property_string("vuart", c.hyp.vuart.name())?;
+    w.property_string("wfi", c.hyp.wfi.name())?;
     w.end_node(h)?;
     for (i, g) in c.guests.iter().enumerate() {
         let n = w.begin_node(&format!("guest@{i}"))?;
@@ -475,6 +497,7 @@ pub fn decode(blob: &[u8]) -> Result<Config, Error> {
         hyp.aia_flip_ms = p.u32("aia_flip_ms")?;
         hyp.guest_idle = p.named("guest_idle")?;
         hyp.vuart = p.named("vuart")?;
+        hyp.wfi = p.named("wfi")?;
     }
     let mut guests = Vec::new();
     for node in &root.children {

@@ -244,6 +244,7 @@ proptest! {
         guests in prop::collection::vec(0usize..1, 1..=4)
             .prop_flat_map(|v| (0..v.len()).map(arb_guest).collect::<Vec<_>>()),
         migrate_ms in 0u32..100, flip in 0u32..100, sbi in any::<bool>(), deferred in any::<bool>(),
+        direct in any::<bool>(),
     ) {
         let c = Config {
             hyp: Options {
@@ -251,6 +252,7 @@ proptest! {
                 aia_flip_ms: flip,
                 guest_idle: if sbi { GuestIdle::Sbi } else { GuestIdle::Wfi },
                 vuart: if deferred { VuartMode::Deferred } else { VuartMode::Immediate },
+                wfi: if direct { WfiMode::Direct } else { WfiMode::Trap },
             },
             guests,
         };

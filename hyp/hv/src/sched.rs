@@ -31,6 +31,7 @@
 use core::sync::atomic::Ordering;
 use spin::Once;
 
+use crate::arch::csr::hstatus_bits;
 use crate::arch::{self, csr};
 use crate::counts::MIGRATIONS;
 use crate::hart::{poke_hart, set_host_timer, this_hart, Hart};
@@ -188,6 +189,7 @@ fn run_vcpu(hart: &Hart, vcpu: &Vcpu) {
     // Picked because runnable: a kicked vCPU stops waiting.
     vcpu.block.unblock();
     let slice_start = arch::time();
+    let wfi_mode = crate::config::options().wfi;
     loop {
         if !vcpu.eligible() || !guest.is_alive() {
             break;
@@ -199,9 +201,21 @@ fn run_vcpu(hart: &Hart, vcpu: &Vcpu) {
         guest.irqchip.before_entry(guest, vcpu, &inner);
         // Timer: the slice end if someone else waits, and the earliest blocked vCPU.
         let mut when = wake_timers(hart);
-        if others_eligible(hart, vcpu.index) {
+        let shared = others_eligible(hart, vcpu.index);
+        if shared {
             when = when.min(slice_start + SLICE_TICKS);
         }
+        // `wfi = "direct"`: alone on the hart, the guest's `wfi` need not trap — the
+        // hart has nothing else to do, its own interrupts wake it in VS-mode, and
+        // whatever needs hyp (a kick for another vCPU, a timer) is a host interrupt,
+        // which traps out of the stalled `wfi` like any other. Decided again at each
+        // entry, so a vCPU that stops being alone traps its next `wfi`.
+        let trap_wfi = shared || wfi_mode == hyp_config::WfiMode::Trap;
+        inner.ctx.guest.hstatus = if trap_wfi {
+            inner.ctx.guest.hstatus | hstatus_bits::VTW
+        } else {
+            inner.ctx.guest.hstatus & !hstatus_bits::VTW
+        };
         if !w.sstc {
             when = when.min(inner.timer_deadline);
         }
