@@ -393,6 +393,17 @@ impl<const N: usize> RouteTable<N> {
             .is_ok())
     }
 
+    /// Is a level delivery of `pirq` waiting for the guest's completion (parked by
+    /// [`Self::deliver`], not yet cleared by [`Self::guest_completed`] or
+    /// [`Self::release`])? The *hold* of a controller without a gateway (an APLIC in
+    /// MSI mode): its source stays disabled while this is true, so one physical
+    /// interrupt is one virtual one. A snapshot: read it where the deliver and the
+    /// completion are serialised (e.g. under the guest controller's lock).
+    pub fn awaiting_guest(&self, pirq: u32) -> bool {
+        self.desc(pirq)
+            .is_ok_and(|d| d.awaiting.load(Ordering::Acquire) != 0)
+    }
+
     /// The current route of `pirq`: `(guest, virq, trigger)`.
     pub fn lookup(&self, pirq: u32) -> Option<(GuestId, u32, Trigger)> {
         let route = Route::of(self.desc(pirq).ok()?.state.load(Ordering::Acquire));
@@ -411,6 +422,22 @@ impl<const N: usize> Default for RouteTable<N> {
 #[cfg(all(test, not(loom)))]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_level_delivery_holds_until_the_guest_completes() {
+        let t = RouteTable::<16>::new();
+        let token = t.route(3, 1, 10, Trigger::Level).unwrap();
+        assert!(!t.awaiting_guest(3));
+        drop(t.deliver(3).unwrap());
+        assert!(t.awaiting_guest(3));
+        assert_eq!(t.guest_completed(token), Ok(true));
+        assert!(!t.awaiting_guest(3));
+        // An edge route never holds; an unknown pirq is not held.
+        t.route(4, 1, 11, Trigger::Edge).unwrap();
+        drop(t.deliver(4).unwrap());
+        assert!(!t.awaiting_guest(4));
+        assert!(!t.awaiting_guest(99));
+    }
 
     #[test]
     fn route_conflicts_are_refused() {
