@@ -38,12 +38,13 @@ use core::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use arch::csr::{self, henvcfg_bits, irq_bits};
 use config::{EoiMode, GuestConfig};
 use hart::Hart;
+use ids::HartId;
 use platform::exit_machine;
 use world::{world, World};
 
 /// Entry of the boot hart (from `arch::entry`), `a0 = hart id`, `a1 = DTB`.
 #[no_mangle]
-pub extern "C" fn boot_main(hartid: usize, dtb: usize) -> ! {
+pub extern "C" fn boot_main(hartid: HartId, dtb: usize) -> ! {
     heap::init();
     println!(
         "hyp: virq hypervisor, boot hart {hartid}, heap {:x?} image {:x?}",
@@ -123,7 +124,7 @@ pub extern "C" fn boot_main(hartid: usize, dtb: usize) -> ! {
 
 /// Entry of the other harts, `a1 = index in World::harts`.
 #[no_mangle]
-pub extern "C" fn secondary_main(_hartid: usize, index: usize) -> ! {
+pub extern "C" fn secondary_main(_hartid: HartId, index: usize) -> ! {
     hart_init(index);
     sched::run()
 }
@@ -185,7 +186,7 @@ fn hart_init(index: usize) {
 
 fn build_world(
     p: &'static platform::Platform,
-    boot_hartid: usize,
+    boot_hartid: HartId,
 ) -> Result<World, hyp_config::Error> {
     // The guests: the config blob xtask placed (`config=`), outside hyp and the DTB.
     let (hs, he) = arch::image_range();
@@ -199,7 +200,7 @@ fn build_world(
     let harts: Vec<Hart> = p
         .harts
         .iter()
-        .filter(|h| h.hartid < arch::entry::MAX_HARTS)
+        .filter(|h| h.hartid.0 < arch::entry::MAX_HARTS)
         .enumerate()
         .map(|(i, h)| Hart {
             index: i,

@@ -7,6 +7,7 @@
 //!
 //! `arch` is the bottom layer and imports nothing of hyp: the three functions it calls
 //! up into are declared here and defined, `#[no_mangle]`, by the top (`main.rs`).
+use super::HartId;
 
 /// log2 of the stack bytes per hart (256 KiB; must match `STACK_SIZE` in `hyp.ld`).
 const STACK_SHIFT: usize = 18;
@@ -15,9 +16,9 @@ pub const MAX_HARTS: usize = 8;
 
 extern "C" {
     /// The boot hart's Rust entry: `a0 = hart id`, `a1 = DTB` (defined in `main.rs`).
-    pub fn boot_main(hartid: usize, dtb: usize) -> !;
+    pub fn boot_main(hartid: HartId, dtb: usize) -> !;
     /// The other harts' Rust entry: `a1 = opaque` of `hart_start` (defined in `main.rs`).
-    pub fn secondary_main(hartid: usize, opaque: usize) -> !;
+    pub fn secondary_main(hartid: HartId, opaque: usize) -> !;
     /// A trap taken in HS-mode (always a hyp bug; defined in `main.rs`).
     pub fn fatal_host_trap(scause: usize, sepc: usize, stval: usize) -> !;
 }

@@ -15,6 +15,20 @@ pub mod switch;
 
 pub use switch::{enter_guest, Context};
 
+/// A physical hart's id as the hardware and the firmware number it (`mhartid`: the boot
+/// entry's `a0`, SBI hart ids, the host DTB's cpu `reg`). Not its index in hyp's hart
+/// table (`Hart::index`, a plain `usize`). `repr(transparent)`: the boot entry passes it
+/// in a register.
+#[repr(transparent)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct HartId(pub usize);
+
+impl core::fmt::Display for HartId {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
 /// Wait for an interrupt (returns when any interrupt enabled in `sie` is pending,
 /// whatever `sstatus.SIE` says; hyp keeps `sstatus.SIE = 0`).
 pub fn wait_for_interrupt() {
