@@ -206,7 +206,7 @@ impl Guest {
             cfg: *cfg,
             vcpus,
             first_vcpu,
-            hgatp: g.hgatp(index + 1),
+            hgatp: g.root_register(index + 1),
             ram: phys,
             dtb_gpa: GUEST_RAM_BASE + dtb_off,
             entry,

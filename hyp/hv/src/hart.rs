@@ -57,7 +57,7 @@ pub fn poke_hart(index: usize) {
     let here = arch::hart_local();
     if index != here {
         if let Some(h) = harts().get(index) {
-            arch::sbi::send_ipi(h.hartid);
+            arch::send_ipi(h.hartid);
         }
     }
 }

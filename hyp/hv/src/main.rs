@@ -42,7 +42,8 @@ use ids::HartId;
 use platform::exit_machine;
 use world::{world, World};
 
-/// Entry of the boot hart (from `arch::entry`), `a0 = hart id`, `a1 = DTB`.
+/// Entry of the boot hart (from the backend's boot code, declared in `arch`): its hart
+/// id and the firmware's DTB.
 #[no_mangle]
 pub extern "C" fn boot_main(hartid: HartId, dtb: usize) -> ! {
     heap::init();
@@ -112,9 +113,8 @@ pub extern "C" fn boot_main(hartid: HartId, dtb: usize) -> ! {
         if h.index == me {
             continue;
         }
-        let r = arch::sbi::hart_start(h.hartid, arch::entry::secondary_entry(), h.index);
-        if r.error != 0 {
-            println!("hyp: hart {} did not start ({})", h.hartid, r.error);
+        if let Err(e) = arch::start_hart(h.hartid, h.index) {
+            println!("hyp: hart {} did not start ({e})", h.hartid);
         }
     }
     let (used, total) = heap::usage();
@@ -122,7 +122,7 @@ pub extern "C" fn boot_main(hartid: HartId, dtb: usize) -> ! {
     sched::run()
 }
 
-/// Entry of the other harts, `a1 = index in World::harts`.
+/// Entry of the other harts (`arch::start_hart`'s `opaque`: the index in `World::harts`).
 #[no_mangle]
 pub extern "C" fn secondary_main(_hartid: HartId, index: usize) -> ! {
     hart_init(index);
@@ -200,7 +200,7 @@ fn build_world(
     let harts: Vec<Hart> = p
         .harts
         .iter()
-        .filter(|h| h.hartid.0 < arch::entry::MAX_HARTS)
+        .filter(|h| h.hartid.0 < arch::MAX_HARTS)
         .enumerate()
         .map(|(i, h)| Hart {
             index: i,
@@ -269,7 +269,8 @@ fn build_world(
     })
 }
 
-/// A trap taken in HS-mode (from `arch::switch`): always a hyp bug.
+/// A trap taken by hyp itself (from the backend's trap vector; RISC-V: in HS-mode):
+/// always a hyp bug.
 #[no_mangle]
 pub extern "C" fn fatal_host_trap(scause: usize, sepc: usize, stval: usize) -> ! {
     println!("hyp: FATAL trap in HS-mode: scause={scause:#x} sepc={sepc:#x} stval={stval:#x}");

@@ -339,10 +339,10 @@ pub fn platform_opt() -> Option<&'static Platform> {
 }
 
 /// End the machine with `status`: through the `sifive,test` device if the platform
-/// has one, else SBI system reset.
+/// has one, else `arch::power_off` (SBI system reset).
 pub fn exit_machine(status: u16) -> ! {
     match platform_opt().and_then(|p| p.test_dev) {
         Some(base) => crate::arch::mmio::TestDevice::new(base as usize).exit(status),
-        None => crate::arch::sbi::shutdown(status != 0),
+        None => crate::arch::power_off(status != 0),
     }
 }

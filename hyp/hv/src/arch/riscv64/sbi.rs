@@ -1,5 +1,5 @@
 //! Calls from hyp (HS-mode) down to the SBI implementation (OpenSBI).
-use super::HartId;
+use crate::arch::HartId;
 
 /// Raw SBI return pair.
 #[derive(Clone, Copy, Debug)]
