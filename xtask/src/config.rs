@@ -24,7 +24,7 @@ pub const CONFIG_BLOB_MAX: u64 = 64 << 10;
 pub const FIRST_GUEST_RAM: u64 = 0x9000_0000;
 /// Host RAM base of QEMU `virt`.
 const HOST_RAM_BASE: u64 = 0x8000_0000;
-/// Harts hyp supports (`MAX_HARTS` in `hyp/hv/src/arch/entry.rs`).
+/// Harts hyp supports (`MAX_HARTS` in `hyp/hv/src/arch/riscv64/entry.rs`).
 const MAX_HARTS: u32 = 8;
 /// The configuration `cargo xtask run` boots without `--config`.
 pub const DEFAULT_CONFIG: &str = "configs/linux-aia.toml";

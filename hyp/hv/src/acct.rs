@@ -41,7 +41,7 @@ pub fn print(w: &World) {
         );
         g.irqchip.print_acct(g);
         for &(virq, pirq) in &g.passthrough {
-            let Some(p) = w.pirqs.get(pirq as usize) else {
+            let Some(p) = w.pirqs.get(pirq.index()) else {
                 continue;
             };
             let (c, m) = (

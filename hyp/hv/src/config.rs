@@ -10,6 +10,8 @@ use alloc::vec::Vec;
 use hyp_config::{Device, Error, Topology};
 use spin::Once;
 
+use crate::ids::{Pirq, Virq};
+
 /// Guest-physical base of every guest's RAM.
 pub const GUEST_RAM_BASE: u64 = hyp_config::GUEST_RAM_BASE;
 /// The longest config blob hyp reads.
@@ -47,9 +49,9 @@ pub enum DeviceKind {
 #[derive(Clone, Copy, Debug)]
 pub struct IrqPassthrough {
     /// Host PLIC source.
-    pub pirq: u32,
+    pub pirq: Pirq,
     /// Guest vPLIC source.
-    pub virq: u32,
+    pub virq: Virq,
 }
 
 /// A host device region mapped 1:1 into the guest, with its interrupt.
@@ -162,7 +164,10 @@ pub const VIRT_UART: Passthrough = Passthrough {
     host_base: 0x1000_0000,
     guest_base: 0x1000_0000,
     size: 0x1000,
-    irq: Some(IrqPassthrough { pirq: 10, virq: 10 }),
+    irq: Some(IrqPassthrough {
+        pirq: Pirq(10),
+        virq: Virq(10),
+    }),
 };
 
 /// An emulated console UART at the address of QEMU virt's UART, for a guest that does

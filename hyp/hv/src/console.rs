@@ -1,5 +1,6 @@
-//! hyp's console: formatted lines written through SBI DBCN (OpenSBI owns the UART
-//! driver; hyp never programs the UART, which may be passed through to a guest).
+//! hyp's console: formatted lines written through `arch::console_write` (on riscv64 SBI
+//! DBCN: OpenSBI owns the UART driver; hyp never programs the UART, which may be passed
+//! through to a guest).
 use core::fmt::{self, Write};
 use spin::Mutex;
 
@@ -13,7 +14,7 @@ struct Line {
 
 impl Line {
     fn flush(&mut self) {
-        crate::arch::sbi::console_write(&self.buf[..self.len]);
+        crate::arch::console_write(&self.buf[..self.len]);
         self.len = 0;
     }
 }
@@ -45,7 +46,7 @@ pub fn print(args: fmt::Arguments<'_>) {
 /// Write raw bytes for a guest (DBCN / legacy putchar), under the same lock.
 pub fn write_bytes(bytes: &[u8]) {
     let _g = LOCK.lock();
-    crate::arch::sbi::console_write(bytes);
+    crate::arch::console_write(bytes);
 }
 
 /// `print!` to the hyp console.

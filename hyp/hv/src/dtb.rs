@@ -245,9 +245,9 @@ pub fn build(cfg: &GuestConfig, p: &DtbParams<'_>) -> FdtWriterResult<Vec<u8>> {
             fdt.property_u32("interrupt-parent", plic_phandle)?;
             if aia {
                 // <source, IRQ_TYPE_LEVEL_HIGH>: the APLIC's two interrupt cells.
-                fdt.property_array_u32("interrupts", &[irq.virq, 4])?;
+                fdt.property_array_u32("interrupts", &[irq.virq.0, 4])?;
             } else {
-                fdt.property_u32("interrupts", irq.virq)?;
+                fdt.property_u32("interrupts", irq.virq.0)?;
             }
         }
         fdt.end_node(n)?;

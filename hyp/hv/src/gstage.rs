@@ -1,31 +1,30 @@
-//! G-stage (guest-physical to host-physical) page tables in Sv39x4 format.
+//! A guest's G-stage (stage-2: guest-physical to host-physical) page tables.
 //!
-//! Root: 2048 entries (16 KiB, 16 KiB aligned) indexed by GPA bits 40:30; then
-//! ordinary 512-entry Sv39 tables for bits 29:21 and 20:12. Leaves are 2 MiB where
-//! both addresses and the size allow it, else 4 KiB. Every leaf has U = 1 (G-stage
-//! accesses count as user accesses) and A = D = 1 (no A/D faults).
-//! Tables are built at boot, in safe Rust, and never freed (guests live forever).
+//! The entry format is the backend's (`arch::Stage2`: Sv39x4 on riscv64, with the
+//! table shape `arch`'s `Stage2Format` describes); this file does the walking: a root
+//! indexed by GPA bits 30 and up, 512-entry tables for bits 29:21 and 20:12, leaves of
+//! 2 MiB where both addresses and the size allow it, else 4 KiB. Tables are built at
+//! boot, in safe Rust, and never freed (guests live forever); [`GStage::set_page`]
+//! remaps one 4 KiB page at run time.
 use alloc::boxed::Box;
 use alloc::vec::Vec;
 
-const PTE_V: u64 = 1 << 0;
+pub use crate::arch::Perm;
+use crate::arch::{Entry, Leaf, Stage2, Stage2Format};
+
 /// Readable.
-pub const R: u64 = 1 << 1;
+pub const R: Perm = Perm::READ;
 /// Writable.
-pub const W: u64 = 1 << 2;
+pub const W: Perm = Perm::WRITE;
 /// Executable.
-pub const X: u64 = 1 << 3;
-const PTE_U: u64 = 1 << 4;
-const PTE_A: u64 = 1 << 6;
-const PTE_D: u64 = 1 << 7;
+pub const X: Perm = Perm::EXEC;
 
 const PAGE: u64 = 4096;
 const MEGA: u64 = 2 << 20;
-/// Sv39x4 covers 2^41 bytes of guest-physical space.
-pub const GPA_LIMIT: u64 = 1 << 41;
+/// Guest-physical bytes the tables cover (Sv39x4: 2^41).
+pub const GPA_LIMIT: u64 = (Stage2::ROOT_ENTRIES as u64) << 30;
 
-#[repr(C, align(16384))]
-struct Root([u64; 2048]);
+type Root = <Stage2 as Stage2Format>::Root;
 
 #[repr(C, align(4096))]
 struct Table([u64; 512]);
@@ -35,7 +34,7 @@ struct Table([u64; 512]);
 pub enum MapError {
     /// Not page aligned.
     Unaligned,
-    /// Beyond the Sv39x4 range.
+    /// Beyond the range the tables cover.
     OutOfRange,
     /// Overlaps an existing mapping.
     Overlap,
@@ -51,49 +50,52 @@ impl GStage {
     /// An empty G-stage.
     pub fn new() -> Self {
         GStage {
-            root: Box::new(Root([0; 2048])),
+            root: Box::new(Stage2::empty_root()),
             tables: Vec::new(),
         }
     }
 
-    /// `hgatp` value: mode Sv39x4 (8), `vmid`, root PPN.
-    pub fn hgatp(&self, vmid: u16) -> usize {
-        let ppn = (&*self.root as *const Root as usize) >> 12;
-        (8usize << 60) | ((vmid as usize & 0x3fff) << 44) | ppn
+    /// The stage-2 root register's value (`hgatp` on riscv64) for these tables and
+    /// `vmid`.
+    pub fn root_register(&self, vmid: u16) -> usize {
+        Stage2::root_register(&*self.root as *const Root as u64, vmid)
     }
 
-    fn table_index(&self, pte: u64) -> Option<usize> {
-        let addr = ((pte >> 10) << 12) as usize;
+    fn root(&mut self) -> &mut [u64] {
+        (*self.root).as_mut()
+    }
+
+    fn table_index(&self, addr: u64) -> Option<usize> {
         self.tables
             .iter()
-            .position(|t| &**t as *const Table as usize == addr)
+            .position(|t| &**t as *const Table as u64 == addr)
     }
 
+    /// The table a non-zero entry points to.
     fn next_table(&mut self, pte: u64) -> Result<usize, MapError> {
-        if pte & PTE_V == 0 {
-            return Err(MapError::OutOfRange);
+        match Stage2::decode(pte) {
+            Entry::Invalid => Err(MapError::OutOfRange),
+            Entry::Leaf => Err(MapError::Overlap),
+            Entry::Table(addr) => self.table_index(addr).ok_or(MapError::Overlap),
         }
-        if pte & (R | W | X) != 0 {
-            return Err(MapError::Overlap);
-        }
-        self.table_index(pte).ok_or(MapError::Overlap)
     }
 
     fn new_table(&mut self) -> (usize, u64) {
         let t = Box::new(Table([0; 512]));
-        let pte = (((&*t as *const Table as u64) >> 12) << 10) | PTE_V;
+        let pte = Stage2::table_entry(&*t as *const Table as u64);
         self.tables.push(t);
         (self.tables.len() - 1, pte)
     }
 
     fn l1_table(&mut self, gpa: u64) -> Result<usize, MapError> {
-        let i = ((gpa >> 30) & 0x7ff) as usize;
-        if self.root.0[i] == 0 {
+        let i = ((gpa >> 30) as usize) & (Stage2::ROOT_ENTRIES - 1);
+        let pte = self.root()[i];
+        if pte == 0 {
             let (idx, pte) = self.new_table();
-            self.root.0[i] = pte;
+            self.root()[i] = pte;
             return Ok(idx);
         }
-        self.next_table(self.root.0[i])
+        self.next_table(pte)
     }
 
     fn l0_table(&mut self, l1: usize, gpa: u64) -> Result<usize, MapError> {
@@ -108,14 +110,13 @@ impl GStage {
     }
 
     /// Map `[gpa, gpa + size)` to `[hpa, hpa + size)` with permissions `perm` (R/W/X).
-    pub fn map(&mut self, gpa: u64, hpa: u64, size: u64, perm: u64) -> Result<(), MapError> {
+    pub fn map(&mut self, gpa: u64, hpa: u64, size: u64, perm: Perm) -> Result<(), MapError> {
         if !gpa.is_multiple_of(PAGE) || !hpa.is_multiple_of(PAGE) || !size.is_multiple_of(PAGE) {
             return Err(MapError::Unaligned);
         }
         if gpa.checked_add(size).is_none_or(|e| e > GPA_LIMIT) {
             return Err(MapError::OutOfRange);
         }
-        let leaf = perm | PTE_V | PTE_U | PTE_A | PTE_D;
         let mut off = 0;
         while off < size {
             let (g, h) = (gpa + off, hpa + off);
@@ -125,7 +126,7 @@ impl GStage {
                 if self.tables[l1].0[i] != 0 {
                     return Err(MapError::Overlap);
                 }
-                self.tables[l1].0[i] = ((h >> 12) << 10) | leaf;
+                self.tables[l1].0[i] = Stage2::leaf_entry(h, perm, Leaf::Block);
                 off += MEGA;
             } else {
                 let l0 = self.l0_table(l1, g)?;
@@ -133,7 +134,7 @@ impl GStage {
                 if self.tables[l0].0[i] != 0 {
                     return Err(MapError::Overlap);
                 }
-                self.tables[l0].0[i] = ((h >> 12) << 10) | leaf;
+                self.tables[l0].0[i] = Stage2::leaf_entry(h, perm, Leaf::Page);
                 off += PAGE;
             }
         }
@@ -144,7 +145,7 @@ impl GStage {
     /// (`None`), replacing whatever 4 KiB leaf was there (used at run time for the
     /// IMSIC pages, whose backing moves; the caller flushes the G-stage TLBs of every
     /// hart afterwards). A page inside a 2 MiB leaf is refused.
-    pub fn set_page(&mut self, gpa: u64, hpa: Option<u64>, perm: u64) -> Result<(), MapError> {
+    pub fn set_page(&mut self, gpa: u64, hpa: Option<u64>, perm: Perm) -> Result<(), MapError> {
         if !gpa.is_multiple_of(PAGE) || hpa.is_some_and(|h| !h.is_multiple_of(PAGE)) {
             return Err(MapError::Unaligned);
         }
@@ -154,13 +155,13 @@ impl GStage {
         let l1 = self.l1_table(gpa)?;
         let i1 = ((gpa >> 21) & 0x1ff) as usize;
         let pte = self.tables[l1].0[i1];
-        if pte & PTE_V != 0 && pte & (R | W | X) != 0 {
+        if pte != 0 && Stage2::decode(pte) == Entry::Leaf {
             return Err(MapError::Overlap);
         }
         let l0 = self.l0_table(l1, gpa)?;
         let i = ((gpa >> 12) & 0x1ff) as usize;
         self.tables[l0].0[i] = match hpa {
-            Some(h) => ((h >> 12) << 10) | perm | PTE_V | PTE_U | PTE_A | PTE_D,
+            Some(h) => Stage2::leaf_entry(h, perm, Leaf::Page),
             None => 0,
         };
         Ok(())

@@ -8,7 +8,7 @@ use virq_core::ack::{AckNotifiers, InFlight};
 use crate::arch::phys::PhysRange;
 use crate::config::{GuestConfig, Intc, GUEST_RAM_BASE};
 use crate::gstage::{self, GStage};
-use crate::ids::{GuestVcpuId, INFLIGHT_SLOTS, MAX_VCPUS_PER_GUEST, MAX_VIRQS};
+use crate::ids::{GuestVcpuId, Pirq, Virq, INFLIGHT_SLOTS, MAX_VCPUS_PER_GUEST, MAX_VIRQS};
 use crate::topology::aia::GuestAia;
 use crate::topology::vplic::GuestVplic;
 use crate::topology::{GuestIrqChip, GuestView};
@@ -36,7 +36,7 @@ pub struct Guest {
     /// The guest's interrupt topology (`crate::topology`): vPLIC or AIA.
     pub irqchip: Box<dyn GuestIrqChip>,
     /// `(virq, pirq)` of the passthrough interrupts.
-    pub passthrough: Vec<(u32, u32)>,
+    pub passthrough: Vec<(Virq, Pirq)>,
     /// The emulated console UART, if the guest has one: `(guest base, device)`.
     pub vuart: Option<(u64, Mutex<Vuart>)>,
     /// Ack notifiers of the passthrough sources: the route's ack token per virq.
@@ -170,7 +170,7 @@ impl Guest {
             return Err(GuestError::Dtb);
         }
 
-        let passthrough: Vec<(u32, u32)> = cfg
+        let passthrough: Vec<(Virq, Pirq)> = cfg
             .devices
             .iter()
             .filter_map(|d| d.irq)
@@ -206,7 +206,7 @@ impl Guest {
             cfg: *cfg,
             vcpus,
             first_vcpu,
-            hgatp: g.hgatp(index + 1),
+            hgatp: g.root_register(index + 1),
             ram: phys,
             dtb_gpa: GUEST_RAM_BASE + dtb_off,
             entry,
@@ -259,7 +259,7 @@ impl Guest {
     }
 
     /// The physical source behind virtual source `virq`.
-    pub fn pirq_of(&self, virq: u32) -> Option<u32> {
+    pub fn pirq_of(&self, virq: Virq) -> Option<Pirq> {
         self.passthrough
             .iter()
             .find(|(v, _)| *v == virq)

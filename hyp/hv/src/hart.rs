@@ -7,6 +7,7 @@ use spin::Once;
 use virq_core::hgei::HgeiAllocator;
 
 use crate::arch::{self, csr, entry::MAX_HARTS};
+use crate::ids::HartId;
 
 /// One physical hart.
 pub struct Hart {
@@ -14,7 +15,7 @@ pub struct Hart {
     /// vCPU home in hyp is this index).
     pub index: usize,
     /// Hart id (`mhartid`, what SBI calls and the DTB use).
-    pub hartid: usize,
+    pub hartid: HartId,
     /// Host PLIC S-mode context.
     pub plic_ctx: Option<u32>,
     /// Remote-fence requests (generation counter, bumped by requesters).
@@ -56,7 +57,7 @@ pub fn poke_hart(index: usize) {
     let here = arch::hart_local();
     if index != here {
         if let Some(h) = harts().get(index) {
-            arch::sbi::send_ipi(h.hartid);
+            arch::send_ipi(h.hartid);
         }
     }
 }

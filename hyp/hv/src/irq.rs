@@ -25,6 +25,7 @@ use crate::config::STORM_LIMIT;
 use crate::guest::Guest;
 use crate::hart::{serve_fences, set_host_timer, Hart};
 use crate::hostirq::{irq_hart, HostIrqChip};
+use crate::ids::{Pirq, Virq};
 use crate::world::world;
 
 /// Any host interrupt pending on this hart?
@@ -64,20 +65,20 @@ fn host_claims(hart: &Hart) {
 /// One physical interrupt `src` claimed by hyp on `hart`: count it and give it to the
 /// guest it is routed to. When its EOI is deferred and the controller has no gateway,
 /// the source is disabled until the guest's completion (see `crate::hostirq`).
-fn deliver_claimed(chip: &dyn HostIrqChip, hart: &Hart, src: u32) {
+fn deliver_claimed(chip: &dyn HostIrqChip, hart: &Hart, src: Pirq) {
     let w = world();
-    let Some(counts) = w.pirqs.get(src as usize) else {
+    let Some(counts) = w.pirqs.get(src.index()) else {
         chip.complete(hart, src);
         return;
     };
     counts.claims.fetch_add(1, Ordering::Relaxed);
-    let Some(d) = w.routes.deliver(src) else {
+    let Some(d) = w.routes.deliver(src.0) else {
         // Not routed: complete and disable it so it cannot storm.
         chip.complete(hart, src);
         chip.set_enabled(hart, src, false);
         return;
     };
-    let (g, virq, eoi) = (d.guest() as usize, d.virq(), d.eoi());
+    let (g, virq, eoi) = (d.guest() as usize, Virq(d.virq()), d.eoi());
     if let Some(guest) = w.guests.get(g) {
         if guest.irqchip.inject(guest, virq) {
             // The topology ends it itself (the AIA guest's `setipnum` re-trigger).
@@ -110,12 +111,12 @@ pub fn fold_completions(g: &Guest) {
     let w = world();
     g.irqchip.take_completed(&mut |virq| {
         // Every virtual completion of a passthrough source counts, in flight or not.
-        if let Some(counts) = g.pirq_of(virq).and_then(|p| w.pirqs.get(p as usize)) {
+        if let Some(counts) = g.pirq_of(virq).and_then(|p| w.pirqs.get(p.index())) {
             counts.completes.fetch_add(1, Ordering::Relaxed);
             counts.since_complete.store(0, Ordering::Relaxed);
         }
-        g.inflight.deactivate(virq, |_, token| {
-            let pirq = virq_core::route::pirq_of_token(token);
+        g.inflight.deactivate(virq.0, |_, token| {
+            let pirq = Pirq(virq_core::route::pirq_of_token(token));
             let (Some(chip), Some(hart)) = (crate::hostirq::chip(), irq_hart(g)) else {
                 return;
             };
@@ -154,14 +155,14 @@ pub fn setup_routes() {
             } else {
                 virq_core::route::Trigger::Level
             };
-            let token = match w.routes.route(pirq, g.index, virq, trigger) {
+            let token = match w.routes.route(pirq.0, g.index, virq.0, trigger) {
                 Ok(token) => token,
                 Err(e) => {
                     crate::println!("hyp: cannot route pirq {pirq}: {e}");
                     continue;
                 }
             };
-            if let Err(e) = g.acks.register(virq, token) {
+            if let Err(e) = g.acks.register(virq.0, token) {
                 crate::println!("hyp: guest {}: virq {virq}: {e}", g.index);
             }
             chip.prepare(g, pirq);
@@ -181,8 +182,8 @@ pub fn release_routes(g: &Guest) {
         return;
     };
     for &(virq, pirq) in &g.passthrough {
-        let _ = g.acks.unregister(virq);
-        let Ok(released) = w.routes.release(pirq, g.index) else {
+        let _ = g.acks.unregister(virq.0);
+        let Ok(released) = w.routes.release(pirq.0, g.index) else {
             continue;
         };
         chip.set_enabled(hart, pirq, false);
@@ -209,7 +210,7 @@ pub fn enable_routes_on(hart: &Hart) {
             continue;
         }
         for &(_, pirq) in &g.passthrough {
-            if w.routes.lookup(pirq).is_some() {
+            if w.routes.lookup(pirq.0).is_some() {
                 chip.enable_on(hart, pirq);
             }
         }

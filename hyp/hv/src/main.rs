@@ -38,12 +38,14 @@ use core::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use arch::csr::{self, henvcfg_bits, irq_bits};
 use config::{EoiMode, GuestConfig};
 use hart::Hart;
+use ids::HartId;
 use platform::exit_machine;
 use world::{world, World};
 
-/// Entry of the boot hart (from `arch::entry`), `a0 = hart id`, `a1 = DTB`.
+/// Entry of the boot hart (from the backend's boot code, declared in `arch`): its hart
+/// id and the firmware's DTB.
 #[no_mangle]
-pub extern "C" fn boot_main(hartid: usize, dtb: usize) -> ! {
+pub extern "C" fn boot_main(hartid: HartId, dtb: usize) -> ! {
     heap::init();
     println!(
         "hyp: virq hypervisor, boot hart {hartid}, heap {:x?} image {:x?}",
@@ -111,9 +113,8 @@ pub extern "C" fn boot_main(hartid: usize, dtb: usize) -> ! {
         if h.index == me {
             continue;
         }
-        let r = arch::sbi::hart_start(h.hartid, arch::entry::secondary_entry(), h.index);
-        if r.error != 0 {
-            println!("hyp: hart {} did not start ({})", h.hartid, r.error);
+        if let Err(e) = arch::start_hart(h.hartid, h.index) {
+            println!("hyp: hart {} did not start ({e})", h.hartid);
         }
     }
     let (used, total) = heap::usage();
@@ -121,9 +122,9 @@ pub extern "C" fn boot_main(hartid: usize, dtb: usize) -> ! {
     sched::run()
 }
 
-/// Entry of the other harts, `a1 = index in World::harts`.
+/// Entry of the other harts (`arch::start_hart`'s `opaque`: the index in `World::harts`).
 #[no_mangle]
-pub extern "C" fn secondary_main(_hartid: usize, index: usize) -> ! {
+pub extern "C" fn secondary_main(_hartid: HartId, index: usize) -> ! {
     hart_init(index);
     sched::run()
 }
@@ -185,7 +186,7 @@ fn hart_init(index: usize) {
 
 fn build_world(
     p: &'static platform::Platform,
-    boot_hartid: usize,
+    boot_hartid: HartId,
 ) -> Result<World, hyp_config::Error> {
     // The guests: the config blob xtask placed (`config=`), outside hyp and the DTB.
     let (hs, he) = arch::image_range();
@@ -199,7 +200,7 @@ fn build_world(
     let harts: Vec<Hart> = p
         .harts
         .iter()
-        .filter(|h| h.hartid < arch::entry::MAX_HARTS)
+        .filter(|h| h.hartid.0 < arch::MAX_HARTS)
         .enumerate()
         .map(|(i, h)| Hart {
             index: i,
@@ -268,7 +269,8 @@ fn build_world(
     })
 }
 
-/// A trap taken in HS-mode (from `arch::switch`): always a hyp bug.
+/// A trap taken by hyp itself (from the backend's trap vector; RISC-V: in HS-mode):
+/// always a hyp bug.
 #[no_mangle]
 pub extern "C" fn fatal_host_trap(scause: usize, sepc: usize, stval: usize) -> ! {
     println!("hyp: FATAL trap in HS-mode: scause={scause:#x} sepc={sepc:#x} stval={stval:#x}");

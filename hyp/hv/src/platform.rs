@@ -5,11 +5,13 @@ use alloc::string::{String, ToString};
 use alloc::vec::Vec;
 use spin::Once;
 
+use crate::ids::HartId;
+
 /// One hart.
 #[derive(Clone, Debug)]
 pub struct HartInfo {
     /// `reg` of the cpu node.
-    pub hartid: usize,
+    pub hartid: HartId,
     /// Host PLIC context of this hart's S-mode external interrupt, if there is a PLIC.
     pub plic_ctx: Option<u32>,
     /// Hart index of this hart in the S-level IMSIC (its position in the IMSIC node's
@@ -100,7 +102,7 @@ impl Platform {
             if status != "okay" && status != "ok" {
                 continue;
             }
-            let hartid = cpu.ids().first();
+            let hartid = HartId(cpu.ids().first());
             timebase = cpu.timebase_frequency() as u64;
             let exts: Vec<String> = match cpu.property("riscv,isa-extensions") {
                 Some(p) => p
@@ -140,7 +142,7 @@ impl Platform {
                 };
                 for child in cpu.children() {
                     if let Some(ph) = child.property("phandle").and_then(|p| p.as_usize()) {
-                        intc_of.push((ph as u32, reg.starting_address as usize));
+                        intc_of.push((ph as u32, HartId(reg.starting_address as usize)));
                     }
                 }
             }
@@ -337,10 +339,10 @@ pub fn platform_opt() -> Option<&'static Platform> {
 }
 
 /// End the machine with `status`: through the `sifive,test` device if the platform
-/// has one, else SBI system reset.
+/// has one, else `arch::power_off` (SBI system reset).
 pub fn exit_machine(status: u16) -> ! {
     match platform_opt().and_then(|p| p.test_dev) {
         Some(base) => crate::arch::mmio::TestDevice::new(base as usize).exit(status),
-        None => crate::arch::sbi::shutdown(status != 0),
+        None => crate::arch::power_off(status != 0),
     }
 }

@@ -23,7 +23,7 @@ use crate::arch::csr::sstatus_bits;
 use crate::arch::{self, csr};
 use crate::counts::ExitCounts;
 use crate::guest::Guest;
-use crate::ids::{GuestVcpuId, MAX_VCPUS_PER_GUEST};
+use crate::ids::{GuestVcpuId, Virq, MAX_VCPUS_PER_GUEST};
 use crate::vcpu::{
     Next, Vcpu, VcpuInner, HSM_STARTED, HSM_START_PENDING, HSM_STOPPED, HSM_SUSPENDED,
 };
@@ -401,10 +401,10 @@ fn hyp_call(vcpu: &Vcpu, fid: usize, a: [usize; 6]) -> SbiResult {
     if fid == HYP_FID_EOI_MODE {
         return Ok(g.immediate_eoi as usize);
     }
-    let Some(pirq) = g.pirq_of(a[0] as u32) else {
+    let Some(pirq) = g.pirq_of(Virq(a[0] as u32)) else {
         return Err(SbiError::InvalidParam);
     };
-    let Some(c) = w.pirqs.get(pirq as usize) else {
+    let Some(c) = w.pirqs.get(pirq.index()) else {
         return Err(SbiError::InvalidParam);
     };
     match fid {

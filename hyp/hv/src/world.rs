@@ -10,8 +10,8 @@ use spin::Once;
 use virq_core::hgei::HgeiAllocator;
 use virq_core::route::RouteTable;
 
-use crate::arch::entry::MAX_HARTS;
 use crate::arch::mmio::HostPlic;
+use crate::arch::MAX_HARTS;
 use crate::counts::PirqCounts;
 use crate::guest::Guest;
 use crate::hart::Hart;

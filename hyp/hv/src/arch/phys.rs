@@ -13,7 +13,7 @@ impl PhysRange {
     /// Claim `[base, base + len)`.
     ///
     /// # Safety
-    /// The range must be RAM (hyp runs with `satp = 0`, so this is also its address),
+    /// The range must be RAM (hyp runs untranslated, so this is also its address),
     /// must not overlap hyp's image, stacks or heap, and no Rust reference may point
     /// into it for as long as the `PhysRange` is used.
     pub unsafe fn new(base: usize, len: usize) -> Self {
@@ -66,7 +66,8 @@ pub unsafe fn copy_in(addr: usize, buf: &mut [u8]) {
 /// Copy the firmware's flattened device tree at `addr` into a heap vector.
 ///
 /// # Safety
-/// `addr` must be the DTB address OpenSBI passed in `a1` at boot, not yet overwritten.
+/// `addr` must be the DTB address the firmware passed at boot (`boot_main`'s `dtb`), not
+/// yet overwritten.
 pub unsafe fn copy_boot_dtb(addr: usize) -> Option<alloc::vec::Vec<u8>> {
     let mut hdr = [0u8; 8];
     // SAFETY: the caller guarantees a DTB header (at least 40 bytes) at `addr`.

@@ -12,6 +12,7 @@ use virq_riscv::msi::IMSIC_PAGE_SIZE;
 
 use crate::arch::csr::{self, irq_bits};
 use crate::arch::mmio::{HostAplic, ImsicPages};
+use crate::ids::Pirq;
 use crate::platform::platform;
 
 /// The host AIA as hyp drives it (built once by [`init`]).
@@ -63,10 +64,11 @@ impl HostAia {
         Some(base + self.file_page(hart, line)? as u64)
     }
 
-    /// APLIC MSI target naming hyp's S-level file of `hart` with identity `id`.
-    pub(crate) fn sfile_target(&self, hart: usize, id: u32) -> Option<u32> {
+    /// APLIC MSI target naming hyp's S-level file of `hart` with the identity of
+    /// `pirq` (identity = source number).
+    pub(crate) fn sfile_target(&self, hart: usize, pirq: Pirq) -> Option<u32> {
         let idx = (*self.hart_index.get(hart)?)?;
-        Some((idx << TARGET_HART_SHIFT) | (id & TARGET_EIID_MASK))
+        Some((idx << TARGET_HART_SHIFT) | (pirq.0 & TARGET_EIID_MASK))
     }
 
     /// In `aia_flip_ms` mode, is this a software-only period?
@@ -88,12 +90,12 @@ impl HostAia {
 /// Build the host AIA description and put the physical APLIC in MSI mode; `pirqs`
 /// are the physical sources passed through to guests. Boot hart, after the world is
 /// published and before any hart initialises.
-pub fn init(pirqs: impl Iterator<Item = u32>) {
+pub fn init(pirqs: impl Iterator<Item = Pirq>) {
     let p = platform();
     let mut sfile_ids = [0u64; 4];
     for pirq in pirqs {
-        if let Some(word) = sfile_ids.get_mut(pirq as usize / 64) {
-            *word |= 1 << (pirq % 64);
+        if let Some(word) = sfile_ids.get_mut(pirq.index() / 64) {
+            *word |= 1 << (pirq.0 % 64);
         }
     }
     let host = HOST.call_once(|| HostAia {
@@ -160,8 +162,9 @@ pub fn hart_init() {
 pub(crate) const MAX_CLAIMS_PER_PASS: usize = 64;
 
 /// Claim the identities pending in hyp's own S-level file of this hart (`stopei`),
-/// calling `f(id)` for each, at most [`MAX_CLAIMS_PER_PASS`] at a time.
-pub fn sfile_claims(mut f: impl FnMut(u32)) {
+/// calling `f` with the source each names (identity = source number), at most
+/// [`MAX_CLAIMS_PER_PASS`] at a time.
+pub fn sfile_claims(mut f: impl FnMut(Pirq)) {
     let Some(h) = host() else { return };
     if !h.has_sfiles() {
         return;
@@ -171,6 +174,6 @@ pub fn sfile_claims(mut f: impl FnMut(u32)) {
         if id == 0 {
             break;
         }
-        f(id);
+        f(Pirq(id));
     }
 }

@@ -20,7 +20,7 @@ use virq_riscv::aplic::SourceMode;
 use crate::arch::mmio::{HostAplic, HostPlic};
 use crate::guest::Guest;
 use crate::hart::{harts, Hart};
-use crate::ids::GuestVcpuId;
+use crate::ids::{GuestVcpuId, Pirq};
 use crate::world::world;
 
 /// A host interrupt controller. `hart` names the hart whose context a per-hart
@@ -28,52 +28,52 @@ use crate::world::world;
 pub trait HostIrqChip: Sync {
     /// Claim every pending source of `hart` (at most a bounded number per call), calling
     /// `f` for each. Runs on `hart`.
-    fn claims(&self, hart: &Hart, f: &mut dyn FnMut(u32));
+    fn claims(&self, hart: &Hart, f: &mut dyn FnMut(Pirq));
     /// End source `src` physically: the PLIC complete, or the APLIC re-trigger.
-    fn complete(&self, hart: &Hart, src: u32);
+    fn complete(&self, hart: &Hart, src: Pirq);
     /// Enable or disable source `src`.
-    fn set_enabled(&self, hart: &Hart, src: u32, on: bool);
+    fn set_enabled(&self, hart: &Hart, src: Pirq, on: bool);
     /// Does a claimed source stay held until it is completed?
     fn has_gateway(&self) -> bool;
     /// Prepare passthrough source `src` of guest `g` at boot (priority, sense,
     /// target). Boot hart.
-    fn prepare(&self, g: &Guest, src: u32);
+    fn prepare(&self, g: &Guest, src: Pirq);
     /// Enable, on `hart` (running on it), a prepared source of a guest whose
     /// interrupts `hart` takes.
-    fn enable_on(&self, hart: &Hart, src: u32);
+    fn enable_on(&self, hart: &Hart, src: Pirq);
 }
 
 /// The PLIC: claim/complete through the hart's S-mode context.
 struct Plic(HostPlic);
 
 impl HostIrqChip for Plic {
-    fn claims(&self, hart: &Hart, f: &mut dyn FnMut(u32)) {
+    fn claims(&self, hart: &Hart, f: &mut dyn FnMut(Pirq)) {
         let Some(ctx) = hart.plic_ctx else { return };
         loop {
             let src = self.0.claim(ctx);
             if src == 0 {
                 break;
             }
-            f(src);
+            f(Pirq(src));
         }
     }
-    fn complete(&self, hart: &Hart, src: u32) {
+    fn complete(&self, hart: &Hart, src: Pirq) {
         if let Some(ctx) = hart.plic_ctx {
-            self.0.complete(ctx, src);
+            self.0.complete(ctx, src.0);
         }
     }
-    fn set_enabled(&self, hart: &Hart, src: u32, on: bool) {
+    fn set_enabled(&self, hart: &Hart, src: Pirq, on: bool) {
         if let Some(ctx) = hart.plic_ctx {
-            self.0.set_enable(ctx, src, on);
+            self.0.set_enable(ctx, src.0, on);
         }
     }
     fn has_gateway(&self) -> bool {
         true
     }
-    fn prepare(&self, _g: &Guest, src: u32) {
-        self.0.set_priority(src, 1);
+    fn prepare(&self, _g: &Guest, src: Pirq) {
+        self.0.set_priority(src.0, 1);
     }
-    fn enable_on(&self, hart: &Hart, src: u32) {
+    fn enable_on(&self, hart: &Hart, src: Pirq) {
         self.set_enabled(hart, src, true);
     }
 }
@@ -83,22 +83,22 @@ impl HostIrqChip for Plic {
 struct Aplic(HostAplic);
 
 impl HostIrqChip for Aplic {
-    fn claims(&self, _hart: &Hart, f: &mut dyn FnMut(u32)) {
+    fn claims(&self, _hart: &Hart, f: &mut dyn FnMut(Pirq)) {
         aia::sfile_claims(f);
     }
-    fn complete(&self, _hart: &Hart, src: u32) {
-        self.0.setipnum(src);
+    fn complete(&self, _hart: &Hart, src: Pirq) {
+        self.0.setipnum(src.0);
     }
-    fn set_enabled(&self, _hart: &Hart, src: u32, on: bool) {
-        self.0.set_enabled(src, on);
+    fn set_enabled(&self, _hart: &Hart, src: Pirq, on: bool) {
+        self.0.set_enabled(src.0, on);
     }
     fn has_gateway(&self) -> bool {
         false
     }
-    fn prepare(&self, g: &Guest, src: u32) {
+    fn prepare(&self, g: &Guest, src: Pirq) {
         route_to_sfile(self.0, g, src);
     }
-    fn enable_on(&self, _hart: &Hart, _src: u32) {
+    fn enable_on(&self, _hart: &Hart, _src: Pirq) {
         // `prepare` enabled it (the APLIC is global).
     }
 }
@@ -123,17 +123,17 @@ pub fn chip() -> Option<&'static dyn HostIrqChip> {
 /// devices' sense). A vPLIC guest's source targets hyp's S-level file on the hart that
 /// takes the guest's interrupts (identity = `pirq`) and is enabled; an AIA guest's stays
 /// disabled until the guest programs its virtual source (`topology::aia`'s `sync_passthrough`).
-fn route_to_sfile(aplic: HostAplic, g: &Guest, pirq: u32) {
-    aplic.set_enabled(pirq, false);
-    aplic.set_sourcecfg(pirq, SourceMode::Level1 as u32);
+fn route_to_sfile(aplic: HostAplic, g: &Guest, pirq: Pirq) {
+    aplic.set_enabled(pirq.0, false);
+    aplic.set_sourcecfg(pirq.0, SourceMode::Level1 as u32);
     if g.irqchip.as_aia().is_some() {
         return;
     }
     let target = irq_hart(g).and_then(|h| aia::host().and_then(|x| x.sfile_target(h.index, pirq)));
     match target {
         Some(t) if aia::host().is_some_and(|h| h.has_sfiles()) => {
-            aplic.set_target(pirq, t);
-            aplic.set_enabled(pirq, true);
+            aplic.set_target(pirq.0, t);
+            aplic.set_enabled(pirq.0, true);
         }
         _ => crate::println!("hyp: pirq {pirq}: no S-level IMSIC file to route it to"),
     }

@@ -28,7 +28,7 @@ use virq_riscv::VcpuIrqSink;
 
 use crate::gstage::GStage;
 use crate::hart::Hart;
-use crate::ids::{INFLIGHT_SLOTS, MAX_PIRQ, MAX_VIRQS};
+use crate::ids::{Virq, INFLIGHT_SLOTS, MAX_PIRQ, MAX_VIRQS};
 use crate::vcpu::{Vcpu, VcpuInner};
 
 /// What a topology sees of the guest it belongs to. The guest owns its topology
@@ -118,13 +118,13 @@ pub trait GuestIrqChip: Send + Sync {
     /// Take the passthrough sources the guest completed since the last call (the
     /// vPLIC's complete writes), calling `f(virq)` for each. Called by
     /// `irq::fold_completions` after the trapped access dropped every lock.
-    fn take_completed(&self, f: &mut dyn FnMut(u32)) {
+    fn take_completed(&self, f: &mut dyn FnMut(Virq)) {
         let _ = f;
     }
     /// hyp claimed a physical interrupt routed to virtual source `virq`: deliver it.
     /// Returns whether the topology ends the physical interrupt itself (the AIA
     /// re-trigger) — otherwise `irq` applies the route's EOI policy.
-    fn inject(&self, g: &dyn GuestView, virq: u32) -> bool;
+    fn inject(&self, g: &dyn GuestView, virq: Virq) -> bool;
     /// `vcpu` is about to run on `hart` (its VS CSRs are loaded). Returns whether it
     /// wrote `hgeie`: one such write that raced an MSI to another blocked vCPU's line
     /// can have left `hip.SGEIP` at a stale 0, so the caller then serves this hart's

@@ -21,7 +21,7 @@ use virq_riscv::{ConfigError, EoiSink, MmioDevice};
 use super::{GuestIrqChip, GuestSink, GuestView, MmioOp};
 use crate::counts::ExitCounts;
 use crate::hart::Hart;
-use crate::ids::{MAX_VCPUS_PER_GUEST, MAX_VIRQS};
+use crate::ids::{Pirq, Virq, MAX_VCPUS_PER_GUEST, MAX_VIRQS};
 use crate::vcpu::{Vcpu, VcpuInner};
 
 /// Size of the vPLIC window for `vcpus` contexts (virq-riscv's decoding).
@@ -42,14 +42,14 @@ impl EoiSink for &'static Completions {
 }
 
 impl Completions {
-    fn take(&self, f: &mut dyn FnMut(u32)) {
+    fn take(&self, f: &mut dyn FnMut(Virq)) {
         for (i, word) in self.0.iter().enumerate() {
             if word.load(Ordering::Relaxed) == 0 {
                 continue;
             }
             let mut bits = word.swap(0, Ordering::AcqRel);
             while bits != 0 {
-                f(i as u32 * 64 + bits.trailing_zeros());
+                f(Virq(i as u32 * 64 + bits.trailing_zeros()));
                 bits &= bits - 1;
             }
         }
@@ -76,7 +76,7 @@ impl GuestVplic {
         sources: u32,
         first_vcpu: usize,
         vcpus: usize,
-        passthrough: &[(u32, u32)],
+        passthrough: &[(Virq, Pirq)],
     ) -> Result<Self, ConfigError> {
         let completed: &'static Completions = alloc::boxed::Box::leak(alloc::boxed::Box::new(
             Completions(core::array::from_fn(|_| AtomicU64::new(0))),
@@ -84,8 +84,8 @@ impl GuestVplic {
         let ctx: alloc::vec::Vec<Option<u32>> = (0..vcpus as u32).map(Some).collect();
         let mut plic = VPlic::new(sources, &ctx, GuestSink { first_vcpu, vcpus }, completed)?;
         for &(virq, _) in passthrough {
-            plic.set_sense(virq, Sense::Edge);
-            plic.set_passthrough(virq, true);
+            plic.set_sense(virq.0, Sense::Edge);
+            plic.set_passthrough(virq.0, true);
         }
         let size = plic.region_size();
         Ok(Self {
@@ -121,20 +121,20 @@ impl GuestIrqChip for GuestVplic {
         None
     }
 
-    fn take_completed(&self, f: &mut dyn FnMut(u32)) {
+    fn take_completed(&self, f: &mut dyn FnMut(Virq)) {
         self.completed.take(f);
     }
 
-    fn inject(&self, g: &dyn GuestView, virq: u32) -> bool {
+    fn inject(&self, g: &dyn GuestView, virq: Virq) -> bool {
         // In flight before the guest can see it (virq-core ack: mark, then raise), so
         // its completion finds the token this route registered.
-        if g.inflight().mark(g.acks(), virq).is_err() {
+        if g.inflight().mark(g.acks(), virq.0).is_err() {
             crate::println!(
                 "hyp: guest {}: no in-flight slot for virq {virq}",
                 g.index()
             );
         }
-        self.plic.lock().pulse(virq);
+        self.plic.lock().pulse(virq.0);
         false
     }
 

@@ -60,7 +60,7 @@ pub(crate) fn print_acct(g: &dyn GuestView, aia: &GuestAia) {
         for ps in st.phys.iter() {
             let phys = host()
                 .and_then(|h| h.aplic)
-                .map_or(0, |a| a.target(ps.pirq));
+                .map_or(0, |a| a.target(ps.pirq.0));
             crate::println!(
                 "ACCT guest={} aia pirq={} virq={} retriggers={} hyp_claims={} phys_target={:#x} enabled={}",
                 g.name(),

@@ -33,8 +33,8 @@ pub type GuestAplic = VAplic<MsiRouter, GuestSink, MAX_VCPUS_PER_GUEST>;
 /// What hyp last programmed into the physical APLIC for one passthrough source.
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct PhysSource {
-    pub(crate) virq: u32,
-    pub(crate) pirq: u32,
+    pub(crate) virq: Virq,
+    pub(crate) pirq: Pirq,
     pub(crate) sourcecfg: u32,
     pub(crate) target: u32,
     pub(crate) enabled: bool,
@@ -64,8 +64,8 @@ pub(crate) fn sync_passthrough(g: &dyn GuestView, aia: &GuestAia, st: &mut Aplic
     let dcfg = st.dev.read(0, 4) as u32;
     let domain_on = dcfg & DOMAINCFG_IE != 0 && dcfg & DOMAINCFG_DM != 0;
     for ps in st.phys.iter_mut() {
-        let mode = st.dev.source_mode(ps.virq);
-        let vt = st.dev.read(0x3000 + 4 * u64::from(ps.virq), 4) as u32;
+        let mode = st.dev.source_mode(ps.virq.0);
+        let vt = st.dev.read(0x3000 + 4 * u64::from(ps.virq.0), 4) as u32;
         let t = (vt >> TARGET_HART_SHIFT) as usize;
         let eiid = vt & TARGET_EIID_MASK;
         let mut target = None;
@@ -91,10 +91,10 @@ pub(crate) fn sync_passthrough(g: &dyn GuestView, aia: &GuestAia, st: &mut Aplic
         let enable = domain_on
             && !ps.held
             && mode != SourceMode::Inactive
-            && st.dev.is_enabled(ps.virq)
+            && st.dev.is_enabled(ps.virq.0)
             && target.is_some();
         if !enable && ps.enabled {
-            aplic.set_enabled(ps.pirq, false);
+            aplic.set_enabled(ps.pirq.0, false);
             ps.enabled = false;
         }
         // The physical source always follows the real wire (level-high); the guest's
@@ -104,18 +104,18 @@ pub(crate) fn sync_passthrough(g: &dyn GuestView, aia: &GuestAia, st: &mut Aplic
         let phys_mode = SourceMode::Level1 as u32;
         if mode != SourceMode::Inactive && ps.sourcecfg != phys_mode {
             ps.sourcecfg = phys_mode;
-            aplic.set_sourcecfg(ps.pirq, ps.sourcecfg);
+            aplic.set_sourcecfg(ps.pirq.0, ps.sourcecfg);
             // A (re)activated source's target reads back its reset value.
             ps.target = u32::MAX;
         }
         if let Some(t) = target {
             if ps.target != t && ps.sourcecfg != u32::MAX {
                 ps.target = t;
-                aplic.set_target(ps.pirq, t);
+                aplic.set_target(ps.pirq.0, t);
             }
         }
         if enable && !ps.enabled {
-            aplic.set_enabled(ps.pirq, true);
+            aplic.set_enabled(ps.pirq.0, true);
             ps.enabled = true;
         }
     }
@@ -139,19 +139,20 @@ pub(crate) fn aplic_access(g: &dyn GuestView, aia: &GuestAia, off: u64, op: Mmio
             bump(&aia.counts.aplic_writes);
             // A re-trigger of a passthrough source ends the virtual "asserted" state
             // of its wire (see `inject`); the physical APLIC re-evaluates the real line.
-            let mut retrigger = [0u32; 4];
+            let mut retrigger = [Pirq(0); 4];
             let mut tokens = [0u32; 4];
             let mut n = 0;
             if size == 4 {
                 let st = &mut *st;
                 virq_riscv::aplic::setip_sources(off, value as u32, |virq| {
+                    let virq = Virq(virq);
                     if let Some(ps) = st.phys.iter_mut().find(|p| p.virq == virq) {
                         ps.retriggers += 1;
                         ps.held = false;
                         set_asserted(&mut st.dev, virq, false);
                         if let Some(slot) = retrigger.get_mut(n) {
                             *slot = ps.pirq;
-                            tokens[n] = g.acks().token(virq).unwrap_or(0);
+                            tokens[n] = g.acks().token(virq.0).unwrap_or(0);
                             n += 1;
                         }
                     }
@@ -162,7 +163,7 @@ pub(crate) fn aplic_access(g: &dyn GuestView, aia: &GuestAia, off: u64, op: Mmio
             // the line is still asserted (or rose while held).
             if let Some(a) = host().and_then(|h| h.aplic) {
                 for &pirq in &retrigger[..n] {
-                    a.setipnum(pirq);
+                    a.setipnum(pirq.0);
                 }
             }
             // The re-trigger is this topology's guest completion: it ends the level
@@ -183,10 +184,10 @@ pub(crate) fn aplic_access(g: &dyn GuestView, aia: &GuestAia, off: u64, op: Mmio
 /// AIA §4.9.2), as the real line does until the device is serviced: the vAPLIC pends
 /// it on the rising edge and forwards it when enabled, so an MSI that arrives while
 /// the guest has the source masked is held, not lost. For an edge source: one pulse.
-pub(crate) fn inject(g: &dyn GuestView, aia: &GuestAia, virq: u32) {
+pub(crate) fn inject(g: &dyn GuestView, aia: &GuestAia, virq: Virq) {
     let mut st = aia.aplic.lock();
     let level = matches!(
-        st.dev.source_mode(virq),
+        st.dev.source_mode(virq.0),
         SourceMode::Level1 | SourceMode::Level0
     );
     if let Some(ps) = st.phys.iter_mut().find(|p| p.virq == virq) {
@@ -202,10 +203,10 @@ pub(crate) fn inject(g: &dyn GuestView, aia: &GuestAia, virq: u32) {
 
 /// Drive virtual source `virq`'s wire so that its rectified input is `on` (the wire is
 /// inverted for the active-low / falling-edge modes).
-pub(crate) fn set_asserted(dev: &mut GuestAplic, virq: u32, on: bool) {
+pub(crate) fn set_asserted(dev: &mut GuestAplic, virq: Virq, on: bool) {
     let inverted = matches!(
-        dev.source_mode(virq),
+        dev.source_mode(virq.0),
         SourceMode::Level0 | SourceMode::Edge0
     );
-    dev.set_input(virq, on != inverted);
+    dev.set_input(virq.0, on != inverted);
 }

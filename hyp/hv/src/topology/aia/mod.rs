@@ -82,7 +82,7 @@ use super::{routes, GuestIrqChip, GuestSink, GuestView, MmioOp};
 use crate::arch::csr::{self, hstatus_bits, HartCsrs};
 use crate::hart::Hart;
 use crate::hostirq::aia::host;
-use crate::ids::MAX_VCPUS_PER_GUEST;
+use crate::ids::{Pirq, Virq, MAX_VCPUS_PER_GUEST};
 use crate::vcpu::{Vcpu, VcpuInner};
 
 use virq_riscv::aplic::regs::{DOMAINCFG_DM, DOMAINCFG_IE, TARGET_GUEST_SHIFT, TARGET_HART_SHIFT};
@@ -196,7 +196,7 @@ impl GuestAia {
         aplic_base: u64,
         sources: u32,
         imsic_base: u64,
-        passthrough: &[(u32, u32)],
+        passthrough: &[(Virq, Pirq)],
     ) -> Result<Self, AiaError> {
         let p = crate::platform::platform();
         if p.aia.imsic.is_none() || !p.isa_extensions.iter().any(|e| e == "ssaia") {
@@ -279,7 +279,7 @@ impl GuestIrqChip for GuestAia {
         csr_access(self, vcpu, csr, op)
     }
 
-    fn inject(&self, g: &dyn GuestView, virq: u32) -> bool {
+    fn inject(&self, g: &dyn GuestView, virq: Virq) -> bool {
         inject(g, self, virq);
         // The guest's own `setipnum` re-trigger ends it (`aplic_access`).
         true

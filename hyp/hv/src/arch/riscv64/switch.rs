@@ -11,7 +11,8 @@
 //! when it puts or loads a vCPU on a hart.
 //!
 //! A trap taken in HS-mode itself lands in `__hyp_host_trap`, which calls
-//! `fatal_host_trap` (declared in [`super::entry`], provided by the binary's top).
+//! `fatal_host_trap(scause, sepc, stval)` (declared in `arch`, provided by the binary's
+//! top).
 use core::mem::offset_of;
 
 /// The guest's general registers and the HS CSRs that describe where it returns.
@@ -255,7 +256,7 @@ __hyp_host_trap:
     t_stval = const T_STVAL,
     t_htval = const T_HTVAL,
     t_htinst = const T_HTINST,
-    fatal_host_trap = sym super::entry::fatal_host_trap,
+    fatal_host_trap = sym crate::arch::fatal_host_trap,
 );
 
 extern "C" {

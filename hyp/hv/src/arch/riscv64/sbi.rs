@@ -1,4 +1,5 @@
 //! Calls from hyp (HS-mode) down to the SBI implementation (OpenSBI).
+use crate::arch::HartId;
 
 /// Raw SBI return pair.
 #[derive(Clone, Copy, Debug)]
@@ -74,13 +75,13 @@ pub fn console_read(buf: &mut [u8]) -> usize {
 }
 
 /// HSM `hart_start`.
-pub fn hart_start(hartid: usize, start: usize, opaque: usize) -> SbiRet {
-    call(EID_HSM, 0, [hartid, start, opaque, 0, 0, 0])
+pub fn hart_start(hartid: HartId, start: usize, opaque: usize) -> SbiRet {
+    call(EID_HSM, 0, [hartid.0, start, opaque, 0, 0, 0])
 }
 
 /// IPI `send_ipi` to one hart.
-pub fn send_ipi(hartid: usize) -> SbiRet {
-    call(EID_IPI, 0, [1, hartid, 0, 0, 0, 0])
+pub fn send_ipi(hartid: HartId) -> SbiRet {
+    call(EID_IPI, 0, [1, hartid.0, 0, 0, 0, 0])
 }
 
 /// TIME `set_timer` (used when the hart has no Sstc).

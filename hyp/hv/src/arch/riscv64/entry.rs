@@ -5,22 +5,14 @@
 //! Each hart runs on `__stacks_start + (hartid + 1) * STACK_SIZE` (see `hyp.ld`);
 //! hart ids at or above `MAX_HARTS` park.
 //!
-//! `arch` is the bottom layer and imports nothing of hyp: the three functions it calls
-//! up into are declared here and defined, `#[no_mangle]`, by the top (`main.rs`).
+//! The two Rust entries it calls, `boot_main` and `secondary_main`, are declared in
+//! `arch` (the contract) and defined by the top (`main.rs`).
+use crate::arch::{boot_main, secondary_main};
 
 /// log2 of the stack bytes per hart (256 KiB; must match `STACK_SIZE` in `hyp.ld`).
 const STACK_SHIFT: usize = 18;
 /// Harts hyp can run on (must match `hyp.ld`).
 pub const MAX_HARTS: usize = 8;
-
-extern "C" {
-    /// The boot hart's Rust entry: `a0 = hart id`, `a1 = DTB` (defined in `main.rs`).
-    pub fn boot_main(hartid: usize, dtb: usize) -> !;
-    /// The other harts' Rust entry: `a1 = opaque` of `hart_start` (defined in `main.rs`).
-    pub fn secondary_main(hartid: usize, opaque: usize) -> !;
-    /// A trap taken in HS-mode (always a hyp bug; defined in `main.rs`).
-    pub fn fatal_host_trap(scause: usize, sepc: usize, stval: usize) -> !;
-}
 
 core::arch::global_asm!(
     r#"

@@ -1,0 +1,140 @@
+//! The RISC-V backend of [`crate::arch`]: RV64 with the H extension, in HS-mode under
+//! SBI firmware (OpenSBI), on QEMU `virt`.
+//!
+//! | file | what |
+//! |---|---|
+//! | `mod.rs` | the contract's functions (`arch`'s module docs list them) |
+//! | `entry.rs` | boot: `_start` and `_secondary_start` (a stack per hart), `MAX_HARTS` |
+//! | `switch.rs` | the world switch (`Context`, `enter_guest`), the HS trap vector, HLVX (`guest_fetch_u16`), FP save and restore (`FpState`) |
+//! | `sv39x4.rs` | the G-stage page-table format (`Stage2`) |
+//! | `csr.rs` | CSRs by number, their bits, `HartCsrs` (virq-riscv's view of the H-extension CSRs) |
+//! | `sbi.rs` | calls down to the SBI firmware |
+//! | `mmio.rs` | the host PLIC, S-level APLIC and IMSIC interrupt-file pages, `sifive_test` |
+//!
+//! Besides the contract, it exports what only the RISC-V-specific modules of hyp use:
+//! `csr`, `mmio`, `sbi` and `switch`'s HLVX and FP state (docs/hyp.md, "Architecture
+//! seam", lists those modules).
+use super::HartId;
+
+pub mod csr;
+pub mod entry;
+pub mod mmio;
+pub mod sbi;
+pub mod sv39x4;
+pub mod switch;
+
+pub use entry::MAX_HARTS;
+pub use switch::{enter_guest, Context};
+
+/// The G-stage page-table format: Sv39x4.
+pub type Stage2 = sv39x4::Sv39x4;
+
+/// Wait for an interrupt (returns when any interrupt enabled in `sie` is pending,
+/// whatever `sstatus.SIE` says; hyp keeps `sstatus.SIE = 0`).
+pub fn wait_for_interrupt() {
+    // SAFETY: `wfi` has no memory or register effects; it only stalls the hart.
+    unsafe { core::arch::asm!("wfi", options(nomem, nostack)) };
+}
+
+/// Full memory fence (`fence rw, rw`).
+pub fn fence() {
+    // SAFETY: a fence only orders memory accesses.
+    unsafe { core::arch::asm!("fence rw, rw", options(nostack)) };
+}
+
+/// `fence.i`: make stores visible to this hart's instruction fetch.
+pub fn fence_i() {
+    // SAFETY: only synchronises the instruction stream.
+    unsafe { core::arch::asm!("fence.i", options(nostack)) };
+}
+
+/// `hfence.gvma x0, x0`: flush all G-stage (and combined) translations on this hart.
+pub fn hfence_gvma_all() {
+    // SAFETY: a TLB flush has no effect on memory; encoded by hand because the
+    // assembler is not told about the H extension.
+    unsafe { core::arch::asm!(".insn r 0x73, 0, 0x31, x0, x0, x0", options(nostack)) };
+}
+
+/// `hfence.vvma x0, x0`: flush all VS-stage translations of the current VMID.
+pub fn hfence_vvma_all() {
+    // SAFETY: a TLB flush has no effect on memory.
+    unsafe { core::arch::asm!(".insn r 0x73, 0, 0x11, x0, x0, x0", options(nostack)) };
+}
+
+/// Park this hart forever (after a fatal host error).
+pub fn halt() -> ! {
+    loop {
+        wait_for_interrupt();
+    }
+}
+
+/// Addresses of the hyp image, its stacks and its heap (from `hyp.ld`).
+pub fn heap_range() -> (usize, usize) {
+    extern "C" {
+        static __heap_start: u8;
+        static __heap_end: u8;
+    }
+    (
+        core::ptr::addr_of!(__heap_start) as usize,
+        core::ptr::addr_of!(__heap_end) as usize,
+    )
+}
+
+/// `[start, end)` of everything the hyp image owns (code, data, stacks, heap).
+pub fn image_range() -> (usize, usize) {
+    extern "C" {
+        static __hyp_start: u8;
+        static __hyp_end: u8;
+    }
+    (
+        core::ptr::addr_of!(__hyp_start) as usize,
+        core::ptr::addr_of!(__hyp_end) as usize,
+    )
+}
+
+/// Set the per-hart pointer kept in `tp` (hyp's "current hart" register).
+pub fn set_hart_local(ptr: usize) {
+    // SAFETY: hyp reserves `tp` for this pointer; the compiler never allocates `tp`
+    // (it is the ABI thread pointer) and the world switch saves/restores it.
+    unsafe { core::arch::asm!("mv tp, {0}", in(reg) ptr, options(nomem, nostack)) };
+}
+
+/// The per-hart pointer set by [`set_hart_local`].
+pub fn hart_local() -> usize {
+    let v: usize;
+    // SAFETY: reads a register.
+    unsafe { core::arch::asm!("mv {0}, tp", out(reg) v, options(nomem, nostack)) };
+    v
+}
+
+/// Current value of the `time` CSR (ticks of `timebase-frequency`).
+pub fn time() -> u64 {
+    csr::read_time()
+}
+
+/// Interrupt hart `to` (SBI sPI `send_ipi`). An error is not looked at: the IPI only
+/// makes the hart look at its vCPUs, it carries nothing.
+pub fn send_ipi(to: HartId) {
+    let _ = sbi::send_ipi(to);
+}
+
+/// Start hart `hart` at `_secondary_start`, which calls `secondary_main(hart, opaque)`
+/// (SBI HSM `hart_start`). The SBI error if the firmware refused.
+pub fn start_hart(hart: HartId, opaque: usize) -> Result<(), isize> {
+    let r = sbi::hart_start(hart, entry::secondary_entry(), opaque);
+    if r.error == 0 {
+        Ok(())
+    } else {
+        Err(r.error)
+    }
+}
+
+/// Write bytes to the console (SBI DBCN `console_write`; the firmware owns the UART).
+pub fn console_write(bytes: &[u8]) {
+    sbi::console_write(bytes);
+}
+
+/// Power the machine off when there is no exit device (SBI SRST shutdown).
+pub fn power_off(failure: bool) -> ! {
+    sbi::shutdown(failure)
+}
