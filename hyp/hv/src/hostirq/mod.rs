@@ -11,6 +11,16 @@
 //! it (`setipnum`, AIA §4.9.2: pends it again only if the line is still asserted) and
 //! enables it again.
 //!
+//! **One hold.** Whether a source is held is the route's state, not a controller's or
+//! a topology's flag: virq-core's `RouteTable::awaiting_guest` (a level delivery parked
+//! by `deliver`, cleared by `guest_completed`). It has two actuators, one per kind of
+//! guest completion: for a vPLIC guest `irq` disables the source at the claim and
+//! re-triggers and enables it in the completion's ack notifier; for an AIA guest the
+//! vAPLIC mirror (`topology::aia`), which owns the physical source's enable there
+//! (it follows the guest's own enable and target too), computes "enabled" as "the
+//! guest wants it and the route is not awaiting the guest", and the guest's `setipnum`
+//! re-trigger is the completion.
+//!
 //! `aia` (the host AIA driver) sits lower than this module: the guest topologies use
 //! it too. This module knows the guests and the world.
 pub mod aia;

@@ -38,11 +38,6 @@ pub(crate) struct PhysSource {
     pub(crate) sourcecfg: u32,
     pub(crate) target: u32,
     pub(crate) enabled: bool,
-    /// Software-file path: an MSI was injected into the vAPLIC and the guest has not
-    /// re-triggered yet; the physical source stays disabled meanwhile (its further
-    /// rising edges only pend it), so a line the device toggles per byte does not
-    /// send hyp one MSI per edge.
-    pub(crate) held: bool,
     /// Level re-triggers forwarded (guest `setipnum` writes).
     pub(crate) retriggers: u64,
     /// Claims from hyp's S-level file (software-file path).
@@ -88,8 +83,15 @@ pub(crate) fn sync_passthrough(g: &dyn GuestView, aia: &GuestAia, st: &mut Aplic
                 }
             };
         }
+        // The hold (software-file path): hyp claimed a level interrupt, injected it,
+        // and the guest has not re-triggered yet. The physical source stays disabled
+        // meanwhile (its further rising edges only pend it), so a line the device
+        // toggles per byte does not send hyp one MSI per edge. The hold's state is the
+        // route's (`RouteTable::awaiting_guest`, parked by `deliver`, cleared by the
+        // guest's completion) — the same state `irq` holds a vPLIC guest's source by
+        // on a host APLIC: one hold, two actuators (see `crate::hostirq`).
         let enable = domain_on
-            && !ps.held
+            && !routes().awaiting_guest(ps.pirq.0)
             && mode != SourceMode::Inactive
             && st.dev.is_enabled(ps.virq.0)
             && target.is_some();
@@ -148,7 +150,6 @@ pub(crate) fn aplic_access(g: &dyn GuestView, aia: &GuestAia, off: u64, op: Mmio
                     let virq = Virq(virq);
                     if let Some(ps) = st.phys.iter_mut().find(|p| p.virq == virq) {
                         ps.retriggers += 1;
-                        ps.held = false;
                         set_asserted(&mut st.dev, virq, false);
                         if let Some(slot) = retrigger.get_mut(n) {
                             *slot = ps.pirq;
@@ -192,11 +193,15 @@ pub(crate) fn inject(g: &dyn GuestView, aia: &GuestAia, virq: Virq) {
     );
     if let Some(ps) = st.phys.iter_mut().find(|p| p.virq == virq) {
         ps.claims += 1;
-        ps.held = level;
     }
     set_asserted(&mut st.dev, virq, true);
     if !level {
         set_asserted(&mut st.dev, virq, false);
+        // One pulse: the guest owes no re-trigger, so nothing may wait for one (the
+        // route parked a level delivery: end it here, or the source stays held).
+        if let Some(token) = g.acks().token(virq.0) {
+            let _ = routes().guest_completed(token);
+        }
     }
     sync_passthrough(g, aia, &mut st);
 }

@@ -239,7 +239,6 @@ impl GuestAia {
                 sourcecfg: u32::MAX,
                 target: u32::MAX,
                 enabled: false,
-                held: false,
                 retriggers: 0,
                 claims: 0,
             })
