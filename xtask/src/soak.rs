@@ -457,7 +457,9 @@ mod tests {
                 "aia",
                 "aia-migrate",
                 "aia-flip",
-                "aia-sw-vcpus4"
+                "aia-sw-vcpus4",
+                "aia-direct",
+                "aia-direct-vcpus4"
             ]
         );
         for n in &names {
