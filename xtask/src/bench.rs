@@ -439,6 +439,27 @@ pub fn parse(out: &str) -> Result<Report> {
     Ok(Report { start, ops })
 }
 
+/// [`parse`] for the KVM target, whose boot must also show the VMM ending with status 0:
+/// an error line of the VMM or of `/init` (it says more than a missing payload line), a
+/// missing payload line, a VMM status other than 0 are errors.
+pub fn parse_kvm(out: &str) -> Result<Report> {
+    if let Some(l) = out
+        .lines()
+        .find(|l| l.contains("VIRQ-KVM-VMM error=") || l.contains("VIRQ-KVM-INIT error="))
+    {
+        bail!("{}", l.trim());
+    }
+    let report = parse(out)?;
+    let status = out
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("VIRQ-KVM-VMM-EXIT status="));
+    ensure!(
+        status == Some("0"),
+        "the VMM's exit status is {status:?}, not 0"
+    );
+    Ok(report)
+}
+
 /// `report` has a line for every op in `ops` on `t`: timed with `n` where the op runs,
 /// skipped where it does not.
 pub fn check_ops(report: &Report, t: &Target, ops: &[&str], n: u64) -> Result<()> {
@@ -573,28 +594,12 @@ fn boot(
         what(),
         t.timeout().as_secs()
     );
-    if t.host == Host::Kvm {
-        // The VMM's or /init's own failure says more than a missing payload line.
-        if let Some(l) = o
-            .output
-            .lines()
-            .find(|l| l.contains("VIRQ-KVM-VMM error=") || l.contains("VIRQ-KVM-INIT error="))
-        {
-            bail!("{}: {}", what(), l.trim());
-        }
+    let report = if t.host == Host::Kvm {
+        parse_kvm(&o.output)
+    } else {
+        parse(&o.output)
     }
-    let report = parse(&o.output).with_context(what)?;
-    if t.host == Host::Kvm {
-        let status = o
-            .output
-            .lines()
-            .find_map(|l| l.trim().strip_prefix("VIRQ-KVM-VMM-EXIT status="));
-        ensure!(
-            status == Some("0"),
-            "{}: the VMM's exit status is {status:?}, not 0",
-            what()
-        );
-    }
+    .with_context(what)?;
     ensure!(
         o.status == Some(0),
         "{}: QEMU exit status {:?}",
@@ -1367,6 +1372,26 @@ VIRQ-KVM-STATS vcpu=0 total exits=2000
         assert!(kvm_exits(&bad).is_err());
         let err = format!("{KVM_OUT}VIRQ-KVM-EXITS after=op=nop vcpu=0 error=EBADF\n");
         assert!(kvm_exits(&err).is_err());
+    }
+
+    #[test]
+    fn a_kvm_boot_without_its_lines_or_status_fails() {
+        let good = format!("VIRQ-KVM-INIT kernel=6.12\n{GOOD}VIRQ-KVM-VMM-EXIT status=0\n");
+        parse_kvm(&good).unwrap();
+        let broken = [
+            // The VMM never got the payload going: no lines at all.
+            "VIRQ-KVM-INIT kernel=6.12\nVIRQ-KVM-VMM-EXIT status=2\n".to_string(),
+            format!("VIRQ-KVM-VMM error=KVM_CREATE_DEVICE(RISCV_AIA): ENODEV\n{good}"),
+            format!("VIRQ-KVM-INIT error=insmod-kvm\n{good}"),
+            good.replace("status=0", "status=1"),
+            good.replace("VIRQ-KVM-VMM-EXIT status=0\n", ""),
+            good.replace("VIRQ-BENCH done errors=0\n", ""),
+        ];
+        for b in &broken {
+            assert!(parse_kvm(b).is_err(), "accepted:\n{b}");
+        }
+        let e = format!("{:#}", parse_kvm(&broken[1]).unwrap_err());
+        assert!(e.contains("ENODEV"), "{e}");
     }
 
     #[test]
