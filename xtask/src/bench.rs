@@ -5,16 +5,20 @@
 //! one instruction is one virtual nanosecond and QEMU virt's `time` ticks at 10 MHz,
 //! so `ticks * 100 / n` is the instructions the whole machine (payload, OpenSBI, hyp)
 //! executed per operation — independent of the host's load. The same image runs on
-//! bare QEMU (under OpenSBI: the reference) and as a hyp guest on both topologies
-//! (`configs/bench-aia.toml`, `configs/bench-plic.toml`), one hart, one vCPU.
+//! bare QEMU (under OpenSBI: the reference), as a hyp guest on both topologies
+//! (`configs/bench-aia.toml`, `configs/bench-plic.toml`), one hart, one vCPU, and (full
+//! run only) as a guest of KVM RISC-V: Debian's `kvm.ko` in a Debian guest on the AIA
+//! machine, run by `tools/kvm-vmm` with KVM's in-kernel AIA (module `kvm`).
 //!
 //! The full run also boots each hyp configuration once per op with only that op, and
 //! once with none, and divides the difference of hyp's `ACCT` exit counters by the
-//! operations run (warm-up included): exits per op. It writes
+//! operations run (warm-up included): exits per op. Under KVM the VMM prints KVM's
+//! exit counters (binary stats) after each of the payload's lines, so the boot that
+//! times an op also counts its exits. It writes
 //! `target/bench/system.json`, `system-instructions.svg` and `system-exits.svg`
 //! (plotters) and prints a table. `--quick` (run by `cargo xtask test`) boots each
-//! target once with a small N and fails on a broken payload — a missing or garbled
-//! line, an op error, a non-zero exit — never on a figure.
+//! bare and hyp target once with a small N and fails on a broken payload — a missing
+//! or garbled line, an op error, a non-zero exit — never on a figure.
 use anyhow::{bail, ensure, Context, Result};
 use serde::Serialize;
 use std::collections::BTreeMap;
@@ -36,6 +40,10 @@ pub struct BenchArgs {
     /// `cargo xtask test` runs).
     #[arg(long, requires = "system")]
     pub quick: bool,
+    /// With --system: only these targets (repeatable; `bare-aia`, `hyp-aia`, `bare-plic`,
+    /// `hyp-plic`, `hyp-aia-direct`, `kvm-aia`); the files get a `-partial` suffix.
+    #[arg(long = "target", requires = "system", value_name = "NAME")]
+    pub targets: Vec<String>,
 }
 
 /// The payload's ops, in the order it runs them (`OPS` in `guest/bench/src/main.rs`).
@@ -70,19 +78,58 @@ fn op_title(op: &str) -> &'static str {
     }
 }
 
+/// What runs the payload.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Host {
+    /// Bare QEMU: the payload in S-mode under OpenSBI.
+    Bare,
+    /// hyp (`configs/bench-aia.toml` / `bench-plic.toml`).
+    Hyp,
+    /// KVM RISC-V in a Debian Linux guest (`virq-kvm-vmm`, in-kernel AIA); full run only.
+    Kvm,
+}
+
 /// One machine the payload runs on.
 #[derive(Debug, Clone, Copy)]
 pub struct Target {
     pub name: &'static str,
     /// `-M virt,aia=aplic-imsic,aia-guests=3` (else plain `-M virt`, PLIC).
     pub aia: bool,
-    /// Under hyp (`configs/bench-aia.toml` / `bench-plic.toml`), else bare QEMU.
-    pub hyp: bool,
+    pub host: Host,
     /// `--set` overrides of the hyp configuration file.
     pub sets: &'static [&'static str],
 }
 
 impl Target {
+    /// Under a hypervisor (so it has exit counts and a bare reference).
+    pub fn virtualized(&self) -> bool {
+        self.host != Host::Bare
+    }
+
+    /// Part of `--quick` (the check in `cargo xtask test`)? Not KVM: a Debian boot
+    /// under `-icount` per shape is minutes, not a second.
+    pub fn in_quick(&self) -> bool {
+        self.host != Host::Kvm
+    }
+
+    /// The bare QEMU target on the same machine (the ratio's reference).
+    pub fn bare(&self) -> &'static str {
+        if self.aia {
+            "bare-aia"
+        } else {
+            "bare-plic"
+        }
+    }
+
+    /// Time limit of one boot: the payload alone takes about a second; a Debian boot
+    /// with KVM under `-icount` minutes.
+    fn timeout(&self) -> Duration {
+        match self.host {
+            Host::Kvm => KVM_RUN_TIMEOUT,
+            _ => RUN_TIMEOUT,
+        }
+    }
+
     /// The QEMU `-M` value.
     fn machine_option(&self) -> &'static str {
         if self.aia {
@@ -111,33 +158,40 @@ pub const TARGETS: &[Target] = &[
     Target {
         name: "bare-aia",
         aia: true,
-        hyp: false,
+        host: Host::Bare,
         sets: &[],
     },
     Target {
         name: "hyp-aia",
         aia: true,
-        hyp: true,
+        host: Host::Hyp,
         sets: &[],
     },
     Target {
         name: "bare-plic",
         aia: false,
-        hyp: false,
+        host: Host::Bare,
         sets: &[],
     },
     Target {
         name: "hyp-plic",
         aia: false,
-        hyp: true,
+        host: Host::Hyp,
         sets: &[],
     },
     // `wfi = "direct"`: the vCPU is alone on its hart, so its `wfi` does not trap.
     Target {
         name: "hyp-aia-direct",
         aia: true,
-        hyp: true,
+        host: Host::Hyp,
         sets: &["hyp.wfi=direct"],
+    },
+    // Debian's kvm.ko in a Debian guest, in-kernel AIA (MSI mode, IMSIC per vCPU).
+    Target {
+        name: "kvm-aia",
+        aia: true,
+        host: Host::Kvm,
+        sets: &[],
     },
 ];
 
@@ -155,6 +209,9 @@ const FULL: Size = Size {
 const QUICK: Size = Size { n: 100, warmup: 10 };
 /// One boot of the payload takes about a second; this is for a hang.
 const RUN_TIMEOUT: Duration = Duration::from_secs(120);
+/// A Debian boot that loads kvm.ko and runs the payload under KVM, all under
+/// `-icount`.
+const KVM_RUN_TIMEOUT: Duration = Duration::from_secs(1800);
 
 fn out_dir() -> PathBuf {
     root().join("target/bench")
@@ -188,10 +245,34 @@ fn cmdline(size: Size, ops: &str) -> String {
     )
 }
 
+/// What the boots need besides hyp: the payload, and for KVM the Debian boot images.
+struct Built {
+    img: crate::qemu::Images,
+    payload: PathBuf,
+    kvm: Option<crate::images::BootImages>,
+}
+
 /// The QEMU machine running the payload on `t` with `cmdline` on `harts` harts (under
-/// hyp: as many vCPUs, one per hart), with `-icount`.
-fn machine(t: &Target, payload: &Path, cmdline: &str, harts: u32) -> Result<Machine> {
-    let mut m = if t.hyp {
+/// hyp or KVM: as many vCPUs, one per hart), with `-icount`.
+fn machine(t: &Target, built: &Built, cmdline: &str, harts: u32) -> Result<Machine> {
+    let payload = &built.payload;
+    let mut m = if t.host == Host::Kvm {
+        let kvm = built
+            .kvm
+            .as_ref()
+            .context("the KVM boot images were not built")?;
+        Machine {
+            smp: harts,
+            aia: Some(crate::config::DEFAULT_GUEST_FILES),
+            bootargs: crate::kvm::cmdline(harts, cmdline),
+            timeout: t.timeout(),
+            icount: false,
+            payload: Payload::BareLinux {
+                kernel: kvm.kernel.clone(),
+                initramfs: kvm.initramfs.clone(),
+            },
+        }
+    } else if t.host == Host::Hyp {
         let mut sets = vec![
             format!("guest.0.cmdline={cmdline:?}"),
             format!("machine.harts={harts}"),
@@ -219,7 +300,7 @@ fn machine(t: &Target, payload: &Path, cmdline: &str, harts: u32) -> Result<Mach
             smp: harts,
             aia: t.aia.then_some(crate::config::DEFAULT_GUEST_FILES),
             bootargs: cmdline.split_whitespace().map(String::from).collect(),
-            timeout: RUN_TIMEOUT,
+            timeout: t.timeout(),
             icount: false,
             payload: Payload::Bare {
                 kernel: payload.to_path_buf(),
@@ -358,6 +439,27 @@ pub fn parse(out: &str) -> Result<Report> {
     Ok(Report { start, ops })
 }
 
+/// [`parse`] for the KVM target, whose boot must also show the VMM ending with status 0:
+/// an error line of the VMM or of `/init` (it says more than a missing payload line), a
+/// missing payload line, a VMM status other than 0 are errors.
+pub fn parse_kvm(out: &str) -> Result<Report> {
+    if let Some(l) = out
+        .lines()
+        .find(|l| l.contains("VIRQ-KVM-VMM error=") || l.contains("VIRQ-KVM-INIT error="))
+    {
+        bail!("{}", l.trim());
+    }
+    let report = parse(out)?;
+    let status = out
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("VIRQ-KVM-VMM-EXIT status="));
+    ensure!(
+        status == Some("0"),
+        "the VMM's exit status is {status:?}, not 0"
+    );
+    Ok(report)
+}
+
 /// `report` has a line for every op in `ops` on `t`: timed with `n` where the op runs,
 /// skipped where it does not.
 pub fn check_ops(report: &Report, t: &Target, ops: &[&str], n: u64) -> Result<()> {
@@ -408,21 +510,77 @@ pub fn acct_exits(out: &str, guest: &str) -> Result<BTreeMap<String, u64>> {
     Ok(m)
 }
 
+/// KVM's counters per op, summed over the vCPUs, from the VMM's lines
+/// `VIRQ-KVM-EXITS after=op=<op> vcpu=<i> console_calls=<c> <counter>=<delta> …` (the
+/// change since the payload's previous line): `op -> counter -> count`. The window
+/// ends with the op's own line, printed through `console_calls` SBI calls, so those
+/// are taken out of `exits` and `ecall_exit_stat`. A VMM error line is an error.
+pub fn kvm_exits(out: &str) -> Result<BTreeMap<String, BTreeMap<String, u64>>> {
+    let mut m: BTreeMap<String, BTreeMap<String, u64>> = BTreeMap::new();
+    for l in out.lines() {
+        let Some(at) = l.find("VIRQ-KVM-EXITS ") else {
+            continue;
+        };
+        let f = fields(&l[at + "VIRQ-KVM-EXITS ".len()..]);
+        if let Some(e) = f.get("error") {
+            bail!("the VMM could not read KVM's stats: {e} ({l:?})");
+        }
+        let Some(op) = f.get("after").and_then(|a| a.strip_prefix("op=")) else {
+            continue; // the `start` and `done` lines
+        };
+        let num = |k: &str| -> Result<u64> {
+            f.get(k)
+                .and_then(|v| v.parse().ok())
+                .with_context(|| format!("garbled {l:?}: no {k}=<number>"))
+        };
+        let console = num("console_calls")?;
+        let counters = m.entry(op.to_string()).or_default();
+        for k in f.keys() {
+            if ["after", "vcpu", "console_calls"].contains(&k.as_str()) {
+                continue;
+            }
+            let mut v = num(k)?;
+            if k == "exits" || k == "ecall_exit_stat" {
+                v = v.saturating_sub(console);
+            }
+            *counters.entry(k.clone()).or_insert(0) += v;
+        }
+        counters.entry("exits".into()).or_insert(0);
+    }
+    Ok(m)
+}
+
+/// The exits KVM's counters give no cause for: SBI calls it answers in the kernel and
+/// host interrupts.
+const KVM_OTHER_EXITS: &str = "other(in-kernel SBI, host interrupt)";
+
+/// Counters of KVM that count exits by cause (the rest are halt-polling and
+/// scheduling counts: in the JSON, not in the cause breakdown).
+fn is_kvm_exit_cause(name: &str) -> bool {
+    name != "exits"
+        && (name.ends_with("_exit_stat")
+            || name.ends_with("_exits")
+            || name.starts_with("mmio_exit_")
+            || name.starts_with("csr_exit_"))
+}
+
 /// One boot: the payload on `t` running `ops`; the log goes to `target/bench/logs/`.
 fn boot(
     t: &Target,
-    payload: &Path,
-    img: &crate::qemu::Images,
+    built: &Built,
     size: Size,
     harts: u32,
     ops: &str,
     log: &str,
 ) -> Result<(Outcome, Report)> {
-    let m = machine(t, payload, &cmdline(size, ops), harts)?;
-    let o = crate::qemu::run_qemu(&m, img, false)?;
+    let m = machine(t, built, &cmdline(size, ops), harts)?;
+    let o = crate::qemu::run_qemu(&m, &built.img, false)?;
     let path = out_dir().join("logs").join(format!("{log}.log"));
     std::fs::create_dir_all(out_dir().join("logs"))?;
-    std::fs::write(&path, format!("$ {:?}\n{}", m.command(img), o.output))?;
+    std::fs::write(
+        &path,
+        format!("$ {:?}\n{}", m.command(&built.img), o.output),
+    )?;
     let what = || {
         format!(
             "{}, {harts} hart(s), bench.ops={ops} (log {})",
@@ -434,9 +592,14 @@ fn boot(
         !o.timed_out,
         "{}: QEMU did not stop within {} s",
         what(),
-        RUN_TIMEOUT.as_secs()
+        t.timeout().as_secs()
     );
-    let report = parse(&o.output).with_context(what)?;
+    let report = if t.host == Host::Kvm {
+        parse_kvm(&o.output)
+    } else {
+        parse(&o.output)
+    }
+    .with_context(what)?;
     ensure!(
         o.status == Some(0),
         "{}: QEMU exit status {:?}",
@@ -451,7 +614,7 @@ fn boot(
 pub struct OpResult {
     pub op: String,
     pub title: String,
-    /// Harts (and vCPUs under hyp) of the boot.
+    /// Harts (and vCPUs under hyp and KVM) of the boot.
     pub harts: u32,
     pub n: u64,
     pub ticks: u64,
@@ -461,9 +624,13 @@ pub struct OpResult {
     pub skipped: Option<String>,
     /// Ping-pongs: per-lap figures (ticks).
     pub laps: Option<Laps>,
-    /// hyp only, full run only.
+    /// hyp (full run only) and KVM.
     pub exits_per_op: Option<f64>,
     pub exits_per_op_by_cause: BTreeMap<String, f64>,
+    /// KVM: every counter of its binary stats (exits, halt polling, …) per op, summed
+    /// over the vCPUs.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub kvm_counters_per_op: BTreeMap<String, f64>,
 }
 
 #[derive(Serialize, Debug, Clone)]
@@ -471,6 +638,9 @@ pub struct TargetResult {
     pub name: String,
     pub machine: String,
     pub hypervisor: String,
+    /// Operations timed and warm-up per op on this target.
+    pub n: u64,
+    pub warmup: u64,
     pub start: BTreeMap<String, String>,
     pub ops: Vec<OpResult>,
 }
@@ -489,6 +659,8 @@ pub struct SystemResult {
     pub quick: bool,
     pub n: u64,
     pub warmup: u64,
+    /// The KVM target's guest kernel and module (`kvm.ko`'s vermagic), if it ran.
+    pub kvm: Option<String>,
     pub targets: Vec<TargetResult>,
 }
 
@@ -507,6 +679,7 @@ fn op_result(op: &str, harts: u32, line: &OpLine) -> OpResult {
         laps: None,
         exits_per_op: None,
         exits_per_op_by_cause: BTreeMap::new(),
+        kvm_counters_per_op: BTreeMap::new(),
     };
     match line {
         OpLine::Timed {
@@ -544,30 +717,73 @@ fn command_line(cmd: &str, args: &[&str]) -> String {
         .unwrap_or_else(|| "unknown".into())
 }
 
-/// `cargo xtask bench [--system [--quick]]`.
+/// `cargo xtask bench [--system [--quick] [--target NAME]…]`.
 pub fn run(args: &BenchArgs) -> Result<()> {
     if !args.system {
         return criterion();
     }
-    system(args.quick).map(|_| ())
+    system(args.quick, &args.targets).map(|_| ())
 }
 
 /// The quick check `cargo xtask test` runs.
 pub fn quick() -> Result<()> {
-    system(true).map(|_| ())
+    system(true, &[]).map(|_| ())
 }
 
-/// Build, boot every target, write the JSON and the plots, print the table.
-pub fn system(quick: bool) -> Result<SystemResult> {
+/// The targets of a run: `--quick` leaves KVM out; `only` (names) restricts.
+fn selected(quick: bool, only: &[String]) -> Result<Vec<&'static Target>> {
+    for name in only {
+        ensure!(
+            TARGETS.iter().any(|t| t.name == name),
+            "--target {name}: not one of {}",
+            TARGETS
+                .iter()
+                .map(|t| t.name)
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+    }
+    let picked: Vec<&Target> = TARGETS
+        .iter()
+        .filter(|t| !quick || t.in_quick())
+        .filter(|t| only.is_empty() || only.iter().any(|n| n == t.name))
+        .collect();
+    ensure!(
+        !picked.is_empty(),
+        "no target left (the KVM target is not part of --quick)"
+    );
+    Ok(picked)
+}
+
+/// Build, boot every target (of `only`, if given), write the JSON and the plots, print
+/// the table.
+pub fn system(quick: bool, only: &[String]) -> Result<SystemResult> {
     let began = Instant::now();
+    let targets_run = selected(quick, only)?;
     crate::setup::ensure_all()?;
+    let with_kvm = targets_run.iter().any(|t| t.host == Host::Kvm);
+    if with_kvm {
+        crate::setup::ensure_kvm_vmm()?;
+    }
     let img = crate::qemu::build(false)?;
     let payload = crate::qemu::build_bench()?;
+    let (kvm, kvm_versions) = if with_kvm {
+        let guest = crate::images::ensure_debian(None)?;
+        let versions = format!(
+            "Debian linux-image-{}-riscv64, kvm.ko vermagic \"{}\"",
+            guest.kernel_version,
+            crate::kvm::kvm_vermagic(&guest.modules)?
+        );
+        (Some(crate::kvm::boot_images(&payload)?), Some(versions))
+    } else {
+        (None, None)
+    };
+    let built = Built { img, payload, kvm };
     let size = if quick { QUICK } else { FULL };
     // Boots: each shape of each target; in the full run also, per hyp target and shape,
-    // one with no op and one per op (exit counts).
-    let hyp_targets = TARGETS.iter().filter(|t| t.hyp).count();
-    let total = TARGETS.len() * BOOTS.len()
+    // one with no op and one per op (exit counts; KVM counts them in its one boot).
+    let hyp_targets = targets_run.iter().filter(|t| t.host == Host::Hyp).count();
+    let total = targets_run.len() * BOOTS.len()
         + if quick {
             0
         } else {
@@ -583,7 +799,7 @@ pub fn system(quick: bool) -> Result<SystemResult> {
     };
     let mut opensbi = String::from("unknown");
     let mut targets = Vec::new();
-    for t in TARGETS {
+    for t in targets_run {
         let mut ops = Vec::new();
         let mut start = BTreeMap::new();
         for &(harts, boot_ops) in BOOTS {
@@ -593,16 +809,22 @@ pub fn system(quick: bool) -> Result<SystemResult> {
                 t.name, size.n
             ));
             let log = format!("{}-{harts}", t.name);
-            let (o, report) = boot(t, &payload, &img, size, harts, &list, &log)?;
+            let (o, report) = boot(t, &built, size, harts, &list, &log)?;
             check_ops(&report, t, boot_ops, size.n).with_context(|| log.clone())?;
-            if t.hyp {
-                acct_exits(&o.output, "bench").with_context(|| log.clone())?;
-            } else if let Some(v) = o.output.lines().find_map(|l| {
-                l.trim()
-                    .strip_prefix("OpenSBI ")
-                    .filter(|v| v.starts_with('v'))
-            }) {
-                opensbi = v.to_string();
+            match t.host {
+                Host::Hyp => {
+                    acct_exits(&o.output, "bench").with_context(|| log.clone())?;
+                }
+                Host::Kvm => {}
+                Host::Bare => {
+                    if let Some(v) = o.output.lines().find_map(|l| {
+                        l.trim()
+                            .strip_prefix("OpenSBI ")
+                            .filter(|v| v.starts_with('v'))
+                    }) {
+                        opensbi = v.to_string();
+                    }
+                }
             }
             if harts == 1 {
                 start = report.start.clone();
@@ -611,22 +833,41 @@ pub fn system(quick: bool) -> Result<SystemResult> {
             for &op in boot_ops {
                 ops.push(op_result(op, harts, &report.ops[op]));
             }
-            if !t.hyp || quick {
+            let per = (size.n + size.warmup) as f64;
+            if t.host == Host::Kvm {
+                let counts = kvm_exits(&o.output).with_context(|| log.clone())?;
+                for r in ops[first..].iter_mut().filter(|r| r.skipped.is_none()) {
+                    let c = counts.get(&r.op).with_context(|| {
+                        format!("{log}: no KVM counters after op {} (VIRQ-KVM-EXITS)", r.op)
+                    })?;
+                    r.exits_per_op = Some(c["exits"] as f64 / per);
+                    let mut by_cause = 0;
+                    for (k, &v) in c {
+                        if v > 0 && k != "exits" {
+                            r.kvm_counters_per_op.insert(k.clone(), v as f64 / per);
+                        }
+                        if v > 0 && is_kvm_exit_cause(k) {
+                            r.exits_per_op_by_cause.insert(k.clone(), v as f64 / per);
+                            by_cause += v;
+                        }
+                    }
+                    // KVM counts no cause for the SBI calls it answers itself (only those
+                    // it forwards, as `ecall_exit_stat`) nor for host interrupts.
+                    let other = c["exits"].saturating_sub(by_cause);
+                    if other > 0 {
+                        r.exits_per_op_by_cause
+                            .insert(KVM_OTHER_EXITS.into(), other as f64 / per);
+                    }
+                }
+            }
+            if t.host != Host::Hyp || quick {
                 continue;
             }
             progress(&format!(
                 "{}, {harts} hart(s): no op (exit baseline)",
                 t.name
             ));
-            let (o, r) = boot(
-                t,
-                &payload,
-                &img,
-                size,
-                harts,
-                "none",
-                &format!("{log}-none"),
-            )?;
+            let (o, r) = boot(t, &built, size, harts, "none", &format!("{log}-none"))?;
             check_ops(&r, t, &[], size.n)?;
             let base = acct_exits(&o.output, "bench")?;
             for r in ops[first..].iter_mut().filter(|r| r.skipped.is_none()) {
@@ -634,18 +875,9 @@ pub fn system(quick: bool) -> Result<SystemResult> {
                     "{}, {harts} hart(s): {} alone (exits)",
                     t.name, r.op
                 ));
-                let (o, rep) = boot(
-                    t,
-                    &payload,
-                    &img,
-                    size,
-                    harts,
-                    &r.op,
-                    &format!("{log}-{}", r.op),
-                )?;
+                let (o, rep) = boot(t, &built, size, harts, &r.op, &format!("{log}-{}", r.op))?;
                 check_ops(&rep, t, &[r.op.as_str()], size.n)?;
                 let with = acct_exits(&o.output, "bench")?;
-                let per = (size.n + size.warmup) as f64;
                 let mut sum = 0.0;
                 for (cause, &c) in &with {
                     let d = c.saturating_sub(base.get(cause).copied().unwrap_or(0)) as f64 / per;
@@ -660,12 +892,20 @@ pub fn system(quick: bool) -> Result<SystemResult> {
         targets.push(TargetResult {
             name: t.name.into(),
             machine: t.machine_option().into(),
-            hypervisor: if t.hyp {
-                let sets: String = t.sets.iter().map(|s| format!(" --set {s}")).collect();
-                format!("hyp (configs/{}.toml{sets})", t.config())
-            } else {
-                "none (OpenSBI only)".into()
+            hypervisor: match t.host {
+                Host::Hyp => {
+                    let sets: String = t.sets.iter().map(|s| format!(" --set {s}")).collect();
+                    format!("hyp (configs/{}.toml{sets})", t.config())
+                }
+                Host::Kvm => format!(
+                    "KVM RISC-V (Debian's kvm.ko, {}, in a Debian guest with smp = vCPUs; \
+                     tools/kvm-vmm, in-kernel AIA, hwaccel)",
+                    crate::kvm::KVM_PARAMS.join(" ")
+                ),
+                Host::Bare => "none (OpenSBI only)".into(),
             },
+            n: size.n,
+            warmup: size.warmup,
             start,
             ops,
         });
@@ -686,23 +926,34 @@ pub fn system(quick: bool) -> Result<SystemResult> {
         ),
         host: command_line("uname", &["-sr"]),
         command: format!(
-            "cargo xtask bench --system{}",
-            if quick { " --quick" } else { "" }
+            "cargo xtask bench --system{}{}",
+            if quick { " --quick" } else { "" },
+            only.iter()
+                .map(|t| format!(" --target {t}"))
+                .collect::<String>(),
         ),
         method: "QEMU -icount shift=0,sleep=off: rdtime ticks at 10 MHz, one instruction \
                  per ns; instructions per op = ticks * 100 / n, of the whole machine \
-                 (payload, OpenSBI, hyp). Ops on 1 hart (1 vCPU); ping-pongs on 2 harts \
+                 (payload, OpenSBI, hyp; under KVM also the Debian host kernel and the VMM). \
+                 Ops on 1 hart (1 vCPU); ping-pongs on 2 harts \
                  (2 vCPUs), timed per lap, laps of 1,000 ticks or more (QEMU's round-robin \
                  waking the other hart late) left out of the mean and counted as stalls. \
                  Exits per op: hyp ACCT counters (all vCPUs) of a boot running only that op \
-                 minus a boot of the same shape running none, over n + warmup."
+                 minus a boot of the same shape running none, over n + warmup; KVM: its \
+                 binary stats (all vCPUs) between the payload's lines, less the console \
+                 calls that print them, over n + warmup."
             .into(),
         quick,
         n: size.n,
         warmup: size.warmup,
+        kvm: kvm_versions,
         targets,
     };
-    let suffix = if quick { "-quick" } else { "" };
+    let suffix = match (quick, only.is_empty()) {
+        (true, _) => "-quick",
+        (false, false) => "-partial",
+        (false, true) => "",
+    };
     let json = out_dir().join(format!("system{suffix}.json"));
     std::fs::write(&json, serde_json::to_string_pretty(&result)? + "\n")?;
     let insn_svg = out_dir().join(format!("system-instructions{suffix}.svg"));
@@ -735,59 +986,56 @@ fn find<'a>(r: &'a SystemResult, target: &str, op: &str) -> Option<&'a OpResult>
         .find(|o| o.op == op)
 }
 
-/// The table: instructions per op on each target; hyp's as a ratio to bare QEMU on the
-/// same machine, with its exits per op.
+/// The table: instructions per op on each target that ran; under a hypervisor as a
+/// ratio to bare QEMU on the same machine, with its exits per op.
 pub fn table(r: &SystemResult) -> String {
     let mut s = format!(
-        "instructions per op (n={}, warm-up {}; ops on 1 hart, ping-pongs on 2; hyp: ratio to bare \
-         on the same machine, exits per op)\n",
+        "instructions per op (n={}, warm-up {}; ops on 1 hart, ping-pongs on 2; hyp, kvm: ratio to \
+         bare on the same machine, exits per op)\n",
         r.n, r.warmup
     );
-    s += &format!(
-        "{:<10} {:>10} {:>26} {:>10} {:>26} {:>26}\n",
-        "op", "bare-aia", "hyp-aia", "bare-plic", "hyp-plic", "hyp-aia-direct"
-    );
+    for t in r.targets.iter().filter(|t| t.n != r.n) {
+        s += &format!("{}: n={}, warm-up {}\n", t.name, t.n, t.warmup);
+    }
+    let cols: Vec<&Target> = TARGETS
+        .iter()
+        .filter(|t| r.targets.iter().any(|x| x.name == t.name))
+        .collect();
+    let width = |t: &Target| if t.virtualized() { 26 } else { 10 };
+    s += &format!("{:<12}", "op");
+    for t in &cols {
+        s += &format!(" {:>w$}", t.name, w = width(t));
+    }
+    s += "\n";
     for &op in OPS {
-        let cell = |t: &str| {
-            find(r, t, op)
-                .and_then(|o| o.instructions_per_op)
-                .map_or("-".to_string(), |v| format!("{v:.1}"))
-        };
-        let hyp_cell = |t: &str, bare: &str| {
-            let Some(h) = find(r, t, op) else {
-                return "-".to_string();
-            };
-            let Some(v) = h.instructions_per_op else {
-                return "-".to_string();
-            };
-            let mut c = format!("{v:.1}");
-            if let Some(b) = find(r, bare, op).and_then(|o| o.instructions_per_op) {
-                if b > 0.0 {
-                    c += &format!(" ({:.2}x", v / b);
-                } else {
-                    c += " (-";
-                }
-                match h.exits_per_op {
-                    Some(e) => c += &format!(", {e:.2} ex)"),
-                    None => c += ")",
+        s += &format!("{op:<12}");
+        for t in &cols {
+            let v = find(r, t.name, op).and_then(|o| o.instructions_per_op);
+            let mut c = v.map_or("-".to_string(), |v| format!("{v:.1}"));
+            if let (true, Some(v), Some(h)) = (t.virtualized(), v, find(r, t.name, op)) {
+                let ratio = find(r, t.bare(), op)
+                    .and_then(|o| o.instructions_per_op)
+                    .map(|b| {
+                        if b > 0.0 {
+                            format!("{:.2}x", v / b)
+                        } else {
+                            "-".into()
+                        }
+                    });
+                let exits = h.exits_per_op.map(|e| format!("{e:.2} ex"));
+                let parts: Vec<String> = ratio.into_iter().chain(exits).collect();
+                if !parts.is_empty() {
+                    c += &format!(" ({})", parts.join(", "));
                 }
             }
-            c
-        };
-        s += &format!(
-            "{:<10} {:>10} {:>26} {:>10} {:>26} {:>26}\n",
-            op,
-            cell("bare-aia"),
-            hyp_cell("hyp-aia", "bare-aia"),
-            cell("bare-plic"),
-            hyp_cell("hyp-plic", "bare-plic"),
-            hyp_cell("hyp-aia-direct", "bare-aia")
-        );
+            s += &format!(" {c:>w$}", w = width(t));
+        }
+        s += "\n";
     }
     s
 }
 
-/// Series colours: bare, hyp-AIA, hyp-PLIC and bare-PLIC.
+/// Series colours: bare, hyp-AIA, hyp-PLIC, bare-PLIC, KVM.
 fn colour(target: &str) -> plotters::style::RGBColor {
     use plotters::style::RGBColor;
     match target {
@@ -795,6 +1043,7 @@ fn colour(target: &str) -> plotters::style::RGBColor {
         "bare-plic" => RGBColor(0xaa, 0xaa, 0xaa),
         "hyp-aia" => RGBColor(0x1f, 0x77, 0xb4),
         "hyp-aia-direct" => RGBColor(0x2c, 0xa0, 0x2c),
+        "kvm-aia" => RGBColor(0xd6, 0x27, 0x28),
         _ => RGBColor(0xff, 0x7f, 0x0e),
     }
 }
@@ -804,6 +1053,7 @@ fn plot_instructions(r: &SystemResult, path: &Path) -> Result<()> {
     let ops: Vec<&str> = OPS.iter().copied().filter(|o| *o != "nop").collect();
     let series: Vec<(&str, Vec<Option<f64>>)> = TARGETS
         .iter()
+        .filter(|t| r.targets.iter().any(|x| x.name == t.name))
         .map(|t| {
             (
                 t.name,
@@ -826,12 +1076,12 @@ fn plot_instructions(r: &SystemResult, path: &Path) -> Result<()> {
     )
 }
 
-/// hyp's exits per op.
+/// Exits per op under hyp and KVM.
 fn plot_exits(r: &SystemResult, path: &Path) -> Result<()> {
     let ops: Vec<&str> = OPS.iter().copied().filter(|o| *o != "nop").collect();
     let series: Vec<(&str, Vec<Option<f64>>)> = TARGETS
         .iter()
-        .filter(|t| t.hyp)
+        .filter(|t| t.virtualized() && r.targets.iter().any(|x| x.name == t.name))
         .map(|t| {
             (
                 t.name,
@@ -843,7 +1093,7 @@ fn plot_exits(r: &SystemResult, path: &Path) -> Result<()> {
         .collect();
     bar_chart(
         path,
-        "hyp exits per operation (ACCT counters)",
+        "exits per operation (hyp: ACCT counters; KVM: its binary stats)",
         "exits per op",
         &ops,
         &series,
@@ -1050,11 +1300,14 @@ ACCT guest=bench sbi_ipi_calls=0 sbi_rfence_calls=0\n";
             skipped: None,
             exits_per_op: e,
             exits_per_op_by_cause: BTreeMap::new(),
+            kvm_counters_per_op: BTreeMap::new(),
         };
         let t = |name: &str, v: f64, e: Option<f64>| TargetResult {
             name: name.into(),
             machine: String::new(),
             hypervisor: String::new(),
+            n: if name == "kvm-aia" { 5 } else { 10 },
+            warmup: 1,
             start: BTreeMap::new(),
             ops: vec![op("sbi_base", Some(v), e)],
         };
@@ -1069,15 +1322,87 @@ ACCT guest=bench sbi_ipi_calls=0 sbi_rfence_calls=0\n";
             quick: false,
             n: 10,
             warmup: 1,
+            kvm: None,
             targets: vec![
                 t("bare-aia", 300.0, None),
                 t("hyp-aia", 450.0, Some(1.0)),
                 t("bare-plic", 300.0, None),
                 t("hyp-plic", 600.0, None),
+                t("kvm-aia", 1200.0, Some(2.0)),
             ],
         };
         let s = table(&r);
         assert!(s.contains("450.0 (1.50x, 1.00 ex)"), "{s}");
         assert!(s.contains("600.0 (2.00x)"), "{s}");
+        assert!(s.contains("1200.0 (4.00x, 2.00 ex)"), "{s}");
+        assert!(s.contains("kvm-aia: n=5, warm-up 1"), "{s}");
+        // Columns only for the targets that ran (no hyp-aia-direct here).
+        assert!(!s.contains("hyp-aia-direct"), "{s}");
+        // Without its bare reference a hypervisor's cell still shows its exits.
+        let mut only_kvm = r.clone();
+        only_kvm.targets.retain(|t| t.name == "kvm-aia");
+        assert!(table(&only_kvm).contains("1200.0 (2.00 ex)"));
+    }
+
+    const KVM_OUT: &str = "\
+VIRQ-KVM-VMM start vcpus=2 aia_mode=hwaccel
+VIRQ-BENCH start hart=0 harts=2 intc=aia
+VIRQ-KVM-EXITS after=start vcpu=0 console_calls=1 exits=900 ecall_exit_stat=40
+VIRQ-KVM-EXITS after=start vcpu=1 console_calls=0
+VIRQ-BENCH op=ipi_pingpong n=100 ticks=1000
+VIRQ-KVM-EXITS after=op=ipi_pingpong vcpu=0 console_calls=2 exits=442 ecall_exit_stat=112 wfi_exit_stat=110 halt_wakeup=110
+VIRQ-KVM-EXITS after=op=ipi_pingpong vcpu=1 console_calls=0 exits=220 ecall_exit_stat=110 wfi_exit_stat=110
+VIRQ-BENCH done errors=0
+VIRQ-KVM-EXITS after=done vcpu=0 console_calls=1 exits=1 ecall_exit_stat=1
+VIRQ-KVM-STATS vcpu=0 total exits=2000
+";
+
+    #[test]
+    fn kvm_exits_per_op_leave_out_the_console() {
+        let m = kvm_exits(KVM_OUT).unwrap();
+        assert_eq!(m.keys().collect::<Vec<_>>(), ["ipi_pingpong"]);
+        let c = &m["ipi_pingpong"];
+        assert_eq!(c["exits"], 440 + 220);
+        assert_eq!(c["ecall_exit_stat"], 110 + 110);
+        assert_eq!(c["wfi_exit_stat"], 220);
+        assert_eq!(c["halt_wakeup"], 110);
+        assert!(is_kvm_exit_cause("wfi_exit_stat") && is_kvm_exit_cause("mmio_exit_kernel"));
+        assert!(!is_kvm_exit_cause("exits") && !is_kvm_exit_cause("halt_wakeup"));
+        let bad = KVM_OUT.replace("exits=442", "exits=4x2");
+        assert!(kvm_exits(&bad).is_err());
+        let err = format!("{KVM_OUT}VIRQ-KVM-EXITS after=op=nop vcpu=0 error=EBADF\n");
+        assert!(kvm_exits(&err).is_err());
+    }
+
+    #[test]
+    fn a_kvm_boot_without_its_lines_or_status_fails() {
+        let good = format!("VIRQ-KVM-INIT kernel=6.12\n{GOOD}VIRQ-KVM-VMM-EXIT status=0\n");
+        parse_kvm(&good).unwrap();
+        let broken = [
+            // The VMM never got the payload going: no lines at all.
+            "VIRQ-KVM-INIT kernel=6.12\nVIRQ-KVM-VMM-EXIT status=2\n".to_string(),
+            format!("VIRQ-KVM-VMM error=KVM_CREATE_DEVICE(RISCV_AIA): ENODEV\n{good}"),
+            format!("VIRQ-KVM-INIT error=insmod-kvm\n{good}"),
+            good.replace("status=0", "status=1"),
+            good.replace("VIRQ-KVM-VMM-EXIT status=0\n", ""),
+            good.replace("VIRQ-BENCH done errors=0\n", ""),
+        ];
+        for b in &broken {
+            assert!(parse_kvm(b).is_err(), "accepted:\n{b}");
+        }
+        let e = format!("{:#}", parse_kvm(&broken[1]).unwrap_err());
+        assert!(e.contains("ENODEV"), "{e}");
+    }
+
+    #[test]
+    fn kvm_is_full_run_only_and_targets_can_be_picked() {
+        let quick = selected(true, &[]).unwrap();
+        assert!(quick.iter().all(|t| t.host != Host::Kvm));
+        assert_eq!(selected(false, &[]).unwrap().len(), TARGETS.len());
+        let kvm = selected(false, &["kvm-aia".into()]).unwrap();
+        assert_eq!(kvm.len(), 1);
+        assert_eq!(kvm[0].bare(), "bare-aia");
+        assert!(selected(true, &["kvm-aia".into()]).is_err());
+        assert!(selected(false, &["kvm".into()]).is_err());
     }
 }

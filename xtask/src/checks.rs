@@ -1,5 +1,5 @@
-//! fmt, clippy, host tests, the library crates as dependencies, loom models, benches
-//! and fuzzing.
+//! fmt, clippy, host tests (the workspace's and the KVM VMM's), the library crates as
+//! dependencies, loom models, benches and fuzzing.
 use anyhow::{bail, Context, Result};
 
 use crate::util::{cargo, root, run_cmd};
@@ -49,6 +49,14 @@ pub fn test(args: &TestArgs) -> Result<()> {
         "warnings",
     ]))?;
     run_cmd(cargo().args(["test", "--workspace", "--release"]))?;
+    // The KVM benchmark's VMM is its own workspace: its pure modules (device tree, KVM
+    // stats format, SBI console, arguments) are tested on the host.
+    run_cmd(
+        cargo()
+            .args(["test", "--manifest-path", "tools/kvm-vmm/Cargo.toml"])
+            .arg("--target-dir")
+            .arg(root().join("target/kvm-vmm")),
+    )?;
     library_crates()?;
     run_cmd(
         cargo()

@@ -16,7 +16,10 @@
 //!   place in host memory, the QEMU machine booting hyp with the config blob.
 //! - `mutants`: `loom-mutants`, the checked list of protocol breaks loom must catch.
 //! - `bench`: `bench --system`, instructions per interrupt path in QEMU (`-icount`) with
-//!   the `guest/bench` payload on bare QEMU and under hyp; JSON, table, SVG plots.
+//!   the `guest/bench` payload on bare QEMU, under hyp and under KVM; JSON, table, SVG
+//!   plots.
+//! - `kvm`: the KVM target's pieces: the VMM (`tools/kvm-vmm`), Debian's `kvm.ko` and
+//!   the initramfs that runs them.
 
 use anyhow::Result;
 use clap::{Parser, Subcommand};
@@ -28,6 +31,7 @@ mod config;
 mod guestcheck;
 mod hyp;
 mod images;
+mod kvm;
 mod mutants;
 mod pingpong;
 mod qemu;
@@ -71,6 +75,7 @@ fn main() -> Result<()> {
     match Cli::parse().cmd {
         Cmd::Setup => {
             setup::ensure_crate_checks()?;
+            setup::ensure_kvm_vmm()?;
             setup::ensure_all()
         }
         Cmd::Api(args) => api::run(&args),

@@ -1,7 +1,8 @@
 //! Host prerequisites: the `riscv64gc-unknown-none-elf` rustup target and
 //! QEMU >= 8 (`qemu-system-riscv64`); for the library-crate checks of `cargo xtask
 //! test`, the `aarch64-unknown-none` target and the MSRV toolchain (`rustup toolchain
-//! install 1.85 --profile minimal`).
+//! install 1.85 --profile minimal`); for the KVM target of `cargo xtask bench --system`,
+//! the `riscv64gc-unknown-linux-gnu` target and the cross linker (`gcc-riscv64-linux-gnu`).
 //!
 //! Whatever is missing is installed when that is possible without asking (rustup
 //! works as any user; apt needs root). Otherwise the exact commands are printed and
@@ -17,6 +18,18 @@ use crate::util::run_cmd;
 
 /// The bare-metal target `hyp` and its test guests are built for.
 pub const RUST_TARGET: &str = "riscv64gc-unknown-none-elf";
+
+/// The target of the KVM benchmark's VMM (`tools/kvm-vmm`, a static riscv64 Linux
+/// program): `riscv64gc-unknown-linux-musl` would need no C toolchain, but rustup has no
+/// `rust-std` for it on this project's machines (the download answers 404), so glibc,
+/// linked statically.
+pub const VMM_TARGET: &str = "riscv64gc-unknown-linux-gnu";
+
+/// The linker for [`VMM_TARGET`], from the Debian package [`VMM_LINKER_PACKAGE`] (which
+/// brings glibc's static libraries, the C start files and libgcc: what rust-lld alone
+/// lacks).
+pub const VMM_LINKER: &str = "riscv64-linux-gnu-gcc";
+pub const VMM_LINKER_PACKAGE: &str = "gcc-riscv64-linux-gnu";
 
 /// The QEMU system emulator `hyp` runs under.
 pub const QEMU_BINARY: &str = "qemu-system-riscv64";
@@ -54,6 +67,40 @@ pub fn ensure_crate_checks() -> Result<String> {
         NO_STD_TARGETS.join(", ")
     );
     Ok(msrv)
+}
+
+/// Ensure what the KVM target of `cargo xtask bench --system` needs to build its VMM:
+/// the rustup target [`VMM_TARGET`] and the cross linker [`VMM_LINKER`] (apt, as root;
+/// otherwise the commands are printed and the call fails).
+pub fn ensure_kvm_vmm() -> Result<()> {
+    ensure_target(VMM_TARGET)?;
+    let have_linker = || {
+        Command::new(VMM_LINKER)
+            .arg("--version")
+            .output()
+            .is_ok_and(|o| o.status.success())
+    };
+    if have_linker() {
+        return Ok(());
+    }
+    eprintln!("setup: {VMM_LINKER} not found (the KVM benchmark's VMM links with it)");
+    if !is_root()? {
+        bail!(
+            "installing {VMM_LINKER_PACKAGE} needs root. Run as root:\n  apt-get update\n  \
+             apt-get install -y {VMM_LINKER_PACKAGE}\nthen run `cargo xtask setup` again"
+        );
+    }
+    run_cmd(Command::new("apt-get").arg("update"))?;
+    run_cmd(
+        Command::new("apt-get")
+            .args(["install", "-y", VMM_LINKER_PACKAGE])
+            .env("DEBIAN_FRONTEND", "noninteractive"),
+    )?;
+    if !have_linker() {
+        bail!("{VMM_LINKER} is still missing after installing {VMM_LINKER_PACKAGE}");
+    }
+    eprintln!("setup: {VMM_TARGET} installed; {VMM_LINKER} from {VMM_LINKER_PACKAGE}");
+    Ok(())
 }
 
 /// The library crates' MSRV: `workspace.package.rust-version` of the root
