@@ -115,6 +115,30 @@ fn wake_timers(hart: &Hart) -> u64 {
     next
 }
 
+/// Before a guest entry of `me` on `hart`: one pass over the vCPUs homed there that
+/// does what [`wake_timers`] and [`others_eligible`] do — unblock those whose timer
+/// fired, and return the earliest remaining wake-up and whether a vCPU other than `me`
+/// is eligible.
+fn survey(hart: &Hart, me: usize) -> (u64, bool) {
+    let w = world();
+    let now = arch::time();
+    let (mut next, mut shared) = (u64::MAX, false);
+    for v in w.vcpus.iter().filter(|v| v.home() == hart.index) {
+        if v.block.is_blocked() {
+            let at = v.wake_at.load(Ordering::Acquire);
+            if at <= now {
+                v.block.unblock();
+            } else {
+                next = next.min(at);
+            }
+        }
+        if !shared && v.index != me {
+            shared = v.eligible() && w.guests[v.guest].is_alive();
+        }
+    }
+    (next, shared)
+}
+
 /// The next eligible vCPU of `hart` after `last` (round robin).
 fn pick(hart: &Hart, last: Option<usize>) -> Option<usize> {
     let w = world();
@@ -200,8 +224,7 @@ fn run_vcpu(hart: &Hart, vcpu: &Vcpu) {
         inner.hvip.flush(&vcpu.pending, &csr::HartCsrs);
         guest.irqchip.before_entry(guest, vcpu, &inner);
         // Timer: the slice end if someone else waits, and the earliest blocked vCPU.
-        let mut when = wake_timers(hart);
-        let shared = others_eligible(hart, vcpu.index);
+        let (mut when, shared) = survey(hart, vcpu.index);
         if shared {
             when = when.min(slice_start + SLICE_TICKS);
         }
@@ -219,18 +242,22 @@ fn run_vcpu(hart: &Hart, vcpu: &Vcpu) {
         if !w.sstc {
             when = when.min(inner.timer_deadline);
         }
-        when = when.min(next_migration());
+        let migrate_at = next_migration();
+        when = when.min(migrate_at);
         set_host_timer(when);
         arch::enter_guest(&mut inner.ctx);
         inner.hvip.sync(&csr::HartCsrs);
         vcpu.acct.count(inner.ctx.trap.scause);
         match crate::exit::handle(hart, vcpu, &mut inner) {
             Next::Resume => {
-                if migration_target(vcpu).is_some() {
+                // The cheap tests first: most exits are neither at a period's end nor
+                // at a slice's (the lean path of an SBI call or an MMIO access).
+                let now = arch::time();
+                if now >= migrate_at && migration_target(vcpu).is_some() {
                     break;
                 }
-                if others_eligible(hart, vcpu.index)
-                    && arch::time().wrapping_sub(slice_start) >= SLICE_TICKS
+                if now.wrapping_sub(slice_start) >= SLICE_TICKS
+                    && others_eligible(hart, vcpu.index)
                 {
                     break;
                 }
