@@ -106,7 +106,7 @@ pub fn serve_fences(hart: &Hart) {
 /// is correct but can starve the hart it waits for when harts share a host CPU — QEMU
 /// single-threaded TCG (`-icount`: a spinning hart keeps the only TCG thread until the
 /// next timer deadline, 5–50 ms per fence; issue 12), or a nested host that
-/// deschedules vCPUs. A notification (`sip.SSIP`) consumed by the nap is raised again
+/// deschedules vCPUs. A notification (`arch::take_ipi`) consumed by the nap is raised again
 /// on the way out: it belongs to the scheduler.
 pub fn remote_fence(mask: u64) {
     let harts = harts();
@@ -137,11 +137,8 @@ pub fn remote_fence(mask: u64) {
                 break;
             }
             // Clear the latch first, then announce, then look: an IPI after the clear
-            // leaves `SSIP` set and `wfi` returns at once.
-            if csr::sip::read() & csr::irq_bits::SSI != 0 {
-                csr::sip::clear(csr::irq_bits::SSI);
-                took_ssi = true;
-            }
+            // leaves it set and `wfi` returns at once.
+            took_ssi |= arch::take_ipi();
             FENCE_WAITERS.fetch_or(me, Ordering::SeqCst);
             // A request to this hart may have come with the IPI just cleared.
             serve_fences(&harts[here]);
@@ -162,6 +159,6 @@ pub fn remote_fence(mask: u64) {
         }
     }
     if took_ssi {
-        csr::sip::set(csr::irq_bits::SSI);
+        arch::raise_ipi_self();
     }
 }

@@ -35,10 +35,9 @@ pub fn host_irq_pending() -> bool {
 
 /// Handle every pending host interrupt of this hart.
 pub fn handle_host_irqs(hart: &Hart) {
+    // The IPI first (SSIP, or hyp's identity in its IMSIC file), then what it asked.
+    crate::arch::take_ipi();
     let sip = csr::sip::read();
-    if sip & irq_bits::SSI != 0 {
-        csr::sip::clear(irq_bits::SSI);
-    }
     serve_fences(hart);
     if sip & irq_bits::STI != 0 {
         // Disarm; the scheduler re-arms before the next guest entry or wfi.

@@ -33,7 +33,8 @@
 //! | `hfence_gvma_all()`, `hfence_vvma_all()`, `fence_i()` | on this hart: drop stage-2 (and combined) translations; drop the current guest's stage-1 translations; make stores visible to instruction fetch | `hfence.gvma`, `hfence.vvma`, `fence.i` | `tlbi alle1`, `tlbi vmalle1`, `ic iallu` (each with `dsb`/`isb`) |
 //! | `set_hart_local(usize)`, `hart_local() -> usize` | one word per hart (hyp keeps the hart's index there) | `tp` | `TPIDR_EL2` |
 //! | `time() -> u64` | the timer counter, at the DTB's `timebase-frequency` | `time` | `CNTPCT_EL0` |
-//! | `send_ipi(HartId)` | interrupt another hart | SBI sPI `send_ipi` | a GICv3 SGI (`ICC_SGI1R_EL1`) |
+//! | `send_ipi(HartId)` | interrupt another hart | an MSI into its S-level IMSIC file (AIA hosts), else SBI sPI `send_ipi` | a GICv3 SGI (`ICC_SGI1R_EL1`) |
+//! | `take_ipi() -> bool`, `raise_ipi_self()` | consume / re-raise this hart's pending IPI | `sip.SSIP` and the IMSIC identity's `eip` bit | the SGI's acknowledge / a self-SGI |
 //! | `heap_range()`, `image_range()` | the boot heap and the whole image (the linker script) | `hyp.ld` | |
 //! | `console_write(&[u8])`, `power_off(failure) -> !` | hyp's console; power-off when the platform has no exit device | SBI DBCN, SRST | a PL011 driver; PSCI `SYSTEM_OFF` |
 //! | `Stage2` | the [`Stage2Format`] that `crate::gstage` builds tables in | Sv39x4 (`sv39x4.rs`) | VMSAv8-64 stage 2, 4 KiB granule |
@@ -107,6 +108,8 @@ const _: () = {
     let _: fn() -> usize = hart_local;
     let _: fn() -> u64 = time;
     let _: fn(HartId) = send_ipi;
+    let _: fn() -> bool = take_ipi;
+    let _: fn() = raise_ipi_self;
     let _: fn() -> (usize, usize) = heap_range;
     let _: fn() -> (usize, usize) = image_range;
     let _: fn(&[u8]) = console_write;

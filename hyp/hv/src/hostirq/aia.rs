@@ -123,6 +123,22 @@ pub fn init(pirqs: impl Iterator<Item = Pirq>) {
         remote_ops: AtomicU64::new(0),
         flip_ticks: u64::from(crate::config::options().aia_flip_ms) * p.timebase / 1000,
     });
+    // hyp's own IPIs as an MSI into the target hart's S-file: the highest identity,
+    // if no passthrough source uses it (identity = source number).
+    let ipi_id = host.num_ids;
+    let used = host
+        .sfile_ids
+        .get(ipi_id as usize / 64)
+        .is_some_and(|w| w & (1 << (ipi_id % 64)) != 0);
+    if host.has_sfiles() && ipi_id > 0 && !used {
+        if let Some((base, _)) = p.aia.imsic {
+            crate::arch::use_imsic_ipis(ipi_id, |hartid| {
+                let h = crate::hart::harts().iter().position(|h| h.hartid == hartid)?;
+                let idx = (*host.hart_index.get(h)?)? as u64;
+                Some((base + (idx << (host.gib + 12))) as usize)
+            });
+        }
+    }
     if let Some(a) = host.aplic {
         a.set_domaincfg(DOMAINCFG_IE | DOMAINCFG_DM);
         crate::println!(
@@ -153,6 +169,10 @@ pub fn hart_init() {
         csr::siselect::write(ISELECT_EIE0 as usize + 2 * j);
         csr::sireg::write((bits & !1) as usize);
     }
+    if let Some(id) = crate::arch::imsic_ipi_id() {
+        csr::siselect::write(ISELECT_EIE0 as usize + 2 * (id as usize / 64));
+        csr::sireg::set(1 << (id % 64));
+    }
     csr::hie::set(irq_bits::SGEI);
 }
 
@@ -174,6 +194,10 @@ pub fn sfile_claims(mut f: impl FnMut(Pirq)) {
         if id == 0 {
             break;
         }
-        f(Pirq(id));
+        // hyp's IPI identity (`arch::send_ipi`) that arrived after `take_ipi`: the
+        // claim consumed it, and the caller re-reads the state it announced anyway.
+        if Some(id) != crate::arch::imsic_ipi_id() {
+            f(Pirq(id));
+        }
     }
 }
