@@ -154,6 +154,27 @@ pub const MUTANTS: &[Mutant] = &[
         replace: "        let home = self.home.load(Ordering::SeqCst);\n        self.state.fetch_or(KICKED, Ordering::SeqCst);\n        home",
         why: "the kick reads the home before marking: a migration strands it",
     },
+    Mutant {
+        name: "remote-announce-after-look",
+        file: "remote.rs",
+        find: "        clear_latch();\n        sleepers.announce(me);\n        !self.is_served(ticket)",
+        replace: "        clear_latch();\n        let sleep = !self.is_served(ticket);\n        sleepers.announce(me);\n        sleep",
+        why: "the requester looks, then announces: a serving in between notifies nobody",
+    },
+    Mutant {
+        name: "remote-clear-latch-last",
+        file: "remote.rs",
+        find: "        clear_latch();\n        sleepers.announce(me);\n        !self.is_served(ticket)",
+        replace: "        sleepers.announce(me);\n        let sleep = !self.is_served(ticket);\n        clear_latch();\n        sleep",
+        why: "the requester clears its latch after announcing: it erases the notification",
+    },
+    Mutant {
+        name: "remote-notify-before-served",
+        file: "remote.rs",
+        find: "        flush();\n        // An RMW, like every other access of `done` but the server's own look above.\n        self.done.fetch_max(req, Ordering::SeqCst);\n        let waiting = sleepers.waiting() & !(1 << (me % 64));",
+        replace: "        let waiting = sleepers.waiting() & !(1 << (me % 64));\n        flush();\n        self.done.fetch_max(req, Ordering::SeqCst);",
+        why: "the server reads the sleepers before it marks the ticket served (Dekker broken)",
+    },
 ];
 
 const MODEL_TIMEOUT: Duration = Duration::from_secs(600);

@@ -105,6 +105,7 @@ pub mod doorbell;
 pub mod hgei;
 pub mod mmio;
 pub mod pending;
+pub mod remote;
 pub mod route;
 pub mod sync;
 

@@ -5,6 +5,7 @@
 use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use spin::Once;
 use virq_core::hgei::HgeiAllocator;
+use virq_core::remote::{ServeCounter, Sleepers};
 
 use crate::arch::{self, csr, entry::MAX_HARTS};
 use crate::ids::HartId;
@@ -18,10 +19,8 @@ pub struct Hart {
     pub hartid: HartId,
     /// Host PLIC S-mode context.
     pub plic_ctx: Option<u32>,
-    /// Remote-fence requests (generation counter, bumped by requesters).
-    pub fence_req: AtomicU64,
-    /// Remote-fence requests served.
-    pub fence_done: AtomicU64,
+    /// Remote-fence requests to this hart and the ones it served (virq-core `remote`).
+    pub fence: ServeCounter,
     /// Running hyp's scheduler.
     pub online: AtomicBool,
     /// Guest external interrupt lines probed on this hart.
@@ -71,38 +70,42 @@ pub fn set_host_timer(when: u64) {
     }
 }
 
-/// Harts waiting in [`remote_fence`] for another hart to serve them (bit = index).
-static FENCE_WAITERS: AtomicU64 = AtomicU64::new(0);
+/// Harts asleep in [`remote_fence`] until another hart serves them (bit = index).
+static FENCE_SLEEPERS: Once<Sleepers> = Once::new();
+
+fn fence_sleepers() -> &'static Sleepers {
+    FENCE_SLEEPERS.call_once(Sleepers::new)
+}
 
 /// How long a hart waiting for a remote fence sleeps at most before it looks again
 /// (0.1 ms at 10 MHz): the bound if an IPI back were lost.
 const FENCE_NAP_TICKS: u64 = 1_000;
 
-/// Serve remote-fence requests addressed to this hart, then wake the harts that wait
-/// for one (see [`remote_fence`]).
+/// Serve remote-fence requests addressed to this hart, then wake the harts asleep
+/// waiting for one (virq-core `remote`: `ServeCounter::serve`).
 pub fn serve_fences(hart: &Hart) {
-    let req = hart.fence_req.load(Ordering::Acquire);
-    if hart.fence_done.load(Ordering::Relaxed) != req {
-        arch::hfence_vvma_all();
-        arch::hfence_gvma_all();
-        arch::fence_i();
-        // SeqCst with the waiter's `FENCE_WAITERS` RMW and `fence_done` load: either
-        // it sees this store, or this load sees its bit (then it gets an IPI).
-        hart.fence_done.store(req, Ordering::SeqCst);
-        let waiters = FENCE_WAITERS.load(Ordering::SeqCst) & !(1 << hart.index);
-        for (i, h) in harts().iter().enumerate() {
-            if waiters & (1 << i) != 0 {
-                arch::sbi::send_ipi(h.hartid);
+    hart.fence.serve(
+        fence_sleepers(),
+        hart.index,
+        || {
+            arch::hfence_vvma_all();
+            arch::hfence_gvma_all();
+            arch::fence_i();
+        },
+        |i| {
+            if let Some(h) = harts().get(i) {
+                arch::send_ipi(h.hartid);
             }
-        }
-    }
+        },
+    );
 }
 
 /// Ask every hart in `mask` (bit = hart index) to flush its guest TLBs and
 /// instruction fetch, and wait until they did (serving our own requests meanwhile).
 ///
 /// The wait sleeps in `wfi` rather than spinning: the serving hart IPIs every waiter
-/// after it served ([`serve_fences`]), and a short host timer bounds each nap. A spin
+/// after it served ([`serve_fences`]; the protocol and its loom model are virq-core's
+/// `remote`), and a short host timer bounds each nap. A spin
 /// is correct but can starve the hart it waits for when harts share a host CPU — QEMU
 /// single-threaded TCG (`-icount`: a spinning hart keeps the only TCG thread until the
 /// next timer deadline, 5–50 ms per fence; issue 12), or a nested host that
@@ -121,10 +124,9 @@ pub fn remote_fence(mask: u64) {
             arch::fence_i();
             continue;
         }
-        want[i] = h.fence_req.fetch_add(1, Ordering::AcqRel) + 1;
-        arch::sbi::send_ipi(h.hartid);
+        want[i] = h.fence.request();
+        arch::send_ipi(h.hartid);
     }
-    let me = 1u64 << here;
     let mut took_ssi = false;
     for (i, h) in harts.iter().enumerate() {
         if want[i] == 0 {
@@ -133,20 +135,22 @@ pub fn remote_fence(mask: u64) {
         let mut naps = 0u64;
         loop {
             serve_fences(&harts[here]);
-            if h.fence_done.load(Ordering::SeqCst) >= want[i] {
+            if h.fence.is_served(want[i]) {
                 break;
             }
-            // Clear the latch first, then announce, then look: an IPI after the clear
-            // leaves it set and `wfi` returns at once.
-            took_ssi |= arch::take_ipi();
-            FENCE_WAITERS.fetch_or(me, Ordering::SeqCst);
-            // A request to this hart may have come with the IPI just cleared.
-            serve_fences(&harts[here]);
-            if h.fence_done.load(Ordering::SeqCst) < want[i] {
-                set_host_timer(arch::time().saturating_add(FENCE_NAP_TICKS));
-                arch::wait_for_interrupt();
+            // virq-core `remote`: take the pending IPI, announce, look again.
+            let sleep = h.fence.prepare_sleep(want[i], fence_sleepers(), here, || {
+                took_ssi |= arch::take_ipi();
+            });
+            if sleep {
+                // A request to this hart may have come with the IPI just taken.
+                serve_fences(&harts[here]);
+                if !h.fence.is_served(want[i]) {
+                    set_host_timer(arch::time().saturating_add(FENCE_NAP_TICKS));
+                    arch::wait_for_interrupt();
+                }
             }
-            FENCE_WAITERS.fetch_and(!me, Ordering::SeqCst);
+            fence_sleepers().withdraw(here);
             naps += 1;
             if naps == 100_000 {
                 // Keep waiting: callers free interrupt-file lines after the fence, and

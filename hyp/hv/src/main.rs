@@ -206,8 +206,7 @@ fn build_world(
             index: i,
             hartid: h.hartid,
             plic_ctx: h.plic_ctx,
-            fence_req: AtomicU64::new(0),
-            fence_done: AtomicU64::new(0),
+            fence: virq_core::remote::ServeCounter::new(),
             online: AtomicBool::new(false),
             hgei_lines: AtomicU64::new(0),
         })
