@@ -256,8 +256,7 @@ fn run_vcpu(hart: &Hart, vcpu: &Vcpu) {
                 if now >= migrate_at && migration_target(vcpu).is_some() {
                     break;
                 }
-                if now.wrapping_sub(slice_start) >= SLICE_TICKS
-                    && others_eligible(hart, vcpu.index)
+                if now.wrapping_sub(slice_start) >= SLICE_TICKS && others_eligible(hart, vcpu.index)
                 {
                     break;
                 }

@@ -133,7 +133,9 @@ pub fn init(pirqs: impl Iterator<Item = Pirq>) {
     if host.has_sfiles() && ipi_id > 0 && !used {
         if let Some((base, _)) = p.aia.imsic {
             crate::arch::use_imsic_ipis(ipi_id, |hartid| {
-                let h = crate::hart::harts().iter().position(|h| h.hartid == hartid)?;
+                let h = crate::hart::harts()
+                    .iter()
+                    .position(|h| h.hartid == hartid)?;
                 let idx = (*host.hart_index.get(h)?)? as u64;
                 Some((base + (idx << (host.gib + 12))) as usize)
             });
