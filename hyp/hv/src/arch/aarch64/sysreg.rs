@@ -1,5 +1,6 @@
 //! The system registers hyp reads and writes, one module each, named as in the Arm
 //! ARM, and the bits hyp sets.
+// Each register gets both accessors; not every one is used yet.
 #![allow(dead_code)]
 
 /// `mod $name { read, write }` for one system register.
@@ -37,8 +38,6 @@ sysreg!(currentel, "CurrentEL");
 sysreg!(cntpct_el0, "cntpct_el0");
 sysreg!(cntfrq_el0, "cntfrq_el0");
 sysreg!(sctlr_el1, "sctlr_el1");
-sysreg!(mpidr_el1, "mpidr_el1");
-sysreg!(id_aa64mmfr0_el1, "id_aa64mmfr0_el1");
 
 /// `HCR_EL2` bits.
 pub mod hcr {
