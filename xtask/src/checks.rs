@@ -48,6 +48,7 @@ pub fn test(args: &TestArgs) -> Result<()> {
         "-D",
         "warnings",
     ]))?;
+    hyp_checks()?;
     run_cmd(cargo().args(["test", "--workspace", "--release"]))?;
     // The KVM benchmark's VMM is its own workspace: its pure modules (device tree, KVM
     // stats format, SBI console, arguments) are tested on the host.
@@ -85,6 +86,34 @@ pub fn test(args: &TestArgs) -> Result<()> {
         crate::bench::quick()?;
     }
     Ok(())
+}
+
+/// hyp (its own workspace, which `cargo fmt --all` does not reach): rustfmt, clippy
+/// with `-D warnings` on the riscv64 image and on the aarch64 one (first step), then
+/// the aarch64 image's build.
+pub fn hyp_checks() -> Result<()> {
+    run_cmd(cargo().args([
+        "fmt",
+        "--manifest-path",
+        "hyp/Cargo.toml",
+        "--all",
+        "--check",
+    ]))?;
+    crate::setup::ensure_rust_target()?;
+    crate::setup::ensure_target(crate::setup::ARM_TARGET)?;
+    for target in [crate::setup::RUST_TARGET, crate::setup::ARM_TARGET] {
+        run_cmd(
+            cargo()
+                .args(["clippy", "--manifest-path", "hyp/Cargo.toml", "-p", "hyp"])
+                .args(["--target", target, "--release", "--target-dir"])
+                .arg(crate::qemu::hyp_target_dir())
+                .args(["--", "-D", "warnings"])
+                .env_remove("RUSTFLAGS")
+                .env_remove("CARGO_BUILD_RUSTFLAGS")
+                .env_remove("CARGO_ENCODED_RUSTFLAGS"),
+        )?;
+    }
+    crate::arm::build().map(drop)
 }
 
 /// The runnable examples of the library crates: `(crate, example)`.

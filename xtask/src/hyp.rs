@@ -61,6 +61,10 @@ Configurations (configs/*.toml; copy one and edit it, the schema is in docs/hyp.
 #[derive(clap::Args, Debug, Clone)]
 #[command(after_help = RUN_CONFIGS)]
 pub struct RunArgs {
+    /// The architecture: `riscv64`, or `aarch64` (first step: hyp at EL2 runs its tiny
+    /// built-in EL1 guest, no configurations yet).
+    #[arg(long, value_enum, default_value_t = Arch::Riscv64)]
+    pub arch: Arch,
     /// The guest configuration (TOML) to boot.
     #[arg(long, default_value = DEFAULT_CONFIG)]
     pub config: PathBuf,
@@ -94,6 +98,15 @@ pub struct RunArgs {
     pub timeout: Option<u64>,
 }
 
+/// The architecture hyp runs on.
+#[derive(clap::ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Arch {
+    /// RISC-V, `qemu-system-riscv64` (everything).
+    Riscv64,
+    /// aarch64, `qemu-system-aarch64` (first step, `xtask/src/arm.rs`).
+    Aarch64,
+}
+
 /// The time limit of a configuration: the test guest alone is quick, Linux with the
 /// test `/init` takes minutes under TCG, a shell is for a person.
 fn default_timeout(file: &crate::config::File) -> u64 {
@@ -113,6 +126,18 @@ fn default_timeout(file: &crate::config::File) -> u64 {
 
 /// Boot a configuration file (default [`DEFAULT_CONFIG`]; see [`RUN_CONFIGS`]).
 pub fn run(args: &RunArgs) -> Result<()> {
+    if args.arch == Arch::Aarch64 {
+        ensure!(
+            args.config == std::path::Path::new(DEFAULT_CONFIG)
+                && args.sets.is_empty()
+                && !args.test_init
+                && args.kernel.is_none()
+                && args.append.is_none(),
+            "--arch aarch64 boots hyp's built-in EL1 test guest only; configurations, \
+             --set, --test-init, --append and --kernel are riscv64-only so far"
+        );
+        return crate::arm::run(args.timeout);
+    }
     crate::setup::ensure_all()?;
     let (mut file, dir) = crate::config::load(&args.config, &args.sets)?;
     if args.test_init {
@@ -627,6 +652,19 @@ fn suite_config(
 
 /// Run the QEMU test suite.
 pub fn qemu_tests() -> Result<()> {
+    // hyp on aarch64 (first step): about a second, before the RISC-V cases (case name
+    // `aarch64-hello` for VIRQ_QEMU_CASE).
+    let only = std::env::var("VIRQ_QEMU_CASE").ok();
+    let listed = |name: &str| {
+        only.as_deref()
+            .is_none_or(|o| o.split(',').any(|n| n.trim() == name))
+    };
+    if listed("aarch64-hello") {
+        crate::arm::smoke()?;
+        if only.as_deref().map(str::trim) == Some("aarch64-hello") {
+            return Ok(());
+        }
+    }
     crate::setup::ensure_all()?;
     let img = build(false)?;
     let images = crate::config::NamedImages {

@@ -6,6 +6,8 @@
 //! - `images`: Debian riscv64 guest images (kernel, busybox) and the initramfs.
 //! - `hyp`: builds the bare-metal hypervisor and its test guest, runs QEMU, and
 //!   the QEMU test suite.
+//! - `arm`: hyp's aarch64 image (first step): build, `run --arch aarch64`, the aarch64
+//!   smoke test of the QEMU suite.
 //! - `checks`: fmt, clippy, host tests, loom models, and the library crates as
 //!   dependencies (examples, `no_std` targets, MSRV, publish dry-run, API listing).
 //! - `api`: `cargo xtask api [--bless]`, the recorded public API of the library crates.
@@ -25,6 +27,7 @@ use anyhow::Result;
 use clap::{Parser, Subcommand};
 
 mod api;
+mod arm;
 mod bench;
 mod checks;
 mod config;
@@ -76,6 +79,7 @@ fn main() -> Result<()> {
         Cmd::Setup => {
             setup::ensure_crate_checks()?;
             setup::ensure_kvm_vmm()?;
+            setup::ensure_arm()?;
             setup::ensure_all()
         }
         Cmd::Api(args) => api::run(&args),

@@ -276,14 +276,27 @@ pub(crate) fn run_qemu_watched(
     echo: bool,
     silence: Option<Duration>,
 ) -> Result<Outcome> {
-    let mut cmd = m.command(img);
+    run_command_watched(m.command(img), m.timeout, echo, silence)
+}
+
+/// Run the QEMU command `cmd` as [`run_qemu_watched`] does (killed after `timeout`, or
+/// after `silence` without console output).
+pub(crate) fn run_command_watched(
+    mut cmd: Command,
+    timeout: Duration,
+    echo: bool,
+    silence: Option<Duration>,
+) -> Result<Outcome> {
     cmd.stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
     let start = Instant::now();
-    let mut child = cmd
-        .spawn()
-        .context("starting qemu-system-riscv64 (run `cargo xtask setup`)")?;
+    let mut child = cmd.spawn().with_context(|| {
+        format!(
+            "starting {} (run `cargo xtask setup`)",
+            cmd.get_program().to_string_lossy()
+        )
+    })?;
     let (tx, rx) = mpsc::channel::<String>();
     let stdout = child.stdout.take().context("qemu stdout")?;
     let mut stderr = child.stderr.take().context("qemu stderr")?;
@@ -316,7 +329,7 @@ pub(crate) fn run_qemu_watched(
         if let Some(st) = child.try_wait()? {
             break st.code();
         }
-        if start.elapsed() > m.timeout {
+        if start.elapsed() > timeout {
             timed_out = true;
             kill(&mut child);
             break None;

@@ -2,7 +2,9 @@
 //! QEMU >= 8 (`qemu-system-riscv64`); for the library-crate checks of `cargo xtask
 //! test`, the `aarch64-unknown-none` target and the MSRV toolchain (`rustup toolchain
 //! install 1.85 --profile minimal`); for the KVM target of `cargo xtask bench --system`,
-//! the `riscv64gc-unknown-linux-gnu` target and the cross linker (`gcc-riscv64-linux-gnu`).
+//! the `riscv64gc-unknown-linux-gnu` target and the cross linker (`gcc-riscv64-linux-gnu`);
+//! for hyp's aarch64 image, that target and `qemu-system-aarch64` (package
+//! `qemu-system-arm`).
 //!
 //! Whatever is missing is installed when that is possible without asking (rustup
 //! works as any user; apt needs root). Otherwise the exact commands are printed and
@@ -33,6 +35,16 @@ pub const VMM_LINKER_PACKAGE: &str = "gcc-riscv64-linux-gnu";
 
 /// The QEMU system emulator `hyp` runs under.
 pub const QEMU_BINARY: &str = "qemu-system-riscv64";
+/// The Debian package of [`QEMU_BINARY`].
+pub const QEMU_PACKAGE: &str = "qemu-system-misc";
+
+/// The bare-metal target of hyp's aarch64 image (and a `no_std` target of the crates).
+pub const ARM_TARGET: &str = "aarch64-unknown-none";
+/// The QEMU system emulator hyp's aarch64 image runs under (`cargo xtask run --arch
+/// aarch64`, the aarch64 smoke test of the QEMU suite).
+pub const QEMU_ARM_BINARY: &str = "qemu-system-aarch64";
+/// The Debian package of [`QEMU_ARM_BINARY`].
+pub const QEMU_ARM_PACKAGE: &str = "qemu-system-arm";
 
 /// Oldest QEMU major version accepted.
 pub const MIN_QEMU_MAJOR: u32 = 8;
@@ -54,6 +66,20 @@ pub fn ensure_all() -> Result<()> {
         qemu.display()
     );
     Ok(())
+}
+
+/// Ensure what hyp's aarch64 image needs: the [`ARM_TARGET`] rustup target and
+/// `qemu-system-aarch64` >= 8 (package `qemu-system-arm`, from bookworm-backports on
+/// bookworm). Returns the QEMU binary's path.
+pub fn ensure_arm() -> Result<PathBuf> {
+    ensure_target(ARM_TARGET)?;
+    let qemu = ensure_qemu_binary(QEMU_ARM_BINARY, QEMU_ARM_PACKAGE)?;
+    let (major, minor, patch) = qemu_version(&qemu)?;
+    eprintln!(
+        "setup: {ARM_TARGET} installed; {} is QEMU {major}.{minor}.{patch}",
+        qemu.display()
+    );
+    Ok(qemu)
 }
 
 /// Ensure what the library-crate checks of `cargo xtask test` need: the `no_std`
@@ -143,7 +169,7 @@ pub fn ensure_rust_target() -> Result<()> {
 
 /// The bare-metal targets the library crates must build for (`no_std`), besides the
 /// host: `cargo xtask test` builds virq-core and virq-riscv for each.
-pub const NO_STD_TARGETS: &[&str] = &[RUST_TARGET, "aarch64-unknown-none"];
+pub const NO_STD_TARGETS: &[&str] = &[RUST_TARGET, ARM_TARGET];
 
 /// Ensure every target of [`NO_STD_TARGETS`] is installed (`rustup target add`).
 pub fn ensure_no_std_targets() -> Result<()> {
@@ -209,7 +235,13 @@ pub fn ensure_target(target: &str) -> Result<()> {
 /// `bookworm-backports`, adding that suite to `debian.sources` if absent);
 /// otherwise print the commands to run as root and fail.
 pub fn ensure_qemu() -> Result<PathBuf> {
-    let found = find_in_path(QEMU_BINARY);
+    ensure_qemu_binary(QEMU_BINARY, QEMU_PACKAGE)
+}
+
+/// Ensure the QEMU system emulator `binary` >= 8, from the Debian `package`, as
+/// [`ensure_qemu`] does for the riscv64 one.
+pub fn ensure_qemu_binary(binary: &str, package: &str) -> Result<PathBuf> {
+    let found = find_in_path(binary);
     if let Some(path) = &found {
         let version = qemu_version(path)?;
         if version.0 >= MIN_QEMU_MAJOR {
@@ -223,7 +255,7 @@ pub fn ensure_qemu() -> Result<PathBuf> {
             version.2
         );
     } else {
-        eprintln!("setup: {QEMU_BINARY} not found in PATH");
+        eprintln!("setup: {binary} not found in PATH");
     }
 
     let codename = os_codename();
@@ -232,19 +264,18 @@ pub fn ensure_qemu() -> Result<PathBuf> {
         bail!(
             "QEMU >= {MIN_QEMU_MAJOR} is needed and installing it needs root. Run as root:\n\
              {}\nthen run `cargo xtask setup` again",
-            plan.describe()
+            plan.describe(package)
         );
     }
-    plan.execute()?;
+    plan.execute(package)?;
 
-    let path = find_in_path(QEMU_BINARY).with_context(|| {
-        format!("{QEMU_BINARY} is still not in PATH after installing qemu-system-misc")
-    })?;
+    let path = find_in_path(binary)
+        .with_context(|| format!("{binary} is still not in PATH after installing {package}"))?;
     let version = qemu_version(&path)?;
     if version.0 < MIN_QEMU_MAJOR {
         bail!(
             "{} is still QEMU {}.{}.{} after the install; QEMU >= {MIN_QEMU_MAJOR} is needed \
-             (Debian bookworm: install qemu-system-misc from {BACKPORTS})",
+             (Debian bookworm: install {package} from {BACKPORTS})",
             path.display(),
             version.0,
             version.1,
@@ -332,7 +363,7 @@ fn os_codename() -> Option<String> {
 enum InstallPlan {
     /// Debian bookworm: enable `bookworm-backports` and install from it.
     Backports,
-    /// Any other apt-based system: its own `qemu-system-misc`.
+    /// Any other apt-based system: its own QEMU package.
     Plain,
 }
 
@@ -345,7 +376,7 @@ fn install_plan(codename: Option<&str>) -> InstallPlan {
 
 impl InstallPlan {
     /// The commands a root user would run, one per line.
-    fn describe(&self) -> String {
+    fn describe(&self, package: &str) -> String {
         match self {
             InstallPlan::Backports => format!(
                 "  # in {DEBIAN_SOURCES}, on the `Suites: bookworm ...` line of the \
@@ -353,21 +384,21 @@ impl InstallPlan {
                  sed -i '/^Suites:.*[[:space:]]bookworm\\([[:space:]]\\|$\\)/{{/{BACKPORTS}/!s/$/ {BACKPORTS}/}}' \
                  {DEBIAN_SOURCES}   # only if {BACKPORTS} is absent\n  \
                  apt-get update\n  \
-                 apt-get install -y -t {BACKPORTS} qemu-system-misc"
+                 apt-get install -y -t {BACKPORTS} {package}"
             ),
-            InstallPlan::Plain => "  apt-get update\n  apt-get install -y qemu-system-misc".into(),
+            InstallPlan::Plain => format!("  apt-get update\n  apt-get install -y {package}"),
         }
     }
 
     /// Run the plan (as root).
-    fn execute(&self) -> Result<()> {
+    fn execute(&self, package: &str) -> Result<()> {
         match self {
             InstallPlan::Backports => {
                 enable_backports(Path::new(DEBIAN_SOURCES))?;
                 run_cmd(Command::new("apt-get").arg("update"))?;
                 run_cmd(
                     Command::new("apt-get")
-                        .args(["install", "-y", "-t", BACKPORTS, "qemu-system-misc"])
+                        .args(["install", "-y", "-t", BACKPORTS, package])
                         .env("DEBIAN_FRONTEND", "noninteractive"),
                 )
             }
@@ -375,7 +406,7 @@ impl InstallPlan {
                 run_cmd(Command::new("apt-get").arg("update"))?;
                 run_cmd(
                     Command::new("apt-get")
-                        .args(["install", "-y", "qemu-system-misc"])
+                        .args(["install", "-y", package])
                         .env("DEBIAN_FRONTEND", "noninteractive"),
                 )
             }
@@ -500,7 +531,7 @@ mod tests {
     /// The `sed` printed for non-root users does what `add_backports_suite` does.
     #[test]
     fn printed_sed_matches_the_rust_edit() {
-        let plan = install_plan(Some("bookworm")).describe();
+        let plan = install_plan(Some("bookworm")).describe(QEMU_PACKAGE);
         let sed = plan
             .lines()
             .find(|l| l.trim_start().starts_with("sed -i"))

@@ -4,44 +4,79 @@
 //! Boot (`boot_main`, one hart): parse the host DTB, build the guests of the selected
 //! profile (`config`), publish the [`world::World`], start the other harts with SBI
 //! HSM, and run the scheduler (`sched`) on every hart. See `docs/hyp.md`.
+//!
+//! On aarch64 (first step) only `arch`, `console`, `heap` and `gstage` are built and
+//! `arm_main.rs` provides the entries: EL2 boot, one tiny EL1 guest under stage 2.
 #![no_std]
 #![no_main]
+// The aarch64 image (first step, `arm_main.rs`) uses only the architecture-neutral
+// modules and a part of each.
+#![cfg_attr(target_arch = "aarch64", allow(dead_code))]
 
 extern crate alloc;
 
+#[cfg(target_arch = "riscv64")]
 mod acct;
 mod arch;
+#[cfg(target_arch = "aarch64")]
+mod arm_main;
+#[cfg(target_arch = "riscv64")]
 mod config;
 mod console;
+#[cfg(target_arch = "riscv64")]
 mod counts;
+#[cfg(target_arch = "riscv64")]
 mod dtb;
+#[cfg(target_arch = "riscv64")]
 mod exit;
 mod gstage;
+#[cfg(target_arch = "riscv64")]
 mod guest;
+#[cfg(target_arch = "riscv64")]
 mod hart;
 mod heap;
+#[cfg(target_arch = "riscv64")]
 mod hostirq;
+#[cfg(target_arch = "riscv64")]
 mod ids;
+#[cfg(target_arch = "riscv64")]
 mod irq;
+#[cfg(target_arch = "riscv64")]
 mod platform;
+#[cfg(target_arch = "riscv64")]
 mod sbi;
+#[cfg(target_arch = "riscv64")]
 mod sched;
+#[cfg(target_arch = "riscv64")]
 mod shutdown;
+#[cfg(target_arch = "riscv64")]
 mod topology;
+#[cfg(target_arch = "riscv64")]
 mod vcpu;
+#[cfg(target_arch = "riscv64")]
 mod vuart;
+#[cfg(target_arch = "riscv64")]
 mod world;
 
+#[cfg(target_arch = "riscv64")]
 use alloc::vec::Vec;
+#[cfg(target_arch = "riscv64")]
 use core::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 
+#[cfg(target_arch = "riscv64")]
 use arch::csr::{self, henvcfg_bits, irq_bits};
+#[cfg(target_arch = "riscv64")]
 use config::{EoiMode, GuestConfig};
+#[cfg(target_arch = "riscv64")]
 use hart::Hart;
+#[cfg(target_arch = "riscv64")]
 use ids::HartId;
+#[cfg(target_arch = "riscv64")]
 use platform::exit_machine;
+#[cfg(target_arch = "riscv64")]
 use world::{world, World};
 
+#[cfg(target_arch = "riscv64")]
 /// Entry of the boot hart (from the backend's boot code, declared in `arch`): its hart
 /// id and the firmware's DTB.
 #[no_mangle]
@@ -122,6 +157,7 @@ pub extern "C" fn boot_main(hartid: HartId, dtb: usize) -> ! {
     sched::run()
 }
 
+#[cfg(target_arch = "riscv64")]
 /// Entry of the other harts (`arch::start_hart`'s `opaque`: the index in `World::harts`).
 #[no_mangle]
 pub extern "C" fn secondary_main(_hartid: HartId, index: usize) -> ! {
@@ -129,6 +165,7 @@ pub extern "C" fn secondary_main(_hartid: HartId, index: usize) -> ! {
     sched::run()
 }
 
+#[cfg(target_arch = "riscv64")]
 fn hart_init(index: usize) {
     let w = world();
     arch::set_hart_local(index);
@@ -184,6 +221,7 @@ fn hart_init(index: usize) {
     );
 }
 
+#[cfg(target_arch = "riscv64")]
 fn build_world(
     p: &'static platform::Platform,
     boot_hartid: HartId,
@@ -268,6 +306,7 @@ fn build_world(
     })
 }
 
+#[cfg(target_arch = "riscv64")]
 /// A trap taken by hyp itself (from the backend's trap vector; RISC-V: in HS-mode):
 /// always a hyp bug.
 #[no_mangle]
@@ -276,6 +315,7 @@ pub extern "C" fn fatal_host_trap(scause: usize, sepc: usize, stval: usize) -> !
     exit_machine(0xfe)
 }
 
+#[cfg(target_arch = "riscv64")]
 #[panic_handler]
 fn panic(info: &core::panic::PanicInfo<'_>) -> ! {
     println!("hyp: PANIC: {info}");
