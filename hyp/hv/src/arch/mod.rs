@@ -65,6 +65,40 @@ mod aarch64;
 #[cfg(target_arch = "aarch64")]
 pub use aarch64::*;
 
+// Shared by every backend: the linker scripts (`hyp.ld`, `hyp-aarch64.ld`) define the
+// same symbols.
+
+/// Stop this hart for good (interrupts stay masked; each wake-up sleeps again).
+pub fn halt() -> ! {
+    loop {
+        wait_for_interrupt();
+    }
+}
+
+/// The boot heap `[start, end)` (`__heap_start`/`__heap_end` of the linker script).
+pub fn heap_range() -> (usize, usize) {
+    extern "C" {
+        static __heap_start: u8;
+        static __heap_end: u8;
+    }
+    (
+        core::ptr::addr_of!(__heap_start) as usize,
+        core::ptr::addr_of!(__heap_end) as usize,
+    )
+}
+
+/// `[start, end)` of everything the hyp image owns (code, data, stacks, heap).
+pub fn image_range() -> (usize, usize) {
+    extern "C" {
+        static __hyp_start: u8;
+        static __hyp_end: u8;
+    }
+    (
+        core::ptr::addr_of!(__hyp_start) as usize,
+        core::ptr::addr_of!(__hyp_end) as usize,
+    )
+}
+
 #[cfg(not(any(target_arch = "riscv64", target_arch = "aarch64")))]
 compile_error!(
     "hyp: no backend for this architecture yet (build with --target \

@@ -81,37 +81,6 @@ pub fn hfence_vvma_all() {
     };
 }
 
-/// Park this CPU forever.
-pub fn halt() -> ! {
-    loop {
-        wait_for_interrupt();
-    }
-}
-
-/// Boot heap `[start, end)` (from `hyp-aarch64.ld`).
-pub fn heap_range() -> (usize, usize) {
-    extern "C" {
-        static __heap_start: u8;
-        static __heap_end: u8;
-    }
-    (
-        core::ptr::addr_of!(__heap_start) as usize,
-        core::ptr::addr_of!(__heap_end) as usize,
-    )
-}
-
-/// `[start, end)` of everything the hyp image owns (code, data, stacks, heap).
-pub fn image_range() -> (usize, usize) {
-    extern "C" {
-        static __hyp_start: u8;
-        static __hyp_end: u8;
-    }
-    (
-        core::ptr::addr_of!(__hyp_start) as usize,
-        core::ptr::addr_of!(__hyp_end) as usize,
-    )
-}
-
 /// Set the per-CPU word (`TPIDR_EL2`).
 pub fn set_hart_local(v: usize) {
     sysreg::tpidr_el2::write(v);

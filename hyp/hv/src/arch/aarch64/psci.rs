@@ -43,11 +43,11 @@ pub fn cpu_on(target: usize, entry: usize, context: usize) -> Result<(), isize> 
 /// `SYSTEM_OFF`: QEMU exits (status 0).
 pub fn system_off() -> ! {
     smc(SYSTEM_OFF, 0, 0, 0);
-    super::halt()
+    crate::arch::halt()
 }
 
 /// `SYSTEM_RESET`: with `-no-reboot`, QEMU exits.
 pub fn system_reset() -> ! {
     smc(SYSTEM_RESET, 0, 0, 0);
-    super::halt()
+    crate::arch::halt()
 }

@@ -121,7 +121,7 @@ impl TestDevice {
         };
         // SAFETY: the sifive_test register at offset 0 of the device in the DTB.
         unsafe { write32(self.base, v) };
-        super::halt()
+        crate::arch::halt()
     }
 }
 

@@ -61,37 +61,6 @@ pub fn hfence_vvma_all() {
     unsafe { core::arch::asm!(".insn r 0x73, 0, 0x11, x0, x0, x0", options(nostack)) };
 }
 
-/// Park this hart forever (after a fatal host error).
-pub fn halt() -> ! {
-    loop {
-        wait_for_interrupt();
-    }
-}
-
-/// Addresses of the hyp image, its stacks and its heap (from `hyp.ld`).
-pub fn heap_range() -> (usize, usize) {
-    extern "C" {
-        static __heap_start: u8;
-        static __heap_end: u8;
-    }
-    (
-        core::ptr::addr_of!(__heap_start) as usize,
-        core::ptr::addr_of!(__heap_end) as usize,
-    )
-}
-
-/// `[start, end)` of everything the hyp image owns (code, data, stacks, heap).
-pub fn image_range() -> (usize, usize) {
-    extern "C" {
-        static __hyp_start: u8;
-        static __hyp_end: u8;
-    }
-    (
-        core::ptr::addr_of!(__hyp_start) as usize,
-        core::ptr::addr_of!(__hyp_end) as usize,
-    )
-}
-
 /// Set the per-hart pointer kept in `tp` (hyp's "current hart" register).
 pub fn set_hart_local(ptr: usize) {
     // SAFETY: hyp reserves `tp` for this pointer; the compiler never allocates `tp`

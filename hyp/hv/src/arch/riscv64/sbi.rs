@@ -92,5 +92,5 @@ pub fn set_timer(when: u64) {
 /// SRST `system_reset` shutdown (fallback when there is no sifive_test device).
 pub fn shutdown(failure: bool) -> ! {
     call(EID_SRST, 0, [0, failure as usize, 0, 0, 0, 0]);
-    super::halt()
+    crate::arch::halt()
 }
