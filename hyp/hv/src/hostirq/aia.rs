@@ -51,11 +51,17 @@ pub fn host() -> Option<&'static HostAia> {
 impl HostAia {
     /// Byte offset in the S-level IMSIC window of guest file `line` of hart `hart`.
     pub(crate) fn file_page(&self, hart: usize, line: u32) -> Option<usize> {
-        let idx = (*self.hart_index.get(hart)?)? as usize;
         if line == 0 || line >= (1 << self.gib) {
             return None;
         }
-        Some((idx << (self.gib + 12)) + line as usize * IMSIC_PAGE_SIZE as usize)
+        Some(self.sfile_page(hart)? + line as usize * IMSIC_PAGE_SIZE as usize)
+    }
+
+    /// Byte offset in the S-level IMSIC window of hart `hart`'s own S-level file (its
+    /// guest files follow it).
+    pub(crate) fn sfile_page(&self, hart: usize) -> Option<usize> {
+        let idx = (*self.hart_index.get(hart)?)? as usize;
+        Some(idx << (self.gib + 12))
     }
 
     /// Host physical address of guest file `line` of hart `hart`.
@@ -136,8 +142,7 @@ pub fn init(pirqs: impl Iterator<Item = Pirq>) {
                 let h = crate::hart::harts()
                     .iter()
                     .position(|h| h.hartid == hartid)?;
-                let idx = (*host.hart_index.get(h)?)? as u64;
-                Some((base + (idx << (host.gib + 12))) as usize)
+                Some(base as usize + host.sfile_page(h)?)
             });
         }
     }
