@@ -197,10 +197,16 @@ pub enum Topology {
     /// The AIA: a vAPLIC in MSI mode and an IMSIC file per vCPU, hardware guest files
     /// where the hart has them (needs a host with an S-level IMSIC).
     Aia,
+    /// A GICv3 (distributor and one redistributor per vCPU) on an aarch64 host.
+    Vgicv3,
 }
 
 impl Named for Topology {
-    const NAMES: &'static [(&'static str, Self)] = &[("vplic", Self::Vplic), ("aia", Self::Aia)];
+    const NAMES: &'static [(&'static str, Self)] = &[
+        ("vplic", Self::Vplic),
+        ("aia", Self::Aia),
+        ("vgicv3", Self::Vgicv3),
+    ];
 }
 
 /// A device given to the guest (`devices`).

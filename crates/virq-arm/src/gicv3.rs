@@ -305,6 +305,23 @@ impl<const SPIS: usize, const VCPUS: usize> VGicV3<SPIS, VCPUS> {
         }
     }
 
+    /// Configure PPI `intid` (16..32) of `vcpu` as a passthrough of a physical PPI
+    /// (the virtual timer's, `HW`-linked to the physical PPI of the CPU that runs the
+    /// vCPU), or back to a virtual line. False if `intid` is not a PPI or there is no
+    /// such vCPU.
+    pub fn set_ppi_passthrough(&mut self, vcpu: usize, intid: u32, pass: Passthrough) -> bool {
+        if !(intid::PPI_BASE..intid::SPI_BASE).contains(&intid) || vcpu >= self.vcpus {
+            return false;
+        }
+        match self.irq(vcpu, intid) {
+            Some(irq) => {
+                irq.pass = pass;
+                true
+            }
+            None => false,
+        }
+    }
+
     /// Set the line of level interrupt `intid` (a PPI of `vcpu`, or an SPI) and kick
     /// the vCPU that must look. Edge-configured interrupts latch a rising edge.
     pub fn set_level(&mut self, vcpu: usize, intid: u32, level: bool, kick: &impl Kick) {
@@ -483,7 +500,11 @@ impl<const SPIS: usize, const VCPUS: usize> VGicV3<SPIS, VCPUS> {
     fn take_back(&mut self, vcpu: usize, n: usize, ich: &mut impl IchRegs) {
         if let Some(id) = self.lrs[vcpu][n].take() {
             if let Some(irq) = self.irq(vcpu, id) {
-                if irq.edge {
+                // An edge's pending state lived only in the register. So did an
+                // `HW`-linked one's, whatever its configuration: its physical INTID
+                // stays active until the guest deactivates this delivery, so no new
+                // edge or level will come to re-raise it.
+                if irq.edge || matches!(irq.pass, Passthrough::Hw { .. }) {
                     irq.latch = true;
                 }
             }

@@ -538,3 +538,57 @@ proptest! {
         }
     }
 }
+
+#[test]
+fn hw_linked_ppi_of_one_vcpu_only() {
+    let mut g = Gic::new(2).unwrap();
+    assert!(
+        !g.set_ppi_passthrough(0, 33, Passthrough::Hw { pintid: 33 }),
+        "an SPI"
+    );
+    assert!(
+        !g.set_ppi_passthrough(0, 7, Passthrough::Hw { pintid: 7 }),
+        "an SGI"
+    );
+    assert!(
+        !g.set_ppi_passthrough(2, 27, Passthrough::Hw { pintid: 27 }),
+        "no vCPU 2"
+    );
+    assert!(g.set_ppi_passthrough(1, 27, Passthrough::Hw { pintid: 27 }));
+    dist_w(&mut g, gicd::CTLR, 3);
+    for v in 0..2 {
+        sgi_w(&mut g, v, gicr::sgi::IGROUPR0, 1 << 27);
+        sgi_w(&mut g, v, gicr::sgi::ISENABLER0, 1 << 27);
+    }
+    let inbox = new_inbox();
+    let (mut ich0, mut ich1) = (FakeIch::new(4), FakeIch::new(4));
+    g.pulse(0, 27, &K);
+    g.pulse(1, 27, &K);
+    g.flush(0, &inbox, &mut ich0, &K);
+    g.flush(1, &inbox, &mut ich1, &K);
+    assert!(!ich0.lrs[0].is_hw(), "vCPU 0's timer PPI stays virtual");
+    assert!(ich1.lrs[0].is_hw() && ich1.lrs[0].pintid() == 27);
+}
+
+/// Found booting Linux under hyp: the virtual timer's PPI is level-configured and
+/// `HW`-linked; an exit while it was still pending in its register took it back and
+/// dropped it, leaving the physical PPI active for good (the CPU's timer dead).
+#[test]
+fn a_pending_hw_linked_level_interrupt_taken_back_is_not_lost() {
+    let mut g = Gic::new(1).unwrap();
+    dist_w(&mut g, gicd::CTLR, 3);
+    sgi_w(&mut g, 0, gicr::sgi::IGROUPR0, 1 << 27);
+    sgi_w(&mut g, 0, gicr::sgi::ISENABLER0, 1 << 27);
+    // Level (ICFGR1 bit for 27 clear: the reset value).
+    assert!(g.set_ppi_passthrough(0, 27, Passthrough::Hw { pintid: 27 }));
+    let (inbox, mut ich, eois) = (new_inbox(), FakeIch::new(4), Eois::default());
+    g.pulse(0, 27, &K);
+    g.flush(0, &inbox, &mut ich, &K);
+    assert!(ich.lrs[0].is_hw());
+    // The guest had interrupts masked: the register is still pending at the exit.
+    g.sync(0, &mut ich, &eois);
+    g.flush(0, &inbox, &mut ich, &K);
+    assert_eq!(ich.acknowledge(), Some(27), "delivered after the take-back");
+    assert!(ich.deactivate(27));
+    assert_eq!(&ich.hw_deactivated[..ich.hw_count], [27]);
+}

@@ -14,8 +14,6 @@ use crate::ids::{Pirq, Virq};
 
 /// Guest-physical base of every guest's RAM.
 pub const GUEST_RAM_BASE: u64 = hyp_config::GUEST_RAM_BASE;
-/// The longest config blob hyp reads.
-const BLOB_MAX: usize = 64 << 10;
 
 /// How a level-triggered passthrough interrupt is completed at the physical PLIC.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -147,6 +145,8 @@ impl GuestConfig {
             intc: match g.topology {
                 Topology::Vplic => VIRT_VPLIC,
                 Topology::Aia => VIRT_AIA,
+                // Refused by `load`.
+                Topology::Vgicv3 => VIRT_VPLIC,
             },
             devices: devices.leak(),
             eoi: match g.eoi {
@@ -202,45 +202,21 @@ pub fn options() -> hyp_config::Options {
     OPTIONS.get().copied().unwrap_or_default()
 }
 
-/// Read the configuration: the blob at the host physical address of the bootarg
-/// `config=`, which must lie in RAM outside hyp's image, stack and heap
-/// (`allowed(addr, len)`); decode and validate it, and publish its options.
+/// Read the configuration ([`crate::blob::load`]), refuse guests of another
+/// architecture, and publish its options.
 pub fn load(
     bootarg: Option<&str>,
     allowed: impl Fn(u64, u64) -> bool,
 ) -> Result<hyp_config::Config, Error> {
-    let arg = bootarg.ok_or_else(|| {
-        Error::new(
-            "config",
-            "no config=ADDR bootarg: boot hyp with `cargo xtask run --config FILE`",
-        )
-    })?;
-    let addr = arg
-        .strip_prefix("0x")
-        .and_then(|h| u64::from_str_radix(h, 16).ok())
-        .ok_or_else(|| Error::new("config", "config= takes a hex address (0x...)"))?;
-    if !allowed(addr, 8) {
-        return Err(Error::new(
-            "config",
-            "config= does not point into free host RAM",
-        ));
+    let config = crate::blob::load(bootarg, allowed)?;
+    for (i, g) in config.guests.iter().enumerate() {
+        if g.topology == Topology::Vgicv3 {
+            return Err(Error::new(
+                alloc::format!("guest[{i}].topology"),
+                "vgicv3 is the aarch64 GIC; this hyp runs on riscv64 (vplic or aia)",
+            ));
+        }
     }
-    let mut header = [0u8; 8];
-    // SAFETY: `[addr, addr + 8)` is host RAM outside hyp's image, stacks and heap
-    // (checked above); only the boot hart runs and nothing else writes it.
-    unsafe { crate::arch::phys::copy_in(addr as usize, &mut header) };
-    let len = u32::from_be_bytes([header[4], header[5], header[6], header[7]]) as usize;
-    if len > BLOB_MAX || !allowed(addr, len as u64) {
-        return Err(Error::new(
-            "config blob",
-            "larger than 64 KiB or beyond free host RAM",
-        ));
-    }
-    let mut blob = alloc::vec![0u8; len];
-    // SAFETY: as above, for `[addr, addr + len)` (checked).
-    unsafe { crate::arch::phys::copy_in(addr as usize, &mut blob) };
-    let config = hyp_config::decode(&blob)?;
-    hyp_config::validate(&config)?;
     OPTIONS.call_once(|| config.hyp);
     Ok(config)
 }

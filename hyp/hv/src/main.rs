@@ -5,12 +5,13 @@
 //! profile (`config`), publish the [`world::World`], start the other harts with SBI
 //! HSM, and run the scheduler (`sched`) on every hart. See `docs/hyp.md`.
 //!
-//! On aarch64 (first step) only `arch`, `console`, `heap` and `gstage` are built and
-//! `arm_main.rs` provides the entries: EL2 boot, one tiny EL1 guest under stage 2.
+//! On aarch64 only `arch`, `blob`, `console`, `heap` and `gstage` of these are built,
+//! and `arm/` provides the entries: EL2 boot, then a Linux guest from the config blob
+//! on a vGICv3 (or, with no `config=`, the tiny built-in EL1 test guest).
 #![no_std]
 #![no_main]
-// The aarch64 image (first step, `arm_main.rs`) uses only the architecture-neutral
-// modules and a part of each.
+// The aarch64 image (`arm/`) uses only the architecture-neutral modules and a part of
+// each.
 #![cfg_attr(target_arch = "aarch64", allow(dead_code))]
 
 extern crate alloc;
@@ -19,7 +20,8 @@ extern crate alloc;
 mod acct;
 mod arch;
 #[cfg(target_arch = "aarch64")]
-mod arm_main;
+mod arm;
+mod blob;
 #[cfg(target_arch = "riscv64")]
 mod config;
 mod console;

@@ -9,7 +9,7 @@
 //! bits and TZ set), `VBAR_EL2` = the vectors of `switch.rs`.
 //!
 //! The two Rust entries it calls, `boot_main` and `secondary_main`, are declared in
-//! `arch` (the contract) and defined by the top (`arm_main.rs`).
+//! `arch` (the contract) and defined by the top (`arm/mod.rs`).
 use crate::arch::{boot_main, secondary_main};
 
 /// log2 of the stack bytes per CPU (256 KiB; must match `STACK_SIZE` in

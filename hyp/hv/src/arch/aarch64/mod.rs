@@ -11,15 +11,18 @@
 //! | `sysreg.rs` | the EL2 system registers hyp programs, and their bits |
 //! | `psci.rs` | PSCI calls down to QEMU (`smc`) and the function ids guests use |
 //! | `pl011.rs` | the PL011 UART hyp's console writes to |
+//! | `gic.rs` | the host GICv3 (distributor, redistributors, `ICC_*`) and the list registers (`ICH_*`) |
 //! | `hello_guest.rs` | the tiny EL1 test payload (a few instructions, copied into guest RAM) |
 //!
-//! Not provided yet (so the contract check in `arch/mod.rs` skips them on aarch64):
-//! `send_ipi`, `take_ipi`, `raise_ipi_self` (they need the host GICv3 driver). The
+//! IPIs are SGIs ([`send_ipi`]); a CPU consumes them by acknowledging its interrupts
+//! in a loop (`gic::ack`), so `take_ipi` and `raise_ipi_self` of the RISC-V contract
+//! have no counterpart here (the contract check in `arch/mod.rs` skips them). The
 //! EL2 stage-1 MMU stays off: hyp runs on the flat physical map, its data accesses are
 //! Device-nGnRnE (fine on QEMU's TCG; a real core needs an EL2 identity map first).
 use super::HartId;
 
 pub mod entry;
+pub mod gic;
 pub mod hello_guest;
 pub mod pl011;
 pub mod psci;
@@ -115,4 +118,9 @@ pub fn power_off(failure: bool) -> ! {
     } else {
         psci::system_off()
     }
+}
+
+/// Interrupt CPU `hartid` (its `MPIDR_EL1.Aff0`): hyp's kick SGI.
+pub fn send_ipi(hartid: HartId) {
+    gic::send_sgi(hartid.0, gic::KICK_SGI);
 }

@@ -9,9 +9,10 @@
 //! from `enter_guest`. An exception taken at EL2 itself is a hyp bug:
 //! `fatal_host_trap(ESR_EL2, ELR_EL2, FAR_EL2)`.
 //!
-//! Only general registers and the exception state are switched so far: no guest
-//! EL1 system registers, FP/SIMD or timer state (one guest, one vCPU, that does not
-//! use them).
+//! Switched: the general registers, the exception state and FP/SIMD (q0-q31, `FPSR`,
+//! `FPCR`: hyp's own code uses SIMD registers, e.g. in `memcpy`). Not switched: the
+//! guest's EL1 system registers and timer, which stay live in the CPU — a vCPU keeps
+//! its CPU to itself (docs/hyp.md, "aarch64").
 use core::mem::offset_of;
 
 use crate::arch::fatal_host_trap;
@@ -37,12 +38,20 @@ pub struct Context {
     /// Which vector the last exit came through: 0-3 synchronous, IRQ, FIQ, SError from
     /// AArch64 EL1/EL0; 4-7 the same from AArch32.
     pub vector: u64,
+    /// `FPSR`.
+    pub fpsr: u64,
+    /// `FPCR`.
+    pub fpcr: u64,
+    /// q0-q31.
+    pub q: [u128; 32],
 }
 
 /// Exit vectors (`Context::vector`).
 pub mod vector {
     /// A synchronous exception from AArch64 EL1/EL0 (HVC, SMC, aborts, traps).
     pub const SYNC: u64 = 0;
+    /// A physical IRQ (routed to EL2 by `HCR_EL2.IMO`) while the guest ran.
+    pub const IRQ: u64 = 1;
 }
 
 /// Bytes of the frame `enter_guest` keeps on hyp's stack.
@@ -51,6 +60,7 @@ const FRAME: usize = 176;
 const FRAME_CTX: usize = 96;
 
 const _: () = assert!(offset_of!(Context, x) == 0);
+const _: () = assert!(offset_of!(Context, q) % 16 == 0 && offset_of!(Context, q) + 512 <= 1024);
 
 extern "C" {
     fn __hyp_enter_guest(ctx: *mut Context);
@@ -119,6 +129,27 @@ __hyp_enter_guest:
     stp     d10, d11, [sp, #128]
     stp     d12, d13, [sp, #144]
     stp     d14, d15, [sp, #160]
+    add     x1, x0, #{q}
+    ldp     q0, q1, [x1, #0]
+    ldp     q2, q3, [x1, #32]
+    ldp     q4, q5, [x1, #64]
+    ldp     q6, q7, [x1, #96]
+    ldp     q8, q9, [x1, #128]
+    ldp     q10, q11, [x1, #160]
+    ldp     q12, q13, [x1, #192]
+    ldp     q14, q15, [x1, #224]
+    ldp     q16, q17, [x1, #256]
+    ldp     q18, q19, [x1, #288]
+    ldp     q20, q21, [x1, #320]
+    ldp     q22, q23, [x1, #352]
+    ldp     q24, q25, [x1, #384]
+    ldp     q26, q27, [x1, #416]
+    ldp     q28, q29, [x1, #448]
+    ldp     q30, q31, [x1, #480]
+    ldr     x1, [x0, #{fpsr}]
+    msr     fpsr, x1
+    ldr     x1, [x0, #{fpcr}]
+    msr     fpcr, x1
     ldr     x1, [x0, #{pc}]
     msr     elr_el2, x1
     ldr     x1, [x0, #{pstate}]
@@ -175,6 +206,27 @@ __hyp_guest_exit:
     str     x1, [x0, #{far}]
     mrs     x1, hpfar_el2
     str     x1, [x0, #{hpfar}]
+    mrs     x1, fpsr
+    str     x1, [x0, #{fpsr}]
+    mrs     x1, fpcr
+    str     x1, [x0, #{fpcr}]
+    add     x1, x0, #{q}
+    stp     q0, q1, [x1, #0]
+    stp     q2, q3, [x1, #32]
+    stp     q4, q5, [x1, #64]
+    stp     q6, q7, [x1, #96]
+    stp     q8, q9, [x1, #128]
+    stp     q10, q11, [x1, #160]
+    stp     q12, q13, [x1, #192]
+    stp     q14, q15, [x1, #224]
+    stp     q16, q17, [x1, #256]
+    stp     q18, q19, [x1, #288]
+    stp     q20, q21, [x1, #320]
+    stp     q22, q23, [x1, #352]
+    stp     q24, q25, [x1, #384]
+    stp     q26, q27, [x1, #416]
+    stp     q28, q29, [x1, #448]
+    stp     q30, q31, [x1, #480]
     ldp     x19, x20, [sp, #0]
     ldp     x21, x22, [sp, #16]
     ldp     x23, x24, [sp, #32]
@@ -198,4 +250,7 @@ __hyp_guest_exit:
     far = const offset_of!(Context, far),
     hpfar = const offset_of!(Context, hpfar),
     vector = const offset_of!(Context, vector),
+    fpsr = const offset_of!(Context, fpsr),
+    fpcr = const offset_of!(Context, fpcr),
+    q = const offset_of!(Context, q),
 );

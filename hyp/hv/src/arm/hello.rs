@@ -1,17 +1,17 @@
-//! hyp on aarch64, first step (issue 13): boot at EL2 and run one tiny EL1 guest
-//! (`arch::hello_guest`) under stage 2, handling its exits.
+//! The built-in test guest (`cargo xtask run --arch aarch64 --hello`, suite case
+//! `aarch64-hello`): one tiny EL1 guest (`arch::hello_guest`) under stage 2, run when
+//! hyp's command line has no `config=`.
 //!
 //! What it proves: the EL2 entry, the vectors and the world switch (`eret` to EL1 and
 //! back through `VBAR_EL2`), stage-2 translation built by the architecture-neutral
 //! `gstage` walk over the VMSAv8-64 format (guest RAM at IPA 0x4000_0000, offset-mapped
 //! to host 0x4800_0000), `ESR_EL2` decoding (HVC64; a stage-2 data abort with its IPA
 //! from `HPFAR_EL2` and `FAR_EL2`), the PL011 console and power-off through PSCI.
-//!
-//! Not here yet (docs/hyp.md, "aarch64 (first step)"): the host GICv3, the vGIC, the
-//! timer, PSCI `CPU_ON` for guests, guests from the configuration, Linux.
-use crate::arch::{self, hello_guest, psci, sysreg, Context, HartId, Stage2Format};
+use crate::arch::{self, hello_guest, psci, sysreg, Context, Stage2Format};
 use crate::gstage::{GStage, R, W, X};
-use crate::{heap, println};
+use crate::println;
+
+use super::ec;
 
 /// The guest's RAM: at this IPA ...
 const GUEST_RAM_IPA: u64 = 0x4000_0000;
@@ -23,16 +23,6 @@ const GUEST_RAM_SIZE: u64 = 2 << 20;
 /// The guest's VMID.
 const VMID: u16 = 1;
 
-/// `ESR_EL2.EC` values hyp handles (Arm ARM D24, "ESR_EL2").
-mod ec {
-    /// `hvc` from AArch64.
-    pub const HVC64: u64 = 0x16;
-    /// `smc` from AArch64 (trapped by `HCR_EL2.TSC`).
-    pub const SMC64: u64 = 0x17;
-    /// Data abort from a lower EL.
-    pub const DABT_LOW: u64 = 0x24;
-}
-
 /// What the exit handler tells the run loop.
 enum Next {
     /// Enter the guest again.
@@ -41,41 +31,8 @@ enum Next {
     PowerOff(bool),
 }
 
-/// Entry of the boot CPU (from `arch::aarch64::entry`): its `MPIDR_EL1.Aff0` and `x0`
-/// as QEMU left it.
-#[no_mangle]
-pub extern "C" fn boot_main(cpu: HartId, _x0: usize) -> ! {
-    heap::init();
-    let el = (sysreg::currentel::read() >> 2) & 3;
-    println!(
-        "hyp: virq hypervisor on aarch64, EL{el}, boot CPU {cpu}, heap {:x?} image {:x?}, CNTFRQ {} Hz",
-        arch::heap_range(),
-        arch::image_range(),
-        sysreg::cntfrq_el0::read()
-    );
-    if el != 2 {
-        println!("hyp: not started at EL2 (need -M virt,virtualization=on)");
-        arch::power_off(true);
-    }
-    let failure = match run_hello_guest() {
-        Ok(failure) => failure,
-        Err(e) => {
-            println!("hyp: {e}");
-            true
-        }
-    };
-    println!("hyp: power off (status {})", failure as u8);
-    arch::power_off(failure)
-}
-
-/// Entry of other CPUs: hyp's aarch64 boot is single-CPU so far, nobody starts them.
-#[no_mangle]
-pub extern "C" fn secondary_main(_cpu: HartId, _opaque: usize) -> ! {
-    arch::halt()
-}
-
 /// Build the guest, run it until it powers off; `Ok(failure)`.
-fn run_hello_guest() -> Result<bool, &'static str> {
+pub fn run_hello_guest() -> Result<bool, &'static str> {
     let payload = hello_guest::payload();
     // SAFETY: [GUEST_RAM_HOST, + GUEST_RAM_SIZE) is RAM of QEMU `virt` with `-m 256M`
     // (xtask's command line), above hyp's image, stacks and heap (checked just below),
@@ -226,17 +183,4 @@ fn data_abort(ctx: &mut Context) -> Next {
     // IL: a 32-bit instruction (always, from AArch64).
     ctx.pc += if esr & (1 << 25) != 0 { 4 } else { 2 };
     Next::Resume
-}
-
-/// An exception taken at EL2 itself (from the vectors): always a hyp bug.
-#[no_mangle]
-pub extern "C" fn fatal_host_trap(esr: usize, elr: usize, far: usize) -> ! {
-    println!("hyp: FATAL exception at EL2: ESR_EL2={esr:#x} ELR_EL2={elr:#x} FAR_EL2={far:#x}");
-    arch::power_off(true)
-}
-
-#[panic_handler]
-fn panic(info: &core::panic::PanicInfo<'_>) -> ! {
-    println!("hyp: PANIC: {info}");
-    arch::power_off(true)
 }

@@ -1,0 +1,157 @@
+//! hyp on aarch64 (issue 13): EL2 boot on QEMU arm `virt` (`virtualization=on`,
+//! `gic-version=3`), then either a Linux guest from the config blob (`config=ADDR` on
+//! hyp's command line, as on riscv64) on a guest-visible GICv3, or — with no
+//! `config=` — the tiny built-in EL1 test guest.
+//!
+//! | file | what |
+//! |---|---|
+//! | `mod.rs` | the entries (`boot_main`, `secondary_main`, fatal traps), the host DTB, `ESR_EL2` classes |
+//! | `hello.rs` | the built-in test guest |
+//! | `vm.rs` | a guest from the configuration: RAM, stage 2, vGICv3, vCPUs |
+//! | `run.rs` | each CPU's loop: flush, enter, sync, exits, host interrupts, blocking |
+//! | `psci.rs` | PSCI and SMCCC for guests (`hvc`) |
+//! | `fdt.rs` | the guest's device tree |
+//!
+//! One vCPU per CPU, pinned (vCPU `i` on CPU `i`): the guest's EL1 system registers,
+//! timer and list registers stay live in the CPU between exits.
+use alloc::vec::Vec;
+
+use crate::arch::{self, sysreg, HartId};
+use crate::{heap, println};
+
+mod fdt;
+mod hello;
+mod psci;
+mod run;
+mod vm;
+
+/// `ESR_EL2.EC` values hyp handles (Arm ARM D24, "ESR_EL2").
+pub mod ec {
+    /// `wfi`/`wfe` trapped (`HCR_EL2.TWI`).
+    pub const WFX: u64 = 0x01;
+    /// `hvc` from AArch64.
+    pub const HVC64: u64 = 0x16;
+    /// `smc` from AArch64 (trapped by `HCR_EL2.TSC`).
+    pub const SMC64: u64 = 0x17;
+    /// `msr`/`mrs` trapped (here: `ICC_SGI1R_EL1`, the physical timer).
+    pub const SYSREG: u64 = 0x18;
+    /// Instruction abort from a lower EL.
+    pub const IABT_LOW: u64 = 0x20;
+    /// Data abort from a lower EL.
+    pub const DABT_LOW: u64 = 0x24;
+}
+
+/// Where QEMU's ELF loader leaves the DTB when `x0` does not say: the start of RAM
+/// (hw/arm/boot.c places it below the ELF image).
+const DTB_AT_RAM_START: usize = 0x4000_0000;
+
+/// What hyp takes from the host DTB.
+pub struct HostInfo {
+    /// `/chosen/bootargs`' `config=` value.
+    pub config: Option<alloc::string::String>,
+    /// The GICv3's frames.
+    pub gic: arch::gic::GicAddrs,
+    /// CPUs (`/cpus/cpu@*`).
+    pub cpus: usize,
+    /// The first RAM region: base and size.
+    pub memory: (u64, u64),
+}
+
+fn host_info(x0: usize) -> Result<HostInfo, &'static str> {
+    // SAFETY: the DTB QEMU put at x0 (or at the start of RAM for an ELF kernel), below
+    // hyp's image and not yet overwritten; `copy_boot_dtb` checks the magic first.
+    let blob: Vec<u8> = [x0, DTB_AT_RAM_START]
+        .into_iter()
+        .filter(|&a| a != 0)
+        .find_map(|a| unsafe { arch::phys::copy_boot_dtb(a) })
+        .ok_or("no device tree at x0 or at the start of RAM")?;
+    let fdt = ::fdt::Fdt::new(&blob).map_err(|_| "host device tree unreadable")?;
+    let config = fdt.chosen().bootargs().and_then(|args| {
+        args.split_whitespace()
+            .find_map(|w| w.strip_prefix("config="))
+            .map(alloc::string::String::from)
+    });
+    let gic = fdt
+        .find_compatible(&["arm,gic-v3"])
+        .ok_or("no arm,gic-v3 in the host device tree (need -M virt,gic-version=3)")?;
+    let mut reg = gic.reg().ok_or("GICv3 node without reg")?;
+    let d = reg.next().ok_or("GICv3 reg without a distributor")?;
+    let r = reg.next().ok_or("GICv3 reg without redistributors")?;
+    let memory = fdt
+        .memory()
+        .regions()
+        .next()
+        .map(|r| (r.starting_address as u64, r.size.unwrap_or(0) as u64))
+        .ok_or("no memory in the host device tree")?;
+    Ok(HostInfo {
+        config,
+        gic: arch::gic::GicAddrs {
+            gicd: d.starting_address as usize,
+            gicr: r.starting_address as usize,
+            gicr_size: r.size.unwrap_or(0),
+        },
+        cpus: fdt.cpus().count().min(arch::MAX_HARTS),
+        memory,
+    })
+}
+
+/// Entry of the boot CPU (from `arch::aarch64::entry`): its `MPIDR_EL1.Aff0` and `x0`
+/// as QEMU left it.
+#[no_mangle]
+pub extern "C" fn boot_main(cpu: HartId, x0: usize) -> ! {
+    heap::init();
+    let el = (sysreg::currentel::read() >> 2) & 3;
+    println!(
+        "hyp: virq hypervisor on aarch64, EL{el}, boot CPU {cpu}, heap {:x?} image {:x?}, CNTFRQ {} Hz",
+        arch::heap_range(),
+        arch::image_range(),
+        sysreg::cntfrq_el0::read()
+    );
+    if el != 2 {
+        println!("hyp: not started at EL2 (need -M virt,virtualization=on)");
+        arch::power_off(true);
+    }
+    let host = match host_info(x0) {
+        Ok(h) => h,
+        Err(e) => {
+            println!("hyp: {e}");
+            arch::power_off(true)
+        }
+    };
+    if host.config.is_none() {
+        let failure = hello::run_hello_guest().unwrap_or_else(|e| {
+            println!("hyp: {e}");
+            true
+        });
+        println!("hyp: power off (status {})", failure as u8);
+        arch::power_off(failure)
+    }
+    if let Err(e) = vm::boot(&host) {
+        println!("hyp: {e}");
+        arch::power_off(true)
+    }
+    run::cpu_loop(cpu.0)
+}
+
+/// Entry of the other CPUs (PSCI `CPU_ON` from [`vm::boot`]).
+#[no_mangle]
+pub extern "C" fn secondary_main(cpu: HartId, _opaque: usize) -> ! {
+    if !arch::gic::init_cpu() {
+        println!("hyp: CPU {cpu}: no redistributor");
+        arch::halt()
+    }
+    run::cpu_loop(cpu.0)
+}
+
+/// An exception taken at EL2 itself (from the vectors): always a hyp bug.
+#[no_mangle]
+pub extern "C" fn fatal_host_trap(esr: usize, elr: usize, far: usize) -> ! {
+    println!("hyp: FATAL exception at EL2: ESR_EL2={esr:#x} ELR_EL2={elr:#x} FAR_EL2={far:#x}");
+    arch::power_off(true)
+}
+
+#[panic_handler]
+fn panic(info: &core::panic::PanicInfo<'_>) -> ! {
+    println!("hyp: PANIC: {info}");
+    arch::power_off(true)
+}

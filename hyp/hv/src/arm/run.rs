@@ -1,0 +1,376 @@
+//! Each CPU's loop on aarch64: vCPU `i` on CPU `i`.
+//!
+//! ```text
+//! loop:
+//!   vCPU off            → idle until CPU_ON (ON_PENDING: reset the vCPU, then run)
+//!   vCPU blocked (WFI)  → idle until it is runnable (virq-core `VcpuBlock`)
+//!   take the kick, flush the vGIC into the list registers
+//!   enter the guest; at the exit: sync the list registers, handle the exit
+//! idle: acknowledge host interrupts, re-check, `wfi` (PSTATE.I stays masked: a
+//!       pending interrupt still ends `wfi`)
+//! ```
+//!
+//! Host interrupts (acknowledged in [`drain`], EOImode 1): the kick SGI and the
+//! maintenance PPI are deactivated at once (the flush/sync that follows does their
+//! work); the virtual timer's PPI and the PL011's SPI stay active — the vGIC delivers
+//! them in `HW`-linked list registers, and the guest's deactivate deactivates them.
+//! So a level source cannot storm: it fires again only after the guest is done.
+use core::sync::atomic::Ordering;
+
+use virq_arm::gicv3::{EoiSink, Kick};
+use virq_core::block::BlockOutcome;
+
+use crate::arch::{self, gic, sysreg, Context, HartId};
+use crate::println;
+
+use super::ec;
+use super::psci::{self, Effect};
+use super::vm::{self, power, Vm, GICD_IPA, GICD_SIZE, GICR_IPA};
+
+/// What the exit handler tells the loop.
+pub enum Next {
+    /// Enter the guest again.
+    Resume,
+    /// The guest asked for WFI: block unless kicked.
+    Block,
+    /// Power off; `true` on failure.
+    PowerOff(bool),
+}
+
+/// Exit classes counted per vCPU (`Vcpu::exits`).
+#[derive(Clone, Copy)]
+pub enum ExitClass {
+    /// A host interrupt.
+    Irq = 0,
+    /// WFI.
+    Wfi = 1,
+    /// `hvc` (PSCI, SMCCC).
+    Hvc = 2,
+    /// A trapped system register (SGIs).
+    Sysreg = 3,
+    /// GICD/GICR emulation.
+    Mmio = 4,
+    /// Anything injected back as a fault, or `smc`.
+    Other = 5,
+}
+
+const CLASS_NAMES: [&str; 6] = ["irq", "wfi", "hvc", "sysreg", "mmio", "other"];
+
+/// Kicks from the vGIC model: vCPU `v`'s block state, then an SGI to its CPU unless
+/// that is this one (which flushes before it enters any guest).
+struct Kicker<'a> {
+    vm: &'a Vm,
+    cpu: usize,
+}
+
+impl Kick for Kicker<'_> {
+    fn kick(&self, v: usize) {
+        kick(self.vm, self.cpu, v);
+    }
+}
+
+/// Kick vCPU `v` from CPU `me`.
+pub fn kick(vm: &Vm, me: usize, v: usize) {
+    if let Some(t) = vm.vcpus.get(v) {
+        let home = t.block.kick();
+        if home != me {
+            arch::send_ipi(HartId(home));
+        }
+    }
+}
+
+/// The software-EOI passthrough path is not used here (every passthrough is
+/// `HW`-linked), so a completion is only counted.
+struct NoEoi;
+
+impl EoiSink for NoEoi {
+    fn guest_completed(&self, _intid: u32) {}
+}
+
+/// Acknowledge every pending host interrupt of this CPU (see the module docs).
+fn drain(vm: &Vm, cpu: usize) {
+    let kicker = Kicker { vm, cpu };
+    for _ in 0..64 {
+        let id = gic::ack();
+        if id >= gic::SPECIAL {
+            return;
+        }
+        gic::priority_drop(id);
+        match id {
+            gic::VTIMER_PPI if cpu < vm.vcpus.len() => {
+                vm.gic.lock().pulse(cpu, id, &kicker);
+            }
+            vm::UART_INTID if vm.uart => {
+                vm.gic.lock().pulse(0, id, &kicker);
+            }
+            _ => gic::deactivate(id),
+        }
+    }
+}
+
+/// Idle until `done()`: acknowledge host interrupts, re-check, `wfi`. An interrupt
+/// that arrives after the check stays pending at the GIC and ends the `wfi`.
+fn idle_until(vm: &Vm, cpu: usize, done: impl Fn() -> bool) {
+    loop {
+        drain(vm, cpu);
+        if done() {
+            return;
+        }
+        arch::wait_for_interrupt();
+    }
+}
+
+/// CPU `cpu`'s loop (never returns): run vCPU `cpu`, or idle if there is none.
+pub fn cpu_loop(cpu: usize) -> ! {
+    arch::set_hart_local(cpu);
+    let Some(vm) = vm::vm() else { arch::halt() };
+    let Some(vcpu) = vm.vcpus.get(cpu) else {
+        idle_until(vm, cpu, || false);
+        arch::halt()
+    };
+    vm::setup_cpu(vm, cpu);
+    let mut ich = gic::HwIch::new();
+    let mut ctx = Context::default();
+    let kicker = Kicker { vm, cpu };
+    loop {
+        match vcpu.power.load(Ordering::SeqCst) {
+            power::OFF => {
+                idle_until(vm, cpu, || vcpu.power.load(Ordering::SeqCst) != power::OFF);
+                continue;
+            }
+            power::ON_PENDING => {
+                reset(vm, cpu, &mut ctx);
+                vcpu.power.store(power::ON, Ordering::SeqCst);
+            }
+            _ => {}
+        }
+        if !vcpu.block.runnable() {
+            idle_until(vm, cpu, || vcpu.block.runnable());
+        }
+        vcpu.block.unblock();
+        {
+            let mut g = vm.gic.lock();
+            vcpu.block.take_kick();
+            g.flush(cpu, &vcpu.inbox, &mut ich, &kicker);
+        }
+        arch::enter_guest(&mut ctx);
+        vm.gic.lock().sync(cpu, &mut ich, &NoEoi);
+        let (class, next) = handle_exit(vm, cpu, &mut ctx);
+        vcpu.exits[class as usize].fetch_add(1, Ordering::Relaxed);
+        match next {
+            Next::Resume => {}
+            Next::Block => {
+                if vcpu.block.block() == BlockOutcome::Blocked {
+                    idle_until(vm, cpu, || vcpu.block.runnable());
+                }
+            }
+            Next::PowerOff(failure) => power_off(vm, failure),
+        }
+    }
+}
+
+/// A vCPU's (re)start after `CPU_ON` (or boot): registers from `start`, EL1 at reset
+/// state, its list registers empty.
+fn reset(vm: &Vm, cpu: usize, ctx: &mut Context) {
+    let (entry, x0) = *vm.vcpus[cpu].start.lock();
+    *ctx = Context {
+        pc: entry,
+        pstate: sysreg::SPSR_EL1H_MASKED as u64,
+        ..Context::default()
+    };
+    ctx.x[0] = x0;
+    sysreg::sctlr_el1::write(sysreg::SCTLR_EL1_RESET);
+    sysreg::cntv_ctl_el0::write(0);
+}
+
+fn power_off(vm: &Vm, failure: bool) -> ! {
+    for (i, v) in vm.vcpus.iter().enumerate() {
+        let mut line = alloc::string::String::new();
+        for (n, name) in CLASS_NAMES.iter().enumerate() {
+            line.push_str(&alloc::format!(
+                " {name} {}",
+                v.exits[n].load(Ordering::Relaxed)
+            ));
+        }
+        println!("hyp: ACCT vcpu {i} exits:{line}");
+    }
+    let e = vm.gic.lock().errors();
+    println!("hyp: vGIC errors: {e:?}");
+    println!("hyp: power off (status {})", failure as u8);
+    arch::power_off(failure)
+}
+
+/// Decode and handle one exit.
+fn handle_exit(vm: &Vm, cpu: usize, ctx: &mut Context) -> (ExitClass, Next) {
+    use arch::switch::vector;
+    match ctx.vector {
+        vector::IRQ => {
+            drain(vm, cpu);
+            return (ExitClass::Irq, Next::Resume);
+        }
+        vector::SYNC => {}
+        v => {
+            println!(
+                "hyp: guest {}: vCPU {cpu}: exit through vector {v} at pc {:#x}: stopping",
+                vm.name, ctx.pc
+            );
+            return (ExitClass::Other, Next::PowerOff(true));
+        }
+    }
+    let esr = ctx.esr;
+    match (esr >> 26) & 0x3f {
+        ec::WFX => {
+            ctx.pc += 4;
+            // ISS bit 0: 0 = WFI (WFE is not trapped).
+            let next = if esr & 1 == 0 {
+                Next::Block
+            } else {
+                Next::Resume
+            };
+            (ExitClass::Wfi, next)
+        }
+        ec::HVC64 => match psci::call(vm, cpu, ctx) {
+            Ok(Effect::None) => (ExitClass::Hvc, Next::Resume),
+            Ok(Effect::Standby) => (ExitClass::Hvc, Next::Block),
+            Err(next) => (ExitClass::Hvc, next),
+        },
+        ec::SMC64 => {
+            // Trapped before it executes: skip it; SMCCC "not supported".
+            ctx.x[0] = u64::MAX;
+            ctx.pc += 4;
+            (ExitClass::Other, Next::Resume)
+        }
+        ec::SYSREG => {
+            sysreg_trap(vm, cpu, ctx);
+            (ExitClass::Sysreg, Next::Resume)
+        }
+        ec::DABT_LOW => (ExitClass::Mmio, data_abort(vm, cpu, ctx)),
+        ec::IABT_LOW => {
+            inject_abort(ctx, false, ctx.far);
+            (ExitClass::Other, Next::Resume)
+        }
+        class => {
+            // Reported (the first few), then injected as an undefined instruction.
+            static SHOWN: core::sync::atomic::AtomicU32 = core::sync::atomic::AtomicU32::new(0);
+            if SHOWN.fetch_add(1, Ordering::Relaxed) < 8 {
+                println!(
+                    "hyp: guest {}: vCPU {cpu}: exit class {class:#x} (ESR_EL2 {esr:#x}) at pc {:#x}: undefined instruction injected",
+                    vm.name, ctx.pc
+                );
+            }
+            inject_undef(ctx);
+            (ExitClass::Other, Next::Resume)
+        }
+    }
+}
+
+/// A trapped `msr`/`mrs` (ISS: Op0, Op2, Op1, CRn, Rt, CRm, direction). The GICv3 SGI
+/// registers trap with `HCR_EL2.IMO`: `ICC_SGI1R_EL1` goes to the vGIC; the group-0
+/// and alias forms are ignored (the guest's interrupts are all group 1). The physical
+/// timer (`CNTHCTL_EL2.EL1PCEN` = 0) reads as zero and ignores writes, as does any
+/// other trapped register.
+fn sysreg_trap(vm: &Vm, cpu: usize, ctx: &mut Context) {
+    let iss = ctx.esr & 0x1ff_ffff;
+    let op0 = (iss >> 20) & 3;
+    let op2 = (iss >> 17) & 7;
+    let op1 = (iss >> 14) & 7;
+    let crn = (iss >> 10) & 0xf;
+    let rt = ((iss >> 5) & 0x1f) as usize;
+    let crm = (iss >> 1) & 0xf;
+    let read = iss & 1 != 0;
+    let value = if rt == 31 { 0 } else { ctx.x[rt] };
+    let icc_sgi1r = (op0, op1, crn, crm, op2) == (3, 0, 12, 11, 5);
+    if icc_sgi1r && !read {
+        vm.gic.lock().send_sgi(cpu, value, &Kicker { vm, cpu });
+    } else if read && rt != 31 {
+        ctx.x[rt] = 0;
+    }
+    ctx.pc += 4;
+}
+
+/// A stage-2 data abort: the vGIC's frames are emulated; anything else outside the
+/// guest's RAM and devices gets a synchronous external abort injected.
+fn data_abort(vm: &Vm, cpu: usize, ctx: &mut Context) -> Next {
+    let esr = ctx.esr;
+    let iss = esr & 0x1ff_ffff;
+    let ipa = (((ctx.hpfar >> 4) & ((1 << 40) - 1)) << 12) | (ctx.far & 0xfff);
+    let isv = iss & (1 << 24) != 0;
+    let gicr_size = vm.gic.lock().redist_size();
+    let in_gicd = (GICD_IPA..GICD_IPA + GICD_SIZE).contains(&ipa);
+    let in_gicr = (GICR_IPA..GICR_IPA + gicr_size).contains(&ipa);
+    if !isv || !(in_gicd || in_gicr) {
+        inject_abort(ctx, true, ctx.far);
+        return Next::Resume;
+    }
+    let size_log = (iss >> 22) & 3;
+    let size = 1u8 << size_log;
+    let srt = ((iss >> 16) & 0x1f) as usize;
+    let write = iss & (1 << 6) != 0;
+    let sse = iss & (1 << 21) != 0;
+    let sf = iss & (1 << 15) != 0;
+    let kicker = Kicker { vm, cpu };
+    let value = (write).then(|| if srt == 31 { 0 } else { ctx.x[srt] });
+    let r = {
+        let mut g = vm.gic.lock();
+        if in_gicd {
+            g.dist_access(ipa - GICD_IPA, size, value, &kicker)
+        } else {
+            g.redist_access(ipa - GICR_IPA, size, value, &kicker)
+        }
+    };
+    if !write && srt != 31 {
+        let bits = 8u32 << size_log;
+        let mut v = if bits < 64 { r & ((1 << bits) - 1) } else { r };
+        if sse && bits < 64 && v & (1 << (bits - 1)) != 0 {
+            v |= !((1u64 << bits) - 1);
+        }
+        if !sf {
+            v &= 0xffff_ffff;
+        }
+        ctx.x[srt] = v;
+    }
+    ctx.pc += 4;
+    Next::Resume
+}
+
+/// `PSTATE.M` of EL1h, EL1t.
+const M_EL1H: u64 = 0b0101;
+const M_EL1T: u64 = 0b0100;
+
+/// Take a synchronous exception to the guest's EL1 with syndrome `esr`: `ELR_EL1` and
+/// `SPSR_EL1` get the interrupted state, the vCPU continues at its `VBAR_EL1` vector
+/// for the current EL (SP_EL0 or SP_ELx) or for a lower EL, at EL1h with D, A, I, F
+/// masked (Arm ARM D1.3.1).
+fn inject_sync(ctx: &mut Context, esr: u64, far: Option<u64>) {
+    sysreg::esr_el1::write(esr as usize);
+    if let Some(f) = far {
+        sysreg::far_el1::write(f as usize);
+    }
+    sysreg::elr_el1::write(ctx.pc as usize);
+    sysreg::spsr_el1::write(ctx.pstate as usize);
+    let offset = match ctx.pstate & 0xf {
+        M_EL1T => 0x000,
+        M_EL1H => 0x200,
+        _ => 0x400,
+    };
+    ctx.pc = sysreg::vbar_el1::read() as u64 + offset;
+    ctx.pstate = sysreg::SPSR_EL1H_MASKED as u64;
+}
+
+/// A synchronous external abort (data or instruction) at `far`.
+fn inject_abort(ctx: &mut Context, data: bool, far: u64) {
+    let same_el = matches!(ctx.pstate & 0xf, M_EL1T | M_EL1H);
+    let class = match (data, same_el) {
+        (true, true) => 0x25,
+        (true, false) => 0x24,
+        (false, true) => 0x21,
+        (false, false) => 0x20,
+    };
+    // IL = 1, FSC 0x10: synchronous external abort.
+    inject_sync(ctx, (class << 26) | (1 << 25) | 0x10, Some(far));
+}
+
+/// An undefined instruction (EC 0).
+fn inject_undef(ctx: &mut Context) {
+    inject_sync(ctx, 1 << 25, None);
+}
