@@ -227,15 +227,23 @@ impl Named for Device {
 /// Completion policy of level passthrough interrupts (`eoi`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Eoi {
-    /// The physical complete waits for the guest's virtual complete (seed 001).
+    /// The physical complete waits for the guest's virtual complete (seed 001), done
+    /// by hyp when it sees the guest's (a trapped PLIC complete; on a GICv3 the EOI
+    /// maintenance interrupt of the list register).
     Deferred,
     /// The physical complete follows the claim at once: the storm, for demonstration.
     Immediate,
+    /// The hardware completes the physical interrupt when the guest deactivates the
+    /// virtual one, with no exit: a GICv3 `HW`-linked list register (`vgicv3` only).
+    Hw,
 }
 
 impl Named for Eoi {
-    const NAMES: &'static [(&'static str, Self)] =
-        &[("deferred", Self::Deferred), ("immediate", Self::Immediate)];
+    const NAMES: &'static [(&'static str, Self)] = &[
+        ("deferred", Self::Deferred),
+        ("immediate", Self::Immediate),
+        ("hw", Self::Hw),
+    ];
 }
 
 impl Named for GuestIdle {
@@ -354,6 +362,12 @@ pub fn validate(c: &Config) -> Result<(), Error> {
 
 fn validate_guest(i: usize, g: &Guest) -> Result<(), Error> {
     let f = |k: &str| guest_field(i, k);
+    if g.eoi == Eoi::Hw && g.topology != Topology::Vgicv3 {
+        return Err(Error::new(
+            f("eoi"),
+            "\"hw\" needs a GICv3 list register (topology = \"vgicv3\"); use \"deferred\"",
+        ));
+    }
     if g.name.is_empty()
         || g.name.len() > MAX_NAME
         || !g

@@ -484,6 +484,9 @@ impl<const SPIS: usize, const VCPUS: usize> VGicV3<SPIS, VCPUS> {
         let mut l = Lr::pending(id, irq.priority, irq.group1);
         match irq.pass {
             Passthrough::Hw { pintid } => l = l.with_hw(pintid),
+            // The host must hear of the deactivate to complete the physical one,
+            // whatever the guest configured the trigger as.
+            Passthrough::Software => l = l.with_eoi(),
             // A level interrupt: hear of the deactivate, to resample the line (and,
             // on the software passthrough path, to complete the physical one).
             _ if !irq.edge => l = l.with_eoi(),
@@ -500,11 +503,11 @@ impl<const SPIS: usize, const VCPUS: usize> VGicV3<SPIS, VCPUS> {
     fn take_back(&mut self, vcpu: usize, n: usize, ich: &mut impl IchRegs) {
         if let Some(id) = self.lrs[vcpu][n].take() {
             if let Some(irq) = self.irq(vcpu, id) {
-                // An edge's pending state lived only in the register. So did an
-                // `HW`-linked one's, whatever its configuration: its physical INTID
+                // An edge's pending state lived only in the register. So did a
+                // passthrough one's, whatever its configuration: its physical INTID
                 // stays active until the guest deactivates this delivery, so no new
                 // edge or level will come to re-raise it.
-                if irq.edge || matches!(irq.pass, Passthrough::Hw { .. }) {
+                if irq.edge || irq.pass != Passthrough::None {
                     irq.latch = true;
                 }
             }
@@ -533,6 +536,11 @@ impl<const SPIS: usize, const VCPUS: usize> VGicV3<SPIS, VCPUS> {
                 }
                 LrState::Invalid => {
                     self.lrs[vcpu][n] = None;
+                    // An invalid register with `EOI` set keeps the EOI maintenance
+                    // interrupt asserted (`ICH_MISR_EL2.EOI`) until it is cleared.
+                    if l.has_eoi() {
+                        ich.write_lr(n, Lr(0));
+                    }
                     let Some(irq) = self.irq(vcpu, id) else {
                         continue;
                     };

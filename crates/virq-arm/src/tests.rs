@@ -592,3 +592,36 @@ fn a_pending_hw_linked_level_interrupt_taken_back_is_not_lost() {
     assert!(ich.deactivate(27));
     assert_eq!(&ich.hw_deactivated[..ich.hw_count], [27]);
 }
+
+/// The software passthrough path: the register asks for the EOI maintenance interrupt
+/// even when the guest configured the SPI as edge, a take-back keeps a pending
+/// delivery, and the deactivated register is cleared (a stale `EOI` bit would keep the
+/// maintenance interrupt asserted).
+#[test]
+fn software_passthrough_completes_once_and_clears_its_register() {
+    let mut g = Gic::new(1).unwrap();
+    enable_spi(&mut g, 33, 0x80, 0);
+    edge(&mut g, 33);
+    assert!(g.set_passthrough(33, Passthrough::Software));
+    let (inbox, mut ich, eois) = (new_inbox(), FakeIch::new(4), Eois::default());
+    g.pulse(0, 33, &K);
+    g.flush(0, &inbox, &mut ich, &K);
+    assert!(
+        ich.lrs[0].has_eoi(),
+        "EOI maintenance requested for an edge SPI"
+    );
+    g.sync(0, &mut ich, &eois);
+    g.flush(0, &inbox, &mut ich, &K);
+    assert_eq!(
+        ich.acknowledge(),
+        Some(33),
+        "still delivered after a take-back"
+    );
+    assert!(ich.deactivate(33));
+    g.sync(0, &mut ich, &eois);
+    assert_eq!(*eois.0.borrow(), [33]);
+    assert_eq!(ich.lrs[0].0, 0, "register cleared");
+    g.flush(0, &inbox, &mut ich, &K);
+    g.sync(0, &mut ich, &eois);
+    assert_eq!(*eois.0.borrow(), [33], "one completion per delivery");
+}

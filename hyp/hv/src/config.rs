@@ -150,7 +150,8 @@ impl GuestConfig {
             },
             devices: devices.leak(),
             eoi: match g.eoi {
-                hyp_config::Eoi::Deferred => EoiMode::Deferred,
+                // `hw` is refused by `hyp_config::validate` outside vgicv3.
+                hyp_config::Eoi::Deferred | hyp_config::Eoi::Hw => EoiMode::Deferred,
                 hyp_config::Eoi::Immediate => EoiMode::Immediate,
             },
         }

@@ -19,13 +19,14 @@ use core::sync::atomic::Ordering;
 
 use virq_arm::gicv3::{EoiSink, Kick};
 use virq_core::block::BlockOutcome;
+use virq_core::route::EoiAction;
 
 use crate::arch::{self, gic, sysreg, Context, HartId};
 use crate::println;
 
 use super::ec;
 use super::psci::{self, Effect};
-use super::vm::{self, power, Vm, GICD_IPA, GICD_SIZE, GICR_IPA};
+use super::vm::{self, power, Link, Vm, GICD_IPA, GICD_SIZE, GICR_IPA};
 
 /// What the exit handler tells the loop.
 pub enum Next {
@@ -55,6 +56,8 @@ pub enum ExitClass {
 }
 
 const CLASS_NAMES: [&str; 6] = ["irq", "wfi", "hvc", "sysreg", "mmio", "other"];
+/// Host interrupts counted per CPU (`Vcpu::irqs`), in this order.
+const IRQ_NAMES: [&str; 5] = ["kick", "maintenance", "vtimer", "passthrough", "other"];
 
 /// Kicks from the vGIC model: vCPU `v`'s block state, then an SGI to its CPU unless
 /// that is this one (which flushes before it enters any guest).
@@ -79,12 +82,98 @@ pub fn kick(vm: &Vm, me: usize, v: usize) {
     }
 }
 
-/// The software-EOI passthrough path is not used here (every passthrough is
-/// `HW`-linked), so a completion is only counted.
-struct NoEoi;
+/// The guest deactivations of software-path passthrough interrupts one `sync` saw,
+/// collected under the vGIC's lock and acted on after it is dropped.
+#[derive(Default)]
+struct Completions {
+    ids: core::cell::Cell<[u32; 4]>,
+    n: core::cell::Cell<usize>,
+}
 
-impl EoiSink for NoEoi {
-    fn guest_completed(&self, _intid: u32) {}
+impl EoiSink for Completions {
+    fn guest_completed(&self, intid: u32) {
+        let n = self.n.get();
+        let mut ids = self.ids.get();
+        if let Some(slot) = ids.get_mut(n) {
+            *slot = intid;
+            self.ids.set(ids);
+            self.n.set(n + 1);
+        }
+    }
+}
+
+impl Completions {
+    /// Outside every lock: fold each completed INTID out of vCPU `cpu`'s in-flight
+    /// list; its ack notifier (the route's token) tells the route table, which says
+    /// whether the physical interrupt is to be completed now.
+    fn notify(&self, vm: &Vm, cpu: usize) {
+        let ids = self.ids.get();
+        for &virq in &ids[..self.n.get().min(ids.len())] {
+            vm.vcpus[cpu]
+                .inflight
+                .deactivate(virq, |_, token| route_completed(vm, token));
+        }
+    }
+}
+
+/// The ack notifier of a passthrough route: the guest completed the virtual
+/// interrupt of the delivery `token` names.
+fn route_completed(vm: &Vm, token: u32) {
+    if vm.routes.guest_completed(token) != Ok(true) {
+        return;
+    }
+    let pirq = virq_core::route::pirq_of_token(token);
+    match vm.link {
+        Link::Software => {
+            gic::deactivate(pirq);
+            vm.deactivations.fetch_add(1, Ordering::Relaxed);
+        }
+        Link::Immediate => {
+            if vm.storm.swap(0, Ordering::Relaxed) >= vm::STORM_LIMIT {
+                gic::set_spi_enabled(pirq, true);
+            }
+        }
+        Link::Hw => {}
+    }
+}
+
+/// A passthrough SPI claimed on this CPU (priority already dropped; still active).
+fn passthrough_irq(vm: &Vm, pirq: u32, kicker: &Kicker<'_>) {
+    if vm.link == Link::Hw {
+        // Stays active until the guest deactivates the `HW`-linked virtual one.
+        vm.gic.lock().pulse(0, pirq, kicker);
+        return;
+    }
+    let Some(d) = vm.routes.deliver(pirq) else {
+        // Not routed (released meanwhile): nobody will complete it.
+        gic::deactivate(pirq);
+        return;
+    };
+    let virq = d.virq();
+    {
+        let mut g = vm.gic.lock();
+        let target = g.spi_target(virq);
+        // Marked before the guest can see it (virq-core `ack`).
+        if vm.vcpus[target].inflight.mark(&vm.acks, virq).is_err() {
+            drop(g);
+            gic::deactivate(pirq);
+            return;
+        }
+        g.pulse(0, virq, kicker);
+    }
+    if vm.link == Link::Immediate || d.eoi() == EoiAction::CompleteNow {
+        gic::deactivate(pirq);
+        vm.deactivations.fetch_add(1, Ordering::Relaxed);
+        if vm.link == Link::Immediate
+            && vm.storm.fetch_add(1, Ordering::Relaxed) + 1 == vm::STORM_LIMIT
+        {
+            gic::set_spi_enabled(pirq, false);
+            println!(
+                "hyp: storm guard: INTID {pirq} claimed {} times without a guest completion; masked until the guest completes",
+                vm::STORM_LIMIT
+            );
+        }
+    }
 }
 
 /// Acknowledge every pending host interrupt of this CPU (see the module docs).
@@ -96,13 +185,21 @@ fn drain(vm: &Vm, cpu: usize) {
             return;
         }
         gic::priority_drop(id);
+        let kind = match id {
+            gic::KICK_SGI => 0,
+            gic::MAINTENANCE_PPI => 1,
+            gic::VTIMER_PPI => 2,
+            vm::UART_INTID => 3,
+            _ => 4,
+        };
+        if let Some(v) = vm.vcpus.get(cpu) {
+            v.irqs[kind].fetch_add(1, Ordering::Relaxed);
+        }
         match id {
             gic::VTIMER_PPI if cpu < vm.vcpus.len() => {
                 vm.gic.lock().pulse(cpu, id, &kicker);
             }
-            vm::UART_INTID if vm.uart => {
-                vm.gic.lock().pulse(0, id, &kicker);
-            }
+            vm::UART_INTID if vm.uart => passthrough_irq(vm, id, &kicker),
             _ => gic::deactivate(id),
         }
     }
@@ -154,7 +251,9 @@ pub fn cpu_loop(cpu: usize) -> ! {
             g.flush(cpu, &vcpu.inbox, &mut ich, &kicker);
         }
         arch::enter_guest(&mut ctx);
-        vm.gic.lock().sync(cpu, &mut ich, &NoEoi);
+        let done = Completions::default();
+        vm.gic.lock().sync(cpu, &mut ich, &done);
+        done.notify(vm, cpu);
         let (class, next) = handle_exit(vm, cpu, &mut ctx);
         vcpu.exits[class as usize].fetch_add(1, Ordering::Relaxed);
         match next {
@@ -192,10 +291,25 @@ fn power_off(vm: &Vm, failure: bool) -> ! {
                 v.exits[n].load(Ordering::Relaxed)
             ));
         }
+        line.push_str("; host interrupts:");
+        for (n, name) in IRQ_NAMES.iter().enumerate() {
+            line.push_str(&alloc::format!(
+                " {name} {}",
+                v.irqs[n].load(Ordering::Relaxed)
+            ));
+        }
         println!("hyp: ACCT vcpu {i} exits:{line}");
     }
     let e = vm.gic.lock().errors();
     println!("hyp: vGIC errors: {e:?}");
+    if vm.uart {
+        println!(
+            "hyp: PL011 INTID {}: {:?} link, {} physical deactivates by hyp",
+            vm::UART_INTID,
+            vm.link,
+            vm.deactivations.load(Ordering::Relaxed)
+        );
+    }
     println!("hyp: power off (status {})", failure as u8);
     arch::power_off(failure)
 }

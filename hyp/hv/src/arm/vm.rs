@@ -10,12 +10,14 @@
 use alloc::format;
 use alloc::string::String;
 use alloc::vec::Vec;
-use core::sync::atomic::{AtomicU64, AtomicU8};
+use core::sync::atomic::{AtomicU32, AtomicU64, AtomicU8};
 
 use hyp_config::{Device, Topology, GUEST_RAM_BASE};
 use spin::{Mutex, Once};
 use virq_arm::gicv3::{new_inbox, Inbox, Passthrough, VGicV3};
+use virq_core::ack::{AckNotifiers, InFlight};
 use virq_core::block::VcpuBlock;
+use virq_core::route::{RouteTable, Trigger};
 
 use crate::arch::{self, gic, phys::PhysRange, sysreg, HartId};
 use crate::gstage::{GStage, R, W, X};
@@ -42,6 +44,34 @@ pub const UART_BASE: u64 = 0x0900_0000;
 pub const UART_INTID: u32 = 33;
 /// The guest's VMID.
 const VMID: u16 = 1;
+/// Physical INTIDs the route table covers (QEMU `virt`'s SPIs are below 288).
+pub const MAX_PIRQ: usize = 288;
+/// Virtual INTIDs with ack notifiers (the guest GIC's).
+pub const MAX_VIRQ: usize = 32 + SPIS;
+/// Software-path interrupts one vCPU can have in flight.
+pub const INFLIGHT_SLOTS: usize = 8;
+/// Storm guard of [`Link::Immediate`]: claims of a source without a guest completion
+/// before hyp masks it until the guest completes.
+pub const STORM_LIMIT: u32 = 5000;
+
+/// How a passthrough SPI's physical interrupt is completed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Link {
+    /// An `HW`-linked list register: the guest's deactivate deactivates the physical
+    /// interrupt, in hardware, with no exit (the default).
+    Hw,
+    /// The software path (seed 004 on the GIC it comes from, with seed 001's deferred
+    /// complete): the list register asks for an EOI maintenance interrupt; at the exit
+    /// the vGIC's sync reports the guest's deactivate, the vCPU's `InFlight` entry is
+    /// folded and its ack notifier — the route's token — runs outside the locks; the
+    /// route table says whether to deactivate the physical interrupt now.
+    Software,
+    /// Deactivate the physical interrupt right after the claim, before the guest ran:
+    /// a level source re-fires at once — the storm, for demonstration; after
+    /// [`STORM_LIMIT`] claims without a guest completion hyp masks the source until
+    /// the guest completes.
+    Immediate,
+}
 
 /// `Vcpu::power` values (PSCI's view of a vCPU).
 pub mod power {
@@ -65,6 +95,10 @@ pub struct Vcpu {
     pub start: Mutex<(u64, u64)>,
     /// Exits by class (see `run::ExitClass`).
     pub exits: [AtomicU64; 8],
+    /// Host interrupts its CPU took, by kind (see `run::IRQ_NAMES`).
+    pub irqs: [AtomicU64; 5],
+    /// Software-path passthrough interrupts delivered and not yet deactivated.
+    pub inflight: InFlight<INFLIGHT_SLOTS>,
 }
 
 /// The guest.
@@ -83,6 +117,17 @@ pub struct Vm {
     pub vcpus: Vec<Vcpu>,
     /// Whether the guest owns the PL011.
     pub uart: bool,
+    /// How the PL011's SPI is completed.
+    pub link: Link,
+    /// Physical → virtual routes of the passthrough SPIs (virq-core).
+    pub routes: RouteTable<MAX_PIRQ>,
+    /// Each virtual INTID's ack notifier (its route's token).
+    pub acks: AckNotifiers<MAX_VIRQ>,
+    /// Claims of the PL011's SPI since the guest last completed it ([`Link::Immediate`]).
+    pub storm: AtomicU32,
+    /// Physical deactivates done for guest completions (software path) or at once
+    /// (immediate).
+    pub deactivations: AtomicU64,
 }
 
 impl Vm {
@@ -177,8 +222,24 @@ pub fn boot(host: &HostInfo) -> Result<(), String> {
             },
         );
     }
+    let link = match g.eoi {
+        hyp_config::Eoi::Immediate => Link::Immediate,
+        hyp_config::Eoi::Deferred => Link::Software,
+        hyp_config::Eoi::Hw => Link::Hw,
+    };
+    let routes = RouteTable::new();
+    let acks = AckNotifiers::new();
     if uart {
-        model.set_passthrough(UART_INTID, Passthrough::Hw { pintid: UART_INTID });
+        let pass = match link {
+            Link::Hw => Passthrough::Hw { pintid: UART_INTID },
+            Link::Software | Link::Immediate => Passthrough::Software,
+        };
+        model.set_passthrough(UART_INTID, pass);
+        let token = routes
+            .route(UART_INTID, 0, UART_INTID, Trigger::Level)
+            .map_err(|e| format!("route of the PL011's SPI: {e:?}"))?;
+        acks.register(UART_INTID, token)
+            .map_err(|e| format!("ack notifier of the PL011's SPI: {e}"))?;
     }
 
     let dtb_off = ram_size - hyp_config::DTB_AREA;
@@ -199,6 +260,8 @@ pub fn boot(host: &HostInfo) -> Result<(), String> {
             }),
             start: Mutex::new(if i == 0 { (entry, dtb_ipa) } else { (0, 0) }),
             exits: Default::default(),
+            irqs: Default::default(),
+            inflight: InFlight::new(),
         })
         .collect();
     println!(
@@ -208,7 +271,7 @@ pub fn boot(host: &HostInfo) -> Result<(), String> {
         g.memory_mb,
         g.ram_host_base,
         dtb.len(),
-        if uart { "PL011 passed through (INTID 33, HW-linked)" } else { "no UART" }
+        if uart { alloc::format!("PL011 passed through (INTID 33, {link:?} link)") } else { "no UART".into() }
     );
     VM.call_once(|| Vm {
         name: g.name.clone(),
@@ -218,6 +281,11 @@ pub fn boot(host: &HostInfo) -> Result<(), String> {
         gic: Mutex::new(model),
         vcpus: vcpu_table,
         uart,
+        link,
+        routes,
+        acks,
+        storm: AtomicU32::new(0),
+        deactivations: AtomicU64::new(0),
     });
     if uart {
         if UART_INTID >= gic::SPI_BASE + spis {

@@ -257,6 +257,22 @@ pub fn enable_spi(intid: u32, edge: bool, aff0: usize) {
     );
 }
 
+/// Enable or disable (mask) SPI `intid` at the distributor.
+pub fn set_spi_enabled(intid: u32, enabled: bool) {
+    if !(SPI_BASE..SPECIAL).contains(&intid) {
+        return;
+    }
+    let reg = if enabled {
+        gicd::ISENABLER
+    } else {
+        gicd::ICENABLER
+    };
+    wr32(
+        addrs().gicd + reg + (intid / 32) as usize * 4,
+        1 << (intid % 32),
+    );
+}
+
 /// `virq_arm::lr::IchRegs` on this CPU's `ICH_*_EL2` registers.
 pub struct HwIch {
     lrs: usize,
