@@ -11,6 +11,7 @@
 //! | `run.rs` | each CPU's loop: flush, enter, sync, exits, host interrupts, blocking |
 //! | `psci.rs` | PSCI and SMCCC for guests (`hvc`) |
 //! | `fdt.rs` | the guest's device tree |
+//! | `idregs.rs` | the ID registers guests read: features hyp does not switch hidden |
 //!
 //! One vCPU per CPU, pinned (vCPU `i` on CPU `i`): the guest's EL1 system registers,
 //! timer and list registers stay live in the CPU between exits.
@@ -21,6 +22,7 @@ use crate::{heap, println};
 
 mod fdt;
 mod hello;
+mod idregs;
 mod psci;
 mod run;
 mod vm;

@@ -380,7 +380,8 @@ fn handle_exit(vm: &Vm, cpu: usize, ctx: &mut Context) -> (ExitClass, Next) {
 
 /// A trapped `msr`/`mrs` (ISS: Op0, Op2, Op1, CRn, Rt, CRm, direction). The GICv3 SGI
 /// registers trap with `HCR_EL2.IMO`: `ICC_SGI1R_EL1` goes to the vGIC; the group-0
-/// and alias forms are ignored (the guest's interrupts are all group 1). The physical
+/// and alias forms are ignored (the guest's interrupts are all group 1). The ID
+/// registers (`HCR_EL2.TID3`) read as `idregs` says. The physical
 /// timer (`CNTHCTL_EL2.EL1PCEN` = 0) reads as zero and ignores writes, as does any
 /// other trapped register.
 fn sysreg_trap(vm: &Vm, cpu: usize, ctx: &mut Context) {
@@ -394,7 +395,12 @@ fn sysreg_trap(vm: &Vm, cpu: usize, ctx: &mut Context) {
     let read = iss & 1 != 0;
     let value = if rt == 31 { 0 } else { ctx.x[rt] };
     let icc_sgi1r = (op0, op1, crn, crm, op2) == (3, 0, 12, 11, 5);
-    if icc_sgi1r && !read {
+    let id_space = op0 == 3 && op1 == 0 && crn == 0 && (1..=7).contains(&crm);
+    if id_space && read {
+        if rt != 31 {
+            ctx.x[rt] = super::idregs::read(crm, op2);
+        }
+    } else if icc_sgi1r && !read {
         vm.gic.lock().send_sgi(cpu, value, &Kicker { vm, cpu });
     } else if read && rt != 31 {
         ctx.x[rt] = 0;

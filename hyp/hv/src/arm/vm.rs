@@ -149,14 +149,6 @@ pub fn vm() -> Option<&'static Vm> {
 
 /// Boot CPU: the host GIC, the configuration, the guest; then start the other CPUs.
 pub fn boot(host: &HostInfo) -> Result<(), String> {
-    // SVE and SME state (Z, P, ZA registers) is not switched: hyp's own SIMD code
-    // would corrupt it, and `CPTR_EL2` traps both. QEMU `-cpu max` has them unless
-    // told `sve=off,sme=off` (xtask does).
-    let pfr0 = sysreg::id_aa64pfr0_el1::read();
-    let pfr1 = sysreg::id_aa64pfr1_el1::read();
-    if (pfr0 >> 32) & 0xf != 0 || (pfr1 >> 24) & 0xf != 0 {
-        return Err("this CPU has SVE or SME, whose state hyp does not switch: run QEMU with -cpu max,sve=off,sme=off".into());
-    }
     let spis = gic::init_distributor(host.gic);
     if !gic::init_cpu() {
         return Err("boot CPU: no redistributor".into());
@@ -315,6 +307,7 @@ pub fn setup_cpu(vm: &Vm, cpu: usize) {
             | hcr::FB
             | hcr::BSU_IS
             | hcr::TWI
+            | hcr::TID3
             | hcr::TSC
             | hcr::RW
             | hcr::APK

@@ -25,6 +25,8 @@ pub const KICK_SGI: u32 = 0;
 pub const VTIMER_PPI: u32 = 27;
 /// The GIC maintenance interrupt's PPI (`ICH_MISR_EL2`): INTID 25.
 pub const MAINTENANCE_PPI: u32 = 25;
+/// The EL2 physical timer's PPI (`CNTHP`, hyp's own timer): INTID 26.
+pub const HYP_TIMER_PPI: u32 = 26;
 /// First SPI.
 pub const SPI_BASE: u32 = 32;
 /// INTIDs from here up are special ("no pending interrupt": 1023).
@@ -36,6 +38,7 @@ mod gicd {
     pub const IGROUPR: usize = 0x0080;
     pub const ISENABLER: usize = 0x0100;
     pub const ICENABLER: usize = 0x0180;
+    pub const ISACTIVER: usize = 0x0300;
     pub const ICACTIVER: usize = 0x0380;
     pub const IPRIORITYR: usize = 0x0400;
     pub const ICFGR: usize = 0x0c00;
@@ -67,6 +70,16 @@ pub struct GicAddrs {
     pub gicr: usize,
     /// Bytes of the redistributor region.
     pub gicr_size: usize,
+}
+
+/// Each CPU's redistributor (by `MPIDR_EL1.Aff0`), found by `init_cpu`.
+static RD: [core::sync::atomic::AtomicUsize; super::MAX_HARTS] =
+    [const { core::sync::atomic::AtomicUsize::new(0) }; super::MAX_HARTS];
+
+fn my_rd() -> usize {
+    let cpu = sysreg::mpidr_el1::read() & 0xff;
+    RD.get(cpu)
+        .map_or(0, |r| r.load(core::sync::atomic::Ordering::Relaxed))
 }
 
 static mut ADDRS: GicAddrs = GicAddrs {
@@ -178,6 +191,9 @@ pub fn init_cpu() -> bool {
     let Some(rd) = redistributor(my_affinity()) else {
         return false;
     };
+    if let Some(slot) = RD.get(sysreg::mpidr_el1::read() & 0xff) {
+        slot.store(rd, core::sync::atomic::Ordering::Relaxed);
+    }
     let waker = rd32(rd + gicr::WAKER) & !gicr::WAKER_PROCESSOR_SLEEP;
     wr32(rd + gicr::WAKER, waker);
     for _ in 0..1_000_000 {
@@ -197,7 +213,7 @@ pub fn init_cpu() -> bool {
     }
     wr32(
         sgi + gicd::ISENABLER,
-        (1 << KICK_SGI) | (1 << MAINTENANCE_PPI) | (1 << VTIMER_PPI),
+        (1 << KICK_SGI) | (1 << MAINTENANCE_PPI) | (1 << VTIMER_PPI) | (1 << HYP_TIMER_PPI),
     );
     // SRE | DFB | DIB | Enable (lower ELs use system registers, no trap).
     sysreg::icc_sre_el2::write(0xf);
@@ -257,6 +273,26 @@ pub fn enable_spi(intid: u32, edge: bool, aff0: usize) {
     );
 }
 
+/// Whether private interrupt `intid` (0..32) is active on this CPU.
+pub fn ppi_active(intid: u32) -> bool {
+    let rd = my_rd();
+    rd != 0 && intid < 32 && rd32(rd + gicr::SGI + gicd::ISACTIVER) & (1 << intid) != 0
+}
+
+/// Make private interrupt `intid` (0..32) active or inactive on this CPU.
+pub fn set_ppi_active(intid: u32, active: bool) {
+    let rd = my_rd();
+    if rd == 0 || intid >= 32 {
+        return;
+    }
+    let reg = if active {
+        gicd::ISACTIVER
+    } else {
+        gicd::ICACTIVER
+    };
+    wr32(rd + gicr::SGI + reg, 1 << intid);
+}
+
 /// Enable or disable (mask) SPI `intid` at the distributor.
 pub fn set_spi_enabled(intid: u32, enabled: bool) {
     if !(SPI_BASE..SPECIAL).contains(&intid) {
@@ -284,6 +320,11 @@ impl HwIch {
         HwIch {
             lrs: (sysreg::ich_vtr_el2::read() & 0x1f) + 1,
         }
+    }
+
+    /// List registers implemented.
+    pub fn num(&self) -> usize {
+        self.lrs
     }
 
     /// `ICH_MISR_EL2`: why the maintenance interrupt is asserted.
@@ -317,7 +358,8 @@ macro_rules! ich_lr {
     };
 }
 
-fn lr_access(n: usize, v: Option<u64>) -> u64 {
+/// Read list register `n` (`None`) or write it; 0 for `n` ≥ 16.
+pub fn lr_access(n: usize, v: Option<u64>) -> u64 {
     ich_lr!(n, v, 0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15)
 }
 

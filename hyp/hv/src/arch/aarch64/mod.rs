@@ -11,6 +11,7 @@
 //! | `sysreg.rs` | the EL2 system registers hyp programs, and their bits |
 //! | `psci.rs` | PSCI calls down to QEMU (`smc`) and the function ids guests use |
 //! | `pl011.rs` | the PL011 UART hyp's console writes to |
+//! | `el1.rs` | a vCPU's state in the CPU's system registers, saved and restored when vCPUs share a CPU |
 //! | `gic.rs` | the host GICv3 (distributor, redistributors, `ICC_*`) and the list registers (`ICH_*`) |
 //! | `hello_guest.rs` | the tiny EL1 test payload (a few instructions, copied into guest RAM) |
 //!
@@ -21,6 +22,7 @@
 //! Device-nGnRnE (fine on QEMU's TCG; a real core needs an EL2 identity map first).
 use super::HartId;
 
+pub mod el1;
 pub mod entry;
 pub mod gic;
 pub mod hello_guest;

@@ -50,6 +50,9 @@ sysreg!(vmpidr_el2, "vmpidr_el2");
 sysreg!(cnthctl_el2, "cnthctl_el2");
 sysreg!(cntvoff_el2, "cntvoff_el2");
 sysreg!(cntv_ctl_el0, "cntv_ctl_el0");
+sysreg!(cntv_cval_el0, "cntv_cval_el0");
+sysreg!(cnthp_ctl_el2, "cnthp_ctl_el2");
+sysreg!(cnthp_cval_el2, "cnthp_cval_el2");
 sysreg!(esr_el1, "esr_el1");
 sysreg!(far_el1, "far_el1");
 sysreg!(elr_el1, "elr_el1");
@@ -83,6 +86,9 @@ pub mod hcr {
     pub const FB: usize = 1 << 9;
     /// Barrier shareability upgrade: inner shareable.
     pub const BSU_IS: usize = 1 << 10;
+    /// Trap EL1 reads of the ID registers (group 3: `ID_AA64*`, `ID_*`, `MVFR*`), so
+    /// hyp can hide features it does not switch.
+    pub const TID3: usize = 1 << 18;
     /// Trap `wfi` from EL1/EL0 (as EC 0x01).
     pub const TWI: usize = 1 << 13;
     /// Trap `smc` from EL1 (as EC 0x17).
@@ -110,3 +116,28 @@ pub const CNTHCTL_EL1PCTEN: usize = 1 << 0;
 
 /// `SPSR_EL2` for entering EL1h (SP_EL1) with D, A, I, F masked.
 pub const SPSR_EL1H_MASKED: usize = 0x3c5;
+
+/// Read the ID register `S3_0_C0_C<crm>_<op2>` (`crm` 1..=7: the group hyp traps with
+/// `HCR_EL2.TID3`); 0 for other encodings. Unallocated ones in that space read as zero.
+pub fn read_id(crm: u64, op2: u64) -> u64 {
+    macro_rules! id {
+        ($($c:literal $o:literal),*) => {
+            match (crm, op2) {
+                $(($c, $o) => {
+                    let v: u64;
+                    // SAFETY: reading an ID register has no side effect.
+                    unsafe { core::arch::asm!(concat!("mrs {}, s3_0_c0_c", $c, "_", $o), out(reg) v, options(nomem, nostack)) };
+                    v
+                })*
+                _ => 0,
+            }
+        };
+    }
+    id!(1 0, 1 1, 1 2, 1 3, 1 4, 1 5, 1 6, 1 7,
+        2 0, 2 1, 2 2, 2 3, 2 4, 2 5, 2 6, 2 7,
+        3 0, 3 1, 3 2, 3 3, 3 4, 3 5, 3 6, 3 7,
+        4 0, 4 1, 4 2, 4 3, 4 4, 4 5, 4 6, 4 7,
+        5 0, 5 1, 5 2, 5 3, 5 4, 5 5, 5 6, 5 7,
+        6 0, 6 1, 6 2, 6 3, 6 4, 6 5, 6 6, 6 7,
+        7 0, 7 1, 7 2, 7 3, 7 4, 7 5, 7 6, 7 7)
+}
