@@ -8,23 +8,26 @@
 //! | `mod.rs` | the entries (`boot_main`, `secondary_main`, fatal traps), the host DTB, `ESR_EL2` classes |
 //! | `hello.rs` | the built-in test guest |
 //! | `vm.rs` | a guest from the configuration: RAM, stage 2, vGICv3, vCPUs |
-//! | `run.rs` | each CPU's loop: flush, enter, sync, exits, host interrupts, blocking |
+//! | `sched.rs` | each CPU's loop: the vCPUs homed there in turn, host interrupts, blocking, idling |
+//! | `exit.rs` | a vCPU's exits: WFI, PSCI, trapped system registers, vGIC MMIO, injected faults |
 //! | `psci.rs` | PSCI and SMCCC for guests (`hvc`) |
 //! | `fdt.rs` | the guest's device tree |
 //! | `idregs.rs` | the ID registers guests read: features hyp does not switch hidden |
 //!
-//! One vCPU per CPU, pinned (vCPU `i` on CPU `i`): the guest's EL1 system registers,
-//! timer and list registers stay live in the CPU between exits.
+//! Each vCPU has a home CPU; a CPU with one vCPU keeps its EL1 system registers,
+//! timer and list registers live between exits, one with several switches them
+//! (`arch::el1`) when it changes vCPU.
 use alloc::vec::Vec;
 
 use crate::arch::{self, sysreg, HartId};
 use crate::{heap, println};
 
+mod exit;
 mod fdt;
 mod hello;
 mod idregs;
 mod psci;
-mod run;
+mod sched;
 mod vm;
 
 /// `ESR_EL2.EC` values hyp handles (Arm ARM D24, "ESR_EL2").
@@ -132,7 +135,7 @@ pub extern "C" fn boot_main(cpu: HartId, x0: usize) -> ! {
         println!("hyp: {e}");
         arch::power_off(true)
     }
-    run::cpu_loop(cpu.0)
+    sched::cpu_loop(cpu.0)
 }
 
 /// Entry of the other CPUs (PSCI `CPU_ON` from [`vm::boot`]).
@@ -142,7 +145,7 @@ pub extern "C" fn secondary_main(cpu: HartId, _opaque: usize) -> ! {
         println!("hyp: CPU {cpu}: no redistributor");
         arch::halt()
     }
-    run::cpu_loop(cpu.0)
+    sched::cpu_loop(cpu.0)
 }
 
 /// An exception taken at EL2 itself (from the vectors): always a hyp bug.

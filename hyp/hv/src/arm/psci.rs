@@ -18,7 +18,7 @@ use core::sync::atomic::Ordering;
 
 use crate::arch::Context;
 
-use super::run::Next;
+use super::exit::Next;
 use super::vm::{power, Vm};
 
 const PSCI_VERSION: u32 = 0x8400_0000;
@@ -64,8 +64,8 @@ pub enum Effect {
     Standby,
 }
 
-/// Handle one `hvc` from vCPU `me` (`ELR_EL2` already points past it).
-pub fn call(vm: &Vm, me: usize, ctx: &mut Context) -> Result<Effect, Next> {
+/// Handle one `hvc` from vCPU `me` on CPU `cpu` (`ELR_EL2` already points past it).
+pub fn call(vm: &Vm, me: usize, cpu: usize, ctx: &mut Context) -> Result<Effect, Next> {
     let fid = ctx.x[0] as u32;
     let wide = fid & SMC64 != 0;
     let arg = |i: usize| {
@@ -97,7 +97,7 @@ pub fn call(vm: &Vm, me: usize, ctx: &mut Context) -> Result<Effect, Next> {
             vm.vcpus[me].power.store(power::OFF, Ordering::SeqCst);
             SUCCESS
         }
-        CPU_ON => cpu_on(vm, me, arg(1), arg(2), arg(3)),
+        CPU_ON => cpu_on(vm, cpu, arg(1), arg(2), arg(3)),
         AFFINITY_INFO => {
             if arg(2) != 0 {
                 INVALID_PARAMETERS
@@ -132,7 +132,7 @@ fn vcpu_of(vm: &Vm, mpidr: u64) -> Option<usize> {
     (0..vm.vcpus.len()).find(|&v| virq_arm::gicv3::affinity_of(v) == aff)
 }
 
-fn cpu_on(vm: &Vm, me: usize, target: u64, entry: u64, context: u64) -> i64 {
+fn cpu_on(vm: &Vm, cpu: usize, target: u64, entry: u64, context: u64) -> i64 {
     let Some(v) = vcpu_of(vm, target) else {
         return INVALID_PARAMETERS;
     };
@@ -152,7 +152,7 @@ fn cpu_on(vm: &Vm, me: usize, target: u64, entry: u64, context: u64) -> i64 {
         Ok(_) => {
             *start = (entry, context);
             drop(start);
-            super::run::kick(vm, me, v);
+            super::exit::kick(vm, cpu, v);
             SUCCESS
         }
         Err(power::ON_PENDING) => ON_PENDING,

@@ -19,7 +19,8 @@ use virq_core::ack::{AckNotifiers, InFlight};
 use virq_core::block::VcpuBlock;
 use virq_core::route::{RouteTable, Trigger};
 
-use crate::arch::{self, gic, phys::PhysRange, sysreg, HartId};
+use crate::arch::el1::El1State;
+use crate::arch::{self, gic, phys::PhysRange, sysreg, Context, HartId};
 use crate::gstage::{GStage, R, W, X};
 use crate::println;
 
@@ -42,8 +43,6 @@ pub const GICR_IPA: u64 = 0x080a_0000;
 pub const UART_BASE: u64 = 0x0900_0000;
 /// The PL011's INTID (SPI 1), on both sides.
 pub const UART_INTID: u32 = 33;
-/// The guest's VMID.
-const VMID: u16 = 1;
 /// Physical INTIDs the route table covers (QEMU `virt`'s SPIs are below 288).
 pub const MAX_PIRQ: usize = 288;
 /// Virtual INTIDs with ack notifiers (the guest GIC's).
@@ -83,8 +82,18 @@ pub mod power {
     pub const ON: u8 = 2;
 }
 
-/// One vCPU; vCPU `i` runs on CPU `i` (its home, in `block`).
+/// A vCPU's state while it is not in the CPU (only its home CPU touches it).
+pub struct Saved {
+    /// General, FP/SIMD and exception registers.
+    pub ctx: Context,
+    /// EL1 system registers, timer, GIC CPU interface (valid while not loaded).
+    pub el1: El1State,
+}
+
+/// One vCPU, run by its home CPU (in `block`).
 pub struct Vcpu {
+    /// Its registers; locked by its home CPU while it runs it.
+    pub saved: Mutex<Saved>,
     /// Blocking and kicks (virq-core's protocol).
     pub block: VcpuBlock,
     /// INTIDs raised outside the GIC's lock (flushed before entry).
@@ -93,16 +102,21 @@ pub struct Vcpu {
     pub power: AtomicU8,
     /// Where `CPU_ON` starts it: entry point and `x0`.
     pub start: Mutex<(u64, u64)>,
-    /// Exits by class (see `run::ExitClass`).
+    /// Exits by class (see `exit::ExitClass`).
     pub exits: [AtomicU64; 8],
-    /// Host interrupts its CPU took, by kind (see `run::IRQ_NAMES`).
-    pub irqs: [AtomicU64; 5],
+    /// Host interrupts its CPU took while it was loaded, by kind (see
+    /// `sched::IRQ_NAMES`).
+    pub irqs: [AtomicU64; 6],
     /// Software-path passthrough interrupts delivered and not yet deactivated.
     pub inflight: InFlight<INFLIGHT_SLOTS>,
 }
 
-/// The guest.
+/// A guest.
 pub struct Vm {
+    /// Index in the configuration (`guest[id]`).
+    pub id: usize,
+    /// Its stage-2 VMID (`id + 1`).
+    pub vmid: u16,
     /// From the configuration.
     pub name: String,
     /// Its RAM in host memory.
@@ -113,7 +127,7 @@ pub struct Vm {
     pub vttbr: usize,
     /// The GIC model, shared by the vCPUs.
     pub gic: Mutex<Gic>,
-    /// vCPU `i` runs on CPU `i`.
+    /// Its vCPUs.
     pub vcpus: Vec<Vcpu>,
     /// Whether the guest owns the PL011.
     pub uart: bool,
@@ -140,14 +154,16 @@ impl Vm {
     }
 }
 
-static VM: Once<Vm> = Once::new();
+static VMS: Once<Vec<Vm>> = Once::new();
 
-/// The guest, once [`boot`] published it.
-pub fn vm() -> Option<&'static Vm> {
-    VM.get()
+/// The guests, once [`boot`] published them (empty before).
+pub fn vms() -> &'static [Vm] {
+    VMS.get().map_or(&[], |v| v.as_slice())
 }
 
-/// Boot CPU: the host GIC, the configuration, the guest; then start the other CPUs.
+/// Boot CPU: the host GIC, the configuration, the guests; then start the other CPUs.
+/// vCPUs are spread over the CPUs in order (the `k`-th vCPU of all guests on CPU
+/// `k % cpus`); a CPU with several runs them in turn (`sched`).
 pub fn boot(host: &HostInfo) -> Result<(), String> {
     let spis = gic::init_distributor(host.gic);
     if !gic::init_cpu() {
@@ -165,45 +181,68 @@ pub fn boot(host: &HostInfo) -> Result<(), String> {
     };
     let config = crate::blob::load(host.config.as_deref(), allowed)
         .map_err(|e| format!("configuration: {}: {}", e.field, e.message))?;
-    let [g] = config.guests.as_slice() else {
-        return Err(format!(
-            "configuration: guest: {} guests; hyp on aarch64 runs one so far",
-            config.guests.len()
-        ));
-    };
+    let cpus = host.cpus.max(1);
+    let mut next = 0usize;
+    let mut vms = Vec::new();
+    for (i, g) in config.guests.iter().enumerate() {
+        vms.push(build(i, g, &allowed, cpus, &mut next)?);
+    }
+    let uart_owner = vms.iter().any(|v| v.uart);
+    VMS.call_once(|| vms);
+    if uart_owner {
+        if UART_INTID >= gic::SPI_BASE + spis {
+            return Err("host GIC has no SPI for the PL011".into());
+        }
+        gic::enable_spi(UART_INTID, false, 0);
+    }
+    for cpu in 1..cpus.min(next) {
+        if let Err(e) = arch::start_hart(HartId(cpu), cpu) {
+            return Err(format!("PSCI CPU_ON of CPU {cpu}: error {e}"));
+        }
+    }
+    Ok(())
+}
+
+/// Build guest `i`; its vCPUs get homes from `*next` on (modulo `cpus`).
+fn build(
+    i: usize,
+    g: &hyp_config::Guest,
+    allowed: &impl Fn(u64, u64) -> bool,
+    cpus: usize,
+    next: &mut usize,
+) -> Result<Vm, String> {
+    let field = |k: &str| format!("configuration: guest[{i}].{k}");
     if g.topology != Topology::Vgicv3 {
-        return Err("configuration: guest[0].topology: aarch64 guests need vgicv3".into());
+        return Err(format!("{}: aarch64 guests need vgicv3", field("topology")));
     }
     let vcpus = g.vcpus as usize;
-    if vcpus > host.cpus.min(VCPUS) {
-        return Err(format!(
-            "configuration: guest[0].vcpus: {vcpus} vCPUs, but {} CPUs (hyp on aarch64 gives each vCPU its own CPU so far)",
-            host.cpus.min(VCPUS)
-        ));
+    if vcpus > VCPUS {
+        return Err(format!("{}: at most {VCPUS} vCPUs", field("vcpus")));
     }
     if g.devices.contains(&Device::Vuart) {
-        return Err("configuration: guest[0].devices: vuart is not on aarch64 yet".into());
+        return Err(format!("{}: vuart is not on aarch64 yet", field("devices")));
     }
     let ram_size = g.ram_size();
     if !allowed(g.ram_host_base, ram_size) {
-        return Err("configuration: guest[0].memory_mb: RAM outside free host RAM".into());
+        return Err(format!("{}: RAM outside free host RAM", field("memory_mb")));
     }
     // SAFETY: the range is host RAM outside hyp's image, stacks and heap (checked by
-    // `allowed` just above), given to this guest alone; hyp holds no reference into it.
+    // `allowed` just above), given to this guest alone (hyp_config::validate refuses
+    // overlapping guests); hyp holds no reference into it.
     let ram = unsafe { PhysRange::new(g.ram_host_base as usize, ram_size as usize) };
+    let vmid = i as u16 + 1;
 
     let mut s2 = GStage::new();
     s2.map(GUEST_RAM_BASE, g.ram_host_base, ram_size, R | W | X)
-        .map_err(|_| String::from("stage 2: guest RAM"))?;
+        .map_err(|_| format!("guest[{i}]: stage 2: RAM"))?;
     let uart = g.owns_uart();
     if uart {
         s2.map(UART_BASE, UART_BASE, 0x1000, R | W)
-            .map_err(|_| String::from("stage 2: PL011"))?;
+            .map_err(|_| format!("guest[{i}]: stage 2: PL011"))?;
     }
-    let vttbr = s2.root_register(VMID);
+    let vttbr = s2.root_register(vmid);
     // The tables live as long as the guest: for good.
     core::mem::forget(s2);
-
     let mut model = Gic::new(vcpus).map_err(|e| format!("vGIC: {e:?}"))?;
     for v in 0..vcpus {
         model.set_ppi_passthrough(
@@ -228,7 +267,7 @@ pub fn boot(host: &HostInfo) -> Result<(), String> {
         };
         model.set_passthrough(UART_INTID, pass);
         let token = routes
-            .route(UART_INTID, 0, UART_INTID, Trigger::Level)
+            .route(UART_INTID, i as u16, UART_INTID, Trigger::Level)
             .map_err(|e| format!("route of the PL011's SPI: {e:?}"))?;
         acks.register(UART_INTID, token)
             .map_err(|e| format!("ack notifier of the PL011's SPI: {e}"))?;
@@ -241,31 +280,39 @@ pub fn boot(host: &HostInfo) -> Result<(), String> {
     }
     let entry = GUEST_RAM_BASE + g.kernel.offset;
     let dtb_ipa = GUEST_RAM_BASE + dtb_off;
-    let vcpu_table = (0..vcpus)
-        .map(|i| Vcpu {
-            block: VcpuBlock::new(i),
+    let vcpu_table: Vec<Vcpu> = (0..vcpus)
+        .map(|v| Vcpu {
+            saved: Mutex::new(Saved {
+                ctx: Context::default(),
+                el1: El1State::reset(),
+            }),
+            block: VcpuBlock::new((*next + v) % cpus),
             inbox: new_inbox(),
-            power: AtomicU8::new(if i == 0 {
+            power: AtomicU8::new(if v == 0 {
                 power::ON_PENDING
             } else {
                 power::OFF
             }),
-            start: Mutex::new(if i == 0 { (entry, dtb_ipa) } else { (0, 0) }),
+            start: Mutex::new(if v == 0 { (entry, dtb_ipa) } else { (0, 0) }),
             exits: Default::default(),
             irqs: Default::default(),
             inflight: InFlight::new(),
         })
         .collect();
     println!(
-        "hyp: guest {}: {} vCPUs, {} MiB RAM at IPA {GUEST_RAM_BASE:#x} (host {:#x}), kernel at {entry:#x}, DTB at {dtb_ipa:#x} ({} bytes), vGICv3 (GICD {GICD_IPA:#x}, GICR {GICR_IPA:#x}), {}",
+        "hyp: guest {}: {} vCPUs, {} MiB RAM at IPA {GUEST_RAM_BASE:#x} (host {:#x}), kernel at {entry:#x}, DTB at {dtb_ipa:#x} ({} bytes), vGICv3 (GICD {GICD_IPA:#x}, GICR {GICR_IPA:#x}), {}, VMID {vmid}, vCPUs on CPUs {:?}",
         g.name,
         vcpus,
         g.memory_mb,
         g.ram_host_base,
         dtb.len(),
-        if uart { alloc::format!("PL011 passed through (INTID 33, {link:?} link)") } else { "no UART".into() }
+        if uart { alloc::format!("PL011 passed through (INTID 33, {link:?} link)") } else { "no UART".into() },
+        vcpu_table.iter().map(|v: &Vcpu| v.block.home()).collect::<Vec<_>>(),
     );
-    VM.call_once(|| Vm {
+    *next += vcpus;
+    Ok(Vm {
+        id: i,
+        vmid,
         name: g.name.clone(),
         ram,
         ram_size,
@@ -278,29 +325,18 @@ pub fn boot(host: &HostInfo) -> Result<(), String> {
         acks,
         storm: AtomicU32::new(0),
         deactivations: AtomicU64::new(0),
-    });
-    if uart {
-        if UART_INTID >= gic::SPI_BASE + spis {
-            return Err("host GIC has no SPI for the PL011".into());
-        }
-        gic::enable_spi(UART_INTID, false, 0);
-    }
-    for cpu in 1..vcpus {
-        if let Err(e) = arch::start_hart(HartId(cpu), cpu) {
-            return Err(format!("PSCI CPU_ON of CPU {cpu}: error {e}"));
-        }
-    }
-    Ok(())
+    })
 }
 
-/// This CPU's EL2 state for running vCPU `cpu` of `vm`: traps, stage 2, timer, the
-/// vCPU's identity registers.
-pub fn setup_cpu(vm: &Vm, cpu: usize) {
+/// This CPU's EL2 state for running guests: traps (WFE too if `trap_wfe`), the
+/// stage-2 format, the timer controls, the CPU's identity as guests see it
+/// (`VPIDR_EL2`).
+pub fn setup_cpu(trap_wfe: bool) {
     use sysreg::hcr;
     sysreg::vtcr_el2::write(arch::vmsa_s2::VTCR);
-    sysreg::vttbr_el2::write(vm.vttbr);
+    let wfe = if trap_wfe { hcr::TWE } else { 0 };
     sysreg::hcr_el2::write(
-        hcr::VM
+        wfe | hcr::VM
             | hcr::FMO
             | hcr::IMO
             | hcr::AMO
@@ -321,6 +357,14 @@ pub fn setup_cpu(vm: &Vm, cpu: usize) {
     sysreg::cnthctl_el2::write(sysreg::CNTHCTL_EL1PCTEN);
     sysreg::cntvoff_el2::write(0);
     sysreg::vpidr_el2::write(sysreg::midr_el1::read());
-    sysreg::vmpidr_el2::write((1 << 31) | virq_arm::gicv3::affinity_of(cpu) as usize);
-    arch::hfence_gvma_all();
+}
+
+/// Switch this CPU's stage 2 to `vm` (`VTTBR_EL2`).
+pub fn load_vm(vm: &Vm) {
+    sysreg::vttbr_el2::write(vm.vttbr);
+}
+
+/// vCPU `v`'s identity (`VMPIDR_EL2`: the affinity its guest's DTB and GIC use).
+pub fn load_vcpu_id(v: usize) {
+    sysreg::vmpidr_el2::write((1 << 31) | virq_arm::gicv3::affinity_of(v) as usize);
 }

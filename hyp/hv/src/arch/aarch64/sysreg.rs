@@ -91,6 +91,8 @@ pub mod hcr {
     pub const TID3: usize = 1 << 18;
     /// Trap `wfi` from EL1/EL0 (as EC 0x01).
     pub const TWI: usize = 1 << 13;
+    /// Trap `wfe` from EL1/EL0 (as EC 0x01, ISS bit 0 set).
+    pub const TWE: usize = 1 << 14;
     /// Trap `smc` from EL1 (as EC 0x17).
     pub const TSC: usize = 1 << 19;
     /// EL1 is AArch64.

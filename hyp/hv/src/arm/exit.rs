@@ -1,24 +1,10 @@
-//! Each CPU's loop on aarch64: vCPU `i` on CPU `i`.
-//!
-//! ```text
-//! loop:
-//!   vCPU off            → idle until CPU_ON (ON_PENDING: reset the vCPU, then run)
-//!   vCPU blocked (WFI)  → idle until it is runnable (virq-core `VcpuBlock`)
-//!   take the kick, flush the vGIC into the list registers
-//!   enter the guest; at the exit: sync the list registers, handle the exit
-//! idle: acknowledge host interrupts, re-check, `wfi` (PSTATE.I stays masked: a
-//!       pending interrupt still ends `wfi`)
-//! ```
-//!
-//! Host interrupts (acknowledged in [`drain`], EOImode 1): the kick SGI and the
-//! maintenance PPI are deactivated at once (the flush/sync that follows does their
-//! work); the virtual timer's PPI and the PL011's SPI stay active — the vGIC delivers
-//! them in `HW`-linked list registers, and the guest's deactivate deactivates them.
-//! So a level source cannot storm: it fires again only after the guest is done.
+//! A vCPU's exits on aarch64: decoding `ESR_EL2` and handling each class (WFI, PSCI
+//! and SMCCC calls, trapped system registers — SGIs and ID registers —, the vGIC's
+//! MMIO frames, faults injected back), the kicks the vGIC model asks for, and the
+//! passthrough SPI's three completion paths (`vm::Link`).
 use core::sync::atomic::Ordering;
 
 use virq_arm::gicv3::{EoiSink, Kick};
-use virq_core::block::BlockOutcome;
 use virq_core::route::EoiAction;
 
 use crate::arch::{self, gic, sysreg, Context, HartId};
@@ -26,7 +12,7 @@ use crate::println;
 
 use super::ec;
 use super::psci::{self, Effect};
-use super::vm::{self, power, Link, Vm, GICD_IPA, GICD_SIZE, GICR_IPA};
+use super::vm::{self, Link, Vm, GICD_IPA, GICD_SIZE, GICR_IPA};
 
 /// What the exit handler tells the loop.
 pub enum Next {
@@ -34,6 +20,11 @@ pub enum Next {
     Resume,
     /// The guest asked for WFI: block unless kicked.
     Block,
+    /// A host interrupt: the scheduler acknowledges it.
+    Irq,
+    /// The guest waits for an event (WFE, trapped on a shared CPU): run another vCPU
+    /// if one is runnable.
+    Yield,
     /// Power off; `true` on failure.
     PowerOff(bool),
 }
@@ -55,15 +46,15 @@ pub enum ExitClass {
     Other = 5,
 }
 
-const CLASS_NAMES: [&str; 6] = ["irq", "wfi", "hvc", "sysreg", "mmio", "other"];
-/// Host interrupts counted per CPU (`Vcpu::irqs`), in this order.
-const IRQ_NAMES: [&str; 5] = ["kick", "maintenance", "vtimer", "passthrough", "other"];
+pub const CLASS_NAMES: [&str; 6] = ["irq", "wfi", "hvc", "sysreg", "mmio", "other"];
 
 /// Kicks from the vGIC model: vCPU `v`'s block state, then an SGI to its CPU unless
 /// that is this one (which flushes before it enters any guest).
-struct Kicker<'a> {
-    vm: &'a Vm,
-    cpu: usize,
+pub struct Kicker<'a> {
+    /// The guest.
+    pub vm: &'a Vm,
+    /// This CPU.
+    pub cpu: usize,
 }
 
 impl Kick for Kicker<'_> {
@@ -72,7 +63,7 @@ impl Kick for Kicker<'_> {
     }
 }
 
-/// Kick vCPU `v` from CPU `me`.
+/// Kick vCPU `v` of `vm` from CPU `me`.
 pub fn kick(vm: &Vm, me: usize, v: usize) {
     if let Some(t) = vm.vcpus.get(v) {
         let home = t.block.kick();
@@ -85,7 +76,7 @@ pub fn kick(vm: &Vm, me: usize, v: usize) {
 /// The guest deactivations of software-path passthrough interrupts one `sync` saw,
 /// collected under the vGIC's lock and acted on after it is dropped.
 #[derive(Default)]
-struct Completions {
+pub struct Completions {
     ids: core::cell::Cell<[u32; 4]>,
     n: core::cell::Cell<usize>,
 }
@@ -103,13 +94,13 @@ impl EoiSink for Completions {
 }
 
 impl Completions {
-    /// Outside every lock: fold each completed INTID out of vCPU `cpu`'s in-flight
+    /// Outside every lock: fold each completed INTID out of vCPU `v`'s in-flight
     /// list; its ack notifier (the route's token) tells the route table, which says
     /// whether the physical interrupt is to be completed now.
-    fn notify(&self, vm: &Vm, cpu: usize) {
+    pub fn notify(&self, vm: &Vm, v: usize) {
         let ids = self.ids.get();
         for &virq in &ids[..self.n.get().min(ids.len())] {
-            vm.vcpus[cpu]
+            vm.vcpus[v]
                 .inflight
                 .deactivate(virq, |_, token| route_completed(vm, token));
         }
@@ -138,7 +129,7 @@ fn route_completed(vm: &Vm, token: u32) {
 }
 
 /// A passthrough SPI claimed on this CPU (priority already dropped; still active).
-fn passthrough_irq(vm: &Vm, pirq: u32, kicker: &Kicker<'_>) {
+pub fn passthrough_irq(vm: &Vm, pirq: u32, kicker: &Kicker<'_>) {
     if vm.link == Link::Hw {
         // Stays active until the guest deactivates the `HW`-linked virtual one.
         vm.gic.lock().pulse(0, pirq, kicker);
@@ -176,156 +167,16 @@ fn passthrough_irq(vm: &Vm, pirq: u32, kicker: &Kicker<'_>) {
     }
 }
 
-/// Acknowledge every pending host interrupt of this CPU (see the module docs).
-fn drain(vm: &Vm, cpu: usize) {
-    let kicker = Kicker { vm, cpu };
-    for _ in 0..64 {
-        let id = gic::ack();
-        if id >= gic::SPECIAL {
-            return;
-        }
-        gic::priority_drop(id);
-        let kind = match id {
-            gic::KICK_SGI => 0,
-            gic::MAINTENANCE_PPI => 1,
-            gic::VTIMER_PPI => 2,
-            vm::UART_INTID => 3,
-            _ => 4,
-        };
-        if let Some(v) = vm.vcpus.get(cpu) {
-            v.irqs[kind].fetch_add(1, Ordering::Relaxed);
-        }
-        match id {
-            gic::VTIMER_PPI if cpu < vm.vcpus.len() => {
-                vm.gic.lock().pulse(cpu, id, &kicker);
-            }
-            vm::UART_INTID if vm.uart => passthrough_irq(vm, id, &kicker),
-            _ => gic::deactivate(id),
-        }
-    }
-}
-
-/// Idle until `done()`: acknowledge host interrupts, re-check, `wfi`. An interrupt
-/// that arrives after the check stays pending at the GIC and ends the `wfi`.
-fn idle_until(vm: &Vm, cpu: usize, done: impl Fn() -> bool) {
-    loop {
-        drain(vm, cpu);
-        if done() {
-            return;
-        }
-        arch::wait_for_interrupt();
-    }
-}
-
-/// CPU `cpu`'s loop (never returns): run vCPU `cpu`, or idle if there is none.
-pub fn cpu_loop(cpu: usize) -> ! {
-    arch::set_hart_local(cpu);
-    let Some(vm) = vm::vm() else { arch::halt() };
-    let Some(vcpu) = vm.vcpus.get(cpu) else {
-        idle_until(vm, cpu, || false);
-        arch::halt()
-    };
-    vm::setup_cpu(vm, cpu);
-    let mut ich = gic::HwIch::new();
-    let mut ctx = Context::default();
-    let kicker = Kicker { vm, cpu };
-    loop {
-        match vcpu.power.load(Ordering::SeqCst) {
-            power::OFF => {
-                idle_until(vm, cpu, || vcpu.power.load(Ordering::SeqCst) != power::OFF);
-                continue;
-            }
-            power::ON_PENDING => {
-                reset(vm, cpu, &mut ctx);
-                vcpu.power.store(power::ON, Ordering::SeqCst);
-            }
-            _ => {}
-        }
-        if !vcpu.block.runnable() {
-            idle_until(vm, cpu, || vcpu.block.runnable());
-        }
-        vcpu.block.unblock();
-        {
-            let mut g = vm.gic.lock();
-            vcpu.block.take_kick();
-            g.flush(cpu, &vcpu.inbox, &mut ich, &kicker);
-        }
-        arch::enter_guest(&mut ctx);
-        let done = Completions::default();
-        vm.gic.lock().sync(cpu, &mut ich, &done);
-        done.notify(vm, cpu);
-        let (class, next) = handle_exit(vm, cpu, &mut ctx);
-        vcpu.exits[class as usize].fetch_add(1, Ordering::Relaxed);
-        match next {
-            Next::Resume => {}
-            Next::Block => {
-                if vcpu.block.block() == BlockOutcome::Blocked {
-                    idle_until(vm, cpu, || vcpu.block.runnable());
-                }
-            }
-            Next::PowerOff(failure) => power_off(vm, failure),
-        }
-    }
-}
-
-/// A vCPU's (re)start after `CPU_ON` (or boot): registers from `start`, EL1 at reset
-/// state, its list registers empty.
-fn reset(vm: &Vm, cpu: usize, ctx: &mut Context) {
-    let (entry, x0) = *vm.vcpus[cpu].start.lock();
-    *ctx = Context {
-        pc: entry,
-        pstate: sysreg::SPSR_EL1H_MASKED as u64,
-        ..Context::default()
-    };
-    ctx.x[0] = x0;
-    sysreg::sctlr_el1::write(sysreg::SCTLR_EL1_RESET);
-    sysreg::cntv_ctl_el0::write(0);
-}
-
-fn power_off(vm: &Vm, failure: bool) -> ! {
-    for (i, v) in vm.vcpus.iter().enumerate() {
-        let mut line = alloc::string::String::new();
-        for (n, name) in CLASS_NAMES.iter().enumerate() {
-            line.push_str(&alloc::format!(
-                " {name} {}",
-                v.exits[n].load(Ordering::Relaxed)
-            ));
-        }
-        line.push_str("; host interrupts:");
-        for (n, name) in IRQ_NAMES.iter().enumerate() {
-            line.push_str(&alloc::format!(
-                " {name} {}",
-                v.irqs[n].load(Ordering::Relaxed)
-            ));
-        }
-        println!("hyp: ACCT vcpu {i} exits:{line}");
-    }
-    let e = vm.gic.lock().errors();
-    println!("hyp: vGIC errors: {e:?}");
-    if vm.uart {
-        println!(
-            "hyp: PL011 INTID {}: {:?} link, {} physical deactivates by hyp",
-            vm::UART_INTID,
-            vm.link,
-            vm.deactivations.load(Ordering::Relaxed)
-        );
-    }
-    println!("hyp: power off (status {})", failure as u8);
-    arch::power_off(failure)
-}
-
-/// Decode and handle one exit.
-fn handle_exit(vm: &Vm, cpu: usize, ctx: &mut Context) -> (ExitClass, Next) {
+/// Decode and handle one exit of vCPU `v` on this CPU `cpu` (host interrupts are the
+/// scheduler's: `Next::Irq`).
+pub fn handle_exit(vm: &Vm, v: usize, cpu: usize, ctx: &mut Context) -> (ExitClass, Next) {
     use arch::switch::vector;
     match ctx.vector {
-        vector::IRQ => {
-            drain(vm, cpu);
-            return (ExitClass::Irq, Next::Resume);
-        }
+        vector::IRQ => return (ExitClass::Irq, Next::Irq),
         vector::SYNC => {}
-        v => {
+        other => {
             println!(
-                "hyp: guest {}: vCPU {cpu}: exit through vector {v} at pc {:#x}: stopping",
+                "hyp: guest {}: vCPU {v}: exit through vector {other} at pc {:#x}: stopping",
                 vm.name, ctx.pc
             );
             return (ExitClass::Other, Next::PowerOff(true));
@@ -343,7 +194,7 @@ fn handle_exit(vm: &Vm, cpu: usize, ctx: &mut Context) -> (ExitClass, Next) {
             };
             (ExitClass::Wfi, next)
         }
-        ec::HVC64 => match psci::call(vm, cpu, ctx) {
+        ec::HVC64 => match psci::call(vm, v, cpu, ctx) {
             Ok(Effect::None) => (ExitClass::Hvc, Next::Resume),
             Ok(Effect::Standby) => (ExitClass::Hvc, Next::Block),
             Err(next) => (ExitClass::Hvc, next),
@@ -355,7 +206,7 @@ fn handle_exit(vm: &Vm, cpu: usize, ctx: &mut Context) -> (ExitClass, Next) {
             (ExitClass::Other, Next::Resume)
         }
         ec::SYSREG => {
-            sysreg_trap(vm, cpu, ctx);
+            sysreg_trap(vm, v, cpu, ctx);
             (ExitClass::Sysreg, Next::Resume)
         }
         ec::DABT_LOW => (ExitClass::Mmio, data_abort(vm, cpu, ctx)),
@@ -368,7 +219,7 @@ fn handle_exit(vm: &Vm, cpu: usize, ctx: &mut Context) -> (ExitClass, Next) {
             static SHOWN: core::sync::atomic::AtomicU32 = core::sync::atomic::AtomicU32::new(0);
             if SHOWN.fetch_add(1, Ordering::Relaxed) < 8 {
                 println!(
-                    "hyp: guest {}: vCPU {cpu}: exit class {class:#x} (ESR_EL2 {esr:#x}) at pc {:#x}: undefined instruction injected",
+                    "hyp: guest {}: vCPU {v}: exit class {class:#x} (ESR_EL2 {esr:#x}) at pc {:#x}: undefined instruction injected",
                     vm.name, ctx.pc
                 );
             }
@@ -384,7 +235,7 @@ fn handle_exit(vm: &Vm, cpu: usize, ctx: &mut Context) -> (ExitClass, Next) {
 /// registers (`HCR_EL2.TID3`) read as `idregs` says. The physical
 /// timer (`CNTHCTL_EL2.EL1PCEN` = 0) reads as zero and ignores writes, as does any
 /// other trapped register.
-fn sysreg_trap(vm: &Vm, cpu: usize, ctx: &mut Context) {
+fn sysreg_trap(vm: &Vm, v: usize, cpu: usize, ctx: &mut Context) {
     let iss = ctx.esr & 0x1ff_ffff;
     let op0 = (iss >> 20) & 3;
     let op2 = (iss >> 17) & 7;
@@ -401,7 +252,7 @@ fn sysreg_trap(vm: &Vm, cpu: usize, ctx: &mut Context) {
             ctx.x[rt] = super::idregs::read(crm, op2);
         }
     } else if icc_sgi1r && !read {
-        vm.gic.lock().send_sgi(cpu, value, &Kicker { vm, cpu });
+        vm.gic.lock().send_sgi(v, value, &Kicker { vm, cpu });
     } else if read && rt != 31 {
         ctx.x[rt] = 0;
     }

@@ -1,0 +1,388 @@
+//! Each CPU's loop on aarch64: the vCPUs homed on it (`Vcpu::block.home()`), in turn.
+//!
+//! ```text
+//! loop:
+//!   pick the next runnable vCPU here, round robin (runnable: not OFF, and not
+//!   blocked in WFI or kicked since — virq-core `VcpuBlock`)
+//!   none → arm the hyp timer for the earliest virtual-timer deadline of the blocked
+//!          vCPUs not in the CPU, idle (acknowledge host interrupts, re-check, wfi)
+//!   switch to it if another vCPU is in the CPU (arch::el1 save/restore)
+//!   ON_PENDING → reset it (PSCI CPU_ON)
+//!   run it: take the kick, flush the vGIC, enter, sync, handle the exit — until it
+//!   blocks, is switched off, or its slice ends while another vCPU here is runnable
+//! ```
+//!
+//! Host interrupts ([`drain`], EOImode 1): the kick SGI and the maintenance PPI are
+//! deactivated at once (the flush/sync that follows does their work); the virtual
+//! timer's PPI belongs to the vCPU in the CPU and stays active until its guest
+//! deactivates the `HW`-linked virtual one; the passthrough SPI goes to its guest
+//! (`exit::passthrough_irq`); the hyp timer (`CNTHP`, PPI 26) ends a slice and wakes
+//! blocked vCPUs whose virtual timer is due while they are out of the CPU.
+//!
+//! A vCPU out of the CPU keeps its timer in its saved state; the hyp timer stands in
+//! for it. When it is loaded again its own timer, restored, fires as before.
+use alloc::vec::Vec;
+use core::sync::atomic::Ordering;
+
+use virq_core::block::BlockOutcome;
+
+use crate::arch::{self, gic, sysreg, Context};
+use crate::println;
+
+use super::exit::{self, Completions, ExitClass, Kicker, Next, CLASS_NAMES};
+use super::vm::{self, power, Saved, Vm};
+
+/// Host interrupts counted per vCPU (`Vcpu::irqs`), in this order.
+const IRQ_NAMES: [&str; 6] = [
+    "kick",
+    "maintenance",
+    "vtimer",
+    "passthrough",
+    "hyptimer",
+    "other",
+];
+/// Longest slice of a vCPU while another one on its CPU is runnable: 5 ms of the
+/// 1 GHz counter.
+const SLICE: u64 = 5_000_000;
+/// `CNTHP_CTL_EL2`: enabled, not masked.
+const TIMER_ON: usize = 1;
+
+/// A vCPU: its guest and its index there.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+struct Slot {
+    vm: usize,
+    v: usize,
+}
+
+/// One CPU's scheduling state.
+struct Cpu {
+    id: usize,
+    /// The vCPUs homed here.
+    mine: Vec<Slot>,
+    /// Index in `mine` of the vCPU whose state is in the CPU.
+    loaded: Option<usize>,
+    /// Per guest: the vCPU of it that ran here last (a different one of the same guest
+    /// needs this CPU's stage-1 TLB entries for that VMID dropped).
+    last_ran: Vec<Option<usize>>,
+    /// Round-robin position.
+    next: usize,
+    /// When the running vCPU's slice ends (another vCPU here is runnable).
+    slice_end: Option<u64>,
+    /// The hyp timer found the slice over.
+    slice_over: bool,
+}
+
+impl Cpu {
+    fn vcpu(&self, i: usize) -> (&'static Vm, &'static vm::Vcpu) {
+        let s = self.mine[i];
+        let vm = &vm::vms()[s.vm];
+        (vm, &vm.vcpus[s.v])
+    }
+
+    fn runnable(&self, i: usize) -> bool {
+        let (_, vcpu) = self.vcpu(i);
+        vcpu.power.load(Ordering::SeqCst) != power::OFF && vcpu.block.runnable()
+    }
+
+    fn any_runnable_but(&self, skip: Option<usize>) -> bool {
+        (0..self.mine.len()).any(|i| Some(i) != skip && self.runnable(i))
+    }
+}
+
+/// CPU `cpu`'s loop (never returns).
+pub fn cpu_loop(cpu: usize) -> ! {
+    arch::set_hart_local(cpu);
+    let vms = vm::vms();
+    let mine: Vec<Slot> = vms
+        .iter()
+        .enumerate()
+        .flat_map(|(g, vm)| {
+            vm.vcpus
+                .iter()
+                .enumerate()
+                .filter(|(_, v)| v.block.home() == cpu)
+                .map(move |(v, _)| Slot { vm: g, v })
+        })
+        .collect();
+    if mine.is_empty() {
+        arch::halt()
+    }
+    // A CPU shared by several vCPUs traps WFE too: a vCPU spinning on a lock whose
+    // holder is out of the CPU gives the CPU up (`Next::Yield`).
+    vm::setup_cpu(mine.len() > 1);
+    let mut c = Cpu {
+        id: cpu,
+        mine,
+        loaded: None,
+        last_ran: alloc::vec![None; vms.len()],
+        next: 0,
+        slice_end: None,
+        slice_over: false,
+    };
+    loop {
+        let n = c.mine.len();
+        let pick = (0..n).map(|k| (c.next + k) % n).find(|&i| c.runnable(i));
+        let Some(i) = pick else {
+            idle(&mut c);
+            continue;
+        };
+        c.next = (i + 1) % n;
+        switch_to(&mut c, i);
+        run(&mut c, i);
+    }
+}
+
+/// Nothing runnable here: wake for the earliest due timer of a blocked vCPU out of
+/// the CPU, and sleep until something is runnable. An interrupt that arrives after
+/// the check stays pending at the GIC and ends the `wfi`.
+fn idle(c: &mut Cpu) {
+    loop {
+        drain(c);
+        if c.any_runnable_but(None) {
+            sysreg::cnthp_ctl_el2::write(0);
+            return;
+        }
+        c.slice_end = None;
+        arm_hyp_timer(c);
+        arch::wait_for_interrupt();
+    }
+}
+
+/// Program the hyp timer: the earliest virtual-timer deadline of the blocked vCPUs
+/// here that are not in the CPU (a runnable one waits for its turn anyway), and the
+/// end of the current slice.
+fn arm_hyp_timer(c: &Cpu) {
+    let mut at = c.slice_end;
+    for i in 0..c.mine.len() {
+        if Some(i) == c.loaded || c.runnable(i) {
+            continue;
+        }
+        let (_, vcpu) = c.vcpu(i);
+        // Only its home CPU locks `saved`, and this is it: never contended.
+        let s = vcpu.saved.lock();
+        if timer_can_fire(&s) {
+            let due = s.el1.regs.cntv_cval;
+            at = Some(at.map_or(due, |a| a.min(due)));
+        }
+    }
+    match at {
+        Some(t) => {
+            sysreg::cnthp_cval_el2::write(t as usize);
+            sysreg::cnthp_ctl_el2::write(TIMER_ON);
+        }
+        None => sysreg::cnthp_ctl_el2::write(0),
+    }
+}
+
+/// Whether a vCPU out of the CPU has a virtual timer that will raise an interrupt at
+/// its compare value: enabled, not masked (`CNTV_CTL_EL0` ENABLE, IMASK), and its
+/// physical PPI not still active from the last delivery (then it cannot fire again
+/// before the guest deactivates that one).
+fn timer_can_fire(s: &Saved) -> bool {
+    s.el1.cntv_ctl & 3 == 1 && !s.el1.vtimer_active
+}
+
+/// The hyp timer fired: stop it, end the slice, and kick every blocked vCPU here whose
+/// virtual timer is due (it fires for real once that vCPU is in the CPU again).
+fn hyp_timer(c: &mut Cpu) {
+    sysreg::cnthp_ctl_el2::write(0);
+
+    c.slice_over = true;
+    let now = arch::time();
+    for i in 0..c.mine.len() {
+        if Some(i) == c.loaded || c.runnable(i) {
+            continue;
+        }
+        let (vm, vcpu) = c.vcpu(i);
+        let due = {
+            let s = vcpu.saved.lock();
+            timer_can_fire(&s) && s.el1.regs.cntv_cval <= now
+        };
+        if due {
+            exit::kick(vm, c.id, c.mine[i].v);
+        }
+    }
+}
+
+/// Acknowledge every pending host interrupt of this CPU (see the module docs).
+fn drain(c: &mut Cpu) {
+    for _ in 0..64 {
+        let id = gic::ack();
+        if id >= gic::SPECIAL {
+            return;
+        }
+        gic::priority_drop(id);
+        let kind = match id {
+            gic::KICK_SGI => 0,
+            gic::MAINTENANCE_PPI => 1,
+            gic::VTIMER_PPI => 2,
+            vm::UART_INTID => 3,
+            gic::HYP_TIMER_PPI => 4,
+            _ => 5,
+        };
+        if let Some(l) = c.loaded {
+            c.vcpu(l).1.irqs[kind].fetch_add(1, Ordering::Relaxed);
+        }
+        match id {
+            gic::VTIMER_PPI => match c.loaded {
+                Some(l) => {
+                    let (vm, _) = c.vcpu(l);
+                    let kicker = Kicker { vm, cpu: c.id };
+                    vm.gic.lock().pulse(c.mine[l].v, id, &kicker);
+                }
+                None => gic::deactivate(id),
+            },
+            gic::HYP_TIMER_PPI => {
+                gic::deactivate(id);
+                hyp_timer(c);
+            }
+            vm::UART_INTID => match vm::vms().iter().find(|v| v.uart) {
+                Some(vm) => exit::passthrough_irq(vm, id, &Kicker { vm, cpu: c.id }),
+                None => gic::deactivate(id),
+            },
+            _ => gic::deactivate(id),
+        }
+    }
+}
+
+/// Make `mine[i]` the vCPU in the CPU: save the one there, restore this one, switch
+/// stage 2 and the vCPU's identity; drop this VMID's stage-1 TLB entries if another
+/// vCPU of the same guest ran here last (they may be stale for this one).
+fn switch_to(c: &mut Cpu, i: usize) {
+    if c.loaded == Some(i) {
+        return;
+    }
+    if let Some(old) = c.loaded.take() {
+        let (_, vcpu) = c.vcpu(old);
+        vcpu.saved.lock().el1.save();
+    }
+    let slot = c.mine[i];
+    let (vm, vcpu) = c.vcpu(i);
+    vm::load_vm(vm);
+    vm::load_vcpu_id(slot.v);
+    vcpu.saved.lock().el1.restore();
+    if c.last_ran[slot.vm].is_some_and(|v| v != slot.v) {
+        arch::hfence_vvma_all();
+    }
+    c.last_ran[slot.vm] = Some(slot.v);
+    c.loaded = Some(i);
+}
+
+/// Run the vCPU in the CPU (`mine[i]`) until it blocks, is switched off, or its slice
+/// ends while another vCPU here is runnable.
+fn run(c: &mut Cpu, i: usize) {
+    let slot = c.mine[i];
+    let (vm, vcpu) = c.vcpu(i);
+    let kicker = Kicker { vm, cpu: c.id };
+    let mut ich = gic::HwIch::new();
+    let mut saved = vcpu.saved.lock();
+    if vcpu.power.load(Ordering::SeqCst) == power::ON_PENDING {
+        reset(vcpu, &mut saved);
+        vcpu.power.store(power::ON, Ordering::SeqCst);
+    }
+    c.slice_over = false;
+    c.slice_end = None;
+    arm_hyp_timer(c);
+    loop {
+        // A slice ends only when another vCPU here is runnable: it starts as soon as
+        // one is (a kick may make one runnable while this one runs, e.g. an IPI it
+        // sent itself).
+        if c.slice_end.is_none() && c.any_runnable_but(Some(i)) {
+            c.slice_end = Some(arch::time() + SLICE);
+            arm_hyp_timer(c);
+        }
+        vcpu.block.unblock();
+        {
+            let mut g = vm.gic.lock();
+            vcpu.block.take_kick();
+            g.flush(slot.v, &vcpu.inbox, &mut ich, &kicker);
+        }
+        arch::enter_guest(&mut saved.ctx);
+        let done = Completions::default();
+        vm.gic.lock().sync(slot.v, &mut ich, &done);
+        done.notify(vm, slot.v);
+        let (class, next) = exit::handle_exit(vm, slot.v, c.id, &mut saved.ctx);
+        vcpu.exits[class as usize].fetch_add(1, Ordering::Relaxed);
+        match next {
+            Next::Resume => {}
+            Next::Irq => drain(c),
+            Next::Block => {
+                if vcpu.block.block() == BlockOutcome::Blocked {
+                    break;
+                }
+            }
+            Next::Yield => {
+                if c.any_runnable_but(Some(i)) {
+                    break;
+                }
+            }
+            Next::PowerOff(failure) => {
+                drop(saved);
+                power_off(failure)
+            }
+        }
+        if vcpu.power.load(Ordering::SeqCst) == power::OFF {
+            break;
+        }
+        if c.slice_over {
+            c.slice_over = false;
+            if c.any_runnable_but(Some(i)) {
+                break;
+            }
+        }
+    }
+    c.slice_end = None;
+    sysreg::cnthp_ctl_el2::write(0);
+}
+
+/// A vCPU's (re)start after `CPU_ON` (or boot), with its state in the CPU: registers
+/// from `start`, EL1 at its reset state, no list registers, timer off.
+fn reset(vcpu: &vm::Vcpu, saved: &mut Saved) {
+    let (entry, x0) = *vcpu.start.lock();
+    saved.ctx = Context {
+        pc: entry,
+        pstate: sysreg::SPSR_EL1H_MASKED as u64,
+        ..Context::default()
+    };
+    saved.ctx.x[0] = x0;
+    arch::el1::El1State::reset().restore();
+}
+
+/// Every guest's accounting, then the machine off.
+fn power_off(failure: bool) -> ! {
+    for vm in vm::vms() {
+        for (i, v) in vm.vcpus.iter().enumerate() {
+            let mut line = alloc::string::String::new();
+            for (n, name) in CLASS_NAMES.iter().enumerate() {
+                line.push_str(&alloc::format!(
+                    " {name} {}",
+                    v.exits[n].load(Ordering::Relaxed)
+                ));
+            }
+            line.push_str("; host interrupts:");
+            for (n, name) in IRQ_NAMES.iter().enumerate() {
+                line.push_str(&alloc::format!(
+                    " {name} {}",
+                    v.irqs[n].load(Ordering::Relaxed)
+                ));
+            }
+            println!("hyp: ACCT {} vcpu {i} exits:{line}", vm.name);
+        }
+        let e = vm.gic.lock().errors();
+        println!("hyp: {}: vGIC errors: {e:?}", vm.name);
+        if vm.uart {
+            println!(
+                "hyp: {}: PL011 INTID {}: {:?} link, {} physical deactivates by hyp",
+                vm.name,
+                vm::UART_INTID,
+                vm.link,
+                vm.deactivations.load(Ordering::Relaxed)
+            );
+        }
+    }
+    println!("hyp: power off (status {})", failure as u8);
+    arch::power_off(failure)
+}
+
+/// `ExitClass` is counted by index.
+const _: () = assert!(ExitClass::Other as usize + 1 == CLASS_NAMES.len());
