@@ -768,7 +768,7 @@ pub fn system(quick: bool, only: &[String]) -> Result<SystemResult> {
     let img = crate::qemu::build(false)?;
     let payload = crate::qemu::build_bench()?;
     let (kvm, kvm_versions) = if with_kvm {
-        let guest = crate::images::ensure_debian(None)?;
+        let guest = crate::images::ensure_debian(hyp_config::Arch::Riscv64, None)?;
         let versions = format!(
             "Debian linux-image-{}-riscv64, kvm.ko vermagic \"{}\"",
             guest.kernel_version,

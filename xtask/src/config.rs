@@ -162,14 +162,16 @@ impl Images for NamedImages {
         Ok(self.testguest.clone())
     }
     fn debian_kernel(&self) -> Result<PathBuf> {
-        Ok(crate::images::ensure_debian(self.kernel_version.as_deref())?.kernel)
+        let v = self.kernel_version.as_deref();
+        Ok(crate::images::ensure_debian(hyp_config::Arch::Riscv64, v)?.kernel)
     }
     fn debian_initramfs(&self, which: &str) -> Result<PathBuf> {
         let init = match which {
             "shell" => crate::images::INIT_SHELL,
             _ => crate::images::INIT_TEST,
         };
-        Ok(crate::images::debian_boot(self.kernel_version.as_deref(), which, init)?.initramfs)
+        let v = self.kernel_version.as_deref();
+        Ok(crate::images::debian_boot(hyp_config::Arch::Riscv64, v, which, init)?.initramfs)
     }
     fn bench(&self) -> Result<PathBuf> {
         crate::qemu::build_bench()
