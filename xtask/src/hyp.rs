@@ -158,7 +158,7 @@ pub fn run(args: &RunArgs) -> Result<()> {
     }
     let img = build(args.immediate_eoi_build)?;
     let named = crate::config::NamedImages {
-        testguest: img.guest_bin.clone(),
+        testguest: Some(img.guest_bin.clone()),
         kernel_version: args.kernel_version.clone(),
     };
     let name = args
@@ -635,21 +635,6 @@ fn check_idle(out: &str) -> Result<String> {
 const LINUX2_PREFIX: &str = "[linux2] ";
 const HOSTILE_PREFIX: &str = "[hostile] ";
 
-/// Resolve `configs/<file>.toml` with `sets` for the suite (Linux guests run the test
-/// `/init`), as case `name`.
-fn suite_config(
-    name: &str,
-    file: &str,
-    sets: &[&str],
-    images: &crate::config::NamedImages,
-) -> Result<crate::config::Resolved> {
-    let sets: Vec<String> = sets.iter().map(|s| s.to_string()).collect();
-    let path = crate::config::path_of(file);
-    let (mut f, dir) = crate::config::load(&path, &sets)?;
-    crate::config::use_test_init(&mut f);
-    crate::config::resolve(name, &f, &dir, images)
-}
-
 /// Run the QEMU test suite.
 pub fn qemu_tests() -> Result<()> {
     // hyp on aarch64 (first step): about a second, before the RISC-V cases (case name
@@ -668,7 +653,7 @@ pub fn qemu_tests() -> Result<()> {
     crate::setup::ensure_all()?;
     let img = build(false)?;
     let images = crate::config::NamedImages {
-        testguest: img.guest_bin.clone(),
+        testguest: Some(img.guest_bin.clone()),
         kernel_version: None,
     };
     let mut cases = Vec::new();
@@ -679,7 +664,7 @@ pub fn qemu_tests() -> Result<()> {
                    storm: Option<bool>,
                    aia: Option<AiaExpect>|
      -> Result<()> {
-        let cfg = suite_config(name, file, sets, &images)?;
+        let cfg = crate::config::suite(name, file, sets, &images)?;
         let machine = cfg.machine(Duration::from_secs(timeout_s), &[])?;
         cases.push(Case {
             name,
@@ -854,7 +839,7 @@ pub fn qemu_tests() -> Result<()> {
             c.guests.push(second);
         }),
     ] {
-        let mut cfg = suite_config(name, "test", &[], &images)?;
+        let mut cfg = crate::config::suite(name, "test", &[], &images)?;
         damage(&mut cfg.config);
         let machine = cfg.machine(Duration::from_secs(DEFAULT_TIMEOUT_S), &[])?;
         cases.push(Case {
