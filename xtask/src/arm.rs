@@ -1,5 +1,6 @@
 //! hyp on aarch64 (issue 13): build hyp for `aarch64-unknown-none` and boot it at EL2
-//! in `qemu-system-aarch64 -M virt,virtualization=on,gic-version=3 -cpu max`, and the
+//! in `qemu-system-aarch64 -M virt,virtualization=on,gic-version=3 -cpu
+//! max,sve=off,sme=off`, and the
 //! aarch64 cases of the QEMU suite ([`CASES`]).
 //!
 //! - `aarch64-hello` ([`smoke`]; `cargo xtask run --arch aarch64 --hello`): with no

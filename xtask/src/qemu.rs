@@ -16,6 +16,9 @@ pub(crate) const TARGET: &str = "riscv64gc-unknown-none-elf";
 /// QEMU's `-M` on aarch64: QEMU arm `virt` with EL2 (`virtualization=on`; no EL3, so
 /// an ELF `-kernel` starts at EL2) and a GICv3.
 pub(crate) const ARM_MACHINE: &str = "virt,virtualization=on,gic-version=3";
+/// QEMU's `-cpu` on aarch64: everything QEMU models but SVE and SME, whose register
+/// state hyp does not switch (it refuses a guest on a CPU that has them).
+pub(crate) const ARM_CPU: &str = "max,sve=off,sme=off";
 /// Laps of the ping-pong cases of the QEMU suite (`cargo xtask soak` runs 1,000,000).
 pub(crate) const PINGPONG_LAPS: u64 = 20_000;
 /// Default time limit of one QEMU run.
@@ -193,7 +196,7 @@ pub(crate) fn elf_to_flat(elf: &[u8]) -> Result<Vec<u8>> {
 #[derive(Debug, Clone)]
 pub(crate) struct Machine {
     /// `qemu-system-riscv64` (`-M virt`, OpenSBI) or `qemu-system-aarch64` (`-M`
-    /// [`ARM_MACHINE`] `-cpu max`, no firmware, `-no-reboot`).
+    /// [`ARM_MACHINE`] `-cpu` [`ARM_CPU`], no firmware, `-no-reboot`).
     pub(crate) arch: Arch,
     pub(crate) smp: u32,
     /// riscv64: `Some(n)`: `-M virt,aia=aplic-imsic,aia-guests=n` (S-level APLIC + IMSIC
@@ -242,7 +245,7 @@ impl Machine {
             Arch::Aarch64 => {
                 // `-no-reboot`: PSCI SYSTEM_RESET (hyp's failure power-off) ends QEMU.
                 let mut cmd = Command::new(crate::setup::QEMU_ARM_BINARY);
-                cmd.args(["-M", ARM_MACHINE, "-cpu", "max", "-m", &memory, "-smp"])
+                cmd.args(["-M", ARM_MACHINE, "-cpu", ARM_CPU, "-m", &memory, "-smp"])
                     .arg(self.smp.to_string())
                     .args(["-nographic", "-no-reboot"]);
                 cmd
