@@ -1,25 +1,45 @@
-//! hyp on aarch64, first step (issue 13): build hyp for `aarch64-unknown-none`, boot it
-//! at EL2 in `qemu-system-aarch64 -M virt,virtualization=on,gic-version=3 -cpu max`,
-//! where it runs its tiny built-in EL1 guest (an `hvc` PSCI_VERSION, an `hvc` HELLO, a
-//! load from an unmapped IPA, PSCI SYSTEM_OFF) and powers off through PSCI.
+//! hyp on aarch64 (issue 13): build hyp for `aarch64-unknown-none` and boot it at EL2
+//! in `qemu-system-aarch64 -M virt,virtualization=on,gic-version=3 -cpu
+//! max,sve=off,sme=off`, and the
+//! aarch64 cases of the QEMU suite ([`CASES`]).
 //!
-//! `cargo xtask run --arch aarch64` boots it; [`smoke`] (the first case of the QEMU
-//! suite) checks every line [`EXPECTED`] lists and QEMU's exit status. It takes about
-//! a second. No configurations, guest images or GIC yet (docs/hyp.md, "aarch64 (first
-//! step)").
-use anyhow::{bail, ensure, Result};
+//! - `aarch64-hello` ([`smoke`]; `cargo xtask run --arch aarch64 --hello`): with no
+//!   `config=` on its command line hyp runs its tiny built-in EL1 guest (an `hvc`
+//!   PSCI_VERSION, an `hvc` HELLO, a load from an unmapped IPA, PSCI SYSTEM_OFF) and
+//!   powers off through PSCI; every line [`EXPECTED`] lists and QEMU's exit status are
+//!   checked. It takes about a second.
+//! - `aarch64-linux` ([`linux_case`]): `configs/linux-arm64.toml` (Debian arm64 Linux,
+//!   2 vCPUs on a vGICv3, 2 CPUs, the PL011 passed through) with the test `/init`,
+//!   placed and booted like any configuration (`crate::config`, `-device loader`,
+//!   `config=ADDR`); [`check_linux`] says what it must show.
+//!
+//! `cargo xtask run --arch aarch64` boots `configs/linux-arm64.toml` with a shell
+//! (`crate::hyp::run`).
+use anyhow::{bail, ensure, Context, Result};
+use hyp_config::Arch;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
-use crate::qemu::{hyp_target_dir, run_command_watched, save_log, Outcome};
-use crate::setup::{ARM_TARGET, QEMU_ARM_BINARY};
+use crate::guestcheck::ARM64_ROWS;
+use crate::qemu::{
+    hyp_target_dir, run_command_watched, save_log, Machine, Outcome, Payload, LINUX_TIMEOUT_S,
+};
+use crate::setup::ARM_TARGET;
 use crate::util::run_cmd;
 
-/// QEMU's `-M`.
-pub const MACHINE: &str = "virt,virtualization=on,gic-version=3";
-/// Time limit of one run (it needs about a second).
+/// Time limit of one run of the built-in guest (it needs about a second).
 const TIMEOUT_S: u64 = 30;
+/// The aarch64 cases of the QEMU suite, in the order they run (before the riscv64
+/// ones; `VIRQ_QEMU_CASE=aarch64-linux` runs one alone).
+pub const CASES: &[&str] = &["aarch64-hello", LINUX_CASE];
+/// The Debian arm64 Linux case.
+pub const LINUX_CASE: &str = "aarch64-linux";
+/// The configuration it boots (with the test `/init`).
+const LINUX_CONFIG: &str = "linux-arm64";
+/// A Linux run silent this long has hung: QEMU is killed (it prints all along its
+/// boot and its `/init`).
+const LINUX_SILENCE_S: u64 = 120;
 
 /// The lines the smoke test requires, in this order (each a whole console line, or
 /// its start when it ends in `…`). They show: hyp at EL2; the PSCI_VERSION `hvc`
@@ -52,28 +72,57 @@ pub fn build() -> Result<PathBuf> {
     Ok(hyp_target_dir().join(ARM_TARGET).join("release/hyp"))
 }
 
-/// The QEMU command line: one CPU, 256 MiB (hyp places the guest's RAM at 0x4800_0000),
-/// `-no-reboot` so that PSCI SYSTEM_RESET (hyp's failure power-off) ends QEMU too.
-pub fn command(hyp: &Path) -> Command {
-    let mut cmd = Command::new(QEMU_ARM_BINARY);
-    cmd.args(["-M", MACHINE, "-cpu", "max", "-m", "256M", "-smp", "1"])
-        .args(["-nographic", "-no-reboot", "-kernel"])
-        .arg(hyp);
-    cmd
+/// The machine of the built-in guest: one CPU, 256 MiB (hyp places the guest's RAM at
+/// 0x4800_0000), nothing loaded but hyp, no `config=`.
+pub fn hello_machine(timeout: Duration) -> Machine {
+    Machine {
+        arch: Arch::Aarch64,
+        smp: 1,
+        aia: None,
+        bootargs: Vec::new(),
+        timeout,
+        icount: false,
+        payload: Payload::Hyp {
+            memory_mb: 256,
+            loads: Vec::new(),
+        },
+    }
 }
 
-/// `cargo xtask run --arch aarch64`: build, boot, echo the console, check the result.
-pub fn run(timeout_s: Option<u64>) -> Result<()> {
+/// The QEMU command line of the built-in guest (`-no-reboot` so that PSCI
+/// SYSTEM_RESET, hyp's failure power-off, ends QEMU too).
+pub fn command(hyp: &Path) -> Command {
+    hello_machine(Duration::from_secs(TIMEOUT_S)).command_for(hyp)
+}
+
+/// `cargo xtask run --arch aarch64 --hello`: build, boot, echo the console, check the
+/// result (`dry_run`: print the command line only).
+pub fn run_hello(timeout_s: Option<u64>, dry_run: bool) -> Result<()> {
     crate::setup::ensure_arm()?;
     let hyp = build()?;
     let timeout = Duration::from_secs(timeout_s.unwrap_or(TIMEOUT_S));
-    let o = run_command_watched(command(&hyp), timeout, true, None)?;
+    let cmd = hello_machine(timeout).command_for(&hyp);
+    eprintln!("$ {cmd:?}");
+    if dry_run {
+        return Ok(());
+    }
+    let o = run_command_watched(cmd, timeout, true, None)?;
     check(&o)
 }
 
-/// The aarch64 smoke test of the QEMU suite: build, boot, check; the log goes to
-/// `target/hyp/logs/aarch64-hello.log`.
-pub fn smoke() -> Result<()> {
+/// Run the aarch64 case `name` of the QEMU suite (one of [`CASES`]): its summary, or
+/// why it failed (its log is `target/hyp/logs/<name>.log`).
+pub fn run_case(name: &str) -> Result<String> {
+    match name {
+        LINUX_CASE => linux_case(),
+        "aarch64-hello" => smoke(),
+        _ => bail!("no aarch64 case {name:?} (there are {CASES:?})"),
+    }
+}
+
+/// The aarch64 smoke test of the QEMU suite (`aarch64-hello`): build, boot, check; the
+/// log goes to `target/hyp/logs/aarch64-hello.log`.
+pub fn smoke() -> Result<String> {
     crate::setup::ensure_arm()?;
     let hyp = build()?;
     let o = run_command_watched(
@@ -83,17 +132,127 @@ pub fn smoke() -> Result<()> {
         Some(Duration::from_secs(10)),
     )?;
     let log = save_log("aarch64-hello", &o.output)?;
-    match check(&o) {
-        Ok(()) => {
-            eprintln!(
-                "qemu aarch64-hello: PASS ({:.1} s, {} lines checked)",
-                o.elapsed.as_secs_f64(),
-                EXPECTED.len()
-            );
-            Ok(())
-        }
-        Err(e) => bail!("qemu aarch64-hello: FAIL: {e:#} (log: {})", log.display()),
+    if let Err(e) = check(&o) {
+        bail!("{e:#} (log {})", log.display());
     }
+    Ok(format!(
+        "{} lines checked, {:.1} s",
+        EXPECTED.len(),
+        o.elapsed.as_secs_f64()
+    ))
+}
+
+/// The Debian arm64 Linux case of the QEMU suite (`aarch64-linux`): build hyp, boot
+/// `configs/linux-arm64.toml` with the test `/init` (600 s limit, killed after 120 s
+/// without console output), check it with [`check_linux`]; the log goes to
+/// `target/hyp/logs/aarch64-linux.log`. Returns the summary line.
+pub fn linux_case() -> Result<String> {
+    crate::setup::ensure_arm()?;
+    let hyp = build()?;
+    let images = crate::config::NamedImages {
+        testguest: None,
+        kernel_version: None,
+    };
+    let cfg = crate::config::suite(LINUX_CASE, LINUX_CONFIG, &[], &images)?;
+    let vcpus = cfg.config.guests.first().context("no guest")?.vcpus;
+    let m = cfg.machine(Duration::from_secs(LINUX_TIMEOUT_S), &[])?;
+    let o = run_command_watched(
+        m.command_for(&hyp),
+        m.timeout,
+        false,
+        Some(Duration::from_secs(LINUX_SILENCE_S)),
+    )?;
+    let log = save_log(LINUX_CASE, &o.output)?;
+    let secs = o.elapsed.as_secs_f64();
+    match check_linux(&o, vcpus) {
+        Ok(s) => Ok(format!("{s}, {secs:.1} s")),
+        Err(e) => bail!("{e:#} ({secs:.1} s, log {})", log.display()),
+    }
+}
+
+/// hyp's first line on aarch64.
+const BANNER: &str = "hyp: virq hypervisor on aarch64";
+/// The PL011's interrupt: INTID 33 (SPI 1), as `/proc/interrupts` describes its row.
+const PL011_ROW: &str = "GICv3 33 Level uart-pl011";
+
+/// What the Debian arm64 Linux run must show, with `vcpus` vCPUs:
+/// - hyp's banner (it ran under hyp); no panic of Linux or hyp;
+/// - the test `/init`'s markers: `VIRQ-INIT-START cpus=<vcpus>`, every CPU online
+///   (`VIRQ-CPUS-ONLINE 0-<vcpus-1>`), two `/proc/interrupts` dumps with a column per
+///   vCPU, the workload finished, `VIRQ-INIT-DONE`;
+/// - in the dumps (`crate::guestcheck`, arm64 rows): the generic timer (`arch_timer`)
+///   counting on every CPU, IPIs moving on every CPU during the workload, the PL011's
+///   row with INTID 33, `Err: 0`;
+/// - the PL011's interrupt moved to each CPU in turn (`VIRQ-UART-ON-CPU c: c`, its
+///   effective affinity: Linux wrote the vGICv3's `GICD_IROUTER` for it). Its count is
+///   not required: QEMU's PL011 never fills its TX FIFO, so Linux writes without TX
+///   interrupts and, with no console input, the count stays 0 even on bare QEMU;
+/// - QEMU ended by itself with status 0 (the guest's `poweroff -f`: PSCI SYSTEM_OFF).
+pub fn check_linux(o: &Outcome, vcpus: u32) -> Result<String> {
+    ensure!(
+        !o.timed_out,
+        "timed out after {:.0} s",
+        o.elapsed.as_secs_f64()
+    );
+    let out = &o.output;
+    ensure!(
+        out.lines().any(|l| l.starts_with(BANNER)),
+        "no {BANNER:?} line: not run under hyp"
+    );
+    ensure!(!out.contains("Kernel panic"), "Linux panicked");
+    ensure!(
+        !out.contains("FATAL") && !out.contains("PANIC"),
+        "hyp reported a fatal error"
+    );
+    let online = out
+        .lines()
+        .find_map(|l| l.trim_end().strip_prefix("VIRQ-CPUS-ONLINE "))
+        .context("Linux did not print VIRQ-CPUS-ONLINE")?;
+    let want = match vcpus {
+        1 => "0".to_string(),
+        n => format!("0-{}", n - 1),
+    };
+    ensure!(
+        online.trim() == want,
+        "CPUs online {online:?}, expected {want:?} ({vcpus} vCPUs)"
+    );
+    let f = crate::guestcheck::check_linux(out, false, ARM64_ROWS)?;
+    ensure!(
+        f.cpus == vcpus as usize,
+        "Linux saw {} CPUs, the guest has {vcpus} vCPUs",
+        f.cpus
+    );
+    let dump = crate::guestcheck::last_dump(out).context("no /proc/interrupts dump")?;
+    ensure!(
+        dump.rows.iter().any(|(_, _, d)| d == PL011_ROW),
+        "no {PL011_ROW:?} row in /proc/interrupts"
+    );
+    for c in 0..vcpus {
+        let moved = format!("VIRQ-UART-ON-CPU {c}: {c}");
+        ensure!(
+            out.lines().any(|l| l.trim_end() == moved),
+            "the PL011's interrupt did not move to CPU {c} (no {moved:?} line)"
+        );
+    }
+    for l in out.lines().filter(|l| l.starts_with("Err:")) {
+        ensure!(
+            l["Err:".len()..].trim() == "0",
+            "Linux counted interrupt errors: {l:?}"
+        );
+    }
+    ensure!(
+        out.lines().any(|l| l.trim_end() == "VIRQ-INIT-DONE"),
+        "Linux did not print VIRQ-INIT-DONE"
+    );
+    ensure!(
+        o.status == Some(0),
+        "QEMU exit status {:?}, not 0",
+        o.status
+    );
+    Ok(format!(
+        "{} CPUs online ({online}), IPIs per CPU during the workload {:?}, PL011 (INTID 33) moved to every CPU, its interrupts per CPU {:?}",
+        f.cpus, f.ipis, f.uart
+    ))
 }
 
 /// Every line of [`EXPECTED`] in order, QEMU ended by itself with status 0.
@@ -177,10 +336,132 @@ hyp: power off (status 0)
         assert!(check(&outcome(&swapped, Some(0))).is_err());
     }
 
+    /// The test `/init` of Debian 6.12.117 arm64, recorded on bare QEMU 10.0.2 (`-M
+    /// virt,gic-version=3 -cpu max -smp 2 -m 160M`: EL1, as under hyp), with hyp's
+    /// banner line added.
+    const LINUX_GOOD: &str = "\
+hyp: virq hypervisor on aarch64, EL2, boot CPU 0, (the rest of hyp's lines)
+[    2.831904] Run /init as init process
+VIRQ-INIT-START cpus=2 kernel=6.12.117+deb13-arm64
+VIRQ-CPUS-ONLINE 0-1
+VIRQ-CMDLINE console=ttyAMA0 earlycon=pl011,0x9000000
+VIRQ-SLEEP-STATES freeze mem disk
+           CPU0       CPU1       
+ 11:        557        576     GICv3  27 Level     arch_timer
+ 13:          0          0     GICv3  33 Level     uart-pl011
+ 16:          0          0     GICv3  34 Level     rtc-pl031
+ 17:          0          0     GICv3  23 Level     arm-pmu
+IPI0:        73         79       Rescheduling interrupts
+IPI1:       162        128       Function call interrupts
+IPI2:         0          0       CPU stop interrupts
+IPI3:         0          0       CPU stop NMIs
+IPI4:         0          0       Timer broadcast interrupts
+IPI5:         0          0       IRQ work interrupts
+IPI6:         0          0       CPU backtrace interrupts
+IPI7:         0          0       KGDB roundup interrupts
+Err:          0
+[    4.621513] init (1): drop_caches: 3
+[    4.637522] init (1): drop_caches: 3
+[    4.643670] init (1): drop_caches: 3
+VIRQ-WORKLOAD-DONE runs=4 expected=4
+VIRQ-UART-ON-CPU 0: the console interrupt now targets CPU 0
+VIRQ-UART-ON-CPU 0: 0
+VIRQ-UART-ON-CPU 1: the console interrupt now targets CPU 1
+VIRQ-UART-ON-CPU 1: 1
+           CPU0       CPU1       
+ 11:        823        866     GICv3  27 Level     arch_timer
+ 13:          0          0     GICv3  33 Level     uart-pl011
+ 16:          0          0     GICv3  34 Level     rtc-pl031
+ 17:          0          0     GICv3  23 Level     arm-pmu
+IPI0:        99        109       Rescheduling interrupts
+IPI1:       176        144       Function call interrupts
+IPI2:         0          0       CPU stop interrupts
+IPI3:         0          0       CPU stop NMIs
+IPI4:         0          0       Timer broadcast interrupts
+IPI5:         0          0       IRQ work interrupts
+IPI6:         0          0       CPU backtrace interrupts
+IPI7:         0          0       KGDB roundup interrupts
+Err:          0
+VIRQ-INIT-DONE
+[    5.784860] reboot: Power down
+";
+
+    #[test]
+    fn recorded_linux_run_passes() {
+        let s = check_linux(&outcome(LINUX_GOOD, Some(0)), 2).unwrap();
+        assert!(
+            s.starts_with("2 CPUs online (0-1), IPIs per CPU during the workload [40, 46]"),
+            "{s}"
+        );
+        assert!(s.ends_with("its interrupts per CPU [0, 0]"), "{s}");
+    }
+
+    #[test]
+    fn linux_run_missing_a_marker_or_a_cpu_fails() {
+        let fails = |out: &str, why: &str| {
+            let e = check_linux(&outcome(out, Some(0)), 2).unwrap_err();
+            assert!(format!("{e:#}").contains(why), "{why}: {e:#}");
+        };
+        fails(
+            &LINUX_GOOD.replace("VIRQ-INIT-DONE\n", ""),
+            "VIRQ-INIT-DONE",
+        );
+        fails(
+            &LINUX_GOOD.replace("VIRQ-CPUS-ONLINE 0-1", "VIRQ-CPUS-ONLINE 0"),
+            "CPUs online \"0\"",
+        );
+        fails(
+            &LINUX_GOOD.replace("VIRQ-CPUS-ONLINE 0-1\n", ""),
+            "VIRQ-CPUS-ONLINE",
+        );
+        fails(
+            &LINUX_GOOD.replace("hyp: virq hypervisor on aarch64", "bare"),
+            "not run under hyp",
+        );
+        // CPU 1's timer never ticked.
+        fails(&LINUX_GOOD.replace("866     GICv3", "0     GICv3"), "timer");
+        // No IPI reached CPU 1 during the workload.
+        fails(
+            &LINUX_GOOD
+                .replace("IPI0:        99        109", "IPI0:        99         79")
+                .replace("IPI1:       176        144", "IPI1:       176        128"),
+            "every CPU",
+        );
+        fails(
+            &LINUX_GOOD.replace("runs=4 expected", "runs=3 expected"),
+            "workload",
+        );
+        fails(
+            &LINUX_GOOD.replace("GICv3  33 Level", "GICv3  34 Level"),
+            "uart-pl011",
+        );
+        fails(
+            &LINUX_GOOD.replace("VIRQ-UART-ON-CPU 1: 1", "VIRQ-UART-ON-CPU 1: 0"),
+            "CPU 1",
+        );
+        fails(
+            &LINUX_GOOD.replace(
+                "Err:          0\nVIRQ-INIT-DONE",
+                "Err:          2\nVIRQ-INIT-DONE",
+            ),
+            "errors",
+        );
+        fails(
+            &format!("{LINUX_GOOD}[    5.9] Kernel panic - not syncing\n"),
+            "panicked",
+        );
+        // More vCPUs than Linux brought up.
+        let e = check_linux(&outcome(LINUX_GOOD, Some(0)), 4).unwrap_err();
+        assert!(format!("{e:#}").contains("expected \"0-3\""), "{e:#}");
+        // QEMU's status and a time-out count too.
+        assert!(check_linux(&outcome(LINUX_GOOD, Some(1)), 2).is_err());
+        assert!(check_linux(&outcome(LINUX_GOOD, None), 2).is_err());
+    }
+
     /// Only the aarch64 smoke test: `cargo test -p xtask -- --ignored aarch64_smoke`.
     #[test]
     #[ignore = "boots QEMU; run explicitly"]
     fn aarch64_smoke() {
-        smoke().unwrap();
+        eprintln!("{}", smoke().unwrap());
     }
 }

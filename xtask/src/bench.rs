@@ -226,10 +226,10 @@ impl crate::config::Images for BenchImages {
     fn testguest(&self) -> Result<PathBuf> {
         bail!("the bench configurations boot the bench payload only")
     }
-    fn debian_kernel(&self) -> Result<PathBuf> {
+    fn debian_kernel(&self, _arch: hyp_config::Arch) -> Result<PathBuf> {
         bail!("the bench configurations boot the bench payload only")
     }
-    fn debian_initramfs(&self, _which: &str) -> Result<PathBuf> {
+    fn debian_initramfs(&self, _arch: hyp_config::Arch, _which: &str) -> Result<PathBuf> {
         bail!("the bench configurations boot the bench payload only")
     }
     fn bench(&self) -> Result<PathBuf> {
@@ -262,6 +262,7 @@ fn machine(t: &Target, built: &Built, cmdline: &str, harts: u32) -> Result<Machi
             .as_ref()
             .context("the KVM boot images were not built")?;
         Machine {
+            arch: hyp_config::Arch::Riscv64,
             smp: harts,
             aia: Some(crate::config::DEFAULT_GUEST_FILES),
             bootargs: crate::kvm::cmdline(harts, cmdline),
@@ -297,6 +298,7 @@ fn machine(t: &Target, built: &Built, cmdline: &str, harts: u32) -> Result<Machi
         r.machine(RUN_TIMEOUT, &[])?
     } else {
         Machine {
+            arch: hyp_config::Arch::Riscv64,
             smp: harts,
             aia: t.aia.then_some(crate::config::DEFAULT_GUEST_FILES),
             bootargs: cmdline.split_whitespace().map(String::from).collect(),
@@ -768,7 +770,7 @@ pub fn system(quick: bool, only: &[String]) -> Result<SystemResult> {
     let img = crate::qemu::build(false)?;
     let payload = crate::qemu::build_bench()?;
     let (kvm, kvm_versions) = if with_kvm {
-        let guest = crate::images::ensure_debian(None)?;
+        let guest = crate::images::ensure_debian(hyp_config::Arch::Riscv64, None)?;
         let versions = format!(
             "Debian linux-image-{}-riscv64, kvm.ko vermagic \"{}\"",
             guest.kernel_version,

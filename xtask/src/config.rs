@@ -4,30 +4,137 @@
 //! with the [`hyp_config`] blob, the images and the blob put in place by QEMU's
 //! loader. The schema is in docs/hyp.md ("Guests as data").
 //!
-//! Host memory (QEMU `virt`, RAM at `0x8000_0000`): OpenSBI and hyp below
-//! [`CONFIG_BLOB_ADDR`], the blob there, guests from [`FIRST_GUEST_RAM`] up, one after
-//! the other on 2 MiB boundaries, and the last 2 MiB of the machine's RAM left to QEMU
-//! (its DTB).
+//! Host memory, per architecture ([`HostLayout`]):
+//! - riscv64 (QEMU `virt`, RAM at `0x8000_0000`): OpenSBI and hyp below
+//!   [`CONFIG_BLOB_ADDR`], the blob there, guests from [`FIRST_GUEST_RAM`] up, one after
+//!   the other on 2 MiB boundaries, and the last 2 MiB of the machine's RAM left to QEMU
+//!   (its DTB).
+//! - aarch64 (QEMU arm `virt`, RAM at [`AARCH64_RAM_BASE`]): QEMU's DTB at the base,
+//!   hyp's ELF from `0x4020_0000` with its stacks and heap below [`AARCH64_HYP_END`],
+//!   guests from there up on 2 MiB boundaries, then the blob on the next 2 MiB boundary
+//!   (there is no gap between hyp and the first guest to hold it).
+//!
+//! A guest's RAM is at [`hyp_config::GUEST_RAM_BASE`] in its own physical address space
+//! on both. Its kernel: a RISC-V `Image` 2 MiB into RAM (any other riscv64 image at the
+//! first byte), the initramfs as high as it fits below the DTB's last 2 MiB; an arm64
+//! `Image` at its header's `text_offset`, the initramfs on the first 2 MiB boundary after
+//! its `image_size` ([`Arm64Image`]).
 use anyhow::{bail, ensure, Context, Result};
-use hyp_config::{guest_field, Error as FieldError, Load, Named, RAM_ALIGN};
+use hyp_config::{guest_field, Arch, Error as FieldError, Load, Named, Topology, RAM_ALIGN};
 use serde::Deserialize;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use crate::qemu::{Machine, Payload};
 
-/// Host physical address of the config blob (`config=` on hyp's command line).
+/// Host physical address of the config blob on riscv64 (`config=` on hyp's command
+/// line).
 pub const CONFIG_BLOB_ADDR: u64 = 0x8800_0000;
 /// The blob may not be larger (hyp copies at most this much).
 pub const CONFIG_BLOB_MAX: u64 = 64 << 10;
-/// Host RAM base of the first guest.
+/// Host RAM base of the first guest on riscv64.
 pub const FIRST_GUEST_RAM: u64 = 0x9000_0000;
-/// Host RAM base of QEMU `virt`.
-const HOST_RAM_BASE: u64 = 0x8000_0000;
-/// Harts hyp supports (`MAX_HARTS` in `hyp/hv/src/arch/riscv64/entry.rs`).
+/// Host RAM base of QEMU arm `virt`.
+pub const AARCH64_RAM_BASE: u64 = 0x4000_0000;
+/// hyp's aarch64 image (linked at `0x4020_0000`, `hyp/hv/hyp-aarch64.ld`), its stacks
+/// and its heap end below this; the first guest's RAM starts here.
+pub const AARCH64_HYP_END: u64 = 0x4400_0000;
+/// Harts hyp supports (`MAX_HARTS` in `hyp/hv/src/arch/riscv64/entry.rs` and
+/// `hyp/hv/hyp-aarch64.ld`).
 const MAX_HARTS: u32 = 8;
 /// The configuration `cargo xtask run` boots without `--config`.
 pub const DEFAULT_CONFIG: &str = "configs/linux-aia.toml";
+/// The configuration `cargo xtask run --arch aarch64` boots without `--config`.
+pub const DEFAULT_CONFIG_AARCH64: &str = "configs/linux-arm64.toml";
+
+/// Where the config blob goes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BlobPlace {
+    /// At this host address, below the first guest.
+    At(u64),
+    /// On the first 2 MiB boundary after the last guest's RAM.
+    AfterGuests,
+}
+
+/// Host physical memory of one architecture's QEMU `virt` machine, as xtask fills it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HostLayout {
+    /// The machine's RAM base.
+    pub ram_base: u64,
+    /// The first guest's RAM by default; no guest RAM below (see `below`).
+    pub first_guest_ram: u64,
+    /// What lies below `first_guest_ram`, for an error message.
+    pub below: &'static str,
+    /// The config blob.
+    pub blob: BlobPlace,
+    /// RAM QEMU keeps at the machine's top (riscv64: its DTB's 2 MiB).
+    pub qemu_top: u64,
+}
+
+/// riscv64: OpenSBI and hyp from `0x8000_0000`, the blob, the guests, QEMU's DTB.
+pub const RISCV64_LAYOUT: HostLayout = HostLayout {
+    ram_base: 0x8000_0000,
+    first_guest_ram: FIRST_GUEST_RAM,
+    below: "OpenSBI, hyp and the config blob",
+    blob: BlobPlace::At(CONFIG_BLOB_ADDR),
+    qemu_top: 2 << 20,
+};
+
+/// aarch64: QEMU's DTB and hyp from `0x4000_0000`, the guests, the blob.
+pub const AARCH64_LAYOUT: HostLayout = HostLayout {
+    ram_base: AARCH64_RAM_BASE,
+    first_guest_ram: AARCH64_HYP_END,
+    below: "QEMU's DTB and hyp's image, stacks and heap",
+    blob: BlobPlace::AfterGuests,
+    qemu_top: 0,
+};
+
+impl HostLayout {
+    /// The layout of `arch`.
+    pub fn of(arch: Arch) -> HostLayout {
+        match arch {
+            Arch::Riscv64 => RISCV64_LAYOUT,
+            Arch::Aarch64 => AARCH64_LAYOUT,
+        }
+    }
+}
+
+/// What the header of a Linux arm64 `Image` says (Documentation/arch/arm64/booting.rst:
+/// `text_offset` at 0x08, `image_size` at 0x10, both little-endian u64, magic
+/// `ARM\x64` at 0x38).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Arm64Image {
+    /// Where the image goes past a 2 MiB aligned base (0 since Linux 5.8).
+    pub text_offset: u64,
+    /// The bytes the kernel uses from its load address, its BSS included.
+    pub image_size: u64,
+}
+
+impl Arm64Image {
+    /// Read the header of `bytes`.
+    pub fn parse(bytes: &[u8]) -> Result<Arm64Image> {
+        ensure!(
+            bytes.get(0x38..0x3c) == Some(b"ARM\x64".as_slice()),
+            "not a Linux arm64 Image (no \"ARM\\x64\" magic at offset 0x38)"
+        );
+        let u64_at = |o: usize| {
+            u64::from_le_bytes(
+                bytes[o..o + 8]
+                    .try_into()
+                    .expect("8 bytes inside the header"),
+            )
+        };
+        let (text_offset, image_size) = (u64_at(0x08), u64_at(0x10));
+        ensure!(
+            image_size != 0,
+            "image_size 0 in its header (a kernel older than Linux 3.17): its size in memory is unknown"
+        );
+        Ok(Arm64Image {
+            text_offset,
+            image_size,
+        })
+    }
+}
 
 /// A configuration file as written.
 #[derive(Deserialize, Debug, Clone)]
@@ -45,10 +152,13 @@ pub struct File {
 #[derive(Deserialize, Debug, Clone)]
 #[serde(deny_unknown_fields, default)]
 pub struct MachineToml {
+    /// `"riscv64"` (`qemu-system-riscv64`) or `"aarch64"` (`qemu-system-aarch64`).
+    pub arch: String,
     /// Harts (`-smp`).
     pub harts: u32,
-    /// `"plic"` (plain `-M virt`) or `"aia"` (`aia=aplic-imsic`).
-    pub interrupts: String,
+    /// riscv64: `"plic"` (plain `-M virt`) or `"aia"` (`aia=aplic-imsic`, the default);
+    /// aarch64: `"gicv3"` (`gic-version=3`, the default).
+    pub interrupts: Option<String>,
     /// Guest interrupt files per hart (`aia-guests=`), with `"aia"`.
     pub guest_files: Option<u32>,
     /// RAM (`-m`), default: enough for the guests, at least 512.
@@ -58,11 +168,19 @@ pub struct MachineToml {
 impl Default for MachineToml {
     fn default() -> Self {
         MachineToml {
+            arch: "riscv64".into(),
             harts: 2,
-            interrupts: "aia".into(),
+            interrupts: None,
             guest_files: None,
             memory_mb: None,
         }
+    }
+}
+
+impl MachineToml {
+    /// `arch`, checked.
+    pub fn arch(&self) -> Result<Arch> {
+        named("machine.arch", &self.arch).map_err(|e| anyhow::anyhow!("{e}"))
     }
 }
 
@@ -121,8 +239,9 @@ pub const DEFAULT_GUEST_FILES: u32 = 3;
 /// The machine part of a resolved configuration.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct MachineSpec {
+    pub arch: Arch,
     pub harts: u32,
-    /// `Some(n)`: `aia=aplic-imsic,aia-guests=n`.
+    /// `Some(n)`: `aia=aplic-imsic,aia-guests=n` (riscv64).
     pub aia: Option<u32>,
     pub memory_mb: u32,
 }
@@ -137,39 +256,45 @@ pub struct Resolved {
     pub config: hyp_config::Config,
     /// `(file, host address)` for QEMU's loader.
     pub loads: Vec<(PathBuf, u64)>,
+    /// Host address of the config blob (`config=`).
+    pub blob_addr: u64,
 }
 
 /// Where the named images come from.
 pub trait Images {
-    /// The bare-metal test guest's raw image.
+    /// The bare-metal test guest's raw image (riscv64).
     fn testguest(&self) -> Result<PathBuf>;
-    /// Debian's kernel `Image`.
-    fn debian_kernel(&self) -> Result<PathBuf>;
-    /// A Debian initramfs: `"shell"` or `"test"`.
-    fn debian_initramfs(&self, which: &str) -> Result<PathBuf>;
+    /// Debian's kernel `Image` of `arch`.
+    fn debian_kernel(&self, arch: Arch) -> Result<PathBuf>;
+    /// A Debian initramfs of `arch`: `"shell"` or `"test"`.
+    fn debian_initramfs(&self, arch: Arch, which: &str) -> Result<PathBuf>;
     /// The system benchmark payload (`guest/bench`, an `Image`-headed raw image).
     fn bench(&self) -> Result<PathBuf>;
 }
 
 /// Where `cargo xtask run` and the suite find the named images of a configuration.
 pub(crate) struct NamedImages {
-    pub(crate) testguest: PathBuf,
+    /// The riscv64 test guest, when hyp was built for riscv64.
+    pub(crate) testguest: Option<PathBuf>,
     pub(crate) kernel_version: Option<String>,
 }
 
 impl Images for NamedImages {
     fn testguest(&self) -> Result<PathBuf> {
-        Ok(self.testguest.clone())
+        self.testguest
+            .clone()
+            .context("hyp's test guest was not built (it is a riscv64 image)")
     }
-    fn debian_kernel(&self) -> Result<PathBuf> {
-        Ok(crate::images::ensure_debian(self.kernel_version.as_deref())?.kernel)
+    fn debian_kernel(&self, arch: Arch) -> Result<PathBuf> {
+        Ok(crate::images::ensure_debian(arch, self.kernel_version.as_deref())?.kernel)
     }
-    fn debian_initramfs(&self, which: &str) -> Result<PathBuf> {
+    fn debian_initramfs(&self, arch: Arch, which: &str) -> Result<PathBuf> {
         let init = match which {
             "shell" => crate::images::INIT_SHELL,
             _ => crate::images::INIT_TEST,
         };
-        Ok(crate::images::debian_boot(self.kernel_version.as_deref(), which, init)?.initramfs)
+        let v = self.kernel_version.as_deref();
+        Ok(crate::images::debian_boot(arch, v, which, init)?.initramfs)
     }
     fn bench(&self) -> Result<PathBuf> {
         crate::qemu::build_bench()
@@ -273,30 +398,51 @@ fn is_linux_image(bytes: &[u8]) -> bool {
     bytes.get(0x38..0x3c) == Some(b"RSC\x05".as_slice())
 }
 
+/// `machine.interrupts` of `m` on `arch`: `Some(n)` for the AIA with `n` guest files.
+fn interrupts(arch: Arch, m: &MachineToml) -> Result<Option<u32>> {
+    let default = match arch {
+        Arch::Riscv64 => "aia",
+        Arch::Aarch64 => "gicv3",
+    };
+    let no_files = || {
+        ensure!(
+            m.guest_files.is_none(),
+            "machine.guest_files: only with interrupts = \"aia\""
+        );
+        Ok(None)
+    };
+    match (arch, m.interrupts.as_deref().unwrap_or(default)) {
+        (Arch::Riscv64, "plic") | (Arch::Aarch64, "gicv3") => no_files(),
+        (Arch::Riscv64, "aia") => {
+            let n = m.guest_files.unwrap_or(DEFAULT_GUEST_FILES);
+            ensure!(n <= 7, "machine.guest_files: {n}: QEMU virt has 0 to 7");
+            Ok(Some(n))
+        }
+        (Arch::Riscv64, "gicv3") => {
+            bail!("machine.interrupts: \"gicv3\" needs machine.arch = \"aarch64\"")
+        }
+        (Arch::Aarch64, other @ ("plic" | "aia")) => bail!(
+            "machine.interrupts: \"{other}\" is a riscv64 controller; machine.arch = \"aarch64\" has gicv3"
+        ),
+        (Arch::Riscv64, other) => {
+            bail!("machine.interrupts: \"{other}\" is not one of plic, aia")
+        }
+        (Arch::Aarch64, other) => bail!("machine.interrupts: \"{other}\" is not one of gicv3"),
+    }
+}
+
 /// Check `file`, place everything, and name the images (resolved through `images`).
 pub fn resolve(name: &str, file: &File, dir: &Path, images: &dyn Images) -> Result<Resolved> {
     let m = &file.machine;
     let fail = |e: FieldError| anyhow::anyhow!("{e}");
+    let arch = m.arch()?;
+    let layout = HostLayout::of(arch);
     ensure!(
         (1..=MAX_HARTS).contains(&m.harts),
         "machine.harts: {}: 1 to {MAX_HARTS}",
         m.harts
     );
-    let aia = match m.interrupts.as_str() {
-        "plic" => {
-            ensure!(
-                m.guest_files.is_none(),
-                "machine.guest_files: only with interrupts = \"aia\""
-            );
-            None
-        }
-        "aia" => {
-            let n = m.guest_files.unwrap_or(DEFAULT_GUEST_FILES);
-            ensure!(n <= 7, "machine.guest_files: {n}: QEMU virt has 0 to 7");
-            Some(n)
-        }
-        other => bail!("machine.interrupts: \"{other}\" is not one of plic, aia"),
-    };
+    let aia = interrupts(arch, m)?;
     let h = &file.hyp;
     let hyp = hyp_config::Options {
         migrate_ms: h.migrate_ms,
@@ -307,12 +453,25 @@ pub fn resolve(name: &str, file: &File, dir: &Path, images: &dyn Images) -> Resu
     };
     let mut guests = Vec::new();
     let mut loads = Vec::new();
-    let mut next = FIRST_GUEST_RAM;
+    let mut next = layout.first_guest_ram;
     for (i, g) in file.guest.iter().enumerate() {
         let f = |k: &str| guest_field(i, k);
-        let topology: hyp_config::Topology = named(&f("topology"), &g.topology).map_err(fail)?;
+        let topology: Topology = named(&f("topology"), &g.topology).map_err(fail)?;
+        match (arch, topology.arch()) {
+            (Arch::Riscv64, Arch::Aarch64) => bail!(
+                "{}: \"{}\" needs machine.arch = \"aarch64\"",
+                f("topology"),
+                g.topology
+            ),
+            (Arch::Aarch64, Arch::Riscv64) => bail!(
+                "{}: \"{}\" is a riscv64 topology; guests of machine.arch = \"aarch64\" have \"vgicv3\"",
+                f("topology"),
+                g.topology
+            ),
+            _ => {}
+        }
         ensure!(
-            topology != hyp_config::Topology::Aia || aia.is_some(),
+            topology != Topology::Aia || aia.is_some(),
             "{}: \"aia\" needs machine.interrupts = \"aia\"",
             f("topology")
         );
@@ -322,44 +481,71 @@ pub fn resolve(name: &str, file: &File, dir: &Path, images: &dyn Images) -> Resu
             .map(|d| named(&f("devices"), d))
             .collect::<Result<Vec<_>, _>>()
             .map_err(fail)?;
-        let kernel = match g.kernel.as_str() {
-            "testguest" => images.testguest()?,
-            "debian" => images.debian_kernel()?,
-            "bench" => images.bench()?,
-            p => dir.join(p),
+        ensure!(
+            arch == Arch::Riscv64 || !devices.contains(&hyp_config::Device::Vuart),
+            "{}: \"vuart\" (hyp's emulated 16550) is riscv64-only so far; an aarch64 guest has \"uart\" (the PL011) or none",
+            f("devices")
+        );
+        let kernel = match (g.kernel.as_str(), arch) {
+            ("testguest" | "bench", Arch::Aarch64) => bail!(
+                "{}: \"{}\" is a riscv64 image; an aarch64 guest boots \"debian\" or a path to an arm64 Image",
+                f("kernel"),
+                g.kernel
+            ),
+            ("testguest", _) => images.testguest()?,
+            ("debian", _) => images.debian_kernel(arch)?,
+            ("bench", _) => images.bench()?,
+            (p, _) => dir.join(p),
         };
         let kernel_bytes = std::fs::read(&kernel)
             .with_context(|| format!("{}: reading {}", f("kernel"), kernel.display()))?;
         let initramfs = match g.initramfs.as_deref() {
             None => None,
-            Some("debian-shell") => Some(images.debian_initramfs("shell")?),
-            Some("debian-test") => Some(images.debian_initramfs("test")?),
+            Some("debian-shell") => Some(images.debian_initramfs(arch, "shell")?),
+            Some("debian-test") => Some(images.debian_initramfs(arch, "test")?),
             Some(p) => Some(dir.join(p)),
+        };
+        let initramfs_size = match &initramfs {
+            Some(p) => Some(
+                std::fs::metadata(p)
+                    .with_context(|| format!("{}: {}", f("initramfs"), p.display()))?
+                    .len(),
+            ),
+            None => None,
         };
         let ram_size = u64::from(g.memory_mb) << 20;
         let base = g.ram_host_base.unwrap_or(next);
-        let k = Load {
-            offset: if is_linux_image(&kernel_bytes) {
-                RAM_ALIGN
-            } else {
-                0
-            },
-            size: kernel_bytes.len() as u64,
+        let size = kernel_bytes.len() as u64;
+        let (k, r) = match arch {
+            Arch::Riscv64 => {
+                let k = Load {
+                    offset: if is_linux_image(&kernel_bytes) {
+                        RAM_ALIGN
+                    } else {
+                        0
+                    },
+                    size,
+                };
+                // As high as it fits below the DTB, away from the kernel's BSS.
+                let r = initramfs_size.map(|size| {
+                    let top = ram_size.saturating_sub(hyp_config::DTB_AREA + size);
+                    Load {
+                        offset: top / RAM_ALIGN * RAM_ALIGN,
+                        size,
+                    }
+                });
+                (k, r)
+            }
+            Arch::Aarch64 => {
+                let image = Arm64Image::parse(&kernel_bytes)
+                    .with_context(|| format!("{}: {}", f("kernel"), kernel.display()))?;
+                place_arm64(&f, ram_size, image, size, initramfs_size)?
+            }
         };
         loads.push((kernel, base + k.offset));
-        let r = match &initramfs {
-            Some(p) => {
-                let size = std::fs::metadata(p)
-                    .with_context(|| format!("{}: {}", f("initramfs"), p.display()))?
-                    .len();
-                // As high as it fits below the DTB, away from the kernel's BSS.
-                let top = ram_size.saturating_sub(hyp_config::DTB_AREA + size);
-                let offset = top / RAM_ALIGN * RAM_ALIGN;
-                loads.push((p.clone(), base + offset));
-                Some(Load { offset, size })
-            }
-            None => None,
-        };
+        if let (Some(p), Some(r)) = (&initramfs, r) {
+            loads.push((p.clone(), base + r.offset));
+        }
         next = align_up(base + ram_size, RAM_ALIGN);
         guests.push(hyp_config::Guest {
             name: g.name.clone(),
@@ -378,20 +564,30 @@ pub fn resolve(name: &str, file: &File, dir: &Path, images: &dyn Images) -> Resu
     hyp_config::validate(&config).map_err(fail)?;
     for (i, g) in config.guests.iter().enumerate() {
         ensure!(
-            g.ram_host_base >= FIRST_GUEST_RAM,
-            "{}: {:#x} is below {FIRST_GUEST_RAM:#x} (OpenSBI, hyp and the config blob)",
+            g.ram_host_base >= layout.first_guest_ram,
+            "{}: {:#x} is below {:#x} ({})",
             guest_field(i, "ram_host_base"),
-            g.ram_host_base
+            g.ram_host_base,
+            layout.first_guest_ram,
+            layout.below
         );
     }
-    // The machine's RAM: every guest, plus QEMU's DTB in the last 2 MiB.
-    let end = config
+    // The machine's RAM: every guest (and on aarch64 the blob after them), plus what
+    // QEMU keeps at the top.
+    let guests_end = config
         .guests
         .iter()
         .map(|g| g.ram_host_base + g.ram_size())
         .max()
-        .unwrap_or(FIRST_GUEST_RAM);
-    let need_mb = (end + (2 << 20) - HOST_RAM_BASE).div_ceil(1 << 20) as u32;
+        .unwrap_or(layout.first_guest_ram);
+    let (blob_addr, end) = match layout.blob {
+        BlobPlace::At(addr) => (addr, guests_end),
+        BlobPlace::AfterGuests => {
+            let at = align_up(guests_end, RAM_ALIGN);
+            (at, at + align_up(CONFIG_BLOB_MAX, RAM_ALIGN))
+        }
+    };
+    let need_mb = (end + layout.qemu_top - layout.ram_base).div_ceil(1 << 20) as u32;
     let memory_mb = match m.memory_mb {
         Some(mb) => {
             ensure!(
@@ -405,13 +601,60 @@ pub fn resolve(name: &str, file: &File, dir: &Path, images: &dyn Images) -> Resu
     Ok(Resolved {
         name: name.to_string(),
         machine: MachineSpec {
+            arch,
             harts: m.harts,
             aia,
             memory_mb,
         },
         config,
         loads,
+        blob_addr,
     })
+}
+
+/// Place an arm64 `Image` and its initramfs in a guest's `ram_size` bytes of RAM
+/// (`f` names the fields): the kernel `text_offset` past the RAM's base (2 MiB
+/// aligned), the initramfs on the first 2 MiB boundary after the kernel's `image_size`
+/// (its BSS included; the file's `size` if larger), both below the DTB's last 2 MiB.
+fn place_arm64(
+    f: &dyn Fn(&str) -> String,
+    ram_size: u64,
+    image: Arm64Image,
+    size: u64,
+    initramfs_size: Option<u64>,
+) -> Result<(Load, Option<Load>)> {
+    let usable = ram_size.saturating_sub(hyp_config::DTB_AREA);
+    let k = Load {
+        offset: image.text_offset,
+        size,
+    };
+    let kernel_end = image
+        .text_offset
+        .checked_add(image.image_size.max(size))
+        .filter(|&e| e <= usable)
+        .with_context(|| {
+            format!(
+                "{}: text_offset {:#x} + image_size {:#x} do not fit below the last 2 MiB (the DTB's) of {} MiB of RAM",
+                f("kernel"),
+                image.text_offset,
+                image.image_size,
+                ram_size >> 20
+            )
+        })?;
+    let r = match initramfs_size {
+        Some(size) => {
+            let offset = align_up(kernel_end, RAM_ALIGN);
+            ensure!(
+                offset + size <= usable,
+                "{}: {size} bytes at offset {offset:#x} (after the kernel's image_size) do not fit below the last 2 MiB (the DTB's) of {} MiB of RAM",
+                f("initramfs"),
+                ram_size >> 20
+            );
+            Some(Load { offset, size })
+        }
+        None => None,
+    };
+    Ok((k, r))
 }
 
 impl Resolved {
@@ -429,10 +672,11 @@ impl Resolved {
         std::fs::create_dir_all(path.parent().unwrap_or(Path::new(".")))?;
         std::fs::write(&path, &blob).with_context(|| format!("writing {}", path.display()))?;
         let mut loads = self.loads.clone();
-        loads.push((path, CONFIG_BLOB_ADDR));
-        let mut bootargs = vec![format!("config={CONFIG_BLOB_ADDR:#x}")];
+        loads.push((path, self.blob_addr));
+        let mut bootargs = vec![format!("config={:#x}", self.blob_addr)];
         bootargs.extend(extra_bootargs.iter().cloned());
         Ok(Machine {
+            arch: self.machine.arch,
             smp: self.machine.harts,
             aia: self.machine.aia,
             bootargs,
@@ -445,10 +689,56 @@ impl Resolved {
         })
     }
 
+    /// Where everything goes, one line per guest (for `cargo xtask run`).
+    pub fn placement(&self) -> String {
+        let mut s = format!(
+            "{}: {} machine, -m {}M, config blob at {:#x}\n",
+            self.name,
+            self.machine.arch.name(),
+            self.machine.memory_mb,
+            self.blob_addr
+        );
+        let gpa = hyp_config::GUEST_RAM_BASE;
+        for (i, g) in self.config.guests.iter().enumerate() {
+            let at = |l: Load| {
+                format!(
+                    "host {:#x} (GPA {:#x}, {} bytes)",
+                    g.ram_host_base + l.offset,
+                    gpa + l.offset,
+                    l.size
+                )
+            };
+            s += &format!(
+                "  guest[{i}] {:?}: RAM host {:#x}..{:#x} = GPA {gpa:#x}.., kernel {}",
+                g.name,
+                g.ram_host_base,
+                g.ram_host_base + g.ram_size(),
+                at(g.kernel)
+            );
+            if let Some(r) = g.initramfs {
+                s += &format!(", initramfs {}", at(r));
+            }
+            s += &format!(
+                ", DTB from GPA {:#x}\n",
+                gpa + g.ram_size() - hyp_config::DTB_AREA
+            );
+        }
+        s
+    }
+
     /// Guest `name`, if the configuration has it.
     pub fn guest(&self, name: &str) -> Option<&hyp_config::Guest> {
         self.config.guests.iter().find(|g| g.name == name)
     }
+}
+
+/// Resolve `configs/<file>.toml` with `sets` for the QEMU suite (Linux guests run the
+/// test `/init`), as case `name`.
+pub fn suite(name: &str, file: &str, sets: &[&str], images: &dyn Images) -> Result<Resolved> {
+    let sets: Vec<String> = sets.iter().map(|s| s.to_string()).collect();
+    let (mut f, dir) = load(&path_of(file), &sets)?;
+    use_test_init(&mut f);
+    resolve(name, &f, &dir, images)
 }
 
 /// The workspace's `configs/NAME.toml`.

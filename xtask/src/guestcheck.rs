@@ -6,10 +6,34 @@
 //! - the timer counts on every CPU;
 //! - the IPI rows (`IPI0:` …) move on **every** CPU between the dump before and the
 //!   dump after the IPI-heavy workload;
-//! - the UART (`ttyS0`) counts on every CPU (the `/init` moves its affinity round the
-//!   CPUs) — only when the guest's UART has an interrupt;
+//! - the UART counts on every CPU (the `/init` moves its affinity round the CPUs) —
+//!   only when the guest's UART has an interrupt;
 //! - the workload finished every run it started (`VIRQ-WORKLOAD-DONE runs=R expected=E`).
+//!
+//! The timer's and the UART's rows are told by their names ([`Rows`]: riscv64's
+//! `riscv-timer` and `ttyS0`, arm64's `arch_timer` and `uart-pl011`).
 use anyhow::{ensure, Context, Result};
+
+/// How a Linux guest's `/proc/interrupts` names the rows [`check_linux`] counts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Rows {
+    /// The per-CPU timer's row.
+    pub timer: &'static str,
+    /// The console UART's row.
+    pub uart: &'static str,
+}
+
+/// riscv64: the Sstc/SBI timer, the 16550.
+pub const RISCV64_ROWS: Rows = Rows {
+    timer: "riscv-timer",
+    uart: "ttyS0",
+};
+
+/// arm64: the generic timer (its PPI), the PL011.
+pub const ARM64_ROWS: Rows = Rows {
+    timer: "arch_timer",
+    uart: "uart-pl011",
+};
 
 /// One parsed `/proc/interrupts` dump.
 #[derive(Debug, Default, PartialEq)]
@@ -87,8 +111,9 @@ fn is_ipi(name: &str, _: &str) -> bool {
 
 /// Check one guest's output (`out` is that guest's part of the console: with two
 /// guests, lines prefixed by the other are filtered out by the caller). `uart`: the
-/// guest's UART has an interrupt, so it must count on every CPU.
-pub fn check_linux(out: &str, uart: bool) -> Result<LinuxFigures> {
+/// guest's UART has an interrupt, so it must count on every CPU; `rows`: the names of
+/// the timer's and the UART's rows.
+pub fn check_linux(out: &str, uart: bool, rows: Rows) -> Result<LinuxFigures> {
     let lines: Vec<&str> = out.lines().map(|l| l.trim_end_matches('\r')).collect();
     let start = lines
         .iter()
@@ -129,7 +154,7 @@ pub fn check_linux(out: &str, uart: bool) -> Result<LinuxFigures> {
         "/proc/interrupts shows {} CPUs, guest has {cpus}",
         after.cpus
     );
-    let timer = after.sum(|_, d| d.contains("riscv-timer"));
+    let timer = after.sum(|_, d| d.contains(rows.timer));
     ensure!(
         timer.iter().all(|&c| c > 0),
         "timer interrupts per CPU: {timer:?}"
@@ -144,7 +169,7 @@ pub fn check_linux(out: &str, uart: bool) -> Result<LinuxFigures> {
         ipis.iter().all(|&d| d > 0),
         "IPIs did not move on every CPU during the workload: {ipi0:?} -> {ipi1:?}"
     );
-    let uart_counts = after.sum(|_, d| d.contains("ttyS0"));
+    let uart_counts = after.sum(|_, d| d.contains(rows.uart));
     if uart {
         ensure!(
             uart_counts.iter().all(|&c| c > 0),
@@ -157,6 +182,15 @@ pub fn check_linux(out: &str, uart: bool) -> Result<LinuxFigures> {
         ipis,
         uart: uart_counts,
     })
+}
+
+/// The last `/proc/interrupts` dump Linux printed.
+pub fn last_dump(out: &str) -> Option<Interrupts> {
+    let lines: Vec<&str> = out.lines().map(|l| l.trim_end_matches('\r')).collect();
+    let at = lines
+        .iter()
+        .rposition(|l| l.trim_start().starts_with("CPU0"))?;
+    Interrupts::parse(&lines[at..])
 }
 
 /// Split a console shared by two guests: hyp prints each line of the second guest (its
@@ -196,6 +230,10 @@ IPI0:        95         45  Rescheduling interrupts
 IPI1:       509        243  Function call interrupts
 ";
 
+    fn check_linux_rv(out: &str, uart: bool) -> Result<LinuxFigures> {
+        check_linux(out, uart, RISCV64_ROWS)
+    }
+
     fn output(dump2: &str, runs: &str) -> String {
         format!("VIRQ-INIT-START cpus=2 kernel=x\n{DUMP1}VIRQ-WORKLOAD-DONE {runs}\n{dump2}VIRQ-INIT-DONE\n")
     }
@@ -222,7 +260,7 @@ IPI1:       509        243  Function call interrupts
 
     #[test]
     fn a_good_run_passes() {
-        let f = check_linux(&output(DUMP2, "runs=4 expected=4"), true).unwrap();
+        let f = check_linux_rv(&output(DUMP2, "runs=4 expected=4"), true).unwrap();
         assert_eq!(f.ipis, vec![336, 99]);
         assert_eq!(f.uart, vec![30, 4]);
     }
@@ -232,26 +270,26 @@ IPI1:       509        243  Function call interrupts
         let stuck = DUMP2
             .replace("95         45", "95         31")
             .replace("509        243", "509        158");
-        let e = check_linux(&output(&stuck, "runs=4 expected=4"), true).unwrap_err();
+        let e = check_linux_rv(&output(&stuck, "runs=4 expected=4"), true).unwrap_err();
         assert!(e.to_string().contains("every CPU"), "{e}");
     }
 
     #[test]
     fn uart_must_count_on_every_cpu_when_it_has_an_irq() {
         let one_cpu = DUMP2.replace("30          4", "30          0");
-        assert!(check_linux(&output(&one_cpu, "runs=4 expected=4"), true).is_err());
-        assert!(check_linux(&output(&one_cpu, "runs=4 expected=4"), false).is_ok());
+        assert!(check_linux_rv(&output(&one_cpu, "runs=4 expected=4"), true).is_err());
+        assert!(check_linux_rv(&output(&one_cpu, "runs=4 expected=4"), false).is_ok());
     }
 
     #[test]
     fn unfinished_workload_fails() {
-        assert!(check_linux(&output(DUMP2, "runs=3 expected=4"), true).is_err());
-        assert!(check_linux(&output(DUMP2, ""), true).is_err());
+        assert!(check_linux_rv(&output(DUMP2, "runs=3 expected=4"), true).is_err());
+        assert!(check_linux_rv(&output(DUMP2, ""), true).is_err());
     }
 
     #[test]
     fn cpu_count_must_match() {
         let out = output(DUMP2, "runs=4 expected=4").replace("cpus=2", "cpus=4");
-        assert!(check_linux(&out, true).is_err());
+        assert!(check_linux_rv(&out, true).is_err());
     }
 }

@@ -4,7 +4,9 @@
 //!   topology (2 vCPUs on hardware guest interrupt files, `-M
 //!   virt,aia=aplic-imsic,aia-guests=3`, 2 harts) — to an interactive shell (stdio is
 //!   QEMU's console); `--config` boots another file, `--help` lists them. Every run ends with
-//!   hyp's `ACCT` exit-accounting block.
+//!   hyp's `ACCT` exit-accounting block. `--arch aarch64` boots
+//!   `configs/linux-arm64.toml` (Debian arm64 Linux on a vGICv3) the same way, with hyp
+//!   built for aarch64 (`crate::arm`); the file's `machine.arch` picks the architecture.
 //! - [`qemu_tests`] (from `cargo xtask test`) boots the test guest in a matrix of
 //!   machine shapes and checks every `TEST … PASS` line, the guest's failure count,
 //!   QEMU's exit status and, for the storm pair, the `ACCT` claims per completion.
@@ -18,7 +20,9 @@ use anyhow::{bail, ensure, Context, Result};
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use crate::config::DEFAULT_CONFIG;
+use hyp_config::{Arch, Named};
+
+use crate::config::{DEFAULT_CONFIG, DEFAULT_CONFIG_AARCH64};
 use crate::qemu::*;
 
 /// The configurations `cargo xtask run` boots (shown by `cargo xtask run --help`).
@@ -55,19 +59,46 @@ Configurations (configs/*.toml; copy one and edit it, the schema is in docs/hyp.
                                        append to guest 0's kernel command line (the test /init
                                        prints /proc/cmdline)
   cargo xtask run --kernel-version V   another Debian 6.12 kernel; --kernel K --initramfs I
-                                       boots your own images as guest 0 instead";
+                                       boots your own images as guest 0 instead
+  cargo xtask run --arch aarch64       configs/linux-arm64.toml: Debian arm64 Linux, 2 vCPUs on a
+                                       vGICv3, 2 CPUs, qemu-system-aarch64 -M virt,virtualization=on,
+                                       gic-version=3 -cpu max,sve=off,sme=off, the PL011; a shell
+                                       (--test-init, --append, --set, --config work as above; a
+                                       file's machine.arch = \"aarch64\" implies --arch aarch64)
+  cargo xtask run --arch aarch64 --hello
+                                       hyp's built-in EL1 test guest, no configuration (the suite's
+                                       aarch64-hello)
+  cargo xtask run ... --dry-run        build and place everything, print the QEMU command line and
+                                       where each image goes, do not start QEMU";
+
+/// `--arch`: a name of [`Arch`].
+fn arch_arg() -> impl clap::builder::TypedValueParser<Value = Arch> {
+    use clap::builder::TypedValueParser;
+    clap::builder::PossibleValuesParser::new(Arch::NAMES.iter().map(|(n, _)| *n))
+        .map(|s: String| Arch::from_name(&s).expect("one of the listed names"))
+}
 
 /// Arguments of `cargo xtask run`.
 #[derive(clap::Args, Debug, Clone)]
 #[command(after_help = RUN_CONFIGS)]
 pub struct RunArgs {
-    /// The architecture: `riscv64`, or `aarch64` (first step: hyp at EL2 runs its tiny
-    /// built-in EL1 guest, no configurations yet).
-    #[arg(long, value_enum, default_value_t = Arch::Riscv64)]
-    pub arch: Arch,
-    /// The guest configuration (TOML) to boot.
-    #[arg(long, default_value = DEFAULT_CONFIG)]
-    pub config: PathBuf,
+    /// The architecture (default: the configuration's `machine.arch`; without
+    /// `--config`, riscv64). `aarch64` without `--config` boots
+    /// configs/linux-arm64.toml; a `--config` file of the other architecture is refused.
+    #[arg(long, value_parser = arch_arg())]
+    pub arch: Option<Arch>,
+    /// The guest configuration (TOML) to boot [default: configs/linux-aia.toml, with
+    /// `--arch aarch64` configs/linux-arm64.toml].
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+    /// aarch64: hyp's built-in EL1 test guest instead of a configuration (hyp gets no
+    /// `config=`; the QEMU suite's `aarch64-hello`).
+    #[arg(long, conflicts_with_all = ["config", "sets", "test_init", "append", "kernel", "kernel_version", "immediate_eoi_build"])]
+    pub hello: bool,
+    /// Build and place everything and print the QEMU command line (and where each image
+    /// goes), but do not start QEMU.
+    #[arg(long)]
+    pub dry_run: bool,
     /// Override one field of the configuration, `KEY.PATH=VALUE` (repeatable):
     /// `guest.0.vcpus=4`, `machine.harts=1`, `hyp.migrate_ms=20`.
     #[arg(long = "set", value_name = "KEY=VALUE")]
@@ -77,7 +108,7 @@ pub struct RunArgs {
     #[arg(long)]
     pub test_init: bool,
     /// Build hyp with the `immediate_eoi` cargo feature (every guest completes level
-    /// interrupts at claim).
+    /// interrupts at claim; riscv64).
     #[arg(long)]
     pub immediate_eoi_build: bool,
     /// Text appended to guest 0's kernel command line.
@@ -98,15 +129,6 @@ pub struct RunArgs {
     pub timeout: Option<u64>,
 }
 
-/// The architecture hyp runs on.
-#[derive(clap::ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Arch {
-    /// RISC-V, `qemu-system-riscv64` (everything).
-    Riscv64,
-    /// aarch64, `qemu-system-aarch64` (first step, `xtask/src/arm.rs`).
-    Aarch64,
-}
-
 /// The time limit of a configuration: the test guest alone is quick, Linux with the
 /// test `/init` takes minutes under TCG, a shell is for a person.
 fn default_timeout(file: &crate::config::File) -> u64 {
@@ -124,22 +146,53 @@ fn default_timeout(file: &crate::config::File) -> u64 {
     }
 }
 
-/// Boot a configuration file (default [`DEFAULT_CONFIG`]; see [`RUN_CONFIGS`]).
-pub fn run(args: &RunArgs) -> Result<()> {
-    if args.arch == Arch::Aarch64 {
-        ensure!(
-            args.config == std::path::Path::new(DEFAULT_CONFIG)
-                && args.sets.is_empty()
-                && !args.test_init
-                && args.kernel.is_none()
-                && args.append.is_none(),
-            "--arch aarch64 boots hyp's built-in EL1 test guest only; configurations, \
-             --set, --test-init, --append and --kernel are riscv64-only so far"
+/// The configuration `run` boots: `--config`, or the default of `--arch`.
+fn config_path(args: &RunArgs) -> PathBuf {
+    args.config.clone().unwrap_or_else(|| {
+        PathBuf::from(match args.arch {
+            Some(Arch::Aarch64) => DEFAULT_CONFIG_AARCH64,
+            _ => DEFAULT_CONFIG,
+        })
+    })
+}
+
+/// The architecture of a run of `config` whose `machine.arch` is `file_arch`: the
+/// file's, which `--arch` may repeat but not contradict.
+fn run_arch(flag: Option<Arch>, config: &std::path::Path, file_arch: Arch) -> Result<Arch> {
+    if let Some(a) = flag.filter(|a| *a != file_arch) {
+        bail!(
+            "{}: machine.arch = \"{}\", but --arch {} was given (leave --arch out to boot the file as it says)",
+            config.display(),
+            file_arch.name(),
+            a.name()
         );
-        return crate::arm::run(args.timeout);
     }
-    crate::setup::ensure_all()?;
-    let (mut file, dir) = crate::config::load(&args.config, &args.sets)?;
+    Ok(file_arch)
+}
+
+/// Boot a configuration file (default [`DEFAULT_CONFIG`], with `--arch aarch64`
+/// [`DEFAULT_CONFIG_AARCH64`]; see [`RUN_CONFIGS`]).
+pub fn run(args: &RunArgs) -> Result<()> {
+    if args.hello {
+        ensure!(
+            args.arch != Some(Arch::Riscv64),
+            "--hello boots hyp's built-in aarch64 test guest (--arch aarch64)"
+        );
+        return crate::arm::run_hello(args.timeout, args.dry_run);
+    }
+    let config = config_path(args);
+    let (mut file, dir) = crate::config::load(&config, &args.sets)?;
+    let arch = run_arch(args.arch, &config, file.machine.arch()?)?;
+    match arch {
+        Arch::Riscv64 => crate::setup::ensure_all()?,
+        Arch::Aarch64 => {
+            ensure!(
+                !args.immediate_eoi_build,
+                "--immediate-eoi-build: riscv64 only (set guest.N.eoi = \"immediate\" instead)"
+            );
+            crate::setup::ensure_arm().map(drop)?
+        }
+    }
     if args.test_init {
         crate::config::use_test_init(&mut file);
     }
@@ -156,24 +209,33 @@ pub fn run(args: &RunArgs) -> Result<()> {
         g0.kernel = abs(b.kernel).display().to_string();
         g0.initramfs = Some(abs(b.initramfs).display().to_string());
     }
-    let img = build(args.immediate_eoi_build)?;
+    let (hyp, testguest) = match arch {
+        Arch::Riscv64 => {
+            let img = build(args.immediate_eoi_build)?;
+            (img.hyp, Some(img.guest_bin))
+        }
+        Arch::Aarch64 => (crate::arm::build()?, None),
+    };
     let named = crate::config::NamedImages {
-        testguest: img.guest_bin.clone(),
+        testguest,
         kernel_version: args.kernel_version.clone(),
     };
-    let name = args
-        .config
+    let name = config
         .file_stem()
         .map_or("run".into(), |s| s.to_string_lossy().to_string());
     let resolved = crate::config::resolve(&name, &file, &dir, &named)
-        .with_context(|| format!("{}", args.config.display()))?;
+        .with_context(|| format!("{}", config.display()))?;
     let timeout = args.timeout.unwrap_or(default_timeout(&file));
     let m = resolved.machine(Duration::from_secs(timeout), &[])?;
-    eprintln!("$ {:?}", m.command(&img));
-    let mut child = m
-        .command(&img)
+    let mut cmd = m.command_for(&hyp);
+    eprint!("{}", resolved.placement());
+    eprintln!("$ {cmd:?}");
+    if args.dry_run {
+        return Ok(());
+    }
+    let mut child = cmd
         .spawn()
-        .context("starting qemu-system-riscv64")?;
+        .with_context(|| format!("starting {}", cmd.get_program().to_string_lossy()))?;
     let start = Instant::now();
     let status = loop {
         if let Some(st) = child.try_wait()? {
@@ -264,15 +326,6 @@ fn field(fields: &[(&str, u64)], k: &str) -> Result<u64> {
         .with_context(|| format!("ACCT field {k} missing"))
 }
 
-/// The last `/proc/interrupts` dump Linux printed.
-fn last_dump(out: &str) -> Option<crate::guestcheck::Interrupts> {
-    let lines: Vec<&str> = out.lines().map(|l| l.trim_end_matches('\r')).collect();
-    let at = lines
-        .iter()
-        .rposition(|l| l.trim_start().starts_with("CPU0"))?;
-    crate::guestcheck::Interrupts::parse(&lines[at..])
-}
-
 /// Check an AIA Linux run against `e` and summarise it: hardware/software files, the
 /// IPIs and UART interrupts Linux counted (last `/proc/interrupts`) against the ones
 /// that went through hyp (SBI IPI calls, trapped IMSIC-page MSIs, vAPLIC re-triggers).
@@ -325,7 +378,7 @@ fn check_aia(out: &str, e: AiaExpect) -> Result<String> {
             "aia_flip_ms: {to_hw} moves to hardware, {to_sw} to software"
         );
     }
-    let dump = last_dump(out).context("no /proc/interrupts dump")?;
+    let dump = crate::guestcheck::last_dump(out).context("no /proc/interrupts dump")?;
     let ipis: u64 = dump.sum(|n, _| n.starts_with("IPI")).iter().sum();
     let uart: u64 = dump.sum(|_, d| d.contains("ttyS0")).iter().sum();
     let retriggers = field(&src, "retriggers")?;
@@ -426,7 +479,7 @@ fn check(case: &Case, o: &Outcome) -> Result<(usize, u64, u64)> {
             println!("      {}", check_idle(&guests[0].1)?);
         }
         for (name, out, uart) in &guests {
-            let f = crate::guestcheck::check_linux(out, *uart)
+            let f = crate::guestcheck::check_linux(out, *uart, crate::guestcheck::RISCV64_ROWS)
                 .with_context(|| format!("guest {name}"))?;
             ensure!(
                 out.contains("VIRQ-INIT-DONE"),
@@ -635,40 +688,29 @@ fn check_idle(out: &str) -> Result<String> {
 const LINUX2_PREFIX: &str = "[linux2] ";
 const HOSTILE_PREFIX: &str = "[hostile] ";
 
-/// Resolve `configs/<file>.toml` with `sets` for the suite (Linux guests run the test
-/// `/init`), as case `name`.
-fn suite_config(
-    name: &str,
-    file: &str,
-    sets: &[&str],
-    images: &crate::config::NamedImages,
-) -> Result<crate::config::Resolved> {
-    let sets: Vec<String> = sets.iter().map(|s| s.to_string()).collect();
-    let path = crate::config::path_of(file);
-    let (mut f, dir) = crate::config::load(&path, &sets)?;
-    crate::config::use_test_init(&mut f);
-    crate::config::resolve(name, &f, &dir, images)
-}
-
 /// Run the QEMU test suite.
 pub fn qemu_tests() -> Result<()> {
-    // hyp on aarch64 (first step): about a second, before the RISC-V cases (case name
-    // `aarch64-hello` for VIRQ_QEMU_CASE).
+    let suite = Instant::now();
+    // hyp on aarch64 first (`crate::arm::CASES`: the built-in guest, about a second,
+    // and Debian arm64 Linux); a failure is counted and the RISC-V cases run on.
     let only = std::env::var("VIRQ_QEMU_CASE").ok();
-    let listed = |name: &str| {
-        only.as_deref()
-            .is_none_or(|o| o.split(',').any(|n| n.trim() == name))
-    };
-    if listed("aarch64-hello") {
-        crate::arm::smoke()?;
-        if only.as_deref().map(str::trim) == Some("aarch64-hello") {
-            return Ok(());
-        }
+    let names: Vec<&str> = only
+        .as_deref()
+        .map(|o| o.split(',').map(str::trim).collect())
+        .unwrap_or_default();
+    let skip_linux = std::env::var_os("VIRQ_SKIP_LINUX").is_some();
+    let (arm, arm_only) = arm_selection(only.as_deref(), skip_linux);
+    let (mut ok, mut bad) = arm_cases(&arm);
+    if arm_only {
+        println!("qemu suite: {:.1} s", suite.elapsed().as_secs_f64());
+        println!("qemu: {ok} passed, {bad} failed");
+        ensure!(bad == 0, "{bad} QEMU configuration(s) failed");
+        return Ok(());
     }
     crate::setup::ensure_all()?;
     let img = build(false)?;
     let images = crate::config::NamedImages {
-        testguest: img.guest_bin.clone(),
+        testguest: Some(img.guest_bin.clone()),
         kernel_version: None,
     };
     let mut cases = Vec::new();
@@ -679,7 +721,7 @@ pub fn qemu_tests() -> Result<()> {
                    storm: Option<bool>,
                    aia: Option<AiaExpect>|
      -> Result<()> {
-        let cfg = suite_config(name, file, sets, &images)?;
+        let cfg = crate::config::suite(name, file, sets, &images)?;
         let machine = cfg.machine(Duration::from_secs(timeout_s), &[])?;
         cases.push(Case {
             name,
@@ -854,7 +896,7 @@ pub fn qemu_tests() -> Result<()> {
             c.guests.push(second);
         }),
     ] {
-        let mut cfg = suite_config(name, "test", &[], &images)?;
+        let mut cfg = crate::config::suite(name, "test", &[], &images)?;
         damage(&mut cfg.config);
         let machine = cfg.machine(Duration::from_secs(DEFAULT_TIMEOUT_S), &[])?;
         cases.push(Case {
@@ -894,13 +936,10 @@ pub fn qemu_tests() -> Result<()> {
         }
     }
     // `VIRQ_QEMU_CASE=a,b`: only the cases with these names.
-    if let Ok(only) = std::env::var("VIRQ_QEMU_CASE") {
-        let names: Vec<&str> = only.split(',').map(str::trim).collect();
+    if let Some(only) = &only {
         cases.retain(|c| names.contains(&c.name));
         ensure!(!cases.is_empty(), "VIRQ_QEMU_CASE={only}: no such case");
     }
-    let suite = Instant::now();
-    let (mut ok, mut bad) = (0, 0);
     for case in &cases {
         let probe = crate::soak::HostProbe::start();
         let mut o = run_qemu(&case.machine, &img, false)?;
@@ -939,17 +978,7 @@ pub fn qemu_tests() -> Result<()> {
                     o.elapsed.as_secs_f64(),
                     log.display()
                 );
-                for l in o
-                    .output
-                    .lines()
-                    .rev()
-                    .take(15)
-                    .collect::<Vec<_>>()
-                    .into_iter()
-                    .rev()
-                {
-                    println!("    | {l}");
-                }
+                print_tail(&o.output);
             }
         }
     }
@@ -959,9 +988,133 @@ pub fn qemu_tests() -> Result<()> {
     Ok(())
 }
 
+/// The last 15 lines of a failed case's console.
+fn print_tail(out: &str) {
+    let lines: Vec<&str> = out.lines().collect();
+    for l in &lines[lines.len().saturating_sub(15)..] {
+        println!("    | {l}");
+    }
+}
+
+/// The aarch64 cases (`crate::arm::CASES`) to run for `VIRQ_QEMU_CASE` = `only` (all
+/// without it; not `aarch64-linux` with `VIRQ_SKIP_LINUX`), and whether `only` names
+/// aarch64 cases alone (then the riscv64 suite is not built or run).
+fn arm_selection(only: Option<&str>, skip_linux: bool) -> (Vec<&'static str>, bool) {
+    let names: Vec<&str> = only
+        .map(|o| o.split(',').map(str::trim).collect())
+        .unwrap_or_default();
+    let cases = crate::arm::CASES
+        .iter()
+        .copied()
+        .filter(|c| only.is_none() || names.contains(c))
+        .filter(|c| !(skip_linux && *c == crate::arm::LINUX_CASE))
+        .collect();
+    let arm_only = !names.is_empty() && names.iter().all(|n| crate::arm::CASES.contains(n));
+    (cases, arm_only)
+}
+
+/// Run the aarch64 `cases`, printing a line each: `(passed, failed)`.
+fn arm_cases(cases: &[&str]) -> (usize, usize) {
+    let (mut ok, mut bad) = (0, 0);
+    for &name in cases {
+        let _ = std::fs::remove_file(log_path(name));
+        match crate::arm::run_case(name) {
+            Ok(summary) => {
+                ok += 1;
+                println!("qemu {name:<18} ok    {summary}");
+            }
+            Err(e) => {
+                bad += 1;
+                println!("qemu {name:<18} FAIL  {e:#}");
+                if let Ok(out) = std::fs::read_to_string(log_path(name)) {
+                    print_tail(&out);
+                }
+            }
+        }
+    }
+    (ok, bad)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// `run`'s arguments, parsed as clap would.
+    fn run_args(args: &[&str]) -> Result<RunArgs, clap::Error> {
+        #[derive(clap::Parser)]
+        struct Cli {
+            #[command(flatten)]
+            run: RunArgs,
+        }
+        let argv = std::iter::once("run").chain(args.iter().copied());
+        <Cli as clap::Parser>::try_parse_from(argv).map(|c| c.run)
+    }
+
+    #[test]
+    fn the_config_and_the_arch_of_a_run() {
+        let path = |a: &[&str]| config_path(&run_args(a).unwrap());
+        assert_eq!(path(&[]), PathBuf::from(DEFAULT_CONFIG));
+        assert_eq!(path(&["--arch", "riscv64"]), PathBuf::from(DEFAULT_CONFIG));
+        assert_eq!(
+            path(&["--arch", "aarch64"]),
+            PathBuf::from(DEFAULT_CONFIG_AARCH64)
+        );
+        assert_eq!(
+            path(&["--arch", "aarch64", "--config", "my.toml"]),
+            PathBuf::from("my.toml")
+        );
+        assert!(run_args(&["--arch", "arm64"]).is_err());
+        // The file's machine.arch decides; --arch may repeat it, not contradict it.
+        let p = std::path::Path::new("configs/linux-arm64.toml");
+        assert_eq!(run_arch(None, p, Arch::Aarch64).unwrap(), Arch::Aarch64);
+        assert_eq!(
+            run_arch(Some(Arch::Aarch64), p, Arch::Aarch64).unwrap(),
+            Arch::Aarch64
+        );
+        let e = run_arch(Some(Arch::Riscv64), p, Arch::Aarch64).unwrap_err();
+        assert!(
+            e.to_string().contains(
+                "configs/linux-arm64.toml: machine.arch = \"aarch64\", but --arch riscv64"
+            ),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn hello_is_the_builtin_guest_alone() {
+        let a = run_args(&["--arch", "aarch64", "--hello", "--dry-run"]).unwrap();
+        assert!(a.hello && a.dry_run);
+        for other in [
+            &["--hello", "--config", "x.toml"][..],
+            &["--hello", "--test-init"],
+            &["--hello", "--set", "guest.0.vcpus=1"],
+            &["--hello", "--append", "x"],
+        ] {
+            assert!(run_args(other).is_err(), "{other:?}");
+        }
+    }
+
+    #[test]
+    fn the_suite_runs_the_aarch64_cases_first_or_alone() {
+        assert_eq!(
+            arm_selection(None, false),
+            (vec!["aarch64-hello", "aarch64-linux"], false)
+        );
+        assert_eq!(arm_selection(None, true), (vec!["aarch64-hello"], false));
+        assert_eq!(
+            arm_selection(Some("aarch64-linux"), false),
+            (vec!["aarch64-linux"], true)
+        );
+        assert_eq!(
+            arm_selection(Some("aarch64-hello, aarch64-linux"), false),
+            (vec!["aarch64-hello", "aarch64-linux"], true)
+        );
+        assert_eq!(
+            arm_selection(Some("aarch64-linux,smp1"), false),
+            (vec!["aarch64-linux"], false)
+        );
+        assert_eq!(arm_selection(Some("smp1"), false), (vec![], false));
+    }
 
     #[test]
     fn acct_line_is_parsed() {

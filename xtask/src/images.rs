@@ -1,15 +1,20 @@
-//! Debian riscv64 guest images (kernel, busybox) and the initramfs.
+//! Debian guest images (kernel, busybox) for riscv64 and arm64, and the initramfs.
 //!
-//! Everything is cached under `target/images/`:
-//! - `apt/`: a private apt configuration and state (the system's apt setup is
-//!   never touched): `sources.list` (Debian trixie, `[arch=riscv64]`, the mirror
-//!   URI of `/etc/apt/sources.list.d/debian.sources`), `lists/`, `cache/`, an
-//!   empty `status`, and `apt.log` with the output of the last apt command;
+//! Everything is cached under `target/images/`, one set of names per architecture
+//! ([`Flavour`]: riscv64's names are the plain ones, arm64's carry `arm64`):
+//! - `apt/`, `apt-arm64/`: a private apt configuration and state (the system's apt
+//!   setup is never touched): `sources.list` (Debian trixie, `[arch=riscv64]` or
+//!   `[arch=arm64]`, the mirror URI of `/etc/apt/sources.list.d/debian.sources`),
+//!   `lists/`, `cache/`, an empty `status`, and `apt.log` with the output of the last
+//!   apt command;
 //! - `debs/`: `.deb` files while they download and extract (then deleted);
-//! - `linux-<version>/`: the extracted `linux-image-<version>-riscv64` package
-//!   (`boot/vmlinux-<version>-riscv64`, `usr/lib/modules/...`);
-//! - `busybox-static/`: the extracted `busybox-static` package (`usr/bin/busybox`);
-//! - `initramfs-<name>.cpio.gz`: initramfs files built by [`debian_boot`].
+//! - `linux-<version>/`, `linux-arm64-<version>/`: the extracted
+//!   `linux-image-<version>-riscv64` / `-arm64` package (`boot/vmlinux-<version>-riscv64`
+//!   / `boot/vmlinuz-<version>-arm64`, `usr/lib/modules/...`);
+//! - `busybox-static/`, `busybox-static-arm64/`: the extracted `busybox-static`
+//!   package (`usr/bin/busybox`);
+//! - `initramfs-<name>.cpio.gz`, `initramfs-arm64-<name>.cpio.gz`: initramfs files
+//!   built by [`debian_boot`].
 //!
 //! Once extracted, nothing is downloaded again. `.lock` serialises xtask processes
 //! that fill the cache at the same time.
@@ -19,6 +24,7 @@
 #![allow(dead_code)]
 use anyhow::{bail, Context, Result};
 use flate2::write::GzEncoder;
+use hyp_config::{Arch, Named};
 use indicatif::{HumanBytes, ProgressBar, ProgressStyle};
 use std::io::{IsTerminal, Write};
 use std::path::{Path, PathBuf};
@@ -32,8 +38,70 @@ use cpio::CpioWriter;
 /// Kernel series the guests use.
 pub const KERNEL_SERIES: &str = "6.12";
 
-/// Debian suite the riscv64 packages come from.
+/// Debian suite the packages come from.
 pub const DEBIAN_SUITE: &str = "trixie";
+
+/// What differs between the architectures' Debian images and their cache names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Flavour {
+    pub arch: Arch,
+    /// Debian's name of the architecture: apt's `[arch=…]` and the kernel package's
+    /// suffix (`linux-image-<version>-<deb_arch>`).
+    pub deb_arch: &'static str,
+    /// The kernel in the package's `boot/`: riscv64's `vmlinux-*` is a PE/EFI image
+    /// that is also a RISC-V `Image`; arm64's `vmlinuz-*` is an uncompressed arm64
+    /// `Image`.
+    kernel_prefix: &'static str,
+    /// ELF `e_machine` of its busybox (243 RISC-V, 183 AArch64).
+    elf_machine: u16,
+    /// Cache folder of the private apt configuration.
+    apt_dir: &'static str,
+    /// Cache folder of an extracted kernel: this, then the version.
+    kernel_dir: &'static str,
+    /// Cache folder of the extracted busybox-static.
+    busybox_dir: &'static str,
+    /// Cache file of an initramfs: this, then its name and `.cpio.gz`.
+    initramfs: &'static str,
+}
+
+/// riscv64: the names the cache had before arm64 (kept, so old caches stay valid).
+pub const RISCV64: Flavour = Flavour {
+    arch: Arch::Riscv64,
+    deb_arch: "riscv64",
+    kernel_prefix: "vmlinux-",
+    elf_machine: 243,
+    apt_dir: "apt",
+    kernel_dir: "linux-",
+    busybox_dir: "busybox-static",
+    initramfs: "initramfs-",
+};
+
+/// arm64.
+pub const ARM64: Flavour = Flavour {
+    arch: Arch::Aarch64,
+    deb_arch: "arm64",
+    kernel_prefix: "vmlinuz-",
+    elf_machine: 183,
+    apt_dir: "apt-arm64",
+    kernel_dir: "linux-arm64-",
+    busybox_dir: "busybox-static-arm64",
+    initramfs: "initramfs-arm64-",
+};
+
+/// The images of `arch`.
+pub fn flavour(arch: Arch) -> Flavour {
+    match arch {
+        Arch::Riscv64 => RISCV64,
+        Arch::Aarch64 => ARM64,
+    }
+}
+
+impl Flavour {
+    /// `target/images/initramfs-…<name>.cpio.gz`.
+    pub fn initramfs_path(&self, name: &str) -> PathBuf {
+        cache_dir().join(format!("{}{name}.cpio.gz", self.initramfs))
+    }
+}
 
 /// Mirror used when the system's apt sources name none.
 const DEFAULT_MIRROR: &str = "http://deb.debian.org/debian";
@@ -52,11 +120,14 @@ pub const APPLETS: &[&str] = &[
 ];
 
 /// `/init` of the QEMU test suite: mounts proc, sysfs and devtmpfs, prints
-/// `VIRQ-INIT-START` and `/proc/interrupts`, runs an IPI-heavy workload (twice as
-/// many parallel fork/exec loops as CPUs, then `sync` and page-cache drops, which
-/// call functions on every CPU), prints `/proc/interrupts` again and
-/// `VIRQ-INIT-DONE`, and powers off with `poweroff -f` (SBI SRST: QEMU exits 0).
-/// On bare QEMU (TCG, 2 harts) it runs in a few seconds.
+/// `VIRQ-INIT-START`, the CPUs online (`VIRQ-CPUS-ONLINE 0-1`) and `/proc/interrupts`,
+/// runs an IPI-heavy workload (twice as many parallel fork/exec loops as CPUs, then
+/// `sync` and page-cache drops, which call functions on every CPU), moves the console
+/// UART's interrupt round the CPUs, prints `/proc/interrupts` again and
+/// `VIRQ-INIT-DONE`, and powers off with `poweroff -f` (SBI SRST on riscv64, PSCI
+/// SYSTEM_OFF on arm64: QEMU exits 0). Architecture-neutral: the console UART's row of
+/// `/proc/interrupts` is `ttyS0` (riscv64's 16550) or `uart-pl011` (arm64's PL011).
+/// On bare QEMU (TCG, 2 CPUs) it runs in a few seconds.
 pub const INIT_TEST: &str = r#"#!/bin/sh
 # virq test guest: interrupts before and after an IPI-heavy workload, then power off.
 export PATH=/bin:/sbin:/usr/bin:/usr/sbin
@@ -66,6 +137,7 @@ mount -t devtmpfs devtmpfs /dev
 /bin/busybox --install -s 2>/dev/null
 ncpu=$(grep -c ^processor /proc/cpuinfo)
 echo "VIRQ-INIT-START cpus=$ncpu kernel=$(uname -r)"
+echo "VIRQ-CPUS-ONLINE $(cat /sys/devices/system/cpu/online)"
 echo "VIRQ-CMDLINE $(cat /proc/cmdline)"
 echo "VIRQ-SLEEP-STATES $(cat /sys/power/state)"
 cat /proc/interrupts
@@ -87,9 +159,9 @@ for k in 1 2 3; do
     echo 3 > /proc/sys/vm/drop_caches
 done
 echo "VIRQ-WORKLOAD-DONE runs=$(wc -l < /tmp/runs) expected=$runs"
-# Move the console UART's interrupt round the CPUs, printing on each, so it counts
-# on every CPU.
-uirq=$(grep ttyS0 /proc/interrupts | cut -d: -f1 | tr -d ' ')
+# Move the console UART's interrupt (16550 ttyS0 or PL011 uart-pl011) round the
+# CPUs, printing on each, so it counts on every CPU.
+uirq=$(grep -E 'ttyS0|uart-pl011' /proc/interrupts | head -n 1 | cut -d: -f1 | tr -d ' ')
 if [ -n "$uirq" ] && [ -w /proc/irq/$uirq/smp_affinity ]; then
     c=0
     while [ $c -lt $ncpu ]; do
@@ -114,7 +186,8 @@ poweroff -f
 
 /// `/init` for interactive use: mounts, prints a banner and `VIRQ-SHELL-READY`,
 /// runs a shell with job control on the console (`setsid cttyhack sh`), and
-/// powers off when the shell exits.
+/// powers off when the shell exits. Architecture-neutral (`cttyhack` finds the
+/// console, `ttyS0` or `ttyAMA0`).
 pub const INIT_SHELL: &str = r#"#!/bin/sh
 # virq interactive guest: a shell on the console; leaving it powers off.
 export PATH=/bin:/sbin:/usr/bin:/usr/sbin
@@ -137,13 +210,15 @@ poweroff -f
 /// The Debian guest files: kernel and busybox, as cached under `target/images/`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct GuestImages {
-    /// `boot/vmlinux-<version>-riscv64`: a RISC-V `Image` for QEMU's `-kernel`.
+    /// `boot/vmlinux-<version>-riscv64` or `boot/vmlinuz-<version>-arm64`: an `Image`
+    /// for QEMU's `-kernel`.
     pub kernel: PathBuf,
     /// Kernel package version, e.g. `6.12.94+deb13` (no `-riscv64`).
     pub kernel_version: String,
     /// The kernel's modules (`usr/lib/modules/<version>-riscv64`), e.g. virtio-mmio.
     pub modules: PathBuf,
-    /// The statically linked riscv64 busybox (`usr/bin/busybox` in the package).
+    /// The statically linked busybox of the architecture (`usr/bin/busybox` in the
+    /// package).
     pub busybox: PathBuf,
 }
 
@@ -161,14 +236,16 @@ pub fn cache_dir() -> PathBuf {
     crate::util::root().join("target/images")
 }
 
-/// Ensure the Debian trixie riscv64 kernel and busybox are downloaded and
+/// Ensure the Debian trixie kernel and busybox of `arch` are downloaded and
 /// extracted, and return their paths.
 ///
-/// `kernel_version` selects `linux-image-<version>-riscv64`: a full version such as
-/// `6.12.94+deb13`, or a prefix of one ending at a component (`6.12.94`). `None`
-/// takes the newest 6.12 already extracted in the cache or, if there is none, the
-/// newest 6.12 Debian publishes. Downloads show their progress on stderr.
-pub fn ensure_debian(kernel_version: Option<&str>) -> Result<GuestImages> {
+/// `kernel_version` selects `linux-image-<version>-riscv64` (`-arm64`): a full version
+/// such as `6.12.94+deb13`, or a prefix of one ending at a component (`6.12.94`).
+/// `None` takes the newest 6.12 already extracted in the cache or, if there is none,
+/// the newest 6.12 Debian publishes (the plain flavour: not `-rt-` or `-cloud-`).
+/// Downloads show their progress on stderr.
+pub fn ensure_debian(arch: Arch, kernel_version: Option<&str>) -> Result<GuestImages> {
+    let f = flavour(arch);
     let cache = cache_dir();
     std::fs::create_dir_all(&cache).with_context(|| format!("creating {}", cache.display()))?;
     // One xtask at a time fills the cache (parallel test runs share it).
@@ -177,45 +254,41 @@ pub fn ensure_debian(kernel_version: Option<&str>) -> Result<GuestImages> {
         .with_context(|| format!("creating {}", lock_path.display()))?;
     lock.lock()
         .with_context(|| format!("locking {}", lock_path.display()))?;
-    let mut apt = Apt::new(&cache);
+    let mut apt = Apt::new(&cache, f);
 
     let version = match kernel_version.map(normalize_version).transpose()? {
-        Some(v) => match cached_kernels(&cache)?
+        Some(v) => match cached_kernels(&cache, f)?
             .into_iter()
             .find(|c| version_matches(c, &v))
         {
             Some(c) => c,
             None => apt.pick_kernel(Some(&v))?,
         },
-        None => match cached_kernels(&cache)?.pop() {
+        None => match cached_kernels(&cache, f)?.pop() {
             Some(c) => c,
             None => apt.pick_kernel(None)?,
         },
     };
 
-    let kernel_dir = cache.join(format!("linux-{version}"));
+    let kernel_dir = cache.join(format!("{}{version}", f.kernel_dir));
+    let a = f.deb_arch;
     if !kernel_dir.is_dir() {
-        let pkg = format!("linux-image-{version}-riscv64");
+        let pkg = format!("linux-image-{version}-{a}");
         let deb = apt.download(&pkg)?;
         extract_deb(&deb, &kernel_dir)?;
         let _ = std::fs::remove_file(&deb);
     }
-    let kernel = find_vmlinux(&kernel_dir)?;
+    let kernel = find_kernel(&kernel_dir, f)?;
     let modules = first_existing(
         &kernel_dir,
         &[
-            format!("usr/lib/modules/{version}-riscv64"),
-            format!("lib/modules/{version}-riscv64"),
+            format!("usr/lib/modules/{version}-{a}"),
+            format!("lib/modules/{version}-{a}"),
         ],
     )
-    .with_context(|| {
-        format!(
-            "no lib/modules/{version}-riscv64 in {}",
-            kernel_dir.display()
-        )
-    })?;
+    .with_context(|| format!("no lib/modules/{version}-{a} in {}", kernel_dir.display()))?;
 
-    let busybox_dir = cache.join("busybox-static");
+    let busybox_dir = cache.join(f.busybox_dir);
     let busybox = match first_existing(&busybox_dir, &BUSYBOX_PATHS) {
         Some(path) => path,
         None => {
@@ -235,7 +308,15 @@ pub fn ensure_debian(kernel_version: Option<&str>) -> Result<GuestImages> {
             })?
         }
     };
-    check_riscv_elf(&busybox)?;
+    let found = elf_arch(&busybox)?;
+    if found != arch {
+        bail!(
+            "busybox {}: an {} ELF file, not {}",
+            busybox.display(),
+            found.name(),
+            arch.name()
+        );
+    }
 
     Ok(GuestImages {
         kernel,
@@ -245,20 +326,23 @@ pub fn ensure_debian(kernel_version: Option<&str>) -> Result<GuestImages> {
     })
 }
 
-/// Ensure the Debian images and build `target/images/initramfs-<name>.cpio.gz`
-/// from `init_script` (e.g. `debian_boot(None, "test", INIT_TEST)`). The initramfs
-/// is rebuilt when its busybox or init script changed.
+/// Ensure the Debian images of `arch` and build `target/images/initramfs-<name>.cpio.gz`
+/// (arm64: `initramfs-arm64-<name>.cpio.gz`) from `init_script` (e.g.
+/// `debian_boot(Arch::Riscv64, None, "test", INIT_TEST)`). The initramfs is rebuilt
+/// when its busybox or init script changed.
 pub fn debian_boot(
+    arch: Arch,
     kernel_version: Option<&str>,
     name: &str,
     init_script: &str,
 ) -> Result<BootImages> {
-    debian_boot_with(kernel_version, name, init_script, &[])
+    debian_boot_with(arch, kernel_version, name, init_script, &[])
 }
 
 /// [`debian_boot`] with extra executables in the initramfs: `(path, bytes)` pairs
 /// such as `("bin/virq-pingpong", elf)`, written with mode 0755.
 pub fn debian_boot_with(
+    arch: Arch,
     kernel_version: Option<&str>,
     name: &str,
     init_script: &str,
@@ -271,8 +355,8 @@ pub fn debian_boot_with(
     {
         bail!("initramfs name {name:?}: use letters, digits, '-', '_' and '.' only");
     }
-    let guest = ensure_debian(kernel_version)?;
-    let initramfs = cache_dir().join(format!("initramfs-{name}.cpio.gz"));
+    let guest = ensure_debian(arch, kernel_version)?;
+    let initramfs = flavour(arch).initramfs_path(name);
     build_initramfs_with(&guest.busybox, init_script, extra, &initramfs)?;
     Ok(BootImages {
         kernel: guest.kernel,
@@ -303,7 +387,8 @@ pub fn user_images(kernel: PathBuf, initramfs: PathBuf) -> Result<BootImages> {
 /// (`/dev`, `/proc`, `/sys`, ...), `/dev/console` (char 5:1, mode 0600),
 /// `/dev/null` (char 1:3) and `/init` (mode 0755) containing `init_script`.
 ///
-/// `busybox` must be a riscv64 ELF file and `init_script` must start with `#!`.
+/// `busybox` must be a riscv64 or aarch64 ELF file and `init_script` must start with
+/// `#!`.
 /// `out` is replaced atomically and left alone if its content would not change.
 pub fn build_initramfs(busybox: &Path, init_script: &str, out: &Path) -> Result<()> {
     build_initramfs_with(busybox, init_script, &[], out)
@@ -322,7 +407,7 @@ pub fn build_initramfs_with(
             "init script: must start with `#!` (e.g. `#!/bin/sh`), or the kernel cannot run /init"
         );
     }
-    check_riscv_elf(busybox)?;
+    elf_arch(busybox)?;
     let bb =
         std::fs::read(busybox).with_context(|| format!("reading busybox {}", busybox.display()))?;
 
@@ -380,8 +465,9 @@ fn temp_sibling(path: &Path) -> PathBuf {
     path.with_file_name(name)
 }
 
-/// Fail unless `path` is a 64-bit little-endian RISC-V ELF file.
-fn check_riscv_elf(path: &Path) -> Result<()> {
+/// The architecture of the 64-bit little-endian ELF file at `path` (riscv64 or
+/// aarch64; anything else fails).
+fn elf_arch(path: &Path) -> Result<Arch> {
     use std::io::Read;
     let mut head = [0u8; 20];
     std::fs::File::open(path)
@@ -390,19 +476,30 @@ fn check_riscv_elf(path: &Path) -> Result<()> {
     if &head[..4] != b"\x7fELF" {
         bail!("busybox {}: not an ELF file", path.display());
     }
-    // EI_CLASS 2 = 64-bit, EI_DATA 1 = little-endian, e_machine 243 = RISC-V.
-    if head[4] != 2 || head[5] != 1 || u16::from_le_bytes([head[18], head[19]]) != 243 {
-        bail!("busybox {}: not a riscv64 ELF file", path.display());
+    // EI_CLASS 2 = 64-bit, EI_DATA 1 = little-endian, e_machine 243 = RISC-V, 183 =
+    // AArch64.
+    let machine = u16::from_le_bytes([head[18], head[19]]);
+    match [RISCV64, ARM64]
+        .into_iter()
+        .find(|f| f.elf_machine == machine)
+    {
+        Some(f) if head[4] == 2 && head[5] == 1 => Ok(f.arch),
+        _ => bail!(
+            "busybox {}: not a riscv64 or aarch64 ELF file",
+            path.display()
+        ),
     }
-    Ok(())
 }
 
 /// Accept `6.12.94+deb13`, `6.12.94`, or a package name
-/// `linux-image-6.12.94+deb13-riscv64`; return the bare version.
+/// `linux-image-6.12.94+deb13-riscv64` (`-arm64`); return the bare version.
 fn normalize_version(v: &str) -> Result<String> {
     let v = v.trim();
     let v = v.strip_prefix("linux-image-").unwrap_or(v);
-    let v = v.strip_suffix("-riscv64").unwrap_or(v);
+    let v = [RISCV64, ARM64]
+        .iter()
+        .find_map(|f| v.strip_suffix(&format!("-{}", f.deb_arch)))
+        .unwrap_or(v);
     let prefix = format!("{KERNEL_SERIES}.");
     if !v.starts_with(&prefix) || v.len() == prefix.len() {
         bail!("kernel version {v:?}: expected {KERNEL_SERIES}.N or {KERNEL_SERIES}.N+debXX (e.g. 6.12.94+deb13)");
@@ -433,10 +530,10 @@ fn version_key(v: &str) -> Vec<u64> {
         .collect()
 }
 
-/// Versions of the kernels extracted in the cache, oldest first.
-fn cached_kernels(cache: &Path) -> Result<Vec<String>> {
+/// Versions of the kernels of flavour `f` extracted in the cache, oldest first.
+fn cached_kernels(cache: &Path, f: Flavour) -> Result<Vec<String>> {
     let mut found = Vec::new();
-    let prefix = format!("linux-{KERNEL_SERIES}.");
+    let prefix = format!("{}{KERNEL_SERIES}.", f.kernel_dir);
     let entries = match std::fs::read_dir(cache) {
         Ok(e) => e,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(found),
@@ -447,17 +544,18 @@ fn cached_kernels(cache: &Path) -> Result<Vec<String>> {
         let name = entry.file_name().to_string_lossy().into_owned();
         if name.starts_with(&prefix)
             && !name.contains(".tmp-")
-            && find_vmlinux(&entry.path()).is_ok()
+            && find_kernel(&entry.path(), f).is_ok()
         {
-            found.push(name["linux-".len()..].to_string());
+            found.push(name[f.kernel_dir.len()..].to_string());
         }
     }
     found.sort_by_key(|v| version_key(v));
     Ok(found)
 }
 
-/// `boot/vmlinux-*` in an extracted kernel package.
-fn find_vmlinux(dir: &Path) -> Result<PathBuf> {
+/// `boot/vmlinux-*` (riscv64) or `boot/vmlinuz-*` (arm64) in an extracted kernel
+/// package.
+fn find_kernel(dir: &Path, f: Flavour) -> Result<PathBuf> {
     let boot = dir.join("boot");
     let entries =
         std::fs::read_dir(&boot).with_context(|| format!("listing {}", boot.display()))?;
@@ -465,13 +563,14 @@ fn find_vmlinux(dir: &Path) -> Result<PathBuf> {
     for entry in entries {
         let entry = entry.with_context(|| format!("listing {}", boot.display()))?;
         let name = entry.file_name().to_string_lossy().into_owned();
-        if name.starts_with("vmlinux-") && entry.path().is_file() {
+        if name.starts_with(f.kernel_prefix) && entry.path().is_file() {
             return Ok(entry.path());
         }
         names.push(name);
     }
     bail!(
-        "no boot/vmlinux-* in {} (found: {})",
+        "no boot/{}* in {} (found: {})",
+        f.kernel_prefix,
         dir.display(),
         names.join(", ")
     )
@@ -514,19 +613,23 @@ fn extract_deb(deb: &Path, dest: &Path) -> Result<()> {
     }
 }
 
-/// apt with a private configuration under `target/images/apt/`.
+/// apt with a private configuration under `target/images/apt/` (arm64:
+/// `apt-arm64/`).
 struct Apt {
     dir: PathBuf,
     debs: PathBuf,
+    /// Debian's name of the architecture (`riscv64`, `arm64`).
+    arch: &'static str,
     /// Whether the package lists were refreshed in this run.
     updated: bool,
 }
 
 impl Apt {
-    fn new(cache: &Path) -> Self {
+    fn new(cache: &Path, f: Flavour) -> Self {
         Self {
-            dir: cache.join("apt"),
+            dir: cache.join(f.apt_dir),
             debs: cache.join("debs"),
+            arch: f.deb_arch,
             updated: false,
         }
     }
@@ -545,7 +648,8 @@ impl Apt {
                 .with_context(|| format!("creating {}", status.display()))?;
         }
         let sources = format!(
-            "deb [arch=riscv64] {} {DEBIAN_SUITE} main\n",
+            "deb [arch={}] {} {DEBIAN_SUITE} main\n",
+            self.arch,
             system_mirror()
         );
         let list = self.dir.join("sources.list");
@@ -566,8 +670,8 @@ impl Apt {
             format!("Dir::State::Lists={}", d("lists")),
             format!("Dir::Cache={}", d("cache")),
             format!("Dir::State::status={}", d("status")),
-            "APT::Architecture=riscv64".into(),
-            "APT::Architectures=riscv64".into(),
+            format!("APT::Architecture={}", self.arch),
+            format!("APT::Architectures={}", self.arch),
             // Only the Packages index is needed.
             "Acquire::IndexTargets::deb::DEP-11::DefaultEnabled=false".into(),
             "Acquire::IndexTargets::deb::DEP-11-icons::DefaultEnabled=false".into(),
@@ -613,7 +717,10 @@ impl Apt {
         if !force && self.lists_fresh() {
             return Ok(());
         }
-        eprintln!("images: updating the Debian {DEBIAN_SUITE} riscv64 package lists");
+        eprintln!(
+            "images: updating the Debian {DEBIAN_SUITE} {} package lists",
+            self.arch
+        );
         let mut cmd = self.cmd("apt-get");
         cmd.arg("update");
         self.run_logged(cmd, "updating the private apt lists")?;
@@ -655,18 +762,17 @@ impl Apt {
         Ok(String::from_utf8_lossy(&out.stdout).into_owned())
     }
 
-    /// Published `linux-image-6.12.*-riscv64` versions, oldest first.
+    /// Published `linux-image-6.12.*-riscv64` (`-arm64`) versions, oldest first: the
+    /// plain flavour only (a `-` left in the version is another flavour's:
+    /// `6.12.57+deb13-rt` of `linux-image-6.12.57+deb13-rt-arm64`).
     fn kernel_candidates(&self) -> Result<Vec<String>> {
         let prefix = format!("linux-image-{KERNEL_SERIES}.");
         let names = self.cache_query(&["pkgnames", &prefix])?;
+        let suffix = format!("-{}", self.arch);
         let mut versions: Vec<String> = names
             .lines()
-            .filter_map(|n| {
-                n.trim()
-                    .strip_prefix("linux-image-")?
-                    .strip_suffix("-riscv64")
-            })
-            .filter(|v| normalize_version(v).is_ok())
+            .filter_map(|n| n.trim().strip_prefix("linux-image-")?.strip_suffix(&suffix))
+            .filter(|v| !v.contains('-') && normalize_version(v).is_ok())
             .map(str::to_string)
             .collect();
         versions.sort_by_key(|v| version_key(v));
@@ -690,8 +796,9 @@ impl Apt {
         }
         pick(&all).with_context(|| {
             format!(
-                "no linux-image-{}-riscv64 in Debian {DEBIAN_SUITE} (available: {})",
+                "no linux-image-{}-{} in Debian {DEBIAN_SUITE} (available: {})",
                 wanted.unwrap_or("6.12.*"),
+                self.arch,
                 if all.is_empty() {
                     "none".into()
                 } else {
@@ -952,6 +1059,10 @@ mod tests {
             normalize_version("linux-image-6.12.94+deb13-riscv64").unwrap(),
             "6.12.94+deb13"
         );
+        assert_eq!(
+            normalize_version("linux-image-6.12.94+deb13-arm64").unwrap(),
+            "6.12.94+deb13"
+        );
         assert_eq!(normalize_version(" 6.12.94 ").unwrap(), "6.12.94");
         for bad in ["", "6.12.", "6.13.1", "5.10.1", "6.12.1;rm", "6.12.1 x"] {
             assert!(normalize_version(bad).is_err(), "{bad:?} accepted");
@@ -995,14 +1106,78 @@ mod tests {
         std::fs::remove_dir_all(&dir).unwrap();
     }
 
-    /// A fake riscv64 ELF header that passes `check_riscv_elf`.
-    fn fake_busybox(path: &Path) {
+    /// A fake ELF header of `f`'s architecture that passes `elf_arch`.
+    fn fake_elf(path: &Path, f: Flavour) {
         let mut head = vec![0u8; 64];
         head[..4].copy_from_slice(b"\x7fELF");
         head[4] = 2;
         head[5] = 1;
-        head[18..20].copy_from_slice(&243u16.to_le_bytes());
+        head[18..20].copy_from_slice(&f.elf_machine.to_le_bytes());
         std::fs::write(path, head).unwrap();
+    }
+
+    fn fake_busybox(path: &Path) {
+        fake_elf(path, RISCV64)
+    }
+
+    #[test]
+    fn elf_arch_tells_riscv64_from_aarch64() {
+        let dir = std::env::temp_dir().join(format!("virq-xtask-elf-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let p = dir.join("busybox");
+        for f in [RISCV64, ARM64] {
+            fake_elf(&p, f);
+            assert_eq!(elf_arch(&p).unwrap(), f.arch);
+        }
+        // x86-64 (62): neither.
+        fake_elf(
+            &p,
+            Flavour {
+                elf_machine: 62,
+                ..RISCV64
+            },
+        );
+        let e = elf_arch(&p).unwrap_err();
+        assert!(
+            format!("{e:#}").contains("not a riscv64 or aarch64"),
+            "{e:#}"
+        );
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    /// Each architecture keeps its own cache names; riscv64's are the ones it had.
+    #[test]
+    fn flavours_keep_apart_in_the_cache() {
+        assert_eq!(flavour(Arch::Riscv64), RISCV64);
+        assert_eq!(flavour(Arch::Aarch64), ARM64);
+        assert!(RISCV64
+            .initramfs_path("test")
+            .ends_with("target/images/initramfs-test.cpio.gz"));
+        assert!(ARM64
+            .initramfs_path("test")
+            .ends_with("target/images/initramfs-arm64-test.cpio.gz"));
+        for (a, b) in [
+            (RISCV64.apt_dir, ARM64.apt_dir),
+            (RISCV64.busybox_dir, ARM64.busybox_dir),
+        ] {
+            assert_ne!(a, b);
+        }
+        // A riscv64 kernel folder is never taken for an arm64 one, nor the reverse.
+        let cache =
+            std::env::temp_dir().join(format!("virq-xtask-flavours-{}", std::process::id()));
+        for (dir, file) in [
+            ("linux-6.12.9+deb13/boot", "vmlinux-6.12.9+deb13-riscv64"),
+            (
+                "linux-arm64-6.12.8+deb13/boot",
+                "vmlinuz-6.12.8+deb13-arm64",
+            ),
+        ] {
+            std::fs::create_dir_all(cache.join(dir)).unwrap();
+            std::fs::write(cache.join(dir).join(file), b"k").unwrap();
+        }
+        assert_eq!(cached_kernels(&cache, RISCV64).unwrap(), ["6.12.9+deb13"]);
+        assert_eq!(cached_kernels(&cache, ARM64).unwrap(), ["6.12.8+deb13"]);
+        std::fs::remove_dir_all(&cache).unwrap();
     }
 
     #[test]
@@ -1065,7 +1240,9 @@ mod tests {
     fn init_scripts_have_the_markers() {
         for marker in [
             "VIRQ-INIT-START",
+            "VIRQ-CPUS-ONLINE $(cat /sys/devices/system/cpu/online)",
             "VIRQ-CMDLINE $(cat /proc/cmdline)",
+            "ttyS0|uart-pl011",
             "cat /proc/interrupts",
             "VIRQ-INIT-DONE",
             "poweroff -f",
@@ -1076,24 +1253,28 @@ mod tests {
         assert!(INIT_TEST.starts_with("#!/bin/sh\n") && INIT_SHELL.starts_with("#!/bin/sh\n"));
     }
 
-    /// Downloads the real Debian images (about 115 MB) and builds both initramfs
-    /// files: `cargo test -p xtask -- --ignored debian`.
+    /// Downloads the real Debian images of both architectures (about 115 MB riscv64,
+    /// about 110 MB arm64) and builds both initramfs files of each: `cargo test -p xtask
+    /// -- --ignored debian`.
     #[test]
     #[ignore = "downloads from Debian"]
     fn debian_images_for_real() {
-        let guest = ensure_debian(None).unwrap();
-        eprintln!("{guest:#?}");
-        assert!(guest.kernel.is_file() && guest.busybox.is_file());
-        let again = ensure_debian(Some(&guest.kernel_version)).unwrap();
-        assert_eq!(again, guest);
-        let err = ensure_debian(Some("6.12.1")).unwrap_err();
-        assert!(format!("{err:#}").contains("available: "), "{err:#}");
-        let err = ensure_debian(Some("5.10")).unwrap_err();
-        assert!(format!("{err:#}").contains("kernel version"), "{err:#}");
-        for (name, init) in [("test", INIT_TEST), ("shell", INIT_SHELL)] {
-            let boot = debian_boot(None, name, init).unwrap();
-            eprintln!("{boot:#?}");
-            assert!(boot.initramfs.is_file());
+        for arch in [Arch::Riscv64, Arch::Aarch64] {
+            let guest = ensure_debian(arch, None).unwrap();
+            eprintln!("{guest:#?}");
+            assert!(guest.kernel.is_file() && guest.busybox.is_file());
+            assert_eq!(elf_arch(&guest.busybox).unwrap(), arch);
+            let again = ensure_debian(arch, Some(&guest.kernel_version)).unwrap();
+            assert_eq!(again, guest);
+            let err = ensure_debian(arch, Some("6.12.1")).unwrap_err();
+            assert!(format!("{err:#}").contains("available: "), "{err:#}");
+            let err = ensure_debian(arch, Some("5.10")).unwrap_err();
+            assert!(format!("{err:#}").contains("kernel version"), "{err:#}");
+            for (name, init) in [("test", INIT_TEST), ("shell", INIT_SHELL)] {
+                let boot = debian_boot(arch, None, name, init).unwrap();
+                eprintln!("{boot:#?}");
+                assert!(boot.initramfs.is_file());
+            }
         }
     }
 }

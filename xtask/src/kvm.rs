@@ -272,7 +272,7 @@ pub fn kvm_modules(modules: &Path) -> Result<Vec<(String, Vec<u8>)>> {
 /// Debian's kernel and `target/images/initramfs-kvm-bench.cpio.gz`: busybox, the
 /// modules, the VMM and `payload`, and [`init_script`].
 pub fn boot_images(payload: &Path) -> Result<crate::images::BootImages> {
-    let guest = crate::images::ensure_debian(None)?;
+    let guest = crate::images::ensure_debian(hyp_config::Arch::Riscv64, None)?;
     let modules = kvm_modules(&guest.modules)?;
     let vmm = std::fs::read(build_vmm()?)?;
     let payload_bytes =
@@ -299,6 +299,7 @@ pub fn boot_images(payload: &Path) -> Result<crate::images::BootImages> {
         vmm.len()
     );
     crate::images::debian_boot_with(
+        hyp_config::Arch::Riscv64,
         Some(&guest.kernel_version),
         "kvm-bench",
         &init_script(&names),

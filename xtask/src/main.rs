@@ -3,11 +3,12 @@
 //! Module ownership:
 //! - `setup`: host prerequisites (rustup target, QEMU >= 8) — installs as root,
 //!   otherwise prints the exact commands and stops.
-//! - `images`: Debian riscv64 guest images (kernel, busybox) and the initramfs.
+//! - `images`: Debian riscv64 and arm64 guest images (kernel, busybox) and the
+//!   initramfs.
 //! - `hyp`: builds the bare-metal hypervisor and its test guest, runs QEMU, and
 //!   the QEMU test suite.
-//! - `arm`: hyp's aarch64 image (first step): build, `run --arch aarch64`, the aarch64
-//!   smoke test of the QEMU suite.
+//! - `arm`: hyp's aarch64 image: build, `run --arch aarch64 --hello` (the built-in
+//!   guest), the aarch64 cases of the QEMU suite (`aarch64-hello`, `aarch64-linux`).
 //! - `checks`: fmt, clippy, host tests, loom models, and the library crates as
 //!   dependencies (examples, `no_std` targets, MSRV, publish dry-run, API listing).
 //! - `api`: `cargo xtask api [--bless]`, the recorded public API of the library crates.
@@ -15,7 +16,8 @@
 //!   initramfs, result parsing; `soak`: `cargo xtask soak`, it on every configuration.
 //! - `util`: the workspace root and running commands (a leaf: imports no other module).
 //! - `config`: guest configuration files (`configs/*.toml`): parse, `--set`, check,
-//!   place in host memory, the QEMU machine booting hyp with the config blob.
+//!   place in host memory (per architecture), the QEMU machine booting hyp with the
+//!   config blob.
 //! - `mutants`: `loom-mutants`, the checked list of protocol breaks loom must catch.
 //! - `bench`: `bench --system`, instructions per interrupt path in QEMU (`-icount`) with
 //!   the `guest/bench` payload on bare QEMU, under hyp and under KVM; JSON, table, SVG
@@ -54,7 +56,8 @@ enum Cmd {
     /// Install what is missing (rustup targets, the MSRV toolchain, QEMU 10) or print
     /// how to.
     Setup,
-    /// Boot the default configuration under `hyp` in QEMU.
+    /// Boot the default configuration under `hyp` in QEMU (`--arch aarch64`: Debian
+    /// arm64 Linux on a vGICv3).
     Run(hyp::RunArgs),
     /// Everything: fmt, clippy, host tests, loom models, fuzz-target build, QEMU suite.
     Test(checks::TestArgs),

@@ -45,6 +45,7 @@ poweroff -f
 pub fn boot_images(rounds: u64, cpus: u32) -> Result<crate::images::BootImages> {
     let elf = build()?;
     crate::images::debian_boot_with(
+        hyp_config::Arch::Riscv64,
         None,
         &format!("pingpong-{rounds}-{cpus}"),
         &init_script(rounds, cpus),

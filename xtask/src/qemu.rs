@@ -3,6 +3,7 @@
 //! with its time-outs and logs. Used by `cargo xtask run`, the QEMU suite, `cargo xtask
 //! soak` and `cargo xtask bench --system`; imports none of them.
 use anyhow::{ensure, Context, Result};
+use hyp_config::Arch;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -12,6 +13,12 @@ use std::time::{Duration, Instant};
 use crate::util::{root, run_cmd};
 
 pub(crate) const TARGET: &str = "riscv64gc-unknown-none-elf";
+/// QEMU's `-M` on aarch64: QEMU arm `virt` with EL2 (`virtualization=on`; no EL3, so
+/// an ELF `-kernel` starts at EL2) and a GICv3.
+pub(crate) const ARM_MACHINE: &str = "virt,virtualization=on,gic-version=3";
+/// QEMU's `-cpu` on aarch64: everything QEMU models but SVE and SME, whose register
+/// state hyp does not switch (it refuses a guest on a CPU that has them).
+pub(crate) const ARM_CPU: &str = "max,sve=off,sme=off";
 /// Laps of the ping-pong cases of the QEMU suite (`cargo xtask soak` runs 1,000,000).
 pub(crate) const PINGPONG_LAPS: u64 = 20_000;
 /// Default time limit of one QEMU run.
@@ -31,7 +38,8 @@ pub(crate) struct Images {
 #[derive(Debug, Clone)]
 pub(crate) enum Payload {
     /// hyp, with files put into RAM by QEMU's loader (the guests' images and
-    /// the config blob, placed by the `config` module).
+    /// the config blob, placed by the `config` module; none for hyp's built-in aarch64
+    /// test guest).
     Hyp {
         /// `-m`.
         memory_mb: u32,
@@ -42,7 +50,7 @@ pub(crate) enum Payload {
     /// the kernel command line.
     BareLinux { kernel: PathBuf, initramfs: PathBuf },
     /// A bare-metal S-mode image on bare QEMU (OpenSBI starts it at 0x8020_0000):
-    /// the system benchmark's reference for "no hypervisor".
+    /// the system benchmark's reference for "no hypervisor" (riscv64).
     Bare { kernel: PathBuf },
 }
 
@@ -187,9 +195,12 @@ pub(crate) fn elf_to_flat(elf: &[u8]) -> Result<Vec<u8>> {
 /// One QEMU configuration.
 #[derive(Debug, Clone)]
 pub(crate) struct Machine {
+    /// `qemu-system-riscv64` (`-M virt`, OpenSBI) or `qemu-system-aarch64` (`-M`
+    /// [`ARM_MACHINE`] `-cpu` [`ARM_CPU`], no firmware, `-no-reboot`).
+    pub(crate) arch: Arch,
     pub(crate) smp: u32,
-    /// `Some(n)`: `-M virt,aia=aplic-imsic,aia-guests=n` (S-level APLIC + IMSIC with `n`
-    /// guest interrupt files per hart); `None`: plain `-M virt` (PLIC).
+    /// riscv64: `Some(n)`: `-M virt,aia=aplic-imsic,aia-guests=n` (S-level APLIC + IMSIC
+    /// with `n` guest interrupt files per hart); `None`: plain `-M virt` (PLIC).
     pub(crate) aia: Option<u32>,
     pub(crate) bootargs: Vec<String>,
     pub(crate) timeout: Duration,
@@ -201,27 +212,45 @@ pub(crate) struct Machine {
 
 impl Machine {
     pub(crate) fn command(&self, img: &Images) -> Command {
-        let mut cmd = Command::new("qemu-system-riscv64");
-        let machine = match self.aia {
-            Some(n) => format!("virt,aia=aplic-imsic,aia-guests={n}"),
-            None => "virt".into(),
-        };
+        self.command_for(&img.hyp)
+    }
+
+    /// The QEMU command line, `hyp` being hyp's ELF (for [`Payload::Hyp`]).
+    pub(crate) fn command_for(&self, hyp: &Path) -> Command {
         let memory = match &self.payload {
             Payload::Hyp { memory_mb, .. } => format!("{memory_mb}M"),
             Payload::BareLinux { .. } => "512M".into(),
             Payload::Bare { .. } => "256M".into(),
         };
-        cmd.args([
-            "-M",
-            &machine,
-            "-m",
-            &memory,
-            "-nographic",
-            "-bios",
-            "default",
-            "-smp",
-        ])
-        .arg(self.smp.to_string());
+        let mut cmd = match self.arch {
+            Arch::Riscv64 => {
+                let mut cmd = Command::new("qemu-system-riscv64");
+                let machine = match self.aia {
+                    Some(n) => format!("virt,aia=aplic-imsic,aia-guests={n}"),
+                    None => "virt".into(),
+                };
+                cmd.args([
+                    "-M",
+                    &machine,
+                    "-m",
+                    &memory,
+                    "-nographic",
+                    "-bios",
+                    "default",
+                    "-smp",
+                ])
+                .arg(self.smp.to_string());
+                cmd
+            }
+            Arch::Aarch64 => {
+                // `-no-reboot`: PSCI SYSTEM_RESET (hyp's failure power-off) ends QEMU.
+                let mut cmd = Command::new(crate::setup::QEMU_ARM_BINARY);
+                cmd.args(["-M", ARM_MACHINE, "-cpu", ARM_CPU, "-m", &memory, "-smp"])
+                    .arg(self.smp.to_string())
+                    .args(["-nographic", "-no-reboot"]);
+                cmd
+            }
+        };
         if self.icount {
             cmd.args(["-icount", "shift=0,sleep=off"]);
         }
@@ -234,7 +263,7 @@ impl Machine {
                 cmd.arg(kernel);
             }
             Payload::Hyp { loads, .. } => {
-                cmd.arg(&img.hyp);
+                cmd.arg(hyp);
                 for (file, addr) in loads {
                     cmd.arg("-device").arg(format!(
                         "loader,file={},addr={addr:#x},force-raw=on",

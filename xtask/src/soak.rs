@@ -154,6 +154,7 @@ impl Config {
             return Ok((
                 None,
                 Machine {
+                    arch: hyp_config::Arch::Riscv64,
                     smp: 2,
                     aia: Some(0),
                     bootargs: vec!["console=ttyS0".into(), "earlycon=sbi".into()],
@@ -304,7 +305,7 @@ pub fn soak(args: &SoakArgs) -> Result<()> {
             .map(Duration::from_secs)
             .unwrap_or_else(|| default_timeout(args.rounds, c.cpus));
         let named = crate::config::NamedImages {
-            testguest: img.guest_bin.clone(),
+            testguest: Some(img.guest_bin.clone()),
             kernel_version: None,
         };
         let (_, mut m) = c.machine(

@@ -34,6 +34,10 @@ pub const MAX_VCPUS: u32 = 64;
 pub const RAM_ALIGN: u64 = 2 << 20;
 /// hyp writes the guest's DTB into the last [`DTB_AREA`] bytes of its RAM.
 pub const DTB_AREA: u64 = 2 << 20;
+/// Alignment of an aarch64 guest's kernel in its RAM: an arm64 `Image` goes
+/// `text_offset` bytes past a 2 MiB boundary (Documentation/arch/arm64/booting.rst), a
+/// multiple of the 4 KiB page.
+pub const KERNEL_ALIGN_AARCH64: u64 = 4 << 10;
 /// Smallest guest RAM.
 pub const MIN_MEMORY_MB: u32 = 4;
 /// Longest kernel command line (Linux's riscv `COMMAND_LINE_SIZE`).
@@ -189,16 +193,44 @@ pub trait Named: Sized + Copy + 'static {
     }
 }
 
+/// The architecture a configuration is for (xtask's `[machine] arch`). Not in the
+/// blob: each guest's [`Topology`] implies it ([`Topology::arch`]).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Arch {
+    /// RISC-V with the H extension, QEMU `virt` (`qemu-system-riscv64`).
+    #[default]
+    Riscv64,
+    /// Arm with EL2, QEMU arm `virt` with `virtualization=on` (`qemu-system-aarch64`).
+    Aarch64,
+}
+
+impl Named for Arch {
+    const NAMES: &'static [(&'static str, Self)] =
+        &[("riscv64", Self::Riscv64), ("aarch64", Self::Aarch64)];
+}
+
 /// The guest's interrupt controller (`topology`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Topology {
-    /// An emulated PLIC with one S-mode context per vCPU (any host).
+    /// An emulated PLIC with one S-mode context per vCPU (any RISC-V host).
     Vplic,
     /// The AIA: a vAPLIC in MSI mode and an IMSIC file per vCPU, hardware guest files
-    /// where the hart has them (needs a host with an S-level IMSIC).
+    /// where the hart has them (needs a RISC-V host with an S-level IMSIC).
     Aia,
-    /// A GICv3 (distributor and one redistributor per vCPU) on an aarch64 host.
+    /// A GICv3 (IHI 0069) as the guest sees it: a distributor and one redistributor per
+    /// vCPU, affinity routing, the virtual CPU interface through the host's list
+    /// registers (needs an aarch64 host with a GICv3).
     Vgicv3,
+}
+
+impl Topology {
+    /// The architecture a guest with this controller runs on.
+    pub fn arch(self) -> Arch {
+        match self {
+            Topology::Vplic | Topology::Aia => Arch::Riscv64,
+            Topology::Vgicv3 => Arch::Aarch64,
+        }
+    }
 }
 
 impl Named for Topology {
@@ -212,11 +244,13 @@ impl Named for Topology {
 /// A device given to the guest (`devices`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Device {
-    /// QEMU `virt`'s NS16550A at `0x1000_0000`, passed through with its interrupt
-    /// (source 10). One guest at most: there is one.
+    /// The machine's UART, passed through with its interrupt at the same guest address:
+    /// on riscv64 QEMU `virt`'s NS16550A at `0x1000_0000` (PLIC/APLIC source 10), on
+    /// aarch64 QEMU arm `virt`'s PL011 at `0x0900_0000` (INTID 33, SPI 1). One guest
+    /// at most: there is one.
     Uart,
-    /// hyp's emulated NS16550A at the same guest address: output goes to hyp's console
-    /// prefixed with the guest's name; no interrupt.
+    /// hyp's emulated NS16550A at the riscv64 UART's guest address: output goes to hyp's
+    /// console prefixed with the guest's name; no interrupt (riscv64 only so far).
     Vuart,
 }
 
@@ -291,7 +325,8 @@ pub fn guest_field(i: usize, key: &str) -> String {
 }
 
 /// Check everything that does not depend on the machine: counts and limits, names,
-/// RAM shape and overlaps, image placement inside RAM, device owners. The machine
+/// one architecture for all guests (their topologies), RAM shape and overlaps, image
+/// placement inside RAM, device owners. The machine
 /// (host RAM, an IMSIC for `aia`) is checked where it is known: by xtask against the
 /// `[machine]` it starts, by hyp against the host DTB.
 pub fn validate(c: &Config) -> Result<(), Error> {
@@ -319,6 +354,19 @@ pub fn validate(c: &Config) -> Result<(), Error> {
                 guest_field(i, "vcpus"),
                 format!(
                     "the guests have {total_vcpus} vCPUs together; hyp runs at most {MAX_VCPUS}"
+                ),
+            ));
+        }
+        let arch = c.guests[0].topology.arch();
+        if g.topology.arch() != arch {
+            return Err(Error::new(
+                guest_field(i, "topology"),
+                format!(
+                    "\"{}\" is for {}, guest[0]'s \"{}\" for {}: the guests of one machine share its architecture",
+                    g.topology.name(),
+                    g.topology.arch().name(),
+                    c.guests[0].topology.name(),
+                    arch.name()
                 ),
             ));
         }
@@ -401,15 +449,20 @@ fn validate_guest(i: usize, g: &Guest) -> Result<(), Error> {
             format!("{:#x} is not 2 MiB aligned", g.ram_host_base),
         ));
     }
-    // Images must lie below the DTB area, the kernel on a 2 MiB boundary (Linux's
-    // riscv64 `Image` requires it), and not overlap.
+    // Images must lie below the DTB area and not overlap; the kernel on a 2 MiB
+    // boundary (Linux's riscv64 `Image` requires it) or, on aarch64, `text_offset` past
+    // one (Linux's arm64 `Image`: a page multiple, 0 since Linux 5.8).
     let usable = g.ram_size() - DTB_AREA;
     let k = g.kernel;
-    if k.size == 0 || k.offset % RAM_ALIGN != 0 || k.end().is_none_or(|e| e > usable) {
+    let (align, how) = match g.topology.arch() {
+        Arch::Riscv64 => (RAM_ALIGN, "2 MiB aligned"),
+        Arch::Aarch64 => (KERNEL_ALIGN_AARCH64, "4 KiB aligned"),
+    };
+    if k.size == 0 || k.offset % align != 0 || k.end().is_none_or(|e| e > usable) {
         return Err(Error::new(
             f("kernel"),
             format!(
-                "{} bytes at offset {:#x} do not fit 2 MiB aligned below the last 2 MiB (the DTB's) of {} MiB of RAM",
+                "{} bytes at offset {:#x} do not fit {how} below the last 2 MiB (the DTB's) of {} MiB of RAM",
                 k.size, k.offset, g.memory_mb
             ),
         ));

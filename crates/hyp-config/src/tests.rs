@@ -146,6 +146,89 @@ fn each_error_names_its_field() {
     }
 }
 
+/// One Debian arm64 guest as xtask places it: the `Image` at offset 0 (its
+/// `text_offset`), the initramfs after its `image_size`.
+fn arm64(name: &str, base: u64) -> Guest {
+    Guest {
+        kernel: Load {
+            offset: 0,
+            size: 38 << 20,
+        },
+        initramfs: Some(Load {
+            offset: 42 << 20,
+            size: 3 << 20,
+        }),
+        cmdline: "console=ttyAMA0 earlycon=pl011,0x9000000".into(),
+        topology: Topology::Vgicv3,
+        ..linux(name, base)
+    }
+}
+
+#[test]
+fn vgicv3_is_an_aarch64_topology_named_vgicv3() {
+    assert_eq!(Topology::from_name("vgicv3"), Some(Topology::Vgicv3));
+    assert_eq!(Topology::Vgicv3.name(), "vgicv3");
+    assert_eq!(Topology::Vgicv3.arch(), Arch::Aarch64);
+    for t in [Topology::Vplic, Topology::Aia] {
+        assert_eq!(t.arch(), Arch::Riscv64);
+    }
+    assert_eq!(Topology::choices(), "vplic, aia, vgicv3");
+    assert_eq!(Arch::from_name("aarch64"), Some(Arch::Aarch64));
+    assert_eq!(Arch::from_name("arm64"), None);
+    assert_eq!(Arch::default(), Arch::Riscv64);
+}
+
+#[test]
+fn an_arm64_configuration_passes_and_round_trips() {
+    let c = Config {
+        hyp: Options::default(),
+        guests: vec![arm64("linux", 0x4400_0000), {
+            let mut g = arm64("linux2", 0x4e00_0000);
+            g.devices.clear();
+            g
+        }],
+    };
+    validate(&c).unwrap();
+    assert_eq!(decode(&encode(&c)).unwrap(), c);
+}
+
+/// An arm64 `Image` goes `text_offset` past a 2 MiB boundary (0x80000 before Linux
+/// 5.8): any page multiple on aarch64; riscv64 kernels stay on 2 MiB boundaries.
+#[test]
+fn kernel_alignment_follows_the_architecture() {
+    let mut g = arm64("linux", 0x4400_0000);
+    g.kernel.offset = 0x8_0000;
+    let one = |g: Guest| Config {
+        hyp: Options::default(),
+        guests: vec![g],
+    };
+    validate(&one(g.clone())).unwrap();
+    g.kernel.offset = 0x8_0800;
+    let e = validate(&one(g)).unwrap_err();
+    assert_eq!(e.field, "guest[0].kernel", "{e}");
+    assert!(e.message.contains("4 KiB aligned"), "{e}");
+    let e = error_of(|c| c.guests[0].kernel.offset = 0x8_0000);
+    assert!(e.message.contains("2 MiB aligned"), "{e}");
+}
+
+/// Each guest's topology implies an architecture; one machine has one.
+#[test]
+fn guests_of_two_architectures_are_refused() {
+    let e = error_of(|c| c.guests[1] = arm64("linux2", 0xa000_0000));
+    assert_eq!(e.field, "guest[1].topology", "{e}");
+    assert!(
+        e.message
+            .starts_with("\"vgicv3\" is for aarch64, guest[0]'s \"aia\" for riscv64"),
+        "{e}"
+    );
+    let mut c = Config {
+        hyp: Options::default(),
+        guests: vec![arm64("linux", 0x4400_0000), linux("linux2", 0x5000_0000)],
+    };
+    c.guests[1].devices.clear();
+    assert_eq!(validate(&c).unwrap_err().field, "guest[1].topology");
+}
+
 #[test]
 fn too_many_vcpus_in_total_is_refused_at_the_guest_that_crosses_the_limit() {
     let mut c = two();
@@ -211,7 +294,7 @@ fn arb_guest(i: usize) -> impl Strategy<Value = Guest> {
         (2u32..=128).prop_map(|m| m * 2),
         any::<bool>(),
         "[ -~]{0,80}",
-        prop::sample::select(vec![Topology::Vplic, Topology::Aia]),
+        prop::sample::select(vec![Topology::Vplic, Topology::Aia, Topology::Vgicv3]),
         prop::sample::select(vec![vec![], vec![Device::Uart], vec![Device::Vuart]]),
         prop::sample::select(vec![Eoi::Deferred, Eoi::Immediate]),
     )

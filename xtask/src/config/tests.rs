@@ -1,7 +1,20 @@
 use super::*;
 
-/// Named images as small files in a temporary folder: a flat test guest and a file
-/// with a RISC-V Linux `Image` header.
+/// The fake arm64 `Image`'s `image_size`: 6 MiB (its file is 64 KiB).
+const FAKE_ARM64_IMAGE_SIZE: u64 = 6 << 20;
+
+/// An arm64 `Image` header: `text_offset`, `image_size`, the magic; `len` bytes.
+fn arm64_image(text_offset: u64, image_size: u64, len: usize) -> Vec<u8> {
+    let mut image = vec![0u8; len];
+    image[0x08..0x10].copy_from_slice(&text_offset.to_le_bytes());
+    image[0x10..0x18].copy_from_slice(&image_size.to_le_bytes());
+    image[0x38..0x3c].copy_from_slice(b"ARM\x64");
+    image
+}
+
+/// Named images as small files in a temporary folder: a flat test guest, a file with a
+/// RISC-V Linux `Image` header (`Image`) and one with an arm64 header
+/// (`Image-arm64`, [`FAKE_ARM64_IMAGE_SIZE`]).
 pub(crate) struct FakeImages {
     dir: PathBuf,
 }
@@ -14,6 +27,8 @@ impl FakeImages {
         let mut image = vec![0u8; 64 << 10];
         image[0x38..0x3c].copy_from_slice(b"RSC\x05");
         std::fs::write(dir.join("Image"), image).unwrap();
+        let arm = arm64_image(0, FAKE_ARM64_IMAGE_SIZE, 64 << 10);
+        std::fs::write(dir.join("Image-arm64"), arm).unwrap();
         std::fs::write(dir.join("initramfs"), [0u8; 5000]).unwrap();
         std::fs::write(dir.join("big.bin"), vec![0u8; 3 << 20]).unwrap();
         FakeImages { dir }
@@ -28,10 +43,13 @@ impl Images for FakeImages {
     fn testguest(&self) -> Result<PathBuf> {
         Ok(self.dir.join("testguest.bin"))
     }
-    fn debian_kernel(&self) -> Result<PathBuf> {
-        Ok(self.dir.join("Image"))
+    fn debian_kernel(&self, arch: Arch) -> Result<PathBuf> {
+        Ok(self.dir.join(match arch {
+            Arch::Riscv64 => "Image",
+            Arch::Aarch64 => "Image-arm64",
+        }))
     }
-    fn debian_initramfs(&self, _which: &str) -> Result<PathBuf> {
+    fn debian_initramfs(&self, _arch: Arch, _which: &str) -> Result<PathBuf> {
         Ok(self.dir.join("initramfs"))
     }
     fn bench(&self) -> Result<PathBuf> {
@@ -65,7 +83,7 @@ fn every_example_configuration_resolves() {
         assert_eq!(hyp_config::decode(&blob).unwrap(), r.config);
         n += 1;
     }
-    assert!(n >= 6, "only {n} example configurations");
+    assert!(n >= 9, "only {n} example configurations");
 }
 
 /// The default of `cargo xtask run` is the AIA Linux with a shell.
@@ -105,7 +123,7 @@ fn bad_configurations_are_refused_naming_the_field() {
         );
         n += 1;
     }
-    assert!(n >= 15, "only {n} bad files");
+    assert!(n >= 29, "only {n} bad files");
 }
 
 const ONE: &str = r#"
@@ -181,4 +199,201 @@ fn guests_are_placed_one_after_the_other() {
     assert_eq!(r.machine.memory_mb, 512);
     let m = r.machine(Duration::from_secs(1), &[]).unwrap();
     assert_eq!(m.bootargs, [format!("config={CONFIG_BLOB_ADDR:#x}")]);
+}
+
+/// `cargo xtask run --arch aarch64` boots Debian arm64 Linux on a vGICv3 with a shell.
+#[test]
+fn the_aarch64_default_is_linux_on_a_vgicv3() {
+    let (file, _) = load(&crate::util::root().join(DEFAULT_CONFIG_AARCH64), &[]).unwrap();
+    assert_eq!(file.machine.arch().unwrap(), Arch::Aarch64);
+    assert_eq!(file.machine.harts, 2);
+    let g = &file.guest[0];
+    assert_eq!(
+        (g.kernel.as_str(), g.vcpus, g.memory_mb),
+        ("debian", 2, 160)
+    );
+    assert_eq!(g.initramfs.as_deref(), Some("debian-shell"));
+    assert_eq!(g.topology, "vgicv3");
+    assert_eq!(g.devices, ["uart"]);
+    assert_eq!(g.cmdline, "console=ttyAMA0 earlycon=pl011,0x9000000");
+}
+
+/// The host layout of `configs/linux-arm64.toml` and the QEMU command line booting it.
+#[test]
+fn aarch64_guests_go_above_hyp_and_the_blob_after_them() {
+    let images = FakeImages::new("arm64-layout");
+    let (mut file, _) = load(&crate::util::root().join(DEFAULT_CONFIG_AARCH64), &[]).unwrap();
+    use_test_init(&mut file);
+    let r = resolve("linux-arm64", &file, images.dir(), &images).unwrap();
+    assert_eq!(r.machine.arch, Arch::Aarch64);
+    assert_eq!(r.machine.aia, None);
+    let g = &r.config.guests[0];
+    assert_eq!(g.topology, Topology::Vgicv3);
+    assert_eq!(g.devices, [hyp_config::Device::Uart]);
+    assert_eq!(g.ram_host_base, AARCH64_HYP_END);
+    assert_eq!(AARCH64_HYP_END, 0x4400_0000);
+    // The Image at its text_offset (0), the initramfs on the first 2 MiB boundary
+    // after its image_size.
+    assert_eq!(
+        g.kernel,
+        Load {
+            offset: 0,
+            size: 64 << 10
+        }
+    );
+    assert_eq!(
+        g.initramfs.unwrap(),
+        Load {
+            offset: FAKE_ARM64_IMAGE_SIZE,
+            size: 5000
+        }
+    );
+    assert_eq!(
+        r.loads.iter().map(|(_, at)| *at).collect::<Vec<_>>(),
+        [0x4400_0000, 0x4460_0000]
+    );
+    // The blob on the first 2 MiB boundary after the guest (160 MiB), -m covering it.
+    assert_eq!(r.blob_addr, 0x4e00_0000);
+    assert_eq!(r.machine.memory_mb, 512);
+    let m = r.machine(Duration::from_secs(1), &[]).unwrap();
+    let cmd = m.command_for(Path::new("hyp.elf"));
+    let args: Vec<String> = cmd
+        .get_args()
+        .map(|a| a.to_string_lossy().into_owned())
+        .collect();
+    let d = images.dir().display().to_string();
+    let blob = crate::qemu::hyp_target_dir().join("configs/linux-arm64.dtb");
+    assert_eq!(cmd.get_program(), "qemu-system-aarch64");
+    assert_eq!(
+        args,
+        [
+            "-M",
+            "virt,virtualization=on,gic-version=3",
+            "-cpu",
+            "max,sve=off,sme=off",
+            "-m",
+            "512M",
+            "-smp",
+            "2",
+            "-nographic",
+            "-no-reboot",
+            "-kernel",
+            "hyp.elf",
+            "-device",
+            &format!("loader,file={d}/Image-arm64,addr=0x44000000,force-raw=on"),
+            "-device",
+            &format!("loader,file={d}/initramfs,addr=0x44600000,force-raw=on"),
+            "-device",
+            &format!(
+                "loader,file={},addr=0x4e000000,force-raw=on",
+                blob.display()
+            ),
+            "-append",
+            "config=0x4e000000",
+        ]
+    );
+}
+
+/// riscv64's command line is what it was before aarch64 configurations.
+#[test]
+fn the_riscv64_command_line_is_unchanged() {
+    let images = FakeImages::new("rv-cmd");
+    let r = resolve_text(ONE, &[], &images).unwrap();
+    assert_eq!(r.machine.arch, Arch::Riscv64);
+    assert_eq!(r.blob_addr, CONFIG_BLOB_ADDR);
+    let m = r.machine(Duration::from_secs(1), &[]).unwrap();
+    let cmd = m.command_for(Path::new("hyp"));
+    let args: Vec<String> = cmd
+        .get_args()
+        .map(|a| a.to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(cmd.get_program(), "qemu-system-riscv64");
+    assert_eq!(
+        args[..10],
+        [
+            "-M",
+            "virt",
+            "-m",
+            "512M",
+            "-nographic",
+            "-bios",
+            "default",
+            "-smp",
+            "2",
+            "-kernel"
+        ]
+    );
+    assert_eq!(args.last().unwrap(), "config=0x88000000");
+    assert!(args.contains(&format!(
+        "loader,file={}/Image,addr=0x90200000,force-raw=on",
+        images.dir().display()
+    )));
+}
+
+/// Two arm64 guests one after the other, the blob after both; an arm64 `Image` with a
+/// `text_offset` (Linux before 5.8) goes that far into RAM.
+#[test]
+fn aarch64_text_offset_and_two_guests() {
+    let images = FakeImages::new("arm64-two");
+    std::fs::write(
+        images.dir().join("old-Image"),
+        arm64_image(0x8_0000, 3 << 20, 8192),
+    )
+    .unwrap();
+    let text = r#"
+[machine]
+arch = "aarch64"
+[[guest]]
+name = "a"
+kernel = "old-Image"
+initramfs = "initramfs"
+memory_mb = 64
+vcpus = 2
+topology = "vgicv3"
+devices = ["uart"]
+[[guest]]
+name = "b"
+kernel = "debian"
+memory_mb = 32
+vcpus = 1
+topology = "vgicv3"
+"#;
+    let r = resolve_text(text, &[], &images).unwrap();
+    let (a, b) = (&r.config.guests[0], &r.config.guests[1]);
+    assert_eq!(a.kernel.offset, 0x8_0000);
+    // 0x80000 + 3 MiB, up to the next 2 MiB boundary.
+    assert_eq!(a.initramfs.unwrap().offset, 4 << 20);
+    assert_eq!(b.ram_host_base, 0x4400_0000 + (64 << 20));
+    assert_eq!(r.blob_addr, 0x4400_0000 + (96 << 20));
+    assert!(r
+        .loads
+        .contains(&(images.dir().join("old-Image"), 0x4408_0000)));
+    // An explicit -m must cover the blob's 2 MiB too.
+    let e = resolve_text(text, &["machine.memory_mb=161"], &images).unwrap_err();
+    assert!(
+        format!("{e:#}").starts_with("machine.memory_mb: 161 MiB; the guests need 162"),
+        "{e:#}"
+    );
+    resolve_text(text, &["machine.memory_mb=162"], &images).unwrap();
+}
+
+#[test]
+fn arm64_image_header_is_read_or_refused() {
+    let h = Arm64Image::parse(&arm64_image(0x8_0000, 0x123_4000, 4096)).unwrap();
+    assert_eq!((h.text_offset, h.image_size), (0x8_0000, 0x123_4000));
+    let mut riscv = vec![0u8; 4096];
+    riscv[0x38..0x3c].copy_from_slice(b"RSC\x05");
+    let e = Arm64Image::parse(&riscv).unwrap_err();
+    assert!(
+        format!("{e:#}").contains("not a Linux arm64 Image"),
+        "{e:#}"
+    );
+    assert!(Arm64Image::parse(b"short").is_err());
+    let e = Arm64Image::parse(&arm64_image(0, 0, 4096)).unwrap_err();
+    assert!(format!("{e:#}").contains("image_size 0"), "{e:#}");
+    // Through a configuration, the error names the field.
+    let images = FakeImages::new("arm64-bad");
+    let text = "[machine]\narch = \"aarch64\"\n[[guest]]\nname = \"a\"\nkernel = \"Image\"\nmemory_mb = 32\nvcpus = 1\ntopology = \"vgicv3\"\n";
+    let e = resolve_text(text, &[], &images).unwrap_err();
+    assert!(format!("{e:#}").starts_with("guest[0].kernel: "), "{e:#}");
 }
