@@ -665,6 +665,13 @@ pub fn qemu_tests() -> Result<()> {
             return Ok(());
         }
     }
+    // The aarch64 EL1 test guest (`hyp/testguest-arm`): about 2 s.
+    if listed(crate::armtest::CASE) {
+        crate::armtest::case()?;
+        if only.as_deref().map(str::trim) == Some(crate::armtest::CASE) {
+            return Ok(());
+        }
+    }
     crate::setup::ensure_all()?;
     let img = build(false)?;
     let images = crate::config::NamedImages {

@@ -8,6 +8,8 @@
 //!   the QEMU test suite.
 //! - `arm`: hyp's aarch64 image (first step): build, `run --arch aarch64`, the aarch64
 //!   smoke test of the QEMU suite.
+//! - `armtest`: the QEMU suite case `aarch64-testguest`: hyp on aarch64 with the EL1
+//!   test guest `hyp/testguest-arm` (build, config blob, run, output check).
 //! - `checks`: fmt, clippy, host tests, loom models, and the library crates as
 //!   dependencies (examples, `no_std` targets, MSRV, publish dry-run, API listing).
 //! - `api`: `cargo xtask api [--bless]`, the recorded public API of the library crates.
@@ -28,6 +30,7 @@ use clap::{Parser, Subcommand};
 
 mod api;
 mod arm;
+mod armtest;
 mod bench;
 mod checks;
 mod config;
