@@ -68,6 +68,7 @@ pub const TESTS: &[&str] = &[
     "timer",
     "timer_wfi_masked",
     "psci_cpu_suspend",
+    "timer_pending_across_exits",
     "uart_level",
     "uart_level_deactivate_first",
     "fault_unmapped_load",
@@ -207,13 +208,33 @@ pub fn case() -> Result<()> {
 /// QEMU ended by itself with status 0 and the console says what [`check_output`]
 /// wants.
 pub fn check(o: &Outcome) -> Result<String> {
-    ensure!(!o.timed_out, "QEMU timed out");
+    ensure!(!o.timed_out, "QEMU timed out {}", progress(&o.output));
     ensure!(
         o.status == Some(0),
-        "QEMU exit status {:?}, not 0",
-        o.status
+        "QEMU exit status {:?}, not 0 ({})",
+        o.status,
+        progress(&o.output)
     );
     check_output(&o.output)
+}
+
+/// Where the guest got to: after which test, and which one it was in (a guest whose
+/// wake-up source is broken hangs in a `wfi` hyp never ends).
+fn progress(out: &str) -> String {
+    let last = out
+        .lines()
+        .rev()
+        .filter_map(|l| l.strip_prefix("TEST "))
+        .find_map(|l| l.split_once(" ... ").map(|(name, _)| name));
+    match last {
+        None => format!("before the first test ({})", TESTS[0]),
+        Some(name) => match TESTS.iter().position(|t| *t == name) {
+            Some(i) if i + 1 < TESTS.len() => {
+                format!("after TEST {name}, in {}", TESTS[i + 1])
+            }
+            _ => format!("after TEST {name}"),
+        },
+    }
 }
 
 /// The console of a run (see the module docs); a one-line summary.
@@ -478,6 +499,21 @@ mod tests {
             .replace("PSCI SYSTEM_RESET (hyp", "PSCI SYSTEM_OFF (hyp")
             .replace("PSCI SYSTEM_OFF\n", "PSCI SYSTEM_RESET\n");
         assert!(check_output(&out).is_err());
+    }
+
+    #[test]
+    fn a_hang_names_the_test() {
+        let out: String = good()
+            .lines()
+            .take_while(|l| !l.starts_with("TEST timer "))
+            .map(|l| format!("{l}\n"))
+            .collect();
+        let e = check(&outcome(&out, None)).unwrap_err().to_string();
+        assert!(e.contains("after TEST sgi0r_not_group1, in timer"), "{e}");
+        let e = check(&outcome("hyp: boots\n", None))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("before the first test"), "{e}");
     }
 
     #[test]

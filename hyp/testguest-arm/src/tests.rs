@@ -46,6 +46,11 @@ pub const LIST: &[Test] = &[
     ("timer", test_timer, false),
     ("timer_wfi_masked", test_timer_wfi_masked, false),
     ("psci_cpu_suspend", test_psci_cpu_suspend, false),
+    (
+        "timer_pending_across_exits",
+        test_timer_pending_across_exits,
+        false,
+    ),
     ("uart_level", test_uart_level, false),
     (
         "uart_level_deactivate_first",
@@ -680,6 +685,36 @@ fn test_psci_cpu_suspend(c: &mut Ctx) -> Result<(), Msg> {
     let id = iar & icc::IAR_INTID;
     ensure!(id == u64::from(intid::VTIMER), "ICC_IAR1_EL1 {id}");
     ensure!(woke >= deadline, "returned {} ticks early", deadline - woke);
+    Ok(())
+}
+
+/// Regression (virq-arm `take_back`, fixed in cc9070d: "a pending HW-linked level
+/// interrupt taken back from its list register is kept (was lost: the CPU's timer
+/// died)"): the timer's interrupt, pending in a list register while IRQs are masked,
+/// survives 100 exits (hvc and GIC MMIO, each syncing the list registers back into the
+/// model) and is still there to acknowledge.
+fn test_timer_pending_across_exits(c: &mut Ctx) -> Result<(), Msg> {
+    hw::irq_mask();
+    sysreg::cntv_tval_el0::write(c.tick_ms / 10);
+    sysreg::cntv_ctl_el0::write(cntv::ENABLE);
+    let pending = c.wait_until(1000, || sysreg::isr_el1::read() & icc::ISR_I != 0);
+    for _ in 0..100 {
+        hw::hvc(psci::VERSION, 0, 0, 0);
+        hw::read32(gicd::BASE + gicd::TYPER);
+    }
+    let isr = sysreg::isr_el1::read();
+    let iar = sysreg::icc_iar1_el1::read();
+    sysreg::cntv_ctl_el0::write(0);
+    if iar & icc::IAR_INTID < 1020 {
+        sysreg::icc_eoir1_el1::write(iar);
+    }
+    ensure!(pending, "the timer's interrupt never became pending");
+    ensure!(
+        isr & icc::ISR_I != 0,
+        "the pending timer interrupt was lost across 100 exits"
+    );
+    let id = iar & icc::IAR_INTID;
+    ensure!(id == u64::from(intid::VTIMER), "ICC_IAR1_EL1 {id}");
     Ok(())
 }
 
