@@ -1,6 +1,5 @@
 //! hyp on aarch64 (issue 13): build hyp for `aarch64-unknown-none` and boot it at EL2
-//! in `qemu-system-aarch64 -M virt,virtualization=on,gic-version=3 -cpu
-//! max,sve=off,sme=off`, and the
+//! in `qemu-system-aarch64 -M virt,virtualization=on,gic-version=3 -cpu max`, and the
 //! aarch64 cases of the QEMU suite ([`CASES`]).
 //!
 //! - `aarch64-hello` ([`smoke`]; `cargo xtask run --arch aarch64 --hello`): with no
@@ -32,7 +31,7 @@ use crate::util::run_cmd;
 const TIMEOUT_S: u64 = 30;
 /// The aarch64 cases of the QEMU suite, in the order they run (before the riscv64
 /// ones; `VIRQ_QEMU_CASE=aarch64-linux` runs one alone).
-pub const CASES: &[&str] = &["aarch64-hello", LINUX_CASE];
+pub const CASES: &[&str] = &["aarch64-hello", crate::armtest::CASE, LINUX_CASE];
 /// The Debian arm64 Linux case.
 pub const LINUX_CASE: &str = "aarch64-linux";
 /// The configuration it boots (with the test `/init`).
@@ -116,6 +115,7 @@ pub fn run_case(name: &str) -> Result<String> {
     match name {
         LINUX_CASE => linux_case(),
         "aarch64-hello" => smoke(),
+        crate::armtest::CASE => crate::armtest::case(),
         _ => bail!("no aarch64 case {name:?} (there are {CASES:?})"),
     }
 }

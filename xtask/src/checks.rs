@@ -89,8 +89,9 @@ pub fn test(args: &TestArgs) -> Result<()> {
 }
 
 /// hyp (its own workspace, which `cargo fmt --all` does not reach): rustfmt, clippy
-/// with `-D warnings` on the riscv64 image and on the aarch64 one (first step), then
-/// the aarch64 image's build.
+/// with `-D warnings` on the riscv64 image and on the aarch64 one (first step), and on
+/// the aarch64 test guest (`testguest-arm`, a stub on riscv64), then the aarch64
+/// image's build.
 pub fn hyp_checks() -> Result<()> {
     run_cmd(cargo().args([
         "fmt",
@@ -105,6 +106,7 @@ pub fn hyp_checks() -> Result<()> {
         run_cmd(
             cargo()
                 .args(["clippy", "--manifest-path", "hyp/Cargo.toml", "-p", "hyp"])
+                .args(["-p", "testguest-arm"])
                 .args(["--target", target, "--release", "--target-dir"])
                 .arg(crate::qemu::hyp_target_dir())
                 .args(["--", "-D", "warnings"])

@@ -62,7 +62,7 @@ Configurations (configs/*.toml; copy one and edit it, the schema is in docs/hyp.
                                        boots your own images as guest 0 instead
   cargo xtask run --arch aarch64       configs/linux-arm64.toml: Debian arm64 Linux, 2 vCPUs on a
                                        vGICv3, 2 CPUs, qemu-system-aarch64 -M virt,virtualization=on,
-                                       gic-version=3 -cpu max,sve=off,sme=off, the PL011; a shell
+                                       gic-version=3 -cpu max, the PL011; a shell
                                        (--test-init, --append, --set, --config work as above; a
                                        file's machine.arch = \"aarch64\" implies --arch aarch64)
   cargo xtask run --arch aarch64 --hello
@@ -1098,9 +1098,15 @@ mod tests {
     fn the_suite_runs_the_aarch64_cases_first_or_alone() {
         assert_eq!(
             arm_selection(None, false),
-            (vec!["aarch64-hello", "aarch64-linux"], false)
+            (
+                vec!["aarch64-hello", "aarch64-testguest", "aarch64-linux"],
+                false
+            )
         );
-        assert_eq!(arm_selection(None, true), (vec!["aarch64-hello"], false));
+        assert_eq!(
+            arm_selection(None, true),
+            (vec!["aarch64-hello", "aarch64-testguest"], false)
+        );
         assert_eq!(
             arm_selection(Some("aarch64-linux"), false),
             (vec!["aarch64-linux"], true)

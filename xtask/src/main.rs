@@ -9,6 +9,8 @@
 //!   the QEMU test suite.
 //! - `arm`: hyp's aarch64 image: build, `run --arch aarch64 --hello` (the built-in
 //!   guest), the aarch64 cases of the QEMU suite (`aarch64-hello`, `aarch64-linux`).
+//! - `armtest`: the QEMU suite case `aarch64-testguest`: hyp on aarch64 with the EL1
+//!   test guest `hyp/testguest-arm` (build, config blob, run, output check).
 //! - `checks`: fmt, clippy, host tests, loom models, and the library crates as
 //!   dependencies (examples, `no_std` targets, MSRV, publish dry-run, API listing).
 //! - `api`: `cargo xtask api [--bless]`, the recorded public API of the library crates.
@@ -30,6 +32,7 @@ use clap::{Parser, Subcommand};
 
 mod api;
 mod arm;
+mod armtest;
 mod bench;
 mod checks;
 mod config;

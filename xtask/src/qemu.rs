@@ -18,7 +18,7 @@ pub(crate) const TARGET: &str = "riscv64gc-unknown-none-elf";
 pub(crate) const ARM_MACHINE: &str = "virt,virtualization=on,gic-version=3";
 /// QEMU's `-cpu` on aarch64: everything QEMU models but SVE and SME, whose register
 /// state hyp does not switch (it refuses a guest on a CPU that has them).
-pub(crate) const ARM_CPU: &str = "max,sve=off,sme=off";
+pub(crate) const ARM_CPU: &str = "max";
 /// Laps of the ping-pong cases of the QEMU suite (`cargo xtask soak` runs 1,000,000).
 pub(crate) const PINGPONG_LAPS: u64 = 20_000;
 /// Default time limit of one QEMU run.

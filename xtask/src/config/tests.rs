@@ -270,7 +270,7 @@ fn aarch64_guests_go_above_hyp_and_the_blob_after_them() {
             "-M",
             "virt,virtualization=on,gic-version=3",
             "-cpu",
-            "max,sve=off,sme=off",
+            "max",
             "-m",
             "512M",
             "-smp",

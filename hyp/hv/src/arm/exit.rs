@@ -211,7 +211,7 @@ pub fn handle_exit(vm: &Vm, v: usize, cpu: usize, ctx: &mut Context) -> (ExitCla
         }
         ec::DABT_LOW => (ExitClass::Mmio, data_abort(vm, cpu, ctx)),
         ec::IABT_LOW => {
-            inject_abort(ctx, false, ctx.far);
+            inject_abort(ctx, false, ctx.far, false);
             (ExitClass::Other, Next::Resume)
         }
         class => {
@@ -270,7 +270,7 @@ fn data_abort(vm: &Vm, cpu: usize, ctx: &mut Context) -> Next {
     let in_gicd = (GICD_IPA..GICD_IPA + GICD_SIZE).contains(&ipa);
     let in_gicr = (GICR_IPA..GICR_IPA + gicr_size).contains(&ipa);
     if !isv || !(in_gicd || in_gicr) {
-        inject_abort(ctx, true, ctx.far);
+        inject_abort(ctx, true, ctx.far, ctx.esr & (1 << 6) != 0);
         return Next::Resume;
     }
     let size_log = (iss >> 22) & 3;
@@ -328,8 +328,8 @@ fn inject_sync(ctx: &mut Context, esr: u64, far: Option<u64>) {
     ctx.pstate = sysreg::SPSR_EL1H_MASKED as u64;
 }
 
-/// A synchronous external abort (data or instruction) at `far`.
-fn inject_abort(ctx: &mut Context, data: bool, far: u64) {
+/// A synchronous external abort (data or instruction) at `far`; `write`: `ESR_EL1.WnR`.
+fn inject_abort(ctx: &mut Context, data: bool, far: u64, write: bool) {
     let same_el = matches!(ctx.pstate & 0xf, M_EL1T | M_EL1H);
     let class = match (data, same_el) {
         (true, true) => 0x25,
@@ -338,7 +338,11 @@ fn inject_abort(ctx: &mut Context, data: bool, far: u64) {
         (false, false) => 0x20,
     };
     // IL = 1, FSC 0x10: synchronous external abort.
-    inject_sync(ctx, (class << 26) | (1 << 25) | 0x10, Some(far));
+    inject_sync(
+        ctx,
+        (class << 26) | (1 << 25) | (u64::from(write) << 6) | 0x10,
+        Some(far),
+    );
 }
 
 /// An undefined instruction (EC 0).

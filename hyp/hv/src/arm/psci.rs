@@ -11,7 +11,7 @@
 //! | `AFFINITY_INFO` | level 0 only (else INVALID_PARAMETERS): ON / OFF / ON_PENDING |
 //! | `MIGRATE_INFO_TYPE` | 2: no Trusted OS to migrate |
 //! | `SYSTEM_OFF`, `SYSTEM_RESET` | the guest ends; hyp powers the machine off |
-//! | `PSCI_FEATURES` | SUCCESS for each function above, NOT_SUPPORTED otherwise |
+//! | `PSCI_FEATURES` | SUCCESS for each function above (and `SMCCC_VERSION`), for SMC64 ids only of `CPU_SUSPEND`, `CPU_ON`, `AFFINITY_INFO`; NOT_SUPPORTED otherwise |
 //! | `SMCCC_VERSION` | 1.1; `SMCCC_ARCH_FEATURES`: NOT_SUPPORTED (no workarounds to offer) |
 //! | anything else | NOT_SUPPORTED |
 use core::sync::atomic::Ordering;
@@ -56,6 +56,10 @@ const IMPLEMENTED: &[u32] = &[
     PSCI_FEATURES,
 ];
 
+/// The implemented functions that also have an SMC64 id (DEN 0022 §5.1: those taking
+/// an address or an MPIDR).
+const WITH_SMC64: &[u32] = &[CPU_SUSPEND, CPU_ON, AFFINITY_INFO];
+
 /// What the call asks of the run loop besides its result.
 pub enum Effect {
     /// Resume the guest.
@@ -82,7 +86,13 @@ pub fn call(vm: &Vm, me: usize, cpu: usize, ctx: &mut Context) -> Result<Effect,
         SMCCC_ARCH_FEATURES if !wide => NOT_SUPPORTED,
         PSCI_FEATURES if !wide => {
             let f = arg(1) as u32;
-            if IMPLEMENTED.contains(&(f & !SMC64)) {
+            // Linux asks for SMCCC_VERSION here before it calls it (psci_init_smccc).
+            let known = if f & SMC64 != 0 {
+                WITH_SMC64.contains(&(f & !SMC64))
+            } else {
+                IMPLEMENTED.contains(&f) || f == SMCCC_VERSION
+            };
+            if known {
                 SUCCESS
             } else {
                 NOT_SUPPORTED

@@ -1,0 +1,544 @@
+//! The QEMU suite case `aarch64-testguest`: hyp on aarch64 runs `hyp/testguest-arm`, the
+//! bare-metal EL1 test guest (issue 13, "Proof"), on a guest-visible GICv3.
+//!
+//! [`case`] builds hyp and the guest for `aarch64-unknown-none` (one cargo build),
+//! flattens the guest's ELF into the raw image hyp enters at its first byte
+//! ([`crate::qemu::elf_to_flat`]: no objcopy needed), writes the configuration blob
+//! with `hyp_config::encode` (one guest, 2 vCPUs, 64 MiB, the PL011 passed through),
+//! boots `qemu-system-aarch64 -M virt,virtualization=on,gic-version=3 -smp 2` with
+//! both loaded by `-device loader`, and checks the console ([`check`]): QEMU's exit
+//! status 0; every test of [`TESTS`] once, `PASS` — except the [`KNOWN_HYP_BUGS`],
+//! which must still `FAIL` (a fixed one must leave the list); the guest's summary
+//! line agreeing; its end through PSCI SYSTEM_OFF (SYSTEM_RESET after failures);
+//! hyp's `vGIC errors` exactly the bad accesses the guest says it made; both vCPUs'
+//! `ACCT` lines; no `PANIC` or `FATAL`. It takes about 2 s after the build; the log
+//! is `target/hyp/logs/aarch64-testguest.log`.
+//!
+//! `VIRQ_QEMU_CASE=aarch64-testguest cargo test -p xtask --release -- --ignored
+//! qemu_suite --nocapture` runs it alone.
+use anyhow::{bail, ensure, Context, Result};
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+use hyp_config::{Config, Device, Eoi, Guest, Load, Options, Topology, GUEST_RAM_BASE};
+
+use crate::qemu::{elf_to_flat, hyp_target_dir, run_command_watched, save_log, Outcome};
+use crate::setup::{ARM_TARGET, QEMU_ARM_BINARY};
+use crate::util::run_cmd;
+
+/// The case's name (`VIRQ_QEMU_CASE`) and log name.
+pub const CASE: &str = "aarch64-testguest";
+/// The guest's name in the configuration (hyp prints it).
+const GUEST_NAME: &str = "testguest";
+/// Host RAM of the guest (QEMU arm `virt`'s RAM starts at 0x4000_0000; hyp's image
+/// and heap end below 0x4300_0000).
+const RAM_HOST_BASE: u64 = 0x4400_0000;
+/// Guest RAM in MiB (the last 2 MiB hold its DTB).
+const MEMORY_MB: u32 = 64;
+/// vCPUs (hyp on aarch64 gives each its own CPU: `-smp` as many).
+const VCPUS: u32 = 2;
+/// Where the configuration blob goes (above the guest's RAM).
+const BLOB_ADDR: u64 = 0x5400_0000;
+/// Time limit of the run (it needs about 2 s).
+const TIMEOUT_S: u64 = 60;
+/// A run silent this long has hung.
+const SILENCE_S: u64 = 20;
+
+/// Every test the guest runs (`hyp/testguest-arm/src/tests.rs`, `LIST`, then the
+/// final `no_unexpected_interrupts`), in order. A `TEST` line with another name fails
+/// the case, so the two lists cannot drift apart.
+pub const TESTS: &[&str] = &[
+    "dtb",
+    "gic_dist_init",
+    "gic_id_regs",
+    "gic_cpu_init",
+    "icc_iar_spurious",
+    "psci_version",
+    "psci_features",
+    "psci_features_smccc_version",
+    "psci_features_32bit_only",
+    "psci_cpu_on_errors",
+    "psci_cpu_on",
+    "sgi_unicast",
+    "sgi_broadcast",
+    "sgi_self",
+    "sgi0r_not_group1",
+    "timer",
+    "timer_wfi_masked",
+    "psci_cpu_suspend",
+    "timer_pending_across_exits",
+    "uart_level",
+    "uart_level_deactivate_first",
+    "fault_unmapped_load",
+    "fault_unmapped_store",
+    "fault_unmapped_fetch",
+    "fault_gicr_beyond_last",
+    "gic_read_only_writes",
+    "gic_access_widths",
+    "cntp_raz_wi",
+    "smc_not_supported",
+    "psci_cpu_off",
+    "no_unexpected_interrupts",
+];
+
+/// Tests that fail because of a hyp bug not fixed yet: `(test, bug)`. Each must still
+/// fail; once hyp is fixed the test passes and the case fails until its entry goes.
+pub const KNOWN_HYP_BUGS: &[(&str, &str)] = &[];
+
+/// Build hyp and the test guest (release, `aarch64-unknown-none`, into `target/hyp`) and
+/// write the guest's raw image beside its ELF: `(hyp ELF, guest image)`.
+pub fn build() -> Result<(PathBuf, PathBuf)> {
+    let mut cmd = crate::util::cargo();
+    cmd.args(["build", "--manifest-path", "hyp/Cargo.toml"])
+        .args(["-p", "hyp", "-p", "testguest-arm"])
+        .args(["--target", ARM_TARGET, "--release", "--target-dir"])
+        .arg(hyp_target_dir())
+        .env_remove("RUSTFLAGS")
+        .env_remove("CARGO_BUILD_RUSTFLAGS")
+        .env_remove("CARGO_ENCODED_RUSTFLAGS");
+    run_cmd(&mut cmd)?;
+    let out = hyp_target_dir().join(ARM_TARGET).join("release");
+    let elf_path = out.join("testguest-arm");
+    let elf =
+        std::fs::read(&elf_path).with_context(|| format!("reading {}", elf_path.display()))?;
+    let entry = elf_entry(&elf)?;
+    ensure!(
+        entry == GUEST_RAM_BASE,
+        "{}: entry {entry:#x}, but hyp enters the image at its first byte ({GUEST_RAM_BASE:#x})",
+        elf_path.display()
+    );
+    let bin = out.join("testguest-arm.bin");
+    std::fs::write(&bin, elf_to_flat(&elf)?)
+        .with_context(|| format!("writing {}", bin.display()))?;
+    Ok((out.join("hyp"), bin))
+}
+
+/// `e_entry` of an ELF64 file.
+fn elf_entry(elf: &[u8]) -> Result<u64> {
+    let b = elf.get(0x18..0x20).context("truncated ELF")?;
+    Ok(u64::from_le_bytes(b.try_into()?))
+}
+
+/// The configuration: one guest of `kernel_size` bytes at the start of its RAM.
+pub fn config(kernel_size: u64) -> Config {
+    Config {
+        hyp: Options::default(),
+        guests: vec![Guest {
+            name: GUEST_NAME.into(),
+            vcpus: VCPUS,
+            memory_mb: MEMORY_MB,
+            ram_host_base: RAM_HOST_BASE,
+            kernel: Load {
+                offset: 0,
+                size: kernel_size,
+            },
+            initramfs: None,
+            cmdline: String::new(),
+            topology: Topology::Vgicv3,
+            devices: vec![Device::Uart],
+            eoi: Eoi::Deferred,
+        }],
+    }
+}
+
+/// The QEMU command line (`-no-reboot`: hyp's power-off through PSCI SYSTEM_RESET
+/// ends QEMU too; SVE and SME off: hyp does not switch their state).
+pub fn command(hyp: &Path, guest: &Path, blob: &Path) -> Command {
+    let mut cmd = Command::new(QEMU_ARM_BINARY);
+    cmd.args(["-M", "virt,virtualization=on,gic-version=3"])
+        .args(["-cpu", crate::qemu::ARM_CPU, "-m", "1G"])
+        .args(["-smp", &VCPUS.to_string(), "-nographic", "-no-reboot"])
+        .arg("-kernel")
+        .arg(hyp);
+    for (file, addr) in [(guest, RAM_HOST_BASE), (blob, BLOB_ADDR)] {
+        cmd.arg("-device").arg(format!(
+            "loader,file={},addr={addr:#x},force-raw=on",
+            file.display()
+        ));
+    }
+    cmd.arg("-append").arg(format!("config={BLOB_ADDR:#x}"));
+    cmd
+}
+
+/// The suite case: build, write the blob, boot, save the log, check. Prints one line.
+pub fn case() -> Result<String> {
+    crate::setup::ensure_arm()?;
+    let (hyp, guest) = build()?;
+    let size = std::fs::metadata(&guest)?.len();
+    let cfg = config(size);
+    hyp_config::validate(&cfg)
+        .map_err(|e| anyhow::anyhow!("configuration: {}: {}", e.field, e.message))?;
+    let blob = guest.with_file_name("testguest-arm.blob");
+    std::fs::write(&blob, hyp_config::encode(&cfg))
+        .with_context(|| format!("writing {}", blob.display()))?;
+    let o = run_command_watched(
+        command(&hyp, &guest, &blob),
+        Duration::from_secs(TIMEOUT_S),
+        false,
+        Some(Duration::from_secs(SILENCE_S)),
+    )?;
+    let log = save_log(CASE, &o.output)?;
+    match check(&o) {
+        Ok(summary) => Ok(format!("{:.1} s, {summary}", o.elapsed.as_secs_f64())),
+        Err(e) => bail!("{e:#} (log: {})", log.display()),
+    }
+}
+
+/// QEMU ended by itself with status 0 and the console says what [`check_output`]
+/// wants.
+pub fn check(o: &Outcome) -> Result<String> {
+    ensure!(!o.timed_out, "QEMU timed out {}", progress(&o.output));
+    ensure!(
+        o.status == Some(0),
+        "QEMU exit status {:?}, not 0 ({})",
+        o.status,
+        progress(&o.output)
+    );
+    check_output(&o.output)
+}
+
+/// Where the guest got to: after which test, and which one it was in (a guest whose
+/// wake-up source is broken hangs in a `wfi` hyp never ends).
+fn progress(out: &str) -> String {
+    let last = out
+        .lines()
+        .rev()
+        .filter_map(|l| l.strip_prefix("TEST "))
+        .find_map(|l| l.split_once(" ... ").map(|(name, _)| name));
+    match last {
+        None => format!("before the first test ({})", TESTS[0]),
+        Some(name) => match TESTS.iter().position(|t| *t == name) {
+            Some(i) if i + 1 < TESTS.len() => {
+                format!("after TEST {name}, in {}", TESTS[i + 1])
+            }
+            _ => format!("after TEST {name}"),
+        },
+    }
+}
+
+/// The console of a run (see the module docs); a one-line summary.
+pub fn check_output(out: &str) -> Result<String> {
+    for bad in ["PANIC", "FATAL", "unexpected exception"] {
+        ensure!(!out.contains(bad), "the console shows {bad:?}");
+    }
+    let mut results: BTreeMap<&str, &str> = BTreeMap::new();
+    for line in out.lines().map(str::trim_end) {
+        let Some(rest) = line.strip_prefix("TEST ") else {
+            continue;
+        };
+        let (name, result) = rest
+            .split_once(" ... ")
+            .with_context(|| format!("malformed test line {line:?}"))?;
+        ensure!(
+            TESTS.contains(&name),
+            "unknown test {name:?} (not in TESTS)"
+        );
+        ensure!(
+            results.insert(name, result).is_none(),
+            "test {name} reported twice"
+        );
+    }
+    let known = |name: &str| KNOWN_HYP_BUGS.iter().find(|(t, _)| *t == name);
+    for name in TESTS {
+        let Some(result) = results.get(name) else {
+            bail!("test {name} did not report (the guest stopped early?)");
+        };
+        match (*result == "PASS", known(name)) {
+            (true, None) => {}
+            (false, None) => bail!("TEST {name} ... {result}"),
+            (true, Some((_, bug))) => bail!(
+                "test {name} passes now: the hyp bug it shows ({bug}) is fixed, remove it from KNOWN_HYP_BUGS"
+            ),
+            (false, Some(_)) if result.starts_with("FAIL") => {}
+            (false, Some(_)) => bail!("TEST {name} ... {result}"),
+        }
+    }
+    let (passed, failed) = summary(out)?;
+    let want_failed = KNOWN_HYP_BUGS.len();
+    ensure!(
+        (passed, failed) == (TESTS.len() - want_failed, want_failed),
+        "summary: {passed} passed, {failed} failed; want {} passed, {want_failed} failed",
+        TESTS.len() - want_failed
+    );
+    let end = if failed == 0 {
+        "PSCI SYSTEM_OFF"
+    } else {
+        "PSCI SYSTEM_RESET"
+    };
+    ensure!(
+        out.lines()
+            .any(|l| l.starts_with(&format!("hyp: guest {GUEST_NAME}: {end}"))),
+        "no {end} from the guest after {failed} failures"
+    );
+    ensure!(
+        out.lines()
+            .any(|l| l.trim_end() == "hyp: power off (status 0)"),
+        "hyp did not power off with status 0"
+    );
+    let mut exits = Vec::new();
+    for v in 0..VCPUS {
+        let prefix = format!("hyp: ACCT {GUEST_NAME} vcpu {v} exits:");
+        let line = out
+            .lines()
+            .find_map(|l| l.strip_prefix(prefix.as_str()))
+            .with_context(|| format!("no ACCT line for vCPU {v}"))?;
+        exits.push(format!("vCPU {v}:{}", line.trim_end()));
+    }
+    let made = counters(out, "testguest: bad vGIC accesses made:", ' ')?;
+    let seen = counters(
+        out,
+        &format!("hyp: {GUEST_NAME}: vGIC errors: ErrorCounters {{"),
+        ':',
+    )?;
+    for (name, want) in [
+        ("bad_width", 0),
+        ("misaligned", 0),
+        ("ignored_value", 0),
+        (
+            "unmapped",
+            made.get("unmapped").copied().unwrap_or(u64::MAX),
+        ),
+        (
+            "read_only",
+            made.get("read_only").copied().unwrap_or(u64::MAX),
+        ),
+    ] {
+        let got = seen.get(name).copied();
+        ensure!(
+            got == Some(want),
+            "hyp's vGIC counted {name} {got:?}, the guest made {want}"
+        );
+    }
+    let bugs: Vec<&str> = KNOWN_HYP_BUGS.iter().map(|(t, _)| *t).collect();
+    Ok(format!(
+        "{} tests, {passed} passed, {failed} known hyp bugs {bugs:?}; exits {}",
+        TESTS.len(),
+        exits.join("; ")
+    ))
+}
+
+/// `testguest: P passed, F failed`.
+fn summary(out: &str) -> Result<(usize, usize)> {
+    let line = out
+        .lines()
+        .filter_map(|l| l.trim_end().strip_prefix("testguest: "))
+        .find(|l| l.ends_with(" failed") && l.contains(" passed, "))
+        .context("no summary line (testguest: N passed, M failed)")?;
+    let (p, f) = line
+        .trim_end_matches(" failed")
+        .split_once(" passed, ")
+        .context("malformed summary")?;
+    Ok((p.trim().parse()?, f.trim().parse()?))
+}
+
+/// The `name N` (`sep` ' ') or `name: N` (`sep` ':') pairs after `prefix` on its line,
+/// separated by commas.
+fn counters(out: &str, prefix: &str, sep: char) -> Result<BTreeMap<String, u64>> {
+    let line = out
+        .lines()
+        .find_map(|l| l.trim_end().strip_prefix(prefix))
+        .with_context(|| format!("no line {prefix:?}"))?;
+    line.trim_end_matches('}')
+        .split(',')
+        .map(|pair| {
+            let (k, v) = pair
+                .trim()
+                .split_once(sep)
+                .with_context(|| format!("malformed counter {pair:?}"))?;
+            Ok((k.trim().to_string(), v.trim().parse()?))
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The console of a run on the current hyp (known bugs failing).
+    fn good() -> String {
+        let mut s = String::from(
+            "hyp: virq hypervisor on aarch64, EL2, boot CPU 0, heap (40422000, 42422000) image (40200000, 42422000), CNTFRQ 1000000000 Hz\n\
+             testguest: aarch64 EL1 test guest on vCPU 0 of 2, DTB at 0x83e00000, counter 1000000000 Hz\n",
+        );
+        for t in TESTS {
+            match KNOWN_HYP_BUGS.iter().find(|(k, _)| k == t) {
+                Some(_) => s.push_str(&format!("TEST {t} ... FAIL (because)\n")),
+                None => s.push_str(&format!("TEST {t} ... PASS\n")),
+            }
+            if *t == "uart_level" {
+                s.push_str("testguest: PL011 transmit interrupts: 12345\n");
+            }
+        }
+        let failed = KNOWN_HYP_BUGS.len();
+        s.push_str("testguest: bad vGIC accesses made: unmapped 2, read_only 5\n");
+        s.push_str(&format!(
+            "testguest: {} passed, {failed} failed\n",
+            TESTS.len() - failed
+        ));
+        if failed == 0 {
+            s.push_str("hyp: guest testguest: PSCI SYSTEM_OFF\n");
+        } else {
+            s.push_str(&format!(
+                "testguest: FAILED: {failed} test(s) failed: PSCI SYSTEM_RESET\n\
+                 hyp: guest testguest: PSCI SYSTEM_RESET (hyp powers off)\n"
+            ));
+        }
+        s.push_str(
+            "hyp: ACCT testguest vcpu 0 exits: irq 65 wfi 1 hvc 73 sysreg 126 mmio 184 other 3\n\
+             hyp: ACCT testguest vcpu 1 exits: irq 3 wfi 112 hvc 1 sysreg 0 mmio 52 other 0\n\
+             hyp: testguest: vGIC errors: ErrorCounters { bad_width: 0, misaligned: 0, unmapped: 2, read_only: 5, ignored_value: 0 }\n\
+             hyp: power off (status 0)\n",
+        );
+        s
+    }
+
+    fn outcome(output: &str, status: Option<i32>) -> Outcome {
+        Outcome {
+            output: output.into(),
+            status,
+            timed_out: status.is_none(),
+            elapsed: Duration::from_secs(2),
+        }
+    }
+
+    #[test]
+    fn good_run_passes() {
+        let s = check(&outcome(&good(), Some(0))).unwrap();
+        assert!(s.contains(&format!("{} tests", TESTS.len())), "{s}");
+    }
+
+    #[test]
+    fn a_fail_line_fails() {
+        let out = good().replace(
+            "TEST sgi_unicast ... PASS",
+            "TEST sgi_unicast ... FAIL (SGI 10 of 100 not taken in 1 s (9 taken))",
+        );
+        let e = check_output(&out).unwrap_err().to_string();
+        assert!(e.contains("sgi_unicast"), "{e}");
+    }
+
+    #[test]
+    fn a_missing_summary_fails() {
+        let out: String = good()
+            .lines()
+            .filter(|l| !l.ends_with(" failed") || !l.starts_with("testguest: "))
+            .map(|l| format!("{l}\n"))
+            .collect();
+        let e = check_output(&out).unwrap_err().to_string();
+        assert!(e.contains("summary"), "{e}");
+    }
+
+    #[test]
+    fn a_wrong_count_fails() {
+        let failed = KNOWN_HYP_BUGS.len();
+        let right = format!("{} passed, {failed} failed", TESTS.len() - failed);
+        let wrong = format!("{} passed, {failed} failed", TESTS.len() - failed - 1);
+        let out = good().replace(&right, &wrong);
+        assert!(check_output(&out).is_err());
+    }
+
+    #[test]
+    fn a_missing_or_unknown_or_doubled_test_fails() {
+        let out = good().replace("TEST timer ... PASS\n", "");
+        assert!(check_output(&out).is_err());
+        let out = good().replace("TEST timer ... PASS\n", "TEST timer2 ... PASS\n");
+        assert!(check_output(&out).is_err());
+        let out = good().replace(
+            "TEST timer ... PASS\n",
+            "TEST timer ... PASS\nTEST timer ... PASS\n",
+        );
+        assert!(check_output(&out).is_err());
+        let out = good().replace("TEST timer ... PASS\n", "TEST timer ... SKIP (1 vCPU)\n");
+        assert!(check_output(&out).is_err());
+    }
+
+    #[test]
+    fn a_known_bug_that_passes_fails() {
+        let Some((name, _)) = KNOWN_HYP_BUGS.first() else {
+            return;
+        };
+        let out = good().replace(
+            &format!("TEST {name} ... FAIL (because)"),
+            &format!("TEST {name} ... PASS"),
+        );
+        let e = check_output(&out).unwrap_err().to_string();
+        assert!(e.contains("KNOWN_HYP_BUGS"), "{e}");
+    }
+
+    #[test]
+    fn panics_bad_status_and_wrong_end_fail() {
+        assert!(check(&outcome(&good(), Some(1))).is_err());
+        assert!(check(&outcome(&good(), None)).is_err());
+        let out = format!("{}hyp: PANIC: boom\n", good());
+        assert!(check_output(&out).is_err());
+        let out = good().replace(
+            "testguest: PL011",
+            "testguest: PANIC at x\ntestguest: PL011",
+        );
+        assert!(check_output(&out).is_err());
+        let out = good().replace("hyp: power off (status 0)", "hyp: power off (status 1)");
+        assert!(check_output(&out).is_err());
+        let out = good()
+            .replace("PSCI SYSTEM_RESET (hyp", "PSCI SYSTEM_OFF (hyp")
+            .replace("PSCI SYSTEM_OFF\n", "PSCI SYSTEM_RESET\n");
+        assert!(check_output(&out).is_err());
+    }
+
+    #[test]
+    fn a_hang_names_the_test() {
+        let out: String = good()
+            .lines()
+            .take_while(|l| !l.starts_with("TEST timer "))
+            .map(|l| format!("{l}\n"))
+            .collect();
+        let e = check(&outcome(&out, None)).unwrap_err().to_string();
+        assert!(e.contains("after TEST sgi0r_not_group1, in timer"), "{e}");
+        let e = check(&outcome("hyp: boots\n", None))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("before the first test"), "{e}");
+    }
+
+    #[test]
+    fn vgic_error_counts_must_match() {
+        let out = good().replace("read_only: 5,", "read_only: 4,");
+        assert!(check_output(&out).is_err());
+        let out = good().replace("bad_width: 0,", "bad_width: 1,");
+        assert!(check_output(&out).is_err());
+        let out = good().replace(
+            "testguest: bad vGIC accesses made: unmapped 2, read_only 5\n",
+            "",
+        );
+        assert!(check_output(&out).is_err());
+    }
+
+    #[test]
+    fn missing_acct_fails() {
+        let out: String = good()
+            .lines()
+            .filter(|l| !l.starts_with("hyp: ACCT testguest vcpu 1"))
+            .map(|l| format!("{l}\n"))
+            .collect();
+        assert!(check_output(&out).is_err());
+    }
+
+    #[test]
+    fn configuration_is_valid_and_command_loads_both() {
+        let c = config(0x1_2000);
+        hyp_config::validate(&c).unwrap();
+        let blob = hyp_config::encode(&c);
+        assert_eq!(hyp_config::decode(&blob).unwrap(), c);
+        let cmd = command(Path::new("hyp"), Path::new("g.bin"), Path::new("c.blob"));
+        let args: Vec<String> = cmd
+            .get_args()
+            .map(|a| a.to_string_lossy().into_owned())
+            .collect();
+        let joined = args.join(" ");
+        assert!(joined.contains("loader,file=g.bin,addr=0x44000000,force-raw=on"));
+        assert!(joined.contains("loader,file=c.blob,addr=0x54000000,force-raw=on"));
+        assert!(joined.ends_with("-append config=0x54000000"));
+        assert!(joined.contains("-smp 2"));
+    }
+}
