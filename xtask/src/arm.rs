@@ -11,6 +11,8 @@
 //!   2 vCPUs on a vGICv3, 2 CPUs, the PL011 passed through) with the test `/init`,
 //!   placed and booted like any configuration (`crate::config`, `-device loader`,
 //!   `config=ADDR`); [`check_linux`] says what it must show.
+//! - `aarch64-linux-smp4` and `aarch64-linux-overcommit`: the same with 4 vCPUs on 4
+//!   CPUs, and with 4 vCPUs on 2 CPUs (hyp's scheduler switches vCPUs on each CPU).
 //!
 //! `cargo xtask run --arch aarch64` boots `configs/linux-arm64.toml` with a shell
 //! (`crate::hyp::run`).
@@ -31,9 +33,28 @@ use crate::util::run_cmd;
 const TIMEOUT_S: u64 = 30;
 /// The aarch64 cases of the QEMU suite, in the order they run (before the riscv64
 /// ones; `VIRQ_QEMU_CASE=aarch64-linux` runs one alone).
-pub const CASES: &[&str] = &["aarch64-hello", crate::armtest::CASE, LINUX_CASE];
+pub const CASES: &[&str] = &[
+    "aarch64-hello",
+    crate::armtest::CASE,
+    LINUX_CASE,
+    LINUX_SMP4_CASE,
+    LINUX_OVERCOMMIT_CASE,
+];
 /// The Debian arm64 Linux case.
 pub const LINUX_CASE: &str = "aarch64-linux";
+/// The same with 4 vCPUs on 4 CPUs.
+pub const LINUX_SMP4_CASE: &str = "aarch64-linux-smp4";
+/// The same with 4 vCPUs on 2 CPUs (hyp's scheduler switches vCPUs on each CPU).
+pub const LINUX_OVERCOMMIT_CASE: &str = "aarch64-linux-overcommit";
+/// The Linux cases: name and the `--set`s they apply to [`LINUX_CONFIG`].
+const LINUX_CASES: &[(&str, &[&str])] = &[
+    (LINUX_CASE, &[]),
+    (LINUX_SMP4_CASE, &["machine.harts=4", "guest.0.vcpus=4"]),
+    (
+        LINUX_OVERCOMMIT_CASE,
+        &["machine.harts=2", "guest.0.vcpus=4"],
+    ),
+];
 /// The configuration it boots (with the test `/init`).
 const LINUX_CONFIG: &str = "linux-arm64";
 /// A Linux run silent this long has hung: QEMU is killed (it prints all along its
@@ -113,7 +134,7 @@ pub fn run_hello(timeout_s: Option<u64>, dry_run: bool) -> Result<()> {
 /// why it failed (its log is `target/hyp/logs/<name>.log`).
 pub fn run_case(name: &str) -> Result<String> {
     match name {
-        LINUX_CASE => linux_case(),
+        n if LINUX_CASES.iter().any(|(c, _)| *c == n) => linux_case(n),
         "aarch64-hello" => smoke(),
         crate::armtest::CASE => crate::armtest::case(),
         _ => bail!("no aarch64 case {name:?} (there are {CASES:?})"),
@@ -146,14 +167,18 @@ pub fn smoke() -> Result<String> {
 /// `configs/linux-arm64.toml` with the test `/init` (600 s limit, killed after 120 s
 /// without console output), check it with [`check_linux`]; the log goes to
 /// `target/hyp/logs/aarch64-linux.log`. Returns the summary line.
-pub fn linux_case() -> Result<String> {
+pub fn linux_case(name: &str) -> Result<String> {
+    let sets = LINUX_CASES
+        .iter()
+        .find(|(c, _)| *c == name)
+        .map_or(&[][..], |(_, s)| *s);
     crate::setup::ensure_arm()?;
     let hyp = build()?;
     let images = crate::config::NamedImages {
         testguest: None,
         kernel_version: None,
     };
-    let cfg = crate::config::suite(LINUX_CASE, LINUX_CONFIG, &[], &images)?;
+    let cfg = crate::config::suite(name, LINUX_CONFIG, sets, &images)?;
     let vcpus = cfg.config.guests.first().context("no guest")?.vcpus;
     let m = cfg.machine(Duration::from_secs(LINUX_TIMEOUT_S), &[])?;
     let o = run_command_watched(
@@ -162,7 +187,7 @@ pub fn linux_case() -> Result<String> {
         false,
         Some(Duration::from_secs(LINUX_SILENCE_S)),
     )?;
-    let log = save_log(LINUX_CASE, &o.output)?;
+    let log = save_log(name, &o.output)?;
     let secs = o.elapsed.as_secs_f64();
     match check_linux(&o, vcpus) {
         Ok(s) => Ok(format!("{s}, {secs:.1} s")),
