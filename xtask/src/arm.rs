@@ -39,7 +39,12 @@ pub const CASES: &[&str] = &[
     LINUX_CASE,
     LINUX_SMP4_CASE,
     LINUX_OVERCOMMIT_CASE,
+    TWO_LINUX_CASE,
 ];
+/// Two Debian arm64 guests at once (`configs/two-linux-arm64.toml`).
+pub const TWO_LINUX_CASE: &str = "aarch64-two-linux";
+/// The second guest's lines (hyp's emulated PL011) carry this prefix.
+const LINUX2_PREFIX: &str = "[linux2] ";
 /// The Debian arm64 Linux case.
 pub const LINUX_CASE: &str = "aarch64-linux";
 /// The same with 4 vCPUs on 4 CPUs.
@@ -135,6 +140,7 @@ pub fn run_hello(timeout_s: Option<u64>, dry_run: bool) -> Result<()> {
 pub fn run_case(name: &str) -> Result<String> {
     match name {
         n if LINUX_CASES.iter().any(|(c, _)| *c == n) => linux_case(n),
+        TWO_LINUX_CASE => two_linux_case(),
         "aarch64-hello" => smoke(),
         crate::armtest::CASE => crate::armtest::case(),
         _ => bail!("no aarch64 case {name:?} (there are {CASES:?})"),
@@ -193,6 +199,70 @@ pub fn linux_case(name: &str) -> Result<String> {
         Ok(s) => Ok(format!("{s}, {secs:.1} s")),
         Err(e) => bail!("{e:#} ({secs:.1} s, log {})", log.display()),
     }
+}
+
+/// `aarch64-two-linux`: both guests run the test `/init` at once, 2 vCPUs each on 2
+/// CPUs; the second's output is kept by hyp until the end (`hyp.vuart=deferred`).
+/// Each guest must pass [`check_linux`]: the first on its own lines, the second on
+/// the lines hyp printed for it (prefix [`LINUX2_PREFIX`]); QEMU ends with status 0
+/// after both powered off.
+pub fn two_linux_case() -> Result<String> {
+    crate::setup::ensure_arm()?;
+    let hyp = build()?;
+    let images = crate::config::NamedImages {
+        testguest: None,
+        kernel_version: None,
+    };
+    let cfg = crate::config::suite(
+        TWO_LINUX_CASE,
+        "two-linux-arm64",
+        &["hyp.vuart=deferred"],
+        &images,
+    )?;
+    let m = cfg.machine(Duration::from_secs(LINUX_TIMEOUT_S), &[])?;
+    let o = run_command_watched(
+        m.command_for(&hyp),
+        m.timeout,
+        false,
+        Some(Duration::from_secs(LINUX_SILENCE_S)),
+    )?;
+    let log = save_log(TWO_LINUX_CASE, &o.output)?;
+    let secs = o.elapsed.as_secs_f64();
+    match check_two_linux(&o) {
+        Ok(s) => Ok(format!("{s}, {secs:.1} s")),
+        Err(e) => bail!("{e:#} ({secs:.1} s, log {})", log.display()),
+    }
+}
+
+/// [`check_linux`] for each guest of `aarch64-two-linux` on its own lines.
+pub fn check_two_linux(o: &Outcome) -> Result<String> {
+    let first: String = o
+        .output
+        .lines()
+        .filter(|l| !l.starts_with(LINUX2_PREFIX))
+        .flat_map(|l| [l, "\n"])
+        .collect();
+    let second: String = o
+        .output
+        .lines()
+        .filter_map(|l| {
+            if l.starts_with(BANNER) {
+                Some(l)
+            } else {
+                l.strip_prefix(LINUX2_PREFIX)
+            }
+        })
+        .flat_map(|l| [l, "\n"])
+        .collect();
+    let with = |output: String| Outcome {
+        output,
+        status: o.status,
+        timed_out: o.timed_out,
+        elapsed: o.elapsed,
+    };
+    let a = check_linux(&with(first), 2).context("guest linux")?;
+    let b = check_linux(&with(second), 2).context("guest linux2")?;
+    Ok(format!("linux: {a}; linux2: {b}"))
 }
 
 /// hyp's first line on aarch64.
@@ -419,6 +489,36 @@ VIRQ-INIT-DONE
             "{s}"
         );
         assert!(s.ends_with("its interrupts per CPU [0, 0]"), "{s}");
+    }
+
+    /// Two guests: the first's lines as recorded, the second's the same lines
+    /// prefixed as hyp prints them (its banner line excepted).
+    fn two_guests(second_without: &str) -> String {
+        let mut out = String::from(LINUX_GOOD);
+        for l in LINUX_GOOD.lines().filter(|l| !l.starts_with(BANNER)) {
+            if !second_without.is_empty() && l.contains(second_without) {
+                continue;
+            }
+            out.push_str(LINUX2_PREFIX);
+            out.push_str(l);
+            out.push('\n');
+        }
+        out
+    }
+
+    #[test]
+    fn two_guests_each_checked_on_its_own_lines() {
+        let s = check_two_linux(&outcome(&two_guests(""), Some(0))).unwrap();
+        assert!(
+            s.contains("linux: 2 CPUs") && s.contains("linux2: 2 CPUs"),
+            "{s}"
+        );
+        let e = check_two_linux(&outcome(&two_guests("VIRQ-INIT-DONE"), Some(0))).unwrap_err();
+        assert!(format!("{e:#}").contains("guest linux2"), "{e:#}");
+        let first_only = two_guests("").replace("\nVIRQ-CPUS-ONLINE 0-1\n", "\n");
+        let e = check_two_linux(&outcome(&first_only, Some(0))).unwrap_err();
+        assert!(format!("{e:#}").contains("guest linux:"), "{e:#}");
+        assert!(check_two_linux(&outcome(&two_guests(""), Some(1))).is_err());
     }
 
     #[test]

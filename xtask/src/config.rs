@@ -481,11 +481,7 @@ pub fn resolve(name: &str, file: &File, dir: &Path, images: &dyn Images) -> Resu
             .map(|d| named(&f("devices"), d))
             .collect::<Result<Vec<_>, _>>()
             .map_err(fail)?;
-        ensure!(
-            arch == Arch::Riscv64 || !devices.contains(&hyp_config::Device::Vuart),
-            "{}: \"vuart\" (hyp's emulated 16550) is riscv64-only so far; an aarch64 guest has \"uart\" (the PL011) or none",
-            f("devices")
-        );
+
         let kernel = match (g.kernel.as_str(), arch) {
             ("testguest" | "bench", Arch::Aarch64) => bail!(
                 "{}: \"{}\" is a riscv64 image; an aarch64 guest boots \"debian\" or a path to an arm64 Image",

@@ -1007,7 +1007,7 @@ fn arm_selection(only: Option<&str>, skip_linux: bool) -> (Vec<&'static str>, bo
         .iter()
         .copied()
         .filter(|c| only.is_none() || names.contains(c))
-        .filter(|c| !(skip_linux && c.starts_with(crate::arm::LINUX_CASE)))
+        .filter(|c| !(skip_linux && c.contains("linux")))
         .collect();
     let arm_only = !names.is_empty() && names.iter().all(|n| crate::arm::CASES.contains(n));
     (cases, arm_only)
@@ -1104,7 +1104,8 @@ mod tests {
                     "aarch64-testguest",
                     "aarch64-linux",
                     "aarch64-linux-smp4",
-                    "aarch64-linux-overcommit"
+                    "aarch64-linux-overcommit",
+                    "aarch64-two-linux"
                 ],
                 false
             )

@@ -25,8 +25,9 @@ pub enum Next {
     /// The guest waits for an event (WFE, trapped on a shared CPU): run another vCPU
     /// if one is runnable.
     Yield,
-    /// Power off; `true` on failure.
-    PowerOff(bool),
+    /// The guest stops (PSCI SYSTEM_OFF/RESET, or an exit hyp cannot serve); `true`
+    /// on failure. The machine powers off when the last guest has stopped.
+    Stop(bool),
 }
 
 /// Exit classes counted per vCPU (`Vcpu::exits`).
@@ -179,7 +180,7 @@ pub fn handle_exit(vm: &Vm, v: usize, cpu: usize, ctx: &mut Context) -> (ExitCla
                 "hyp: guest {}: vCPU {v}: exit through vector {other} at pc {:#x}: stopping",
                 vm.name, ctx.pc
             );
-            return (ExitClass::Other, Next::PowerOff(true));
+            return (ExitClass::Other, Next::Stop(true));
         }
     }
     let esr = ctx.esr;
@@ -259,8 +260,9 @@ fn sysreg_trap(vm: &Vm, v: usize, cpu: usize, ctx: &mut Context) {
     ctx.pc += 4;
 }
 
-/// A stage-2 data abort: the vGIC's frames are emulated; anything else outside the
-/// guest's RAM and devices gets a synchronous external abort injected.
+/// A stage-2 data abort: the vGIC's frames and the emulated PL011 are emulated;
+/// anything else outside the guest's RAM and devices gets a synchronous external
+/// abort injected.
 fn data_abort(vm: &Vm, cpu: usize, ctx: &mut Context) -> Next {
     let esr = ctx.esr;
     let iss = esr & 0x1ff_ffff;
@@ -269,7 +271,8 @@ fn data_abort(vm: &Vm, cpu: usize, ctx: &mut Context) -> Next {
     let gicr_size = vm.gic.lock().redist_size();
     let in_gicd = (GICD_IPA..GICD_IPA + GICD_SIZE).contains(&ipa);
     let in_gicr = (GICR_IPA..GICR_IPA + gicr_size).contains(&ipa);
-    if !isv || !(in_gicd || in_gicr) {
+    let in_vuart = vm.vuart.is_some() && (vm::UART_BASE..vm::UART_BASE + 0x1000).contains(&ipa);
+    if !isv || !(in_gicd || in_gicr || in_vuart) {
         inject_abort(ctx, true, ctx.far, ctx.esr & (1 << 6) != 0);
         return Next::Resume;
     }
@@ -281,7 +284,9 @@ fn data_abort(vm: &Vm, cpu: usize, ctx: &mut Context) -> Next {
     let sf = iss & (1 << 15) != 0;
     let kicker = Kicker { vm, cpu };
     let value = (write).then(|| if srt == 31 { 0 } else { ctx.x[srt] });
-    let r = {
+    let r = if let (true, Some(uart)) = (in_vuart, &vm.vuart) {
+        vuart_access(vm, &kicker, uart, ipa - vm::UART_BASE, size, value)
+    } else {
         let mut g = vm.gic.lock();
         if in_gicd {
             g.dist_access(ipa - GICD_IPA, size, value, &kicker)
@@ -302,6 +307,39 @@ fn data_abort(vm: &Vm, cpu: usize, ctx: &mut Context) -> Next {
     }
     ctx.pc += 4;
     Next::Resume
+}
+
+/// An access to the emulated PL011: its console line printed, its interrupt line
+/// driven on the guest's virtual SPI when it changed.
+fn vuart_access(
+    vm: &Vm,
+    kicker: &Kicker<'_>,
+    uart: &spin::Mutex<super::vpl011::VPl011>,
+    offset: u64,
+    size: u8,
+    value: Option<u64>,
+) -> u64 {
+    let mut u = uart.lock();
+    let before = u.level();
+    let r = match value {
+        None => u.read(offset, size),
+        Some(v) => {
+            if let Some(line) = u.write(offset, size, v) {
+                match &vm.vuart_deferred {
+                    Some(kept) => kept.lock().push(line),
+                    None => println!("[{}] {line}", vm.name),
+                }
+            }
+            0
+        }
+    };
+    let after = u.level();
+    // Still under the UART's lock (lock order: UART, then vGIC), so two vCPUs'
+    // changes reach the vGIC in the order they happened.
+    if after != before {
+        vm.gic.lock().set_level(0, vm::UART_INTID, after, kicker);
+    }
+    r
 }
 
 /// `PSTATE.M` of EL1h, EL1t.

@@ -19,7 +19,8 @@ const IRQ_LEVEL_HIGH: u32 = 4;
 const GIC_PHANDLE: u32 = 1;
 const CLK_PHANDLE: u32 = 2;
 
-/// Build the DTB of guest `g` with `vcpus` vCPUs; `uart`: it owns the PL011.
+/// Build the DTB of guest `g` with `vcpus` vCPUs; `uart`: it has a PL011 (QEMU's,
+/// passed through, or hyp's emulated one: the same node).
 pub fn build(g: &Guest, vcpus: usize, uart: bool) -> FdtWriterResult<Vec<u8>> {
     let mut fdt = FdtWriter::new()?;
     let root = fdt.begin_node("")?;

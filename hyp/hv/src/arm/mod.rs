@@ -12,6 +12,7 @@
 //! | `exit.rs` | a vCPU's exits: WFI, PSCI, trapped system registers, vGIC MMIO, injected faults |
 //! | `psci.rs` | PSCI and SMCCC for guests (`hvc`) |
 //! | `fdt.rs` | the guest's device tree |
+//! | `vpl011.rs` | hyp's emulated PL011, for a guest that does not own QEMU's |
 //! | `idregs.rs` | the ID registers guests read: features hyp does not switch hidden |
 //!
 //! Each vCPU has a home CPU; a CPU with one vCPU keeps its EL1 system registers,
@@ -29,6 +30,7 @@ mod idregs;
 mod psci;
 mod sched;
 mod vm;
+mod vpl011;
 
 /// `ESR_EL2.EC` values hyp handles (Arm ARM D24, "ESR_EL2").
 pub mod ec {

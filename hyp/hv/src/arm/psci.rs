@@ -10,7 +10,7 @@
 //! | `CPU_ON` | INVALID_PARAMETERS (no such vCPU), INVALID_ADDRESS (entry outside RAM), ALREADY_ON, ON_PENDING |
 //! | `AFFINITY_INFO` | level 0 only (else INVALID_PARAMETERS): ON / OFF / ON_PENDING |
 //! | `MIGRATE_INFO_TYPE` | 2: no Trusted OS to migrate |
-//! | `SYSTEM_OFF`, `SYSTEM_RESET` | the guest ends; hyp powers the machine off |
+//! | `SYSTEM_OFF`, `SYSTEM_RESET` | the guest stops (every vCPU off, `CPU_ON` refused with DENIED); hyp powers the machine off when the last guest has stopped |
 //! | `PSCI_FEATURES` | SUCCESS for each function above (and `SMCCC_VERSION`), for SMC64 ids only of `CPU_SUSPEND`, `CPU_ON`, `AFFINITY_INFO`; NOT_SUPPORTED otherwise |
 //! | `SMCCC_VERSION` | 1.1; `SMCCC_ARCH_FEATURES`: NOT_SUPPORTED (no workarounds to offer) |
 //! | anything else | NOT_SUPPORTED |
@@ -40,6 +40,7 @@ const NOT_SUPPORTED: i64 = -1;
 const INVALID_PARAMETERS: i64 = -2;
 const ALREADY_ON: i64 = -4;
 const ON_PENDING: i64 = -5;
+const DENIED: i64 = -3;
 const INVALID_ADDRESS: i64 = -9;
 
 /// The functions hyp implements (32-bit ids; the SMC64 forms of the ones with
@@ -124,11 +125,11 @@ pub fn call(vm: &Vm, me: usize, cpu: usize, ctx: &mut Context) -> Result<Effect,
         }
         SYSTEM_OFF if !wide => {
             crate::println!("hyp: guest {}: PSCI SYSTEM_OFF", vm.name);
-            return Err(Next::PowerOff(false));
+            return Err(Next::Stop(false));
         }
         SYSTEM_RESET if !wide => {
-            crate::println!("hyp: guest {}: PSCI SYSTEM_RESET (hyp powers off)", vm.name);
-            return Err(Next::PowerOff(false));
+            crate::println!("hyp: guest {}: PSCI SYSTEM_RESET (hyp stops it)", vm.name);
+            return Err(Next::Stop(false));
         }
         _ => NOT_SUPPORTED,
     };
@@ -146,6 +147,9 @@ fn cpu_on(vm: &Vm, cpu: usize, target: u64, entry: u64, context: u64) -> i64 {
     let Some(v) = vcpu_of(vm, target) else {
         return INVALID_PARAMETERS;
     };
+    if vm.stopped.load(Ordering::SeqCst) {
+        return DENIED;
+    }
     if !vm.in_ram(entry, 4) || !entry.is_multiple_of(4) {
         return INVALID_ADDRESS;
     }

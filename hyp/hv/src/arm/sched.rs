@@ -80,8 +80,10 @@ impl Cpu {
     }
 
     fn runnable(&self, i: usize) -> bool {
-        let (_, vcpu) = self.vcpu(i);
-        vcpu.power.load(Ordering::SeqCst) != power::OFF && vcpu.block.runnable()
+        let (vm, vcpu) = self.vcpu(i);
+        !vm.stopped.load(Ordering::SeqCst)
+            && vcpu.power.load(Ordering::SeqCst) != power::OFF
+            && vcpu.block.runnable()
     }
 
     fn any_runnable_but(&self, skip: Option<usize>) -> bool {
@@ -316,12 +318,13 @@ fn run(c: &mut Cpu, i: usize) {
                     break;
                 }
             }
-            Next::PowerOff(failure) => {
+            Next::Stop(failure) => {
                 drop(saved);
-                power_off(failure)
+                stop(vm, c.id, failure);
+                return;
             }
         }
-        if vcpu.power.load(Ordering::SeqCst) == power::OFF {
+        if vcpu.power.load(Ordering::SeqCst) == power::OFF || vm.stopped.load(Ordering::SeqCst) {
             break;
         }
         if c.slice_over {
@@ -348,8 +351,34 @@ fn reset(vcpu: &vm::Vcpu, saved: &mut Saved) {
     arch::el1::El1State::reset().restore();
 }
 
-/// Every guest's accounting, then the machine off.
+/// Guest `vm` stops: its vCPUs are switched off (those running elsewhere are kicked
+/// out), and when it was the last guest running, the machine powers off.
+fn stop(vm: &Vm, cpu: usize, failure: bool) {
+    vm.failed.fetch_or(failure, Ordering::SeqCst);
+    if vm.stopped.swap(true, Ordering::SeqCst) {
+        return;
+    }
+    for (v, vcpu) in vm.vcpus.iter().enumerate() {
+        vcpu.power.store(power::OFF, Ordering::SeqCst);
+        exit::kick(vm, cpu, v);
+    }
+    let vms = vm::vms();
+    if vms.iter().all(|g| g.stopped.load(Ordering::SeqCst)) {
+        power_off(vms.iter().any(|g| g.failed.load(Ordering::SeqCst)))
+    }
+    println!("hyp: guest {} stopped; the others run on", vm.name);
+}
+
+/// The kept lines of the emulated UARTs (`vuart = "deferred"`), every guest's
+/// accounting, then the machine off.
 fn power_off(failure: bool) -> ! {
+    for vm in vm::vms() {
+        if let Some(kept) = &vm.vuart_deferred {
+            for line in kept.lock().iter() {
+                println!("[{}] {line}", vm.name);
+            }
+        }
+    }
     for vm in vm::vms() {
         for (i, v) in vm.vcpus.iter().enumerate() {
             let mut line = alloc::string::String::new();

@@ -10,7 +10,7 @@
 use alloc::format;
 use alloc::string::String;
 use alloc::vec::Vec;
-use core::sync::atomic::{AtomicU32, AtomicU64, AtomicU8};
+use core::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicU8};
 
 use hyp_config::{Device, Topology, GUEST_RAM_BASE};
 use spin::{Mutex, Once};
@@ -24,6 +24,7 @@ use crate::arch::{self, gic, phys::PhysRange, sysreg, Context, HartId};
 use crate::gstage::{GStage, R, W, X};
 use crate::println;
 
+use super::vpl011::VPl011;
 use super::HostInfo;
 
 /// SPIs of the guest GIC (INTIDs 32..96).
@@ -131,6 +132,12 @@ pub struct Vm {
     pub vcpus: Vec<Vcpu>,
     /// Whether the guest owns the PL011.
     pub uart: bool,
+    /// hyp's emulated PL011, for a guest that does not own the real one
+    /// (`devices = ["vuart"]`).
+    pub vuart: Option<Mutex<VPl011>>,
+    /// `[hyp] vuart = "deferred"`: its lines are kept until the machine powers off
+    /// (no interleaving with the UART owner's output, for tests).
+    pub vuart_deferred: Option<Mutex<Vec<String>>>,
     /// How the PL011's SPI is completed.
     pub link: Link,
     /// Physical → virtual routes of the passthrough SPIs (virq-core).
@@ -139,6 +146,10 @@ pub struct Vm {
     pub acks: AckNotifiers<MAX_VIRQ>,
     /// Claims of the PL011's SPI since the guest last completed it ([`Link::Immediate`]).
     pub storm: AtomicU32,
+    /// The guest has stopped (PSCI SYSTEM_OFF/RESET): its vCPUs never run again.
+    pub stopped: AtomicBool,
+    /// It stopped on a failure.
+    pub failed: AtomicBool,
     /// Physical deactivates done for guest completions (software path) or at once
     /// (immediate).
     pub deactivations: AtomicU64,
@@ -184,8 +195,9 @@ pub fn boot(host: &HostInfo) -> Result<(), String> {
     let cpus = host.cpus.max(1);
     let mut next = 0usize;
     let mut vms = Vec::new();
+    let deferred = config.hyp.vuart == hyp_config::VuartMode::Deferred;
     for (i, g) in config.guests.iter().enumerate() {
-        vms.push(build(i, g, &allowed, cpus, &mut next)?);
+        vms.push(build(i, g, &allowed, cpus, &mut next, deferred)?);
     }
     let uart_owner = vms.iter().any(|v| v.uart);
     VMS.call_once(|| vms);
@@ -210,6 +222,7 @@ fn build(
     allowed: &impl Fn(u64, u64) -> bool,
     cpus: usize,
     next: &mut usize,
+    deferred: bool,
 ) -> Result<Vm, String> {
     let field = |k: &str| format!("configuration: guest[{i}].{k}");
     if g.topology != Topology::Vgicv3 {
@@ -219,9 +232,7 @@ fn build(
     if vcpus > VCPUS {
         return Err(format!("{}: at most {VCPUS} vCPUs", field("vcpus")));
     }
-    if g.devices.contains(&Device::Vuart) {
-        return Err(format!("{}: vuart is not on aarch64 yet", field("devices")));
-    }
+    let vuart = g.devices.contains(&Device::Vuart);
     let ram_size = g.ram_size();
     if !allowed(g.ram_host_base, ram_size) {
         return Err(format!("{}: RAM outside free host RAM", field("memory_mb")));
@@ -274,7 +285,8 @@ fn build(
     }
 
     let dtb_off = ram_size - hyp_config::DTB_AREA;
-    let dtb = super::fdt::build(g, vcpus, uart).map_err(|e| format!("guest DTB: {e:?}"))?;
+    let dtb =
+        super::fdt::build(g, vcpus, uart || vuart).map_err(|e| format!("guest DTB: {e:?}"))?;
     if dtb.len() as u64 > hyp_config::DTB_AREA || !ram.write(dtb_off as usize, &dtb) {
         return Err("guest DTB larger than its area".into());
     }
@@ -306,7 +318,13 @@ fn build(
         g.memory_mb,
         g.ram_host_base,
         dtb.len(),
-        if uart { alloc::format!("PL011 passed through (INTID 33, {link:?} link)") } else { "no UART".into() },
+        if uart {
+            alloc::format!("PL011 passed through (INTID 33, {link:?} link)")
+        } else if vuart {
+            "emulated PL011".into()
+        } else {
+            "no UART".into()
+        },
         vcpu_table.iter().map(|v: &Vcpu| v.block.home()).collect::<Vec<_>>(),
     );
     *next += vcpus;
@@ -320,11 +338,15 @@ fn build(
         gic: Mutex::new(model),
         vcpus: vcpu_table,
         uart,
+        vuart: vuart.then(|| Mutex::new(VPl011::default())),
+        vuart_deferred: (vuart && deferred).then(|| Mutex::new(Vec::new())),
         link,
         routes,
         acks,
         storm: AtomicU32::new(0),
         deactivations: AtomicU64::new(0),
+        stopped: AtomicBool::new(false),
+        failed: AtomicBool::new(false),
     })
 }
 
