@@ -249,8 +249,9 @@ pub enum Device {
     /// aarch64 QEMU arm `virt`'s PL011 at `0x0900_0000` (INTID 33, SPI 1). One guest
     /// at most: there is one.
     Uart,
-    /// hyp's emulated NS16550A at the riscv64 UART's guest address: output goes to hyp's
-    /// console prefixed with the guest's name; no interrupt (riscv64 only so far).
+    /// hyp's emulated UART at the real one's guest address — on riscv64 an NS16550A
+    /// (no interrupt), on aarch64 a PL011 (its transmit interrupt on INTID 33): output
+    /// goes to hyp's console prefixed with the guest's name.
     Vuart,
 }
 

@@ -366,7 +366,9 @@ fn eoi_hw_needs_a_gicv3() {
     c.guests[0].eoi = Eoi::Hw;
     let e = validate(&c).unwrap_err();
     assert_eq!(e.field, "guest[0].eoi");
-    c.guests[0].topology = Topology::Vgicv3;
+    for g in &mut c.guests {
+        g.topology = Topology::Vgicv3;
+    }
     validate(&c).unwrap();
     assert_eq!(decode(&encode(&c)).unwrap(), c);
 }
