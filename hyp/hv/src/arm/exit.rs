@@ -289,7 +289,11 @@ fn data_abort(vm: &Vm, cpu: usize, ctx: &mut Context) -> Next {
     } else {
         let mut g = vm.gic.lock();
         if in_gicd {
-            g.dist_access(ipa - GICD_IPA, size, value, &kicker)
+            let r = g.dist_access(ipa - GICD_IPA, size, value, &kicker);
+            if write && vm.uart {
+                follow_route(vm, g.spi_target(vm::UART_INTID));
+            }
+            r
         } else {
             g.redist_access(ipa - GICR_IPA, size, value, &kicker)
         }
@@ -307,6 +311,19 @@ fn data_abort(vm: &Vm, cpu: usize, ctx: &mut Context) -> Next {
     }
     ctx.pc += 4;
     Next::Resume
+}
+
+/// The guest routed the passed-through SPI to vCPU `target` (`GICD_IROUTER`): route
+/// the physical SPI to that vCPU's home CPU, so it arrives where the vCPU runs
+/// instead of being forwarded with a kick. Called under the vGIC's lock, which orders
+/// the guest's route changes.
+fn follow_route(vm: &Vm, target: usize) {
+    let Some(home) = vm.vcpus.get(target).map(|v| v.block.home()) else {
+        return;
+    };
+    if vm.uart_cpu.swap(home, Ordering::Relaxed) != home {
+        gic::route_spi(vm::UART_INTID, home);
+    }
 }
 
 /// An access to the emulated PL011: its console line printed, its interrupt line

@@ -10,7 +10,7 @@
 use alloc::format;
 use alloc::string::String;
 use alloc::vec::Vec;
-use core::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicU8};
+use core::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicU8, AtomicUsize};
 
 use hyp_config::{Device, Topology, GUEST_RAM_BASE};
 use spin::{Mutex, Once};
@@ -140,6 +140,8 @@ pub struct Vm {
     pub vuart_deferred: Option<Mutex<Vec<String>>>,
     /// How the PL011's SPI is completed.
     pub link: Link,
+    /// The CPU the physical PL011 SPI is routed to (the home of its virtual target).
+    pub uart_cpu: AtomicUsize,
     /// Physical → virtual routes of the passthrough SPIs (virq-core).
     pub routes: RouteTable<MAX_PIRQ>,
     /// Each virtual INTID's ack notifier (its route's token).
@@ -339,6 +341,7 @@ fn build(
         vcpus: vcpu_table,
         uart,
         vuart: vuart.then(|| Mutex::new(VPl011::default())),
+        uart_cpu: AtomicUsize::new(0),
         vuart_deferred: (vuart && deferred).then(|| Mutex::new(Vec::new())),
         link,
         routes,

@@ -293,6 +293,16 @@ pub fn set_ppi_active(intid: u32, active: bool) {
     wr32(rd + gicr::SGI + reg, 1 << intid);
 }
 
+/// Route SPI `intid` to the CPU with affinity Aff0 = `aff0`.
+pub fn route_spi(intid: u32, aff0: usize) {
+    if (SPI_BASE..SPECIAL).contains(&intid) {
+        wr64(
+            addrs().gicd + gicd::IROUTER + 8 * intid as usize,
+            aff0 as u64 & 0xff,
+        );
+    }
+}
+
 /// Enable or disable (mask) SPI `intid` at the distributor.
 pub fn set_spi_enabled(intid: u32, enabled: bool) {
     if !(SPI_BASE..SPECIAL).contains(&intid) {
