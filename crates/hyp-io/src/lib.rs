@@ -1,0 +1,22 @@
+//! hyp's device I/O as pure data, tested on the host.
+//!
+//! - [`pci`]: PCI configuration space as PCI Local Bus 3.0 / PCI Express Base 6.0 define
+//!   it — addressing a function in an ECAM window, the type-0 header, the standard
+//!   BAR sizing probe (write all ones, read back the mask), the capability list walk
+//!   (with MSI and MSI-X decoded), and the `iommu-map` of a host bridge's DT node.
+//!   It reaches a function's registers through [`pci::ConfigAccess`], so the logic runs
+//!   against a model here and against ECAM in hyp (`arch::pcie`).
+//! - [`iommu`]: the RISC-V IOMMU Architecture Specification v1.0 (ratified 2023): its
+//!   register map, `capabilities`, `ddtp` and queue-base encodings, the commands hyp
+//!   sends (IOFENCE.C, IODIR.INVAL_DDT, IOTINVAL.GVMA), device contexts (extended
+//!   format) and the device-directory index, and fault records with their causes.
+//!
+//! Nothing here touches memory or devices: hyp's driver (`hv/src/iommu/`) does, through
+//! `arch`.
+#![no_std]
+#![forbid(unsafe_code)]
+
+extern crate alloc;
+
+pub mod iommu;
+pub mod pci;
