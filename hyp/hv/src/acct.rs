@@ -8,6 +8,7 @@
 //! ACCT guest=<name> vplic_traps claims=<n> completes=<n> other=<n>     (vPLIC guests)
 //! ACCT guest=<name> aia …                                             (AIA guests, crate::topology::aia)
 //! ACCT claims=<n> guest_completes=<m>
+//! ACCT iommu commands=<n> fences=<n> faults=<n> fault_overflows=<n> queue_memory_faults=<n>   (hosts with an IOMMU)
 //! ```
 //!
 //! The counters themselves are in `counts` (low: every layer bumps them).
@@ -68,5 +69,19 @@ pub fn print(w: &World) {
     }
     crate::println!("ACCT migrations={}", MIGRATIONS.load(Ordering::Relaxed));
     crate::println!("ACCT claims={} guest_completes={}", claims, completes);
+    if let Some(iommu) = crate::iommu::iommu() {
+        let mut i = iommu.lock();
+        // Faults since the last poll are read (and printed) first.
+        i.poll_faults();
+        let c = &i.counts;
+        crate::println!(
+            "ACCT iommu commands={} fences={} faults={} fault_overflows={} queue_memory_faults={}",
+            c.commands.load(Ordering::Relaxed),
+            c.fences.load(Ordering::Relaxed),
+            c.faults.load(Ordering::Relaxed),
+            c.fault_overflows.load(Ordering::Relaxed),
+            c.queue_memory_faults.load(Ordering::Relaxed)
+        );
+    }
     crate::println!("ACCT end");
 }

@@ -28,6 +28,8 @@ mod console;
 #[cfg(target_arch = "riscv64")]
 mod counts;
 #[cfg(target_arch = "riscv64")]
+mod dmatest;
+#[cfg(target_arch = "riscv64")]
 mod dtb;
 #[cfg(target_arch = "riscv64")]
 mod exit;
@@ -42,7 +44,11 @@ mod hostirq;
 #[cfg(target_arch = "riscv64")]
 mod ids;
 #[cfg(target_arch = "riscv64")]
+mod iommu;
+#[cfg(target_arch = "riscv64")]
 mod irq;
+#[cfg(target_arch = "riscv64")]
+mod pci;
 #[cfg(target_arch = "riscv64")]
 mod platform;
 #[cfg(target_arch = "riscv64")]
@@ -127,6 +133,7 @@ pub extern "C" fn boot_main(hartid: HartId, dtb: usize) -> ! {
         .unwrap_or(0);
     hostirq::init();
     irq::setup_routes();
+    pcie_init(platform, world);
     hart_init(me);
     for g in &world.guests {
         let v0 = &world.vcpus[g.first_vcpu];
@@ -157,6 +164,74 @@ pub extern "C" fn boot_main(hartid: HartId, dtb: usize) -> ! {
     let (used, total) = heap::usage();
     println!("hyp: heap {used}/{total} bytes used at boot");
     sched::run()
+}
+
+#[cfg(target_arch = "riscv64")]
+/// PCIe and the IOMMU (docs/hyp.md, "PCIe and the RISC-V IOMMU"): enumerate the host
+/// bridge, bring the IOMMU up with every device off, and with `iommu_test=edu` run the
+/// DMA proof (`dmatest`) against guest 0 before any guest runs. Nothing here stops hyp:
+/// an IOMMU that does not come up is reported and left alone.
+fn pcie_init(p: &platform::Platform, w: &World) {
+    let mut bus = p.pcie.as_ref().map(|h| {
+        let b = pci::Bus::enumerate(h);
+        b.print();
+        b
+    });
+    let Some(info) = &p.iommu else {
+        return;
+    };
+    let window = match (info.at, bus.as_mut()) {
+        (platform::IommuAt::Platform(base, size), _) => Some((base, size)),
+        (platform::IommuAt::Pci(rid), Some(bus)) => {
+            let bdf = hyp_io::pci::Bdf::from_rid(rid);
+            // The PCI IOMMU reads its queues and tables by DMA: bus mastering on.
+            match bus.enable(bdf, true) {
+                Ok(bars) => bars
+                    .iter()
+                    .find(|(b, _)| b.index == 0)
+                    .map(|&(b, cpu)| (cpu, b.size)),
+                Err(e) => {
+                    println!("hyp: iommu: {e}");
+                    None
+                }
+            }
+        }
+        (platform::IommuAt::Pci(_), None) => None,
+    };
+    let Some((base, _)) = window.filter(|w| w.1 >= hyp_io::iommu::regs::SIZE as u64) else {
+        println!("hyp: iommu: {:?}: no register window", info.at);
+        return;
+    };
+    // SAFETY: the IOMMU's register window: a `reg` of the host DTB, or BAR 0 of the
+    // PCI IOMMU function that hyp just assigned; only hyp drives it.
+    let regs = unsafe { arch::pcie::MmioWindow::new(base as usize, hyp_io::iommu::regs::SIZE) };
+    println!(
+        "hyp: iommu: {:?} phandle {:#x}, registers at {base:#x}, irqs {:?}, msi-parent {:?}, capabilities {}",
+        info.at,
+        info.phandle,
+        info.irqs,
+        info.msi_parent,
+        hyp_io::iommu::Capabilities(regs.read64(hyp_io::iommu::regs::CAPABILITIES))
+    );
+    let iommu = match iommu::Iommu::init(regs, p.timebase) {
+        Ok(i) => iommu::set_iommu(i),
+        Err(e) => {
+            println!("hyp: iommu: not used: {e}");
+            return;
+        }
+    };
+    if p.bootarg("iommu_test") == Some("edu") {
+        let edu = bus
+            .as_ref()
+            .and_then(|b| b.find(dmatest::EDU_ID.0, dmatest::EDU_ID.1))
+            .map(|f| f.bdf);
+        match (edu, bus.as_mut(), w.guests.first()) {
+            (Some(bdf), Some(bus), Some(g)) => {
+                dmatest::run(bus, bdf, (iommu, info.phandle), g, p.timebase)
+            }
+            _ => println!("hyp: dma-test: FAILED: no edu device or no guest"),
+        }
+    }
 }
 
 #[cfg(target_arch = "riscv64")]

@@ -45,6 +45,49 @@ pub struct AiaInfo {
     pub num_ids: u32,
 }
 
+/// The PCIe host bridge (`pci-host-ecam-generic`).
+#[derive(Clone, Debug)]
+pub struct PcieHost {
+    /// ECAM window `(base, size)` (`reg`).
+    pub ecam: (u64, u64),
+    /// `bus-range`.
+    pub bus_start: u8,
+    /// Last bus of `bus-range`.
+    pub bus_end: u8,
+    /// The 32-bit memory window of `ranges`: `(PCI address, CPU address, size)`.
+    pub mem32: Option<(u64, u64, u64)>,
+    /// The 64-bit memory window of `ranges`.
+    pub mem64: Option<(u64, u64, u64)>,
+    /// `msi-parent` (a phandle).
+    pub msi_parent: Option<u32>,
+    /// `iommu-map`: which IOMMU and device ID each requester ID has.
+    pub iommu_map: Vec<hyp_io::pci::IommuMapEntry>,
+    /// `iommu-map-mask` (all ones when absent).
+    pub iommu_map_mask: u32,
+}
+
+/// Where the RISC-V IOMMU is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum IommuAt {
+    /// A platform device (`riscv,iommu`): its register window `(base, size)`.
+    Platform(u64, u64),
+    /// A PCI function (`riscv,pci-iommu` under the host bridge): its requester ID.
+    Pci(u16),
+}
+
+/// The RISC-V IOMMU of the host DTB.
+#[derive(Clone, Debug)]
+pub struct IommuInfo {
+    /// Where it is.
+    pub at: IommuAt,
+    /// Its phandle (what `iommu-map` names).
+    pub phandle: u32,
+    /// Wired interrupts (`interrupts`, first cell of each pair): CQ, FQ, HPM, PQ.
+    pub irqs: Vec<u32>,
+    /// `msi-parent`.
+    pub msi_parent: Option<u32>,
+}
+
 /// Everything hyp uses from the host DTB.
 #[derive(Clone, Debug)]
 pub struct Platform {
@@ -77,6 +120,10 @@ pub struct Platform {
     pub sstc: bool,
     /// The DTB blob's own location (must not be overwritten before parsing).
     pub dtb_range: (u64, u64),
+    /// The PCIe host bridge.
+    pub pcie: Option<PcieHost>,
+    /// The RISC-V IOMMU.
+    pub iommu: Option<IommuInfo>,
 }
 
 fn be_u32(b: &[u8]) -> u32 {
@@ -272,6 +319,7 @@ impl Platform {
                 irq,
             ))
         });
+        let (pcie, iommu) = parse_pcie(&fdt);
         let (bootargs, guest_append) = split_bootargs(fdt.chosen().bootargs().unwrap_or(""));
         let (bootargs, guest_append) = (bootargs.to_string(), guest_append.to_string());
         Ok(Platform {
@@ -289,6 +337,8 @@ impl Platform {
             mmu_type,
             sstc,
             dtb_range: (blob_addr, blob_addr + blob.len() as u64),
+            pcie,
+            iommu,
         })
     }
 
@@ -305,6 +355,91 @@ impl Platform {
             .iter()
             .any(|&(b, s)| base >= b && base.checked_add(size).is_some_and(|e| e <= b + s))
     }
+}
+
+fn cells(p: Option<fdt::node::NodeProperty<'_>>) -> Vec<u32> {
+    p.map(|p| p.value.chunks_exact(4).map(be_u32).collect())
+        .unwrap_or_default()
+}
+
+/// The host bridge and the IOMMU (QEMU `virt`: docs/hyp.md, "PCIe and the RISC-V
+/// IOMMU"). `ranges` entries are `<phys.hi phys.mid phys.lo cpu.hi cpu.lo size.hi
+/// size.lo>` (3 PCI address cells, the root's 2, 2 size cells); `phys.hi` bits 25:24
+/// give the space (2: 32-bit memory, 3: 64-bit memory).
+fn parse_pcie(fdt: &fdt::Fdt<'_>) -> (Option<PcieHost>, Option<IommuInfo>) {
+    let mut pcie = None;
+    let mut iommu = None;
+    let u64_of = |hi: u32, lo: u32| (hi as u64) << 32 | lo as u64;
+    for n in fdt.all_nodes() {
+        let Some(compat) = n.compatible() else {
+            continue;
+        };
+        let phandle = n
+            .property("phandle")
+            .and_then(|p| p.as_usize())
+            .unwrap_or(0) as u32;
+        if compat.all().any(|c| c == "pci-host-ecam-generic") && pcie.is_none() {
+            let Some(r) = n.reg().and_then(|mut r| r.next()) else {
+                continue;
+            };
+            let bus = cells(n.property("bus-range"));
+            let (mut mem32, mut mem64) = (None, None);
+            for e in cells(n.property("ranges")).chunks_exact(7) {
+                let w = (u64_of(e[1], e[2]), u64_of(e[3], e[4]), u64_of(e[5], e[6]));
+                match e[0] >> 24 & 3 {
+                    2 => mem32 = Some(w),
+                    3 => mem64 = Some(w),
+                    _ => {}
+                }
+            }
+            pcie = Some(PcieHost {
+                ecam: (r.starting_address as u64, r.size.unwrap_or(0) as u64),
+                bus_start: bus.first().copied().unwrap_or(0) as u8,
+                bus_end: bus.get(1).copied().unwrap_or(255).min(255) as u8,
+                mem32,
+                mem64,
+                msi_parent: n
+                    .property("msi-parent")
+                    .and_then(|p| p.as_usize())
+                    .map(|p| p as u32),
+                iommu_map: hyp_io::pci::parse_iommu_map(&cells(n.property("iommu-map"))),
+                iommu_map_mask: n
+                    .property("iommu-map-mask")
+                    .and_then(|p| p.as_usize())
+                    .map_or(!0, |m| m as u32),
+            });
+        } else if compat.all().any(|c| c == "riscv,iommu") && iommu.is_none() {
+            let Some(r) = n.reg().and_then(|mut r| r.next()) else {
+                continue;
+            };
+            iommu = Some(IommuInfo {
+                at: IommuAt::Platform(r.starting_address as u64, r.size.unwrap_or(0) as u64),
+                phandle,
+                irqs: cells(n.property("interrupts"))
+                    .iter()
+                    .step_by(2)
+                    .copied()
+                    .collect(),
+                msi_parent: n
+                    .property("msi-parent")
+                    .and_then(|p| p.as_usize())
+                    .map(|p| p as u32),
+            });
+        } else if compat.all().any(|c| c == "riscv,pci-iommu") && iommu.is_none() {
+            // `reg` is a PCI address: phys.hi holds bus << 16 | devfn << 8.
+            let reg = cells(n.property("reg"));
+            let Some(hi) = reg.first() else {
+                continue;
+            };
+            iommu = Some(IommuInfo {
+                at: IommuAt::Pci((hi >> 8 & 0xffff) as u16),
+                phandle,
+                irqs: Vec::new(),
+                msi_parent: None,
+            });
+        }
+    }
+    (pcie, iommu)
 }
 
 /// Split QEMU's `-append` at the first `--` word: `(hyp's arguments, the guest's)`,

@@ -1,6 +1,7 @@
-//! Host physical memory outside hyp's Rust objects: the firmware's DTB and the
-//! guests' RAM. Accessed only through bounds-checked volatile copies, because a guest
-//! may be writing the same bytes from another hart.
+//! Host physical memory outside hyp's Rust objects: the firmware's DTB, the guests'
+//! RAM, and RAM hyp shares with devices ([`DmaBuf`]: the IOMMU's queues and tables).
+//! Accessed only through bounds-checked volatile accesses, because a guest (from
+//! another hart) or a device may be writing the same bytes.
 
 /// A window of host physical RAM reserved for one purpose (a guest's RAM).
 #[derive(Clone, Copy, Debug)]
@@ -83,4 +84,77 @@ pub unsafe fn copy_boot_dtb(addr: usize) -> Option<alloc::vec::Vec<u8>> {
     // SAFETY: the header says the blob is `size` bytes long; `v` is a fresh buffer.
     unsafe { core::ptr::copy_nonoverlapping(addr as *const u8, v.as_mut_ptr(), size) };
     Some(v)
+}
+
+/// RAM shared with a device: zeroed, aligned, allocated once from hyp's heap and never
+/// freed (a device may keep writing it), reached only through volatile accesses
+/// because the device writes it behind the compiler's back (a queue, a completion
+/// word, a device context the IOMMU reads). hyp runs untranslated, so its address is
+/// also the physical address the device is given ([`DmaBuf::pa`]).
+pub struct DmaBuf {
+    base: usize,
+    len: usize,
+}
+
+impl DmaBuf {
+    /// `len` zeroed bytes aligned to `align` (a power of two); `None` if the heap is
+    /// exhausted or the layout is invalid.
+    pub fn new(len: usize, align: usize) -> Option<DmaBuf> {
+        let layout = core::alloc::Layout::from_size_align(len.max(1), align).ok()?;
+        // SAFETY: the layout has a non-zero size.
+        let p = unsafe { alloc::alloc::alloc_zeroed(layout) };
+        if p.is_null() {
+            return None;
+        }
+        // The allocation is never given back (`DmaBuf` has no `Drop`): the device may
+        // hold its address for as long as hyp runs.
+        Some(DmaBuf {
+            base: p as usize,
+            len: len.max(1),
+        })
+    }
+
+    /// Its physical address.
+    pub fn pa(&self) -> u64 {
+        self.base as u64
+    }
+
+    fn at(&self, off: usize, n: usize) -> Option<usize> {
+        (off.is_multiple_of(n) && off.checked_add(n)? <= self.len).then_some(self.base + off)
+    }
+
+    /// The 64-bit word at `off` (8-byte aligned), or `None` out of range.
+    pub fn read_u64(&self, off: usize) -> Option<u64> {
+        let a = self.at(off, 8)?;
+        // SAFETY: inside the allocation `new` made and leaked: no Rust reference points
+        // into it; volatile because the device writes it.
+        Some(unsafe { core::ptr::read_volatile(a as *const u64) })
+    }
+
+    /// Write the 64-bit word at `off`; false (nothing written) out of range.
+    pub fn write_u64(&self, off: usize, v: u64) -> bool {
+        let Some(a) = self.at(off, 8) else {
+            return false;
+        };
+        // SAFETY: as for `read_u64`.
+        unsafe { core::ptr::write_volatile(a as *mut u64, v) };
+        true
+    }
+
+    /// The 32-bit word at `off` (4-byte aligned), or `None` out of range.
+    pub fn read_u32(&self, off: usize) -> Option<u32> {
+        let a = self.at(off, 4)?;
+        // SAFETY: as for `read_u64`.
+        Some(unsafe { core::ptr::read_volatile(a as *const u32) })
+    }
+
+    /// Write the 32-bit word at `off`; false (nothing written) out of range.
+    pub fn write_u32(&self, off: usize, v: u32) -> bool {
+        let Some(a) = self.at(off, 4) else {
+            return false;
+        };
+        // SAFETY: as for `read_u64`.
+        unsafe { core::ptr::write_volatile(a as *mut u32, v) };
+        true
+    }
 }

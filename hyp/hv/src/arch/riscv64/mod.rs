@@ -10,15 +10,17 @@
 //! | `csr.rs` | CSRs by number, their bits, `HartCsrs` (virq-riscv's view of the H-extension CSRs) |
 //! | `sbi.rs` | calls down to the SBI firmware |
 //! | `mmio.rs` | the host PLIC, S-level APLIC and IMSIC interrupt-file pages, `sifive_test` |
+//! | `pcie.rs` | the host bridge's ECAM window (`Ecam`, one function's `ConfigAccess`) and device register windows (`MmioWindow`: BARs, the IOMMU) |
 //!
 //! Besides the contract, it exports what only the RISC-V-specific modules of hyp use:
-//! `csr`, `mmio`, `sbi` and `switch`'s HLVX and FP state (docs/hyp.md, "Architecture
+//! `csr`, `mmio`, `pcie`, `sbi` and `switch`'s HLVX and FP state (docs/hyp.md, "Architecture
 //! seam", lists those modules).
 use super::HartId;
 
 pub mod csr;
 pub mod entry;
 pub mod mmio;
+pub mod pcie;
 pub mod sbi;
 pub mod sv39x4;
 pub mod switch;
