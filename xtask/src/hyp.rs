@@ -935,11 +935,18 @@ pub fn qemu_tests() -> Result<()> {
             });
         }
     }
+    // The IOMMU cases (`crate::iommu`): edu DMA through hyp's IOMMU driver.
+    let iommu_cases = crate::iommu::selection(only.as_deref());
     // `VIRQ_QEMU_CASE=a,b`: only the cases with these names.
     if let Some(only) = &only {
         cases.retain(|c| names.contains(&c.name));
-        ensure!(!cases.is_empty(), "VIRQ_QEMU_CASE={only}: no such case");
+        ensure!(
+            !cases.is_empty() || !iommu_cases.is_empty(),
+            "VIRQ_QEMU_CASE={only}: no such case"
+        );
     }
+    let (o, b) = crate::iommu::run_cases(&iommu_cases, &img, &images);
+    (ok, bad) = (ok + o, bad + b);
     for case in &cases {
         let probe = crate::soak::HostProbe::start();
         let mut o = run_qemu(&case.machine, &img, false)?;

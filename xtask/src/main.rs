@@ -39,6 +39,7 @@ mod config;
 mod guestcheck;
 mod hyp;
 mod images;
+mod iommu;
 mod kvm;
 mod mutants;
 mod pingpong;

@@ -1,0 +1,226 @@
+//! The QEMU suite's IOMMU cases (docs/hyp.md, "PCIe and the RISC-V IOMMU"): hyp on an
+//! AIA machine with a RISC-V IOMMU — the platform one (`-M virt,iommu-sys=on`) or the
+//! PCI function (`-device riscv-iommu-pci`) — and QEMU's `edu` test device, booted with
+//! `iommu_test=edu` so hyp runs its DMA proof against guest 0 (the test guest) before
+//! the guest starts. The check reads hyp's console: enumeration found edu behind the
+//! IOMMU, the queues came on, the first IOFENCE.C completed, the DMA through the
+//! second stage landed, the DMA to the first page past guest RAM gave exactly one fault
+//! record (cause 23, write guest-page fault, at that address), the DMA after the
+//! context was taken away gave exactly one (cause 258, DDT entry not valid) and did not
+//! land; then the test guest ran its tests as usual and the machine powered off.
+use anyhow::{ensure, Context, Result};
+use std::time::Duration;
+
+use crate::qemu::{run_command_watched, save_log, Images, DEFAULT_TIMEOUT_S};
+
+/// edu with every DMA address bit (its default `dma_mask` is 28 bits: guest RAM at GPA
+/// 0x8000_0000 would be clamped).
+const EDU: &str = "edu,dma_mask=0xffffffffffffffff";
+
+/// The cases: name and the QEMU arguments added to the test configuration's machine.
+pub const CASES: &[(&str, &[&str])] = &[
+    ("iommu-sys-edu", &["-M", "iommu-sys=on", "-device", EDU]),
+    (
+        "iommu-pci-edu",
+        &["-device", "riscv-iommu-pci", "-device", EDU],
+    ),
+];
+
+/// The cases `VIRQ_QEMU_CASE` = `only` selects (all without it).
+pub fn selection(only: Option<&str>) -> Vec<&'static str> {
+    let names: Vec<&str> = only
+        .map(|o| o.split(',').map(str::trim).collect())
+        .unwrap_or_default();
+    CASES
+        .iter()
+        .map(|c| c.0)
+        .filter(|c| only.is_none() || names.contains(c))
+        .collect()
+}
+
+/// Run the selected cases with the suite's images, a line each: `(passed, failed)`.
+pub fn run_cases(
+    names: &[&str],
+    img: &Images,
+    images: &crate::config::NamedImages,
+) -> (usize, usize) {
+    let (mut ok, mut bad) = (0, 0);
+    for &name in names {
+        match run_case(name, img, images) {
+            Ok(summary) => {
+                ok += 1;
+                println!("qemu {name:<18} ok    {summary}");
+            }
+            Err(e) => {
+                bad += 1;
+                println!("qemu {name:<18} FAIL  {e:#}");
+            }
+        }
+    }
+    (ok, bad)
+}
+
+fn run_case(name: &str, img: &Images, images: &crate::config::NamedImages) -> Result<String> {
+    let extra = CASES
+        .iter()
+        .find(|c| c.0 == name)
+        .context("no such IOMMU case")?
+        .1;
+    let cfg = crate::config::suite(name, "test", &["machine.interrupts=aia"], images)?;
+    let guest = cfg.config.guests.first().context("no guest")?;
+    let unmapped = hyp_config::GUEST_RAM_BASE + guest.ram_size();
+    let timeout = Duration::from_secs(DEFAULT_TIMEOUT_S);
+    let machine = cfg.machine(timeout, &["iommu_test=edu".into()])?;
+    let mut cmd = machine.command(img);
+    cmd.args(extra);
+    let o = run_command_watched(cmd, timeout, false, None)?;
+    let log = save_log(name, &o.output)?;
+    ensure!(!o.timed_out, "timed out (log {})", log.display());
+    check(&o.output, o.status, unmapped)
+        .map(|s| format!("{s}, {:.1} s", o.elapsed.as_secs_f64()))
+        .with_context(|| format!("log {}", log.display()))
+}
+
+/// The check of one run's console; `unmapped` is the guest-physical address of the
+/// first page past guest 0's RAM.
+pub fn check(out: &str, status: Option<i32>, unmapped: u64) -> Result<String> {
+    for bad in [
+        "hyp: PANIC",
+        "hyp: FATAL",
+        "dma-test: FAILED",
+        "iommu: not used",
+    ] {
+        ensure!(!out.contains(bad), "hyp printed {bad:?}");
+    }
+    let edu = out
+        .lines()
+        .find(|l| l.starts_with("hyp: pci ") && l.contains(" 1234:11e8 "))
+        .context("enumeration did not find edu (1234:11e8)")?;
+    ensure!(
+        edu.contains(" iommu-did ") && edu.contains(" bar0 mem32 0x0+0x100000"),
+        "edu's line lacks its device ID or its 1 MiB BAR 0: {edu}"
+    );
+    for (want, what) in [
+        (
+            "hyp: iommu: queues on: ",
+            "the command and fault queues came on",
+        ),
+        ("every device off", "the device directory is in place"),
+        (
+            "IOFENCE.C completed (seq 1)",
+            "the first IOFENCE.C completed",
+        ),
+        (
+            "(= its hgatp), IODIR.INVAL_DDT + IOTINVAL.GVMA + IOFENCE.C completed",
+            "edu was attached with the guest's G-stage",
+        ),
+        (
+            "64 bytes match, 0 faults",
+            "the DMA through the second stage landed",
+        ),
+        ("hyp: dma-test: passed", "hyp's proof passed"),
+    ] {
+        ensure!(out.contains(want), "missing {want:?} ({what})");
+    }
+    let faults: Vec<&str> = out
+        .lines()
+        .filter(|l| l.starts_with("hyp: iommu fault: "))
+        .collect();
+    let gpf: Vec<&&str> = faults.iter().filter(|l| l.contains("cause=23 ")).collect();
+    ensure!(
+        gpf.len() == 1 && gpf[0].contains(&format!(" iotval={unmapped:#x} ")),
+        "the DMA to unmapped GPA {unmapped:#x} must give exactly one write guest-page fault (cause 23) at that address: {gpf:?}"
+    );
+    let ddt: Vec<&&str> = faults.iter().filter(|l| l.contains("cause=258 ")).collect();
+    ensure!(
+        ddt.len() == 1,
+        "the DMA after detach must give exactly one DDT-entry-not-valid fault (cause 258): {ddt:?}"
+    );
+    ensure!(
+        faults.len() == 2,
+        "2 fault records expected in all, got {}: {faults:?}",
+        faults.len()
+    );
+    let acct = out
+        .lines()
+        .find(|l| l.starts_with("ACCT iommu "))
+        .context("no ACCT iommu line")?;
+    ensure!(
+        acct.contains(" faults=2 fault_overflows=0 queue_memory_faults=0"),
+        "hyp's IOMMU counters: {acct}"
+    );
+    let summary = out
+        .lines()
+        .find(|l| l.starts_with("testguest: ") && l.contains(" passed, "))
+        .context("the test guest did not finish")?;
+    ensure!(summary.ends_with(" 0 failed"), "{summary}");
+    ensure!(status == Some(0), "QEMU exit status {status:?}");
+    Ok(format!(
+        "edu DMA through the IOMMU's second stage, 2 faults as expected; {}",
+        summary.trim_start_matches("testguest: ")
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The console of a passing run (QEMU 10.0.2, `iommu-sys-edu`), cut to the lines
+    /// the check reads.
+    const GOOD: &str = "\
+hyp: pci 00:01.0 1234:11e8 class 00ff00 (unclassified) rev 0x10 type 0 iommu-did 0x8 bar0 mem32 0x0+0x100000 caps msi@0x40 msi(vectors 1, 64-bit true)
+hyp: iommu: queues on: command queue 256 entries at 0x80459000 (cqcsr 0x10001), fault queue 128 entries at 0x8045a000 (fqcsr 0x10001)
+hyp: iommu: device directory TwoLevel (64-byte extended contexts) at 0x80458000, ddtp 0x20116003: every device off
+hyp: iommu: IODIR.INVAL_DDT + IOTINVAL.GVMA (all), IOFENCE.C completed (seq 1)
+hyp: dma-test: device ID 0x8 attached to guest 0 \"testguest\": iohgatp 0x8000100000080440 (= its hgatp), IODIR.INVAL_DDT + IOTINVAL.GVMA + IOFENCE.C completed
+hyp: dma-test: DMA through the second stage landed: GPA 0x81000000 -> edu -> GPA 0x81001000 (host 0x91001000), 64 bytes match, 0 faults
+hyp: iommu fault: cause=23 (write/AMO guest-page fault) ttype=3 (untranslated write/AMO) did=0x8 iotval=0x82000000 iotval2=0x0 pid=0x0
+hyp: iommu fault: cause=258 (DDT entry not valid) ttype=2 (untranslated read) did=0x8 iotval=0x0 iotval2=0x0 pid=0x0
+hyp: dma-test: passed
+testguest: 24 passed, 0 failed
+ACCT iommu commands=9 fences=3 faults=2 fault_overflows=0 queue_memory_faults=0
+";
+
+    #[test]
+    fn a_passing_run_passes() {
+        let s = check(GOOD, Some(0), 0x8200_0000).unwrap();
+        assert!(s.contains("24 passed, 0 failed"), "{s}");
+    }
+
+    #[test]
+    fn a_fault_per_access_or_at_the_wrong_address_fails() {
+        let second = GOOD.replace(
+            "hyp: iommu fault: cause=23 (write/AMO guest-page fault) ttype=3 (untranslated write/AMO) did=0x8 iotval=0x82000000 iotval2=0x0 pid=0x0\n",
+            "hyp: iommu fault: cause=23 (write/AMO guest-page fault) ttype=3 (untranslated write/AMO) did=0x8 iotval=0x82000000 iotval2=0x0 pid=0x0\n\
+             hyp: iommu fault: cause=23 (write/AMO guest-page fault) ttype=3 (untranslated write/AMO) did=0x8 iotval=0x82000004 iotval2=0x0 pid=0x0\n",
+        );
+        assert!(check(&second, Some(0), 0x8200_0000).is_err());
+        assert!(check(GOOD, Some(0), 0x8400_0000).is_err());
+    }
+
+    #[test]
+    fn a_stale_context_or_a_failed_proof_fails() {
+        // Without IODIR.INVAL_DDT the write after detach lands and no 258 is recorded.
+        let stale: String = GOOD
+            .lines()
+            .filter(|l| !l.contains("cause=258"))
+            .map(|l| format!("{l}\n"))
+            .collect::<String>()
+            .replace(
+                "hyp: dma-test: passed",
+                "hyp: dma-test: FAILED: DMA after detach landed",
+            );
+        let e = check(&stale, Some(0), 0x8200_0000).unwrap_err();
+        assert!(format!("{e}").contains("FAILED"), "{e}");
+        assert!(check(&GOOD.replace("(seq 1)", "(seq 9)"), Some(0), 0x8200_0000).is_err());
+        assert!(check(GOOD, Some(1), 0x8200_0000).is_err());
+        assert!(check(&GOOD.replace("faults=2", "faults=3"), Some(0), 0x8200_0000).is_err());
+    }
+
+    #[test]
+    fn selection_follows_virq_qemu_case() {
+        assert_eq!(selection(None), ["iommu-sys-edu", "iommu-pci-edu"]);
+        assert_eq!(selection(Some("smp1,iommu-pci-edu")), ["iommu-pci-edu"]);
+        assert!(selection(Some("smp1")).is_empty());
+    }
+}
