@@ -307,7 +307,7 @@ const OP_IODIR: u64 = 3;
 const FUNC_SHIFT: u32 = 7;
 
 impl Command {
-    /// IOFENCE.C (spec 3.1.3) with PR = PW = 1 (previous reads and writes of the
+    /// IOFENCE.C (spec 3.1.2) with PR = PW = 1 (previous reads and writes of the
     /// IOMMU complete first); with `notify = Some((addr, data))` (AV = 1) the IOMMU
     /// writes the 32-bit `data` to `addr` (4-byte aligned) when the fence completes.
     pub fn iofence_c(notify: Option<(u64, u32)>) -> Command {
@@ -321,7 +321,7 @@ impl Command {
         }
     }
 
-    /// IODIR.INVAL_DDT (spec 3.1.2): drop cached device-directory entries and device
+    /// IODIR.INVAL_DDT (spec 3.1.3): drop cached device-directory entries and device
     /// contexts of `device_id`, or of every device (`None`, DV = 0).
     pub fn iodir_inval_ddt(device_id: Option<u32>) -> Command {
         match device_id {

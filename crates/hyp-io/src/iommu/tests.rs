@@ -71,7 +71,7 @@ fn spec_5_6_queue_base_log2sz() {
 }
 
 #[test]
-fn spec_3_1_3_iofence_c() {
+fn spec_3_1_2_iofence_c() {
     let c = Command::iofence_c(Some((0x8020_1234, 0xdead_beef)));
     assert_eq!(c.opcode(), (2, 0));
     assert_eq!(c.name(), "IOFENCE.C");
@@ -85,7 +85,7 @@ fn spec_3_1_3_iofence_c() {
 }
 
 #[test]
-fn spec_3_1_2_iodir_inval_ddt() {
+fn spec_3_1_3_iodir_inval_ddt() {
     assert_eq!(Command::iodir_inval_ddt(None).0, [3, 0]);
     let c = Command::iodir_inval_ddt(Some(0x10));
     assert_eq!(c.opcode(), (3, 0));
