@@ -7,12 +7,13 @@ use core::sync::atomic::Ordering;
 use virq_arm::gicv3::{EoiSink, Kick};
 use virq_core::route::EoiAction;
 
-use crate::arch::{self, gic, sysreg, Context, HartId};
+use crate::arch::{self, gic, sysreg, Context};
 use crate::println;
 
 use super::ec;
+use super::layout::{GICD_IPA, GICD_SIZE, GICR_IPA, UART_BASE, UART_INTID};
 use super::psci::{self, Effect};
-use super::vm::{self, Link, Vm, GICD_IPA, GICD_SIZE, GICR_IPA};
+use super::vm::{self, Link, Vm};
 
 /// What the exit handler tells the loop.
 pub enum Next {
@@ -60,17 +61,7 @@ pub struct Kicker<'a> {
 
 impl Kick for Kicker<'_> {
     fn kick(&self, v: usize) {
-        kick(self.vm, self.cpu, v);
-    }
-}
-
-/// Kick vCPU `v` of `vm` from CPU `me`.
-pub fn kick(vm: &Vm, me: usize, v: usize) {
-    if let Some(t) = vm.vcpus.get(v) {
-        let home = t.block.kick();
-        if home != me {
-            arch::send_ipi(HartId(home));
-        }
+        self.vm.kick(self.cpu, v);
     }
 }
 
@@ -196,9 +187,9 @@ pub fn handle_exit(vm: &Vm, v: usize, cpu: usize, ctx: &mut Context) -> (ExitCla
             (ExitClass::Wfi, next)
         }
         ec::HVC64 => match psci::call(vm, v, cpu, ctx) {
-            Ok(Effect::None) => (ExitClass::Hvc, Next::Resume),
-            Ok(Effect::Standby) => (ExitClass::Hvc, Next::Block),
-            Err(next) => (ExitClass::Hvc, next),
+            Effect::None => (ExitClass::Hvc, Next::Resume),
+            Effect::Standby => (ExitClass::Hvc, Next::Block),
+            Effect::Stop => (ExitClass::Hvc, Next::Stop(false)),
         },
         ec::SMC64 => {
             // Trapped before it executes: skip it; SMCCC "not supported".
@@ -271,7 +262,7 @@ fn data_abort(vm: &Vm, cpu: usize, ctx: &mut Context) -> Next {
     let gicr_size = vm.gic.lock().redist_size();
     let in_gicd = (GICD_IPA..GICD_IPA + GICD_SIZE).contains(&ipa);
     let in_gicr = (GICR_IPA..GICR_IPA + gicr_size).contains(&ipa);
-    let in_vuart = vm.vuart.is_some() && (vm::UART_BASE..vm::UART_BASE + 0x1000).contains(&ipa);
+    let in_vuart = vm.vuart.is_some() && (UART_BASE..UART_BASE + 0x1000).contains(&ipa);
     if !isv || !(in_gicd || in_gicr || in_vuart) {
         inject_abort(ctx, true, ctx.far, ctx.esr & (1 << 6) != 0);
         return Next::Resume;
@@ -285,13 +276,13 @@ fn data_abort(vm: &Vm, cpu: usize, ctx: &mut Context) -> Next {
     let kicker = Kicker { vm, cpu };
     let value = (write).then(|| if srt == 31 { 0 } else { ctx.x[srt] });
     let r = if let (true, Some(uart)) = (in_vuart, &vm.vuart) {
-        vuart_access(vm, &kicker, uart, ipa - vm::UART_BASE, size, value)
+        vuart_access(vm, &kicker, uart, ipa - UART_BASE, size, value)
     } else {
         let mut g = vm.gic.lock();
         if in_gicd {
             let r = g.dist_access(ipa - GICD_IPA, size, value, &kicker);
             if write && vm.uart {
-                follow_route(vm, g.spi_target(vm::UART_INTID));
+                follow_route(vm, g.spi_target(UART_INTID));
             }
             r
         } else {
@@ -322,7 +313,7 @@ fn follow_route(vm: &Vm, target: usize) {
         return;
     };
     if vm.uart_cpu.swap(home, Ordering::Relaxed) != home {
-        gic::route_spi(vm::UART_INTID, home);
+        gic::route_spi(UART_INTID, home);
     }
 }
 
@@ -354,7 +345,7 @@ fn vuart_access(
     // Still under the UART's lock (lock order: UART, then vGIC), so two vCPUs'
     // changes reach the vGIC in the order they happened.
     if after != before {
-        vm.gic.lock().set_level(0, vm::UART_INTID, after, kicker);
+        vm.gic.lock().set_level(0, UART_INTID, after, kicker);
     }
     r
 }

@@ -9,7 +9,7 @@ use alloc::vec::Vec;
 use hyp_config::{Guest, GUEST_RAM_BASE};
 use vm_fdt::{FdtWriter, FdtWriterResult};
 
-use super::vm::{GICD_IPA, GICD_SIZE, GICR_IPA, UART_BASE, UART_INTID};
+use super::layout::{GICD_IPA, GICD_SIZE, GICR_IPA, UART_BASE, UART_INTID};
 
 /// `interrupts` cell 0: an SPI / a PPI.
 const GIC_SPI: u32 = 0;

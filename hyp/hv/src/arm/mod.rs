@@ -7,6 +7,7 @@
 //! |---|---|
 //! | `mod.rs` | the entries (`boot_main`, `secondary_main`, fatal traps), the host DTB, `ESR_EL2` classes |
 //! | `hello.rs` | the built-in test guest |
+//! | `layout.rs` | a guest's physical map (GIC frames, PL011) |
 //! | `vm.rs` | a guest from the configuration: RAM, stage 2, vGICv3, vCPUs |
 //! | `sched.rs` | each CPU's loop: the vCPUs homed there in turn, host interrupts, blocking, idling |
 //! | `exit.rs` | a vCPU's exits: WFI, PSCI, trapped system registers, vGIC MMIO, injected faults |
@@ -27,6 +28,7 @@ mod exit;
 mod fdt;
 mod hello;
 mod idregs;
+mod layout;
 mod psci;
 mod sched;
 mod vm;

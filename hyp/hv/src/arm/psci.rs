@@ -18,7 +18,6 @@ use core::sync::atomic::Ordering;
 
 use crate::arch::Context;
 
-use super::exit::Next;
 use super::vm::{power, Vm};
 
 const PSCI_VERSION: u32 = 0x8400_0000;
@@ -67,10 +66,12 @@ pub enum Effect {
     None,
     /// Block like WFI, then resume (`CPU_SUSPEND`).
     Standby,
+    /// The guest stops (`SYSTEM_OFF`, `SYSTEM_RESET`).
+    Stop,
 }
 
 /// Handle one `hvc` from vCPU `me` on CPU `cpu` (`ELR_EL2` already points past it).
-pub fn call(vm: &Vm, me: usize, cpu: usize, ctx: &mut Context) -> Result<Effect, Next> {
+pub fn call(vm: &Vm, me: usize, cpu: usize, ctx: &mut Context) -> Effect {
     let fid = ctx.x[0] as u32;
     let wide = fid & SMC64 != 0;
     let arg = |i: usize| {
@@ -125,16 +126,16 @@ pub fn call(vm: &Vm, me: usize, cpu: usize, ctx: &mut Context) -> Result<Effect,
         }
         SYSTEM_OFF if !wide => {
             crate::println!("hyp: guest {}: PSCI SYSTEM_OFF", vm.name);
-            return Err(Next::Stop(false));
+            return Effect::Stop;
         }
         SYSTEM_RESET if !wide => {
             crate::println!("hyp: guest {}: PSCI SYSTEM_RESET (hyp stops it)", vm.name);
-            return Err(Next::Stop(false));
+            return Effect::Stop;
         }
         _ => NOT_SUPPORTED,
     };
     ctx.x[0] = r as u64;
-    Ok(effect)
+    effect
 }
 
 /// The vCPU whose affinity (`MPIDR` Aff3-0) is `mpidr`.
@@ -166,7 +167,7 @@ fn cpu_on(vm: &Vm, cpu: usize, target: u64, entry: u64, context: u64) -> i64 {
         Ok(_) => {
             *start = (entry, context);
             drop(start);
-            super::exit::kick(vm, cpu, v);
+            vm.kick(cpu, v);
             SUCCESS
         }
         Err(power::ON_PENDING) => ON_PENDING,

@@ -30,6 +30,7 @@ use crate::arch::{self, gic, sysreg, Context};
 use crate::println;
 
 use super::exit::{self, Completions, ExitClass, Kicker, Next, CLASS_NAMES};
+use super::layout::UART_INTID;
 use super::vm::{self, power, Saved, Vm};
 
 /// Host interrupts counted per vCPU (`Vcpu::irqs`), in this order.
@@ -201,7 +202,7 @@ fn hyp_timer(c: &mut Cpu) {
             timer_can_fire(&s) && s.el1.regs.cntv_cval <= now
         };
         if due {
-            exit::kick(vm, c.id, c.mine[i].v);
+            vm.kick(c.id, c.mine[i].v);
         }
     }
 }
@@ -218,7 +219,7 @@ fn drain(c: &mut Cpu) {
             gic::KICK_SGI => 0,
             gic::MAINTENANCE_PPI => 1,
             gic::VTIMER_PPI => 2,
-            vm::UART_INTID => 3,
+            UART_INTID => 3,
             gic::HYP_TIMER_PPI => 4,
             _ => 5,
         };
@@ -238,7 +239,7 @@ fn drain(c: &mut Cpu) {
                 gic::deactivate(id);
                 hyp_timer(c);
             }
-            vm::UART_INTID => match vm::vms().iter().find(|v| v.uart) {
+            UART_INTID => match vm::vms().iter().find(|v| v.uart) {
                 Some(vm) => exit::passthrough_irq(vm, id, &Kicker { vm, cpu: c.id }),
                 None => gic::deactivate(id),
             },
@@ -360,7 +361,7 @@ fn stop(vm: &Vm, cpu: usize, failure: bool) {
     }
     for (v, vcpu) in vm.vcpus.iter().enumerate() {
         vcpu.power.store(power::OFF, Ordering::SeqCst);
-        exit::kick(vm, cpu, v);
+        vm.kick(cpu, v);
     }
     let vms = vm::vms();
     if vms.iter().all(|g| g.stopped.load(Ordering::SeqCst)) {
@@ -403,7 +404,7 @@ fn power_off(failure: bool) -> ! {
             println!(
                 "hyp: {}: PL011 INTID {}: {:?} link, {} physical deactivates by hyp",
                 vm.name,
-                vm::UART_INTID,
+                UART_INTID,
                 vm.link,
                 vm.deactivations.load(Ordering::Relaxed)
             );

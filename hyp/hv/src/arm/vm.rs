@@ -24,6 +24,7 @@ use crate::arch::{self, gic, phys::PhysRange, sysreg, Context, HartId};
 use crate::gstage::{GStage, R, W, X};
 use crate::println;
 
+use super::layout::{GICD_IPA, GICR_IPA, UART_BASE, UART_INTID};
 use super::vpl011::VPl011;
 use super::HostInfo;
 
@@ -34,16 +35,6 @@ pub const VCPUS: usize = 8;
 /// The guest's GIC model.
 pub type Gic = VGicV3<SPIS, VCPUS>;
 
-/// Guest-physical distributor.
-pub const GICD_IPA: u64 = 0x0800_0000;
-/// Its size.
-pub const GICD_SIZE: u64 = 0x1_0000;
-/// Guest-physical first redistributor.
-pub const GICR_IPA: u64 = 0x080a_0000;
-/// QEMU `virt`'s PL011, at the same address on both sides.
-pub const UART_BASE: u64 = 0x0900_0000;
-/// The PL011's INTID (SPI 1), on both sides.
-pub const UART_INTID: u32 = 33;
 /// Physical INTIDs the route table covers (QEMU `virt`'s SPIs are below 288).
 pub const MAX_PIRQ: usize = 288;
 /// Virtual INTIDs with ack notifiers (the guest GIC's).
@@ -158,6 +149,17 @@ pub struct Vm {
 }
 
 impl Vm {
+    /// Kick vCPU `v` from CPU `me`: its block state, then an SGI to its home CPU
+    /// unless that is `me` (which looks again before it enters any guest).
+    pub fn kick(&self, me: usize, v: usize) {
+        if let Some(t) = self.vcpus.get(v) {
+            let home = t.block.kick();
+            if home != me {
+                arch::send_ipi(HartId(home));
+            }
+        }
+    }
+
     /// Is `[ipa, ipa + len)` inside the guest's RAM?
     pub fn in_ram(&self, ipa: u64, len: u64) -> bool {
         ipa >= GUEST_RAM_BASE

@@ -1,0 +1,12 @@
+//! An aarch64 guest's physical map: the same addresses as QEMU `virt`, so the guest
+//! DTB looks familiar. RAM is at `hyp_config::GUEST_RAM_BASE` (0x8000_0000).
+/// Guest-physical distributor.
+pub const GICD_IPA: u64 = 0x0800_0000;
+/// Its size.
+pub const GICD_SIZE: u64 = 0x1_0000;
+/// Guest-physical first redistributor.
+pub const GICR_IPA: u64 = 0x080a_0000;
+/// QEMU `virt`'s PL011, at the same address on both sides.
+pub const UART_BASE: u64 = 0x0900_0000;
+/// The PL011's INTID (SPI 1), on both sides.
+pub const UART_INTID: u32 = 33;
