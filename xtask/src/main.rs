@@ -32,6 +32,7 @@ use clap::{Parser, Subcommand};
 
 mod api;
 mod arm;
+mod armbench;
 mod armtest;
 mod bench;
 mod checks;
