@@ -1549,6 +1549,54 @@ VIRQ-BENCH done errors=0
         assert!(parse(&PINGPONG.replace(" median=74", "")).is_err());
     }
 
+    const ARM: &str = "\
+VIRQ-BENCH start cpu=0 cpus=1 el=1 gicd=0x8000000 freq=1000000000 n=100 warmup=10
+VIRQ-BENCH op=nop n=100 ticks=205
+VIRQ-BENCH op=hvc n=100 ticks=347803 call=psci_version
+VIRQ-BENCH op=gicd_read n=100 ticks=357503 reg=gicd.typer
+VIRQ-BENCH op=eoi n=100 ticks=500 intid=27
+VIRQ-BENCH op=sgi_self n=100 ticks=697712
+VIRQ-BENCH op=vtimer n=100 ticks=684004
+VIRQ-BENCH done errors=0
+";
+
+    fn arm_target(name: &str) -> &'static Target {
+        TARGETS.iter().find(|t| t.name == name).unwrap()
+    }
+
+    #[test]
+    fn an_arm_run_counts_a_tick_as_an_instruction_and_must_be_plausible() {
+        let t = arm_target("hyp-arm");
+        assert_eq!(t.bare(), "arm-bare");
+        let single = t.boots()[0].1;
+        let r = parse(ARM).unwrap();
+        check_ops(&r, t, single, 100).unwrap();
+        let ops: Vec<OpResult> = single
+            .iter()
+            .map(|op| op_result(t, op, 1, &r.ops[*op]))
+            .collect();
+        assert_eq!(ops[1].instructions_per_op, Some(3478.03));
+        check_plausible(&ops).unwrap();
+        // A figure of zero instructions (a counter that does not move) or of 10 ms per
+        // op (a lost interrupt) is no figure; a ping-pong of stalls only has none.
+        for bad in ["ticks=205", "ticks=0", "ticks=1000000000"] {
+            let out = ARM
+                .replace("ticks=205", bad)
+                .replace("ticks=500 ", "ticks=0 ");
+            let r = parse(&out).unwrap();
+            let ops: Vec<OpResult> = single
+                .iter()
+                .map(|op| op_result(t, op, 1, &r.ops[*op]))
+                .collect();
+            assert!(check_plausible(&ops).is_err(), "{bad}");
+        }
+        let mut o = ops[0].clone();
+        o.instructions_per_op = None;
+        assert!(check_plausible(&[o]).is_err());
+        assert_eq!(setup_exits(t, "eoi"), Some(("irq", 1.0)));
+        assert_eq!(setup_exits(&TARGETS[1], "eoi"), None);
+    }
+
     #[test]
     fn acct_exits_sum_by_cause() {
         let out = "ACCT begin\n\

@@ -24,6 +24,9 @@
 //! - `bench`: `bench --system`, instructions per interrupt path in QEMU (`-icount`) with
 //!   the `guest/bench` payload on bare QEMU, under hyp and under KVM; JSON, table, SVG
 //!   plots.
+//! - `armbench`: the aarch64 targets of `bench --system` (`arm-bare`, `hyp-arm`): the
+//!   bench mode of `hyp/testguest-arm`, its QEMU commands, hyp's aarch64 `ACCT` lines,
+//!   issue 13's KVM arm64 anchors.
 //! - `kvm`: the KVM target's pieces: the VMM (`tools/kvm-vmm`), Debian's `kvm.ko` and
 //!   the initramfs that runs them.
 
