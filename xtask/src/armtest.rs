@@ -123,11 +123,18 @@ fn elf_entry(elf: &[u8]) -> Result<u64> {
 
 /// The configuration: one guest of `kernel_size` bytes at the start of its RAM.
 pub fn config(kernel_size: u64) -> Config {
+    config_for(GUEST_NAME, kernel_size, VCPUS, "")
+}
+
+/// The configuration of one guest `name` running the test guest's image
+/// (`kernel_size` bytes) on `vcpus` vCPUs with `cmdline` (its DTB's bootargs; the
+/// system benchmark's aarch64 target passes `bench.*` words).
+pub fn config_for(name: &str, kernel_size: u64, vcpus: u32, cmdline: &str) -> Config {
     Config {
         hyp: Options::default(),
         guests: vec![Guest {
-            name: GUEST_NAME.into(),
-            vcpus: VCPUS,
+            name: name.into(),
+            vcpus,
             memory_mb: MEMORY_MB,
             ram_host_base: RAM_HOST_BASE,
             kernel: Load {
@@ -135,7 +142,7 @@ pub fn config(kernel_size: u64) -> Config {
                 size: kernel_size,
             },
             initramfs: None,
-            cmdline: String::new(),
+            cmdline: cmdline.into(),
             topology: Topology::Vgicv3,
             devices: vec![Device::Uart],
             eoi: Eoi::Deferred,
@@ -146,10 +153,15 @@ pub fn config(kernel_size: u64) -> Config {
 /// The QEMU command line (`-no-reboot`: hyp's power-off through PSCI SYSTEM_RESET
 /// ends QEMU too; SVE and SME off: hyp does not switch their state).
 pub fn command(hyp: &Path, guest: &Path, blob: &Path) -> Command {
+    command_for(hyp, guest, blob, VCPUS)
+}
+
+/// [`command`] with `cpus` CPUs (one per vCPU of the configuration).
+pub fn command_for(hyp: &Path, guest: &Path, blob: &Path, cpus: u32) -> Command {
     let mut cmd = Command::new(QEMU_ARM_BINARY);
-    cmd.args(["-M", "virt,virtualization=on,gic-version=3"])
+    cmd.args(["-M", crate::qemu::ARM_MACHINE])
         .args(["-cpu", crate::qemu::ARM_CPU, "-m", "1G"])
-        .args(["-smp", &VCPUS.to_string(), "-nographic", "-no-reboot"])
+        .args(["-smp", &cpus.to_string(), "-nographic", "-no-reboot"])
         .arg("-kernel")
         .arg(hyp);
     for (file, addr) in [(guest, RAM_HOST_BASE), (blob, BLOB_ADDR)] {

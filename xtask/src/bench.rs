@@ -19,7 +19,17 @@
 //! (plotters) and prints a table. `--quick` (run by `cargo xtask test`) boots each
 //! bare and hyp target once with a small N and fails on a broken payload — a missing
 //! or garbled line, an op error, a non-zero exit — never on a figure.
+//!
+//! aarch64 (issue 13): `arm-bare` and `hyp-arm` run the bench mode of
+//! `hyp/testguest-arm` (HVC, a trapped GIC distributor read, EOI, SGIs, the virtual
+//! timer; `crate::armbench`). Its counter ticks at 1 GHz, so there a tick is one
+//! instruction; the aarch64 figures share `system.json` (each target says its
+//! `arch`), get their own table, and plots `system-arm-instructions.svg` (with the
+//! KVM arm64 anchors of issue 13's text beside them) and `system-arm-exits.svg`.
+//! `--quick` also checks that every aarch64 op printed a plausible figure (at least
+//! one instruction, less than 10^7 per op: a sanity bound, not a timing threshold).
 use anyhow::{bail, ensure, Context, Result};
+use hyp_config::{Arch, Named};
 use serde::Serialize;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -41,12 +51,14 @@ pub struct BenchArgs {
     #[arg(long, requires = "system")]
     pub quick: bool,
     /// With --system: only these targets (repeatable; `bare-aia`, `hyp-aia`, `bare-plic`,
-    /// `hyp-plic`, `hyp-aia-direct`, `kvm-aia`); the files get a `-partial` suffix.
+    /// `hyp-plic`, `hyp-aia-direct`, `kvm-aia`, `arm-bare`, `hyp-arm`); the files get a
+    /// `-partial` suffix.
     #[arg(long = "target", requires = "system", value_name = "NAME")]
     pub targets: Vec<String>,
 }
 
-/// The payload's ops, in the order it runs them (`OPS` in `guest/bench/src/main.rs`).
+/// The riscv64 payload's ops, in the order it runs them (`OPS` in
+/// `guest/bench/src/main.rs`; aarch64: `crate::armbench::OPS`).
 pub const OPS: &[&str] = &[
     "nop",
     "sbi_base",
@@ -64,8 +76,11 @@ pub const BOOTS: &[(u32, &[&str])] = &[
     (2, &["ipi_pingpong", "msi_pingpong"]),
 ];
 
-/// What each op measures (table and JSON).
-fn op_title(op: &str) -> &'static str {
+/// What each op of `arch` measures (table and JSON).
+fn op_title(arch: Arch, op: &str) -> &'static str {
+    if arch == Arch::Aarch64 {
+        return crate::armbench::op_title(op);
+    }
     match op {
         "nop" => "empty loop (overhead in every figure)",
         "sbi_base" => "SBI BASE get_spec_version round trip",
@@ -93,6 +108,8 @@ pub enum Host {
 #[derive(Debug, Clone, Copy)]
 pub struct Target {
     pub name: &'static str,
+    /// riscv64 (`guest/bench`) or aarch64 (`hyp/testguest-arm`'s bench mode).
+    pub arch: Arch,
     /// `-M virt,aia=aplic-imsic,aia-guests=3` (else plain `-M virt`, PLIC).
     pub aia: bool,
     pub host: Host,
@@ -114,7 +131,9 @@ impl Target {
 
     /// The bare QEMU target on the same machine (the ratio's reference).
     pub fn bare(&self) -> &'static str {
-        if self.aia {
+        if self.arch == Arch::Aarch64 {
+            "arm-bare"
+        } else if self.aia {
             "bare-aia"
         } else {
             "bare-plic"
@@ -132,7 +151,12 @@ impl Target {
 
     /// The QEMU `-M` value.
     fn machine_option(&self) -> &'static str {
-        if self.aia {
+        if self.arch == Arch::Aarch64 {
+            match self.host {
+                Host::Bare => crate::armbench::BARE_MACHINE,
+                _ => crate::qemu::ARM_MACHINE,
+            }
+        } else if self.aia {
             "virt,aia=aplic-imsic,aia-guests=3"
         } else {
             "virt"
@@ -150,7 +174,32 @@ impl Target {
 
     /// Does op `op` run here (else it must report itself skipped)?
     fn runs(&self, op: &str) -> bool {
-        !op.starts_with("msi_") || self.aia
+        self.arch == Arch::Aarch64 || !op.starts_with("msi_") || self.aia
+    }
+
+    /// The payload's ops.
+    pub fn ops(&self) -> &'static [&'static str] {
+        match self.arch {
+            Arch::Riscv64 => OPS,
+            Arch::Aarch64 => crate::armbench::OPS,
+        }
+    }
+
+    /// The boots of each target (`(harts, ops)`).
+    pub fn boots(&self) -> &'static [(u32, &'static [&'static str])] {
+        match self.arch {
+            Arch::Riscv64 => BOOTS,
+            Arch::Aarch64 => crate::armbench::BOOTS,
+        }
+    }
+
+    /// Instructions per counter tick under `-icount shift=0,sleep=off`: riscv64 `virt`'s
+    /// `time` runs at 10 MHz, aarch64 `virt`'s generic timer at 1 GHz.
+    pub fn insns_per_tick(&self) -> f64 {
+        match self.arch {
+            Arch::Riscv64 => 100.0,
+            Arch::Aarch64 => 1.0,
+        }
     }
 }
 
@@ -159,24 +208,28 @@ pub const TARGETS: &[Target] = &[
         name: "bare-aia",
         aia: true,
         host: Host::Bare,
+        arch: Arch::Riscv64,
         sets: &[],
     },
     Target {
         name: "hyp-aia",
         aia: true,
         host: Host::Hyp,
+        arch: Arch::Riscv64,
         sets: &[],
     },
     Target {
         name: "bare-plic",
         aia: false,
         host: Host::Bare,
+        arch: Arch::Riscv64,
         sets: &[],
     },
     Target {
         name: "hyp-plic",
         aia: false,
         host: Host::Hyp,
+        arch: Arch::Riscv64,
         sets: &[],
     },
     // `wfi = "direct"`: the vCPU is alone on its hart, so its `wfi` does not trap.
@@ -184,6 +237,7 @@ pub const TARGETS: &[Target] = &[
         name: "hyp-aia-direct",
         aia: true,
         host: Host::Hyp,
+        arch: Arch::Riscv64,
         sets: &["hyp.wfi=direct"],
     },
     // Debian's kvm.ko in a Debian guest, in-kernel AIA (MSI mode, IMSIC per vCPU).
@@ -191,6 +245,23 @@ pub const TARGETS: &[Target] = &[
         name: "kvm-aia",
         aia: true,
         host: Host::Kvm,
+        arch: Arch::Riscv64,
+        sets: &[],
+    },
+    // aarch64: the bench mode of hyp/testguest-arm at EL1 on QEMU arm `virt` without EL2
+    // (QEMU answers PSCI), and as hyp's guest on a vGICv3 (`crate::armbench`).
+    Target {
+        name: "arm-bare",
+        aia: false,
+        host: Host::Bare,
+        arch: Arch::Aarch64,
+        sets: &[],
+    },
+    Target {
+        name: "hyp-arm",
+        aia: false,
+        host: Host::Hyp,
+        arch: Arch::Aarch64,
         sets: &[],
     },
 ];
@@ -245,17 +316,39 @@ fn cmdline(size: Size, ops: &str) -> String {
     )
 }
 
-/// What the boots need besides hyp: the payload, and for KVM the Debian boot images.
+/// What the boots need: riscv64 hyp and the payload, for KVM the Debian boot images;
+/// aarch64 hyp and its payload. Each only if a target of its architecture runs.
 struct Built {
-    img: crate::qemu::Images,
-    payload: PathBuf,
+    riscv: Option<(crate::qemu::Images, PathBuf)>,
     kvm: Option<crate::images::BootImages>,
+    arm: Option<crate::armbench::Built>,
 }
 
-/// The QEMU machine running the payload on `t` with `cmdline` on `harts` harts (under
-/// hyp or KVM: as many vCPUs, one per hart), with `-icount`.
+/// The QEMU command running the payload on `t` with `cmdline` on `harts` harts (under
+/// hyp or KVM: as many vCPUs, one per hart), with `-icount`; `log` names the boot.
+fn command(t: &Target, built: &Built, cmdline: &str, harts: u32, log: &str) -> Result<Command> {
+    if t.arch == Arch::Aarch64 {
+        let arm = built
+            .arm
+            .as_ref()
+            .context("hyp for aarch64 was not built")?;
+        return crate::armbench::command(arm, t.host == Host::Hyp, cmdline, harts, log);
+    }
+    let (img, _) = built
+        .riscv
+        .as_ref()
+        .context("hyp for riscv64 was not built")?;
+    Ok(machine(t, built, cmdline, harts)?.command(img))
+}
+
+/// The QEMU machine running the riscv64 payload on `t` with `cmdline` on `harts` harts
+/// (under hyp or KVM: as many vCPUs, one per hart), with `-icount`.
 fn machine(t: &Target, built: &Built, cmdline: &str, harts: u32) -> Result<Machine> {
-    let payload = &built.payload;
+    let payload = &built
+        .riscv
+        .as_ref()
+        .context("the riscv64 payload was not built")?
+        .1;
     let mut m = if t.host == Host::Kvm {
         let kvm = built
             .kvm
@@ -575,14 +668,12 @@ fn boot(
     ops: &str,
     log: &str,
 ) -> Result<(Outcome, Report)> {
-    let m = machine(t, built, &cmdline(size, ops), harts)?;
-    let o = crate::qemu::run_qemu(&m, &built.img, false)?;
+    let cmd = command(t, built, &cmdline(size, ops), harts, log)?;
+    let shown = format!("{cmd:?}");
+    let o = crate::qemu::run_command_watched(cmd, t.timeout(), false, None)?;
     let path = out_dir().join("logs").join(format!("{log}.log"));
     std::fs::create_dir_all(out_dir().join("logs"))?;
-    std::fs::write(
-        &path,
-        format!("$ {:?}\n{}", m.command(&built.img), o.output),
-    )?;
+    std::fs::write(&path, format!("$ {shown}\n{}", o.output))?;
     let what = || {
         format!(
             "{}, {harts} hart(s), bench.ops={ops} (log {})",
@@ -626,18 +717,29 @@ pub struct OpResult {
     pub skipped: Option<String>,
     /// Ping-pongs: per-lap figures (ticks).
     pub laps: Option<Laps>,
-    /// hyp (full run only) and KVM.
+    /// hyp (full run only) and KVM; without [`Self::setup_exits_per_op`].
     pub exits_per_op: Option<f64>,
     pub exits_per_op_by_cause: BTreeMap<String, f64>,
     /// KVM: every counter of its binary stats (exits, halt polling, …) per op, summed
     /// over the vCPUs.
     #[serde(skip_serializing_if = "BTreeMap::is_empty")]
     pub kvm_counters_per_op: BTreeMap<String, f64>,
+    /// hyp on aarch64 (full run): the host interrupts its CPUs took per op, by kind
+    /// (`kick`, `vtimer`, …; taken in the guest they are `irq` exits, taken while the
+    /// CPU idled they are not exits).
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub host_interrupts_per_op: BTreeMap<String, f64>,
+    /// Exits of the op's untimed set-up, by cause, left out of `exits_per_op` (aarch64
+    /// `eoi`: the timer interrupt each lap takes before its EOI is timed).
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub setup_exits_per_op: BTreeMap<String, f64>,
 }
 
 #[derive(Serialize, Debug, Clone)]
 pub struct TargetResult {
     pub name: String,
+    /// `riscv64` or `aarch64`.
+    pub arch: String,
     pub machine: String,
     pub hypervisor: String,
     /// Operations timed and warm-up per op on this target.
@@ -647,10 +749,22 @@ pub struct TargetResult {
     pub ops: Vec<OpResult>,
 }
 
+/// A KVM arm64 figure from the text of issue 13 (not measured here).
+#[derive(Serialize, Debug, Clone)]
+pub struct Anchor {
+    pub op: String,
+    pub instructions_per_op: f64,
+    /// The issue's words for it.
+    pub issue_text: String,
+}
+
 #[derive(Serialize, Debug, Clone)]
 pub struct SystemResult {
     pub date: String,
     pub qemu: String,
+    /// `qemu-system-aarch64 --version`, if an aarch64 target ran.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub qemu_aarch64: Option<String>,
     pub opensbi: String,
     /// The commit measured (`git describe --always --dirty`).
     pub commit: String,
@@ -664,14 +778,19 @@ pub struct SystemResult {
     /// The KVM target's guest kernel and module (`kvm.ko`'s vermagic), if it ran.
     pub kvm: Option<String>,
     pub targets: Vec<TargetResult>,
+    /// If an aarch64 target ran: KVM arm64 per-op figures quoted from issue 13
+    /// ("Speed"; Debian 6.12 KVM nested in this QEMU), for comparison, not measured.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub kvm_arm64_anchors: Vec<Anchor>,
 }
 
-/// An op's figures from its line: instructions per op are `ticks * 100 / n`, for a
-/// ping-pong over the laps that were not stalls.
-fn op_result(op: &str, harts: u32, line: &OpLine) -> OpResult {
+/// An op's figures on `t` from its line: instructions per op are `ticks *
+/// insns_per_tick / n` (riscv64: `ticks * 100 / n`), for a ping-pong over the laps that
+/// were not stalls.
+fn op_result(t: &Target, op: &str, harts: u32, line: &OpLine) -> OpResult {
     let mut r = OpResult {
         op: op.into(),
-        title: op_title(op).into(),
+        title: op_title(t.arch, op).into(),
         harts,
         n: 0,
         ticks: 0,
@@ -682,6 +801,8 @@ fn op_result(op: &str, harts: u32, line: &OpLine) -> OpResult {
         exits_per_op: None,
         exits_per_op_by_cause: BTreeMap::new(),
         kvm_counters_per_op: BTreeMap::new(),
+        host_interrupts_per_op: BTreeMap::new(),
+        setup_exits_per_op: BTreeMap::new(),
     };
     match line {
         OpLine::Timed {
@@ -690,13 +811,13 @@ fn op_result(op: &str, harts: u32, line: &OpLine) -> OpResult {
             detail,
             laps,
         } => {
-            let (t, k) = match laps {
+            let (d, k) = match laps {
                 Some(l) => (ticks - l.stall_ticks.min(*ticks), n - l.stalls.min(*n)),
                 None => (*ticks, *n),
             };
             r.n = *n;
             r.ticks = *ticks;
-            r.instructions_per_op = (k > 0).then(|| t as f64 * 100.0 / k as f64);
+            r.instructions_per_op = (k > 0).then(|| d as f64 * t.insns_per_tick() / k as f64);
             r.detail = detail.clone();
             r.laps = laps.clone();
         }
@@ -762,35 +883,51 @@ fn selected(quick: bool, only: &[String]) -> Result<Vec<&'static Target>> {
 pub fn system(quick: bool, only: &[String]) -> Result<SystemResult> {
     let began = Instant::now();
     let targets_run = selected(quick, only)?;
-    crate::setup::ensure_all()?;
+    let with_riscv = targets_run.iter().any(|t| t.arch == Arch::Riscv64);
+    let with_arm = targets_run.iter().any(|t| t.arch == Arch::Aarch64);
     let with_kvm = targets_run.iter().any(|t| t.host == Host::Kvm);
+    if with_riscv {
+        crate::setup::ensure_all()?;
+    }
     if with_kvm {
         crate::setup::ensure_kvm_vmm()?;
     }
-    let img = crate::qemu::build(false)?;
-    let payload = crate::qemu::build_bench()?;
-    let (kvm, kvm_versions) = if with_kvm {
-        let guest = crate::images::ensure_debian(hyp_config::Arch::Riscv64, None)?;
-        let versions = format!(
-            "Debian linux-image-{}-riscv64, kvm.ko vermagic \"{}\"",
-            guest.kernel_version,
-            crate::kvm::kvm_vermagic(&guest.modules)?
-        );
-        (Some(crate::kvm::boot_images(&payload)?), Some(versions))
+    let riscv = if with_riscv {
+        Some((crate::qemu::build(false)?, crate::qemu::build_bench()?))
     } else {
-        (None, None)
+        None
     };
-    let built = Built { img, payload, kvm };
+    let (kvm, kvm_versions) = match (with_kvm, &riscv) {
+        (true, Some((_, payload))) => {
+            let guest = crate::images::ensure_debian(Arch::Riscv64, None)?;
+            let versions = format!(
+                "Debian linux-image-{}-riscv64, kvm.ko vermagic \"{}\"",
+                guest.kernel_version,
+                crate::kvm::kvm_vermagic(&guest.modules)?
+            );
+            (Some(crate::kvm::boot_images(payload)?), Some(versions))
+        }
+        _ => (None, None),
+    };
+    let arm = if with_arm {
+        Some(crate::armbench::build()?)
+    } else {
+        None
+    };
+    let built = Built { riscv, kvm, arm };
     let size = if quick { QUICK } else { FULL };
     // Boots: each shape of each target; in the full run also, per hyp target and shape,
     // one with no op and one per op (exit counts; KVM counts them in its one boot).
-    let hyp_targets = targets_run.iter().filter(|t| t.host == Host::Hyp).count();
-    let total = targets_run.len() * BOOTS.len()
-        + if quick {
-            0
-        } else {
-            hyp_targets * BOOTS.iter().map(|b| b.1.len() + 1).sum::<usize>()
-        };
+    let total: usize = targets_run
+        .iter()
+        .map(|t| {
+            let exits = !quick && t.host == Host::Hyp;
+            t.boots()
+                .iter()
+                .map(|b| 1 + if exits { b.1.len() + 1 } else { 0 })
+                .sum::<usize>()
+        })
+        .sum();
     let mut step = 0;
     let mut progress = |what: &str| {
         step += 1;
@@ -804,7 +941,7 @@ pub fn system(quick: bool, only: &[String]) -> Result<SystemResult> {
     for t in targets_run {
         let mut ops = Vec::new();
         let mut start = BTreeMap::new();
-        for &(harts, boot_ops) in BOOTS {
+        for &(harts, boot_ops) in t.boots() {
             let list = boot_ops.join(",");
             progress(&format!(
                 "{}, {harts} hart(s): {list}, n={}",
@@ -815,7 +952,7 @@ pub fn system(quick: bool, only: &[String]) -> Result<SystemResult> {
             check_ops(&report, t, boot_ops, size.n).with_context(|| log.clone())?;
             match t.host {
                 Host::Hyp => {
-                    acct_exits(&o.output, "bench").with_context(|| log.clone())?;
+                    hyp_exits(t, &o.output).with_context(|| log.clone())?;
                 }
                 Host::Kvm => {}
                 Host::Bare => {
@@ -833,7 +970,10 @@ pub fn system(quick: bool, only: &[String]) -> Result<SystemResult> {
             }
             let first = ops.len();
             for &op in boot_ops {
-                ops.push(op_result(op, harts, &report.ops[op]));
+                ops.push(op_result(t, op, harts, &report.ops[op]));
+            }
+            if t.arch == Arch::Aarch64 {
+                check_plausible(&ops[first..]).with_context(|| log.clone())?;
             }
             let per = (size.n + size.warmup) as f64;
             if t.host == Host::Kvm {
@@ -871,7 +1011,7 @@ pub fn system(quick: bool, only: &[String]) -> Result<SystemResult> {
             ));
             let (o, r) = boot(t, &built, size, harts, "none", &format!("{log}-none"))?;
             check_ops(&r, t, &[], size.n)?;
-            let base = acct_exits(&o.output, "bench")?;
+            let (base, base_irqs) = hyp_exits(t, &o.output)?;
             for r in ops[first..].iter_mut().filter(|r| r.skipped.is_none()) {
                 progress(&format!(
                     "{}, {harts} hart(s): {} alone (exits)",
@@ -879,32 +1019,59 @@ pub fn system(quick: bool, only: &[String]) -> Result<SystemResult> {
                 ));
                 let (o, rep) = boot(t, &built, size, harts, &r.op, &format!("{log}-{}", r.op))?;
                 check_ops(&rep, t, &[r.op.as_str()], size.n)?;
-                let with = acct_exits(&o.output, "bench")?;
-                let mut sum = 0.0;
-                for (cause, &c) in &with {
-                    let d = c.saturating_sub(base.get(cause).copied().unwrap_or(0)) as f64 / per;
-                    if d > 0.0 {
-                        r.exits_per_op_by_cause.insert(cause.clone(), d);
-                        sum += d;
+                let (with, with_irqs) = hyp_exits(t, &o.output)?;
+                let delta = |with: &BTreeMap<String, u64>, base: &BTreeMap<String, u64>| {
+                    let mut m = BTreeMap::new();
+                    for (cause, &c) in with {
+                        let d =
+                            c.saturating_sub(base.get(cause).copied().unwrap_or(0)) as f64 / per;
+                        if d > 0.0 {
+                            m.insert(cause.clone(), d);
+                        }
                     }
+                    m
+                };
+                r.exits_per_op_by_cause = delta(&with, &base);
+                if let Some((cause, per_lap)) = setup_exits(t, &r.op) {
+                    let c = r.exits_per_op_by_cause.entry(cause.into()).or_insert(0.0);
+                    ensure!(
+                        *c >= per_lap,
+                        "{log}-{}: {c} {cause} exits per lap, fewer than its set-up's {per_lap}",
+                        r.op
+                    );
+                    *c -= per_lap;
+                    if *c < 1e-9 {
+                        r.exits_per_op_by_cause.remove(cause);
+                    }
+                    r.setup_exits_per_op.insert(cause.into(), per_lap);
                 }
-                r.exits_per_op = Some(sum);
+                r.exits_per_op = Some(r.exits_per_op_by_cause.values().fold(0.0, |a, b| a + b));
+                r.host_interrupts_per_op = delta(&with_irqs, &base_irqs);
             }
         }
         targets.push(TargetResult {
             name: t.name.into(),
+            arch: t.arch.name().into(),
             machine: t.machine_option().into(),
-            hypervisor: match t.host {
-                Host::Hyp => {
+            hypervisor: match (t.host, t.arch) {
+                (Host::Hyp, Arch::Riscv64) => {
                     let sets: String = t.sets.iter().map(|s| format!(" --set {s}")).collect();
                     format!("hyp (configs/{}.toml{sets})", t.config())
                 }
-                Host::Kvm => format!(
+                (Host::Hyp, Arch::Aarch64) => format!(
+                    "hyp at EL2 (one guest {:?}, a vCPU per CPU, vGICv3, the PL011 passed \
+                     through; xtask/src/armbench.rs)",
+                    crate::armbench::GUEST
+                ),
+                (Host::Kvm, _) => format!(
                     "KVM RISC-V (Debian's kvm.ko, {}, in a Debian guest with smp = vCPUs; \
                      tools/kvm-vmm, in-kernel AIA, hwaccel)",
                     crate::kvm::KVM_PARAMS.join(" ")
                 ),
-                Host::Bare => "none (OpenSBI only)".into(),
+                (Host::Bare, Arch::Riscv64) => "none (OpenSBI only)".into(),
+                (Host::Bare, Arch::Aarch64) => {
+                    "none: EL1 on a machine without EL2/EL3; QEMU answers PSCI hvc itself".into()
+                }
             },
             n: size.n,
             warmup: size.warmup,
@@ -915,6 +1082,7 @@ pub fn system(quick: bool, only: &[String]) -> Result<SystemResult> {
     let result = SystemResult {
         date: command_line("date", &["-u", "+%Y-%m-%dT%H:%M:%SZ"]),
         qemu: command_line("qemu-system-riscv64", &["--version"]),
+        qemu_aarch64: with_arm.then(|| command_line(crate::setup::QEMU_ARM_BINARY, &["--version"])),
         opensbi,
         commit: command_line(
             "git",
@@ -934,12 +1102,14 @@ pub fn system(quick: bool, only: &[String]) -> Result<SystemResult> {
                 .map(|t| format!(" --target {t}"))
                 .collect::<String>(),
         ),
-        method: "QEMU -icount shift=0,sleep=off: rdtime ticks at 10 MHz, one instruction \
-                 per ns; instructions per op = ticks * 100 / n, of the whole machine \
+        method: "QEMU -icount shift=0,sleep=off: one instruction per ns. riscv64: rdtime \
+                 ticks at 10 MHz, instructions per op = ticks * 100 / n; aarch64: CNTVCT_EL0 \
+                 at 1 GHz, instructions per op = ticks / n. Of the whole machine \
                  (payload, OpenSBI, hyp; under KVM also the Debian host kernel and the VMM). \
                  Ops on 1 hart (1 vCPU); ping-pongs on 2 harts \
-                 (2 vCPUs), timed per lap, laps of 1,000 ticks or more (QEMU's round-robin \
-                 waking the other hart late) left out of the mean and counted as stalls. \
+                 (2 vCPUs), timed per lap, laps of 100,000 instructions or more (QEMU's \
+                 round-robin waking the other hart late) left out of the mean and counted \
+                 as stalls. \
                  Exits per op: hyp ACCT counters (all vCPUs) of a boot running only that op \
                  minus a boot of the same shape running none, over n + warmup; KVM: its \
                  binary stats (all vCPUs) between the payload's lines, less the console \
@@ -950,6 +1120,18 @@ pub fn system(quick: bool, only: &[String]) -> Result<SystemResult> {
         warmup: size.warmup,
         kvm: kvm_versions,
         targets,
+        kvm_arm64_anchors: if with_arm {
+            crate::armbench::KVM_ANCHORS
+                .iter()
+                .map(|&(op, v, text)| Anchor {
+                    op: op.into(),
+                    instructions_per_op: v,
+                    issue_text: text.into(),
+                })
+                .collect()
+        } else {
+            Vec::new()
+        },
     };
     let suffix = match (quick, only.is_empty()) {
         (true, _) => "-quick",
@@ -958,25 +1140,68 @@ pub fn system(quick: bool, only: &[String]) -> Result<SystemResult> {
     };
     let json = out_dir().join(format!("system{suffix}.json"));
     std::fs::write(&json, serde_json::to_string_pretty(&result)? + "\n")?;
-    let insn_svg = out_dir().join(format!("system-instructions{suffix}.svg"));
-    plot_instructions(&result, &insn_svg)?;
-    let exits_svg = out_dir().join(format!("system-exits{suffix}.svg"));
-    if !quick {
-        plot_exits(&result, &exits_svg)?;
+    let mut files = vec![json];
+    for (arch, present, stem) in [
+        (Arch::Riscv64, with_riscv, "system"),
+        (Arch::Aarch64, with_arm, "system-arm"),
+    ] {
+        if !present {
+            continue;
+        }
+        let insn_svg = out_dir().join(format!("{stem}-instructions{suffix}.svg"));
+        plot_instructions(&result, arch, &insn_svg)?;
+        files.push(insn_svg);
+        if !quick {
+            let exits_svg = out_dir().join(format!("{stem}-exits{suffix}.svg"));
+            plot_exits(&result, arch, &exits_svg)?;
+            files.push(exits_svg);
+        }
     }
     println!("{}", table(&result));
     println!(
-        "wrote {}, {}{} ({:.1} s)",
-        json.display(),
-        insn_svg.display(),
-        if quick {
-            String::new()
-        } else {
-            format!(", {}", exits_svg.display())
-        },
+        "wrote {} ({:.1} s)",
+        files
+            .iter()
+            .map(|f| f.display().to_string())
+            .collect::<Vec<_>>()
+            .join(", "),
         began.elapsed().as_secs_f64()
     );
     Ok(result)
+}
+
+/// hyp's exit counters of the guest `bench` on `t`: by cause, and (aarch64) its CPUs'
+/// host interrupts by kind.
+fn hyp_exits(t: &Target, out: &str) -> Result<(BTreeMap<String, u64>, BTreeMap<String, u64>)> {
+    match t.arch {
+        Arch::Riscv64 => Ok((acct_exits(out, "bench")?, BTreeMap::new())),
+        Arch::Aarch64 => crate::armbench::acct(out, crate::armbench::GUEST),
+    }
+}
+
+/// The exits of `op`'s untimed set-up on `t` (see `crate::armbench::setup_exits`).
+fn setup_exits(t: &Target, op: &str) -> Option<(&'static str, f64)> {
+    match t.arch {
+        Arch::Riscv64 => None,
+        Arch::Aarch64 => crate::armbench::setup_exits(op),
+    }
+}
+
+/// Every timed op printed a plausible figure: at least one instruction per op and
+/// fewer than 10^7 (10 ms of virtual time each: a lost interrupt or a garbled count,
+/// not a slow path). A sanity bound, not a timing threshold.
+fn check_plausible(ops: &[OpResult]) -> Result<()> {
+    for o in ops.iter().filter(|o| o.skipped.is_none()) {
+        let v = o
+            .instructions_per_op
+            .with_context(|| format!("op {}: no figure (every lap a stall?)", o.op))?;
+        ensure!(
+            (1.0..1e7).contains(&v),
+            "op {}: {v:.1} instructions per op is not a plausible figure",
+            o.op
+        );
+    }
+    Ok(())
 }
 
 fn find<'a>(r: &'a SystemResult, target: &str, op: &str) -> Option<&'a OpResult> {
@@ -989,7 +1214,9 @@ fn find<'a>(r: &'a SystemResult, target: &str, op: &str) -> Option<&'a OpResult>
 }
 
 /// The table: instructions per op on each target that ran; under a hypervisor as a
-/// ratio to bare QEMU on the same machine, with its exits per op.
+/// ratio to bare QEMU on the same machine, with its exits per op. One section per
+/// architecture; the aarch64 one also gives issue 13's KVM arm64 anchors and hyp's
+/// ratio to them.
 pub fn table(r: &SystemResult) -> String {
     let mut s = format!(
         "instructions per op (n={}, warm-up {}; ops on 1 hart, ping-pongs on 2; hyp, kvm: ratio to \
@@ -999,63 +1226,104 @@ pub fn table(r: &SystemResult) -> String {
     for t in r.targets.iter().filter(|t| t.n != r.n) {
         s += &format!("{}: n={}, warm-up {}\n", t.name, t.n, t.warmup);
     }
-    let cols: Vec<&Target> = TARGETS
-        .iter()
-        .filter(|t| r.targets.iter().any(|x| x.name == t.name))
-        .collect();
-    let width = |t: &Target| if t.virtualized() { 26 } else { 10 };
-    s += &format!("{:<12}", "op");
-    for t in &cols {
-        s += &format!(" {:>w$}", t.name, w = width(t));
-    }
-    s += "\n";
-    for &op in OPS {
-        s += &format!("{op:<12}");
+    for arch in [Arch::Riscv64, Arch::Aarch64] {
+        let cols: Vec<&Target> = TARGETS
+            .iter()
+            .filter(|t| t.arch == arch && r.targets.iter().any(|x| x.name == t.name))
+            .collect();
+        let Some(first) = cols.first() else {
+            continue;
+        };
+        let anchors = arch == Arch::Aarch64;
+        if anchors {
+            s += "aarch64 (KVM anchor: issue 13's text, not measured here; hyp/KVM: the \
+                  hyp-arm figure over it)\n";
+        }
+        let width = |t: &Target| if t.virtualized() { 26 } else { 10 };
+        s += &format!("{:<12}", "op");
         for t in &cols {
-            let v = find(r, t.name, op).and_then(|o| o.instructions_per_op);
-            let mut c = v.map_or("-".to_string(), |v| format!("{v:.1}"));
-            if let (true, Some(v), Some(h)) = (t.virtualized(), v, find(r, t.name, op)) {
-                let ratio = find(r, t.bare(), op)
-                    .and_then(|o| o.instructions_per_op)
-                    .map(|b| {
-                        if b > 0.0 {
-                            format!("{:.2}x", v / b)
-                        } else {
-                            "-".into()
-                        }
-                    });
-                let exits = h.exits_per_op.map(|e| format!("{e:.2} ex"));
-                let parts: Vec<String> = ratio.into_iter().chain(exits).collect();
-                if !parts.is_empty() {
-                    c += &format!(" ({})", parts.join(", "));
-                }
-            }
-            s += &format!(" {c:>w$}", w = width(t));
+            s += &format!(" {:>w$}", t.name, w = width(t));
+        }
+        if anchors {
+            s += &format!(" {:>11} {:>8}", "KVM anchor", "hyp/KVM");
         }
         s += "\n";
+        for &op in first.ops() {
+            s += &format!("{op:<12}");
+            for t in &cols {
+                let v = find(r, t.name, op).and_then(|o| o.instructions_per_op);
+                let mut c = v.map_or("-".to_string(), |v| format!("{v:.1}"));
+                if let (true, Some(v), Some(h)) = (t.virtualized(), v, find(r, t.name, op)) {
+                    let comparable =
+                        arch != Arch::Aarch64 || crate::armbench::bare_is_reference(op);
+                    let ratio = find(r, t.bare(), op)
+                        .and_then(|o| o.instructions_per_op)
+                        .map(|b| {
+                            if b > 0.0 && comparable {
+                                format!("{:.2}x", v / b)
+                            } else {
+                                "-".into()
+                            }
+                        });
+                    let exits = h.exits_per_op.map(|e| format!("{e:.2} ex"));
+                    let parts: Vec<String> = ratio.into_iter().chain(exits).collect();
+                    if !parts.is_empty() {
+                        c += &format!(" ({})", parts.join(", "));
+                    }
+                }
+                s += &format!(" {c:>w$}", w = width(t));
+            }
+            if anchors {
+                let a = crate::armbench::anchor(op);
+                let hyp = find(r, "hyp-arm", op).and_then(|o| o.instructions_per_op);
+                s += &format!(
+                    " {:>11} {:>8}",
+                    a.map_or("-".into(), |(v, _)| format!("{v:.0}")),
+                    match (a, hyp) {
+                        (Some((k, _)), Some(h)) if k > 0.0 => format!("{:.2}x", h / k),
+                        _ => "-".into(),
+                    }
+                );
+            }
+            s += "\n";
+        }
     }
     s
 }
 
-/// Series colours: bare, hyp-AIA, hyp-PLIC, bare-PLIC, KVM.
+/// Series colours: bare, hyp-AIA, hyp-PLIC, bare-PLIC, KVM; aarch64 bare, hyp, and the
+/// KVM anchors.
 fn colour(target: &str) -> plotters::style::RGBColor {
     use plotters::style::RGBColor;
     match target {
-        "bare-aia" => RGBColor(0x55, 0x55, 0x55),
+        "bare-aia" | "arm-bare" => RGBColor(0x55, 0x55, 0x55),
         "bare-plic" => RGBColor(0xaa, 0xaa, 0xaa),
-        "hyp-aia" => RGBColor(0x1f, 0x77, 0xb4),
+        "hyp-aia" | "hyp-arm" => RGBColor(0x1f, 0x77, 0xb4),
         "hyp-aia-direct" => RGBColor(0x2c, 0xa0, 0x2c),
-        "kvm-aia" => RGBColor(0xd6, 0x27, 0x28),
+        "kvm-aia" | ARM_ANCHOR_SERIES => RGBColor(0xd6, 0x27, 0x28),
         _ => RGBColor(0xff, 0x7f, 0x0e),
     }
 }
 
-/// Instructions per op (ops except `nop`), a bar per target.
-fn plot_instructions(r: &SystemResult, path: &Path) -> Result<()> {
-    let ops: Vec<&str> = OPS.iter().copied().filter(|o| *o != "nop").collect();
-    let series: Vec<(&str, Vec<Option<f64>>)> = TARGETS
+/// The series of issue 13's KVM arm64 figures in the aarch64 plot.
+const ARM_ANCHOR_SERIES: &str = "KVM arm64 (issue 13 text)";
+
+/// The ops of `arch` that are plotted (all but `nop`).
+fn plotted_ops(arch: Arch) -> Vec<&'static str> {
+    let ops = match arch {
+        Arch::Riscv64 => OPS,
+        Arch::Aarch64 => crate::armbench::OPS,
+    };
+    ops.iter().copied().filter(|o| *o != "nop").collect()
+}
+
+/// Instructions per op of `arch` (ops except `nop`), a bar per target; for aarch64 also
+/// issue 13's KVM arm64 anchors.
+fn plot_instructions(r: &SystemResult, arch: Arch, path: &Path) -> Result<()> {
+    let ops = plotted_ops(arch);
+    let mut series: Vec<(&str, Vec<Option<f64>>)> = TARGETS
         .iter()
-        .filter(|t| r.targets.iter().any(|x| x.name == t.name))
+        .filter(|t| t.arch == arch && r.targets.iter().any(|x| x.name == t.name))
         .map(|t| {
             (
                 t.name,
@@ -1065,25 +1333,33 @@ fn plot_instructions(r: &SystemResult, path: &Path) -> Result<()> {
             )
         })
         .collect();
-    bar_chart(
-        path,
-        &format!(
+    if arch == Arch::Aarch64 {
+        series.push((
+            ARM_ANCHOR_SERIES,
+            ops.iter()
+                .map(|op| crate::armbench::anchor(op).map(|a| a.0))
+                .collect(),
+        ));
+    }
+    let title = match arch {
+        Arch::Riscv64 => format!(
             "Instructions per operation (QEMU -icount, n={}; ping-pongs per round trip)",
             r.n
         ),
-        "instructions per op",
-        &ops,
-        &series,
-        0,
-    )
+        Arch::Aarch64 => format!(
+            "aarch64: instructions per operation (QEMU -icount, n={}; ping-pong per round trip)",
+            r.n
+        ),
+    };
+    bar_chart(path, &title, "instructions per op", &ops, &series, 0)
 }
 
-/// Exits per op under hyp and KVM.
-fn plot_exits(r: &SystemResult, path: &Path) -> Result<()> {
-    let ops: Vec<&str> = OPS.iter().copied().filter(|o| *o != "nop").collect();
+/// Exits per op of `arch` under hyp and KVM.
+fn plot_exits(r: &SystemResult, arch: Arch, path: &Path) -> Result<()> {
+    let ops = plotted_ops(arch);
     let series: Vec<(&str, Vec<Option<f64>>)> = TARGETS
         .iter()
-        .filter(|t| t.virtualized() && r.targets.iter().any(|x| x.name == t.name))
+        .filter(|t| t.arch == arch && t.virtualized() && r.targets.iter().any(|x| x.name == t.name))
         .map(|t| {
             (
                 t.name,
@@ -1093,14 +1369,13 @@ fn plot_exits(r: &SystemResult, path: &Path) -> Result<()> {
             )
         })
         .collect();
-    bar_chart(
-        path,
-        "exits per operation (hyp: ACCT counters; KVM: its binary stats)",
-        "exits per op",
-        &ops,
-        &series,
-        2,
-    )
+    let title = match arch {
+        Arch::Riscv64 => "exits per operation (hyp: ACCT counters; KVM: its binary stats)",
+        Arch::Aarch64 => {
+            "aarch64: hyp exits per operation (ACCT counters; eoi without its set-up's timer exit)"
+        }
+    };
+    bar_chart(path, title, "exits per op", &ops, &series, 2)
 }
 
 /// A grouped bar chart: one group per entry of `groups`, one bar per series (`None`:
@@ -1263,7 +1538,7 @@ VIRQ-BENCH done errors=0
     fn a_pingpong_counts_laps_without_stalls() {
         let r = parse(PINGPONG).unwrap();
         check_ops(&r, &TARGETS[3], BOOTS[1].1, 100).unwrap();
-        let o = op_result("ipi_pingpong", 2, &r.ops["ipi_pingpong"]);
+        let o = op_result(&TARGETS[3], "ipi_pingpong", 2, &r.ops["ipi_pingpong"]);
         let laps = o.laps.as_ref().unwrap();
         assert_eq!(laps.hist, vec![(73, 10), (74, 89), (1023, 1)]);
         assert_eq!((laps.median, laps.stalls), (74, 1));
@@ -1272,6 +1547,54 @@ VIRQ-BENCH done errors=0
         assert!((v - 7316.0 * 100.0 / 99.0).abs() < 1e-6, "{v}");
         assert!(parse(&PINGPONG.replace("74:89", "74:8x9")).is_err());
         assert!(parse(&PINGPONG.replace(" median=74", "")).is_err());
+    }
+
+    const ARM: &str = "\
+VIRQ-BENCH start cpu=0 cpus=1 el=1 gicd=0x8000000 freq=1000000000 n=100 warmup=10
+VIRQ-BENCH op=nop n=100 ticks=205
+VIRQ-BENCH op=hvc n=100 ticks=347803 call=psci_version
+VIRQ-BENCH op=gicd_read n=100 ticks=357503 reg=gicd.typer
+VIRQ-BENCH op=eoi n=100 ticks=500 intid=27
+VIRQ-BENCH op=sgi_self n=100 ticks=697712
+VIRQ-BENCH op=vtimer n=100 ticks=684004
+VIRQ-BENCH done errors=0
+";
+
+    fn arm_target(name: &str) -> &'static Target {
+        TARGETS.iter().find(|t| t.name == name).unwrap()
+    }
+
+    #[test]
+    fn an_arm_run_counts_a_tick_as_an_instruction_and_must_be_plausible() {
+        let t = arm_target("hyp-arm");
+        assert_eq!(t.bare(), "arm-bare");
+        let single = t.boots()[0].1;
+        let r = parse(ARM).unwrap();
+        check_ops(&r, t, single, 100).unwrap();
+        let ops: Vec<OpResult> = single
+            .iter()
+            .map(|op| op_result(t, op, 1, &r.ops[*op]))
+            .collect();
+        assert_eq!(ops[1].instructions_per_op, Some(3478.03));
+        check_plausible(&ops).unwrap();
+        // A figure of zero instructions (a counter that does not move) or of 10 ms per
+        // op (a lost interrupt) is no figure; a ping-pong of stalls only has none.
+        for bad in ["ticks=205", "ticks=0", "ticks=1000000000"] {
+            let out = ARM
+                .replace("ticks=205", bad)
+                .replace("ticks=500 ", "ticks=0 ");
+            let r = parse(&out).unwrap();
+            let ops: Vec<OpResult> = single
+                .iter()
+                .map(|op| op_result(t, op, 1, &r.ops[*op]))
+                .collect();
+            assert!(check_plausible(&ops).is_err(), "{bad}");
+        }
+        let mut o = ops[0].clone();
+        o.instructions_per_op = None;
+        assert!(check_plausible(&[o]).is_err());
+        assert_eq!(setup_exits(t, "eoi"), Some(("irq", 1.0)));
+        assert_eq!(setup_exits(&TARGETS[1], "eoi"), None);
     }
 
     #[test]
@@ -1303,9 +1626,12 @@ ACCT guest=bench sbi_ipi_calls=0 sbi_rfence_calls=0\n";
             exits_per_op: e,
             exits_per_op_by_cause: BTreeMap::new(),
             kvm_counters_per_op: BTreeMap::new(),
+            host_interrupts_per_op: BTreeMap::new(),
+            setup_exits_per_op: BTreeMap::new(),
         };
         let t = |name: &str, v: f64, e: Option<f64>| TargetResult {
             name: name.into(),
+            arch: "riscv64".into(),
             machine: String::new(),
             hypervisor: String::new(),
             n: if name == "kvm-aia" { 5 } else { 10 },
@@ -1316,6 +1642,7 @@ ACCT guest=bench sbi_ipi_calls=0 sbi_rfence_calls=0\n";
         let r = SystemResult {
             date: String::new(),
             qemu: String::new(),
+            qemu_aarch64: None,
             opensbi: String::new(),
             commit: String::new(),
             host: String::new(),
@@ -1325,6 +1652,7 @@ ACCT guest=bench sbi_ipi_calls=0 sbi_rfence_calls=0\n";
             n: 10,
             warmup: 1,
             kvm: None,
+            kvm_arm64_anchors: Vec::new(),
             targets: vec![
                 t("bare-aia", 300.0, None),
                 t("hyp-aia", 450.0, Some(1.0)),

@@ -24,6 +24,9 @@
 //! - `bench`: `bench --system`, instructions per interrupt path in QEMU (`-icount`) with
 //!   the `guest/bench` payload on bare QEMU, under hyp and under KVM; JSON, table, SVG
 //!   plots.
+//! - `armbench`: the aarch64 targets of `bench --system` (`arm-bare`, `hyp-arm`): the
+//!   bench mode of `hyp/testguest-arm`, its QEMU commands, hyp's aarch64 `ACCT` lines,
+//!   issue 13's KVM arm64 anchors.
 //! - `kvm`: the KVM target's pieces: the VMM (`tools/kvm-vmm`), Debian's `kvm.ko` and
 //!   the initramfs that runs them.
 
@@ -32,6 +35,7 @@ use clap::{Parser, Subcommand};
 
 mod api;
 mod arm;
+mod armbench;
 mod armtest;
 mod bench;
 mod checks;

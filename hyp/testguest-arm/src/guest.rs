@@ -190,6 +190,8 @@ pub static CMD_DONE: [AtomicU32; MAX_CPUS] = [const { AtomicU32::new(0) }; MAX_C
 pub static CMD_RESULT: [AtomicI64; MAX_CPUS] = [const { AtomicI64::new(0) }; MAX_CPUS];
 /// PSCI CPU_OFF.
 pub const CMD_CPU_OFF: u32 = 1;
+/// Bench mode: answer the boot vCPU's SGIs (`bench::pong`).
+pub const CMD_PONG: u32 = 2;
 /// The SGI that wakes a vCPU's command loop.
 pub const WAKE_SGI: u32 = 0;
 
@@ -379,6 +381,20 @@ pub fn gic_cpu_init(c: &Ctx, cpu: usize) -> Result<(), Msg> {
     Ok(())
 }
 
+/// Enable the distributor as Linux does once it is programmed: affinity routing and
+/// both groups (`GICD_CTLR` = ARE | EnableGrp1 | EnableGrp0 with `DS` = 1), waiting
+/// for `GICD_CTLR.RWP` before and after. Whether the writes took effect.
+pub fn gicd_enable(c: &Ctx) -> bool {
+    if !gicd_wait_rwp(c) {
+        return false;
+    }
+    hw::write32(
+        gicd::BASE + gicd::CTLR,
+        gicd::CTLR_ARE | gicd::CTLR_ENABLE_GRP1 | gicd::CTLR_ENABLE_GRP0,
+    );
+    gicd_wait_rwp(c)
+}
+
 /// Wait until the distributor's register writes took effect (`GICD_CTLR.RWP`).
 pub fn gicd_wait_rwp(c: &Ctx) -> bool {
     c.wait_until(100, || {
@@ -435,6 +451,7 @@ fn command_loop(cpu: usize) -> ! {
         let r = match cmd {
             // Returns only on failure.
             CMD_CPU_OFF => hw::hvc(psci::CPU_OFF, 0, 0, 0),
+            CMD_PONG => crate::bench::pong(),
             _ => psci::NOT_SUPPORTED,
         };
         CMD_RESULT[cpu].store(r, Ordering::SeqCst);
@@ -450,16 +467,32 @@ pub fn send_sgi(cpu: usize, id: u32) {
 
 // --- the run -------------------------------------------------------------------------
 
-/// The boot vCPU: every test of [`crate::tests::LIST`], then the summary and the end.
-pub extern "C" fn main(cpu: usize, dtb: u64) -> ! {
-    let ncpus = hw::dtb(dtb)
+/// Where QEMU's loader puts the DTB of an ELF `-kernel` it starts with x0 = 0 (the start
+/// of RAM of arm `virt`, below the image): bare QEMU, `cargo xtask bench --system`'s
+/// `arm-bare`.
+const QEMU_ELF_DTB: u64 = 0x4000_0000;
+
+/// The boot vCPU: every test of [`crate::tests::LIST`], then the summary and the end;
+/// or, with `bench.*` words on the command line, the benchmark ([`crate::bench`]).
+pub extern "C" fn main(cpu: usize, x0: u64) -> ! {
+    // hyp passes the DTB in x0 (as Linux's arm64 boot protocol has it); bare QEMU
+    // starts an ELF with x0 = 0 and its DTB at the start of RAM.
+    let dtb = if hw::dtb(x0).is_some() {
+        x0
+    } else {
+        QEMU_ELF_DTB
+    };
+    let fdt = hw::dtb(dtb);
+    let ncpus = fdt
+        .as_ref()
         .map(|f| f.cpus().count())
         .unwrap_or(1)
         .clamp(1, MAX_CPUS);
+    let bootargs = fdt
+        .as_ref()
+        .and_then(|f| f.chosen().bootargs())
+        .unwrap_or("");
     let freq = sysreg::cntfrq_el0::read();
-    println!(
-        "testguest: aarch64 EL1 test guest on vCPU {cpu} of {ncpus}, DTB at {dtb:#x}, counter {freq} Hz"
-    );
     let mut c = Ctx {
         dtb,
         ncpus,
@@ -467,6 +500,20 @@ pub extern "C" fn main(cpu: usize, dtb: u64) -> ! {
         passed: 0,
         failed: 0,
     };
+    if crate::bench::wanted(bootargs) {
+        if !gicd_enable(&c) {
+            println!("VIRQ-BENCH error=gicd-enable");
+            power_off(false);
+        }
+        if let Err(m) = gic_cpu_init(&c, cpu) {
+            println!("VIRQ-BENCH error=gic-cpu-init ({})", m.as_str());
+            power_off(false);
+        }
+        crate::bench::run(&c, bootargs)
+    }
+    println!(
+        "testguest: aarch64 EL1 test guest on vCPU {cpu} of {ncpus}, DTB at {dtb:#x}, counter {freq} Hz"
+    );
     for &(name, f, needs_smp) in crate::tests::LIST {
         if needs_smp && ncpus < 2 {
             println!("TEST {name} ... SKIP (1 vCPU)");
@@ -510,6 +557,14 @@ fn finish(c: &mut Ctx) -> ! {
             "testguest: FAILED: {} test(s) failed: PSCI SYSTEM_RESET",
             c.failed
         );
+    }
+    system_reset()
+}
+
+/// PSCI `SYSTEM_OFF` if `ok`, else `SYSTEM_RESET` (both end the run; hyp prints which).
+pub fn power_off(ok: bool) -> ! {
+    if ok {
+        hw::hvc(psci::SYSTEM_OFF, 0, 0, 0);
     }
     system_reset()
 }

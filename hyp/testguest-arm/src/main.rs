@@ -13,6 +13,11 @@
 //! `PSCI SYSTEM_OFF` in hyp's log means "all passed" and a missing summary means the
 //! guest died. xtask (`xtask/src/armtest.rs`) checks all of it.
 //!
+//! With `bench.*` words on its command line (`/chosen/bootargs`) it is instead the
+//! aarch64 payload of `cargo xtask bench --system` (`bench.rs`): on bare QEMU at EL1
+//! and under hyp, it times HVC, trapped MMIO, EOI, SGI and timer paths and prints
+//! `VIRQ-BENCH` lines (`xtask/src/armbench.rs` runs it).
+//!
 //! On any other architecture the crate is an empty stub: the riscv64 build of the hyp
 //! workspace compiles every member.
 #![no_std]
@@ -36,6 +41,8 @@ macro_rules! ensure {
     };
 }
 
+#[cfg(target_arch = "aarch64")]
+mod bench;
 #[cfg(target_arch = "aarch64")]
 mod guest;
 #[cfg(target_arch = "aarch64")]

@@ -211,12 +211,7 @@ fn test_gic_dist_init(c: &mut Ctx) -> Result<(), Msg> {
     ensure!(p == prio, "GICD_IPRIORITYR{} reads {p:#x}", intid::UART / 4);
     let r = hw::read64(d + gicd::IROUTER + 8 * u64::from(intid::UART));
     ensure!(r == 0, "GICD_IROUTER{} reads {r:#x}", intid::UART);
-    ensure!(gicd_wait_rwp(c), "GICD_CTLR.RWP stuck");
-    hw::write32(
-        d + gicd::CTLR,
-        gicd::CTLR_ARE | gicd::CTLR_ENABLE_GRP1 | gicd::CTLR_ENABLE_GRP0,
-    );
-    ensure!(gicd_wait_rwp(c), "GICD_CTLR.RWP stuck");
+    ensure!(guest::gicd_enable(c), "GICD_CTLR.RWP stuck");
     let ctlr = hw::read32(d + gicd::CTLR);
     let want = gicd::CTLR_ARE | gicd::CTLR_DS | gicd::CTLR_ENABLE_GRP1 | gicd::CTLR_ENABLE_GRP0;
     ensure!(ctlr == want, "GICD_CTLR reads {ctlr:#x}, want {want:#x}");
