@@ -146,7 +146,9 @@ fn idle(c: &mut Cpu) {
             return;
         }
         c.slice_end = None;
-        arm_hyp_timer(c);
+        if c.mine.len() > 1 {
+            arm_hyp_timer(c);
+        }
         arch::wait_for_interrupt();
     }
 }
@@ -285,12 +287,16 @@ fn run(c: &mut Cpu, i: usize) {
     }
     c.slice_over = false;
     c.slice_end = None;
-    arm_hyp_timer(c);
+    // A CPU with one vCPU needs no hyp timer: its vCPU's own timer is in the CPU.
+    let shared = c.mine.len() > 1;
+    if shared {
+        arm_hyp_timer(c);
+    }
     loop {
         // A slice ends only when another vCPU here is runnable: it starts as soon as
         // one is (a kick may make one runnable while this one runs, e.g. an IPI it
         // sent itself).
-        if c.slice_end.is_none() && c.any_runnable_but(Some(i)) {
+        if shared && c.slice_end.is_none() && c.any_runnable_but(Some(i)) {
             c.slice_end = Some(arch::time() + SLICE);
             arm_hyp_timer(c);
         }
@@ -336,7 +342,9 @@ fn run(c: &mut Cpu, i: usize) {
         }
     }
     c.slice_end = None;
-    sysreg::cnthp_ctl_el2::write(0);
+    if shared {
+        sysreg::cnthp_ctl_el2::write(0);
+    }
 }
 
 /// A vCPU's (re)start after `CPU_ON` (or boot), with its state in the CPU: registers
