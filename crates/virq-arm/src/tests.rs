@@ -888,6 +888,7 @@ proptest! {
                     prop_assert_eq!(ich.hcr & hcr::UIE != 0, over);
                 }
             }
+            prop_assert!(g.ready_summary_in_step());
         }
     }
 }
