@@ -1465,7 +1465,8 @@ fn bar_chart(
 /// `cargo xtask bench` without `--system`: the criterion benchmarks.
 fn criterion() -> Result<()> {
     crate::util::run_cmd(crate::util::cargo().args(["bench", "-p", "virq-core"]))?;
-    crate::util::run_cmd(crate::util::cargo().args(["bench", "-p", "virq-riscv"]))
+    crate::util::run_cmd(crate::util::cargo().args(["bench", "-p", "virq-riscv"]))?;
+    crate::util::run_cmd(crate::util::cargo().args(["bench", "-p", "virq-arm"]))
 }
 
 #[cfg(test)]

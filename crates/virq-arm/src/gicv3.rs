@@ -21,9 +21,13 @@
 //! vCPU's inbox, a `virq_core::pending::PendingSet` whose ids are all *handoff* ids
 //! ([`Inbox`]), and kick it. Before guest entry the vCPU calls [`VGicV3::flush`]:
 //! it drains the inbox into the latches and fills the free list registers with the
-//! deliverable interrupts, best priority first, setting `ICH_HCR_EL2.UIE` when more
-//! are deliverable than registers, so the underflow maintenance interrupt brings the
-//! vCPU back to refill them. After
+//! deliverable interrupts, best priority first (equal priorities by lowest INTID, the
+//! best in the lowest free register), setting `ICH_HCR_EL2.UIE` when more are
+//! deliverable than registers, so the underflow maintenance interrupt brings the vCPU
+//! back to refill them. A flush looks only at the set bits of a summary of the pending
+//! and enabled interrupts (a bit per INTID, kept in step by every change to one), so
+//! it costs a word per 32 INTIDs plus a few steps per such interrupt, not a scan of
+//! every INTID per register (hyp flushes before every guest entry). After
 //! exit, [`VGicV3::sync`] reads every list register it wrote back into the model:
 //! still pending → back to the latch (so every flush chooses afresh by priority, and a
 //! better interrupt never waits behind a worse pending one);
@@ -48,6 +52,12 @@ pub const MAX_LRS: usize = 16;
 pub const INBOX_WORDS: usize = 1024 / usize::BITS as usize;
 /// A vCPU's inbox of INTIDs raised by producers outside the model's lock.
 pub type Inbox = PendingSet<INBOX_WORDS>;
+
+/// Words of 32 bits for every INTID a list register can name (0..1024).
+const INTID_WORDS: usize = 1024 / 32;
+/// Words of 32 bits for the SPIs (INTIDs 32..1020), SPI `32 + i` at bit `i % 32` of
+/// word `i / 32`.
+const SPI_WORDS: usize = (intid::SPI_END - intid::SPI_BASE).div_ceil(32) as usize;
 
 /// An inbox whose ids are all handoff ids: a raise is a request the next flush
 /// consumes (an edge, or "make pending").
@@ -102,6 +112,55 @@ impl Irq {
     fn pending(&self) -> bool {
         self.latch || (!self.edge && self.level)
     }
+
+    /// Pending and enabled: its bit in the summary a flush looks at (the group and,
+    /// for an SPI, the routing are checked there).
+    fn ready(&self) -> bool {
+        self.enabled && self.pending()
+    }
+}
+
+/// The best candidates for a vCPU's free list registers by (priority, INTID), at most
+/// as many as there are free registers, and whether any was turned away.
+struct Best {
+    list: [(u8, u32); MAX_LRS],
+    len: usize,
+    cap: usize,
+    turned_away: bool,
+}
+
+impl Best {
+    fn new(free: usize) -> Best {
+        Best {
+            list: [(0, 0); MAX_LRS],
+            len: 0,
+            cap: free.min(MAX_LRS),
+            turned_away: false,
+        }
+    }
+
+    /// Offer `intid` at `priority`: kept in order if it is among the best `cap` so far
+    /// (pushing out the worst when full), turned away if not.
+    fn offer(&mut self, priority: u8, intid: u32) {
+        let key = (priority, intid);
+        let at = self.list[..self.len].partition_point(|&k| k < key);
+        if at >= self.cap {
+            self.turned_away = true;
+            return;
+        }
+        if self.len == self.cap {
+            self.turned_away = true;
+        } else {
+            self.len += 1;
+        }
+        self.list.copy_within(at..self.len - 1, at + 1);
+        self.list[at] = key;
+    }
+
+    /// The kept ones, best first.
+    fn best(&self) -> &[(u8, u32)] {
+        &self.list[..self.len]
+    }
 }
 
 /// Why [`VGicV3::new`] refused.
@@ -119,6 +178,12 @@ pub struct VGicV3<const SPIS: usize, const VCPUS: usize> {
     spis: [Irq; SPIS],
     irouter: [u64; SPIS],
     private: [[Irq; 32]; VCPUS],
+    /// Per vCPU, a bit per private INTID that is [`Irq::ready`]; kept in step by
+    /// [`Self::update`].
+    private_ready: [u32; VCPUS],
+    /// A bit per SPI that is [`Irq::ready`] (see [`SPI_WORDS`]); kept in step by
+    /// [`Self::update`].
+    spi_ready: [u32; SPI_WORDS],
     waker: [u32; VCPUS],
     vcpus: usize,
     /// INTID in each list register a vCPU's flush wrote (`None`: free).
@@ -227,6 +292,8 @@ impl<const SPIS: usize, const VCPUS: usize> VGicV3<SPIS, VCPUS> {
             spis: [Irq::default(); SPIS],
             irouter: [0; SPIS],
             private,
+            private_ready: [0; VCPUS],
+            spi_ready: [0; SPI_WORDS],
             waker: [gicr::WAKER_PROCESSOR_SLEEP | gicr::WAKER_CHILDREN_ASLEEP; VCPUS],
             vcpus,
             lrs: [[None; MAX_LRS]; VCPUS],
@@ -254,19 +321,25 @@ impl<const SPIS: usize, const VCPUS: usize> VGicV3<SPIS, VCPUS> {
         intid::SPI_BASE + SPIS as u32
     }
 
-    /// The SPI entry of `intid`, if it is one.
-    fn spi(&mut self, intid: u32) -> Option<&mut Irq> {
-        let i = intid.checked_sub(intid::SPI_BASE)? as usize;
-        self.spis.get_mut(i)
-    }
-
-    /// The state of `intid` as seen by `vcpu` (private for 0-31), if it exists.
-    fn irq(&mut self, vcpu: usize, intid: u32) -> Option<&mut Irq> {
-        if intid < intid::SPI_BASE {
-            self.private.get_mut(vcpu)?.get_mut(intid as usize)
+    /// Change `intid` as seen by `vcpu` (private for 0-31) with `f`, if it exists, and
+    /// keep its bit of the ready summary (`private_ready`/`spi_ready`) in step: the
+    /// only way to change an interrupt's state after [`Self::new`].
+    fn update<R>(&mut self, vcpu: usize, intid: u32, f: impl FnOnce(&mut Irq) -> R) -> Option<R> {
+        let (irq, word, bit) = if intid < intid::SPI_BASE {
+            let irq = self.private.get_mut(vcpu)?.get_mut(intid as usize)?;
+            (irq, self.private_ready.get_mut(vcpu)?, intid)
         } else {
-            self.spi(intid)
+            let i = (intid - intid::SPI_BASE) as usize;
+            let irq = self.spis.get_mut(i)?;
+            (irq, self.spi_ready.get_mut(i / 32)?, i as u32 % 32)
+        };
+        let r = f(irq);
+        if irq.ready() {
+            *word |= 1 << bit;
+        } else {
+            *word &= !(1 << bit);
         }
+        Some(r)
     }
 
     /// The vCPU SPI `intid` is routed to (its `IROUTER`, or vCPU 0 if that names
@@ -296,13 +369,7 @@ impl<const SPIS: usize, const VCPUS: usize> VGicV3<SPIS, VCPUS> {
     /// Configure SPI `intid` as a passthrough of a physical one (or back to a virtual
     /// line with [`Passthrough::None`]). False if it is not an SPI here.
     pub fn set_passthrough(&mut self, intid: u32, pass: Passthrough) -> bool {
-        match self.spi(intid) {
-            Some(irq) => {
-                irq.pass = pass;
-                true
-            }
-            None => false,
-        }
+        intid >= intid::SPI_BASE && self.update(0, intid, |irq| irq.pass = pass).is_some()
     }
 
     /// Configure PPI `intid` (16..32) of `vcpu` as a passthrough of a physical PPI
@@ -313,27 +380,23 @@ impl<const SPIS: usize, const VCPUS: usize> VGicV3<SPIS, VCPUS> {
         if !(intid::PPI_BASE..intid::SPI_BASE).contains(&intid) || vcpu >= self.vcpus {
             return false;
         }
-        match self.irq(vcpu, intid) {
-            Some(irq) => {
-                irq.pass = pass;
-                true
-            }
-            None => false,
-        }
+        self.update(vcpu, intid, |irq| irq.pass = pass).is_some()
     }
 
     /// Set the line of level interrupt `intid` (a PPI of `vcpu`, or an SPI) and kick
     /// the vCPU that must look. Edge-configured interrupts latch a rising edge.
     pub fn set_level(&mut self, vcpu: usize, intid: u32, level: bool, kick: &impl Kick) {
         let owner = self.owner(vcpu, intid);
-        let Some(irq) = self.irq(vcpu, intid) else {
+        let Some(rising) = self.update(vcpu, intid, |irq| {
+            let rising = level && !irq.level;
+            irq.level = level;
+            if irq.edge && rising {
+                irq.latch = true;
+            }
+            rising
+        }) else {
             return;
         };
-        let rising = level && !irq.level;
-        irq.level = level;
-        if irq.edge && rising {
-            irq.latch = true;
-        }
         if rising || !level {
             kick.kick(owner);
         }
@@ -342,8 +405,7 @@ impl<const SPIS: usize, const VCPUS: usize> VGicV3<SPIS, VCPUS> {
     /// Make `intid` pending once (an edge) and kick the vCPU that must look.
     pub fn pulse(&mut self, vcpu: usize, intid: u32, kick: &impl Kick) {
         let owner = self.owner(vcpu, intid);
-        if let Some(irq) = self.irq(vcpu, intid) {
-            irq.latch = true;
+        if self.update(vcpu, intid, |irq| irq.latch = true).is_some() {
             kick.kick(owner);
         }
     }
@@ -355,7 +417,7 @@ impl<const SPIS: usize, const VCPUS: usize> VGicV3<SPIS, VCPUS> {
         let targets = sgi.targets(sender, self.vcpus);
         for v in 0..self.vcpus.min(64) {
             if targets & (1 << v) != 0 {
-                self.private[v][sgi.intid as usize].latch = true;
+                self.update(v, sgi.intid, |irq| irq.latch = true);
                 kick.kick(v);
             }
         }
@@ -388,11 +450,6 @@ impl<const SPIS: usize, const VCPUS: usize> VGicV3<SPIS, VCPUS> {
         irq.pending() && irq.enabled && self.group_enabled(&irq)
     }
 
-    /// The LR slot of `vcpu` holding `intid`.
-    fn slot_of(&self, vcpu: usize, intid: u32) -> Option<usize> {
-        self.lrs[vcpu].iter().position(|s| *s == Some(intid))
-    }
-
     /// Before entering `vcpu`: drain its `inbox`, then put the deliverable interrupts
     /// into its list registers by priority (see the module docs).
     ///
@@ -414,11 +471,9 @@ impl<const SPIS: usize, const VCPUS: usize> VGicV3<SPIS, VCPUS> {
                     bits &= bits - 1;
                     let id = w as u32 * usize::BITS + b;
                     let owner = self.owner(vcpu, id);
-                    if let Some(irq) = self.irq(vcpu, id) {
-                        irq.latch = true;
-                        if owner != vcpu {
-                            kick.kick(owner);
-                        }
+                    let known = self.update(vcpu, id, |irq| irq.latch = true).is_some();
+                    if known && owner != vcpu {
+                        kick.kick(owner);
                     }
                 }
             }
@@ -429,35 +484,66 @@ impl<const SPIS: usize, const VCPUS: usize> VGicV3<SPIS, VCPUS> {
             let Some(id) = self.lrs[vcpu][n] else {
                 continue;
             };
-            let Some(irq) = self.irq(vcpu, id).copied() else {
+            let Some(irq) = self.irq_ref(vcpu, id).copied() else {
                 continue;
             };
             let l = ich.read_lr(n);
             if l.state() == LrState::Active && irq.latch && irq.edge {
                 ich.write_lr(n, l.with_state(LrState::PendingActive));
-                if let Some(irq) = self.irq(vcpu, id) {
-                    irq.latch = false;
+                self.update(vcpu, id, |irq| irq.latch = false);
+            }
+        }
+        // `sync` took every still-pending register back, so the free ones are filled
+        // best first and no pending register can be worse than one left out: no
+        // eviction is needed. The candidates: every deliverable interrupt not in a
+        // register (the set bits of the ready summary, less the INTIDs in registers,
+        // whose group is enabled and, for an SPI, routed here), of which the best as
+        // many as there are free registers go into them, lowest register first.
+        let mut free = [0usize; MAX_LRS];
+        let mut nfree = 0;
+        let mut in_lr = [0u32; INTID_WORDS];
+        for (n, slot) in self.lrs[vcpu].iter().enumerate() {
+            match slot {
+                Some(id) => {
+                    if let Some(w) = in_lr.get_mut(*id as usize / 32) {
+                        *w |= 1 << (id % 32);
+                    }
+                }
+                None if n < nlrs => {
+                    free[nfree] = n;
+                    nfree += 1;
+                }
+                None => {}
+            }
+        }
+        let mut best = Best::new(nfree);
+        let mut bits = self.private_ready[vcpu] & !in_lr[0];
+        while bits != 0 {
+            let b = bits.trailing_zeros();
+            bits &= bits - 1;
+            let irq = &self.private[vcpu][b as usize];
+            if self.group_enabled(irq) {
+                best.offer(irq.priority, b);
+            }
+        }
+        for (w, word) in self.spi_ready[..SPIS / 32].iter().enumerate() {
+            // SPI word `w` holds INTIDs 32 * (w + 1)..: INTID word `w + 1`.
+            let mut bits = word & !in_lr[w + 1];
+            while bits != 0 {
+                let b = bits.trailing_zeros();
+                bits &= bits - 1;
+                let i = w * 32 + b as usize;
+                let id = intid::SPI_BASE + i as u32;
+                let irq = &self.spis[i];
+                if self.group_enabled(irq) && self.spi_target(id) == vcpu {
+                    best.offer(irq.priority, id);
                 }
             }
         }
-        let mut left_out = false;
-        // The best deliverable interrupt not in a register, each round.
-        let best = |gic: &Self| {
-            (0..gic.nr_intids())
-                .filter(|&id| gic.deliverable(vcpu, id) && gic.slot_of(vcpu, id).is_none())
-                .map(|id| (gic.irq_ref(vcpu, id).map_or(0xff, |i| i.priority), id))
-                .min()
-        };
-        while let Some((_, id)) = best(self) {
-            // `sync` took every still-pending register back, so the free ones are
-            // filled best first and no pending register can be worse than one left
-            // out: no eviction is needed.
-            let Some(slot) = (0..nlrs).find(|&n| self.lrs[vcpu][n].is_none()) else {
-                left_out = true;
-                break;
-            };
+        for (&slot, &(_, id)) in free[..nfree].iter().zip(best.best()) {
             self.load(vcpu, slot, id, ich);
         }
+        let left_out = best.turned_away;
         self.overflow[vcpu] = left_out;
         let mut h = ich.read_hcr() | hcr::EN;
         if left_out {
@@ -466,6 +552,19 @@ impl<const SPIS: usize, const VCPUS: usize> VGicV3<SPIS, VCPUS> {
             h &= !hcr::UIE;
         }
         ich.write_hcr(h);
+    }
+
+    /// Whether the ready summary says exactly which interrupts are ready (tests).
+    #[cfg(test)]
+    pub(crate) fn ready_summary_in_step(&self) -> bool {
+        let private = (0..self.vcpus).all(|v| {
+            (0..32)
+                .all(|i| (self.private_ready[v] >> i) & 1 == u32::from(self.private[v][i].ready()))
+        });
+        private
+            && (0..SPIS).all(|i| {
+                (self.spi_ready[i / 32] >> (i % 32)) & 1 == u32::from(self.spis[i].ready())
+            })
     }
 
     fn irq_ref(&self, vcpu: usize, intid: u32) -> Option<&Irq> {
@@ -478,23 +577,26 @@ impl<const SPIS: usize, const VCPUS: usize> VGicV3<SPIS, VCPUS> {
 
     /// Put `id` into register `n` of `vcpu`, pending.
     fn load(&mut self, vcpu: usize, n: usize, id: u32, ich: &mut impl IchRegs) {
-        let Some(irq) = self.irq(vcpu, id) else {
+        let Some(l) = self.update(vcpu, id, |irq| {
+            let mut l = Lr::pending(id, irq.priority, irq.group1);
+            match irq.pass {
+                Passthrough::Hw { pintid } => l = l.with_hw(pintid),
+                // The host must hear of the deactivate to complete the physical one,
+                // whatever the guest configured the trigger as.
+                Passthrough::Software => l = l.with_eoi(),
+                // A level interrupt: hear of the deactivate, to resample the line
+                // (and, on the software passthrough path, to complete the physical
+                // one).
+                _ if !irq.edge => l = l.with_eoi(),
+                _ => {}
+            }
+            // The register now holds the pending state of an edge; a level stays
+            // pending while its line is high.
+            irq.latch = false;
+            l
+        }) else {
             return;
         };
-        let mut l = Lr::pending(id, irq.priority, irq.group1);
-        match irq.pass {
-            Passthrough::Hw { pintid } => l = l.with_hw(pintid),
-            // The host must hear of the deactivate to complete the physical one,
-            // whatever the guest configured the trigger as.
-            Passthrough::Software => l = l.with_eoi(),
-            // A level interrupt: hear of the deactivate, to resample the line (and,
-            // on the software passthrough path, to complete the physical one).
-            _ if !irq.edge => l = l.with_eoi(),
-            _ => {}
-        }
-        // The register now holds the pending state of an edge; a level stays pending
-        // while its line is high.
-        irq.latch = false;
         ich.write_lr(n, l);
         self.lrs[vcpu][n] = Some(id);
     }
@@ -502,7 +604,7 @@ impl<const SPIS: usize, const VCPUS: usize> VGicV3<SPIS, VCPUS> {
     /// Take a still-pending register `n` of `vcpu` back into the model.
     fn take_back(&mut self, vcpu: usize, n: usize, ich: &mut impl IchRegs) {
         if let Some(id) = self.lrs[vcpu][n].take() {
-            if let Some(irq) = self.irq(vcpu, id) {
+            self.update(vcpu, id, |irq| {
                 // An edge's pending state lived only in the register. So did a
                 // passthrough one's, whatever its configuration: its physical INTID
                 // stays active until the guest deactivates this delivery, so no new
@@ -510,7 +612,7 @@ impl<const SPIS: usize, const VCPUS: usize> VGicV3<SPIS, VCPUS> {
                 if irq.edge || irq.pass != Passthrough::None {
                     irq.latch = true;
                 }
-            }
+            });
         }
         ich.write_lr(n, Lr(0));
     }
@@ -530,9 +632,7 @@ impl<const SPIS: usize, const VCPUS: usize> VGicV3<SPIS, VCPUS> {
             match l.state() {
                 LrState::Pending => self.take_back(vcpu, n, ich),
                 LrState::Active | LrState::PendingActive => {
-                    if let Some(irq) = self.irq(vcpu, id) {
-                        irq.active = true;
-                    }
+                    self.update(vcpu, id, |irq| irq.active = true);
                 }
                 LrState::Invalid => {
                     self.lrs[vcpu][n] = None;
@@ -541,11 +641,13 @@ impl<const SPIS: usize, const VCPUS: usize> VGicV3<SPIS, VCPUS> {
                     if l.has_eoi() {
                         ich.write_lr(n, Lr(0));
                     }
-                    let Some(irq) = self.irq(vcpu, id) else {
+                    let Some(pass) = self.update(vcpu, id, |irq| {
+                        irq.active = false;
+                        irq.pass
+                    }) else {
                         continue;
                     };
-                    irq.active = false;
-                    let completed = l.has_eoi() && irq.pass == Passthrough::Software;
+                    let completed = l.has_eoi() && pass == Passthrough::Software;
                     if completed {
                         eoi.guest_completed(id);
                     }
@@ -563,12 +665,8 @@ impl<const SPIS: usize, const VCPUS: usize> VGicV3<SPIS, VCPUS> {
     fn bit_reg(&mut self, vcpu: usize, reg: BitReg, first: u32, write: Option<u32>) -> u32 {
         let mut out = 0;
         for b in 0..32 {
-            let id = first + b;
-            let Some(irq) = self.irq(vcpu, id) else {
-                break;
-            };
             let set = write.is_some_and(|w| w & (1 << b) != 0);
-            let now = match reg {
+            let Some(now) = self.update(vcpu, first + b, |irq| match reg {
                 BitReg::Group => {
                     if let Some(w) = write {
                         irq.group1 = w & (1 << b) != 0;
@@ -593,6 +691,8 @@ impl<const SPIS: usize, const VCPUS: usize> VGicV3<SPIS, VCPUS> {
                     }
                     irq.active
                 }
+            }) else {
+                break;
             };
             out |= u32::from(now) << b;
         }
@@ -616,13 +716,15 @@ impl<const SPIS: usize, const VCPUS: usize> VGicV3<SPIS, VCPUS> {
     fn priority_access(&mut self, vcpu: usize, first: u32, size: u8, write: Option<u64>) -> u64 {
         let mut out = 0u64;
         for i in 0..u32::from(size) {
-            let Some(irq) = self.irq(vcpu, first + i) else {
+            let Some(priority) = self.update(vcpu, first + i, |irq| {
+                if let Some(w) = write {
+                    irq.priority = (w >> (8 * i)) as u8;
+                }
+                irq.priority
+            }) else {
                 break;
             };
-            if let Some(w) = write {
-                irq.priority = (w >> (8 * i)) as u8;
-            }
-            out |= u64::from(irq.priority) << (8 * i);
+            out |= u64::from(priority) << (8 * i);
         }
         out
     }
@@ -630,13 +732,15 @@ impl<const SPIS: usize, const VCPUS: usize> VGicV3<SPIS, VCPUS> {
     fn cfg_access(&mut self, vcpu: usize, first: u32, write: Option<u32>, fixed_edge: bool) -> u32 {
         let mut out = 0;
         for k in 0..16 {
-            let Some(irq) = self.irq(vcpu, first + k) else {
+            let Some(edge) = self.update(vcpu, first + k, |irq| {
+                if let (Some(w), false) = (write, fixed_edge) {
+                    irq.edge = w & (2 << (2 * k)) != 0;
+                }
+                irq.edge
+            }) else {
                 break;
             };
-            if let (Some(w), false) = (write, fixed_edge) {
-                irq.edge = w & (2 << (2 * k)) != 0;
-            }
-            out |= u32::from(irq.edge) << (2 * k + 1);
+            out |= u32::from(edge) << (2 * k + 1);
         }
         out
     }

@@ -625,3 +625,270 @@ fn software_passthrough_completes_once_and_clears_its_register() {
     g.sync(0, &mut ich, &eois);
     assert_eq!(*eois.0.borrow(), [33], "one completion per delivery");
 }
+
+/// Equal priorities go by INTID, lowest first, across SGIs, PPIs and SPIs; the best
+/// goes into the lowest free register; what does not fit waits for the next flush.
+#[test]
+fn s11_equal_priorities_are_delivered_lowest_intid_first() {
+    let mut g = Gic::new(1).unwrap();
+    dist_w(&mut g, gicd::CTLR, 3);
+    sgi_w(&mut g, 0, gicr::sgi::IGROUPR0, (1 << 3) | (1 << 20));
+    sgi_w(&mut g, 0, gicr::sgi::ISENABLER0, (1 << 3) | (1 << 20));
+    for id in [3u32, 20] {
+        let o = u64::from(gicr::SGI_BASE + gicr::sgi::IPRIORITYR + id);
+        g.redist_access(o, 1, Some(0x80), &K);
+    }
+    for id in [60, 40, 34, 33] {
+        enable_spi(&mut g, id, if id == 60 { 0x40 } else { 0x80 }, 0);
+        edge(&mut g, id);
+    }
+    let ppi_edge = u64::from(gicr::SGI_BASE + gicr::sgi::ICFGR1);
+    g.redist_access(ppi_edge, 4, Some(2 << (2 * (20 - 16))), &K);
+    // Raised worst INTID first, so the order is not the order of arrival.
+    for id in [60, 40, 34, 33, 20, 3] {
+        g.pulse(0, id, &K);
+    }
+    let (inbox, mut ich) = (new_inbox(), FakeIch::new(3));
+    g.flush(0, &inbox, &mut ich, &K);
+    let ids: Vec<u32> = ich.lrs[..3].iter().map(|l| l.vintid()).collect();
+    assert_eq!(
+        ids,
+        [60, 3, 20],
+        "best priority, then lowest INTID, in slot order"
+    );
+    assert_ne!(ich.hcr & hcr::UIE, 0, "33, 34 and 40 left out");
+    for want in [60, 3, 20] {
+        assert_eq!(ich.acknowledge(), Some(want));
+        assert!(ich.deactivate(want));
+    }
+    g.sync(0, &mut ich, &Eois::default());
+    g.flush(0, &inbox, &mut ich, &K);
+    let ids: Vec<u32> = ich.lrs[..3].iter().map(|l| l.vintid()).collect();
+    assert_eq!(ids, [33, 34, 40]);
+    assert_eq!(ich.hcr & hcr::UIE, 0, "everything fitted");
+}
+
+/// INTIDs the selection test plays with: SGIs, PPIs and SPIs at both ends.
+const SEL_IDS: [u32; 12] = [0, 3, 15, 16, 20, 27, 32, 33, 40, 63, 64, 95];
+
+#[derive(Clone, Debug)]
+enum SelOp {
+    Prio(usize, u32, u8),
+    Enable(usize, u32, bool),
+    Group(usize, u32, bool),
+    Edge(usize, u32, bool),
+    Ctlr(u8),
+    Route(u32, usize),
+    Pulse(usize, u32),
+    Level(usize, u32, bool),
+    ClearPending(usize, u32),
+    Sgi(usize, u64),
+    Pass(u32, u8),
+    /// The guest of a vCPU acknowledges the best register, and with `true`
+    /// deactivates it.
+    Ack(usize, bool),
+    /// The guest of a vCPU deactivates whatever register `n` holds.
+    Deactivate(usize, usize),
+    /// The vCPU exits and re-enters: sync, then flush.
+    Exit(usize),
+}
+
+fn sel_op() -> impl Strategy<Value = SelOp> {
+    let v = 0usize..3;
+    let id = prop::sample::select(SEL_IDS.to_vec());
+    let spi = prop::sample::select(SEL_IDS[6..].to_vec());
+    prop_oneof![
+        (
+            v.clone(),
+            id.clone(),
+            prop::sample::select(vec![0x10u8, 0x40, 0x80])
+        )
+            .prop_map(|(v, i, p)| SelOp::Prio(v, i, p)),
+        (v.clone(), id.clone(), any::<bool>()).prop_map(|(v, i, e)| SelOp::Enable(v, i, e)),
+        (v.clone(), id.clone(), any::<bool>()).prop_map(|(v, i, e)| SelOp::Group(v, i, e)),
+        (v.clone(), id.clone(), any::<bool>()).prop_map(|(v, i, e)| SelOp::Edge(v, i, e)),
+        prop::sample::select(vec![0u8, 1, 2, 3, 3, 3]).prop_map(SelOp::Ctlr),
+        (spi.clone(), 0usize..4).prop_map(|(i, v)| SelOp::Route(i, v)),
+        (v.clone(), id.clone()).prop_map(|(v, i)| SelOp::Pulse(v, i)),
+        (v.clone(), id.clone()).prop_map(|(v, i)| SelOp::Pulse(v, i)),
+        (v.clone(), id.clone(), any::<bool>()).prop_map(|(v, i, l)| SelOp::Level(v, i, l)),
+        (v.clone(), id).prop_map(|(v, i)| SelOp::ClearPending(v, i)),
+        (v.clone(), 0u64..16, 0u64..8, any::<bool>()).prop_map(|(v, sgi, list, all)| {
+            SelOp::Sgi(v, (sgi << 24) | list | (u64::from(all) << 40))
+        }),
+        (spi, 0u8..3).prop_map(|(i, k)| SelOp::Pass(i, k)),
+        (v.clone(), any::<bool>()).prop_map(|(v, d)| SelOp::Ack(v, d)),
+        (v.clone(), 0usize..4).prop_map(|(v, n)| SelOp::Deactivate(v, n)),
+        v.clone().prop_map(SelOp::Exit),
+        v.prop_map(SelOp::Exit),
+    ]
+}
+
+/// `off` of the bit register at `base` for `id`: the distributor's for an SPI, vCPU
+/// `v`'s redistributor's for a private one (`base` is then the SGI-frame offset).
+fn bit_w(g: &mut Gic, v: usize, id: u32, dist_base: u32, sgi_base: u32, set: bool) {
+    let bit = 1u64 << (id % 32);
+    if id >= 32 {
+        let reg = dist_base + 4 * (id / 32);
+        let now = dist_r(g, reg);
+        let want = if set { now | bit } else { now & !bit };
+        dist_w(g, reg, want);
+    } else {
+        let o = gicr::STRIDE * v as u64 + u64::from(gicr::SGI_BASE + sgi_base);
+        let now = g.redist_access(o, 4, None, &K);
+        let want = if set { now | bit } else { now & !bit };
+        g.redist_access(o, 4, Some(want), &K);
+    }
+}
+
+/// The priority of `id` as vCPU `v` sees it, read through the registers.
+fn prio_r(g: &mut Gic, v: usize, id: u32) -> u8 {
+    if id >= 32 {
+        g.dist_access(u64::from(gicd::IPRIORITYR + id), 1, None, &K) as u8
+    } else {
+        let o = gicr::STRIDE * v as u64 + u64::from(gicr::SGI_BASE + gicr::sgi::IPRIORITYR + id);
+        g.redist_access(o, 1, None, &K) as u8
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(512))]
+
+    /// What `flush` puts in the free list registers, against a selection by scan
+    /// through the public API: after `sync`, the candidates are every INTID
+    /// `deliverable` to the vCPU and not in a live register; they go, ordered by
+    /// (priority, INTID), into the free registers lowest first, and `UIE` is set
+    /// exactly when some are left over. Three vCPUs with 1, 2 and 4 registers; SGIs,
+    /// PPIs and SPIs with few priorities (many ties), edge and level, both groups,
+    /// routing, passthrough, and a guest that acknowledges and deactivates.
+    #[test]
+    fn flush_selects_like_a_scan_of_every_intid(ops in prop::collection::vec(sel_op(), 1..120)) {
+        let mut g = Gic::new(3).unwrap();
+        let inbox = new_inbox();
+        let eois = Eois::default();
+        let mut ichs = [FakeIch::new(1), FakeIch::new(2), FakeIch::new(4)];
+        // Start with everything enabled in group 1, SPIs spread over the vCPUs.
+        dist_w(&mut g, gicd::CTLR, 3);
+        for id in SEL_IDS {
+            for v in 0..3 {
+                bit_w(&mut g, v, id, gicd::IGROUPR, gicr::sgi::IGROUPR0, true);
+                bit_w(&mut g, v, id, gicd::ISENABLER, gicr::sgi::ISENABLER0, true);
+            }
+            if id >= 32 {
+                let router = crate::gicv3::affinity_of(id as usize % 3);
+                g.dist_access(u64::from(gicd::IROUTER + 8 * id), 8, Some(router), &K);
+            }
+        }
+        for op in ops {
+            match op {
+                SelOp::Prio(v, id, p) => {
+                    let o = if id >= 32 {
+                        u64::from(gicd::IPRIORITYR + id)
+                    } else {
+                        gicr::STRIDE * v as u64 + u64::from(gicr::SGI_BASE + gicr::sgi::IPRIORITYR + id)
+                    };
+                    if id >= 32 {
+                        g.dist_access(o, 1, Some(u64::from(p)), &K);
+                    } else {
+                        g.redist_access(o, 1, Some(u64::from(p)), &K);
+                    }
+                }
+                SelOp::Enable(v, id, e) => {
+                    let (d, s) = if e {
+                        (gicd::ISENABLER, gicr::sgi::ISENABLER0)
+                    } else {
+                        (gicd::ICENABLER, gicr::sgi::ICENABLER0)
+                    };
+                    bit_w(&mut g, v, id, d, s, true);
+                }
+                SelOp::Group(v, id, on) => {
+                    bit_w(&mut g, v, id, gicd::IGROUPR, gicr::sgi::IGROUPR0, on);
+                }
+                SelOp::Edge(v, id, e) => {
+                    let field = 2u64 << (2 * (id % 16));
+                    if id >= 32 {
+                        let reg = gicd::ICFGR + 4 * (id / 16);
+                        let now = dist_r(&mut g, reg);
+                        dist_w(&mut g, reg, if e { now | field } else { now & !field });
+                    } else if id >= 16 {
+                        let o = gicr::STRIDE * v as u64 + u64::from(gicr::SGI_BASE + gicr::sgi::ICFGR1);
+                        let now = g.redist_access(o, 4, None, &K);
+                        g.redist_access(o, 4, Some(if e { now | field } else { now & !field }), &K);
+                    }
+                }
+                SelOp::Ctlr(c) => dist_w(&mut g, gicd::CTLR, u64::from(c)),
+                SelOp::Route(id, v) => {
+                    g.dist_access(
+                        u64::from(gicd::IROUTER + 8 * id),
+                        8,
+                        Some(crate::gicv3::affinity_of(v)),
+                        &K,
+                    );
+                }
+                SelOp::Pulse(v, id) => g.pulse(v, id, &K),
+                SelOp::Level(v, id, l) => g.set_level(v, id, l, &K),
+                SelOp::ClearPending(v, id) => {
+                    bit_w(&mut g, v, id, gicd::ICPENDR, gicr::sgi::ICPENDR0, true);
+                }
+                SelOp::Sgi(v, raw) => {
+                    g.send_sgi(v, raw, &K);
+                }
+                SelOp::Pass(id, k) => {
+                    let pass = match k {
+                        0 => Passthrough::None,
+                        1 => Passthrough::Software,
+                        _ => Passthrough::Hw { pintid: id },
+                    };
+                    g.set_passthrough(id, pass);
+                }
+                SelOp::Ack(v, deact) => {
+                    if let Some(id) = ichs[v].acknowledge() {
+                        if deact {
+                            prop_assert!(ichs[v].deactivate(id));
+                        }
+                    }
+                }
+                SelOp::Deactivate(v, n) => {
+                    let ich = &mut ichs[v];
+                    let id = ich.lrs[n % ich.num].vintid();
+                    ich.deactivate(id);
+                }
+                SelOp::Exit(v) => {
+                    let ich = &mut ichs[v];
+                    g.sync(v, ich, &eois);
+                    let n = ich.num;
+                    let live: Vec<u32> = ich.lrs[..n]
+                        .iter()
+                        .filter(|l| l.state() != LrState::Invalid)
+                        .map(|l| l.vintid())
+                        .collect();
+                    let free: Vec<usize> =
+                        (0..n).filter(|&i| ich.lrs[i].state() == LrState::Invalid).collect();
+                    let mut want: Vec<(u8, u32)> = (0..96)
+                        .filter(|&id| g.deliverable(v, id) && !live.contains(&id))
+                        .collect::<Vec<u32>>()
+                        .into_iter()
+                        .map(|id| (prio_r(&mut g, v, id), id))
+                        .collect();
+                    want.sort();
+                    let ich = &mut ichs[v];
+                    g.flush(v, &inbox, ich, &K);
+                    for (k, &slot) in free.iter().enumerate() {
+                        let l = ich.lrs[slot];
+                        match want.get(k) {
+                            Some(&(p, id)) => {
+                                prop_assert_eq!(l.state(), LrState::Pending, "slot {}", slot);
+                                prop_assert_eq!((l.priority(), l.vintid()), (p, id), "slot {}", slot);
+                            }
+                            None => prop_assert_eq!(l.state(), LrState::Invalid, "slot {}", slot),
+                        }
+                    }
+                    let over = want.len() > free.len();
+                    prop_assert_eq!(g.overflowed(v), over);
+                    prop_assert_eq!(ich.hcr & hcr::UIE != 0, over);
+                }
+            }
+            prop_assert!(g.ready_summary_in_step());
+        }
+    }
+}
