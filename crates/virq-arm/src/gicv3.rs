@@ -510,18 +510,18 @@ impl<const SPIS: usize, const VCPUS: usize> VGicV3<SPIS, VCPUS> {
         let mut free = [0usize; MAX_LRS];
         let mut nfree = 0;
         let mut in_lr = [0u32; INTID_WORDS];
-        for (n, slot) in self.lrs[vcpu].iter().enumerate() {
+        // Only the implemented registers: `load` never fills one beyond them.
+        for (n, slot) in self.lrs[vcpu].iter().enumerate().take(nlrs) {
             match slot {
                 Some(id) => {
                     if let Some(w) = in_lr.get_mut(*id as usize / 32) {
                         *w |= 1 << (id % 32);
                     }
                 }
-                None if n < nlrs => {
+                None => {
                     free[nfree] = n;
                     nfree += 1;
                 }
-                None => {}
             }
         }
         let mut best = Best::new(nfree);
@@ -627,10 +627,17 @@ impl<const SPIS: usize, const VCPUS: usize> VGicV3<SPIS, VCPUS> {
 
     /// After `vcpu` exited: fold its list registers back into the model (see the
     /// module docs); `eoi` hears of software-path passthrough completions.
-    pub fn sync(&mut self, vcpu: usize, ich: &mut impl IchRegs, eoi: &impl EoiSink) {
+    ///
+    /// Returns whether a register changed (a pending one taken back, a deactivated
+    /// one freed). When it did not, the last flush left nothing out
+    /// ([`Self::overflowed`]) and nothing raised or changed an interrupt of this vCPU
+    /// since (no kick, no access to the GIC's registers by this vCPU), the next flush
+    /// would change nothing and may be skipped.
+    pub fn sync(&mut self, vcpu: usize, ich: &mut impl IchRegs, eoi: &impl EoiSink) -> bool {
         if vcpu >= self.vcpus {
-            return;
+            return false;
         }
+        let mut changed = false;
         let nlrs = ich.num_lrs().min(MAX_LRS);
         for n in 0..nlrs {
             let Some(id) = self.lrs[vcpu][n] else {
@@ -638,11 +645,15 @@ impl<const SPIS: usize, const VCPUS: usize> VGicV3<SPIS, VCPUS> {
             };
             let l = ich.read_lr(n);
             match l.state() {
-                LrState::Pending => self.take_back(vcpu, n, ich),
+                LrState::Pending => {
+                    changed = true;
+                    self.take_back(vcpu, n, ich);
+                }
                 LrState::Active | LrState::PendingActive => {
                     self.update(vcpu, id, |irq| irq.active = true);
                 }
                 LrState::Invalid => {
+                    changed = true;
                     self.lrs[vcpu][n] = None;
                     // An invalid register with `EOI` set keeps the EOI maintenance
                     // interrupt asserted (`ICH_MISR_EL2.EOI`) until it is cleared.
@@ -662,6 +673,7 @@ impl<const SPIS: usize, const VCPUS: usize> VGicV3<SPIS, VCPUS> {
                 }
             }
         }
+        changed
     }
 
     /// Whether the last flush of `vcpu` left deliverable interrupts out of its list

@@ -892,3 +892,30 @@ proptest! {
         }
     }
 }
+
+/// `sync` says whether a register changed; when it did not (and nothing was left out
+/// or raised), a flush changes nothing: hyp skips it on such exits.
+#[test]
+fn sync_reports_change_and_an_unchanged_flush_is_a_no_op() {
+    let mut g = Gic::new(1).unwrap();
+    enable_spi(&mut g, 33, 0x80, 0);
+    edge(&mut g, 33);
+    let (inbox, mut ich, eois) = (new_inbox(), FakeIch::new(4), Eois::default());
+    g.flush(0, &inbox, &mut ich, &K);
+    assert!(!g.sync(0, &mut ich, &eois), "nothing in the registers");
+    g.pulse(0, 33, &K);
+    g.flush(0, &inbox, &mut ich, &K);
+    assert!(g.sync(0, &mut ich, &eois), "a pending register taken back");
+    g.flush(0, &inbox, &mut ich, &K);
+    assert_eq!(ich.acknowledge(), Some(33));
+    assert!(!g.sync(0, &mut ich, &eois), "active: stays where it is");
+    assert!(!g.overflowed(0));
+    let before = ich.lrs;
+    g.flush(0, &inbox, &mut ich, &K);
+    assert_eq!(
+        ich.lrs, before,
+        "a flush after an unchanged sync is a no-op"
+    );
+    assert!(ich.deactivate(33));
+    assert!(g.sync(0, &mut ich, &eois), "deactivated: freed");
+}

@@ -292,6 +292,8 @@ fn run(c: &mut Cpu, i: usize) {
     if shared {
         arm_hyp_timer(c);
     }
+    // Fresh in the CPU (or reset): its first entry flushes.
+    let mut dirty = true;
     loop {
         // A slice ends only when another vCPU here is runnable: it starts as soon as
         // one is (a kick may make one runnable while this one runs, e.g. an IPI it
@@ -301,16 +303,22 @@ fn run(c: &mut Cpu, i: usize) {
             arm_hyp_timer(c);
         }
         vcpu.block.unblock();
-        {
-            let mut g = vm.gic.lock();
-            vcpu.block.take_kick();
-            g.flush(slot.v, &vcpu.inbox, &mut ich, &kicker);
+        // The kick first (virq-core `VcpuBlock`: every raise it announced is then in
+        // what the flush takes). Without a kick, a change in the registers at the
+        // last sync, a left-out interrupt or a GIC access by this vCPU, the flush
+        // would change nothing (`VGicV3::sync`'s contract): skipped.
+        if vcpu.block.take_kick() || dirty {
+            vm.gic.lock().flush(slot.v, &vcpu.inbox, &mut ich, &kicker);
         }
         arch::enter_guest(&mut saved.ctx);
         let done = Completions::default();
-        vm.gic.lock().sync(slot.v, &mut ich, &done);
+        let changed = {
+            let mut g = vm.gic.lock();
+            g.sync(slot.v, &mut ich, &done) || g.overflowed(slot.v)
+        };
         done.notify(vm, slot.v);
         let (class, next) = exit::handle_exit(vm, slot.v, c.id, &mut saved.ctx);
+        dirty = changed || matches!(class, ExitClass::Mmio | ExitClass::Sysreg);
         vcpu.exits[class as usize].fetch_add(1, Ordering::Relaxed);
         match next {
             Next::Resume => {}
