@@ -36,6 +36,7 @@ const TIMEOUT_S: u64 = 30;
 pub const CASES: &[&str] = &[
     "aarch64-hello",
     crate::armtest::CASE,
+    crate::armtest::STORM_CASE,
     LINUX_CASE,
     LINUX_SMP4_CASE,
     LINUX_OVERCOMMIT_CASE,
@@ -143,6 +144,7 @@ pub fn run_case(name: &str) -> Result<String> {
         TWO_LINUX_CASE => two_linux_case(),
         "aarch64-hello" => smoke(),
         crate::armtest::CASE => crate::armtest::case(),
+        crate::armtest::STORM_CASE => crate::armtest::storm_case(),
         _ => bail!("no aarch64 case {name:?} (there are {CASES:?})"),
     }
 }

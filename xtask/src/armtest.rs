@@ -176,10 +176,26 @@ pub fn command_for(hyp: &Path, guest: &Path, blob: &Path, cpus: u32) -> Command 
 
 /// The suite case: build, write the blob, boot, save the log, check. Prints one line.
 pub fn case() -> Result<String> {
+    run_case(CASE, Eoi::Deferred)
+}
+
+/// The case `aarch64-testguest-storm`: the same guest with `eoi = "immediate"` (hyp
+/// deactivates the PL011's SPI right after its claim): the guest still passes (its
+/// virtual interrupt coalesces the re-fires), and hyp's counters show the storm its
+/// guard stops ([`check_storm`]).
+pub fn storm_case() -> Result<String> {
+    run_case(STORM_CASE, Eoi::Immediate)
+}
+
+/// The storm demonstration's case name.
+pub const STORM_CASE: &str = "aarch64-testguest-storm";
+
+fn run_case(name: &str, eoi: Eoi) -> Result<String> {
     crate::setup::ensure_arm()?;
     let (hyp, guest) = build()?;
     let size = std::fs::metadata(&guest)?.len();
-    let cfg = config(size);
+    let mut cfg = config(size);
+    cfg.guests[0].eoi = eoi;
     hyp_config::validate(&cfg)
         .map_err(|e| anyhow::anyhow!("configuration: {}: {}", e.field, e.message))?;
     let blob = guest.with_file_name("testguest-arm.blob");
@@ -191,11 +207,87 @@ pub fn case() -> Result<String> {
         false,
         Some(Duration::from_secs(SILENCE_S)),
     )?;
-    let log = save_log(CASE, &o.output)?;
-    match check(&o) {
+    let log = save_log(name, &o.output)?;
+    let checked = check(&o).and_then(|summary| {
+        let pl011 = pl011_completions(&o.output)?;
+        Ok(if eoi == Eoi::Immediate {
+            format!("{}; {summary}", check_storm(&o.output, pl011)?)
+        } else {
+            ensure!(
+                pl011.deactivates == pl011.interrupts,
+                "{} physical deactivates for {} PL011 interrupts: each is completed once",
+                pl011.deactivates,
+                pl011.interrupts
+            );
+            format!(
+                "{summary}; PL011: {} interrupts, each completed once",
+                pl011.interrupts
+            )
+        })
+    });
+    match checked {
         Ok(summary) => Ok(format!("{:.1} s, {summary}", o.elapsed.as_secs_f64())),
         Err(e) => bail!("{e:#} (log: {})", log.display()),
     }
+}
+
+/// hyp's PL011 counters at power-off: the passthrough interrupts its CPUs took
+/// (`host interrupts: … passthrough N`, summed over the vCPUs) and the physical
+/// deactivates hyp did (`PL011 INTID 33: <link> link, N physical deactivates by hyp`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Pl011Counts {
+    /// Physical PL011 interrupts hyp acknowledged.
+    pub interrupts: u64,
+    /// Physical deactivates hyp did.
+    pub deactivates: u64,
+}
+
+/// Read [`Pl011Counts`] from hyp's output.
+pub fn pl011_completions(out: &str) -> Result<Pl011Counts> {
+    let interrupts = out
+        .lines()
+        .filter(|l| l.starts_with("hyp: ACCT "))
+        .filter_map(|l| l.split(" passthrough ").nth(1))
+        .filter_map(|r| r.split_whitespace().next()?.parse::<u64>().ok())
+        .sum();
+    let deactivates = out
+        .lines()
+        .find_map(|l| {
+            let rest = l.split(" link, ").nth(1)?;
+            rest.strip_suffix(" physical deactivates by hyp")?
+                .parse()
+                .ok()
+        })
+        .context("no \"physical deactivates by hyp\" line")?;
+    Ok(Pl011Counts {
+        interrupts,
+        deactivates,
+    })
+}
+
+/// The storm, shown: hyp's guard fired (`storm guard: INTID 33 claimed 5000 times`) and
+/// the physical deactivates are at least the guard's limit per interrupt the guest
+/// counted (its two UART tests' `PL011 transmit interrupts` lines are short: hyp's
+/// lines interleave) — where `eoi = "deferred"` does exactly one each.
+pub fn check_storm(out: &str, pl011: Pl011Counts) -> Result<String> {
+    const LIMIT: u64 = 5000;
+    let guards = out
+        .lines()
+        .filter(|l| l.contains("hyp: storm guard: INTID 33 claimed 5000 times"))
+        .count() as u64;
+    ensure!(
+        guards > 0,
+        "no storm guard line: the immediate deactivate did not storm"
+    );
+    ensure!(
+        pl011.deactivates >= guards * LIMIT,
+        "{} physical deactivates for {guards} storm guards of {LIMIT} claims",
+        pl011.deactivates
+    );
+    Ok(format!(
+        "storm shown: {} physical claims and deactivates for the PL011, the guard fired {guards} times",
+        pl011.deactivates
+    ))
 }
 
 /// QEMU ended by itself with status 0 and the console says what [`check_output`]
@@ -552,5 +644,28 @@ mod tests {
         assert!(joined.contains("loader,file=c.blob,addr=0x54000000,force-raw=on"));
         assert!(joined.ends_with("-append config=0x54000000"));
         assert!(joined.contains("-smp 2"));
+    }
+
+    #[test]
+    fn pl011_counts_and_the_storm_check() {
+        let calm = "hyp: ACCT testguest vcpu 0 exits: irq 1; host interrupts: kick 0 maintenance 0 vtimer 53 passthrough 15 hyptimer 0 other 0\n\
+                    hyp: ACCT testguest vcpu 1 exits: irq 0; host interrupts: kick 3 maintenance 0 vtimer 0 passthrough 0 hyptimer 0 other 0\n\
+                    hyp: testguest: PL011 INTID 33: Software link, 15 physical deactivates by hyp\n";
+        let c = pl011_completions(calm).unwrap();
+        assert_eq!(
+            c,
+            Pl011Counts {
+                interrupts: 15,
+                deactivates: 15
+            }
+        );
+        assert!(check_storm(calm, c).is_err(), "no guard line: no storm");
+        let guard = "hyp: storm guard: INTID 33 claimed 5000 times without a guest completion; masked until the guest completes\n";
+        let stormy = format!("{guard}{guard}hyp: testguest: PL011 INTID 33: Immediate link, 10000 physical deactivates by hyp\n");
+        let s = pl011_completions(&stormy).unwrap();
+        assert!(check_storm(&stormy, s).is_ok());
+        let short = stormy.replace("10000 physical", "9999 physical");
+        assert!(check_storm(&short, pl011_completions(&short).unwrap()).is_err());
+        assert!(pl011_completions("hyp: power off (status 0)\n").is_err());
     }
 }

@@ -1109,6 +1109,7 @@ mod tests {
                 vec![
                     "aarch64-hello",
                     "aarch64-testguest",
+                    "aarch64-testguest-storm",
                     "aarch64-linux",
                     "aarch64-linux-smp4",
                     "aarch64-linux-overcommit",
@@ -1119,7 +1120,14 @@ mod tests {
         );
         assert_eq!(
             arm_selection(None, true),
-            (vec!["aarch64-hello", "aarch64-testguest"], false)
+            (
+                vec![
+                    "aarch64-hello",
+                    "aarch64-testguest",
+                    "aarch64-testguest-storm"
+                ],
+                false
+            )
         );
         assert_eq!(
             arm_selection(Some("aarch64-linux"), false),
