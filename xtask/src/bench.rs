@@ -55,6 +55,10 @@ pub struct BenchArgs {
     /// `-partial` suffix.
     #[arg(long = "target", requires = "system", value_name = "NAME")]
     pub targets: Vec<String>,
+    /// Instead: instructions from the kernel's clock start to `/init` for Debian Linux
+    /// on bare QEMU and under hyp (vPLIC, AIA), under -icount (`crate::bootbench`).
+    #[arg(long, conflicts_with = "system")]
+    pub boot: bool,
 }
 
 /// The riscv64 payload's ops, in the order it runs them (`OPS` in
@@ -842,6 +846,9 @@ fn command_line(cmd: &str, args: &[&str]) -> String {
 
 /// `cargo xtask bench [--system [--quick] [--target NAME]…]`.
 pub fn run(args: &BenchArgs) -> Result<()> {
+    if args.boot {
+        return crate::bootbench::run();
+    }
     if !args.system {
         return criterion();
     }

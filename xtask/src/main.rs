@@ -38,6 +38,7 @@ mod arm;
 mod armbench;
 mod armtest;
 mod bench;
+mod bootbench;
 mod checks;
 mod config;
 mod guestcheck;
