@@ -1162,6 +1162,10 @@ pub fn system(quick: bool, only: &[String]) -> Result<SystemResult> {
             let exits_svg = out_dir().join(format!("{stem}-exits{suffix}.svg"));
             plot_exits(&result, arch, &exits_svg)?;
             files.push(exits_svg);
+            let laps_svg = out_dir().join(format!("{stem}-pingpong{suffix}.svg"));
+            if plot_pingpong(&result, arch, &laps_svg)? {
+                files.push(laps_svg);
+            }
         }
     }
     println!("{}", table(&result));
@@ -1383,6 +1387,94 @@ fn plot_exits(r: &SystemResult, arch: Arch, path: &Path) -> Result<()> {
         }
     };
     bar_chart(path, title, "exits per op", &ops, &series, 2)
+}
+
+/// One line of the ping-pong plot: its name, colour and `(instructions, laps)` points.
+type LapSeries = (String, plotters::style::RGBColor, Vec<(f64, f64)>);
+
+/// The ping-pongs' per-lap distributions on `arch`: one line per target and ping-pong
+/// op, laps per bucket of instructions per lap (the payload's ticks × instructions per
+/// tick), the payload's stall bucket (laps of 1,023 ticks or more) left out. False if
+/// no ping-pong ran.
+fn plot_pingpong(r: &SystemResult, arch: Arch, path: &Path) -> Result<bool> {
+    use plotters::prelude::*;
+    let mut series: Vec<LapSeries> = Vec::new();
+    for tr in &r.targets {
+        let Some(t) = TARGETS.iter().find(|t| t.name == tr.name && t.arch == arch) else {
+            continue;
+        };
+        for o in &tr.ops {
+            let Some(laps) = &o.laps else {
+                continue;
+            };
+            let points: Vec<(f64, f64)> = laps
+                .hist
+                .iter()
+                .filter(|(ticks, _)| *ticks < 1023)
+                .map(|&(ticks, n)| (ticks as f64 * t.insns_per_tick(), n as f64))
+                .collect();
+            if !points.is_empty() {
+                series.push((format!("{} {}", tr.name, o.op), colour(&tr.name), points));
+            }
+        }
+    }
+    if series.is_empty() {
+        return Ok(false);
+    }
+    let xmax = series
+        .iter()
+        .flat_map(|s| s.2.iter().map(|p| p.0))
+        .fold(1.0f64, f64::max)
+        * 1.08;
+    let ymax = series
+        .iter()
+        .flat_map(|s| s.2.iter().map(|p| p.1))
+        .fold(1.0f64, f64::max)
+        * 1.1;
+    let err = |e: &dyn std::fmt::Display| anyhow::anyhow!("plotting {}: {e}", path.display());
+    let root = SVGBackend::new(path, (960, 540)).into_drawing_area();
+    root.fill(&WHITE).map_err(|e| err(&e))?;
+    let title = match arch {
+        Arch::Riscv64 => "Ping-pong round trips: laps per instructions-per-lap bucket",
+        Arch::Aarch64 => "aarch64: SGI ping-pong round trips, laps per bucket",
+    };
+    let mut chart = ChartBuilder::on(&root)
+        .caption(title, ("sans-serif", 22))
+        .margin(16)
+        .x_label_area_size(40)
+        .y_label_area_size(70)
+        .build_cartesian_2d(0f64..xmax, 0f64..ymax)
+        .map_err(|e| err(&e))?;
+    chart
+        .configure_mesh()
+        .x_desc("instructions per round trip")
+        .y_desc("laps")
+        .x_label_formatter(&|v| format!("{v:.0}"))
+        .y_label_formatter(&|v| format!("{v:.0}"))
+        .draw()
+        .map_err(|e| err(&e))?;
+    for (k, (name, c, points)) in series.iter().enumerate() {
+        // The same target's ops: solid for the first, dashed-looking (thinner) after.
+        let style = ShapeStyle::from(c).stroke_width(if k % 2 == 0 { 2 } else { 1 });
+        let c = *c;
+        chart
+            .draw_series(std::iter::once(PathElement::new(points.clone(), style)))
+            .map_err(|e| err(&e))?
+            .label(name.clone())
+            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 14, y)], c));
+        chart
+            .draw_series(points.iter().map(|&p| Circle::new(p, 3, c.filled())))
+            .map_err(|e| err(&e))?;
+    }
+    chart
+        .configure_series_labels()
+        .position(SeriesLabelPosition::UpperMiddle)
+        .background_style(WHITE.mix(0.9))
+        .border_style(BLACK)
+        .draw()
+        .map_err(|e| err(&e))?;
+    root.present().map_err(|e| err(&e))?;
+    Ok(true)
 }
 
 /// A grouped bar chart: one group per entry of `groups`, one bar per series (`None`:
