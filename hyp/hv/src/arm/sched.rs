@@ -213,7 +213,7 @@ fn hyp_timer(c: &mut Cpu) {
 fn drain(c: &mut Cpu) {
     for _ in 0..64 {
         let id = gic::ack();
-        if id >= gic::SPECIAL {
+        if gic::is_special(id) {
             return;
         }
         gic::priority_drop(id);

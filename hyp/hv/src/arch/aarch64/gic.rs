@@ -29,8 +29,14 @@ pub const MAINTENANCE_PPI: u32 = 25;
 pub const HYP_TIMER_PPI: u32 = 26;
 /// First SPI.
 pub const SPI_BASE: u32 = 32;
-/// INTIDs from here up are special ("no pending interrupt": 1023).
+/// INTIDs 1020..1024 are special ("no pending interrupt": 1023); LPIs start at 8192.
 pub const SPECIAL: u32 = 1020;
+
+/// Whether an acknowledged INTID is one of the special ones (nothing to drop or
+/// deactivate) rather than an interrupt — an LPI (8192 and up) is one.
+pub fn is_special(intid: u32) -> bool {
+    (SPECIAL..1024).contains(&intid)
+}
 
 mod gicd {
     pub const CTLR: usize = 0x0000;
@@ -57,6 +63,7 @@ mod gicr {
     pub const WAKER: usize = 0x0014;
     pub const SGI: usize = 0x1_0000;
     pub const TYPER_LAST: u64 = 1 << 4;
+    pub const TYPER_VLPIS: u64 = 1 << 1;
     pub const WAKER_PROCESSOR_SLEEP: u32 = 1 << 1;
     pub const WAKER_CHILDREN_ASLEEP: u32 = 1 << 2;
 }
@@ -171,7 +178,13 @@ fn redistributor(aff: u32) -> Option<usize> {
         if typer & gicr::TYPER_LAST != 0 {
             break;
         }
-        base += gicr::STRIDE;
+        // A GICv4 redistributor has two more frames (VLPI, reserved): 256 KiB
+        // (`GICR_TYPER.VLPIS`; QEMU `gic-version=4`, docs/gicv4.md).
+        base += if typer & gicr::TYPER_VLPIS != 0 {
+            2 * gicr::STRIDE
+        } else {
+            gicr::STRIDE
+        };
     }
     None
 }
