@@ -11,7 +11,7 @@ use crate::arch::{self, gic, sysreg, Context};
 use crate::println;
 
 use super::ec;
-use super::layout::{GICD_IPA, GICD_SIZE, GICR_IPA, UART_BASE, UART_INTID};
+use super::layout::{gicr_size, GICD_IPA, GICD_SIZE, GICR_IPA, UART_BASE, UART_INTID};
 use super::psci::{self, Effect};
 use super::vm::{self, Link, Vm};
 
@@ -259,7 +259,8 @@ fn data_abort(vm: &Vm, cpu: usize, ctx: &mut Context) -> Next {
     let iss = esr & 0x1ff_ffff;
     let ipa = (((ctx.hpfar >> 4) & ((1 << 40) - 1)) << 12) | (ctx.far & 0xfff);
     let isv = iss & (1 << 24) != 0;
-    let gicr_size = vm.gic.lock().redist_size();
+    // Derived, not read under the vGIC's lock: this runs on every data abort.
+    let gicr_size = gicr_size(vm.vcpus.len());
     let in_gicd = (GICD_IPA..GICD_IPA + GICD_SIZE).contains(&ipa);
     let in_gicr = (GICR_IPA..GICR_IPA + gicr_size).contains(&ipa);
     let in_vuart = vm.vuart.is_some() && (UART_BASE..UART_BASE + 0x1000).contains(&ipa);

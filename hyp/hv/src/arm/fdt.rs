@@ -9,7 +9,7 @@ use alloc::vec::Vec;
 use hyp_config::{Guest, GUEST_RAM_BASE};
 use vm_fdt::{FdtWriter, FdtWriterResult};
 
-use super::layout::{GICD_IPA, GICD_SIZE, GICR_IPA, UART_BASE, UART_INTID};
+use super::layout::{gicr_size, GICD_IPA, GICD_SIZE, GICR_IPA, UART_BASE, UART_INTID};
 
 /// `interrupts` cell 0: an SPI / a PPI.
 const GIC_SPI: u32 = 0;
@@ -75,15 +75,7 @@ pub fn build(g: &Guest, vcpus: usize, uart: bool) -> FdtWriterResult<Vec<u8>> {
     fdt.property_u32("#interrupt-cells", 3)?;
     fdt.property_null("interrupt-controller")?;
     fdt.property_u32("#redistributor-regions", 1)?;
-    fdt.property_array_u64(
-        "reg",
-        &[
-            GICD_IPA,
-            GICD_SIZE,
-            GICR_IPA,
-            virq_arm::regs::gicr::STRIDE * vcpus as u64,
-        ],
-    )?;
+    fdt.property_array_u64("reg", &[GICD_IPA, GICD_SIZE, GICR_IPA, gicr_size(vcpus)])?;
     // The maintenance interrupt (PPI 9) is hyp's, not the guest's: no virtualization
     // for the guest, so no `interrupts` here.
     fdt.property_u32("phandle", GIC_PHANDLE)?;

@@ -10,3 +10,9 @@ pub const GICR_IPA: u64 = 0x080a_0000;
 pub const UART_BASE: u64 = 0x0900_0000;
 /// The PL011's INTID (SPI 1), on both sides.
 pub const UART_INTID: u32 = 33;
+
+/// Bytes of the redistributor region of a guest with `vcpus` vCPUs (one RD and one SGI
+/// frame each, as the vGIC model lays them out).
+pub fn gicr_size(vcpus: usize) -> u64 {
+    virq_arm::regs::gicr::STRIDE * vcpus as u64
+}
