@@ -108,6 +108,7 @@ pub fn hello_machine(timeout: Duration) -> Machine {
         bootargs: Vec::new(),
         timeout,
         icount: false,
+        extra: Vec::new(),
         payload: Payload::Hyp {
             memory_mb: 256,
             loads: Vec::new(),

@@ -146,6 +146,7 @@ pub fn config_for(name: &str, kernel_size: u64, vcpus: u32, cmdline: &str) -> Co
             topology: Topology::Vgicv3,
             devices: vec![Device::Uart],
             eoi: Eoi::Deferred,
+            pci: Vec::new(),
         }],
     }
 }

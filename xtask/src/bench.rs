@@ -365,6 +365,7 @@ fn machine(t: &Target, built: &Built, cmdline: &str, harts: u32) -> Result<Machi
             bootargs: crate::kvm::cmdline(harts, cmdline),
             timeout: t.timeout(),
             icount: false,
+            extra: Vec::new(),
             payload: Payload::BareLinux {
                 kernel: kvm.kernel.clone(),
                 initramfs: kvm.initramfs.clone(),
@@ -401,6 +402,7 @@ fn machine(t: &Target, built: &Built, cmdline: &str, harts: u32) -> Result<Machi
             bootargs: cmdline.split_whitespace().map(String::from).collect(),
             timeout: t.timeout(),
             icount: false,
+            extra: Vec::new(),
             payload: Payload::Bare {
                 kernel: payload.to_path_buf(),
             },

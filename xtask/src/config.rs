@@ -163,6 +163,13 @@ pub struct MachineToml {
     pub guest_files: Option<u32>,
     /// RAM (`-m`), default: enough for the guests, at least 512.
     pub memory_mb: Option<u32>,
+    /// riscv64: the RISC-V IOMMU: `"sys"` (`-M virt,iommu-sys=on`, the platform
+    /// device) or `"pci"` (`-device riscv-iommu-pci`, at 00:01.0); none by default.
+    pub iommu: Option<String>,
+    /// PCIe functions on the host bridge, in slot order after the IOMMU's: `"virtio-net"`
+    /// (`virtio-net-pci`, modern only, DMA through the IOMMU), `"e1000e"`, `"edu"`. A NIC
+    /// gets QEMU user networking with `restrict=on` (nothing leaves this machine).
+    pub pci: Vec<String>,
 }
 
 impl Default for MachineToml {
@@ -173,6 +180,8 @@ impl Default for MachineToml {
             interrupts: None,
             guest_files: None,
             memory_mb: None,
+            iommu: None,
+            pci: Vec::new(),
         }
     }
 }
@@ -225,6 +234,9 @@ pub struct GuestToml {
     pub devices: Vec<String>,
     #[serde(default = "deferred")]
     pub eoi: String,
+    /// Host PCIe functions given to the guest, `"BB:DD.F"` (see `machine.pci`).
+    #[serde(default)]
+    pub pci: Vec<String>,
     /// Host physical base of the RAM (default: placed after the previous guest).
     pub ram_host_base: Option<u64>,
 }
@@ -244,6 +256,120 @@ pub struct MachineSpec {
     /// `Some(n)`: `aia=aplic-imsic,aia-guests=n` (riscv64).
     pub aia: Option<u32>,
     pub memory_mb: u32,
+    /// The IOMMU and the PCIe functions (`machine.iommu`, `machine.pci`).
+    pub pcie: Pcie,
+}
+
+/// The machine's IOMMU and PCIe functions.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Pcie {
+    /// `machine.iommu`.
+    pub iommu: Option<IommuKind>,
+    /// `machine.pci`, in slot order.
+    pub functions: Vec<PciKind>,
+}
+
+/// `machine.iommu`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum IommuKind {
+    /// `-M virt,iommu-sys=on`.
+    Sys,
+    /// `-device riscv-iommu-pci` (function 00:01.0).
+    Pci,
+}
+
+/// One of `machine.pci`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PciKind {
+    VirtioNet,
+    E1000e,
+    Edu,
+}
+
+impl PciKind {
+    const NAMES: [(&'static str, PciKind); 3] = [
+        ("virtio-net", PciKind::VirtioNet),
+        ("e1000e", PciKind::E1000e),
+        ("edu", PciKind::Edu),
+    ];
+
+    fn is_nic(self) -> bool {
+        matches!(self, PciKind::VirtioNet | PciKind::E1000e)
+    }
+}
+
+impl Pcie {
+    /// The first slot a `machine.pci` function takes (the PCI IOMMU takes slot 1).
+    pub fn first_slot(&self) -> u8 {
+        if self.iommu == Some(IommuKind::Pci) {
+            2
+        } else {
+            1
+        }
+    }
+
+    /// QEMU's arguments; `netdev` is appended to each NIC's `-netdev user,...,restrict=on`
+    /// (e.g. `,guestfwd=...`), and must keep every packet on this machine.
+    pub fn qemu_args(&self, netdev: &str) -> Vec<String> {
+        let mut a = Vec::new();
+        match self.iommu {
+            Some(IommuKind::Sys) => a.extend(["-M".into(), "iommu-sys=on".into()]),
+            Some(IommuKind::Pci) => a.extend(["-device".into(), "riscv-iommu-pci".into()]),
+            None => {}
+        }
+        for (i, f) in self.functions.iter().enumerate() {
+            let addr = format!("addr={:#x}.0", self.first_slot() as usize + i);
+            if f.is_nic() {
+                a.push("-netdev".into());
+                a.push(format!("user,id=net{i},restrict=on{netdev}"));
+            }
+            a.push("-device".into());
+            a.push(match f {
+                // Modern only (no I/O BAR); `iommu_platform`: its DMA goes through the
+                // IOMMU (without it QEMU's virtio bypasses any IOMMU).
+                PciKind::VirtioNet => format!(
+                    "virtio-net-pci,netdev=net{i},disable-legacy=on,iommu_platform=on,{addr}"
+                ),
+                PciKind::E1000e => format!("e1000e,netdev=net{i},{addr}"),
+                PciKind::Edu => format!("edu,dma_mask=0xffffffffffffffff,{addr}"),
+            });
+        }
+        a
+    }
+}
+
+/// `machine.iommu` and `machine.pci`, checked.
+fn pcie(arch: Arch, m: &MachineToml) -> Result<Pcie> {
+    let iommu = match m.iommu.as_deref() {
+        None => None,
+        Some("sys") => Some(IommuKind::Sys),
+        Some("pci") => Some(IommuKind::Pci),
+        Some(other) => bail!("machine.iommu: \"{other}\" is not one of sys, pci"),
+    };
+    ensure!(
+        arch == Arch::Riscv64 || (iommu.is_none() && m.pci.is_empty()),
+        "machine.iommu, machine.pci: riscv64 only so far"
+    );
+    let functions = m
+        .pci
+        .iter()
+        .map(|n| {
+            PciKind::NAMES
+                .iter()
+                .find(|(k, _)| k == n)
+                .map(|(_, v)| *v)
+                .with_context(|| {
+                    format!("machine.pci: \"{n}\" is not one of virtio-net, e1000e, edu")
+                })
+        })
+        .collect::<Result<Vec<_>>>()?;
+    let p = Pcie { iommu, functions };
+    ensure!(
+        p.first_slot() as usize + p.functions.len() <= 32,
+        "machine.pci: {} functions do not fit in 31 slots",
+        p.functions.len()
+    );
+    Ok(p)
 }
 
 /// A configuration ready to boot.
@@ -443,6 +569,7 @@ pub fn resolve(name: &str, file: &File, dir: &Path, images: &dyn Images) -> Resu
         m.harts
     );
     let aia = interrupts(arch, m)?;
+    let pcie = pcie(arch, m)?;
     let h = &file.hyp;
     let hyp = hyp_config::Options {
         migrate_ms: h.migrate_ms,
@@ -554,6 +681,7 @@ pub fn resolve(name: &str, file: &File, dir: &Path, images: &dyn Images) -> Resu
             topology,
             devices,
             eoi: named(&f("eoi"), &g.eoi).map_err(fail)?,
+            pci: guest_pci(&f("pci"), &g.pci, &pcie)?,
         });
     }
     let config = hyp_config::Config { hyp, guests };
@@ -601,11 +729,36 @@ pub fn resolve(name: &str, file: &File, dir: &Path, images: &dyn Images) -> Resu
             harts: m.harts,
             aia,
             memory_mb,
+            pcie,
         },
         config,
         loads,
         blob_addr,
     })
+}
+
+/// A guest's `pci` list: each names a `machine.pci` function, and the machine has an
+/// IOMMU (a passed function's DMA must be translated).
+fn guest_pci(field: &str, list: &[String], p: &Pcie) -> Result<Vec<hyp_config::PciAddr>> {
+    list.iter()
+        .map(|s| {
+            let a = hyp_config::PciAddr::parse(s)
+                .with_context(|| format!("{field}: \"{s}\" is not BB:DD.F (e.g. 00:01.0)"))?;
+            ensure!(
+                p.iommu.is_some(),
+                "{field}: {a}: a function given to a guest needs machine.iommu (its DMA goes through it)"
+            );
+            let first = p.first_slot();
+            ensure!(
+                a.bus == 0
+                    && a.func == 0
+                    && a.dev >= first
+                    && usize::from(a.dev - first) < p.functions.len(),
+                "{field}: {a} is not one of machine.pci's functions (00:{first:02x}.0 onwards)"
+            );
+            Ok(a)
+        })
+        .collect()
 }
 
 /// Place an arm64 `Image` and its initramfs in a guest's `ram_size` bytes of RAM
@@ -678,6 +831,7 @@ impl Resolved {
             bootargs,
             timeout,
             icount: false,
+            extra: self.machine.pcie.qemu_args(""),
             payload: Payload::Hyp {
                 memory_mb: self.machine.memory_mb,
                 loads,

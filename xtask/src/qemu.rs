@@ -208,6 +208,8 @@ pub(crate) struct Machine {
     /// `-icount shift=0,sleep=off`: one instruction is one virtual nanosecond and the
     /// guest's clock no longer follows the host's (single-threaded TCG).
     pub(crate) icount: bool,
+    /// More QEMU arguments: the IOMMU and PCIe functions (`config::Pcie::qemu_args`).
+    pub(crate) extra: Vec<String>,
 }
 
 impl Machine {
@@ -254,6 +256,7 @@ impl Machine {
         if self.icount {
             cmd.args(["-icount", "shift=0,sleep=off"]);
         }
+        cmd.args(&self.extra);
         cmd.arg("-kernel");
         match &self.payload {
             Payload::BareLinux { kernel, initramfs } => {

@@ -160,6 +160,7 @@ impl Config {
                     bootargs: vec!["console=ttyS0".into(), "earlycon=sbi".into()],
                     timeout,
                     icount: false,
+                    extra: Vec::new(),
                     payload: Payload::BareLinux {
                         kernel: boot.kernel.clone(),
                         initramfs: boot.initramfs.clone(),

@@ -46,6 +46,9 @@ pub const MAX_CMDLINE: usize = 1024;
 pub const MAX_NAME: usize = 32;
 /// Longest period of hyp's test knobs (`migrate_ms`, `aia_flip_ms`).
 pub const MAX_PERIOD_MS: u32 = 60_000;
+/// PCIe functions one guest may be given (its ECAM has one bus of 32 devices; slot 0
+/// stays empty).
+pub const MAX_PCI_FUNCTIONS: usize = 8;
 /// Blob format version.
 pub const VERSION: u32 = 2;
 /// Root `compatible` of the blob.
@@ -135,6 +138,51 @@ pub struct Guest {
     pub devices: Vec<Device>,
     /// How a level passthrough interrupt is completed at the physical controller.
     pub eoi: Eoi,
+    /// Host PCIe functions given to the guest (`pci = ["00:01.0"]`): each appears in
+    /// the guest's own ECAM, its DMA through the IOMMU's second stage, its MSIs in the
+    /// guest's interrupt files (`topology = "aia"` only).
+    pub pci: Vec<PciAddr>,
+}
+
+/// A PCIe function's address on the host bus, `BB:DD.F` in hex (`00:01.0`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PciAddr {
+    /// Bus (0..=255).
+    pub bus: u8,
+    /// Device (0..=31).
+    pub dev: u8,
+    /// Function (0..=7).
+    pub func: u8,
+}
+
+impl PciAddr {
+    /// Parse `BB:DD.F` (hex bus and device, a function digit 0..7).
+    pub fn parse(s: &str) -> Option<PciAddr> {
+        let (bus, rest) = s.split_once(':')?;
+        let (dev, func) = rest.split_once('.')?;
+        let hex = |t: &str, max: u8| {
+            (!t.is_empty() && t.len() <= 2)
+                .then(|| u8::from_str_radix(t, 16).ok())
+                .flatten()
+                .filter(|v| *v <= max)
+        };
+        Some(PciAddr {
+            bus: hex(bus, 0xff)?,
+            dev: hex(dev, 31)?,
+            func: (func.len() == 1).then(|| hex(func, 7)).flatten()?,
+        })
+    }
+
+    /// The requester ID: `bus << 8 | dev << 3 | func`.
+    pub fn rid(self) -> u16 {
+        (u16::from(self.bus) << 8) | (u16::from(self.dev) << 3) | u16::from(self.func)
+    }
+}
+
+impl fmt::Display for PciAddr {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:02x}:{:02x}.{}", self.bus, self.dev, self.func)
+    }
 }
 
 impl Guest {
@@ -395,6 +443,15 @@ pub fn validate(c: &Config) -> Result<(), Error> {
                     ),
                 ));
             }
+            if let Some(a) = g.pci.iter().find(|a| h.pci.contains(a)) {
+                return Err(Error::new(
+                    guest_field(i, "pci"),
+                    format!(
+                        "{a} is already given to guest[{j}] \"{}\" (a function has one owner)",
+                        h.name
+                    ),
+                ));
+            }
             if g.owns_uart() && h.owns_uart() {
                 return Err(Error::new(
                     guest_field(i, "devices"),
@@ -501,6 +558,26 @@ fn validate_guest(i: usize, g: &Guest) -> Result<(), Error> {
             "uart and vuart both sit at guest address 0x1000_0000; give one",
         ));
     }
+    for (n, a) in g.pci.iter().enumerate() {
+        if g.pci[..n].contains(a) {
+            return Err(Error::new(f("pci"), format!("{a} is listed twice")));
+        }
+    }
+    if g.pci.len() > MAX_PCI_FUNCTIONS {
+        return Err(Error::new(
+            f("pci"),
+            format!(
+                "{} functions; a guest gets at most {MAX_PCI_FUNCTIONS}",
+                g.pci.len()
+            ),
+        ));
+    }
+    if !g.pci.is_empty() && g.topology != Topology::Aia {
+        return Err(Error::new(
+            f("pci"),
+            "a PCIe function's MSIs need interrupt files: use topology = \"aia\"",
+        ));
+    }
     Ok(())
 }
 
@@ -536,6 +613,10 @@ fn encode_fdt(c: &Config) -> Result<Vec<u8>, vm_fdt::Error> {
         let devices = g.devices.iter().map(|d| d.name().to_string()).collect();
         w.property_string_list("devices", devices)?;
         w.property_string("eoi", g.eoi.name())?;
+        if !g.pci.is_empty() {
+            let pci = g.pci.iter().map(|a| a.to_string()).collect();
+            w.property_string_list("pci", pci)?;
+        }
         w.end_node(n)?;
     }
     w.end_node(root)?;
@@ -601,6 +682,18 @@ pub fn decode(blob: &[u8]) -> Result<Config, Error> {
                 })
             })
             .collect::<Result<Vec<_>, _>>()?;
+        let pci = match node.prop("pci") {
+            None => Vec::new(),
+            Some(_) => p
+                .list("pci")?
+                .iter()
+                .map(|a| {
+                    PciAddr::parse(a).ok_or_else(|| {
+                        Error::new(p.field("pci"), format!("\"{a}\" is not BB:DD.F"))
+                    })
+                })
+                .collect::<Result<Vec<_>, _>>()?,
+        };
         guests.push(Guest {
             name: p.str("name")?.into(),
             vcpus: p.u32("vcpus")?,
@@ -612,6 +705,7 @@ pub fn decode(blob: &[u8]) -> Result<Config, Error> {
             topology: p.named("topology")?,
             devices,
             eoi: p.named("eoi")?,
+            pci,
         });
     }
     Ok(Config { hyp, guests })

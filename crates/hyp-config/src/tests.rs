@@ -22,6 +22,7 @@ fn linux(name: &str, base: u64) -> Guest {
         topology: Topology::Aia,
         devices: vec![Device::Uart],
         eoi: Eoi::Deferred,
+        pci: vec![],
     }
 }
 
@@ -81,6 +82,26 @@ fn each_error_names_its_field() {
         (
             error_of(|c| c.guests[0].devices = vec![Device::Vuart, Device::Vuart]),
             "guest[0].devices",
+        ),
+        (
+            error_of(|c| {
+                c.guests[0].pci = vec![PciAddr::parse("00:01.0").unwrap(); 2];
+            }),
+            "guest[0].pci",
+        ),
+        (
+            error_of(|c| {
+                c.guests[0].pci = vec![PciAddr::parse("00:01.0").unwrap()];
+                c.guests[1].pci = vec![PciAddr::parse("00:01.0").unwrap()];
+            }),
+            "guest[1].pci",
+        ),
+        (
+            error_of(|c| {
+                c.guests[0].topology = Topology::Vplic;
+                c.guests[0].pci = vec![PciAddr::parse("00:01.0").unwrap()];
+            }),
+            "guest[0].pci",
         ),
         (
             error_of(|c| c.guests[1].name = "linux".into()),
@@ -316,6 +337,15 @@ fn arb_guest(i: usize) -> impl Strategy<Value = Guest> {
                 topology,
                 devices,
                 eoi,
+                pci: if topology == Topology::Aia {
+                    vec![PciAddr {
+                        bus: 0,
+                        dev: 1 + i as u8,
+                        func: 0,
+                    }]
+                } else {
+                    vec![]
+                },
             },
         )
 }
@@ -371,4 +401,17 @@ fn eoi_hw_needs_a_gicv3() {
     }
     validate(&c).unwrap();
     assert_eq!(decode(&encode(&c)).unwrap(), c);
+}
+
+#[test]
+fn pci_addresses_parse_as_bus_device_function() {
+    let a = PciAddr::parse("00:01.0").unwrap();
+    assert_eq!((a.bus, a.dev, a.func, a.rid()), (0, 1, 0, 8));
+    let b = PciAddr::parse("1f:1f.7").unwrap();
+    assert_eq!((b.rid(), b.to_string().as_str()), (0x1fff, "1f:1f.7"));
+    for bad in [
+        "", "00:01", "00.01.0", "00:20.0", "00:01.8", "100:01.0", "0:1.00", "g0:01.0",
+    ] {
+        assert_eq!(PciAddr::parse(bad), None, "{bad}");
+    }
 }

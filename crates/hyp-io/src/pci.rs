@@ -572,5 +572,7 @@ pub fn map_rid(map: &[IommuMapEntry], rid: u16, mask: u32) -> Option<(u32, u32)>
     })
 }
 
+pub mod virt;
+
 #[cfg(test)]
 mod tests;
