@@ -166,11 +166,11 @@ fn only_msi_and_msix_control_writes_reach_the_device() {
     let mut v = view(&mut d);
     // MSI: control, address low/high, data, mask.
     for (off, size, val) in [
-        (0x86, 2, 0x0181u32),
-        (0x88, 4, 0x2800_0000),
-        (0x8c, 4, 0),
-        (0x90, 2, 42),
-        (0x94, 4, 0),
+        (0x62, 2, 0x0181u32),
+        (0x64, 4, 0x2800_0000),
+        (0x68, 4, 0),
+        (0x6c, 2, 42),
+        (0x70, 4, 0),
     ] {
         assert_eq!(
             v.write(&mut d, off, size, val),
@@ -182,7 +182,7 @@ fn only_msi_and_msix_control_writes_reach_the_device() {
     assert_eq!(d.regs[0x64 / 4], 0x2800_0000);
     assert_eq!(d.regs[0x6c / 4] & 0xffff, 42);
     assert_eq!(
-        d.regs[0x84 / 4] >> 16,
+        d.regs[0x60 / 4] >> 16,
         0x0181,
         "MSI enable set by the guest's read-modify-write"
     );
@@ -190,7 +190,7 @@ fn only_msi_and_msix_control_writes_reach_the_device() {
     v.write(&mut d, 0x9a, 2, 0xc003);
     assert_eq!(
         d.regs[0x98 / 4],
-        0xc003_8411,
+        0xc003_6011,
         "enable + function mask, ID/next kept"
     );
     let before = d.regs.clone();
@@ -199,8 +199,8 @@ fn only_msi_and_msix_control_writes_reach_the_device() {
         (0x98, 4),
         (0x9c, 4),
         (0xa0, 4),
-        (0x70, 4),
-        (0x84, 2),
+        (0x80, 4),
+        (0x60, 2),
         (0x100, 4),
         (0x30, 4),
     ] {
