@@ -120,6 +120,8 @@ pub struct GuestConfig {
     pub devices: &'static [Passthrough],
     /// EOI policy for level passthrough interrupts.
     pub eoi: EoiMode,
+    /// Host PCIe functions given to the guest (`crate::vpci`).
+    pub pci: &'static [hyp_io::pci::Bdf],
 }
 
 impl GuestConfig {
@@ -154,6 +156,12 @@ impl GuestConfig {
                 hyp_config::Eoi::Deferred | hyp_config::Eoi::Hw => EoiMode::Deferred,
                 hyp_config::Eoi::Immediate => EoiMode::Immediate,
             },
+            pci: g
+                .pci
+                .iter()
+                .filter_map(|a| hyp_io::pci::Bdf::new(a.bus, a.dev, a.func))
+                .collect::<Vec<_>>()
+                .leak(),
         }
     }
 }

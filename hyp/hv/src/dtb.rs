@@ -34,6 +34,9 @@ pub struct DtbParams<'a> {
     pub vcpus: usize,
     /// `(start, end)` guest-physical initrd, if any.
     pub initrd: Option<(u64, u64)>,
+    /// The guest has PCIe functions (`crate::vpci`): a host-bridge node at the host's
+    /// ECAM address with its 32-bit window, and `linux,pci-probe-only`.
+    pub pci: bool,
 }
 
 /// Build the guest's DTB blob.
@@ -109,6 +112,11 @@ pub fn build(cfg: &GuestConfig, p: &DtbParams<'_>) -> FdtWriterResult<Vec<u8>> {
     if let Some((s, e)) = p.initrd {
         fdt.property_u64("linux,initrd-start", s)?;
         fdt.property_u64("linux,initrd-end", e)?;
+    }
+    let pcie = p.platform.pcie.as_ref().filter(|_| p.pci);
+    if pcie.is_some() {
+        // hyp placed the BARs and maps them where they are: the guest keeps them.
+        fdt.property_u32("linux,pci-probe-only", 1)?;
     }
     fdt.end_node(chosen)?;
 
@@ -226,6 +234,36 @@ pub fn build(cfg: &GuestConfig, p: &DtbParams<'_>) -> FdtWriterResult<Vec<u8>> {
             fdt.property_phandle(plic_phandle)?;
             fdt.end_node(aplic)?;
         }
+    }
+    if let (Some(h), Intc::Aia { .. }) = (pcie, cfg.intc) {
+        let n = fdt.begin_node(&format!("pci@{:x}", h.ecam.0))?;
+        fdt.property_string("compatible", "pci-host-ecam-generic")?;
+        fdt.property_string("device_type", "pci")?;
+        fdt.property_u32("#address-cells", 3)?;
+        fdt.property_u32("#size-cells", 2)?;
+        fdt.property_array_u64("reg", &[h.ecam.0, h.ecam.1])?;
+        fdt.property_array_u32("bus-range", &[h.bus_start.into(), h.bus_end.into()])?;
+        fdt.property_u32("linux,pci-domain", 0)?;
+        fdt.property_null("dma-coherent")?;
+        if let Some((pci, cpu, size)) = h.mem32 {
+            // <flags(32-bit memory) pci.hi pci.lo cpu.hi cpu.lo size.hi size.lo>
+            let hi = |v: u64| (v >> 32) as u32;
+            fdt.property_array_u32(
+                "ranges",
+                &[
+                    0x0200_0000,
+                    hi(pci),
+                    pci as u32,
+                    hi(cpu),
+                    cpu as u32,
+                    hi(size),
+                    size as u32,
+                ],
+            )?;
+        }
+        // MSIs go to the guest's IMSIC: the IOMMU translates its addresses.
+        fdt.property_u32("msi-parent", plic_phandle + 1)?;
+        fdt.end_node(n)?;
     }
     for d in cfg.devices {
         let n = fdt.begin_node(&format!("{}@{:x}", d.name, d.guest_base))?;

@@ -183,6 +183,19 @@ fn guest_page_fault(vcpu: &Vcpu, inner: &mut VcpuInner) -> Next {
             }
             return next;
         }
+        if let Some((function, reg)) = guest.ecam_at(gpa) {
+            // The guest's ECAM (`crate::vpci`): its functions through the filter, no
+            // function anywhere else (reads all ones, writes dropped). 8-byte accesses
+            // are not configuration accesses: all ones.
+            return emulate_mmio(inner, |op| match (op, function) {
+                (MmioOp::Read { size }, Some(f)) if size <= 4 => u64::from(f.read(reg, size)),
+                (MmioOp::Write { size, value }, Some(f)) if size <= 4 => {
+                    f.write(reg, size, value as u32);
+                    0
+                }
+                _ => !0,
+            });
+        }
         if let Some((dev, off)) = guest.vuart_at(gpa) {
             return emulate_mmio(inner, |op| match op {
                 MmioOp::Read { size } => dev.lock().read(off, size),

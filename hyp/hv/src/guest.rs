@@ -13,6 +13,7 @@ use crate::topology::aia::GuestAia;
 use crate::topology::vplic::GuestVplic;
 use crate::topology::{GuestIrqChip, GuestView};
 use crate::vcpu::Vcpu;
+use crate::vpci::{PassError, PassedFunction};
 use crate::vuart::Vuart;
 
 /// A guest.
@@ -52,6 +53,11 @@ pub struct Guest {
     /// The G-stage page tables (the hardware walks them; the AIA remaps IMSIC pages
     /// at run time).
     pub gstage: Mutex<GStage>,
+    /// PCIe functions given to the guest, and the guest-physical ECAM window they
+    /// appear in (`crate::vpci`).
+    pub vpci: Vec<PassedFunction>,
+    /// `(base, size)` of the guest's ECAM window (the host's address; never mapped).
+    pub ecam: Option<(u64, u64)>,
 }
 
 /// Why a guest could not be built (a configuration error).
@@ -67,6 +73,8 @@ pub enum GuestError {
     Dtb,
     /// The vPLIC refused the configuration.
     Intc,
+    /// A PCIe function could not be given to the guest.
+    Pci(PassError),
 }
 
 impl core::fmt::Display for GuestError {
@@ -77,6 +85,7 @@ impl core::fmt::Display for GuestError {
             GuestError::Map(e) => write!(f, "G-stage mapping refused: {e:?}"),
             GuestError::Dtb => f.write_str("guest DTB could not be built or placed"),
             GuestError::Intc => f.write_str("interrupt controller configuration refused"),
+            GuestError::Pci(e) => write!(f, "{e}"),
         }
     }
 }
@@ -90,6 +99,7 @@ impl GuestError {
             GuestError::Map(_) => "devices",
             GuestError::Dtb => "cmdline",
             GuestError::Intc => "topology",
+            GuestError::Pci(_) => "pci",
         }
     }
 }
@@ -108,6 +118,7 @@ impl Guest {
         first_vcpu: usize,
         immediate_eoi: bool,
         used: &[(u64, u64)],
+        mut bus: Option<&mut crate::pci::Bus>,
     ) -> Result<Guest, GuestError> {
         let p = &world_platform();
         if vcpus == 0 || vcpus > MAX_VCPUS_PER_GUEST {
@@ -150,6 +161,26 @@ impl Guest {
                 .map_err(GuestError::Map)?;
         }
 
+        // PCIe functions: BARs at their host addresses, so the guest reaches the
+        // device's registers (and its MSI-X table) with no exit.
+        let mut vpci = Vec::new();
+        for &bdf in cfg.pci {
+            let f = PassedFunction::take(bus.as_deref_mut(), bdf).map_err(GuestError::Pci)?;
+            for &(bar, cpu) in &f.bars {
+                g.map(
+                    cpu,
+                    cpu,
+                    bar.size.next_multiple_of(4096),
+                    gstage::R | gstage::W,
+                )
+                .map_err(GuestError::Map)?;
+            }
+            vpci.push(f);
+        }
+        let ecam = (!vpci.is_empty())
+            .then(|| p.pcie.as_ref().map(|h| h.ecam))
+            .flatten();
+
         // The initramfs QEMU's loader put into the guest's RAM (checked by
         // `hyp_config::validate`: inside RAM, below the DTB's last 2 MiB).
         let initrd = cfg
@@ -161,6 +192,7 @@ impl Guest {
                 platform: p,
                 vcpus,
                 initrd,
+                pci: ecam.is_some(),
             },
         )
         .map_err(|_| GuestError::Dtb)?;
@@ -219,7 +251,18 @@ impl Guest {
             alive: AtomicBool::new(true),
             exit_status: AtomicU32::new(0),
             gstage: Mutex::new(g),
+            vpci,
+            ecam,
         })
+    }
+
+    /// A guest access to its ECAM window at `gpa`: the function it addresses (`None`
+    /// for one the guest was not given) and the register offset.
+    pub fn ecam_at(&self, gpa: u64) -> Option<(Option<&PassedFunction>, u16)> {
+        let (base, size) = self.ecam?;
+        let off = gpa.checked_sub(base).filter(|o| *o < size)?;
+        let (bdf, reg) = crate::vpci::ecam_decode(off)?;
+        Some((self.vpci.iter().find(|f| f.bdf == bdf), reg))
     }
 
     /// Translate a guest-physical range in RAM to an offset into `ram`.

@@ -62,6 +62,8 @@ mod topology;
 #[cfg(target_arch = "riscv64")]
 mod vcpu;
 #[cfg(target_arch = "riscv64")]
+mod vpci;
+#[cfg(target_arch = "riscv64")]
 mod vuart;
 #[cfg(target_arch = "riscv64")]
 mod world;
@@ -119,7 +121,8 @@ pub extern "C" fn boot_main(hartid: HartId, dtb: usize) -> ! {
         platform.bootargs,
         platform.guest_append
     );
-    let world = match build_world(platform, hartid) {
+    let mut bus = pcie_init(platform);
+    let world = match build_world(platform, hartid, bus.as_mut()) {
         Ok(w) => world::set_world(w),
         Err(e) => {
             println!("hyp: configuration error: {e}");
@@ -133,7 +136,10 @@ pub extern "C" fn boot_main(hartid: HartId, dtb: usize) -> ! {
         .unwrap_or(0);
     hostirq::init();
     irq::setup_routes();
-    pcie_init(platform, world);
+    attach_functions(world);
+    if platform.bootarg("iommu_test") == Some("edu") {
+        iommu_test(platform, bus.as_mut(), world);
+    }
     hart_init(me);
     for g in &world.guests {
         let v0 = &world.vcpus[g.first_vcpu];
@@ -168,18 +174,16 @@ pub extern "C" fn boot_main(hartid: HartId, dtb: usize) -> ! {
 
 #[cfg(target_arch = "riscv64")]
 /// PCIe and the IOMMU (docs/hyp.md, "PCIe and the RISC-V IOMMU"): enumerate the host
-/// bridge, bring the IOMMU up with every device off, and with `iommu_test=edu` run the
-/// DMA proof (`dmatest`) against guest 0 before any guest runs. Nothing here stops hyp:
-/// an IOMMU that does not come up is reported and left alone.
-fn pcie_init(p: &platform::Platform, w: &World) {
+/// bridge and bring the IOMMU up with every device off, before the guests are built
+/// (they take their functions from the bus). Nothing here stops hyp: an IOMMU that does
+/// not come up is reported and left alone (a guest that needs it is then refused).
+fn pcie_init(p: &platform::Platform) -> Option<pci::Bus> {
     let mut bus = p.pcie.as_ref().map(|h| {
         let b = pci::Bus::enumerate(h);
         b.print();
         b
     });
-    let Some(info) = &p.iommu else {
-        return;
-    };
+    let info = p.iommu.as_ref()?;
     let window = match (info.at, bus.as_mut()) {
         (platform::IommuAt::Platform(base, size), _) => Some((base, size)),
         (platform::IommuAt::Pci(rid), Some(bus)) => {
@@ -200,7 +204,7 @@ fn pcie_init(p: &platform::Platform, w: &World) {
     };
     let Some((base, _)) = window.filter(|w| w.1 >= hyp_io::iommu::regs::SIZE as u64) else {
         println!("hyp: iommu: {:?}: no register window", info.at);
-        return;
+        return bus;
     };
     // SAFETY: the IOMMU's register window: a `reg` of the host DTB, or BAR 0 of the
     // PCI IOMMU function that hyp just assigned; only hyp drives it.
@@ -213,24 +217,56 @@ fn pcie_init(p: &platform::Platform, w: &World) {
         info.msi_parent,
         hyp_io::iommu::Capabilities(regs.read64(hyp_io::iommu::regs::CAPABILITIES))
     );
-    let iommu = match iommu::Iommu::init(regs, p.timebase) {
-        Ok(i) => iommu::set_iommu(i),
-        Err(e) => {
-            println!("hyp: iommu: not used: {e}");
-            return;
+    match iommu::Iommu::init(regs, p.timebase) {
+        Ok(i) => {
+            iommu::set_iommu(i);
         }
-    };
-    if p.bootarg("iommu_test") == Some("edu") {
-        let edu = bus
-            .as_ref()
-            .and_then(|b| b.find(dmatest::EDU_ID.0, dmatest::EDU_ID.1))
-            .map(|f| f.bdf);
-        match (edu, bus.as_mut(), w.guests.first()) {
-            (Some(bdf), Some(bus), Some(g)) => {
-                dmatest::run(bus, bdf, (iommu, info.phandle), g, p.timebase)
+        Err(e) => println!("hyp: iommu: not used: {e}"),
+    }
+    bus
+}
+
+#[cfg(target_arch = "riscv64")]
+/// Give each guest's PCIe functions a device context whose second stage is the
+/// guest's G-stage: from here on their DMA and MSIs reach that guest only.
+fn attach_functions(w: &World) {
+    let Some(iommu) = iommu::iommu() else { return };
+    for g in &w.guests {
+        for f in &g.vpci {
+            match iommu.lock().attach(f.device_id, g.hgatp as u64) {
+                Ok(io) => println!(
+                    "hyp: guest {} \"{}\": pci {} (device ID {:#x}) attached, iohgatp {io:#x}, bars {:x?}",
+                    g.index,
+                    g.cfg.name,
+                    f.bdf,
+                    f.device_id,
+                    f.bars.iter().map(|(b, cpu)| (b.index, *cpu, b.size)).collect::<Vec<_>>()
+                ),
+                Err(e) => println!(
+                    "hyp: guest {} \"{}\": pci {}: not attached: {e} (its DMA faults)",
+                    g.index, g.cfg.name, f.bdf
+                ),
             }
-            _ => println!("hyp: dma-test: FAILED: no edu device or no guest"),
         }
+    }
+}
+
+#[cfg(target_arch = "riscv64")]
+/// `iommu_test=edu`: the DMA proof (`dmatest`) against guest 0 before any guest runs.
+fn iommu_test(p: &platform::Platform, bus: Option<&mut pci::Bus>, w: &World) {
+    let (Some(iommu), Some(info)) = (iommu::iommu(), p.iommu.as_ref()) else {
+        println!("hyp: dma-test: FAILED: no IOMMU");
+        return;
+    };
+    let edu = bus
+        .as_ref()
+        .and_then(|b| b.find(dmatest::EDU_ID.0, dmatest::EDU_ID.1))
+        .map(|f| f.bdf);
+    match (edu, bus, w.guests.first()) {
+        (Some(bdf), Some(bus), Some(g)) => {
+            dmatest::run(bus, bdf, (iommu, info.phandle), g, p.timebase)
+        }
+        _ => println!("hyp: dma-test: FAILED: no edu device or no guest"),
     }
 }
 
@@ -302,6 +338,7 @@ fn hart_init(index: usize) {
 fn build_world(
     p: &'static platform::Platform,
     boot_hartid: HartId,
+    mut bus: Option<&mut pci::Bus>,
 ) -> Result<World, hyp_config::Error> {
     // The guests: the config blob xtask placed (`config=`), outside hyp and the DTB.
     let (hs, he) = arch::image_range();
@@ -345,11 +382,20 @@ fn build_world(
             cfg.eoi
         };
         let first = vcpus.len();
-        let g = guest::Guest::new(gi as u16, cfg, n, first, eoi == EoiMode::Immediate, &used)
-            .map_err(|e| {
-                let field = hyp_config::guest_field(gi, e.field());
-                hyp_config::Error::new(field, alloc::format!("{e}"))
-            })?;
+        let immediate = eoi == EoiMode::Immediate;
+        let g = guest::Guest::new(
+            gi as u16,
+            cfg,
+            n,
+            first,
+            immediate,
+            &used,
+            bus.as_deref_mut(),
+        )
+        .map_err(|e| {
+            let field = hyp_config::guest_field(gi, e.field());
+            hyp_config::Error::new(field, alloc::format!("{e}"))
+        })?;
         used.push((cfg.ram_host_base, cfg.ram_size));
         for id in 0..n {
             let home = id % harts.len();

@@ -204,11 +204,14 @@ impl Bus {
             if bar.kind == BarKind::Io {
                 return Err(PciError::Unplaceable(bdf, bar.index));
             }
-            let addr = self.next_mem32.next_multiple_of(bar.size);
-            if addr + bar.size > pci_base + size || !assign_bar(&mut cfg, bar, addr) {
+            // At least a page each: a BAR given to a guest is mapped in whole pages,
+            // which must not reach another function's registers.
+            let span = bar.size.max(4096);
+            let addr = self.next_mem32.next_multiple_of(span);
+            if addr + span > pci_base + size || !assign_bar(&mut cfg, bar, addr) {
                 return Err(PciError::NoWindow(bdf, bar.index));
             }
-            self.next_mem32 = addr + bar.size;
+            self.next_mem32 = addr + span;
             out.push((Bar { base: addr, ..*bar }, addr - pci_base + cpu_base));
         }
         let mut cmd = cmd | regs::CMD_MEMORY | regs::CMD_INTX_DISABLE;
@@ -217,6 +220,11 @@ impl Bus {
         }
         cfg.write_command(cmd);
         Ok(out)
+    }
+
+    /// `bdf`'s configuration space.
+    pub fn config(&self, bdf: Bdf) -> Option<EcamFunction> {
+        self.ecam.function(bdf)
     }
 
     /// Turn off `bdf`'s bus mastering (no more DMA or MSIs from it).
