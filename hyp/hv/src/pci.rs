@@ -49,8 +49,6 @@ pub enum PciError {
     NoFunction(Bdf),
     /// The bridge has no 32-bit memory window, or it is full.
     NoWindow(Bdf, u8),
-    /// An I/O or 64-bit-only BAR hyp does not place.
-    Unplaceable(Bdf, u8),
 }
 
 impl core::fmt::Display for PciError {
@@ -60,7 +58,6 @@ impl core::fmt::Display for PciError {
             PciError::NoWindow(b, i) => {
                 write!(f, "{b}: bar{i}: no room in the bridge's 32-bit window")
             }
-            PciError::Unplaceable(b, i) => write!(f, "{b}: bar{i}: an I/O BAR"),
         }
     }
 }
@@ -192,7 +189,8 @@ impl Bus {
 
     /// Give `bdf`'s memory BARs naturally aligned addresses in the bridge's 32-bit
     /// window and turn on its memory decode (and bus mastering if `dma`). Returns each
-    /// BAR with the CPU address it now decodes.
+    /// memory BAR with the CPU address it now decodes; I/O BARs stay unassigned (I/O
+    /// decode stays off).
     pub fn enable(&mut self, bdf: Bdf, dma: bool) -> Result<Vec<(Bar, u64)>, PciError> {
         let f = self.get(bdf).ok_or(PciError::NoFunction(bdf))?.clone();
         let mut cfg = self.ecam.function(bdf).ok_or(PciError::NoFunction(bdf))?;
@@ -202,7 +200,9 @@ impl Bus {
         let mut out = Vec::new();
         for bar in &f.bars {
             if bar.kind == BarKind::Io {
-                return Err(PciError::Unplaceable(bdf, bar.index));
+                // I/O space stays off (hyp never sets CMD_IO): the BAR is left
+                // unassigned, and a guest's view of the function does not have it.
+                continue;
             }
             // At least a page each: a BAR given to a guest is mapped in whole pages,
             // which must not reach another function's registers.

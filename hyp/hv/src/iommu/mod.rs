@@ -104,6 +104,9 @@ pub struct IommuCounts {
     pub fault_overflows: AtomicU64,
     /// Memory faults of either queue (`cqmf`, `fqmf`).
     pub queue_memory_faults: AtomicU64,
+    /// G-stage changes of attached guests made known to the IOMMU
+    /// ([`Iommu::gstage_changed`]).
+    pub gstage_invalidations: AtomicU64,
 }
 
 /// The IOMMU, brought up.
@@ -354,6 +357,22 @@ impl Iommu {
         self.submit(&cmds)?;
         self.fence()?;
         self.attached.retain(|(d, _)| *d != device_id);
+        Ok(())
+    }
+
+    /// Guest `gscid`'s G-stage changed at the page `gpa`: if a device is attached to
+    /// that guest, invalidate what the IOMMU cached of the page and wait for it
+    /// (IOTINVAL.GVMA + IOFENCE.C). When this returns, no DMA or MSI of the guest's
+    /// devices uses the old translation. Nothing to do for a guest with no device.
+    pub fn gstage_changed(&mut self, gscid: u16, gpa: u64) -> Result<(), IommuError> {
+        if !self.attached.iter().any(|&(_, g)| g == gscid) {
+            return Ok(());
+        }
+        self.submit(&[Command::iotinval_gvma(Some(gscid), Some(gpa))])?;
+        self.fence()?;
+        self.counts
+            .gstage_invalidations
+            .fetch_add(1, Ordering::Relaxed);
         Ok(())
     }
 

@@ -108,6 +108,15 @@ pub(crate) fn map_page(g: &dyn GuestView, aia: &GuestAia, v: usize, backing: Bac
         .filter(|h| h.index != here)
         .fold(0u64, |m, h| m | (1 << h.index));
     crate::hart::remote_fence(others);
+    // The guest's PCIe functions reach the page through the IOMMU, which walks the
+    // same G-stage: once this returns their MSIs go to the new file (or fault, for a
+    // software file), and none is in flight to the old one — the caller moves the old
+    // file's state only after this.
+    if let Some(iommu) = crate::iommu::iommu() {
+        if let Err(e) = iommu.lock().gstage_changed(g.index() + 1, gpa) {
+            crate::println!("hyp: guest {}: IMSIC page {gpa:#x}: iommu: {e}", g.index());
+        }
+    }
 }
 
 /// Move vCPU `id`'s hardware file to software, on the hart that owns the file: once
