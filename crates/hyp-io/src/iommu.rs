@@ -501,6 +501,21 @@ impl DeviceContext {
         }
     }
 
+    /// Valid, second stage `iohgatp`, and MSI translation through the flat MSI page
+    /// table `msi` (spec 2.1.3.5–6): a write to a guest-physical address whose page
+    /// number matches `pattern` outside `mask` is an MSI to interrupt file
+    /// `extract(page, mask)`, translated by that entry of the table.
+    pub fn second_stage_with_msi(iohgatp: u64, msi: MsiTable) -> DeviceContext {
+        DeviceContext {
+            tc: tc::V,
+            iohgatp,
+            msiptp: msi.msiptp(),
+            msi_addr_mask: msi.mask,
+            msi_addr_pattern: msi.pattern & !msi.mask,
+            ..DeviceContext::INVALID
+        }
+    }
+
     /// The eight doublewords in memory order (extended format; the base format is the
     /// first four).
     pub fn words(&self) -> [u64; 8] {
@@ -514,6 +529,85 @@ impl DeviceContext {
             self.msi_addr_pattern,
             0,
         ]
+    }
+}
+
+/// An MSI page table as a device context names it (spec 2.1.3.5–6, 2.3.3).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct MsiTable {
+    /// Physical address of the table (4 KiB aligned; up to 256 entries of 16 bytes).
+    pub base: u64,
+    /// `msi_addr_mask`: the page-number bits that select the interrupt file.
+    pub mask: u64,
+    /// `msi_addr_pattern`: the page-number bits every MSI address has outside `mask`.
+    pub pattern: u64,
+}
+
+impl MsiTable {
+    /// The table for a guest whose interrupt files are `count` consecutive pages from
+    /// guest-physical `first_page` (4 KiB aligned), at `base`: the mask covers the
+    /// smallest power of two of pages that holds them, which `first_page` must be
+    /// aligned to. `None` if it is not, or for more than 256 files.
+    pub fn consecutive(base: u64, first_page: u64, count: u64) -> Option<MsiTable> {
+        let n = count.max(1).next_power_of_two();
+        let pages = first_page >> 12;
+        (base % 4096 == 0 && first_page % 4096 == 0 && n <= 256 && pages % n == 0).then_some(
+            MsiTable {
+                base,
+                mask: n - 1,
+                pattern: pages,
+            },
+        )
+    }
+
+    /// `msiptp`: MODE Flat (1) in bits 63:60, the table's PPN in bits 43:0.
+    pub fn msiptp(&self) -> u64 {
+        (1 << 60) | (self.base >> 12)
+    }
+
+    /// The index of the entry an MSI to guest-physical `gpa` uses, if `gpa` is an MSI
+    /// address of this table: `extract(gpa >> 12, mask)` (the mask's bits, packed).
+    pub fn index(&self, gpa: u64) -> Option<u64> {
+        let page = gpa >> 12;
+        if (page ^ self.pattern) & !self.mask != 0 {
+            return None;
+        }
+        let (mut out, mut bit) = (0, 0);
+        for i in 0..64 {
+            if self.mask & (1 << i) != 0 {
+                out |= ((page >> i) & 1) << bit;
+                bit += 1;
+            }
+        }
+        Some(out)
+    }
+}
+
+/// One MSI page-table entry (spec 2.3.2, 16 bytes).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct MsiPte(pub [u64; 2]);
+
+impl MsiPte {
+    /// Not valid: an MSI through it is refused ("MSI PTE not valid", cause 262).
+    pub const INVALID: MsiPte = MsiPte([0, 0]);
+
+    /// Write-through (basic) mode: MSIs go to the interrupt file at physical `file`
+    /// (4 KiB aligned): V = 1, M = 3, PPN in bits 53:10.
+    pub fn flat(file: u64) -> MsiPte {
+        MsiPte([1 | (3 << 1) | (((file >> 12) & ((1 << 44) - 1)) << 10), 0])
+    }
+
+    /// MRIF mode: MSIs set their bit in the memory-resident interrupt file at `mrif`
+    /// (512-byte aligned; address bits 55:9 in bits 53:7), and, when the identity's
+    /// enable bit is set there, the IOMMU writes `nid` (11 bits) to the interrupt file
+    /// at `notice` (its PPN in bits 53:10 of the second word, NID bits 9:0 there and
+    /// bit 10 at bit 60).
+    pub fn mrif(mrif: u64, notice: u64, nid: u16) -> MsiPte {
+        let nid = u64::from(nid & 0x7ff);
+        MsiPte([
+            1 | (1 << 1) | (((mrif >> 9) & ((1 << 47) - 1)) << 7),
+            (nid & 0x3ff) | (((notice >> 12) & ((1 << 44) - 1)) << 10) | ((nid >> 10) << 60),
+        ])
     }
 }
 

@@ -18,7 +18,7 @@
 use alloc::format;
 use alloc::string::String;
 
-use hyp_io::iommu::{cause, FaultRecord};
+use hyp_io::iommu::{cause, FaultRecord, MsiPte};
 use hyp_io::pci::Bdf;
 
 use crate::arch::pcie::MmioWindow;
@@ -46,6 +46,11 @@ mod edu {
     /// DMA command: bit 0 start (reads 1 while running), bit 1 direction (1: edu to
     /// RAM), bit 2 raise an interrupt when done.
     pub const DMA_CMD: usize = 0x98;
+    /// Interrupt raise: the value is ORed into the interrupt status, and the interrupt
+    /// (its MSI, when enabled) is raised.
+    pub const IRQ_RAISE: usize = 0x60;
+    /// Interrupt acknowledge: clears these status bits (and lowers the interrupt).
+    pub const IRQ_ACK: usize = 0x64;
     /// The device-side address of edu's 4 KiB DMA buffer.
     pub const BUFFER: u64 = 0x40000;
     /// `DMA_CMD` bits.
@@ -104,6 +109,89 @@ pub fn run(
         Err(e) => println!("hyp: dma-test: FAILED: {e}"),
     }
     bus.stop_dma(bdf);
+}
+
+/// Step 4: an MSI through the MSI page table. The guest's IMSIC pages (GPA
+/// `0x2800_0000`, one per vCPU) get an MSI page table whose entry 1 points at guest file
+/// 2 of this hart; edu's MSI (its capability programmed with vCPU 1's page and identity
+/// 5, raised through its interrupt-raise register) goes through it, and the proof reads
+/// which file took it: the spec's is file 2 (the entry's PPN with the MSI's page
+/// offset). Then the context is taken away again. (A DMA write to the page would not
+/// do: QEMU refuses MSI-range writes without a requester ID, and edu's DMA has none.)
+fn msi_table(
+    edu: &Edu,
+    mut cfg: crate::arch::pcie::EcamFunction,
+    iommu: &spin::Mutex<Iommu>,
+    guest: &Guest,
+    did: u32,
+) -> Result<(), String> {
+    use hyp_io::pci::ConfigAccess;
+    const IMSIC: u64 = 0x2800_0000;
+    const EIID: u32 = 5;
+    let gscid = guest.index + 1;
+    let hart = crate::arch::hart_local();
+    let (Some(file2), Some(file3)) = (
+        crate::topology::aia::file_addr(hart, 2),
+        crate::topology::aia::file_addr(hart, 3),
+    ) else {
+        println!("hyp: dma-test: MSI page table: skipped (no guest files 2 and 3 on this hart)");
+        return Ok(());
+    };
+    let mut i = iommu.lock();
+    let table = i
+        .msi_table(gscid, IMSIC, guest.vcpus.max(2) as u64)
+        .map_err(|e| format!("MSI table: {e}"))?;
+    i.attach_with_msi(did, guest.hgatp as u64, table)
+        .map_err(|e| format!("attach with MSI table: {e}"))?;
+    i.set_msi_pte(gscid, IMSIC + 0x1000, MsiPte::flat(file2))
+        .map_err(|e| format!("MSI PTE: {e}"))?;
+    drop(i);
+    let before = (take_eip0(2), take_eip0(3));
+    let (caps, _) = hyp_io::pci::capabilities(&cfg);
+    let msi = caps
+        .iter()
+        .find(|c| c.id == hyp_io::pci::cap_id::MSI)
+        .map(|c| hyp_io::pci::Msi::read(&cfg, c.offset))
+        .ok_or("edu has no MSI capability")?;
+    let at = u16::from(msi.offset);
+    let data_at = if msi.is_64bit { at + 12 } else { at + 8 };
+    cfg.write32(at + 4, (IMSIC + 0x1000) as u32);
+    if msi.is_64bit {
+        cfg.write32(at + 8, ((IMSIC + 0x1000) >> 32) as u32);
+    }
+    let d = cfg.read32(data_at & !3);
+    cfg.write32(data_at & !3, (d & 0xffff_0000) | EIID);
+    let ctrl = cfg.read32(at);
+    cfg.write32(at, ctrl | 1 << 16);
+    edu.regs.write32(edu::IRQ_RAISE, 1);
+    edu.regs.write32(edu::IRQ_ACK, 1);
+    cfg.write32(at, ctrl & !(1 << 16));
+    let (in2, in3) = (take_eip0(2), take_eip0(3));
+    let mut i = iommu.lock();
+    let faults = i.poll_faults();
+    i.drop_msi_table(gscid);
+    i.detach(did).map_err(|e| format!("detach: {e}"))?;
+    drop(i);
+    println!(
+        "hyp: dma-test: MSI page table {:#x} (mask {:#x}, pattern {:#x}), entry 1 -> file 2 at {file2:#x}: edu wrote {EIID} to GPA {:#x}: file 2 eip0 {in2:#x}, file 3 ({file3:#x}) eip0 {in3:#x}, {} faults (before: {before:x?})",
+        table.base,
+        table.mask,
+        table.pattern,
+        IMSIC + 0x1000,
+        faults.len()
+    );
+    if in2 != 1 << EIID || in3 != 0 || !faults.is_empty() {
+        return Err(format!(
+            "MSI through the MSI page table: file 2 eip0 {in2:#x}, file 3 eip0 {in3:#x} (wanted {:#x} in file 2), {} faults",
+            1u64 << EIID,
+            faults.len()
+        ));
+    }
+    Ok(())
+}
+
+fn take_eip0(line: u32) -> u64 {
+    crate::topology::aia::take_file_eip0(line).unwrap_or(0)
 }
 
 /// The one fault record a bad DMA must produce: `want` cause at `addr` from `did`.
@@ -224,7 +312,8 @@ fn prove(
             "hyp: dma-test: DMA to GPA {gpa_dst:#x} after detach (context invalid, IODIR.INVAL_DDT, IOFENCE.C): refused, 1 fault record, {}",
             faults[0]
         );
-        Ok(())
+        let cfg = bus.config(bdf).ok_or("edu's configuration space")?;
+        msi_table(&edu, cfg, iommu, guest, did)
     })();
     guest.ram.write(off(gpa_src), &saved_src);
     guest.ram.write(off(gpa_dst), &saved_dst);

@@ -58,7 +58,19 @@ fn host_claims(hart: &Hart) {
     let Some(chip) = crate::hostirq::chip() else {
         return;
     };
-    chip.claims(hart, &mut |src| deliver_claimed(chip, hart, src));
+    let notice = crate::hostirq::aia::mrif_notice_id();
+    chip.claims(hart, &mut |src| {
+        if Some(src.0) == notice {
+            // The IOMMU recorded a device MSI in a software file's MRIF.
+            for g in &world().guests {
+                if let Some(aia) = g.irqchip.as_aia() {
+                    aia.drain_mrifs();
+                }
+            }
+        } else {
+            deliver_claimed(chip, hart, src)
+        }
+    });
 }
 
 /// One physical interrupt `src` claimed by hyp on `hart`: count it and give it to the

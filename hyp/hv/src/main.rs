@@ -136,11 +136,11 @@ pub extern "C" fn boot_main(hartid: HartId, dtb: usize) -> ! {
         .unwrap_or(0);
     hostirq::init();
     irq::setup_routes();
+    hart_init(me);
     attach_functions(world);
     if platform.bootarg("iommu_test") == Some("edu") {
         iommu_test(platform, bus.as_mut(), world);
     }
-    hart_init(me);
     for g in &world.guests {
         let v0 = &world.vcpus[g.first_vcpu];
         *v0.start.lock() = (g.entry as usize, g.dtb_gpa as usize);
@@ -232,14 +232,39 @@ fn pcie_init(p: &platform::Platform) -> Option<pci::Bus> {
 fn attach_functions(w: &World) {
     let Some(iommu) = iommu::iommu() else { return };
     for g in &w.guests {
+        // The guest's MSI page table: each vCPU's IMSIC page translated to the file
+        // behind it (`topology::aia` keeps the entries current as files move).
+        let gscid = g.index + 1;
+        let table = g.irqchip.as_aia().filter(|_| !g.vpci.is_empty()).and_then(|aia| {
+            let (base, n) = aia.imsic_pages();
+            let mut i = iommu.lock();
+            let t = i
+                .msi_table(gscid, base, n as u64)
+                .map_err(|e| println!("hyp: guest {}: no MSI page table ({e}): device MSIs follow the G-stage", g.index))
+                .ok()?;
+            for (gpa, pte) in aia.device_msi_ptes() {
+                if let Err(e) = i.set_msi_pte(gscid, gpa, pte) {
+                    println!("hyp: guest {}: MSI PTE {gpa:#x}: {e}", g.index);
+                }
+            }
+            Some(t)
+        });
         for f in &g.vpci {
-            match iommu.lock().attach(f.device_id, g.hgatp as u64) {
+            let attached = match table {
+                Some(t) => iommu.lock().attach_with_msi(f.device_id, g.hgatp as u64, t),
+                None => iommu.lock().attach(f.device_id, g.hgatp as u64),
+            };
+            match attached {
                 Ok(io) => println!(
-                    "hyp: guest {} \"{}\": pci {} (device ID {:#x}) attached, iohgatp {io:#x}, bars {:x?}",
+                    "hyp: guest {} \"{}\": pci {} (device ID {:#x}) attached, iohgatp {io:#x}, MSIs through {}, bars {:x?}",
                     g.index,
                     g.cfg.name,
                     f.bdf,
                     f.device_id,
+                    match table {
+                        Some(t) => alloc::format!("the MSI page table at {:#x}", t.base),
+                        None => "the G-stage".into(),
+                    },
                     f.bars.iter().map(|(b, cpu)| (b.index, *cpu, b.size)).collect::<Vec<_>>()
                 ),
                 Err(e) => println!(

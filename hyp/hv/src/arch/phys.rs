@@ -141,6 +141,18 @@ impl DmaBuf {
         true
     }
 
+    /// Atomically take the 64-bit word at `off`, leaving 0 (an AMO swap): bits a device
+    /// sets meanwhile are either in the value returned or stay in the word. `None` out
+    /// of range.
+    pub fn take_u64(&self, off: usize) -> Option<u64> {
+        let a = self.at(off, 8)?;
+        // SAFETY: inside the allocation `new` made and leaked, 8-byte aligned; hyp only
+        // ever reaches it through `DmaBuf`'s volatile or atomic accesses, so viewing
+        // the word as an `AtomicU64` aliases no Rust reference.
+        let w = unsafe { &*(a as *const core::sync::atomic::AtomicU64) };
+        Some(w.swap(0, core::sync::atomic::Ordering::AcqRel))
+    }
+
     /// The 32-bit word at `off` (4-byte aligned), or `None` out of range.
     pub fn read_u32(&self, off: usize) -> Option<u32> {
         let a = self.at(off, 4)?;

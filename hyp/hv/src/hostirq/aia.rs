@@ -39,6 +39,10 @@ pub struct HostAia {
     /// this many timer ticks, software files in odd ones (0: off). Makes every vCPU's
     /// file move between its hardware line and software, with live state, many times.
     pub(crate) flip_ticks: u64,
+    /// The identity of hyp's S-level files that the IOMMU's MRIF notices use (device
+    /// MSIs recorded for a guest file in software): the highest one below the IPI's
+    /// that no passthrough source uses.
+    pub(crate) mrif_notice: Option<u32>,
 }
 
 static HOST: Once<HostAia> = Once::new();
@@ -127,6 +131,9 @@ pub fn init(pirqs: impl Iterator<Item = Pirq>) {
             .collect(),
         sfile_ids,
         remote_ops: AtomicU64::new(0),
+        mrif_notice: (1..p.aia.num_ids)
+            .rev()
+            .find(|&id| sfile_ids.get(id as usize / 64).is_some_and(|w| w & (1 << (id % 64)) == 0)),
         flip_ticks: u64::from(crate::config::options().aia_flip_ms) * p.timebase / 1000,
     });
     // hyp's own IPIs as an MSI into the target hart's S-file: the highest identity,
@@ -157,6 +164,11 @@ pub fn init(pirqs: impl Iterator<Item = Pirq>) {
     }
 }
 
+/// The identity of hyp's S-level files that MRIF notices use, if there is one.
+pub fn mrif_notice_id() -> Option<u32> {
+    host()?.mrif_notice
+}
+
 /// Per-hart set-up of hyp's own S-level IMSIC file (delivery on, threshold 0, the
 /// passthrough identities enabled) and of the SGEI enable. Runs on the hart itself.
 pub fn hart_init() {
@@ -176,7 +188,7 @@ pub fn hart_init() {
         csr::siselect::write(ISELECT_EIE0 as usize + 2 * j);
         csr::sireg::write((bits & !1) as usize);
     }
-    if let Some(id) = crate::arch::imsic_ipi_id() {
+    for id in [crate::arch::imsic_ipi_id(), h.mrif_notice].into_iter().flatten() {
         csr::siselect::write(ISELECT_EIE0 as usize + 2 * (id as usize / 64));
         csr::sireg::set(1 << (id % 64));
     }

@@ -25,7 +25,7 @@ use core::sync::atomic::{AtomicU64, Ordering};
 
 use hyp_io::iommu::{
     ddtp, extended_format, regs, Capabilities, Command, DdtMode, DeviceContext, FaultRecord,
-    GStageMode, Iohgatp,
+    GStageMode, Iohgatp, MsiPte, MsiTable,
 };
 use spin::{Mutex, Once};
 
@@ -107,6 +107,8 @@ pub struct IommuCounts {
     /// G-stage changes of attached guests made known to the IOMMU
     /// ([`Iommu::gstage_changed`]).
     pub gstage_invalidations: AtomicU64,
+    /// MSI page-table entries rewritten ([`Iommu::set_msi_pte`]).
+    pub msi_pte_updates: AtomicU64,
 }
 
 /// The IOMMU, brought up.
@@ -125,6 +127,8 @@ pub struct Iommu {
     timeout_ticks: u64,
     /// Attached device IDs and their GSCIDs.
     attached: Vec<(u32, u16)>,
+    /// The guests' MSI page tables, by GSCID.
+    msi_tables: Vec<(u16, MsiTable, DmaBuf)>,
 }
 
 /// Wait until `done` returns `Some`, at most `ticks` of `arch::time`; `Err` with the last
@@ -187,6 +191,7 @@ impl Iommu {
             counts: IommuCounts::default(),
             timeout_ticks,
             attached: Vec::new(),
+            msi_tables: Vec::new(),
         };
         // The queues: off first (a previous owner may have left them on), then on.
         iommu.queue_off(regs::CQCSR, "cqcsr.cqon to clear")?;
@@ -343,6 +348,86 @@ impl Iommu {
         self.attached.retain(|(d, _)| *d != device_id);
         self.attached.push((device_id, io.gscid));
         Ok(v)
+    }
+
+    /// Guest `gscid`'s MSI page table for `count` interrupt files at consecutive
+    /// guest-physical pages from `first_page` (made once, every entry invalid).
+    pub fn msi_table(
+        &mut self,
+        gscid: u16,
+        first_page: u64,
+        count: u64,
+    ) -> Result<MsiTable, IommuError> {
+        if let Some((_, t, _)) = self.msi_tables.iter().find(|(g, _, _)| *g == gscid) {
+            return Ok(*t);
+        }
+        if !self.caps.msi_flat() {
+            return Err(IommuError::Unsupported("MSI page tables (capabilities.MSI_FLAT)"));
+        }
+        let buf = DmaBuf::new(4096, 4096).ok_or(IommuError::NoMemory)?;
+        let t = MsiTable::consecutive(buf.pa(), first_page, count).ok_or(
+            IommuError::Unsupported("interrupt-file pages not aligned to their count"),
+        )?;
+        self.msi_tables.push((gscid, t, buf));
+        Ok(t)
+    }
+
+    /// Forget guest `gscid`'s MSI page table (its memory stays hyp's; the caller has
+    /// detached every device that used it).
+    pub fn drop_msi_table(&mut self, gscid: u16) {
+        self.msi_tables.retain(|(g, _, _)| *g != gscid);
+    }
+
+    /// Like [`Iommu::attach`], with MSIs translated by the guest's MSI page table
+    /// ([`Iommu::msi_table`]) instead of the second stage.
+    pub fn attach_with_msi(
+        &mut self,
+        device_id: u32,
+        hgatp: u64,
+        msi: MsiTable,
+    ) -> Result<u64, IommuError> {
+        let io =
+            Iohgatp::from_hgatp(hgatp).ok_or(IommuError::BadSecondStage(hgatp, "reserved mode"))?;
+        let v = io
+            .encode()
+            .ok_or(IommuError::BadSecondStage(hgatp, "root not 16 KiB aligned"))?;
+        self.ddt
+            .set(device_id, &DeviceContext::second_stage_with_msi(v, msi))?;
+        self.submit(&[
+            Command::iodir_inval_ddt(Some(device_id)),
+            Command::iotinval_gvma(Some(io.gscid), None),
+        ])?;
+        self.fence()?;
+        self.attached.retain(|(d, _)| *d != device_id);
+        self.attached.push((device_id, io.gscid));
+        Ok(v)
+    }
+
+    /// Point guest `gscid`'s MSI page-table entry for the interrupt file at
+    /// guest-physical `gpa` at `pte`, then invalidate what the IOMMU cached of it and
+    /// wait (IOTINVAL.GVMA + IOFENCE.C): when this returns, every MSI to that page
+    /// goes where `pte` says. `Ok(false)`: the guest has no MSI page table (its MSIs
+    /// follow the second stage).
+    pub fn set_msi_pte(&mut self, gscid: u16, gpa: u64, pte: MsiPte) -> Result<bool, IommuError> {
+        let Some((_, t, buf)) = self.msi_tables.iter().find(|(g, _, _)| *g == gscid) else {
+            return Ok(false);
+        };
+        let i = t.index(gpa).ok_or(IommuError::Unsupported(
+            "an interrupt-file page outside the guest's MSI table",
+        ))? as usize;
+        // The word with V last when making valid, first when making invalid: the
+        // IOMMU never reads a valid half-written entry.
+        if pte.0[0] & 1 != 0 {
+            buf.write_u64(16 * i + 8, pte.0[1]);
+            buf.write_u64(16 * i, pte.0[0]);
+        } else {
+            buf.write_u64(16 * i, pte.0[0]);
+            buf.write_u64(16 * i + 8, pte.0[1]);
+        }
+        self.submit(&[Command::iotinval_gvma(Some(gscid), Some(gpa))])?;
+        self.fence()?;
+        self.counts.msi_pte_updates.fetch_add(1, Ordering::Relaxed);
+        Ok(true)
     }
 
     /// Take `device_id`'s context away (invalid: its DMA faults with cause 258), then

@@ -34,7 +34,7 @@ pub(crate) fn print_acct(g: &dyn GuestView, aia: &GuestAia) {
             }
         }
         crate::println!(
-            "ACCT guest={} aia files_hw={} files_sw={} to_hw={} to_sw={} imsic_page_traps={} msis_to_sw_files={} msis_to_hw_files_by_hyp={} csr_traps={} iprio_traps={} sgei={} sgei_kicks={} aplic_reads={} aplic_writes={} aplic_forwards={}",
+            "ACCT guest={} aia files_hw={} files_sw={} to_hw={} to_sw={} imsic_page_traps={} msis_to_sw_files={} msis_to_hw_files_by_hyp={} csr_traps={} iprio_traps={} sgei={} sgei_kicks={} aplic_reads={} aplic_writes={} aplic_forwards={} mrif_msis={}",
             g.name(),
             hw,
             sw,
@@ -50,6 +50,7 @@ pub(crate) fn print_acct(g: &dyn GuestView, aia: &GuestAia) {
             n(&c.aplic_reads),
             n(&c.aplic_writes),
             n(&c.aplic_forwards),
+            n(&c.mrif_msis),
         );
         let st = aia.aplic.lock();
         let e = st.dev.errors();

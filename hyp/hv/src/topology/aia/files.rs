@@ -108,13 +108,26 @@ pub(crate) fn map_page(g: &dyn GuestView, aia: &GuestAia, v: usize, backing: Bac
         .filter(|h| h.index != here)
         .fold(0u64, |m, h| m | (1 << h.index));
     crate::hart::remote_fence(others);
-    // The guest's PCIe functions reach the page through the IOMMU, which walks the
-    // same G-stage: once this returns their MSIs go to the new file (or fault, for a
-    // software file), and none is in flight to the old one — the caller moves the old
-    // file's state only after this.
+    // The guest's PCIe functions send MSIs to the page through the IOMMU: its MSI
+    // page-table entry now names the new file (a software file's MRIF), or, without
+    // an MSI table, the G-stage change is invalidated. Either way, once this returns no
+    // device MSI is in flight to the old file — the caller moves the old file's state
+    // only after this — and what the MRIF took before a move to hardware is moved in.
     if let Some(iommu) = crate::iommu::iommu() {
-        if let Err(e) = iommu.lock().gstage_changed(g.index() + 1, gpa) {
+        let gscid = g.index() + 1;
+        let pte = device_msi_pte(aia, v, backing);
+        let mut i = iommu.lock();
+        let r = match i.set_msi_pte(gscid, gpa, pte) {
+            Ok(true) => Ok(()),
+            Ok(false) => i.gstage_changed(gscid, gpa),
+            Err(e) => Err(e),
+        };
+        drop(i);
+        if let Err(e) = r {
             crate::println!("hyp: guest {}: IMSIC page {gpa:#x}: iommu: {e}", g.index());
+        }
+        if matches!(backing, Backing::Hardware { .. }) {
+            drain_mrif(aia, v);
         }
     }
 }

@@ -77,9 +77,11 @@ use virq_riscv::hext::HgeieDoorbell;
 use virq_riscv::imsic::{CsrOp, ImsicFileState};
 use virq_riscv::msi::{Backing, GuestFileHw, Msi, MsiSink, VcpuImsic, IMSIC_PAGE_SIZE};
 use virq_riscv::MmioDevice;
+use hyp_io::iommu::MsiPte;
 
 use super::{routes, GuestIrqChip, GuestSink, GuestView, MmioOp};
 use crate::arch::csr::{self, hstatus_bits, HartCsrs};
+use crate::arch::phys::DmaBuf;
 use crate::hart::Hart;
 use crate::hostirq::aia::host;
 use crate::ids::{Pirq, Virq, MAX_VCPUS_PER_GUEST};
@@ -95,6 +97,83 @@ use acct::*;
 use files::*;
 use mirror::*;
 use vcpu::*;
+/// A memory-resident interrupt file (AIA/IOMMU MRIF: 2048 identities as 32 pairs of
+/// 64-bit pending and enable words, 512-byte aligned) with every enable bit set, so the
+/// IOMMU sends its notice for each MSI it records.
+fn new_mrif() -> Option<DmaBuf> {
+    let b = DmaBuf::new(512, 512)?;
+    for j in 0..32 {
+        b.write_u64(16 * j + 8, !0);
+    }
+    Some(b)
+}
+
+/// The MSI page-table entry of vCPU `v`'s interrupt file backed by `backing`: the
+/// hardware file itself, or, for a software file, its MRIF with a notice to hyp's
+/// S-level file of this hart (`hostirq::aia::mrif_notice_id`). Invalid when neither
+/// exists (the MSI faults and is lost: counted by the IOMMU).
+pub(crate) fn device_msi_pte(aia: &GuestAia, v: usize, backing: Backing) -> MsiPte {
+    let Some(h) = host() else {
+        return MsiPte::INVALID;
+    };
+    match backing {
+        Backing::Hardware { hart, line } => h
+            .file_addr(hart, line)
+            .map_or(MsiPte::INVALID, MsiPte::flat),
+        Backing::Software => {
+            let here = crate::arch::hart_local();
+            let notice = crate::platform::platform()
+                .aia
+                .imsic
+                .zip(h.sfile_page(here))
+                .map(|((base, _), page)| base + page as u64);
+            match (&aia.vcpus[v].mrif, notice, crate::hostirq::aia::mrif_notice_id()) {
+                (Some(m), Some(n), Some(nid)) => MsiPte::mrif(m.pa(), n, nid as u16),
+                _ => MsiPte::INVALID,
+            }
+        }
+    }
+}
+
+/// Move what the IOMMU recorded in vCPU `v`'s MRIF into its interrupt file, wherever
+/// that is now. Each pending word is taken with one atomic swap, so a bit is delivered
+/// once — or twice at worst: QEMU 10.0.2 sets MRIF bits with a plain read and write,
+/// not an AMO, and a swap between the two makes its write put back bits already taken
+/// (a spurious repeat of an edge MSI, which a driver tolerates; never a lost one).
+pub(crate) fn drain_mrif(aia: &GuestAia, v: usize) -> u32 {
+    let Some(m) = &aia.vcpus[v].mrif else { return 0 };
+    let mut n = 0;
+    for j in 0..32 {
+        let bits = m.take_u64(16 * j).unwrap_or(0);
+        if bits == 0 {
+            continue;
+        }
+        let mut f = aia.vcpus[v].file.lock();
+        for b in 0..64 {
+            if bits & (1 << b) != 0 && f.deliver(64 * j as u32 + b) {
+                n += 1;
+            }
+        }
+    }
+    aia.counts.mrif_msis.fetch_add(u64::from(n), Ordering::Relaxed);
+    n
+}
+
+/// The first 64 pending bits of guest interrupt file `line` of this hart, cleared
+/// (where an MSI landed, for the IOMMU proof: `dmatest`). `None` without Ssaia.
+pub fn take_file_eip0(line: u32) -> Option<u64> {
+    with_line(crate::arch::hart_local(), line, |_| {
+        let v = vs_ireg_read(ISELECT_EIP0);
+        vs_ireg_write(ISELECT_EIP0, 0);
+        v
+    })
+}
+
+/// Host physical address of guest interrupt file `line` of hart `hart`.
+pub fn file_addr(hart: usize, line: u32) -> Option<u64> {
+    host()?.file_addr(hart, line)
+}
+
 /// Size of the vAPLIC window for `vcpus` hart indices (virq-riscv's decoding).
 pub fn aplic_size(vcpus: usize) -> u64 {
     virq_riscv::aplic::window_size(vcpus as u32)
@@ -128,6 +207,9 @@ pub struct AiaCounts {
     pub to_hw: AtomicU64,
     /// Files that moved from hardware to software.
     pub to_sw: AtomicU64,
+    /// Device MSIs the IOMMU recorded in the vCPUs' MRIFs (files in software) and hyp
+    /// moved into their files.
+    pub mrif_msis: AtomicU64,
 }
 
 fn bump(c: &AtomicU64) {
@@ -149,6 +231,11 @@ pub struct AiaVcpu {
     pub(crate) hvictl: AtomicUsize,
     /// The file is leaving its hardware line: the physical APLIC must not target it.
     pub(crate) leaving: AtomicBool,
+    /// Its memory-resident interrupt file (MRIF, 512 bytes): where the IOMMU puts the
+    /// guest's device MSIs while the file is in software ("Device MSIs and moving
+    /// files", docs/hyp.md). `None` if the heap had no room (device MSIs to a software
+    /// file then fault).
+    pub(crate) mrif: Option<DmaBuf>,
 }
 
 /// A guest's AIA.
@@ -220,6 +307,7 @@ impl GuestAia {
                 line: AtomicU32::new(0),
                 hvictl: AtomicUsize::new(usize::MAX),
                 leaving: AtomicBool::new(false),
+                mrif: new_mrif(),
             });
         }
         let files: &'static [AiaVcpu] = Vec::leak(files);
@@ -262,6 +350,33 @@ impl GuestAia {
         let off = gpa.checked_sub(self.imsic_base)?;
         let v = (off / IMSIC_PAGE_SIZE) as usize;
         (v < self.vcpus.len()).then_some((v, off % IMSIC_PAGE_SIZE))
+    }
+}
+
+impl GuestAia {
+    /// Each vCPU's IMSIC page and the MSI page-table entry its file needs now (for
+    /// `Iommu::set_msi_pte` when a device is attached).
+    pub fn device_msi_ptes(&self) -> Vec<(u64, MsiPte)> {
+        (0..self.vcpus.len())
+            .map(|v| {
+                let backing = self.vcpus[v].file.lock().backing();
+                (
+                    self.imsic_base + v as u64 * IMSIC_PAGE_SIZE,
+                    device_msi_pte(self, v, backing),
+                )
+            })
+            .collect()
+    }
+
+    /// `(guest-physical page of vCPU 0's file, vCPU count)`.
+    pub fn imsic_pages(&self) -> (u64, usize) {
+        (self.imsic_base, self.vcpus.len())
+    }
+
+    /// An MRIF notice arrived: move every MRIF's records into its file. Returns the
+    /// MSIs moved.
+    pub fn drain_mrifs(&self) -> u32 {
+        (0..self.vcpus.len()).map(|v| drain_mrif(self, v)).sum()
     }
 }
 
