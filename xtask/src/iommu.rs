@@ -141,6 +141,14 @@ pub fn check(out: &str, status: Option<i32>, unmapped: u64) -> Result<String> {
         "2 fault records expected in all, got {}: {faults:?}",
         faults.len()
     );
+    let msi = out
+        .lines()
+        .find(|l| l.starts_with("hyp: dma-test: MSI page table "))
+        .context("no MSI page-table step")?;
+    ensure!(
+        msi.contains("file 2 eip0 0x20, file 3") && msi.contains("eip0 0x0, 0 faults"),
+        "edu's MSI did not land (only) in the file its MSI page-table entry names: {msi}"
+    );
     let acct = out
         .lines()
         .find(|l| l.starts_with("ACCT iommu "))
@@ -156,7 +164,7 @@ pub fn check(out: &str, status: Option<i32>, unmapped: u64) -> Result<String> {
     ensure!(summary.ends_with(" 0 failed"), "{summary}");
     ensure!(status == Some(0), "QEMU exit status {status:?}");
     Ok(format!(
-        "edu DMA through the IOMMU's second stage, 2 faults as expected; {}",
+        "edu DMA through the IOMMU's second stage, 2 faults as expected, its MSI through the MSI page table; {}",
         summary.trim_start_matches("testguest: ")
     ))
 }
@@ -176,10 +184,25 @@ hyp: dma-test: device ID 0x8 attached to guest 0 \"testguest\": iohgatp 0x800010
 hyp: dma-test: DMA through the second stage landed: GPA 0x81000000 -> edu -> GPA 0x81001000 (host 0x91001000), 64 bytes match, 0 faults
 hyp: iommu fault: cause=23 (write/AMO guest-page fault) ttype=3 (untranslated write/AMO) did=0x8 iotval=0x82000000 iotval2=0x0 pid=0x0
 hyp: iommu fault: cause=258 (DDT entry not valid) ttype=2 (untranslated read) did=0x8 iotval=0x0 iotval2=0x0 pid=0x0
+hyp: dma-test: MSI page table 0x80462000 (mask 0x1, pattern 0x28000), entry 1 -> file 2 at 0x28002000: edu wrote 5 to GPA 0x28001000: file 2 eip0 0x20, file 3 (0x28003000) eip0 0x0, 0 faults (before: (0, 0))
 hyp: dma-test: passed
 testguest: 24 passed, 0 failed
 ACCT iommu commands=9 fences=3 faults=2 fault_overflows=0 queue_memory_faults=0
 ";
+
+    #[test]
+    fn an_msi_in_another_file_fails() {
+        let bad = GOOD.replace(
+            "file 2 eip0 0x20, file 3 (0x28003000) eip0 0x0",
+            "file 2 eip0 0x0, file 3 (0x28003000) eip0 0x20",
+        );
+        assert!(check(&bad, Some(0), 0x8200_0000).is_err());
+        let none = GOOD.replace(
+            "hyp: dma-test: MSI page table",
+            "hyp: dma-test: something else",
+        );
+        assert!(check(&none, Some(0), 0x8200_0000).is_err());
+    }
 
     #[test]
     fn a_passing_run_passes() {

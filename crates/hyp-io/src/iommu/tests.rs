@@ -170,10 +170,22 @@ fn spec_2_1_3_6_msi_address_pattern_and_index() {
     assert_eq!(t.index(0x2800_7000), Some(7));
     assert_eq!(t.index(0x2800_8000), None, "past the 8 pages");
     assert_eq!(t.index(0x2400_1000), None);
-    assert_eq!(MsiTable::consecutive(0x8045_0000, 0x2800_1000, 2), None, "not aligned to 2 pages");
+    assert_eq!(
+        MsiTable::consecutive(0x8045_0000, 0x2800_1000, 2),
+        None,
+        "not aligned to 2 pages"
+    );
     assert_eq!(MsiTable::consecutive(0x8045_0000, 0x2800_0000, 257), None);
-    let sparse = MsiTable { base: 0, mask: 0b1010, pattern: 0 };
-    assert_eq!(sparse.index(0b1000 << 12), Some(0b10), "extract packs the mask's bits");
+    let sparse = MsiTable {
+        base: 0,
+        mask: 0b1010,
+        pattern: 0,
+    };
+    assert_eq!(
+        sparse.index(0b1000 << 12),
+        Some(0b10),
+        "extract packs the mask's bits"
+    );
     let dc = DeviceContext::second_stage_with_msi(0x8000_1000_0008_0448, t);
     assert_eq!(dc.words()[4..7], [1 << 60 | 0x80450, 0x7, 0x28000]);
 }
@@ -184,9 +196,17 @@ fn spec_2_3_2_msi_pte_modes() {
     assert_eq!(MsiPte::flat(0x2800_5000).0, [0x0a00_1407, 0]);
     let m = MsiPte::mrif(0x8046_0200, 0x2800_0000, 0x4ff);
     assert_eq!(m.0[0] & 0x7, 0b011, "V and M = 1 (MRIF)");
-    assert_eq!((m.0[0] >> 7) << 9, 0x8046_0200, "MRIF address bits 55:9 in 53:7");
+    assert_eq!(
+        (m.0[0] >> 7) << 9,
+        0x8046_0200,
+        "MRIF address bits 55:9 in 53:7"
+    );
     assert_eq!(m.0[1] & 0x3ff, 0xff, "NID 9:0");
     assert_eq!(m.0[1] >> 60, 1, "NID bit 10 at bit 60");
-    assert_eq!(((m.0[1] >> 10) & ((1 << 44) - 1)) << 12, 0x2800_0000, "NPPN");
+    assert_eq!(
+        ((m.0[1] >> 10) & ((1 << 44) - 1)) << 12,
+        0x2800_0000,
+        "NPPN"
+    );
     assert_eq!(MsiPte::INVALID.0[0] & 1, 0);
 }

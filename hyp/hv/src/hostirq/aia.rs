@@ -131,9 +131,11 @@ pub fn init(pirqs: impl Iterator<Item = Pirq>) {
             .collect(),
         sfile_ids,
         remote_ops: AtomicU64::new(0),
-        mrif_notice: (1..p.aia.num_ids)
-            .rev()
-            .find(|&id| sfile_ids.get(id as usize / 64).is_some_and(|w| w & (1 << (id % 64)) == 0)),
+        mrif_notice: (1..p.aia.num_ids).rev().find(|&id| {
+            sfile_ids
+                .get(id as usize / 64)
+                .is_some_and(|w| w & (1 << (id % 64)) == 0)
+        }),
         flip_ticks: u64::from(crate::config::options().aia_flip_ms) * p.timebase / 1000,
     });
     // hyp's own IPIs as an MSI into the target hart's S-file: the highest identity,
@@ -188,7 +190,10 @@ pub fn hart_init() {
         csr::siselect::write(ISELECT_EIE0 as usize + 2 * j);
         csr::sireg::write((bits & !1) as usize);
     }
-    for id in [crate::arch::imsic_ipi_id(), h.mrif_notice].into_iter().flatten() {
+    for id in [crate::arch::imsic_ipi_id(), h.mrif_notice]
+        .into_iter()
+        .flatten()
+    {
         csr::siselect::write(ISELECT_EIE0 as usize + 2 * (id as usize / 64));
         csr::sireg::set(1 << (id % 64));
     }

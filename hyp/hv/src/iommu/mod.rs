@@ -362,7 +362,9 @@ impl Iommu {
             return Ok(*t);
         }
         if !self.caps.msi_flat() {
-            return Err(IommuError::Unsupported("MSI page tables (capabilities.MSI_FLAT)"));
+            return Err(IommuError::Unsupported(
+                "MSI page tables (capabilities.MSI_FLAT)",
+            ));
         }
         let buf = DmaBuf::new(4096, 4096).ok_or(IommuError::NoMemory)?;
         let t = MsiTable::consecutive(buf.pa(), first_page, count).ok_or(

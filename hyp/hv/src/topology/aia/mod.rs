@@ -70,6 +70,7 @@ mod vcpu;
 use alloc::boxed::Box;
 use alloc::vec::Vec;
 use core::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
+use hyp_io::iommu::MsiPte;
 use spin::Mutex;
 use virq_core::doorbell::{Doorbell, DoorbellHw, PutOutcome};
 use virq_riscv::aplic::{SourceMode, VAplic};
@@ -77,7 +78,6 @@ use virq_riscv::hext::HgeieDoorbell;
 use virq_riscv::imsic::{CsrOp, ImsicFileState};
 use virq_riscv::msi::{Backing, GuestFileHw, Msi, MsiSink, VcpuImsic, IMSIC_PAGE_SIZE};
 use virq_riscv::MmioDevice;
-use hyp_io::iommu::MsiPte;
 
 use super::{routes, GuestIrqChip, GuestSink, GuestView, MmioOp};
 use crate::arch::csr::{self, hstatus_bits, HartCsrs};
@@ -127,7 +127,11 @@ pub(crate) fn device_msi_pte(aia: &GuestAia, v: usize, backing: Backing) -> MsiP
                 .imsic
                 .zip(h.sfile_page(here))
                 .map(|((base, _), page)| base + page as u64);
-            match (&aia.vcpus[v].mrif, notice, crate::hostirq::aia::mrif_notice_id()) {
+            match (
+                &aia.vcpus[v].mrif,
+                notice,
+                crate::hostirq::aia::mrif_notice_id(),
+            ) {
                 (Some(m), Some(n), Some(nid)) => MsiPte::mrif(m.pa(), n, nid as u16),
                 _ => MsiPte::INVALID,
             }
@@ -141,7 +145,9 @@ pub(crate) fn device_msi_pte(aia: &GuestAia, v: usize, backing: Backing) -> MsiP
 /// not an AMO, and a swap between the two makes its write put back bits already taken
 /// (a spurious repeat of an edge MSI, which a driver tolerates; never a lost one).
 pub(crate) fn drain_mrif(aia: &GuestAia, v: usize) -> u32 {
-    let Some(m) = &aia.vcpus[v].mrif else { return 0 };
+    let Some(m) = &aia.vcpus[v].mrif else {
+        return 0;
+    };
     let mut n = 0;
     for j in 0..32 {
         let bits = m.take_u64(16 * j).unwrap_or(0);
@@ -155,7 +161,9 @@ pub(crate) fn drain_mrif(aia: &GuestAia, v: usize) -> u32 {
             }
         }
     }
-    aia.counts.mrif_msis.fetch_add(u64::from(n), Ordering::Relaxed);
+    aia.counts
+        .mrif_msis
+        .fetch_add(u64::from(n), Ordering::Relaxed);
     n
 }
 
