@@ -175,6 +175,20 @@ pub const MUTANTS: &[Mutant] = &[
         replace: "        let waiting = sleepers.waiting() & !(1 << (me % 64));\n        flush();\n        self.done.fetch_max(req, Ordering::SeqCst);",
         why: "the server reads the sleepers before it marks the ticket served (Dekker broken)",
     },
+    Mutant {
+        name: "msimove-save-before-fence",
+        file: "msimove.rs",
+        find: "    m.retarget();\n    m.fence();\n    m.move_state();\n",
+        replace: "    m.retarget();\n    m.move_state();\n    m.fence();\n",
+        why: "a file leaving hardware saved before the IOMMU fence: an MSI in flight lands in the scrubbed line",
+    },
+    Mutant {
+        name: "msimove-mrif-take-not-atomic",
+        file: "msimove.rs",
+        find: "    w.swap(0, Ordering::AcqRel)\n",
+        replace: "    let v = w.load(Ordering::Acquire);\n    w.store(0, Ordering::Release);\n    v\n",
+        why: "an MRIF word emptied with a load and a store: the device's bit set between them is lost",
+    },
 ];
 
 const MODEL_TIMEOUT: Duration = Duration::from_secs(600);

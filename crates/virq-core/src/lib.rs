@@ -82,6 +82,7 @@
 //! | [`doorbell`] | doorbells that wake vCPUs that are not running | `002_…` Xen GICv4 doorbells |
 //! | [`ack`] | in-flight tracking and ack notifiers | `004_…` KVM GICv5 deactivation |
 //! | [`route`] | physical-to-guest interrupt routing, EOI policy | `001_…` Xen RISC-V passthrough |
+//! | [`msimove`] | moving an interrupt file while a device sends it MSIs (IOMMU entry, MRIF) | `000_…` no lost kick, for the device |
 //! | [`mmio`] | the MMIO contract and error counters of every emulated controller | — |
 //!
 //! No delivery path allocates; every structure has a fixed capacity chosen by a const
@@ -104,6 +105,7 @@ pub mod block;
 pub mod doorbell;
 pub mod hgei;
 pub mod mmio;
+pub mod msimove;
 pub mod pending;
 pub mod remote;
 pub mod route;

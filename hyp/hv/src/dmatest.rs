@@ -143,8 +143,9 @@ fn msi_table(
         .map_err(|e| format!("MSI table: {e}"))?;
     i.attach_with_msi(did, guest.hgatp as u64, table)
         .map_err(|e| format!("attach with MSI table: {e}"))?;
-    i.set_msi_pte(gscid, IMSIC + 0x1000, MsiPte::flat(file2))
+    i.write_msi_pte(gscid, IMSIC + 0x1000, MsiPte::flat(file2))
         .map_err(|e| format!("MSI PTE: {e}"))?;
+    i.fence().map_err(|e| format!("fence: {e}"))?;
     drop(i);
     let before = (take_eip0(2), take_eip0(3));
     let (caps, _) = hyp_io::pci::capabilities(&cfg);

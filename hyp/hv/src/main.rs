@@ -243,7 +243,7 @@ fn attach_functions(w: &World) {
                 .map_err(|e| println!("hyp: guest {}: no MSI page table ({e}): device MSIs follow the G-stage", g.index))
                 .ok()?;
             for (gpa, pte) in aia.device_msi_ptes() {
-                if let Err(e) = i.set_msi_pte(gscid, gpa, pte) {
+                if let Err(e) = i.write_msi_pte(gscid, gpa, pte) {
                     println!("hyp: guest {}: MSI PTE {gpa:#x}: {e}", g.index);
                 }
             }

@@ -141,16 +141,14 @@ impl DmaBuf {
         true
     }
 
-    /// Atomically take the 64-bit word at `off`, leaving 0 (an AMO swap): bits a device
-    /// sets meanwhile are either in the value returned or stay in the word. `None` out
-    /// of range.
-    pub fn take_u64(&self, off: usize) -> Option<u64> {
+    /// The 64-bit word at `off` (8-byte aligned) as an atomic, for words hyp and a
+    /// device both change (an MRIF's pending words); `None` out of range.
+    pub fn atomic_u64(&self, off: usize) -> Option<&core::sync::atomic::AtomicU64> {
         let a = self.at(off, 8)?;
-        // SAFETY: inside the allocation `new` made and leaked, 8-byte aligned; hyp only
-        // ever reaches it through `DmaBuf`'s volatile or atomic accesses, so viewing
-        // the word as an `AtomicU64` aliases no Rust reference.
-        let w = unsafe { &*(a as *const core::sync::atomic::AtomicU64) };
-        Some(w.swap(0, core::sync::atomic::Ordering::AcqRel))
+        // SAFETY: inside the allocation `new` made and leaked (it lives as long as
+        // hyp), 8-byte aligned; hyp reaches it only through `DmaBuf`'s volatile and
+        // atomic accesses, so the shared `AtomicU64` aliases no exclusive reference.
+        Some(unsafe { &*(a as *const core::sync::atomic::AtomicU64) })
     }
 
     /// The 32-bit word at `off` (4-byte aligned), or `None` out of range.

@@ -105,9 +105,9 @@ pub struct IommuCounts {
     /// Memory faults of either queue (`cqmf`, `fqmf`).
     pub queue_memory_faults: AtomicU64,
     /// G-stage changes of attached guests made known to the IOMMU
-    /// ([`Iommu::gstage_changed`]).
+    /// ([`Iommu::invalidate_gstage_page`]).
     pub gstage_invalidations: AtomicU64,
-    /// MSI page-table entries rewritten ([`Iommu::set_msi_pte`]).
+    /// MSI page-table entries rewritten ([`Iommu::write_msi_pte`]).
     pub msi_pte_updates: AtomicU64,
 }
 
@@ -406,11 +406,11 @@ impl Iommu {
     }
 
     /// Point guest `gscid`'s MSI page-table entry for the interrupt file at
-    /// guest-physical `gpa` at `pte`, then invalidate what the IOMMU cached of it and
-    /// wait (IOTINVAL.GVMA + IOFENCE.C): when this returns, every MSI to that page
-    /// goes where `pte` says. `Ok(false)`: the guest has no MSI page table (its MSIs
-    /// follow the second stage).
-    pub fn set_msi_pte(&mut self, gscid: u16, gpa: u64, pte: MsiPte) -> Result<bool, IommuError> {
+    /// guest-physical `gpa` at `pte` and queue the invalidation of what the IOMMU
+    /// cached of it (IOTINVAL.GVMA): after the next [`Iommu::fence`], every MSI to that
+    /// page goes where `pte` says. `Ok(false)`: the guest has no MSI page table (its
+    /// MSIs follow the second stage).
+    pub fn write_msi_pte(&mut self, gscid: u16, gpa: u64, pte: MsiPte) -> Result<bool, IommuError> {
         let Some((_, t, buf)) = self.msi_tables.iter().find(|(g, _, _)| *g == gscid) else {
             return Ok(false);
         };
@@ -427,7 +427,6 @@ impl Iommu {
             buf.write_u64(16 * i + 8, pte.0[1]);
         }
         self.submit(&[Command::iotinval_gvma(Some(gscid), Some(gpa))])?;
-        self.fence()?;
         self.counts.msi_pte_updates.fetch_add(1, Ordering::Relaxed);
         Ok(true)
     }
@@ -448,19 +447,18 @@ impl Iommu {
     }
 
     /// Guest `gscid`'s G-stage changed at the page `gpa`: if a device is attached to
-    /// that guest, invalidate what the IOMMU cached of the page and wait for it
-    /// (IOTINVAL.GVMA + IOFENCE.C). When this returns, no DMA or MSI of the guest's
-    /// devices uses the old translation. Nothing to do for a guest with no device.
-    pub fn gstage_changed(&mut self, gscid: u16, gpa: u64) -> Result<(), IommuError> {
+    /// that guest, queue an invalidation of what the IOMMU cached of the page
+    /// (IOTINVAL.GVMA); the caller then waits with [`Iommu::fence`]. Returns whether
+    /// anything was queued (nothing for a guest with no device).
+    pub fn invalidate_gstage_page(&mut self, gscid: u16, gpa: u64) -> Result<bool, IommuError> {
         if !self.attached.iter().any(|&(_, g)| g == gscid) {
-            return Ok(());
+            return Ok(false);
         }
         self.submit(&[Command::iotinval_gvma(Some(gscid), Some(gpa))])?;
-        self.fence()?;
         self.counts
             .gstage_invalidations
             .fetch_add(1, Ordering::Relaxed);
-        Ok(())
+        Ok(true)
     }
 
     /// Read every new fault record: print it, count it, return them. Overflow and

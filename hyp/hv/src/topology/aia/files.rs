@@ -3,6 +3,7 @@
 //! software fallback's VSEIP (through the guest's `GuestSink`, like the vPLIC's), and the G-stage mapping of each vCPU's
 //! IMSIC page onto its file.
 use super::*;
+use virq_core::msimove::{self, FileMove};
 
 /// The hardware guest files, as virq-riscv's `VcpuImsic` reaches them.
 #[derive(Clone, Copy)]
@@ -86,8 +87,13 @@ impl GuestFileHw for HwFiles {
 pub type GuestImsic = VcpuImsic<HwFiles, GuestSink>;
 
 /// Point vCPU `v`'s IMSIC page of guest `g` at `backing` (its hardware file, or
-/// nowhere for a software file) and flush every hart's G-stage TLB. No lock held.
-pub(crate) fn map_page(g: &dyn GuestView, aia: &GuestAia, v: usize, backing: Backing) {
+/// nowhere for a software file) and flush every hart's G-stage TLB; then point the
+/// guest's devices' MSIs for that page at the same file (the MSI page-table entry: the
+/// hardware file, or the vCPU's MRIF), or, without an MSI table, invalidate the
+/// IOMMU's copy of the G-stage page. The IOMMU's invalidation is queued, not waited
+/// for: [`FileMoveSteps`] fences. Returns whether the IOMMU was told anything. No lock
+/// held.
+pub(crate) fn map_page(g: &dyn GuestView, aia: &GuestAia, v: usize, backing: Backing) -> bool {
     let gpa = aia.imsic_base + v as u64 * IMSIC_PAGE_SIZE;
     let hpa = match backing {
         Backing::Hardware { hart, line } => host().and_then(|h| h.file_addr(hart, line)),
@@ -108,26 +114,85 @@ pub(crate) fn map_page(g: &dyn GuestView, aia: &GuestAia, v: usize, backing: Bac
         .filter(|h| h.index != here)
         .fold(0u64, |m, h| m | (1 << h.index));
     crate::hart::remote_fence(others);
-    // The guest's PCIe functions send MSIs to the page through the IOMMU: its MSI
-    // page-table entry now names the new file (a software file's MRIF), or, without
-    // an MSI table, the G-stage change is invalidated. Either way, once this returns no
-    // device MSI is in flight to the old file — the caller moves the old file's state
-    // only after this — and what the MRIF took before a move to hardware is moved in.
-    if let Some(iommu) = crate::iommu::iommu() {
-        let gscid = g.index() + 1;
-        let pte = device_msi_pte(aia, v, backing);
-        let mut i = iommu.lock();
-        let r = match i.set_msi_pte(gscid, gpa, pte) {
-            Ok(true) => Ok(()),
-            Ok(false) => i.gstage_changed(gscid, gpa),
-            Err(e) => Err(e),
-        };
-        drop(i);
-        if let Err(e) = r {
-            crate::println!("hyp: guest {}: IMSIC page {gpa:#x}: iommu: {e}", g.index());
+    let Some(iommu) = crate::iommu::iommu() else {
+        return false;
+    };
+    let gscid = g.index() + 1;
+    let pte = device_msi_pte(aia, v, backing);
+    let mut i = iommu.lock();
+    let r = match i.write_msi_pte(gscid, gpa, pte) {
+        Ok(true) => Ok(true),
+        Ok(false) => i.invalidate_gstage_page(gscid, gpa),
+        Err(e) => Err(e),
+    };
+    drop(i);
+    r.unwrap_or_else(|e| {
+        crate::println!("hyp: guest {}: IMSIC page {gpa:#x}: iommu: {e}", g.index());
+        false
+    })
+}
+
+/// The steps of moving vCPU `v`'s interrupt file, in the order virq-core's
+/// [`msimove`](virq_core::msimove) fixes (its protocol and loom model): the page and
+/// the devices' MSIs retargeted ([`map_page`]), the IOMMU fenced, the state moved
+/// (`state`, which says where the file is now), the MRIF drained into a file that
+/// entered hardware.
+pub(crate) struct FileMoveSteps<'a, F: FnMut() -> Backing> {
+    g: &'a dyn GuestView,
+    aia: &'a GuestAia,
+    v: usize,
+    from: Backing,
+    /// Where the file goes (for a move to hardware: set by `state`).
+    pub(crate) to: Backing,
+    state: F,
+    told_iommu: bool,
+}
+
+impl<'a, F: FnMut() -> Backing> FileMoveSteps<'a, F> {
+    pub(crate) fn new(
+        g: &'a dyn GuestView,
+        aia: &'a GuestAia,
+        v: usize,
+        (from, to): (Backing, Backing),
+        state: F,
+    ) -> Self {
+        FileMoveSteps {
+            g,
+            aia,
+            v,
+            from,
+            to,
+            state,
+            told_iommu: false,
         }
-        if matches!(backing, Backing::Hardware { .. }) {
-            drain_mrif(aia, v);
+    }
+}
+
+impl<F: FnMut() -> Backing> FileMove for FileMoveSteps<'_, F> {
+    fn retarget(&mut self) {
+        if self.to != self.from {
+            self.told_iommu = map_page(self.g, self.aia, self.v, self.to);
+        }
+    }
+
+    fn fence(&mut self) {
+        if !self.told_iommu {
+            return;
+        }
+        if let Some(iommu) = crate::iommu::iommu() {
+            if let Err(e) = iommu.lock().fence() {
+                crate::println!("hyp: guest {}: IMSIC page move: iommu: {e}", self.g.index());
+            }
+        }
+    }
+
+    fn move_state(&mut self) {
+        self.to = (self.state)();
+    }
+
+    fn drain(&mut self) {
+        if self.to != self.from && matches!(self.to, Backing::Hardware { .. }) {
+            drain_mrif(self.aia, self.v);
         }
     }
 }
@@ -139,9 +204,13 @@ pub(crate) fn map_page(g: &dyn GuestView, aia: &GuestAia, v: usize, backing: Bac
 pub(crate) fn leave_hardware_file(g: &dyn GuestView, aia: &GuestAia, id: usize) {
     let av = &aia.vcpus[id];
     av.leaving.store(true, Ordering::Relaxed);
-    map_page(g, aia, id, Backing::Software);
-    resync(g, aia);
-    av.file.lock().evict(crate::hart::hgei());
+    let from = av.file.lock().backing();
+    let mut steps = FileMoveSteps::new(g, aia, id, (from, Backing::Software), || {
+        resync(g, aia);
+        av.file.lock().evict(crate::hart::hgei());
+        Backing::Software
+    });
+    msimove::to_software(&mut steps);
     av.leaving.store(false, Ordering::Relaxed);
     bump(&aia.counts.to_sw);
 }

@@ -140,17 +140,20 @@ pub(crate) fn device_msi_pte(aia: &GuestAia, v: usize, backing: Backing) -> MsiP
 }
 
 /// Move what the IOMMU recorded in vCPU `v`'s MRIF into its interrupt file, wherever
-/// that is now. Each pending word is taken with one atomic swap, so a bit is delivered
-/// once — or twice at worst: QEMU 10.0.2 sets MRIF bits with a plain read and write,
-/// not an AMO, and a swap between the two makes its write put back bits already taken
-/// (a spurious repeat of an edge MSI, which a driver tolerates; never a lost one).
+/// that is now. Each pending word is taken with one atomic swap
+/// (`virq_core::msimove::take_mrif_word`), so a bit is delivered once — or twice at
+/// worst: QEMU 10.0.2 sets MRIF bits with a plain read and write, not an AMO, and a
+/// swap between the two makes its write put back bits already taken (a spurious repeat
+/// of an edge MSI, which a driver tolerates; never a lost one: the loom model).
 pub(crate) fn drain_mrif(aia: &GuestAia, v: usize) -> u32 {
     let Some(m) = &aia.vcpus[v].mrif else {
         return 0;
     };
     let mut n = 0;
     for j in 0..32 {
-        let bits = m.take_u64(16 * j).unwrap_or(0);
+        let bits = m
+            .atomic_u64(16 * j)
+            .map_or(0, virq_core::msimove::take_mrif_word);
         if bits == 0 {
             continue;
         }

@@ -88,15 +88,19 @@ pub(crate) fn vcpu_load(
         csr::hstatus::clear(hstatus_bits::VGEIN_MASK);
         Backing::Software
     } else {
-        av.file
-            .lock()
-            .load(hart.index, crate::hart::hgei(), &HartCsrs)
+        // Into a hardware line if this hart has one free: state first, then the page
+        // and the devices' MSI entry, the IOMMU fence, the MRIF drained
+        // (virq-core `msimove`).
+        let mut steps = FileMoveSteps::new(g, aia, id, (was, was), || {
+            av.file
+                .lock()
+                .load(hart.index, crate::hart::hgei(), &HartCsrs)
+        });
+        virq_core::msimove::to_hardware(&mut steps);
+        steps.to
     };
-    if after != was {
-        if matches!(after, Backing::Hardware { .. }) {
-            bump(&aia.counts.to_hw);
-        }
-        map_page(g, aia, id, after);
+    if after != was && matches!(after, Backing::Hardware { .. }) {
+        bump(&aia.counts.to_hw);
     }
     if after != before {
         resync(g, aia);
