@@ -464,7 +464,7 @@ pub fn resolve(name: &str, file: &File, dir: &Path, images: &dyn Images) -> Resu
                 g.topology
             ),
             (Arch::Aarch64, Arch::Riscv64) => bail!(
-                "{}: \"{}\" is a riscv64 topology; guests of machine.arch = \"aarch64\" have \"vgicv3\"",
+                "{}: \"{}\" is a riscv64 topology; guests of machine.arch = \"aarch64\" have \"vgicv3\" or \"vgicv4\"",
                 f("topology"),
                 g.topology
             ),
