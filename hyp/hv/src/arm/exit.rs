@@ -186,6 +186,7 @@ pub fn handle_exit(vm: &Vm, v: usize, cpu: usize, ctx: &mut Context) -> (ExitCla
             };
             (ExitClass::Wfi, next)
         }
+        ec::HVC64 if vlpi_test_call(vm, ctx) => (ExitClass::Hvc, Next::Resume),
         ec::HVC64 => match psci::call(vm, v, cpu, ctx) {
             Effect::None => (ExitClass::Hvc, Next::Resume),
             Effect::Standby => (ExitClass::Hvc, Next::Block),
@@ -219,6 +220,55 @@ pub fn handle_exit(vm: &Vm, v: usize, cpu: usize, ctx: &mut Context) -> (ExitCla
             (ExitClass::Other, Next::Resume)
         }
     }
+}
+
+/// SMCCC vendor-hypervisor call (fast, 32-bit ids): send test vLPI `x2` (0..4) to
+/// vCPU `x1` with the ITS's INT command (`topology = "vgicv4"`; the guest's own vCPUs
+/// only, so no guest reaches another's).
+pub const VIRQ_VLPI_INT: u32 = 0x8600_0100;
+/// SMCCC vendor-hypervisor call: vCPU `x1`'s counter `x2` — 0: its exits so far, 1:
+/// doorbells, 2: doorbell wake-ups, 3: its doorbell state (0 Resident, 1 Descheduled,
+/// 2 Blocking, 3 Fired), 4: its `irq` exits.
+pub const VIRQ_VLPI_STAT: u32 = 0x8600_0101;
+
+/// The GICv4 test calls ([`VIRQ_VLPI_INT`], [`VIRQ_VLPI_STAT`]): true if `x0` was
+/// one (its result then in `x0`: SMCCC NOT_SUPPORTED (-1) for a guest without
+/// vgicv4, INVALID_PARAMETERS (-2) for a bad vCPU or counter).
+fn vlpi_test_call(vm: &Vm, ctx: &mut Context) -> bool {
+    let fid = ctx.x[0] as u32;
+    if fid != VIRQ_VLPI_INT && fid != VIRQ_VLPI_STAT {
+        return false;
+    }
+    let (t, arg) = (ctx.x[1] as usize, ctx.x[2]);
+    let r: i64 = match (vm.lpis.is_some(), vm.vcpus.get(t)) {
+        (false, _) => -1,
+        (true, None) => -2,
+        (true, Some(vcpu)) => match (&vcpu.vpe, fid) {
+            (None, _) => -1,
+            (Some(vpe), VIRQ_VLPI_INT) => match super::gicv4::send_test_vlpi(vpe, arg as u32) {
+                Ok(()) if arg < u64::from(super::gicv4::VLPIS_PER_VPE) => 0,
+                Ok(()) => -2,
+                Err(e) => {
+                    println!("hyp: guest {}: test vLPI: {e}", vm.name);
+                    -1
+                }
+            },
+            (Some(vpe), _) => match arg {
+                0 => vcpu
+                    .exits
+                    .iter()
+                    .map(|e| e.load(Ordering::Relaxed))
+                    .sum::<u64>() as i64,
+                1 => vpe.counts.doorbells.load(Ordering::Relaxed) as i64,
+                2 => vpe.counts.wakeups.load(Ordering::Relaxed) as i64,
+                3 => super::gicv4::state(vpe) as i64,
+                4 => vcpu.exits[ExitClass::Irq as usize].load(Ordering::Relaxed) as i64,
+                _ => -2,
+            },
+        },
+    };
+    ctx.x[0] = r as u64;
+    true
 }
 
 /// A trapped `msr`/`mrs` (ISS: Op0, Op2, Op1, CRn, Rt, CRm, direction). The GICv3 SGI
