@@ -81,6 +81,7 @@ pub const TESTS: &[&str] = &[
     "smc_not_supported",
     "vlpi_running",
     "vlpi_wfi_doorbell",
+    "vlpi_soak",
     "psci_cpu_off",
     "no_unexpected_interrupts",
 ];
@@ -277,9 +278,19 @@ pub fn check_gicv4(out: &str) -> Result<String> {
         }
         Ok(m)
     };
+    let soak = out
+        .lines()
+        .find_map(|l| l.trim_end().strip_prefix("testguest: vlpi_soak: "))
+        .context("no vlpi_soak line")?;
+    ensure!(soak.contains(", lost 0,"), "vlpi_soak: {soak}");
     let v1 = acct(1)?;
     let get = |k: &str| v1.get(k).copied().unwrap_or(0);
-    let (doorbells, wakeups, sent) = (get("doorbells"), get("wakeups"), get("vlpis sent"));
+    let (doorbells, wakeups, sent, stay) = (
+        get("doorbells"),
+        get("wakeups"),
+        get("vlpis sent"),
+        get("stay_runnable"),
+    );
     ensure!(
         wakeups >= 20 && doorbells >= wakeups,
         "vCPU 1: {doorbells} doorbells, {wakeups} wake-ups (want ≥ 20 wake-ups, a doorbell each)"
@@ -292,7 +303,7 @@ pub fn check_gicv4(out: &str) -> Result<String> {
         "hyp reports GICv4 errors (or none counted)"
     );
     Ok(format!(
-        "GICv4: {vlpis} vLPIs to a running vCPU with {exits} exits; vCPU 1: {sent} vLPIs sent, {doorbells} doorbells, {wakeups} doorbell wake-ups ({:.2} doorbells per wake-up)",
+        "GICv4: {vlpis} vLPIs to a running vCPU with {exits} exits; soak: {soak}; vCPU 1: {sent} vLPIs sent, {doorbells} doorbells, {wakeups} doorbell wake-ups ({:.2} doorbells per wake-up), {stay} puts kept runnable by PendingLast",
         doorbells as f64 / wakeups.max(1) as f64
     ))
 }
@@ -797,6 +808,7 @@ mod tests {
     fn gicv4_good() -> String {
         "testguest: vlpi_running: 100 vLPIs taken by running vCPU 1, its exits meanwhile: 0\n\
          testguest: vlpi_wfi_doorbell: 20 vLPIs to blocked vCPU 1: 20 doorbells, 20 doorbell wake-ups\n\
+         testguest: vlpi_soak: 2000 vLPIs to vCPU 1 at varying phases, lost 0, doorbell wake-ups 1972\n\
          PL011 data written to disabled UART\n\
          hyp: ACCT testguest vcpu 0 gicv4: vPE 0 doorbell LPI 8192: vlpis sent 0 doorbells 0 wakeups 0 stay_runnable 0 loads 3\n\
          hyp: ACCT testguest vcpu 1 gicv4: vPE 1 doorbell LPI 8193: vlpis sent 120 doorbells 20 wakeups 20 stay_runnable 0 loads 135\n\
@@ -828,6 +840,8 @@ mod tests {
                 "hyp: ACCT testguest vcpu 0 gicv3",
             ),
             g.replace("testguest: vlpi_running", "testguest: vlpi_walking"),
+            g.replace("lost 0,", "lost 1,"),
+            g.replace("testguest: vlpi_soak", "testguest: vlpi_sock"),
             format!("{g}process_vmapti: invalid vintid 0x2000\n"),
             format!("{g}gicr_writell: invalid guest write at offset 0x20078\n"),
         ] {

@@ -67,6 +67,7 @@ pub const LIST: &[Test] = &[
     ("smc_not_supported", test_smc_not_supported, false),
     ("vlpi_running", test_vlpi_running, true),
     ("vlpi_wfi_doorbell", test_vlpi_wfi_doorbell, true),
+    ("vlpi_soak", test_vlpi_soak, true),
     ("psci_cpu_off", test_psci_cpu_off, true),
 ];
 
@@ -1120,6 +1121,40 @@ fn test_vlpi_wfi_doorbell(c: &mut Ctx) -> Result<(), Msg> {
     ensure!(
         w >= i64::from(N) && d >= w,
         "{N} vLPIs to a blocked vCPU: {d} doorbells, {w} wake-ups"
+    );
+    Ok(())
+}
+
+/// A short lost-wake-up soak of GICv4 doorbells: 2,000 vLPIs to vCPU 1, each sent as
+/// soon as the last was taken plus 0-63 µs, so they land while vCPU 1 runs, while it
+/// traps its WFI, while hyp makes its vPE non-resident and arms the doorbell
+/// (`PendingLast`, `Doorbell::put`), and while it sleeps. Each must be taken within 1 s:
+/// a lost wake-up fails the test.
+fn test_vlpi_soak(c: &mut Ctx) -> Result<(), Msg> {
+    if !c.gicv4 {
+        return vlpi_not_supported();
+    }
+    const N: u32 = 2000;
+    let us = (c.tick_ms / 1000).max(1);
+    let w0 = vlpi_stat(1, STAT_WAKEUPS);
+    for i in 0..N {
+        let base = VLPIS[1][3].load(Ordering::SeqCst);
+        expect("VIRQ_VLPI_INT", hw::hvc(VIRQ_VLPI_INT, 1, 3, 0), 0)?;
+        ensure!(
+            c.wait_until(1000, || VLPIS[1][3].load(Ordering::SeqCst) > base),
+            "lost wake-up: vLPI {} of {N} not taken by vCPU 1 in 1 s (doorbell state {})",
+            i + 1,
+            vlpi_stat(1, STAT_STATE)
+        );
+        let t0 = hw::now();
+        let wait = u64::from(i * 7 % 64) * us;
+        while hw::now() - t0 < wait {
+            core::hint::spin_loop();
+        }
+    }
+    println!(
+        "testguest: vlpi_soak: {N} vLPIs to vCPU 1 at varying phases, lost 0, doorbell wake-ups {}",
+        vlpi_stat(1, STAT_WAKEUPS) - w0
     );
     Ok(())
 }
