@@ -106,6 +106,7 @@ pub fn hello_machine(timeout: Duration) -> Machine {
         arch: Arch::Aarch64,
         smp: 1,
         aia: None,
+        gicv4: false,
         bootargs: Vec::new(),
         timeout,
         icount: false,

@@ -178,7 +178,7 @@ pub fn gicv4_case() -> Result<String> {
         .get_args()
         .map(|a| {
             if a == crate::qemu::ARM_MACHINE {
-                GICV4_MACHINE.into()
+                crate::qemu::ARM_MACHINE_GICV4.into()
             } else {
                 a.to_owned()
             }
@@ -224,9 +224,6 @@ pub fn qemu_gic_error(line: &str) -> bool {
     ];
     FNS.iter().any(|f| line.starts_with(f))
 }
-
-/// QEMU's machine for [`GICV4_CASE`].
-pub const GICV4_MACHINE: &str = "virt,virtualization=on,gic-version=4";
 
 /// The GICv4 proof in a run's output: the guest's two vLPI lines (0 exits of the
 /// running vCPU for its vLPIs; a doorbell wake-up per vLPI to the blocked one), hyp's

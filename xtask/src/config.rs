@@ -675,6 +675,11 @@ impl Resolved {
             arch: self.machine.arch,
             smp: self.machine.harts,
             aia: self.machine.aia,
+            gicv4: self
+                .config
+                .guests
+                .iter()
+                .any(|g| g.topology == Topology::Vgicv4),
             bootargs,
             timeout,
             icount: false,
