@@ -175,6 +175,7 @@ pub fn handle_exit(vm: &Vm, v: usize, cpu: usize, ctx: &mut Context) -> (ExitCla
         }
     }
     let esr = ctx.esr;
+    let fid = ctx.x[0] as u32;
     match (esr >> 26) & 0x3f {
         ec::WFX => {
             ctx.pc += 4;
@@ -186,8 +187,13 @@ pub fn handle_exit(vm: &Vm, v: usize, cpu: usize, ctx: &mut Context) -> (ExitCla
             };
             (ExitClass::Wfi, next)
         }
-        ec::HVC64 if vlpi_test_call(vm, ctx) => (ExitClass::Hvc, Next::Resume),
         ec::HVC64 => match psci::call(vm, v, cpu, ctx) {
+            // PSCI answered NOT_SUPPORTED: maybe one of the GICv4 test calls (looked
+            // for only here, so that PSCI's path stays as it was).
+            Effect::None if ctx.x[0] == u64::MAX => {
+                vlpi_test_call(vm, fid, ctx);
+                (ExitClass::Hvc, Next::Resume)
+            }
             Effect::None => (ExitClass::Hvc, Next::Resume),
             Effect::Standby => (ExitClass::Hvc, Next::Block),
             Effect::Stop => (ExitClass::Hvc, Next::Stop(false)),
@@ -231,13 +237,13 @@ pub const VIRQ_VLPI_INT: u32 = 0x8600_0100;
 /// 2 Blocking, 3 Fired), 4: its `irq` exits.
 pub const VIRQ_VLPI_STAT: u32 = 0x8600_0101;
 
-/// The GICv4 test calls ([`VIRQ_VLPI_INT`], [`VIRQ_VLPI_STAT`]): true if `x0` was
-/// one (its result then in `x0`: SMCCC NOT_SUPPORTED (-1) for a guest without
-/// vgicv4, INVALID_PARAMETERS (-2) for a bad vCPU or counter).
-fn vlpi_test_call(vm: &Vm, ctx: &mut Context) -> bool {
-    let fid = ctx.x[0] as u32;
+/// The GICv4 test calls ([`VIRQ_VLPI_INT`], [`VIRQ_VLPI_STAT`]) after PSCI found
+/// function `fid` NOT_SUPPORTED: for one of them, its result in `x0` (NOT_SUPPORTED
+/// (-1) for a guest without vgicv4, INVALID_PARAMETERS (-2) for a bad vCPU or counter).
+#[inline(never)]
+fn vlpi_test_call(vm: &Vm, fid: u32, ctx: &mut Context) {
     if fid != VIRQ_VLPI_INT && fid != VIRQ_VLPI_STAT {
-        return false;
+        return;
     }
     let (t, arg) = (ctx.x[1] as usize, ctx.x[2]);
     let r: i64 = match (vm.lpis.is_some(), vm.vcpus.get(t)) {
@@ -268,7 +274,6 @@ fn vlpi_test_call(vm: &Vm, ctx: &mut Context) -> bool {
         },
     };
     ctx.x[0] = r as u64;
-    true
 }
 
 /// A trapped `msr`/`mrs` (ISS: Op0, Op2, Op1, CRn, Rt, CRm, direction). The GICv3 SGI
