@@ -6,7 +6,7 @@
 //! disabled and quiescent, its `GITS_BASER` tables (device, collection, vPE; flat, 4
 //! KiB pages) and command queue given memory, then enabled; one collection per CPU
 //! (ICID = CPU, RDbase = its processor number: `GITS_TYPER.PTA` = 0); hyp's two
-//! devices mapped — [`PROXY_DEVICE`] (event n: the doorbell LPI of vPE n, so that an
+//! devices mapped — [`PROXY_DEVICE`] (event n: doorbell LPI 8192 + n, so that an
 //! INV can reach it: QEMU has no DirectLPI) and [`TEST_DEVICE`] (event
 //! [`VLPIS_PER_VPE`]·n + k: vINTID 8192 + k of vPE n, the stand-in for a device's MSI).
 //! Every command goes through `hyp_io::gic_its::CmdQueue`: each completion is waited
@@ -15,10 +15,12 @@
 //! 8192..16383), a pending table per redistributor, `GICR_CTLR.EnableLPIs`.
 //!
 //! **vPEs** ([`new_vpes`], at guest creation): per guest a vLPI configuration table
-//! (hyp's, enabling vINTIDs 8192..8192 + [`VLPIS_PER_VPE`]); per vCPU a virtual
-//! pending table, VMAPP to its home CPU's redistributor, its doorbell LPI (8192 + vPE
-//! id, masked) mapped on the proxy device, and VMAPTI of its test events with that
-//! doorbell.
+//! (hyp's, enabling vINTIDs 8192..8192 + [`VLPIS_PER_VPE`]) and its doorbell LPIs,
+//! blocks of 32 from virq-core's `DoorbellIds` (seed 002's allocator: a failed
+//! multi-block allocation unwinds exactly what it set up, counting down with a checked
+//! subtraction) whose `BlockHooks` map each LPI on the proxy device (MAPTI, INV) and
+//! unmap it (DISCARD); per vCPU a virtual pending table, VMAPP to its home CPU's
+//! redistributor, and VMAPTI of its test events with its doorbell (masked).
 //!
 //! **Residency** follows the scheduler, not the exits ([`load`] when the vCPU's run
 //! starts on its home CPU, [`put`] when it ends: blocked, switched out, off), so an
@@ -44,7 +46,10 @@ use hyp_io::gic_its::{
     ItsRegs,
 };
 use spin::{Mutex, Once};
-use virq_core::doorbell::{Doorbell, DoorbellHw, DoorbellState, PutOutcome};
+use virq_core::doorbell::{
+    BlockHooks, Doorbell, DoorbellHw, DoorbellIdError, DoorbellIds, DoorbellState, PutOutcome,
+    BLOCK,
+};
 
 use crate::arch::{self, gic, its::ItsMmio, phys::DmaBuf};
 use crate::println;
@@ -63,8 +68,11 @@ pub const VLPIS_PER_VPE: u32 = 4;
 const EVENT_BITS: u32 = 8;
 /// vPEs hyp can make (the test device's events).
 pub const MAX_VPES: u16 = (1 << EVENT_BITS) / VLPIS_PER_VPE as u16;
-/// The doorbell LPI of vPE n is `DOORBELL_BASE + n`.
+/// Doorbell LPIs come from virq-core's `DoorbellIds` in blocks of 32 from here; the
+/// proxy device's event for doorbell d is `d - DOORBELL_BASE`.
 pub const DOORBELL_BASE: u32 = f::LPI_BASE;
+/// Doorbell blocks: the proxy device's 2^[`EVENT_BITS`] events.
+const DOORBELL_BLOCKS: usize = (1 << EVENT_BITS) / BLOCK as usize;
 /// Priority of doorbells and test vLPIs.
 const PRIORITY: u8 = 0xa0;
 /// Longest wait for an ITS command or a `VPENDBASER.Dirty`: 10 ms of the 1 GHz
@@ -107,6 +115,8 @@ struct Host {
     /// Each CPU's processor number (RDbase).
     rdbase: Vec<u64>,
     next_vpe: AtomicU16,
+    /// Doorbell LPI blocks (seed 002's allocator, with its checked unwind).
+    doorbell_ids: DoorbellIds<DOORBELL_BLOCKS>,
     /// ITS or Dirty failures seen (reported once each).
     errors: AtomicU32,
 }
@@ -217,6 +227,7 @@ pub fn init(base: usize, cpus: usize) -> Result<(), String> {
         pend,
         rdbase: rdbase.clone(),
         next_vpe: AtomicU16::new(0),
+        doorbell_ids: DoorbellIds::new(DOORBELL_BASE).expect("8192 + 256 fits in u32"),
         errors: AtomicU32::new(0),
     });
     let itt_len = (1usize << EVENT_BITS) * typer.itt_entry_size();
@@ -318,8 +329,23 @@ pub fn new_vpes(homes: &[usize]) -> Result<(VmLpis, Vec<Vpe>), String> {
     for k in 0..VLPIS_PER_VPE as usize {
         prop.write_u8(k, f::lpi_config(PRIORITY, true));
     }
+    // The guest's doorbells: one block per 32 vCPUs, each block's 32 LPIs mapped to
+    // the proxy device by the hooks (MAPTI to the collection of the vCPU that uses it;
+    // a failure unwinds exactly the blocks set up: DISCARD).
+    let mut firsts = [0u32; DOORBELL_BLOCKS];
+    let mut hooks = ProxyHooks { homes, mapped: 0 };
+    let blocks = h
+        .doorbell_ids
+        .alloc(homes.len(), &mut firsts, &mut hooks)
+        .map_err(|e| match e {
+            DoorbellIdError::Setup { block, error } => {
+                format!("GICv4: doorbell block {block}: {error}")
+            }
+            e => format!("GICv4: doorbell LPIs: {e:?}"),
+        })?;
+    let doorbell_of = |v: usize| firsts[..blocks][v / BLOCK as usize] + (v % BLOCK as usize) as u32;
     let mut vpes = Vec::new();
-    for &home in homes {
+    for (v, &home) in homes.iter().enumerate() {
         let id = h.next_vpe.fetch_add(1, Ordering::Relaxed);
         if id >= MAX_VPES {
             return Err(format!("GICv4: more than {MAX_VPES} vPEs"));
@@ -329,22 +355,14 @@ pub fn new_vpes(homes: &[usize]) -> Result<(VmLpis, Vec<Vpe>), String> {
             .get(home)
             .ok_or_else(|| format!("GICv4: no redistributor for CPU {home}"))?;
         let vpt = DmaBuf::new((1 << ID_BITS) / 8, 0x1_0000).ok_or("GICv4: heap exhausted")?;
-        let doorbell = DOORBELL_BASE + u32::from(id);
-        let mut cmds = alloc::vec![
-            Cmd::Vmapp {
-                vpeid: id,
-                rdbase,
-                vpt: vpt.pa(),
-                vpt_bits: ID_BITS,
-                valid: true,
-            },
-            Cmd::Mapti {
-                device: PROXY_DEVICE,
-                event: u32::from(id),
-                pintid: doorbell,
-                icid: home as u16,
-            },
-        ];
+        let doorbell = doorbell_of(v);
+        let mut cmds = alloc::vec![Cmd::Vmapp {
+            vpeid: id,
+            rdbase,
+            vpt: vpt.pa(),
+            vpt_bits: ID_BITS,
+            valid: true,
+        }];
         for k in 0..VLPIS_PER_VPE {
             cmds.push(Cmd::Vmapti {
                 device: TEST_DEVICE,
@@ -354,10 +372,6 @@ pub fn new_vpes(homes: &[usize]) -> Result<(VmLpis, Vec<Vpe>), String> {
                 doorbell,
             });
         }
-        cmds.push(Cmd::Inv {
-            device: PROXY_DEVICE,
-            event: u32::from(id),
-        });
         cmds.push(Cmd::Vsync { vpeid: id });
         cmds.push(Cmd::Sync { rdbase });
         submit(&cmds).map_err(|e| format!("GICv4: vPE {id}: {e}"))?;
@@ -384,6 +398,66 @@ pub fn new_vpes(homes: &[usize]) -> Result<(VmLpis, Vec<Vpe>), String> {
         );
     }
     Ok((VmLpis { prop }, vpes))
+}
+
+/// `BlockHooks` of a guest's doorbell blocks: each LPI of block `first..first + 32`
+/// mapped on the proxy device (event = LPI − 8192) to the collection of the vCPU that
+/// will use it (vCPU v: LPI `first + v % 32` of its block; the block's spare LPIs to
+/// collection 0), then INV (their configuration bytes say masked) and SYNC.
+struct ProxyHooks<'a> {
+    homes: &'a [usize],
+    /// Blocks set up so far.
+    mapped: usize,
+}
+
+impl BlockHooks for ProxyHooks<'_> {
+    type Error = Gicv4Error;
+
+    fn setup(&mut self, first: u32) -> Result<(), Gicv4Error> {
+        let mut cmds = Vec::new();
+        for k in 0..BLOCK {
+            let v = self.mapped * BLOCK as usize + k as usize;
+            let icid = self.homes.get(v).copied().unwrap_or(0) as u16;
+            let (event, pintid) = (first + k - DOORBELL_BASE, first + k);
+            cmds.push(Cmd::Mapti {
+                device: PROXY_DEVICE,
+                event,
+                pintid,
+                icid,
+            });
+            cmds.push(Cmd::Inv {
+                device: PROXY_DEVICE,
+                event,
+            });
+        }
+        if let Some(h) = host() {
+            let mut seen = 0u64;
+            for &cpu in self.homes.iter().chain(core::iter::once(&0)) {
+                if seen & (1 << (cpu % 64)) == 0 {
+                    seen |= 1 << (cpu % 64);
+                    if let Some(&rdbase) = h.rdbase.get(cpu) {
+                        cmds.push(Cmd::Sync { rdbase });
+                    }
+                }
+            }
+        }
+        submit(&cmds)?;
+        self.mapped += 1;
+        Ok(())
+    }
+
+    fn teardown(&mut self, first: u32) {
+        let cmds: Vec<Cmd> = (0..BLOCK)
+            .map(|k| Cmd::Discard {
+                device: PROXY_DEVICE,
+                event: first + k - DOORBELL_BASE,
+            })
+            .collect();
+        if let Err(e) = submit(&cmds) {
+            report(e);
+        }
+        self.mapped = self.mapped.saturating_sub(1);
+    }
 }
 
 impl VmLpis {
@@ -414,7 +488,7 @@ impl Hw<'_> {
         if let Err(e) = submit(&[
             Cmd::Inv {
                 device: PROXY_DEVICE,
-                event: u32::from(self.vpe.id),
+                event: self.vpe.doorbell_lpi - DOORBELL_BASE,
             },
             Cmd::Sync { rdbase },
         ]) {
