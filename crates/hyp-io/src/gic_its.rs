@@ -425,6 +425,28 @@ impl Cmd {
     }
 }
 
+/// Read a register with `read` until `done(value)` holds, for at most `bound` ticks of
+/// `now` (a wrapping monotonic clock): `Ok(value)`, or `Err(last value read)` when the
+/// bound passed — the caller names what did not happen (`GICR_VPENDBASER.Dirty` still
+/// 1, `GITS_CTLR.Quiescent` still 0). At least one read, even with a bound of 0.
+pub fn poll_bounded(
+    mut read: impl FnMut() -> u64,
+    done: impl Fn(u64) -> bool,
+    now: impl Fn() -> u64,
+    bound: u64,
+) -> Result<u64, u64> {
+    let t0 = now();
+    loop {
+        let v = read();
+        if done(v) {
+            return Ok(v);
+        }
+        if now().wrapping_sub(t0) > bound {
+            return Err(v);
+        }
+    }
+}
+
 /// Register access to one ITS (hyp: MMIO in `arch`; tests: a fake).
 pub trait ItsRegs {
     /// Read the 64-bit register at `off`.
@@ -857,6 +879,59 @@ mod tests {
     fn lpi_config_priority_7_2_res1_1_enable_0() {
         assert_eq!(lpi_config(0xa0, true), 0xa3);
         assert_eq!(lpi_config(0xa3, false), 0xa2);
+    }
+
+    // --- bounded polls ---------------------------------------------------------------
+
+    #[test]
+    fn poll_returns_the_first_value_that_is_done() {
+        let n = Cell::new(0u64);
+        let r = poll_bounded(
+            || {
+                n.set(n.get() + 1);
+                if n.get() < 3 {
+                    vpendbaser::DIRTY
+                } else {
+                    vpendbaser::PENDING_LAST
+                }
+            },
+            |v| v & vpendbaser::DIRTY == 0,
+            || 0,
+            10,
+        );
+        assert_eq!(r, Ok(vpendbaser::PENDING_LAST));
+        assert_eq!(n.get(), 3);
+    }
+
+    #[test]
+    fn poll_gives_up_after_the_bound_with_the_last_value() {
+        let clock = Cell::new(u64::MAX - 5); // wraps while polling
+        let r = poll_bounded(
+            || vpendbaser::DIRTY,
+            |v| v & vpendbaser::DIRTY == 0,
+            || {
+                clock.set(clock.get().wrapping_add(1));
+                clock.get()
+            },
+            20,
+        );
+        assert_eq!(r, Err(vpendbaser::DIRTY));
+        assert!(clock.get() < 100, "ended soon after the bound");
+    }
+
+    #[test]
+    fn poll_reads_once_with_a_zero_bound() {
+        let n = Cell::new(0);
+        let r = poll_bounded(
+            || {
+                n.set(n.get() + 1);
+                0
+            },
+            |v| v == 0,
+            || 0,
+            0,
+        );
+        assert_eq!((r, n.get()), (Ok(0), 1));
     }
 
     // --- the queue, against a fake ITS ---------------------------------------------

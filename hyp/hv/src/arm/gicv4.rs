@@ -156,12 +156,15 @@ pub fn init(base: usize, cpus: usize) -> Result<(), String> {
     // DTB; this is the only `ItsMmio` for it (`HOST` is set once, below).
     let mut regs = unsafe { ItsMmio::new(base, buf(0x1000, 0x1_0000)?) };
     regs.write(gits::CTLR, 0);
-    let t0 = arch::time();
-    while regs.read(gits::CTLR) & gits::CTLR_QUIESCENT == 0 {
-        if arch::time() - t0 > BOUND {
-            return Err("host ITS: GITS_CTLR.Quiescent never set after disabling it".into());
-        }
-    }
+    f::poll_bounded(
+        || regs.read(gits::CTLR),
+        |v| v & gits::CTLR_QUIESCENT != 0,
+        arch::time,
+        BOUND,
+    )
+    .map_err(|v| {
+        format!("host ITS: GITS_CTLR.Quiescent never set after disabling it (GITS_CTLR {v:#x})")
+    })?;
     let typer = GitsTyper(regs.read(gits::TYPER));
     if !typer.virt() {
         return Err(
@@ -509,16 +512,13 @@ impl DoorbellHw for Hw<'_> {
 
 /// Poll this CPU's `GICR_VPENDBASER` until `Dirty` is 0 (at most [`BOUND`]): its value.
 fn wait_dirty(vpe: u16, valid: bool) -> Result<u64, Gicv4Error> {
-    let t0 = arch::time();
-    loop {
-        let v = gic::my_rd_read64(gicr::VPENDBASER);
-        if v & vpendbaser::DIRTY == 0 {
-            return Ok(v);
-        }
-        if arch::time() - t0 > BOUND {
-            return Err(Gicv4Error::DirtyTimeout { vpe, valid });
-        }
-    }
+    f::poll_bounded(
+        || gic::my_rd_read64(gicr::VPENDBASER),
+        |v| v & vpendbaser::DIRTY == 0,
+        arch::time,
+        BOUND,
+    )
+    .map_err(|_| Gicv4Error::DirtyTimeout { vpe, valid })
 }
 
 /// Make `vpe` resident on this CPU (its home), with `lpis` its guest's table. Returns
