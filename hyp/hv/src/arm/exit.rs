@@ -251,9 +251,9 @@ fn vlpi_test_call(vm: &Vm, fid: u32, ctx: &mut Context) {
         (true, None) => -2,
         (true, Some(vcpu)) => match (&vcpu.vpe, fid) {
             (None, _) => -1,
+            (Some(_), VIRQ_VLPI_INT) if arg >= u64::from(super::gicv4::VLPIS_PER_VPE) => -2,
             (Some(vpe), VIRQ_VLPI_INT) => match super::gicv4::send_test_vlpi(vpe, arg as u32) {
-                Ok(()) if arg < u64::from(super::gicv4::VLPIS_PER_VPE) => 0,
-                Ok(()) => -2,
+                Ok(()) => 0,
                 Err(e) => {
                     println!("hyp: guest {}: test vLPI: {e}", vm.name);
                     -1
