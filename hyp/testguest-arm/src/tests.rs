@@ -1146,6 +1146,10 @@ fn test_vlpi_soak(c: &mut Ctx) -> Result<(), Msg> {
             i + 1,
             vlpi_stat(1, STAT_STATE)
         );
+        if (i + 1) % 500 == 0 && i + 1 < N {
+            // A sign of life for the suite's silence watchdog on a loaded host.
+            println!("testguest: vlpi_soak progress {}/{N}", i + 1);
+        }
         let t0 = hw::now();
         let wait = u64::from(i * 7 % 64) * us;
         while hw::now() - t0 < wait {
