@@ -117,7 +117,7 @@ struct Host {
     next_vpe: AtomicU16,
     /// Doorbell LPI blocks (seed 002's allocator, with its checked unwind).
     doorbell_ids: DoorbellIds<DOORBELL_BLOCKS>,
-    /// ITS or Dirty failures seen (reported once each).
+    /// ITS or Dirty failures seen (the first 8 printed).
     errors: AtomicU32,
 }
 
