@@ -37,6 +37,7 @@ pub const CASES: &[&str] = &[
     "aarch64-hello",
     crate::armtest::CASE,
     crate::armtest::STORM_CASE,
+    crate::armtest::GICV4_CASE,
     LINUX_CASE,
     LINUX_SMP4_CASE,
     LINUX_OVERCOMMIT_CASE,
@@ -105,6 +106,7 @@ pub fn hello_machine(timeout: Duration) -> Machine {
         arch: Arch::Aarch64,
         smp: 1,
         aia: None,
+        gicv4: false,
         bootargs: Vec::new(),
         timeout,
         icount: false,
@@ -146,6 +148,7 @@ pub fn run_case(name: &str) -> Result<String> {
         "aarch64-hello" => smoke(),
         crate::armtest::CASE => crate::armtest::case(),
         crate::armtest::STORM_CASE => crate::armtest::storm_case(),
+        crate::armtest::GICV4_CASE => crate::armtest::gicv4_case(),
         _ => bail!("no aarch64 case {name:?} (there are {CASES:?})"),
     }
 }

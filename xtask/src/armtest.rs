@@ -79,6 +79,9 @@ pub const TESTS: &[&str] = &[
     "gic_access_widths",
     "cntp_raz_wi",
     "smc_not_supported",
+    "vlpi_running",
+    "vlpi_wfi_doorbell",
+    "vlpi_soak",
     "psci_cpu_off",
     "no_unexpected_interrupts",
 ];
@@ -149,6 +152,160 @@ pub fn config_for(name: &str, kernel_size: u64, vcpus: u32, cmdline: &str) -> Co
             pci: Vec::new(),
         }],
     }
+}
+
+/// The suite case `aarch64-gicv4` (issue 14): the same guest with `topology =
+/// "vgicv4"` and `gicv4` on its command line, on `-M virt,gic-version=4`: hyp brings
+/// up the host ITS and a vPE per vCPU; the guest's `vlpi_running` and
+/// `vlpi_wfi_doorbell` tests then take vLPIs (hyp's ITS INT on events it VMAPTI'd)
+/// with no exit while running and through a doorbell wake-up while blocked
+/// ([`check_gicv4`] reads hyp's counters).
+pub const GICV4_CASE: &str = "aarch64-gicv4";
+
+/// Run [`GICV4_CASE`].
+pub fn gicv4_case() -> Result<String> {
+    crate::setup::ensure_arm()?;
+    let (hyp, guest) = build()?;
+    let size = std::fs::metadata(&guest)?.len();
+    let mut cfg = config_for(GUEST_NAME, size, VCPUS, "gicv4");
+    cfg.guests[0].topology = Topology::Vgicv4;
+    hyp_config::validate(&cfg)
+        .map_err(|e| anyhow::anyhow!("configuration: {}: {}", e.field, e.message))?;
+    let blob = guest.with_file_name("testguest-arm-gicv4.blob");
+    std::fs::write(&blob, hyp_config::encode(&cfg))
+        .with_context(|| format!("writing {}", blob.display()))?;
+    let cmd = command(&hyp, &guest, &blob);
+    let args: Vec<std::ffi::OsString> = cmd
+        .get_args()
+        .map(|a| {
+            if a == crate::qemu::ARM_MACHINE {
+                crate::qemu::ARM_MACHINE_GICV4.into()
+            } else {
+                a.to_owned()
+            }
+        })
+        .collect();
+    let mut cmd4 = Command::new(cmd.get_program());
+    cmd4.args(args);
+    // Every ITS command QEMU skips is a guest error: the case fails on any.
+    cmd4.args(["-d", "guest_errors"]);
+    // Twice the other cases' limits: the soak's 2,000 vLPIs take most of the run (about
+    // 5 s here, 20 s on a loaded 2-core host).
+    let o = run_command_watched(
+        cmd4,
+        Duration::from_secs(2 * TIMEOUT_S),
+        false,
+        Some(Duration::from_secs(2 * SILENCE_S)),
+    )?;
+    let log = save_log(GICV4_CASE, &o.output)?;
+    match check(&o).and_then(|summary| Ok(format!("{}; {summary}", check_gicv4(&o.output)?))) {
+        Ok(summary) => Ok(format!("{:.1} s, {summary}", o.elapsed.as_secs_f64())),
+        Err(e) => bail!("{e:#} (log: {})", log.display()),
+    }
+}
+
+/// Whether a console line is one of QEMU's `-d guest_errors` reports from its ITS
+/// or redistributor models (`hw/intc/arm_gicv3_its.c`, `arm_gicv3_redist.c`: each
+/// starts with the reporting function's name): a skipped or malformed ITS command, a
+/// bad table entry, a refused register access.
+pub fn qemu_gic_error(line: &str) -> bool {
+    const FNS: &[&str] = &[
+        "process_",
+        "do_process_",
+        "lookup_",
+        "get_dte",
+        "get_cte",
+        "get_vte",
+        "get_ite",
+        "update_",
+        "its_read",
+        "its_write",
+        "gicv3_its_",
+        "gicr_read",
+        "gicr_write",
+        "vmovp_",
+    ];
+    FNS.iter().any(|f| line.starts_with(f))
+}
+
+/// The GICv4 proof in a run's output: the guest's two vLPI lines (0 exits of the
+/// running vCPU for its vLPIs; a doorbell wake-up per vLPI to the blocked one), hyp's
+/// `gicv4` ACCT lines (doorbells ≥ wake-ups ≥ 20 on vCPU 1), no GICv4 error, no ITS
+/// guest error from QEMU. A one-line summary with the figures.
+pub fn check_gicv4(out: &str) -> Result<String> {
+    if let Some(l) = out.lines().find(|l| qemu_gic_error(l)) {
+        bail!("QEMU reports a GIC/ITS guest error: {l:?}");
+    }
+    let running = out
+        .lines()
+        .find_map(|l| l.trim_end().strip_prefix("testguest: vlpi_running: "))
+        .context("no vlpi_running line")?;
+    let exits: u64 = running
+        .rsplit(' ')
+        .next()
+        .and_then(|n| n.parse().ok())
+        .context("malformed vlpi_running line")?;
+    let vlpis: u64 = running
+        .split(' ')
+        .next()
+        .and_then(|n| n.parse().ok())
+        .context("malformed vlpi_running line")?;
+    ensure!(
+        vlpis > 0 && exits == 0,
+        "{exits} exits for {vlpis} vLPIs to a running vCPU"
+    );
+    let acct = |v: u32| -> Result<BTreeMap<String, u64>> {
+        let prefix = format!("hyp: ACCT {GUEST_NAME} vcpu {v} gicv4: ");
+        let line = out
+            .lines()
+            .find_map(|l| l.trim_end().strip_prefix(prefix.as_str()))
+            .with_context(|| format!("no gicv4 ACCT line for vCPU {v}"))?;
+        let rest = line.split_once(": ").map_or(line, |(_, r)| r);
+        let words: Vec<&str> = rest.split_whitespace().collect();
+        let mut m = BTreeMap::new();
+        let mut i = 0;
+        while i + 1 < words.len() {
+            if let Ok(n) = words[i + 1].parse::<u64>() {
+                m.insert(words[i].to_string(), n);
+                i += 2;
+            } else {
+                m.insert(
+                    format!("{} {}", words[i], words[i + 1]),
+                    words.get(i + 2).and_then(|n| n.parse().ok()).unwrap_or(0),
+                );
+                i += 3;
+            }
+        }
+        Ok(m)
+    };
+    let soak = out
+        .lines()
+        .find_map(|l| l.trim_end().strip_prefix("testguest: vlpi_soak: "))
+        .context("no vlpi_soak line")?;
+    ensure!(soak.contains(", lost 0,"), "vlpi_soak: {soak}");
+    let v1 = acct(1)?;
+    let get = |k: &str| v1.get(k).copied().unwrap_or(0);
+    let (doorbells, wakeups, sent, stay) = (
+        get("doorbells"),
+        get("wakeups"),
+        get("vlpis sent"),
+        get("stay_runnable"),
+    );
+    ensure!(
+        wakeups >= 20 && doorbells >= wakeups,
+        "vCPU 1: {doorbells} doorbells, {wakeups} wake-ups (want ≥ 20 wake-ups, a doorbell each)"
+    );
+    ensure!(sent >= vlpis + 20, "vCPU 1: hyp sent {sent} vLPIs");
+    acct(0)?;
+    ensure!(
+        out.lines()
+            .any(|l| l.trim_end() == format!("hyp: {GUEST_NAME}: GICv4 errors: 0")),
+        "hyp reports GICv4 errors (or none counted)"
+    );
+    Ok(format!(
+        "GICv4: {vlpis} vLPIs to a running vCPU with {exits} exits; soak: {soak}; vCPU 1: {sent} vLPIs sent, {doorbells} doorbells, {wakeups} doorbell wake-ups ({:.2} doorbells per wake-up), {stay} puts kept runnable by PendingLast",
+        doorbells as f64 / wakeups.max(1) as f64
+    ))
 }
 
 /// The QEMU command line (`-no-reboot`: hyp's power-off through PSCI SYSTEM_RESET
@@ -645,6 +802,51 @@ mod tests {
         assert!(joined.contains("loader,file=c.blob,addr=0x54000000,force-raw=on"));
         assert!(joined.ends_with("-append config=0x54000000"));
         assert!(joined.contains("-smp 2"));
+    }
+
+    /// The tail of a good `aarch64-gicv4` run.
+    fn gicv4_good() -> String {
+        "testguest: vlpi_running: 100 vLPIs taken by running vCPU 1, its exits meanwhile: 0\n\
+         testguest: vlpi_wfi_doorbell: 20 vLPIs to blocked vCPU 1: 20 doorbells, 20 doorbell wake-ups\n\
+         testguest: vlpi_soak: 2000 vLPIs to vCPU 1 at varying phases, lost 0, doorbell wake-ups 1972\n\
+         PL011 data written to disabled UART\n\
+         hyp: ACCT testguest vcpu 0 gicv4: vPE 0 doorbell LPI 8192: vlpis sent 0 doorbells 0 wakeups 0 stay_runnable 0 loads 3\n\
+         hyp: ACCT testguest vcpu 1 gicv4: vPE 1 doorbell LPI 8193: vlpis sent 120 doorbells 20 wakeups 20 stay_runnable 0 loads 135\n\
+         hyp: testguest: GICv4 errors: 0\n"
+            .into()
+    }
+
+    #[test]
+    fn gicv4_good_run_passes_with_its_figures() {
+        let s = check_gicv4(&gicv4_good()).unwrap();
+        assert!(
+            s.contains("100 vLPIs to a running vCPU with 0 exits"),
+            "{s}"
+        );
+        assert!(s.contains("20 doorbells, 20 doorbell wake-ups"), "{s}");
+    }
+
+    #[test]
+    fn gicv4_exits_missed_doorbells_errors_fail() {
+        let g = gicv4_good();
+        for bad in [
+            g.replace("meanwhile: 0", "meanwhile: 1"),
+            g.replace("doorbells 20 wakeups 20", "doorbells 20 wakeups 19"),
+            g.replace("doorbells 20 wakeups 20", "doorbells 19 wakeups 20"),
+            g.replace("vlpis sent 120", "vlpis sent 100"),
+            g.replace("GICv4 errors: 0", "GICv4 errors: 1"),
+            g.replace(
+                "hyp: ACCT testguest vcpu 0 gicv4",
+                "hyp: ACCT testguest vcpu 0 gicv3",
+            ),
+            g.replace("testguest: vlpi_running", "testguest: vlpi_walking"),
+            g.replace("lost 0,", "lost 1,"),
+            g.replace("testguest: vlpi_soak", "testguest: vlpi_sock"),
+            format!("{g}process_vmapti: invalid vintid 0x2000\n"),
+            format!("{g}gicr_writell: invalid guest write at offset 0x20078\n"),
+        ] {
+            assert!(check_gicv4(&bad).is_err(), "{bad}");
+        }
     }
 
     #[test]

@@ -591,7 +591,7 @@ pub fn resolve(name: &str, file: &File, dir: &Path, images: &dyn Images) -> Resu
                 g.topology
             ),
             (Arch::Aarch64, Arch::Riscv64) => bail!(
-                "{}: \"{}\" is a riscv64 topology; guests of machine.arch = \"aarch64\" have \"vgicv3\"",
+                "{}: \"{}\" is a riscv64 topology; guests of machine.arch = \"aarch64\" have \"vgicv3\" or \"vgicv4\"",
                 f("topology"),
                 g.topology
             ),
@@ -828,6 +828,11 @@ impl Resolved {
             arch: self.machine.arch,
             smp: self.machine.harts,
             aia: self.machine.aia,
+            gicv4: self
+                .config
+                .guests
+                .iter()
+                .any(|g| g.topology == Topology::Vgicv4),
             bootargs,
             timeout,
             icount: false,

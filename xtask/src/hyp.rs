@@ -1110,6 +1110,7 @@ mod tests {
                     "aarch64-hello",
                     "aarch64-testguest",
                     "aarch64-testguest-storm",
+                    "aarch64-gicv4",
                     "aarch64-linux",
                     "aarch64-linux-smp4",
                     "aarch64-linux-overcommit",
@@ -1124,7 +1125,8 @@ mod tests {
                 vec![
                     "aarch64-hello",
                     "aarch64-testguest",
-                    "aarch64-testguest-storm"
+                    "aarch64-testguest-storm",
+                    "aarch64-gicv4"
                 ],
                 false
             )

@@ -16,6 +16,9 @@ pub(crate) const TARGET: &str = "riscv64gc-unknown-none-elf";
 /// QEMU's `-M` on aarch64: QEMU arm `virt` with EL2 (`virtualization=on`; no EL3, so
 /// an ELF `-kernel` starts at EL2) and a GICv3.
 pub(crate) const ARM_MACHINE: &str = "virt,virtualization=on,gic-version=3";
+/// The same with a GICv4.0 (its ITS has `GITS_TYPER.Virtual`): for `topology =
+/// "vgicv4"` guests (docs/gicv4.md).
+pub(crate) const ARM_MACHINE_GICV4: &str = "virt,virtualization=on,gic-version=4";
 /// QEMU's `-cpu` on aarch64: everything QEMU models but SVE and SME, whose register
 /// state hyp does not switch (it refuses a guest on a CPU that has them).
 pub(crate) const ARM_CPU: &str = "max";
@@ -202,6 +205,9 @@ pub(crate) struct Machine {
     /// riscv64: `Some(n)`: `-M virt,aia=aplic-imsic,aia-guests=n` (S-level APLIC + IMSIC
     /// with `n` guest interrupt files per hart); `None`: plain `-M virt` (PLIC).
     pub(crate) aia: Option<u32>,
+    /// aarch64: [`ARM_MACHINE_GICV4`] instead of [`ARM_MACHINE`] (a guest has
+    /// `topology = "vgicv4"`: hyp needs the host ITS's GICv4).
+    pub(crate) gicv4: bool,
     pub(crate) bootargs: Vec<String>,
     pub(crate) timeout: Duration,
     pub(crate) payload: Payload,
@@ -247,7 +253,12 @@ impl Machine {
             Arch::Aarch64 => {
                 // `-no-reboot`: PSCI SYSTEM_RESET (hyp's failure power-off) ends QEMU.
                 let mut cmd = Command::new(crate::setup::QEMU_ARM_BINARY);
-                cmd.args(["-M", ARM_MACHINE, "-cpu", ARM_CPU, "-m", &memory, "-smp"])
+                let machine = if self.gicv4 {
+                    ARM_MACHINE_GICV4
+                } else {
+                    ARM_MACHINE
+                };
+                cmd.args(["-M", machine, "-cpu", ARM_CPU, "-m", &memory, "-smp"])
                     .arg(self.smp.to_string())
                     .args(["-nographic", "-no-reboot"]);
                 cmd

@@ -157,6 +157,7 @@ impl Config {
                     arch: hyp_config::Arch::Riscv64,
                     smp: 2,
                     aia: Some(0),
+                    gicv4: false,
                     bootargs: vec!["console=ttyS0".into(), "earlycon=sbi".into()],
                     timeout,
                     icount: false,

@@ -269,6 +269,11 @@ pub enum Topology {
     /// vCPU, affinity routing, the virtual CPU interface through the host's list
     /// registers (needs an aarch64 host with a GICv3).
     Vgicv3,
+    /// [`Topology::Vgicv3`] plus GICv4.0 direct injection (issue 14): hyp gives each
+    /// vCPU a vPE on the host ITS (made resident while the vCPU runs, its doorbell
+    /// armed only while it blocks), so vLPIs reach a running vCPU with no exit (needs an
+    /// aarch64 host with a GICv4 ITS: QEMU `-M virt,gic-version=4`).
+    Vgicv4,
 }
 
 impl Topology {
@@ -276,7 +281,7 @@ impl Topology {
     pub fn arch(self) -> Arch {
         match self {
             Topology::Vplic | Topology::Aia => Arch::Riscv64,
-            Topology::Vgicv3 => Arch::Aarch64,
+            Topology::Vgicv3 | Topology::Vgicv4 => Arch::Aarch64,
         }
     }
 }
@@ -286,6 +291,7 @@ impl Named for Topology {
         ("vplic", Self::Vplic),
         ("aia", Self::Aia),
         ("vgicv3", Self::Vgicv3),
+        ("vgicv4", Self::Vgicv4),
     ];
 }
 
@@ -468,7 +474,7 @@ pub fn validate(c: &Config) -> Result<(), Error> {
 
 fn validate_guest(i: usize, g: &Guest) -> Result<(), Error> {
     let f = |k: &str| guest_field(i, k);
-    if g.eoi == Eoi::Hw && g.topology != Topology::Vgicv3 {
+    if g.eoi == Eoi::Hw && g.topology.arch() != Arch::Aarch64 {
         return Err(Error::new(
             f("eoi"),
             "\"hw\" needs a GICv3 list register (topology = \"vgicv3\"); use \"deferred\"",

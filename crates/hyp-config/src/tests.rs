@@ -193,7 +193,7 @@ fn vgicv3_is_an_aarch64_topology_named_vgicv3() {
     for t in [Topology::Vplic, Topology::Aia] {
         assert_eq!(t.arch(), Arch::Riscv64);
     }
-    assert_eq!(Topology::choices(), "vplic, aia, vgicv3");
+    assert_eq!(Topology::choices(), "vplic, aia, vgicv3, vgicv4");
     assert_eq!(Arch::from_name("aarch64"), Some(Arch::Aarch64));
     assert_eq!(Arch::from_name("arm64"), None);
     assert_eq!(Arch::default(), Arch::Riscv64);
@@ -315,7 +315,12 @@ fn arb_guest(i: usize) -> impl Strategy<Value = Guest> {
         (2u32..=128).prop_map(|m| m * 2),
         any::<bool>(),
         "[ -~]{0,80}",
-        prop::sample::select(vec![Topology::Vplic, Topology::Aia, Topology::Vgicv3]),
+        prop::sample::select(vec![
+            Topology::Vplic,
+            Topology::Aia,
+            Topology::Vgicv3,
+            Topology::Vgicv4,
+        ]),
         prop::sample::select(vec![vec![], vec![Device::Uart], vec![Device::Vuart]]),
         prop::sample::select(vec![Eoi::Deferred, Eoi::Immediate]),
     )
@@ -414,4 +419,18 @@ fn pci_addresses_parse_as_bus_device_function() {
     ] {
         assert_eq!(PciAddr::parse(bad), None, "{bad}");
     }
+}
+
+#[test]
+fn vgicv4_is_an_aarch64_topology_named_vgicv4() {
+    assert_eq!(Topology::from_name("vgicv4"), Some(Topology::Vgicv4));
+    assert_eq!(Topology::Vgicv4.name(), "vgicv4");
+    assert_eq!(Topology::Vgicv4.arch(), Arch::Aarch64);
+    let mut c = two();
+    for g in &mut c.guests {
+        g.topology = Topology::Vgicv4;
+        g.eoi = Eoi::Hw;
+    }
+    validate(&c).unwrap();
+    assert_eq!(decode(&encode(&c)).unwrap(), c);
 }

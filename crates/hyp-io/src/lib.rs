@@ -11,6 +11,11 @@
 //!   sends (IOFENCE.C, IODIR.INVAL_DDT, IOTINVAL.GVMA), device contexts (extended
 //!   format) and the device-directory index, and fault records with their causes.
 //!
+//! - [`gic_its`]: the Arm GICv3/GICv4.0 ITS and LPI formats (IHI 0069): the ITS
+//!   commands hyp sends, `GITS_BASER`/`CBASER`/`CREADR`, `GICR_PROPBASER`/`PENDBASER`,
+//!   GICv4.0's `GICR_VPROPBASER`/`VPENDBASER`, the LPI configuration byte, and the
+//!   command queue with its bounded completion wait (checked against a fake ITS).
+//!
 //! Nothing here touches memory or devices: hyp's driver (`hv/src/iommu/`) does, through
 //! `arch`.
 #![no_std]
@@ -18,5 +23,6 @@
 
 extern crate alloc;
 
+pub mod gic_its;
 pub mod iommu;
 pub mod pci;

@@ -148,7 +148,7 @@ impl GuestConfig {
                 Topology::Vplic => VIRT_VPLIC,
                 Topology::Aia => VIRT_AIA,
                 // Refused by `load`.
-                Topology::Vgicv3 => VIRT_VPLIC,
+                Topology::Vgicv3 | Topology::Vgicv4 => VIRT_VPLIC,
             },
             devices: devices.leak(),
             eoi: match g.eoi {
@@ -219,10 +219,10 @@ pub fn load(
 ) -> Result<hyp_config::Config, Error> {
     let config = crate::blob::load(bootarg, allowed)?;
     for (i, g) in config.guests.iter().enumerate() {
-        if g.topology == Topology::Vgicv3 {
+        if g.topology.arch() == hyp_config::Arch::Aarch64 {
             return Err(Error::new(
                 alloc::format!("guest[{i}].topology"),
-                "vgicv3 is the aarch64 GIC; this hyp runs on riscv64 (vplic or aia)",
+                "vgicv3 and vgicv4 are the aarch64 GIC; this hyp runs on riscv64 (vplic or aia)",
             ));
         }
     }

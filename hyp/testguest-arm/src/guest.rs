@@ -94,6 +94,9 @@ pub struct Ctx {
     pub ncpus: usize,
     /// Counter ticks per millisecond (`CNTFRQ_EL0` / 1000).
     pub tick_ms: u64,
+    /// `gicv4` on the command line: hyp gave the guest vPEs (`topology = "vgicv4"`)
+    /// and its test vLPI calls work.
+    pub gicv4: bool,
     passed: usize,
     failed: usize,
 }
@@ -192,6 +195,15 @@ pub static CMD_RESULT: [AtomicI64; MAX_CPUS] = [const { AtomicI64::new(0) }; MAX
 pub const CMD_CPU_OFF: u32 = 1;
 /// Bench mode: answer the boot vCPU's SGIs (`bench::pong`).
 pub const CMD_PONG: u32 = 2;
+/// Command: spin with IRQs unmasked (no exit of its own) until [`SPIN_STOP`].
+pub const CMD_SPIN: u32 = 3;
+/// vCPU 1 is in [`CMD_SPIN`].
+pub static SPINNING: AtomicBool = AtomicBool::new(false);
+/// Ends [`CMD_SPIN`].
+pub static SPIN_STOP: AtomicBool = AtomicBool::new(false);
+/// vLPIs taken per vCPU, by vINTID − 8192.
+pub static VLPIS: [[AtomicU32; 4]; MAX_CPUS] =
+    [const { [const { AtomicU32::new(0) }; 4] }; MAX_CPUS];
 /// The SGI that wakes a vCPU's command loop.
 pub const WAKE_SGI: u32 = 0;
 
@@ -258,6 +270,12 @@ fn irq(cpu: usize) {
             }
         }
         intid::VTIMER => timer_irq(),
+        // The test vLPIs hyp maps (vINTIDs 8192..8196): GICv4 direct injection.
+        8192..=8195 => {
+            if let Some(c) = VLPIS.get(cpu) {
+                c[(id - 8192) as usize].fetch_add(1, Ordering::SeqCst);
+            }
+        }
         intid::UART => {
             if uart_irq(iar) {
                 return;
@@ -420,6 +438,7 @@ pub extern "C" fn secondary_main(cpu: usize, context: u64, el: u64, daif: u64, s
         dtb: 0,
         ncpus: 0,
         tick_ms: (sysreg::cntfrq_el0::read() / 1000).max(1),
+        gicv4: false,
         passed: 0,
         failed: 0,
     };
@@ -452,6 +471,16 @@ fn command_loop(cpu: usize) -> ! {
             // Returns only on failure.
             CMD_CPU_OFF => hw::hvc(psci::CPU_OFF, 0, 0, 0),
             CMD_PONG => crate::bench::pong(),
+            CMD_SPIN => {
+                hw::irq_unmask();
+                SPINNING.store(true, Ordering::SeqCst);
+                while !SPIN_STOP.swap(false, Ordering::SeqCst) {
+                    core::hint::spin_loop();
+                }
+                SPINNING.store(false, Ordering::SeqCst);
+                hw::irq_mask();
+                0
+            }
             _ => psci::NOT_SUPPORTED,
         };
         CMD_RESULT[cpu].store(r, Ordering::SeqCst);
@@ -497,6 +526,7 @@ pub extern "C" fn main(cpu: usize, x0: u64) -> ! {
         dtb,
         ncpus,
         tick_ms: (freq / 1000).max(1),
+        gicv4: bootargs.split_whitespace().any(|w| w == "gicv4"),
         passed: 0,
         failed: 0,
     };

@@ -3,11 +3,11 @@
 use core::sync::atomic::Ordering;
 
 use crate::guest::{
-    self, gic_cpu_init, gicd_wait_rwp, send_sgi, Ctx, Msg, CMD, CMD_CPU_OFF, CMD_DONE, CONTEXT,
-    ENTRY_DAIF, ENTRY_EL, ENTRY_SCTLR, FAULTS_TAKEN, FAULT_ESR, FAULT_EXPECTED, FAULT_FAR,
-    GIC_BAD_READ_ONLY, GIC_BAD_UNMAPPED, GIC_READY, ONLINE, PRIORITY, SGIS, TIMER_COUNT,
-    TIMER_EARLY, TIMER_LIMIT, TIMER_PERIOD, UART_CLEAR_FIRST, UART_DEACTIVATE_FIRST,
-    UART_DELIVERIES, UART_MODE, UART_SERVICED, UART_STALE, WAKE_SGI,
+    self, gic_cpu_init, gicd_wait_rwp, send_sgi, Ctx, Msg, CMD, CMD_CPU_OFF, CMD_DONE, CMD_SPIN,
+    CONTEXT, ENTRY_DAIF, ENTRY_EL, ENTRY_SCTLR, FAULTS_TAKEN, FAULT_ESR, FAULT_EXPECTED, FAULT_FAR,
+    GIC_BAD_READ_ONLY, GIC_BAD_UNMAPPED, GIC_READY, ONLINE, PRIORITY, SGIS, SPINNING, SPIN_STOP,
+    TIMER_COUNT, TIMER_EARLY, TIMER_LIMIT, TIMER_PERIOD, UART_CLEAR_FIRST, UART_DEACTIVATE_FIRST,
+    UART_DELIVERIES, UART_MODE, UART_SERVICED, UART_STALE, VLPIS, WAKE_SGI,
 };
 use crate::hw::{self, sysreg};
 use crate::regs::{
@@ -65,6 +65,9 @@ pub const LIST: &[Test] = &[
     ("gic_access_widths", test_gic_access_widths, false),
     ("cntp_raz_wi", test_cntp_raz_wi, false),
     ("smc_not_supported", test_smc_not_supported, false),
+    ("vlpi_running", test_vlpi_running, true),
+    ("vlpi_wfi_doorbell", test_vlpi_wfi_doorbell, true),
+    ("vlpi_soak", test_vlpi_soak, true),
     ("psci_cpu_off", test_psci_cpu_off, true),
 ];
 
@@ -999,6 +1002,165 @@ fn test_smc_not_supported(_c: &mut Ctx) -> Result<(), Msg> {
         hw::smc(psci::SMCCC_VERSION, 0, 0, 0),
         psci::NOT_SUPPORTED,
     )
+}
+
+/// hyp's GICv4 test calls (SMCCC vendor-hypervisor range, `hyp/hv/src/arm/exit.rs`).
+const VIRQ_VLPI_INT: u32 = 0x8600_0100;
+const VIRQ_VLPI_STAT: u32 = 0x8600_0101;
+/// `VIRQ_VLPI_STAT` counters.
+const STAT_EXITS: u64 = 0;
+const STAT_DOORBELLS: u64 = 1;
+const STAT_WAKEUPS: u64 = 2;
+const STAT_STATE: u64 = 3;
+/// Doorbell state `Resident` / `Blocking`.
+const RESIDENT: i64 = 0;
+const BLOCKING: i64 = 2;
+
+fn vlpi_stat(vcpu: u64, which: u64) -> i64 {
+    hw::hvc(VIRQ_VLPI_STAT, vcpu, which, 0)
+}
+
+/// Without `topology = "vgicv4"` hyp has no vPEs: its test calls are NOT_SUPPORTED.
+fn vlpi_not_supported() -> Result<(), Msg> {
+    expect(
+        "VIRQ_VLPI_INT",
+        hw::hvc(VIRQ_VLPI_INT, 1, 0, 0),
+        psci::NOT_SUPPORTED,
+    )?;
+    expect(
+        "VIRQ_VLPI_STAT",
+        vlpi_stat(1, STAT_EXITS),
+        psci::NOT_SUPPORTED,
+    )
+}
+
+/// GICv4 direct injection to a running vCPU: vCPU 1 spins with IRQs unmasked (its vPE
+/// resident), vCPU 0 has hyp send it 100 vLPIs (ITS INT on the event hyp VMAPTI'd to
+/// its vINTID 8192); vCPU 1 takes each through `ICC_IAR1_EL1` with no exit at all.
+fn test_vlpi_running(c: &mut Ctx) -> Result<(), Msg> {
+    if !c.gicv4 {
+        return vlpi_not_supported();
+    }
+    const N: u32 = 100;
+    let done = CMD_DONE[1].load(Ordering::SeqCst);
+    SPIN_STOP.store(false, Ordering::SeqCst);
+    CMD[1].store(CMD_SPIN, Ordering::SeqCst);
+    send_sgi(1, WAKE_SGI);
+    ensure!(
+        c.wait_until(1000, || SPINNING.load(Ordering::SeqCst)),
+        "vCPU 1 did not start spinning"
+    );
+    let r = (|| {
+        ensure!(
+            c.wait_until(1000, || vlpi_stat(1, STAT_STATE) == RESIDENT),
+            "vCPU 1's vPE not resident while it runs (state {})",
+            vlpi_stat(1, STAT_STATE)
+        );
+        let base = VLPIS[1][0].load(Ordering::SeqCst);
+        let e0 = vlpi_stat(1, STAT_EXITS);
+        for i in 0..N {
+            expect("VIRQ_VLPI_INT", hw::hvc(VIRQ_VLPI_INT, 1, 0, 0), 0)?;
+            ensure!(
+                c.wait_until(1000, || VLPIS[1][0].load(Ordering::SeqCst) > base + i),
+                "vLPI {} of {N} not taken by running vCPU 1 in 1 s",
+                i + 1
+            );
+        }
+        let e1 = vlpi_stat(1, STAT_EXITS);
+        let got = VLPIS[1][0].load(Ordering::SeqCst) - base;
+        println!(
+            "testguest: vlpi_running: {got} vLPIs taken by running vCPU 1, its exits meanwhile: {}",
+            e1 - e0
+        );
+        ensure!(got == N, "sent {N}, vCPU 1 took {got}");
+        ensure!(e1 == e0, "vCPU 1 exited {} times for {N} vLPIs", e1 - e0);
+        Ok(())
+    })();
+    SPIN_STOP.store(true, Ordering::SeqCst);
+    ensure!(
+        c.wait_until(1000, || CMD_DONE[1].load(Ordering::SeqCst) > done),
+        "vCPU 1 did not stop spinning"
+    );
+    r
+}
+
+/// GICv4 doorbells: vCPU 1 blocks in WFI (its vPE non-resident, doorbell armed); a
+/// vLPI for it rings the doorbell, hyp's `Doorbell::fire` kicks it, its load delivers
+/// the vLPI. 20 rounds: each vLPI is taken, and hyp counts a doorbell wake-up for each.
+fn test_vlpi_wfi_doorbell(c: &mut Ctx) -> Result<(), Msg> {
+    if !c.gicv4 {
+        return vlpi_not_supported();
+    }
+    const N: u32 = 20;
+    let d0 = vlpi_stat(1, STAT_DOORBELLS);
+    let w0 = vlpi_stat(1, STAT_WAKEUPS);
+    for i in 0..N {
+        ensure!(
+            c.wait_until(1000, || vlpi_stat(1, STAT_STATE) == BLOCKING),
+            "round {}: vCPU 1 not blocking with its doorbell armed (state {})",
+            i + 1,
+            vlpi_stat(1, STAT_STATE)
+        );
+        let base = VLPIS[1][1].load(Ordering::SeqCst);
+        expect("VIRQ_VLPI_INT", hw::hvc(VIRQ_VLPI_INT, 1, 1, 0), 0)?;
+        ensure!(
+            c.wait_until(1000, || VLPIS[1][1].load(Ordering::SeqCst) > base),
+            "round {}: vLPI to blocked vCPU 1 not taken in 1 s (doorbells {}, wake-ups {})",
+            i + 1,
+            vlpi_stat(1, STAT_DOORBELLS) - d0,
+            vlpi_stat(1, STAT_WAKEUPS) - w0
+        );
+    }
+    let (d, w) = (
+        vlpi_stat(1, STAT_DOORBELLS) - d0,
+        vlpi_stat(1, STAT_WAKEUPS) - w0,
+    );
+    println!(
+        "testguest: vlpi_wfi_doorbell: {N} vLPIs to blocked vCPU 1: {d} doorbells, {w} doorbell wake-ups"
+    );
+    ensure!(
+        w >= i64::from(N) && d >= w,
+        "{N} vLPIs to a blocked vCPU: {d} doorbells, {w} wake-ups"
+    );
+    Ok(())
+}
+
+/// A short lost-wake-up soak of GICv4 doorbells: 2,000 vLPIs to vCPU 1, each sent as
+/// soon as the last was taken plus 0-63 µs, so they land while vCPU 1 runs, while it
+/// traps its WFI, while hyp makes its vPE non-resident and arms the doorbell
+/// (`PendingLast`, `Doorbell::put`), and while it sleeps. Each must be taken within 1 s:
+/// a lost wake-up fails the test.
+fn test_vlpi_soak(c: &mut Ctx) -> Result<(), Msg> {
+    if !c.gicv4 {
+        return vlpi_not_supported();
+    }
+    const N: u32 = 2000;
+    let us = (c.tick_ms / 1000).max(1);
+    let w0 = vlpi_stat(1, STAT_WAKEUPS);
+    for i in 0..N {
+        let base = VLPIS[1][3].load(Ordering::SeqCst);
+        expect("VIRQ_VLPI_INT", hw::hvc(VIRQ_VLPI_INT, 1, 3, 0), 0)?;
+        ensure!(
+            c.wait_until(1000, || VLPIS[1][3].load(Ordering::SeqCst) > base),
+            "lost wake-up: vLPI {} of {N} not taken by vCPU 1 in 1 s (doorbell state {})",
+            i + 1,
+            vlpi_stat(1, STAT_STATE)
+        );
+        if (i + 1) % 500 == 0 && i + 1 < N {
+            // A sign of life for the suite's silence watchdog on a loaded host.
+            println!("testguest: vlpi_soak progress {}/{N}", i + 1);
+        }
+        let t0 = hw::now();
+        let wait = u64::from(i * 7 % 64) * us;
+        while hw::now() - t0 < wait {
+            core::hint::spin_loop();
+        }
+    }
+    println!(
+        "testguest: vlpi_soak: {N} vLPIs to vCPU 1 at varying phases, lost 0, doorbell wake-ups {}",
+        vlpi_stat(1, STAT_WAKEUPS) - w0
+    );
+    Ok(())
 }
 
 /// CPU_OFF (§5.1.3) from vCPU 1: it does not return, AFFINITY_INFO becomes OFF, an SGI

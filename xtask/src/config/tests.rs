@@ -294,6 +294,39 @@ fn aarch64_guests_go_above_hyp_and_the_blob_after_them() {
     );
 }
 
+/// A `topology = "vgicv4"` guest runs on `gic-version=4` (hyp needs the ITS's GICv4);
+/// the same file with vgicv3 stays on `gic-version=3`.
+#[test]
+fn a_vgicv4_guest_gets_a_gicv4_machine() {
+    let images = FakeImages::new("arm64-gicv4");
+    let machine = |sets: &[String]| {
+        let (mut file, _) = load(&crate::util::root().join(DEFAULT_CONFIG_AARCH64), sets).unwrap();
+        use_test_init(&mut file);
+        let r = resolve("linux-arm64", &file, images.dir(), &images).unwrap();
+        let m = r.machine(Duration::from_secs(1), &[]).unwrap();
+        let args: Vec<String> = m
+            .command_for(Path::new("hyp.elf"))
+            .get_args()
+            .map(|a| a.to_string_lossy().into_owned())
+            .collect();
+        (r.config.guests[0].topology, args[1].clone())
+    };
+    assert_eq!(
+        machine(&["guest.0.topology=vgicv4".into()]),
+        (
+            Topology::Vgicv4,
+            "virt,virtualization=on,gic-version=4".into()
+        )
+    );
+    assert_eq!(
+        machine(&[]),
+        (
+            Topology::Vgicv3,
+            "virt,virtualization=on,gic-version=3".into()
+        )
+    );
+}
+
 /// riscv64's command line is what it was before aarch64 configurations.
 #[test]
 fn the_riscv64_command_line_is_unchanged() {

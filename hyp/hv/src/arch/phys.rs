@@ -167,4 +167,22 @@ impl DmaBuf {
         unsafe { core::ptr::write_volatile(a as *mut u32, v) };
         true
     }
+
+    /// Write the byte at `off`; false (nothing written) out of range (aarch64's LPI
+    /// configuration tables).
+    #[cfg_attr(not(target_arch = "aarch64"), allow(dead_code))]
+    pub fn write_u8(&self, off: usize, v: u8) -> bool {
+        let Some(a) = self.at(off, 1) else {
+            return false;
+        };
+        // SAFETY: as for `read_u64`.
+        unsafe { core::ptr::write_volatile(a as *mut u8, v) };
+        true
+    }
+
+    /// Bytes of the buffer.
+    #[cfg_attr(not(target_arch = "aarch64"), allow(dead_code))]
+    pub fn len(&self) -> usize {
+        self.len
+    }
 }

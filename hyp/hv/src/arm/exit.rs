@@ -175,6 +175,7 @@ pub fn handle_exit(vm: &Vm, v: usize, cpu: usize, ctx: &mut Context) -> (ExitCla
         }
     }
     let esr = ctx.esr;
+    let fid = ctx.x[0] as u32;
     match (esr >> 26) & 0x3f {
         ec::WFX => {
             ctx.pc += 4;
@@ -187,6 +188,12 @@ pub fn handle_exit(vm: &Vm, v: usize, cpu: usize, ctx: &mut Context) -> (ExitCla
             (ExitClass::Wfi, next)
         }
         ec::HVC64 => match psci::call(vm, v, cpu, ctx) {
+            // PSCI answered NOT_SUPPORTED: maybe one of the GICv4 test calls (looked
+            // for only here, so that PSCI's path stays as it was).
+            Effect::None if ctx.x[0] == u64::MAX => {
+                vlpi_test_call(vm, fid, ctx);
+                (ExitClass::Hvc, Next::Resume)
+            }
             Effect::None => (ExitClass::Hvc, Next::Resume),
             Effect::Standby => (ExitClass::Hvc, Next::Block),
             Effect::Stop => (ExitClass::Hvc, Next::Stop(false)),
@@ -219,6 +226,54 @@ pub fn handle_exit(vm: &Vm, v: usize, cpu: usize, ctx: &mut Context) -> (ExitCla
             (ExitClass::Other, Next::Resume)
         }
     }
+}
+
+/// SMCCC vendor-hypervisor call (fast, 32-bit ids): send test vLPI `x2` (0..4) to
+/// vCPU `x1` with the ITS's INT command (`topology = "vgicv4"`; the guest's own vCPUs
+/// only, so no guest reaches another's).
+pub const VIRQ_VLPI_INT: u32 = 0x8600_0100;
+/// SMCCC vendor-hypervisor call: vCPU `x1`'s counter `x2` — 0: its exits so far, 1:
+/// doorbells, 2: doorbell wake-ups, 3: its doorbell state (0 Resident, 1 Descheduled,
+/// 2 Blocking, 3 Fired), 4: its `irq` exits.
+pub const VIRQ_VLPI_STAT: u32 = 0x8600_0101;
+
+/// The GICv4 test calls ([`VIRQ_VLPI_INT`], [`VIRQ_VLPI_STAT`]) after PSCI found
+/// function `fid` NOT_SUPPORTED: for one of them, its result in `x0` (NOT_SUPPORTED
+/// (-1) for a guest without vgicv4, INVALID_PARAMETERS (-2) for a bad vCPU or counter).
+#[inline(never)]
+fn vlpi_test_call(vm: &Vm, fid: u32, ctx: &mut Context) {
+    if fid != VIRQ_VLPI_INT && fid != VIRQ_VLPI_STAT {
+        return;
+    }
+    let (t, arg) = (ctx.x[1] as usize, ctx.x[2]);
+    let r: i64 = match (vm.lpis.is_some(), vm.vcpus.get(t)) {
+        (false, _) => -1,
+        (true, None) => -2,
+        (true, Some(vcpu)) => match (&vcpu.vpe, fid) {
+            (None, _) => -1,
+            (Some(_), VIRQ_VLPI_INT) if arg >= u64::from(super::gicv4::VLPIS_PER_VPE) => -2,
+            (Some(vpe), VIRQ_VLPI_INT) => match super::gicv4::send_test_vlpi(vpe, arg as u32) {
+                Ok(()) => 0,
+                Err(e) => {
+                    println!("hyp: guest {}: test vLPI: {e}", vm.name);
+                    -1
+                }
+            },
+            (Some(vpe), _) => match arg {
+                0 => vcpu
+                    .exits
+                    .iter()
+                    .map(|e| e.load(Ordering::Relaxed))
+                    .sum::<u64>() as i64,
+                1 => vpe.counts.doorbells.load(Ordering::Relaxed) as i64,
+                2 => vpe.counts.wakeups.load(Ordering::Relaxed) as i64,
+                3 => super::gicv4::state(vpe) as i64,
+                4 => vcpu.exits[ExitClass::Irq as usize].load(Ordering::Relaxed) as i64,
+                _ => -2,
+            },
+        },
+    };
+    ctx.x[0] = r as u64;
 }
 
 /// A trapped `msr`/`mrs` (ISS: Op0, Op2, Op1, CRn, Rt, CRm, direction). The GICv3 SGI

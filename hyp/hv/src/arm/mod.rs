@@ -13,6 +13,7 @@
 //! | `exit.rs` | a vCPU's exits: WFI, PSCI, trapped system registers, vGIC MMIO, injected faults |
 //! | `psci.rs` | PSCI and SMCCC for guests (`hvc`) |
 //! | `fdt.rs` | the guest's device tree |
+//! | `gicv4.rs` | GICv4.0 (`topology = "vgicv4"`): the host ITS driver, host LPIs, a vPE per vCPU, its doorbell through virq-core's `Doorbell`, test vLPIs |
 //! | `vpl011.rs` | hyp's emulated PL011, for a guest that does not own QEMU's |
 //! | `idregs.rs` | the ID registers guests read: features hyp does not switch hidden |
 //!
@@ -26,6 +27,7 @@ use crate::{heap, println};
 
 mod exit;
 mod fdt;
+mod gicv4;
 mod hello;
 mod idregs;
 mod layout;
@@ -64,6 +66,8 @@ pub struct HostInfo {
     pub cpus: usize,
     /// The first RAM region: base and size.
     pub memory: (u64, u64),
+    /// The ITS's control frame (`arm,gic-v3-its` under the GIC node), if any.
+    pub its: Option<usize>,
 }
 
 fn host_info(x0: usize) -> Result<HostInfo, &'static str> {
@@ -86,6 +90,14 @@ fn host_info(x0: usize) -> Result<HostInfo, &'static str> {
     let mut reg = gic.reg().ok_or("GICv3 node without reg")?;
     let d = reg.next().ok_or("GICv3 reg without a distributor")?;
     let r = reg.next().ok_or("GICv3 reg without redistributors")?;
+    let its = gic
+        .children()
+        .find(|n| {
+            n.compatible()
+                .is_some_and(|c| c.all().any(|s| s == "arm,gic-v3-its"))
+        })
+        .and_then(|n| n.reg()?.next())
+        .map(|r| r.starting_address as usize);
     let memory = fdt
         .memory()
         .regions()
@@ -101,6 +113,7 @@ fn host_info(x0: usize) -> Result<HostInfo, &'static str> {
         },
         cpus: fdt.cpus().count().min(arch::MAX_HARTS),
         memory,
+        its,
     })
 }
 
@@ -148,6 +161,10 @@ pub extern "C" fn secondary_main(cpu: HartId, _opaque: usize) -> ! {
     if !arch::gic::init_cpu() {
         println!("hyp: CPU {cpu}: no redistributor");
         arch::halt()
+    }
+    if let Err(e) = gicv4::init_cpu(cpu.0) {
+        println!("hyp: CPU {cpu}: {e}");
+        arch::power_off(true)
     }
     sched::cpu_loop(cpu.0)
 }

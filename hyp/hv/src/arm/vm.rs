@@ -24,6 +24,7 @@ use crate::arch::{self, gic, phys::PhysRange, sysreg, Context, HartId};
 use crate::gstage::{GStage, R, W, X};
 use crate::println;
 
+use super::gicv4::{self, VmLpis, Vpe};
 use super::layout::{GICD_IPA, GICR_IPA, UART_BASE, UART_INTID};
 use super::vpl011::VPl011;
 use super::HostInfo;
@@ -98,7 +99,9 @@ pub struct Vcpu {
     pub exits: [AtomicU64; 8],
     /// Host interrupts its CPU took while it was loaded, by kind (see
     /// `sched::IRQ_NAMES`).
-    pub irqs: [AtomicU64; 6],
+    pub irqs: [AtomicU64; 7],
+    /// Its vPE (`topology = "vgicv4"`).
+    pub vpe: Option<Vpe>,
     /// Software-path passthrough interrupts delivered and not yet deactivated.
     pub inflight: InFlight<INFLIGHT_SLOTS>,
 }
@@ -146,6 +149,8 @@ pub struct Vm {
     /// Physical deactivates done for guest completions (software path) or at once
     /// (immediate).
     pub deactivations: AtomicU64,
+    /// Its vLPI configuration table (`topology = "vgicv4"`).
+    pub lpis: Option<VmLpis>,
 }
 
 impl Vm {
@@ -197,6 +202,18 @@ pub fn boot(host: &HostInfo) -> Result<(), String> {
     let config = crate::blob::load(host.config.as_deref(), allowed)
         .map_err(|e| format!("configuration: {}: {}", e.field, e.message))?;
     let cpus = host.cpus.max(1);
+    if let Some(i) = config
+        .guests
+        .iter()
+        .position(|g| g.topology == Topology::Vgicv4)
+    {
+        let its = host.its.ok_or_else(|| {
+            format!("configuration: guest[{i}].topology: \"vgicv4\" needs a host ITS (arm,gic-v3-its; -M virt,gic-version=4)")
+        })?;
+        gicv4::init(its, cpus)
+            .map_err(|e| format!("configuration: guest[{i}].topology: \"vgicv4\": {e}"))?;
+        gicv4::init_cpu(0)?;
+    }
     let mut next = 0usize;
     let mut vms = Vec::new();
     let deferred = config.hyp.vuart == hyp_config::VuartMode::Deferred;
@@ -229,8 +246,11 @@ fn build(
     deferred: bool,
 ) -> Result<Vm, String> {
     let field = |k: &str| format!("configuration: guest[{i}].{k}");
-    if g.topology != Topology::Vgicv3 {
-        return Err(format!("{}: aarch64 guests need vgicv3", field("topology")));
+    if !matches!(g.topology, Topology::Vgicv3 | Topology::Vgicv4) {
+        return Err(format!(
+            "{}: aarch64 guests need vgicv3 or vgicv4",
+            field("topology")
+        ));
     }
     let vcpus = g.vcpus as usize;
     if vcpus > VCPUS {
@@ -296,13 +316,21 @@ fn build(
     }
     let entry = GUEST_RAM_BASE + g.kernel.offset;
     let dtb_ipa = GUEST_RAM_BASE + dtb_off;
+    let homes: Vec<usize> = (0..vcpus).map(|v| (*next + v) % cpus).collect();
+    let (lpis, mut vpes) = if g.topology == Topology::Vgicv4 {
+        let (l, v) = gicv4::new_vpes(&homes).map_err(|e| format!("{}: {e}", field("topology")))?;
+        (Some(l), v.into_iter().map(Some).collect())
+    } else {
+        (None, (0..vcpus).map(|_| None).collect::<Vec<_>>())
+    };
     let vcpu_table: Vec<Vcpu> = (0..vcpus)
         .map(|v| Vcpu {
+            vpe: vpes.get_mut(v).and_then(Option::take),
             saved: Mutex::new(Saved {
                 ctx: Context::default(),
                 el1: El1State::reset(),
             }),
-            block: VcpuBlock::new((*next + v) % cpus),
+            block: VcpuBlock::new(homes[v]),
             inbox: new_inbox(),
             power: AtomicU8::new(if v == 0 {
                 power::ON_PENDING
@@ -352,6 +380,7 @@ fn build(
         deactivations: AtomicU64::new(0),
         stopped: AtomicBool::new(false),
         failed: AtomicBool::new(false),
+        lpis,
     })
 }
 

@@ -405,3 +405,53 @@ impl virq_arm::lr::IchRegs for HwIch {
         sysreg::ich_hcr_el2::write(v as usize);
     }
 }
+
+/// Whether an acknowledged INTID is an LPI (8192 and up): it has no active state, so
+/// the priority drop ends it (no [`deactivate`]).
+pub fn is_lpi(intid: u32) -> bool {
+    intid >= hyp_io::gic_its::LPI_BASE
+}
+
+/// `GICR_TYPER.Processor_Number` of the CPU with affinity Aff0 = `aff0` (what an ITS
+/// with `GITS_TYPER.PTA` = 0 takes as RDbase), if it has a redistributor.
+pub fn processor_number(aff0: usize) -> Option<u16> {
+    redistributor(aff0 as u32 & 0xff)
+        .map(|rd| hyp_io::gic_its::gicr::processor_number(rd64(rd + gicr::TYPER)))
+}
+
+/// Read the 64-bit redistributor register at `off` (RD or VLPI frame:
+/// `hyp_io::gic_its::gicr`) of this CPU; 0 if it has none.
+pub fn my_rd_read64(off: usize) -> u64 {
+    let rd = my_rd();
+    if rd == 0 || off >= 0x4_0000 {
+        return 0;
+    }
+    rd64(rd + (off & !7))
+}
+
+/// Write the 64-bit redistributor register at `off` of this CPU (ignored if it has
+/// none). `GICR_VPENDBASER` must be written with one 64-bit access (QEMU ignores the
+/// halves of a Valid change).
+pub fn my_rd_write64(off: usize, v: u64) {
+    let rd = my_rd();
+    if rd != 0 && off < 0x4_0000 {
+        wr64(rd + (off & !7), v);
+    }
+}
+
+/// Read the 32-bit redistributor register at `off` of this CPU (`GICR_CTLR`).
+pub fn my_rd_read32(off: usize) -> u32 {
+    let rd = my_rd();
+    if rd == 0 || off >= 0x4_0000 {
+        return 0;
+    }
+    rd32(rd + (off & !3))
+}
+
+/// Write the 32-bit redistributor register at `off` of this CPU.
+pub fn my_rd_write32(off: usize, v: u32) {
+    let rd = my_rd();
+    if rd != 0 && off < 0x4_0000 {
+        wr32(rd + (off & !3), v);
+    }
+}

@@ -13,6 +13,7 @@
 //! | `pl011.rs` | the PL011 UART hyp's console writes to |
 //! | `el1.rs` | a vCPU's state in the CPU's system registers, saved and restored when vCPUs share a CPU |
 //! | `gic.rs` | the host GICv3 (distributor, redistributors, `ICC_*`) and the list registers (`ICH_*`) |
+//! | `its.rs` | the host ITS's registers and command-queue memory (`hyp_io::gic_its::ItsRegs`), LPI table stores |
 //! | `hello_guest.rs` | the tiny EL1 test payload (a few instructions, copied into guest RAM) |
 //!
 //! IPIs are SGIs ([`send_ipi`]); a CPU consumes them by acknowledging its interrupts
@@ -26,6 +27,7 @@ pub mod el1;
 pub mod entry;
 pub mod gic;
 pub mod hello_guest;
+pub mod its;
 pub mod pl011;
 pub mod psci;
 pub mod switch;
