@@ -93,6 +93,8 @@ pub fn test(args: &TestArgs) -> Result<()> {
 /// the aarch64 test guest (`testguest-arm`, a stub on riscv64), then the aarch64
 /// image's build.
 pub fn hyp_checks() -> Result<()> {
+    let n = crate::layers::check(&root().join("hyp/hv/src"))?;
+    println!("layers: hyp/hv/src: {n} modules, no import circles");
     run_cmd(cargo().args([
         "fmt",
         "--manifest-path",

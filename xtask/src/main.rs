@@ -46,6 +46,7 @@ mod hyp;
 mod images;
 mod iommu;
 mod kvm;
+mod layers;
 mod mutants;
 mod pingpong;
 mod qemu;
