@@ -24,7 +24,14 @@ pub const CASES: &[(&str, &[&str])] = &[
         "iommu-pci-edu",
         &["-device", "riscv-iommu-pci", "-device", EDU],
     ),
+    // edu given to the test guest (its `device_*` tests), from the configuration.
+    (GUEST_CASE, &[]),
 ];
+
+/// The case where the test guest drives edu itself ("Passing a PCIe function to a
+/// guest"): its configuration space through hyp's filter, DMA through its G-stage,
+/// two DMAs and one MSI to addresses that are not its own, refused by the IOMMU.
+const GUEST_CASE: &str = "iommu-guest-edu";
 
 /// The cases `VIRQ_QEMU_CASE` = `only` selects (all without it).
 pub fn selection(only: Option<&str>) -> Vec<&'static str> {
@@ -61,6 +68,9 @@ pub fn run_cases(
 }
 
 fn run_case(name: &str, img: &Images, images: &crate::config::NamedImages) -> Result<String> {
+    if name == GUEST_CASE {
+        return run_guest_case(img, images);
+    }
     let extra = CASES
         .iter()
         .find(|c| c.0 == name)
@@ -79,6 +89,89 @@ fn run_case(name: &str, img: &Images, images: &crate::config::NamedImages) -> Re
     check(&o.output, o.status, unmapped)
         .map(|s| format!("{s}, {:.1} s", o.elapsed.as_secs_f64()))
         .with_context(|| format!("log {}", log.display()))
+}
+
+fn run_guest_case(img: &Images, images: &crate::config::NamedImages) -> Result<String> {
+    let cfg = crate::config::suite(
+        GUEST_CASE,
+        "test",
+        &[
+            "machine.interrupts=aia",
+            "machine.iommu=sys",
+            "machine.pci=[\"edu\"]",
+            "guest.0.topology=aia",
+            "guest.0.pci=[\"00:01.0\"]",
+            "guest.0.cmdline=\"virq.device\"",
+        ],
+        images,
+    )?;
+    let guest = cfg.config.guests.first().context("no guest")?;
+    let ram_end = hyp_config::GUEST_RAM_BASE + guest.ram_size();
+    let timeout = Duration::from_secs(DEFAULT_TIMEOUT_S);
+    let machine = cfg.machine(timeout, &[])?;
+    let o = run_command_watched(machine.command(img), timeout, false, None)?;
+    let log = save_log(GUEST_CASE, &o.output)?;
+    ensure!(!o.timed_out, "timed out (log {})", log.display());
+    check_guest(&o.output, o.status, ram_end)
+        .map(|s| format!("{s}, {:.1} s", o.elapsed.as_secs_f64()))
+        .with_context(|| format!("log {}", log.display()))
+}
+
+/// The check of the guest case: the test guest's `device_*` tests passed (with the
+/// rest), and hyp's IOMMU recorded exactly the three refusals the guest caused — its
+/// DMAs 1 MiB past its RAM (`ram_end`) and to GPA 0x1_0000_0000, and its MSI to GPA
+/// 0x2800_8000 — each a write guest-page fault (cause 23) of edu's device ID.
+pub fn check_guest(out: &str, status: Option<i32>, ram_end: u64) -> Result<String> {
+    for bad in ["hyp: PANIC", "hyp: FATAL", "configuration error"] {
+        ensure!(!out.contains(bad), "hyp printed \"{bad}\"");
+    }
+    ensure!(
+        out.lines().any(|l| l.starts_with("hyp: guest 0 ")
+            && l.contains("pci 00:01.0")
+            && l.contains("MSIs through the MSI page table")),
+        "edu was not attached to the guest with an MSI page table"
+    );
+    for t in ["device_config", "device_dma", "device_msi"] {
+        ensure!(
+            out.lines()
+                .any(|l| l.trim_end() == format!("TEST {t} ... PASS")),
+            "the test guest's {t} did not pass"
+        );
+    }
+    let mut faults: Vec<u64> = out
+        .lines()
+        .filter(|l| l.starts_with("hyp: iommu fault: "))
+        .map(|l| {
+            ensure!(
+                l.contains("cause=23 ") && l.contains(" did=0x8 "),
+                "unexpected fault: {l}"
+            );
+            let v = l
+                .split("iotval=")
+                .nth(1)
+                .and_then(|v| v.split_whitespace().next())
+                .and_then(|v| u64::from_str_radix(v.trim_start_matches("0x"), 16).ok())
+                .context("no iotval")?;
+            Ok(v)
+        })
+        .collect::<Result<_>>()?;
+    faults.sort_unstable();
+    let mut want = vec![ram_end + 0x10_0000, 0x1_0000_0000, 0x2800_8000];
+    want.sort_unstable();
+    ensure!(
+        faults == want,
+        "IOMMU faults at {faults:#x?}, expected {want:#x?}"
+    );
+    let summary = out
+        .lines()
+        .find(|l| l.starts_with("testguest: ") && l.contains(" passed, "))
+        .context("the test guest did not finish")?;
+    ensure!(summary.ends_with(" 0 failed"), "{summary}");
+    ensure!(status == Some(0), "QEMU exit status {status:?}");
+    Ok(format!(
+        "edu in the guest: config filtered, DMA through its G-stage, its MSI in its file, 3 refusals as faults; {}",
+        summary.trim_start_matches("testguest: ")
+    ))
 }
 
 /// The check of one run's console; `unmapped` is the guest-physical address of the
@@ -189,6 +282,30 @@ hyp: dma-test: passed
 testguest: 24 passed, 0 failed
 ACCT iommu commands=9 fences=3 faults=2 fault_overflows=0 queue_memory_faults=0
 ";
+
+    /// The console of a passing `iommu-guest-edu` run (QEMU 10.0.2), cut.
+    const GOOD_GUEST: &str = "\
+hyp: guest 0 \"testguest\": pci 00:01.0 (device ID 0x8) attached, iohgatp 0x8000100000080448, MSIs through the MSI page table at 0x80465000, bars [(0, 40000000, 100000)]
+TEST device_config ... PASS
+TEST device_dma ... PASS
+TEST device_msi ... PASS
+testguest: 3 passed, 0 failed
+hyp: iommu fault: cause=23 (write/AMO guest-page fault) ttype=3 (untranslated write/AMO) did=0x8 iotval=0x82100000 iotval2=0x0 pid=0x0
+hyp: iommu fault: cause=23 (write/AMO guest-page fault) ttype=3 (untranslated write/AMO) did=0x8 iotval=0x100000000 iotval2=0x0 pid=0x0
+hyp: iommu fault: cause=23 (write/AMO guest-page fault) ttype=3 (untranslated write/AMO) did=0x8 iotval=0x28008000 iotval2=0x0 pid=0x0
+";
+
+    #[test]
+    fn the_guest_case_wants_its_tests_and_exactly_its_three_refusals() {
+        check_guest(GOOD_GUEST, Some(0), 0x8200_0000).unwrap();
+        let missing = GOOD_GUEST.replace("iotval=0x28008000", "iotval=0x0");
+        assert!(check_guest(&missing, Some(0), 0x8200_0000).is_err());
+        let extra = format!("{GOOD_GUEST}hyp: iommu fault: cause=23 (x) ttype=3 (x) did=0x8 iotval=0x80000000 iotval2=0x0 pid=0x0\n");
+        assert!(check_guest(&extra, Some(0), 0x8200_0000).is_err());
+        let failed = GOOD_GUEST.replace("device_msi ... PASS", "device_msi ... FAIL (x)");
+        assert!(check_guest(&failed, Some(0), 0x8200_0000).is_err());
+        assert!(check_guest(GOOD_GUEST, Some(1), 0x8200_0000).is_err());
+    }
 
     #[test]
     fn an_msi_in_another_file_fails() {

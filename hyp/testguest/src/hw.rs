@@ -255,6 +255,13 @@ pub fn mmio_write32(addr: usize, v: u32) {
     unsafe { core::ptr::write_volatile(addr as *mut u32, v) }
 }
 
+/// Write a 64-bit MMIO register (one access: a device may take a 32-bit write at its
+/// offset as the whole register).
+pub fn mmio_write64(addr: usize, v: u64) {
+    // SAFETY: as for `mmio_read32`.
+    unsafe { core::ptr::write_volatile(addr as *mut u64, v) }
+}
+
 /// Read an 8-bit MMIO register.
 pub fn mmio_read8(addr: usize) -> u8 {
     // SAFETY: as for `mmio_read32`.

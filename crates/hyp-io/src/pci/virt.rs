@@ -145,23 +145,22 @@ impl VirtFunction {
         self.command
     }
 
-    /// Is `off..off + len` inside a capability the guest may write?
-    fn writable_cap(&self, off: u16, len: u16) -> bool {
-        let inside = |start: u16, end: u16| off >= start && off + len <= end;
+    /// The byte lanes (bits 0..4) of the register at `reg` (4-byte aligned) that lie
+    /// in a capability field the guest may write: the MSI capability from its Message
+    /// Control to its end, MSI-X's Message Control.
+    fn writable_lanes(&self, reg: u16) -> u32 {
+        let mut ranges: [(u16, u16); 2] = [(0, 0); 2];
         if let Some(m) = &self.msi {
-            // Control (offset + 2) to the end; not the ID/next-pointer bytes.
-            let base = m.offset as u16;
-            if inside(base + 2, base + msi_len(m)) {
-                return true;
-            }
+            let base = u16::from(m.offset);
+            ranges[0] = (base + 2, base + msi_len(m));
         }
         if let Some(x) = &self.msix {
-            let base = x.offset as u16;
-            if inside(base + 2, base + 4) {
-                return true;
-            }
+            let base = u16::from(x.offset);
+            ranges[1] = (base + 2, base + 4);
         }
-        false
+        (0..4u16)
+            .filter(|b| ranges.iter().any(|&(s, e)| (s..e).contains(&(reg + b))))
+            .fold(0, |m, b| m | 1 << b)
     }
 
     /// The 32-bit register at `off & !3` as the guest sees it.
@@ -253,12 +252,21 @@ impl VirtFunction {
                 }
                 Effect::None
             }
-            _ if self.writable_cap(off, u16::from(size)) => {
+            _ => {
+                // Only the bytes of writable capability fields (a dword write at the
+                // MSI capability's start changes its Message Control, not its ID).
+                let allowed = self.writable_lanes(reg);
+                let mask = (0..4)
+                    .filter(|b| allowed & (1 << b) != 0)
+                    .fold(0u32, |m, b| m | 0xff << (8 * b));
+                if lanes & mask == 0 {
+                    return Effect::Dropped;
+                }
                 let old = host.read32(reg);
-                host.write32(reg, merge(old));
+                let keep = !(lanes & mask);
+                host.write32(reg, (old & keep) | ((value << shift) & lanes & mask));
                 Effect::None
             }
-            _ => Effect::Dropped,
         }
     }
 }

@@ -193,10 +193,20 @@ fn only_msi_and_msix_control_writes_reach_the_device() {
         0xc003_6011,
         "enable + function mask, ID/next kept"
     );
+    // A dword write at the capability's start reaches Message Control only; one at the
+    // data word reaches the data (and the reserved half after it, in the capability).
+    d.writes.clear();
+    v.write(&mut d, 0x60, 4, 0x0180_ffff);
+    assert_eq!(
+        d.regs[0x60 / 4],
+        0x0180_8005,
+        "ID and next pointer kept, control written"
+    );
+    assert_eq!(v.write(&mut d, 0x6c, 4, 0x0000_002a), Effect::None);
+    assert_eq!(d.regs[0x6c / 4] & 0xffff, 42);
     let before = d.regs.clone();
     for (off, size) in [
         (0x98, 1),
-        (0x98, 4),
         (0x9c, 4),
         (0xa0, 4),
         (0x80, 4),
