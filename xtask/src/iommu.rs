@@ -359,7 +359,10 @@ hyp: iommu fault: cause=23 (write/AMO guest-page fault) ttype=3 (untranslated wr
 
     #[test]
     fn selection_follows_virq_qemu_case() {
-        assert_eq!(selection(None), ["iommu-sys-edu", "iommu-pci-edu"]);
+        assert_eq!(
+            selection(None),
+            ["iommu-sys-edu", "iommu-pci-edu", "iommu-guest-edu"]
+        );
         assert_eq!(selection(Some("smp1,iommu-pci-edu")), ["iommu-pci-edu"]);
         assert!(selection(Some("smp1")).is_empty());
     }
