@@ -140,7 +140,7 @@ for m in {modules}; do
     insmod /{MODULE_DIR}/$m.ko && echo "NET module $m" || echo "NET error insmod $m"
 done
 n=0
-while [ ! -e /sys/class/net/eth0 ] && [ $n -lt 50 ]; do sleep 0.1; n=$((n + 1)); done
+while [ ! -e /sys/class/net/eth0 ] && [ $n -lt 200 ]; do sleep 0.1; n=$((n + 1)); done
 ip link set lo up
 ip link set eth0 up
 ip addr add {GUEST_IP}/24 dev eth0
@@ -610,10 +610,14 @@ pub fn check(
     })
 }
 
-/// The suite's cases: Linux directly under OpenSBI (no hyp), AIA machine.
-pub const CASES: &[(&str, Nic)] = &[
-    ("net-bare-virtio", Nic::VirtioNet),
-    ("net-bare-e1000e", Nic::E1000e),
+/// The suite's cases: Linux directly under OpenSBI (no hyp), AIA machine; name, NIC,
+/// QEMU arguments added to the machine's. Not `-M iommu-sys=on`: Debian's 6.12 kernel
+/// has no RISC-V IOMMU driver, so the NIC's probe waits for one until the deferred-probe
+/// time-out (10 s) and QEMU's IOMMU, `ddtp` Off since reset, then refuses its DMA
+/// (`NETDEV WATCHDOG: transmit queue 0 timed out`); docs/hyp.md, "The network test".
+pub const CASES: &[(&str, Nic, &[&str])] = &[
+    ("net-bare-virtio", Nic::VirtioNet, &[]),
+    ("net-bare-e1000e", Nic::E1000e, &[]),
 ];
 
 /// Time limit of a suite case, and of the guest's `virq-net` (guest time).
@@ -670,18 +674,14 @@ pub fn run_cases(names: &[&str]) -> (usize, usize) {
 }
 
 fn run_case(name: &str) -> Result<String> {
-    let nic = CASES
+    let &(_, nic, extra) = CASES
         .iter()
         .find(|c| c.0 == name)
-        .context("no such network case")?
-        .1;
+        .context("no such network case")?;
     let boot = guest_images(nic, SUITE_PLAN, GUEST_LIMIT_S)?;
-    let r = run(
-        bare_command(&boot, 2, false),
-        nic,
-        Duration::from_secs(CASE_TIMEOUT_S),
-        name,
-    )?;
+    let mut qemu = bare_command(&boot, 2, false);
+    qemu.args(extra);
+    let r = run(qemu, nic, Duration::from_secs(CASE_TIMEOUT_S), name)?;
     let log = crate::qemu::log_path(name);
     ensure!(
         !r.outcome.timed_out,

@@ -26,8 +26,9 @@ use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpStream, UdpSocket};
 use std::time::{Duration, Instant};
 
-/// Attempts to connect (the forward answers as soon as the link is up).
-const CONNECT_TRIES: u32 = 50;
+/// Attempts to connect (the forward answers as soon as the link is up), each bounded.
+const CONNECT_TRIES: u32 = 20;
+const CONNECT_WAIT: Duration = Duration::from_secs(3);
 /// Wait for one control line from the host.
 const LINE_WAIT: Duration = Duration::from_secs(120);
 /// Wait for one UDP request.
@@ -77,9 +78,10 @@ fn run() -> Result<bool, String> {
     let udp = UdpSocket::bind(("0.0.0.0", udp_port)).map_err(|e| format!("udp bind: {e}"))?;
     udp.set_read_timeout(Some(UDP_WAIT))
         .map_err(|e| format!("udp timeout: {e}"))?;
+    let to: std::net::SocketAddr = addr.parse().map_err(|e| format!("{addr}: {e}"))?;
     let mut tcp = None;
     for _ in 0..CONNECT_TRIES {
-        match TcpStream::connect(&addr) {
+        match TcpStream::connect_timeout(&to, CONNECT_WAIT) {
             Ok(s) => {
                 tcp = Some(s);
                 break;
@@ -128,7 +130,9 @@ fn run() -> Result<bool, String> {
             Ok((n, _)) => {
                 misses = 0;
                 let text = String::from_utf8_lossy(&buf[..n]);
-                let Some(seq) = text.strip_prefix("Q ").and_then(|s| s.trim().parse::<u32>().ok())
+                let Some(seq) = text
+                    .strip_prefix("Q ")
+                    .and_then(|s| s.trim().parse::<u32>().ok())
                 else {
                     return Err(format!("bad request {text:?}"));
                 };
