@@ -16,8 +16,10 @@
 //!    answered=a`.
 //! 3. `BYE`.
 //!
-//! Output (stdout, one line each): `NET tcp bytes=n secs=S host_received=m ok|bad`,
-//! `NET udp requests=c received=r host_sent=s host_answered=a ok|bad`, and at the end
+//! Output (stdout, one line each): `NET tcp bytes=n secs=S irqs=I host_received=m
+//! ok|bad`, `NET udp requests=c received=r secs=S irqs=I host_sent=s host_answered=a
+//! ok|bad` (`irqs`: the NIC's interrupts during the phase, from `/proc/interrupts`;
+//! `secs`: the phase in guest time), and at the end
 //! `NET done ok` (exit status 0) or `NET error …` (exit status 1). Every loop is
 //! bounded by a count and every wait by a time limit (guest time: under `-icount
 //! sleep=off` the guest's clock runs ahead while it waits, so the limits are generous
@@ -98,6 +100,7 @@ fn run() -> Result<bool, String> {
     let mut good = true;
 
     // 1. The stream.
+    let irqs0 = nic_irqs();
     let start = Instant::now();
     send(&mut tx, &format!("TCP {tcp_bytes}\n"))?;
     let mut chunk = vec![0u8; 64 * 1024];
@@ -113,15 +116,18 @@ fn run() -> Result<bool, String> {
     }
     let ack = line(&mut rx)?;
     let secs = start.elapsed().as_secs_f64();
+    let irqs = nic_irqs().saturating_sub(irqs0);
     let (received, intact) = parse_ack(&ack).ok_or_else(|| format!("bad ack {ack:?}"))?;
     let ok = received == tcp_bytes && intact;
     good &= ok;
     println!(
-        "NET tcp bytes={tcp_bytes} secs={secs:.3} host_received={received} {}",
+        "NET tcp bytes={tcp_bytes} secs={secs:.3} irqs={irqs} host_received={received} {}",
         verdict(ok)
     );
 
     // 2. UDP requests, answered over TCP.
+    let irqs0 = nic_irqs();
+    let start = Instant::now();
     send(&mut tx, &format!("UDP {udp_count}\n"))?;
     let (mut got, mut misses) = (0u32, 0u32);
     let mut buf = [0u8; 1500];
@@ -148,16 +154,50 @@ fn run() -> Result<bool, String> {
         }
     }
     let done = line(&mut rx)?;
+    let secs = start.elapsed().as_secs_f64();
+    let irqs = nic_irqs().saturating_sub(irqs0);
     let (host_sent, answered) =
         parse_udpdone(&done).ok_or_else(|| format!("bad summary {done:?}"))?;
     let ok = got == udp_count && host_sent == udp_count && answered == udp_count;
     good &= ok;
     println!(
-        "NET udp requests={udp_count} received={got} host_sent={host_sent} host_answered={answered} {}",
+        "NET udp requests={udp_count} received={got} secs={secs:.3} irqs={irqs} host_sent={host_sent} host_answered={answered} {}",
         verdict(ok)
     );
     send(&mut tx, "BYE\n")?;
     Ok(good)
+}
+
+/// Whether a row of `/proc/interrupts` (its last word, the action name) is the NIC's:
+/// virtio-net's `virtio<N>-input.<q>`, `-output.<q>`, `-config`; e1000e's `eth0`,
+/// `eth0-rx-<q>`, `eth0-tx-<q>`.
+fn nic_row(name: &str) -> bool {
+    (name.starts_with("virtio")
+        && ["-input.", "-output.", "-config"]
+            .iter()
+            .any(|s| name.contains(s)))
+        || name == "eth0"
+        || name.starts_with("eth0-")
+}
+
+/// The NIC's interrupts so far, all CPUs (0 if `/proc/interrupts` cannot be read).
+fn nic_irqs() -> u64 {
+    std::fs::read_to_string("/proc/interrupts")
+        .map(|t| irqs_in(&t))
+        .unwrap_or(0)
+}
+
+/// [`nic_irqs`] of the text of `/proc/interrupts`.
+fn irqs_in(text: &str) -> u64 {
+    text.lines()
+        .filter(|l| l.split_whitespace().last().is_some_and(nic_row))
+        .map(|l| {
+            l.split_whitespace()
+                .skip(1)
+                .map_while(|w| w.parse::<u64>().ok())
+                .sum::<u64>()
+        })
+        .sum()
 }
 
 fn verdict(ok: bool) -> &'static str {
@@ -215,5 +255,20 @@ mod tests {
         assert_eq!(parse_udpdone("UDPDONE sent=5 answered=4"), Some((5, 4)));
         assert_eq!(parse_udpdone("UDPDONE sent=5"), None);
         assert_eq!((pattern(0), pattern(250), pattern(251)), (0, 250, 0));
+    }
+
+    #[test]
+    fn nic_interrupts_are_summed() {
+        let t = "           CPU0       CPU1
+ 10:        100        200  APLIC-MSI-d000000.interrupt-controller  10 Level     ttyS0
+ 14:          0          0  PCI-MSIX-0000:00:01.0   0 Edge      virtio0-config
+ 15:        708          2  PCI-MSIX-0000:00:01.0   1 Edge      virtio0-input.0
+ 16:          0        675  PCI-MSIX-0000:00:01.0   2 Edge      virtio0-output.0
+IPI0:        53         65  Rescheduling interrupts
+";
+        assert_eq!(irqs_in(t), 708 + 2 + 675);
+        let e = " 14:          3       1341  PCI-MSIX-0000:00:01.0   0 Edge      eth0-rx-0\n\
+                 15:       1560          0  PCI-MSIX-0000:00:01.0   1 Edge      eth0-tx-0\n";
+        assert_eq!(irqs_in(e), 3 + 1341 + 1560);
     }
 }
