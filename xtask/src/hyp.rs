@@ -137,7 +137,13 @@ fn default_timeout(file: &crate::config::File) -> u64 {
             .iter()
             .any(|g| g.initramfs.as_deref() == Some(which))
     };
-    if init("debian-shell") {
+    let net_shell = file.guest.iter().any(|g| {
+        g.initramfs
+            .as_deref()
+            .and_then(crate::net::named_initramfs)
+            .is_some_and(|(_, test)| !test)
+    });
+    if init("debian-shell") || net_shell {
         INTERACTIVE_TIMEOUT_S
     } else if file.guest.iter().all(|g| g.kernel == "testguest") {
         DEFAULT_TIMEOUT_S

@@ -111,19 +111,14 @@ pub const SUITE_PLAN: Plan = Plan {
     udp_requests: 200,
 };
 
-/// `/init`: mount, load `modules` in order, bring `eth0` up with a static address on
-/// QEMU's user network, run `virq-net` (bounded by `timeout`), print the NIC's rows of
-/// `/proc/interrupts` as `NET irq …` lines (with the CPU header as `NET irq-cpus …`),
-/// power off. `NET link …` and `NET module …` lines report the set-up.
-pub fn init_script(modules: &[String], plan: Plan, limit_s: u32) -> String {
+/// The start of every network `/init`: mount, load `modules` in order (`NET module m`
+/// each), wait (bounded) for `eth0`, bring it up with a static address on QEMU's user
+/// network, print `NET link <mac> inet <address>`.
+fn init_setup(modules: &[String]) -> String {
     let modules = modules.join(" ");
-    let Plan {
-        tcp_bytes,
-        udp_requests,
-    } = plan;
     format!(
         r#"#!/bin/sh
-# virq network test: the NIC's driver, a static address, bounded traffic, its interrupts.
+# virq network guest: the NIC's driver and a static address on QEMU's user network.
 export PATH=/bin:/sbin:/usr/bin:/usr/sbin
 mount -t proc proc /proc
 mount -t sysfs sysfs /sys
@@ -140,14 +135,81 @@ ip link set eth0 up
 ip addr add {GUEST_IP}/24 dev eth0
 ip route add default via {GATEWAY_IP} dev eth0
 echo "NET link $(cat /sys/class/net/eth0/address 2>/dev/null) $(ip -4 addr show dev eth0 | grep -o 'inet [0-9./]*')"
-timeout {limit_s} /{PROGRAM_PATH} {FORWARD_IP}:{FORWARD_PORT} {tcp_bytes} {udp_requests} {GUEST_UDP_PORT}
+"#
+    )
+}
+
+/// `/init` of the test: [`init_setup`], then `virq-net` (bounded by `timeout
+/// limit_s`), the NIC's rows of `/proc/interrupts` as `NET irq …` lines (with the CPU
+/// header as `NET irq-cpus …`), power-off.
+pub fn init_script(modules: &[String], plan: Plan, limit_s: u32) -> String {
+    let Plan {
+        tcp_bytes,
+        udp_requests,
+    } = plan;
+    format!(
+        r#"{}timeout {limit_s} /{PROGRAM_PATH} {FORWARD_IP}:{FORWARD_PORT} {tcp_bytes} {udp_requests} {GUEST_UDP_PORT}
 echo "NET exit status=$?"
 echo "NET irq-cpus $(head -n 1 /proc/interrupts)"
 grep -E 'virtio[0-9]+-(input|output|config)|eth0' /proc/interrupts | sed 's/^/NET irq /'
 echo "NET end"
 poweroff -f
-"#
+"#,
+        init_setup(modules)
     )
+}
+
+/// `/init` of an interactive guest with the network up: [`init_setup`], then a shell
+/// on the console (as [`crate::images::INIT_SHELL`]); leaving it powers off.
+pub fn init_shell(modules: &[String], plan: Plan) -> String {
+    let Plan {
+        tcp_bytes,
+        udp_requests,
+    } = plan;
+    format!(
+        r#"{}echo "eth0 is {GUEST_IP}/24 via {GATEWAY_IP} (QEMU user network, restrict=on: only its forwards answer)."
+echo "The test against xtask's host peer: /{PROGRAM_PATH} {FORWARD_IP}:{FORWARD_PORT} {tcp_bytes} {udp_requests} {GUEST_UDP_PORT}"
+echo VIRQ-SHELL-READY
+if command -v cttyhack >/dev/null 2>&1; then
+    setsid cttyhack sh
+else
+    sh
+fi
+poweroff -f
+"#,
+        init_setup(modules)
+    )
+}
+
+/// The named initramfs files a configuration's `initramfs` may give (beside
+/// `debian-shell` and `debian-test`): `debian-net-<nic>` (a shell with `eth0` up) and
+/// `debian-net-test-<nic>` (the test `/init`, the suite's plan), `<nic>` `virtio` or
+/// `e1000e`. `None` for any other name.
+pub fn named_initramfs(name: &str) -> Option<(Nic, bool)> {
+    let rest = name.strip_prefix("debian-net-")?;
+    let (test, nic) = match rest.strip_prefix("test-") {
+        Some(n) => (true, n),
+        None => (false, rest),
+    };
+    Nic::ALL
+        .into_iter()
+        .find(|n| n.name() == nic)
+        .map(|n| (n, test))
+}
+
+/// Build the named initramfs `name` ([`named_initramfs`]) and return its path.
+pub fn build_named_initramfs(name: &str) -> Result<std::path::PathBuf> {
+    let (nic, test) = named_initramfs(name).with_context(|| {
+        format!("{name}: not debian-net-virtio, -e1000e, debian-net-test-virtio or -e1000e")
+    })?;
+    let boot = if test {
+        guest_images(nic, SUITE_PLAN, GUEST_LIMIT_S)?
+    } else {
+        build_images(nic, &format!("net-shell-{}", nic.name()), |m| {
+            init_shell(m, SUITE_PLAN)
+        })?
+    };
+    Ok(boot.initramfs)
 }
 
 /// Debian's kernel and `target/images/initramfs-net-<nic>.cpio.gz`: busybox, the NIC's
@@ -155,6 +217,15 @@ poweroff -f
 /// (`-kernel`/`-initrd`) or as a guest of hyp (the configuration's `kernel` and
 /// `initramfs`).
 pub fn guest_images(nic: Nic, plan: Plan, limit_s: u32) -> Result<BootImages> {
+    build_images(nic, &initramfs_name(nic, plan), |m| {
+        init_script(m, plan, limit_s)
+    })
+}
+
+/// Debian's kernel and `target/images/initramfs-<name>.cpio.gz`: busybox, `nic`'s
+/// modules with their dependencies, `virq-net`, and the `/init` `init` makes from the
+/// modules' names in load order.
+fn build_images(nic: Nic, name: &str, init: impl Fn(&[String]) -> String) -> Result<BootImages> {
     let guest = crate::images::ensure_debian(hyp_config::Arch::Riscv64, None)?;
     let modules = crate::kvm::modules_named(&guest.modules, &[nic.module()])?;
     let program =
@@ -175,8 +246,8 @@ pub fn guest_images(nic: Nic, plan: Plan, limit_s: u32) -> Result<BootImages> {
     crate::images::debian_boot_with(
         hyp_config::Arch::Riscv64,
         Some(&guest.kernel_version),
-        &initramfs_name(nic, plan),
-        &init_script(&names, plan, limit_s),
+        name,
+        &init(&names),
         &extra,
     )
 }
@@ -335,6 +406,9 @@ fn serve(
     r.tcp_announced = n;
     let start = Instant::now();
     let mut buf = vec![0u8; 64 * 1024];
+    // The pattern from any phase: `expected[at % 251..][..k]` (a slice compare, so the
+    // check keeps up with the stream in a debug build too).
+    let expected: Vec<u8> = (0..buf.len() as u64 + 251).map(pattern).collect();
     let mut intact = true;
     while r.tcp_received < n {
         let want = (n - r.tcp_received).min(buf.len() as u64) as usize;
@@ -342,10 +416,8 @@ fn serve(
             Ok(0) => bail!("the connection closed after {} bytes", r.tcp_received),
             Ok(k) => {
                 let at = r.tcp_received;
-                intact &= buf[..k]
-                    .iter()
-                    .enumerate()
-                    .all(|(j, b)| *b == pattern(at + j as u64));
+                let phase = (at % 251) as usize;
+                intact &= buf[..k] == expected[phase..phase + k];
                 r.tcp_received += k as u64;
             }
             Err(e) if is_timeout(&e) => waiting("the stream")?,
@@ -881,6 +953,29 @@ NET end
         assert!(s.contains("timeout 240 /bin/virq-net 10.0.2.100:5000 16777216 200 7000"));
         assert!(s.contains("ip addr add 10.0.2.15/24 dev eth0"));
         assert!(s.contains("poweroff -f"));
+    }
+
+    #[test]
+    fn the_shell_has_the_network_and_names_are_read() {
+        let s = init_shell(&["e1000e".into()], SUITE_PLAN);
+        assert!(s.contains("ip addr add 10.0.2.15/24 dev eth0") && s.contains("cttyhack"));
+        assert!(!s.contains("timeout "), "the shell runs no test");
+        assert_eq!(
+            named_initramfs("debian-net-virtio"),
+            Some((Nic::VirtioNet, false))
+        );
+        assert_eq!(
+            named_initramfs("debian-net-test-e1000e"),
+            Some((Nic::E1000e, true))
+        );
+        for other in [
+            "debian-shell",
+            "debian-net-rtl8139",
+            "debian-net-test-",
+            "x",
+        ] {
+            assert_eq!(named_initramfs(other), None, "{other}");
+        }
     }
 
     #[test]

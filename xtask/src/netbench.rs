@@ -68,7 +68,7 @@ pub struct NetArgs {
     /// With --net: only these targets (repeatable; `bare`, and whatever [`TARGETS`]
     /// lists).
     #[arg(long = "net-target", requires = "net", value_name = "NAME")]
-    pub targets: Vec<String>,
+    pub net_targets: Vec<String>,
     /// With --net: only these clocks (repeatable: `wall`, `icount`).
     #[arg(long = "clock", requires = "net", value_name = "CLOCK")]
     pub clocks: Vec<String>,
@@ -197,7 +197,7 @@ pub fn run(args: &NetArgs) -> Result<()> {
     let nic_names: Vec<&str> = Nic::ALL.iter().map(|n| n.name()).collect();
     let nics = pick(&nic_names, &args.nics, "nic")?;
     let target_names: Vec<&str> = TARGETS.iter().map(|t| t.name).collect();
-    let targets = pick(&target_names, &args.targets, "net-target")?;
+    let targets = pick(&target_names, &args.net_targets, "net-target")?;
     let clocks = pick(CLOCKS, &args.clocks, "clock")?;
     let mut runs = Vec::new();
     let total = nics.len() * targets.len() * clocks.len();
@@ -242,7 +242,7 @@ pub fn run(args: &NetArgs) -> Result<()> {
     }
     for (flag, v) in [
         ("--nic", &args.nics),
-        ("--net-target", &args.targets),
+        ("--net-target", &args.net_targets),
         ("--clock", &args.clocks),
     ] {
         for x in v {
@@ -371,6 +371,33 @@ mod tests {
         assert_eq!(runs[2].host_throughput_vs_bare, None);
         let t = table(&runs);
         assert!(t.contains("0.50x") && t.lines().count() == 4, "{t}");
+    }
+
+    /// clap's own checks of the whole command line (unique names, `requires`).
+    #[test]
+    fn the_bench_command_line_is_consistent() {
+        use clap::{CommandFactory, Parser};
+        crate::Cli::command().debug_assert();
+        let cli = crate::Cli::try_parse_from([
+            "xtask",
+            "bench",
+            "--net",
+            "--net-mib",
+            "8",
+            "--nic",
+            "e1000e",
+            "--clock",
+            "wall",
+        ])
+        .unwrap();
+        let crate::Cmd::Bench(b) = cli.cmd else {
+            panic!("not bench")
+        };
+        assert!(b.net && !b.system);
+        assert_eq!(b.net_args.net_mib, 8);
+        assert_eq!(b.net_args.nics, ["e1000e"]);
+        assert!(crate::Cli::try_parse_from(["xtask", "bench", "--nic", "virtio"]).is_err());
+        assert!(crate::Cli::try_parse_from(["xtask", "bench", "--net", "--system"]).is_err());
     }
 
     #[test]
