@@ -527,6 +527,9 @@ pub struct Summary {
     pub host_tcp_secs: f64,
     /// The NIC's interrupts during the stream (the guest's count).
     pub tcp_irqs: u64,
+    /// The guest CPUs' non-idle milliseconds during the stream, all CPUs (`/proc/stat`;
+    /// under `-icount`, 10^6 instructions each).
+    pub tcp_busy_ms: u64,
     pub udp_requests: u32,
     /// Guest seconds of the UDP phase and the NIC's interrupts during it.
     pub guest_udp_secs: f64,
@@ -636,6 +639,7 @@ pub fn check(
     let secs: f64 = word(tcp, "secs").context("NET tcp: secs=")?;
     let acked: u64 = word(tcp, "host_received").context("NET tcp: host_received=")?;
     let tcp_irqs: u64 = word(tcp, "irqs").context("NET tcp: irqs=")?;
+    let tcp_busy_ms: u64 = word(tcp, "busy_ms").context("NET tcp: busy_ms=")?;
     ensure!(
         bytes == plan.tcp_bytes,
         "the guest sent {bytes} bytes, the plan is {}",
@@ -694,6 +698,7 @@ pub fn check(
         guest_tcp_secs: secs,
         host_tcp_secs: host.tcp_secs,
         tcp_irqs,
+        tcp_busy_ms,
         udp_requests: requests,
         guest_udp_secs: udp_secs,
         udp_irqs,
@@ -803,8 +808,8 @@ NET module failover
 NET module net_failover
 NET module virtio_net
 NET link 52:54:00:12:34:56 inet 10.0.2.15/24
-NET tcp bytes=16777216 secs=1.234 irqs=1200 host_received=16777216 ok
-NET udp requests=200 received=200 secs=0.400 irqs=402 host_sent=200 host_answered=200 ok
+NET tcp bytes=16777216 secs=1.234 busy_ms=1500 irqs=1200 host_received=16777216 ok
+NET udp requests=200 received=200 secs=0.400 busy_ms=300 irqs=402 host_sent=200 host_answered=200 ok
 NET done ok
 NET exit status=0
 NET irq-cpus            CPU0       CPU1

@@ -107,6 +107,11 @@ pub struct RunResult {
     pub tcp_irqs: u64,
     pub tcp_irqs_per_s: f64,
     pub tcp_irqs_per_mib: f64,
+    /// The guest CPUs' non-idle milliseconds during the stream (all CPUs), per MiB;
+    /// under `icount` one ms is 10^6 instructions, so this is the guest's instructions
+    /// per MiB / 10^6 — the figure that does not move with the host's load.
+    pub tcp_busy_ms: u64,
+    pub tcp_busy_ms_per_mib: f64,
     pub udp_requests: u32,
     pub guest_udp_secs: f64,
     pub udp_irqs: u64,
@@ -159,6 +164,7 @@ pub fn result(
     run_secs: f64,
 ) -> RunResult {
     let per = |n: f64, d: f64| if d > 0.0 { n / d } else { 0.0 };
+    let mib = s.tcp_bytes as f64 / (1 << 20) as f64;
     RunResult {
         target: target.into(),
         nic: nic.name().into(),
@@ -170,7 +176,9 @@ pub fn result(
         host_mb_per_s: per(s.tcp_bytes as f64 / 1e6, s.host_tcp_secs),
         tcp_irqs: s.tcp_irqs,
         tcp_irqs_per_s: per(s.tcp_irqs as f64, s.guest_tcp_secs),
-        tcp_irqs_per_mib: per(s.tcp_irqs as f64, s.tcp_bytes as f64 / (1 << 20) as f64),
+        tcp_irqs_per_mib: per(s.tcp_irqs as f64, mib),
+        tcp_busy_ms: s.tcp_busy_ms,
+        tcp_busy_ms_per_mib: per(s.tcp_busy_ms as f64, mib),
         udp_requests: s.udp_requests,
         guest_udp_secs: s.guest_udp_secs,
         udp_irqs: s.udp_irqs,
@@ -308,7 +316,7 @@ pub fn run(args: &NetArgs) -> Result<()> {
 /// The runs as a table.
 pub fn table(runs: &[RunResult]) -> String {
     let mut s = format!(
-        "{:<6} {:<7} {:<7} {:>9} {:>9} {:>8} {:>10} {:>9} {:>9} {:>9} {:>8}\n",
+        "{:<6} {:<7} {:<7} {:>9} {:>9} {:>8} {:>10} {:>9} {:>10} {:>9} {:>9} {:>8}\n",
         "target",
         "nic",
         "clock",
@@ -317,13 +325,14 @@ pub fn table(runs: &[RunResult]) -> String {
         "vs bare",
         "tcp irq/s",
         "irq/MiB",
+        "busy ms/MiB",
         "udp irq/s",
         "rtt µs",
         "run s"
     );
     for r in runs {
         s += &format!(
-            "{:<6} {:<7} {:<7} {:>9.1} {:>9.1} {:>8} {:>10.0} {:>9.1} {:>9.0} {:>9.0} {:>8.1}\n",
+            "{:<6} {:<7} {:<7} {:>9.1} {:>9.1} {:>8} {:>10.0} {:>9.1} {:>10.1} {:>9.0} {:>9.0} {:>8.1}\n",
             r.target,
             r.nic,
             r.clock,
@@ -334,6 +343,7 @@ pub fn table(runs: &[RunResult]) -> String {
                 .unwrap_or_else(|| "-".into()),
             r.tcp_irqs_per_s,
             r.tcp_irqs_per_mib,
+            r.tcp_busy_ms_per_mib,
             r.udp_irqs_per_s,
             r.udp_rtt_us_mean,
             r.run_secs
@@ -352,6 +362,7 @@ mod tests {
             guest_tcp_secs: 4.0,
             host_tcp_secs: 5.0,
             tcp_irqs: 4000,
+            tcp_busy_ms: 2000,
             udp_requests: 1000,
             guest_udp_secs: 2.0,
             udp_irqs: 2000,
@@ -372,6 +383,7 @@ mod tests {
         assert!((bare.host_mb_per_s - 104.8576 / 5.0).abs() < 1e-9);
         assert_eq!(bare.tcp_irqs_per_s, 1000.0);
         assert_eq!(bare.tcp_irqs_per_mib, 40.0);
+        assert_eq!(bare.tcp_busy_ms_per_mib, 20.0);
         assert_eq!(bare.udp_irqs_per_s, 1000.0);
         assert_eq!(bare.udp_rtt_us_mean, 500.0);
         let slow = Summary {

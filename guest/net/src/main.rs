@@ -19,7 +19,9 @@
 //! Output (stdout, one line each): `NET tcp bytes=n secs=S irqs=I host_received=m
 //! ok|bad`, `NET udp requests=c received=r secs=S irqs=I host_sent=s host_answered=a
 //! ok|bad` (`irqs`: the NIC's interrupts during the phase, from `/proc/interrupts`;
-//! `secs`: the phase in guest time), and at the end
+//! `secs`: the phase in guest time; `busy_ms`: the CPUs' non-idle time in it, all CPUs,
+//! from `/proc/stat` — under `-icount` the instructions the guest executed, 10^6 per
+//! ms, whatever the virtual clock did while it idled), and at the end
 //! `NET done ok` (exit status 0) or `NET error …` (exit status 1). Every loop is
 //! bounded by a count and every wait by a time limit (guest time: under `-icount
 //! sleep=off` the guest's clock runs ahead while it waits, so the limits are generous
@@ -100,7 +102,7 @@ fn run() -> Result<bool, String> {
     let mut good = true;
 
     // 1. The stream.
-    let irqs0 = nic_irqs();
+    let (irqs0, busy0) = (nic_irqs(), busy_ms());
     let start = Instant::now();
     send(&mut tx, &format!("TCP {tcp_bytes}\n"))?;
     let mut chunk = vec![0u8; 64 * 1024];
@@ -117,16 +119,17 @@ fn run() -> Result<bool, String> {
     let ack = line(&mut rx)?;
     let secs = start.elapsed().as_secs_f64();
     let irqs = nic_irqs().saturating_sub(irqs0);
+    let busy = busy_ms().saturating_sub(busy0);
     let (received, intact) = parse_ack(&ack).ok_or_else(|| format!("bad ack {ack:?}"))?;
     let ok = received == tcp_bytes && intact;
     good &= ok;
     println!(
-        "NET tcp bytes={tcp_bytes} secs={secs:.3} irqs={irqs} host_received={received} {}",
+        "NET tcp bytes={tcp_bytes} secs={secs:.3} busy_ms={busy} irqs={irqs} host_received={received} {}",
         verdict(ok)
     );
 
     // 2. UDP requests, answered over TCP.
-    let irqs0 = nic_irqs();
+    let (irqs0, busy0) = (nic_irqs(), busy_ms());
     let start = Instant::now();
     send(&mut tx, &format!("UDP {udp_count}\n"))?;
     let (mut got, mut misses) = (0u32, 0u32);
@@ -161,7 +164,7 @@ fn run() -> Result<bool, String> {
     let ok = got == udp_count && host_sent == udp_count && answered == udp_count;
     good &= ok;
     println!(
-        "NET udp requests={udp_count} received={got} secs={secs:.3} irqs={irqs} host_sent={host_sent} host_answered={answered} {}",
+        "NET udp requests={udp_count} received={got} secs={secs:.3} busy_ms={busy} irqs={irqs} host_sent={host_sent} host_answered={answered} {}",
         verdict(ok)
     );
     send(&mut tx, "BYE\n")?;
@@ -178,6 +181,29 @@ fn nic_row(name: &str) -> bool {
             .any(|s| name.contains(s)))
         || name == "eth0"
         || name.starts_with("eth0-")
+}
+
+/// Milliseconds all CPUs spent not idle so far (`/proc/stat`'s first line: user, nice,
+/// system, irq, softirq, steal; in USER_HZ = 100 ticks), 0 if it cannot be read.
+fn busy_ms() -> u64 {
+    std::fs::read_to_string("/proc/stat")
+        .map(|t| busy_in(&t))
+        .unwrap_or(0)
+}
+
+/// [`busy_ms`] of the text of `/proc/stat`.
+fn busy_in(text: &str) -> u64 {
+    let Some(cpu) = text.lines().find(|l| l.starts_with("cpu ")) else {
+        return 0;
+    };
+    let t: Vec<u64> = cpu
+        .split_whitespace()
+        .skip(1)
+        .map(|w| w.parse().unwrap_or(0))
+        .collect();
+    // user nice system idle iowait irq softirq steal
+    let busy: u64 = [0, 1, 2, 5, 6, 7].iter().filter_map(|&i| t.get(i)).sum();
+    busy * 10
 }
 
 /// The NIC's interrupts so far, all CPUs (0 if `/proc/interrupts` cannot be read).
@@ -255,6 +281,13 @@ mod tests {
         assert_eq!(parse_udpdone("UDPDONE sent=5 answered=4"), Some((5, 4)));
         assert_eq!(parse_udpdone("UDPDONE sent=5"), None);
         assert_eq!((pattern(0), pattern(250), pattern(251)), (0, 250, 0));
+    }
+
+    #[test]
+    fn busy_time_leaves_idle_out() {
+        let t = "cpu  10 1 20 1000 5 2 3 4 0 0\ncpu0 5 0 10 500 2 1 1 2 0 0\n";
+        assert_eq!(busy_in(t), (10 + 1 + 20 + 2 + 3 + 4) * 10);
+        assert_eq!(busy_in("intr 1 2 3\n"), 0);
     }
 
     #[test]
