@@ -159,6 +159,7 @@ fn run() -> Result<bool, String> {
     let done = line(&mut rx)?;
     let secs = start.elapsed().as_secs_f64();
     let irqs = nic_irqs().saturating_sub(irqs0);
+    let busy = busy_ms().saturating_sub(busy0);
     let (host_sent, answered) =
         parse_udpdone(&done).ok_or_else(|| format!("bad summary {done:?}"))?;
     let ok = got == udp_count && host_sent == udp_count && answered == udp_count;
