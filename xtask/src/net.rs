@@ -267,16 +267,23 @@ fn initramfs_name(nic: Nic, plan: Plan) -> String {
     }
 }
 
-/// QEMU's arguments for the NIC on the user network: `restrict=on`, the `guestfwd` to
-/// the host peer's TCP port and the `hostfwd` from its UDP port, both on 127.0.0.1.
-pub fn netdev_args(nic: Nic, tcp_port: u16, udp_port: u16) -> Vec<String> {
+/// The options after `-netdev user,id=…,restrict=on` that reach the host peer: the
+/// `guestfwd` to its TCP port and the `hostfwd` from its UDP port, both on 127.0.0.1
+/// (`,guestfwd=…,hostfwd=…`; the guest's 10.0.2.15 and the gateway 10.0.2.2 are QEMU's
+/// defaults). It is what `config::Pcie::qemu_args(netdev)` takes on hyp's side.
+pub fn forwards(tcp_port: u16, udp_port: u16) -> String {
+    format!(
+        ",guestfwd=tcp:{FORWARD_IP}:{FORWARD_PORT}-tcp:127.0.0.1:{tcp_port},\
+         hostfwd=udp:127.0.0.1:{udp_port}-{GUEST_IP}:{GUEST_UDP_PORT}"
+    )
+}
+
+/// QEMU's arguments for `nic` on bare QEMU: `-netdev user,id=n0,restrict=on` with
+/// `forwards`, and the device.
+pub fn netdev_args(nic: Nic, forwards: &str) -> Vec<String> {
     vec![
         "-netdev".into(),
-        format!(
-            "user,id=n0,restrict=on,net=10.0.2.0/24,host={GATEWAY_IP},\
-             guestfwd=tcp:{FORWARD_IP}:{FORWARD_PORT}-tcp:127.0.0.1:{tcp_port},\
-             hostfwd=udp:127.0.0.1:{udp_port}-{GUEST_IP}:{GUEST_UDP_PORT}"
-        ),
+        format!("user,id=n0,restrict=on{forwards}"),
         "-device".into(),
         format!("{},netdev=n0", nic.device()),
     ]
@@ -501,15 +508,28 @@ pub struct NetRun {
     pub host: HostReport,
 }
 
-/// Run the network test on the QEMU command `qemu` — machine, firmware, kernel (bare
-/// Linux with [`guest_images`] as `-kernel`/`-initrd`, or hyp with them in its
-/// configuration), no network arguments: this adds [`netdev_args`] for `nic` with a
-/// fresh [`HostPeer`], runs QEMU (killed after `timeout`), saves the console as
-/// `target/hyp/logs/<log>.log` and returns the run (check it with [`check`]).
-pub fn run(mut qemu: Command, nic: Nic, timeout: Duration, log: &str) -> Result<NetRun> {
+/// Run the network test: start a [`HostPeer`], build the QEMU command with `qemu`,
+/// which gets the peer's [`forwards`] (`,guestfwd=…,hostfwd=…`) and returns the whole
+/// command line — machine, firmware, the guest booting [`guest_images`] (bare Linux's
+/// `-kernel`/`-initrd`, or hyp with them as guest 0's), and the NIC on `-netdev
+/// user,…,restrict=on<forwards>` (bare: [`netdev_args`]; hyp:
+/// `Pcie::qemu_args(forwards)`) —, run it (killed after `timeout`, or after 120 s
+/// without console output), save the console as `target/hyp/logs/<log>.log`, and
+/// return it with the peer's report (check them with [`check`]).
+pub fn run(
+    timeout: Duration,
+    log: &str,
+    qemu: impl FnOnce(&str) -> Result<Command>,
+) -> Result<NetRun> {
     let peer = HostPeer::start(timeout)?;
-    qemu.args(netdev_args(nic, peer.tcp_port, peer.udp_port));
-    let outcome = run_command_watched(qemu, timeout, false, Some(Duration::from_secs(120)));
+    let cmd = match qemu(&forwards(peer.tcp_port, peer.udp_port)) {
+        Ok(c) => c,
+        Err(e) => {
+            peer.finish();
+            return Err(e);
+        }
+    };
+    let outcome = run_command_watched(cmd, timeout, false, Some(Duration::from_secs(120)));
     let host = peer.finish();
     let outcome = outcome?;
     save_log(log, &outcome.output)?;
@@ -733,23 +753,34 @@ pub fn selection(only: Option<&str>) -> Vec<&'static str> {
         .collect()
 }
 
-/// Bare QEMU's command line for the network test: the AIA machine (`aia-guests=3`, as
-/// under hyp), `smp` harts, OpenSBI, Debian's kernel and `boot`'s initramfs. `icount`:
-/// `-icount shift=0,sleep=off`.
-pub fn bare_command(boot: &BootImages, smp: u32, icount: bool) -> Command {
-    let m = crate::qemu::Machine {
-        arch: hyp_config::Arch::Riscv64,
-        smp,
-        aia: Some(3),
-        bootargs: vec!["console=ttyS0".into(), "earlycon=sbi".into()],
-        timeout: Duration::from_secs(CASE_TIMEOUT_S),
-        icount,
-        payload: crate::qemu::Payload::BareLinux {
-            kernel: boot.kernel.clone(),
-            initramfs: boot.initramfs.clone(),
-        },
+/// Bare QEMU's command line for the network test: Linux directly under OpenSBI on the
+/// AIA machine (`aia-guests=3`, as under hyp), `smp` harts, Debian's kernel and `boot`'s
+/// initramfs, `nic` on the user network with `forwards`. `icount`: `-icount
+/// shift=0,sleep=off`.
+pub fn bare_command(
+    boot: &BootImages,
+    nic: Nic,
+    smp: u32,
+    icount: bool,
+    forwards: &str,
+) -> Result<Command> {
+    // The soak's bare-Linux machine (as `bench --boot` takes it), reshaped.
+    let images = crate::config::NamedImages {
+        testguest: None,
+        kernel_version: None,
     };
-    m.command_for(std::path::Path::new("unused"))
+    let (_, mut m) = crate::soak::config("bare")?.machine(
+        "net-bare",
+        boot,
+        &images,
+        Duration::from_secs(CASE_TIMEOUT_S),
+    )?;
+    m.aia = Some(3);
+    m.smp = smp;
+    m.icount = icount;
+    let mut cmd = m.command_for(std::path::Path::new("unused"));
+    cmd.args(netdev_args(nic, forwards));
+    Ok(cmd)
 }
 
 /// Run the selected cases, a line each: `(passed, failed)`.
@@ -776,9 +807,11 @@ fn run_case(name: &str) -> Result<String> {
         .find(|c| c.0 == name)
         .context("no such network case")?;
     let boot = guest_images(nic, SUITE_PLAN, GUEST_LIMIT_S)?;
-    let mut qemu = bare_command(&boot, 2, false);
-    qemu.args(extra);
-    let r = run(qemu, nic, Duration::from_secs(CASE_TIMEOUT_S), name)?;
+    let r = run(Duration::from_secs(CASE_TIMEOUT_S), name, |fwd| {
+        let mut qemu = bare_command(&boot, nic, 2, false, fwd)?;
+        qemu.args(extra);
+        Ok(qemu)
+    })?;
     let log = crate::qemu::log_path(name);
     ensure!(
         !r.outcome.timed_out,
@@ -933,7 +966,7 @@ NET end
 
     #[test]
     fn everything_stays_on_loopback() {
-        let a = netdev_args(Nic::VirtioNet, 40000, 40001).join(" ");
+        let a = netdev_args(Nic::VirtioNet, &forwards(40000, 40001)).join(" ");
         assert!(a.contains("restrict=on"), "{a}");
         assert!(
             a.contains("guestfwd=tcp:10.0.2.100:5000-tcp:127.0.0.1:40000"),

@@ -30,9 +30,10 @@ pub struct Target {
     pub name: &'static str,
     pub what: &'static str,
     /// The QEMU command line booting `boot` (Debian's kernel and the network
-    /// initramfs) as its only Linux guest, with `icount` = `-icount
-    /// shift=0,sleep=off`, and no network arguments ([`crate::net::run`] adds them).
-    pub command: fn(boot: &BootImages, icount: bool) -> Result<Command>,
+    /// initramfs) as its only Linux guest, with `nic` on `-netdev
+    /// user,…,restrict=on<forwards>` ([`crate::net::run`]'s `forwards`) and `icount` =
+    /// `-icount shift=0,sleep=off`.
+    pub command: fn(boot: &BootImages, nic: Nic, icount: bool, forwards: &str) -> Result<Command>,
 }
 
 /// The targets, in table order; `bare` first (the reference of every ratio).
@@ -42,8 +43,8 @@ pub const TARGETS: &[Target] = &[Target {
     command: bare,
 }];
 
-fn bare(boot: &BootImages, icount: bool) -> Result<Command> {
-    Ok(crate::net::bare_command(boot, 2, icount))
+fn bare(boot: &BootImages, nic: Nic, icount: bool, forwards: &str) -> Result<Command> {
+    crate::net::bare_command(boot, nic, 2, icount, forwards)
 }
 
 /// The clocks.
@@ -248,8 +249,9 @@ pub fn run(args: &NetArgs) -> Result<()> {
                     k += 1;
                     let name = format!("bench-net-{}-{}-{clock}-{rep}", t.name, nic.name());
                     eprintln!("bench --net [{k}/{total}] {name}");
-                    let cmd = (t.command)(&boot, clock == "icount")?;
-                    let r = crate::net::run(cmd, nic, Duration::from_secs(RUN_TIMEOUT_S), &name)?;
+                    let r = crate::net::run(Duration::from_secs(RUN_TIMEOUT_S), &name, |fwd| {
+                        (t.command)(&boot, nic, clock == "icount", fwd)
+                    })?;
                     let log = crate::qemu::log_path(&name);
                     ensure!(
                         !r.outcome.timed_out,
