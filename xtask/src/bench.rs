@@ -59,6 +59,13 @@ pub struct BenchArgs {
     /// on bare QEMU and under hyp (vPLIC, AIA), under -icount (`crate::bootbench`).
     #[arg(long, conflicts_with = "system")]
     pub boot: bool,
+    /// Instead: the network test's figures (`crate::netbench`): TCP throughput, NIC
+    /// interrupts per second and UDP round trips of a Debian guest with a PCIe NIC,
+    /// every target against bare QEMU; target/bench/net.json.
+    #[arg(long, conflicts_with_all = ["system", "boot"])]
+    pub net: bool,
+    #[command(flatten)]
+    pub net_args: crate::netbench::NetArgs,
 }
 
 /// The riscv64 payload's ops, in the order it runs them (`OPS` in
@@ -834,7 +841,7 @@ fn op_result(t: &Target, op: &str, harts: u32, line: &OpLine) -> OpResult {
     r
 }
 
-fn command_line(cmd: &str, args: &[&str]) -> String {
+pub(crate) fn command_line(cmd: &str, args: &[&str]) -> String {
     Command::new(cmd)
         .args(args)
         .output()
@@ -852,6 +859,9 @@ fn command_line(cmd: &str, args: &[&str]) -> String {
 pub fn run(args: &BenchArgs) -> Result<()> {
     if args.boot {
         return crate::bootbench::run();
+    }
+    if args.net {
+        return crate::netbench::run(&args.net_args);
     }
     if !args.system {
         return criterion();

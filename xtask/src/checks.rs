@@ -1,5 +1,5 @@
-//! fmt, clippy, host tests (the workspace's and the KVM VMM's), the library crates as
-//! dependencies, loom models, benches and fuzzing.
+//! fmt, clippy, host tests (the workspace's, the KVM VMM's and guest/net's), the library
+//! crates as dependencies, loom models, benches and fuzzing.
 use anyhow::{bail, Context, Result};
 
 use crate::util::{cargo, root, run_cmd};
@@ -57,6 +57,13 @@ pub fn test(args: &TestArgs) -> Result<()> {
             .args(["test", "--manifest-path", "tools/kvm-vmm/Cargo.toml"])
             .arg("--target-dir")
             .arg(root().join("target/kvm-vmm")),
+    )?;
+    // So is the network test's guest program (its parsers and /proc readers).
+    run_cmd(
+        cargo()
+            .args(["test", "--manifest-path", "guest/net/Cargo.toml"])
+            .arg("--target-dir")
+            .arg(root().join("target/guest-net-host")),
     )?;
     library_crates()?;
     run_cmd(

@@ -223,7 +223,8 @@ pub struct GuestToml {
     pub name: String,
     /// `"debian"`, `"testguest"`, `"bench"` or a path (relative to the file's folder).
     pub kernel: String,
-    /// `"debian-shell"`, `"debian-test"`, a path, or none.
+    /// `"debian-shell"`, `"debian-test"`, `"debian-net-<nic>"`, `"debian-net-test-<nic>"`
+    /// (`crate::net::named_initramfs`), a path, or none.
     pub initramfs: Option<String>,
     #[serde(default)]
     pub cmdline: String,
@@ -396,6 +397,11 @@ pub trait Images {
     fn debian_initramfs(&self, arch: Arch, which: &str) -> Result<PathBuf>;
     /// The system benchmark payload (`guest/bench`, an `Image`-headed raw image).
     fn bench(&self) -> Result<PathBuf>;
+    /// A network initramfs (`debian-net-virtio`, `debian-net-test-e1000e`, …:
+    /// [`crate::net::named_initramfs`]).
+    fn net_initramfs(&self, name: &str) -> Result<PathBuf> {
+        crate::net::build_named_initramfs(name)
+    }
 }
 
 /// Where `cargo xtask run` and the suite find the named images of a configuration.
@@ -432,6 +438,10 @@ pub(crate) fn use_test_init(file: &mut File) {
     for g in &mut file.guest {
         if g.initramfs.as_deref() == Some("debian-shell") {
             g.initramfs = Some("debian-test".into());
+        }
+        // The network shell's test counterpart.
+        if let Some((nic, false)) = g.initramfs.as_deref().and_then(crate::net::named_initramfs) {
+            g.initramfs = Some(format!("debian-net-test-{}", nic.name()));
         }
     }
 }
@@ -626,6 +636,14 @@ pub fn resolve(name: &str, file: &File, dir: &Path, images: &dyn Images) -> Resu
             None => None,
             Some("debian-shell") => Some(images.debian_initramfs(arch, "shell")?),
             Some("debian-test") => Some(images.debian_initramfs(arch, "test")?),
+            Some(n) if crate::net::named_initramfs(n).is_some() => {
+                ensure!(
+                    arch == Arch::Riscv64,
+                    "{}: {n} is a riscv64 initramfs",
+                    f("initramfs")
+                );
+                Some(images.net_initramfs(n)?)
+            }
             Some(p) => Some(dir.join(p)),
         };
         let initramfs_size = match &initramfs {

@@ -137,7 +137,13 @@ fn default_timeout(file: &crate::config::File) -> u64 {
             .iter()
             .any(|g| g.initramfs.as_deref() == Some(which))
     };
-    if init("debian-shell") {
+    let net_shell = file.guest.iter().any(|g| {
+        g.initramfs
+            .as_deref()
+            .and_then(crate::net::named_initramfs)
+            .is_some_and(|(_, test)| !test)
+    });
+    if init("debian-shell") || net_shell {
         INTERACTIVE_TIMEOUT_S
     } else if file.guest.iter().all(|g| g.kernel == "testguest") {
         DEFAULT_TIMEOUT_S
@@ -937,15 +943,23 @@ pub fn qemu_tests() -> Result<()> {
     }
     // The IOMMU cases (`crate::iommu`): edu DMA through hyp's IOMMU driver.
     let iommu_cases = crate::iommu::selection(only.as_deref());
+    // The network cases (`crate::net`): Linux with a NIC on bare QEMU.
+    let net_cases = if skip_linux {
+        Vec::new()
+    } else {
+        crate::net::selection(only.as_deref())
+    };
     // `VIRQ_QEMU_CASE=a,b`: only the cases with these names.
     if let Some(only) = &only {
         cases.retain(|c| names.contains(&c.name));
         ensure!(
-            !cases.is_empty() || !iommu_cases.is_empty(),
+            !cases.is_empty() || !iommu_cases.is_empty() || !net_cases.is_empty(),
             "VIRQ_QEMU_CASE={only}: no such case"
         );
     }
     let (o, b) = crate::iommu::run_cases(&iommu_cases, &img, &images);
+    (ok, bad) = (ok + o, bad + b);
+    let (o, b) = crate::net::run_cases(&net_cases);
     (ok, bad) = (ok + o, bad + b);
     for case in &cases {
         let probe = crate::soak::HostProbe::start();

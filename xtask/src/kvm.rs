@@ -94,10 +94,17 @@ poweroff -f
 
 /// Build `tools/kvm-vmm` (release, static, into `target/kvm-vmm`) and return the binary.
 pub fn build_vmm() -> Result<PathBuf> {
-    let target_dir = root().join("target/kvm-vmm");
+    build_static_program("tools/kvm-vmm/Cargo.toml", "target/kvm-vmm", "virq-kvm-vmm")
+}
+
+/// Build the std Rust program `bin` of `manifest` for riscv64 Linux (release, statically
+/// linked, into `target_dir` under the workspace root) and return the binary, checked to
+/// need no program interpreter (the initramfs has no C library).
+pub fn build_static_program(manifest: &str, target_dir: &str, bin: &str) -> Result<PathBuf> {
+    let target_dir = root().join(target_dir);
     let env_target = VMM_TARGET.to_uppercase().replace('-', "_");
     let mut cmd = crate::util::cargo();
-    cmd.args(["build", "--manifest-path", "tools/kvm-vmm/Cargo.toml"])
+    cmd.args(["build", "--manifest-path", manifest])
         .args(["--target", VMM_TARGET, "--release", "--target-dir"])
         .arg(&target_dir)
         .env_remove("RUSTFLAGS")
@@ -109,10 +116,7 @@ pub fn build_vmm() -> Result<PathBuf> {
             "-C target-feature=+crt-static",
         );
     run_cmd(&mut cmd)?;
-    let bin = target_dir
-        .join(VMM_TARGET)
-        .join("release")
-        .join("virq-kvm-vmm");
+    let bin = target_dir.join(VMM_TARGET).join("release").join(bin);
     let elf = std::fs::read(&bin).with_context(|| format!("reading {}", bin.display()))?;
     check_static_riscv64(&elf).with_context(|| bin.display().to_string())?;
     Ok(bin)
@@ -233,6 +237,22 @@ fn find_module(modules: &Path, name: &str) -> Result<PathBuf> {
 
 /// `kvm.ko` and its dependencies, decompressed, in load order: `(name, bytes)`.
 pub fn kvm_modules(modules: &Path) -> Result<Vec<(String, Vec<u8>)>> {
+    with_depends(modules, &[("kvm", modules.join(KVM_MODULE))])
+}
+
+/// The modules `names` (found by name under `modules`) and their dependencies,
+/// decompressed, in load order: `(name, bytes)`.
+pub fn modules_named(modules: &Path, names: &[&str]) -> Result<Vec<(String, Vec<u8>)>> {
+    let roots = names
+        .iter()
+        .map(|n| Ok((*n, find_module(modules, n)?)))
+        .collect::<Result<Vec<_>>>()?;
+    with_depends(modules, &roots)
+}
+
+/// `roots` (`(name, file)`) and what they depend on (`.modinfo`'s `depends=`, found by
+/// name under `modules`), decompressed, each after everything it depends on.
+fn with_depends(modules: &Path, roots: &[(&str, PathBuf)]) -> Result<Vec<(String, Vec<u8>)>> {
     let mut order: Vec<(String, Vec<u8>)> = Vec::new();
     // Depth-first: a module after everything it depends on.
     fn visit(
@@ -259,13 +279,9 @@ pub fn kvm_modules(modules: &Path) -> Result<Vec<(String, Vec<u8>)>> {
         order.push((name.to_string(), ko));
         Ok(())
     }
-    visit(
-        modules,
-        "kvm",
-        modules.join(KVM_MODULE),
-        &mut order,
-        &mut Vec::new(),
-    )?;
+    for (name, path) in roots {
+        visit(modules, name, path.clone(), &mut order, &mut Vec::new())?;
+    }
     Ok(order)
 }
 

@@ -27,6 +27,11 @@
 //! - `armbench`: the aarch64 targets of `bench --system` (`arm-bare`, `hyp-arm`): the
 //!   bench mode of `hyp/testguest-arm`, its QEMU commands, hyp's aarch64 `ACCT` lines,
 //!   issue 13's KVM arm64 anchors.
+//! - `net`: the network test of issue 10: a Debian guest with a PCIe NIC moves bounded
+//!   traffic to a host peer on 127.0.0.1 (QEMU user networking, `restrict=on`); its
+//!   guest program and initramfs, the host peer, the check, the suite cases
+//!   `net-bare-*`; `netbench`: `bench --net`, its figures per target (bare QEMU, and
+//!   whatever runs the guest otherwise) against bare QEMU.
 //! - `kvm`: the KVM target's pieces: the VMM (`tools/kvm-vmm`), Debian's `kvm.ko` and
 //!   the initramfs that runs them.
 
@@ -48,6 +53,8 @@ mod iommu;
 mod kvm;
 mod layers;
 mod mutants;
+mod net;
+mod netbench;
 mod pingpong;
 mod qemu;
 mod setup;
