@@ -162,6 +162,20 @@ pub fn check_guest(out: &str, status: Option<i32>, ram_end: u64) -> Result<Strin
         faults == want,
         "IOMMU faults at {faults:#x?}, expected {want:#x?}"
     );
+    // Reported as they happened (the fault queue's interrupt), not at shutdown.
+    let acct = out
+        .lines()
+        .find(|l| l.starts_with("ACCT iommu "))
+        .context("no ACCT iommu line")?;
+    let interrupts = acct
+        .split_whitespace()
+        .find_map(|w| w.strip_prefix("fault_interrupts="))
+        .and_then(|v| v.parse::<u64>().ok())
+        .context("ACCT iommu fault_interrupts=")?;
+    ensure!(
+        interrupts > 0,
+        "the faults were not signalled by the IOMMU's interrupt: {acct}"
+    );
     let summary = out
         .lines()
         .find(|l| l.starts_with("testguest: ") && l.contains(" passed, "))
@@ -293,6 +307,7 @@ testguest: 3 passed, 0 failed
 hyp: iommu fault: cause=23 (write/AMO guest-page fault) ttype=3 (untranslated write/AMO) did=0x8 iotval=0x82100000 iotval2=0x0 pid=0x0
 hyp: iommu fault: cause=23 (write/AMO guest-page fault) ttype=3 (untranslated write/AMO) did=0x8 iotval=0x100000000 iotval2=0x0 pid=0x0
 hyp: iommu fault: cause=23 (write/AMO guest-page fault) ttype=3 (untranslated write/AMO) did=0x8 iotval=0x28008000 iotval2=0x0 pid=0x0
+ACCT iommu commands=10 fences=3 faults=3 fault_overflows=0 queue_memory_faults=0 gstage_invalidations=0 msi_pte_updates=3 fault_interrupts=3
 ";
 
     #[test]
@@ -305,6 +320,8 @@ hyp: iommu fault: cause=23 (write/AMO guest-page fault) ttype=3 (untranslated wr
         let failed = GOOD_GUEST.replace("device_msi ... PASS", "device_msi ... FAIL (x)");
         assert!(check_guest(&failed, Some(0), 0x8200_0000).is_err());
         assert!(check_guest(GOOD_GUEST, Some(1), 0x8200_0000).is_err());
+        let polled = GOOD_GUEST.replace("fault_interrupts=3", "fault_interrupts=0");
+        assert!(check_guest(&polled, Some(0), 0x8200_0000).is_err());
     }
 
     #[test]

@@ -37,11 +37,67 @@ pub struct Target {
 }
 
 /// The targets, in table order; `bare` first (the reference of every ratio).
-pub const TARGETS: &[Target] = &[Target {
-    name: "bare",
-    what: "Linux directly under OpenSBI, -M virt,aia=aplic-imsic,aia-guests=3, 2 harts",
-    command: bare,
-}];
+pub const TARGETS: &[Target] = &[
+    Target {
+        name: "bare",
+        what: "Linux directly under OpenSBI, -M virt,aia=aplic-imsic,aia-guests=3, 2 harts",
+        command: bare,
+    },
+    Target {
+        name: "hyp",
+        what: "under hyp (configs/net-<nic>.toml): the NIC passed through, 2 vCPUs on 2 harts, hardware guest files",
+        command: hyp_hw,
+    },
+    Target {
+        name: "hyp-sw",
+        what: "the same with no hardware guest files (aia-guests=0): every device MSI through an MRIF and hyp",
+        command: hyp_sw,
+    },
+];
+
+/// hyp's command line for `configs/net-<nic>.toml` with `boot` as guest 0's images.
+fn hyp_command(
+    boot: &BootImages,
+    nic: Nic,
+    icount: bool,
+    forwards: &str,
+    sets: &[String],
+) -> Result<Command> {
+    let mut sets = sets.to_vec();
+    sets.push(format!(
+        "guest.0.initramfs=\"{}\"",
+        boot.initramfs.display()
+    ));
+    sets.push(format!("guest.0.kernel=\"{}\"", boot.kernel.display()));
+    let (f, dir) = crate::config::load(
+        &crate::config::path_of(&format!("net-{}", nic.name())),
+        &sets,
+    )?;
+    let images = crate::config::NamedImages {
+        testguest: None,
+        kernel_version: None,
+    };
+    let cfg = crate::config::resolve(&format!("net-{}", nic.name()), &f, &dir, &images)?;
+    let img = crate::qemu::build(false)?;
+    let mut m = cfg.machine(std::time::Duration::from_secs(3600), &[])?;
+    m.icount = icount;
+    m.extra = cfg.machine.pcie.qemu_args(forwards);
+    Ok(m.command(&img))
+}
+
+fn hyp_hw(boot: &BootImages, nic: Nic, icount: bool, forwards: &str) -> Result<Command> {
+    hyp_command(boot, nic, icount, forwards, &[])
+}
+
+fn hyp_sw(boot: &BootImages, nic: Nic, icount: bool, forwards: &str) -> Result<Command> {
+    hyp_command(
+        boot,
+        nic,
+        icount,
+        forwards,
+        &["machine.guest_files=0".into()],
+    )
+}
 
 fn bare(boot: &BootImages, nic: Nic, icount: bool, forwards: &str) -> Result<Command> {
     crate::net::bare_command(boot, nic, 2, icount, forwards)

@@ -33,6 +33,13 @@ pub mod regs {
     pub const IPSR: usize = 0x54;
     /// `icvec` (64-bit): interrupt cause to vector.
     pub const ICVEC: usize = 0x2f8;
+    /// `msi_cfg_tbl`: 16 entries of 16 bytes (address, data, vector control) from here
+    /// (spec 5.23), used when `fctl.WSI` = 0.
+    pub const MSI_CFG_TBL: usize = 0x300;
+    /// `ipsr.fip`: the fault queue's interrupt is pending (write 1 to clear).
+    pub const IPSR_FIP: u32 = 1 << 1;
+    /// `icvec.fiv`: the fault queue's vector, bits 7:4.
+    pub const ICVEC_FIV_SHIFT: u32 = 4;
     /// Size of the register window.
     pub const SIZE: usize = 0x1000;
 

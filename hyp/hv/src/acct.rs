@@ -8,7 +8,7 @@
 //! ACCT guest=<name> vplic_traps claims=<n> completes=<n> other=<n>     (vPLIC guests)
 //! ACCT guest=<name> aia …                                             (AIA guests, crate::topology::aia)
 //! ACCT claims=<n> guest_completes=<m>
-//! ACCT iommu commands=<n> fences=<n> faults=<n> fault_overflows=<n> queue_memory_faults=<n> gstage_invalidations=<n> msi_pte_updates=<n>   (hosts with an IOMMU)
+//! ACCT iommu commands=<n> fences=<n> faults=<n> fault_overflows=<n> queue_memory_faults=<n> gstage_invalidations=<n> msi_pte_updates=<n> fault_interrupts=<n>   (hosts with an IOMMU)
 //! ACCT guest=<name> pci=<bdf> device_id=<id> dropped_config_writes=<n>   (per function given to a guest)
 //! ```
 //!
@@ -76,14 +76,15 @@ pub fn print(w: &World) {
         i.poll_faults();
         let c = &i.counts;
         crate::println!(
-            "ACCT iommu commands={} fences={} faults={} fault_overflows={} queue_memory_faults={} gstage_invalidations={} msi_pte_updates={}",
+            "ACCT iommu commands={} fences={} faults={} fault_overflows={} queue_memory_faults={} gstage_invalidations={} msi_pte_updates={} fault_interrupts={}",
             c.commands.load(Ordering::Relaxed),
             c.fences.load(Ordering::Relaxed),
             c.faults.load(Ordering::Relaxed),
             c.fault_overflows.load(Ordering::Relaxed),
             c.queue_memory_faults.load(Ordering::Relaxed),
             c.gstage_invalidations.load(Ordering::Relaxed),
-            c.msi_pte_updates.load(Ordering::Relaxed)
+            c.msi_pte_updates.load(Ordering::Relaxed),
+            c.fault_interrupts.load(Ordering::Relaxed)
         );
     }
     for g in &w.guests {

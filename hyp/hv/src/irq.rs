@@ -59,8 +59,14 @@ fn host_claims(hart: &Hart) {
         return;
     };
     let notice = crate::hostirq::aia::mrif_notice_id();
+    let iommu_fault = crate::hostirq::aia::iommu_fault_id();
     chip.claims(hart, &mut |src| {
-        if Some(src.0) == notice {
+        if Some(src.0) == iommu_fault {
+            // A new IOMMU fault record: printed and counted now.
+            if let Some(iommu) = crate::iommu::iommu() {
+                iommu.lock().fault_interrupt();
+            }
+        } else if Some(src.0) == notice {
             // The IOMMU recorded a device MSI in a software file's MRIF.
             for g in &world().guests {
                 if let Some(aia) = g.irqchip.as_aia() {

@@ -231,6 +231,25 @@ fn pcie_init(p: &platform::Platform) -> Option<pci::Bus> {
 /// guest's G-stage: from here on their DMA and MSIs reach that guest only.
 fn attach_functions(w: &World) {
     let Some(iommu) = iommu::iommu() else { return };
+    // Faults reported as they happen: the fault queue's wired interrupt (an APLIC
+    // source routed to this hart's S-level file), else its MSI to that file. QEMU
+    // 10.0.2's platform IOMMU sets `ipsr.fip` but sends no MSI (`fctl.WSI` = 0), so
+    // the wired one is tried first.
+    let wired = platform::platform().iommu.as_ref().and_then(|info| {
+        let vec = iommu.lock().enable_fault_wsi()?;
+        let src = *info.irqs.get(vec)?;
+        hostirq::aia::take_wired_source(src).then_some(src)
+    });
+    match wired {
+        Some(src) => println!("hyp: iommu: fault interrupts on: wired, APLIC source {src}"),
+        None => {
+            if let Some((addr, id)) = hostirq::aia::iommu_fault_target(arch::hart_local()) {
+                if iommu.lock().enable_fault_msi(addr, id) {
+                    println!("hyp: iommu: fault interrupts on: MSI to {addr:#x}, identity {id}");
+                }
+            }
+        }
+    }
     for g in &w.guests {
         // The guest's MSI page table: each vCPU's IMSIC page translated to the file
         // behind it (`topology::aia` keeps the entries current as files move).

@@ -63,7 +63,9 @@ fn ecam(dtb: usize) -> Option<usize> {
 
 fn edu(c: &Ctx) -> Result<Edu, Msg> {
     let Some(ecam) = ecam(c.dtb) else {
-        return Err(Msg::new(format_args!("no pci-host-ecam-generic node in the DTB")));
+        return Err(Msg::new(format_args!(
+            "no pci-host-ecam-generic node in the DTB"
+        )));
     };
     let id = cfg_read(ecam, 1, 0);
     ensure!(id == 0x11e8_1234, "00:01.0 is {id:#x}, not edu 1234:11e8");
@@ -88,7 +90,10 @@ pub(crate) fn test_config(c: &Ctx) -> Result<(), Msg> {
     let ident = mmio_read32(e.bar0 + EDU_IDENT);
     cfg_write(e.ecam, 1, 0x10, e.bar0 as u32);
     ensure!(mask == 0xfff0_0000, "BAR 0 sizing probe read {mask:#x}");
-    ensure!(moved == 0x5000_0000, "BAR 0 reads {moved:#x} after the guest's write");
+    ensure!(
+        moved == 0x5000_0000,
+        "BAR 0 reads {moved:#x} after the guest's write"
+    );
     ensure!(
         ident & 0xffff == 0x00ed,
         "edu no longer answers at {:#x} after a BAR write: {ident:#x}",
@@ -156,7 +161,12 @@ pub(crate) fn test_dma(c: &Ctx) -> Result<(), Msg> {
     // Outside this guest's RAM (past its end, and a host address of another guest's
     // RAM as a guest-physical one): refused by the IOMMU, nothing here changes.
     let ram_end = hw::dtb(c.dtb)
-        .and_then(|f| f.memory().regions().next().map(|r| r.starting_address as u64 + r.size.unwrap_or(0) as u64))
+        .and_then(|f| {
+            f.memory()
+                .regions()
+                .next()
+                .map(|r| r.starting_address as u64 + r.size.unwrap_or(0) as u64)
+        })
         .unwrap_or(0x8800_0000);
     for bad in [ram_end + 0x10_0000, 0x1_0000_0000] {
         dma(&e, EDU_BUFFER, bad, 4, true)?;
@@ -200,7 +210,10 @@ fn msi_arrives(e: &Edu, addr: u64) -> bool {
 pub(crate) fn test_msi(c: &Ctx) -> Result<(), Msg> {
     let e = edu(c)?;
     let Some(imsic) = hw::dtb(c.dtb)
-        .and_then(|f| f.find_compatible(&["riscv,imsics"]).and_then(|n| n.reg()?.next()))
+        .and_then(|f| {
+            f.find_compatible(&["riscv,imsics"])
+                .and_then(|n| n.reg()?.next())
+        })
         .map(|r| r.starting_address as u64)
     else {
         return Err(Msg::new(format_args!("no riscv,imsics node in the DTB")));
@@ -216,7 +229,13 @@ pub(crate) fn test_msi(c: &Ctx) -> Result<(), Msg> {
     let other = msi_arrives(&e, NOT_MY_IMSIC);
     hw::csr::siselect::write(0xc0);
     hw::csr::sireg::clear(1 << MSI_ID);
-    ensure!(own, "edu's MSI to this vCPU's IMSIC page {mine:#x} did not arrive");
-    ensure!(!other, "an MSI to {NOT_MY_IMSIC:#x} (not this guest's) arrived");
+    ensure!(
+        own,
+        "edu's MSI to this vCPU's IMSIC page {mine:#x} did not arrive"
+    );
+    ensure!(
+        !other,
+        "an MSI to {NOT_MY_IMSIC:#x} (not this guest's) arrived"
+    );
     Ok(())
 }

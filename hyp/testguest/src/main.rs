@@ -1221,7 +1221,10 @@ pub extern "C" fn main(hartid: usize, dtb: usize) -> ! {
         // The device mode (`virq.device`): only the tests of a PCIe function hyp gave
         // this guest, on any topology (the rest assume a vPLIC).
         for (name, f) in [
-            ("device_config", device::test_config as fn(&Ctx) -> Result<(), Msg>),
+            (
+                "device_config",
+                device::test_config as fn(&Ctx) -> Result<(), Msg>,
+            ),
             ("device_dma", device::test_dma),
             ("device_msi", device::test_msi),
         ] {

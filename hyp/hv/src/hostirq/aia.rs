@@ -43,6 +43,9 @@ pub struct HostAia {
     /// MSIs recorded for a guest file in software): the highest one below the IPI's
     /// that no passthrough source uses.
     pub(crate) mrif_notice: Option<u32>,
+    /// The identity the IOMMU's fault-queue MSI uses (the next free one below
+    /// `mrif_notice`).
+    pub(crate) iommu_fault: Option<u32>,
 }
 
 static HOST: Once<HostAia> = Once::new();
@@ -131,11 +134,8 @@ pub fn init(pirqs: impl Iterator<Item = Pirq>) {
             .collect(),
         sfile_ids,
         remote_ops: AtomicU64::new(0),
-        mrif_notice: (1..p.aia.num_ids).rev().find(|&id| {
-            sfile_ids
-                .get(id as usize / 64)
-                .is_some_and(|w| w & (1 << (id % 64)) == 0)
-        }),
+        mrif_notice: free_ids(&sfile_ids, p.aia.num_ids).next(),
+        iommu_fault: free_ids(&sfile_ids, p.aia.num_ids).nth(1),
         flip_ticks: u64::from(crate::config::options().aia_flip_ms) * p.timebase / 1000,
     });
     // hyp's own IPIs as an MSI into the target hart's S-file: the highest identity,
@@ -164,6 +164,67 @@ pub fn init(pirqs: impl Iterator<Item = Pirq>) {
             host.num_ids
         );
     }
+}
+
+/// hyp's own identities of its S-level files, highest first, below the IPI's: those no
+/// passthrough source uses.
+fn free_ids(sfile_ids: &[u64; 4], num_ids: u32) -> impl Iterator<Item = u32> + '_ {
+    (1..num_ids).rev().filter(|&id| {
+        sfile_ids
+            .get(id as usize / 64)
+            .is_some_and(|w| w & (1 << (id % 64)) == 0)
+    })
+}
+
+/// The identity of hyp's S-level files the IOMMU's fault interrupt uses, and the
+/// address of `hart`'s S-level file.
+pub fn iommu_fault_target(hart: usize) -> Option<(u64, u32)> {
+    let h = host()?;
+    let id = h.iommu_fault?;
+    let (base, _) = platform().aia.imsic?;
+    Some((base + h.sfile_page(hart)? as u64, id))
+}
+
+/// The identity of hyp's S-level files the IOMMU's fault interrupt uses: the MSI one,
+/// or the wired source [`take_wired_source`] routed.
+pub fn iommu_fault_id() -> Option<u32> {
+    let h = host()?;
+    match WIRED_FAULT.load(core::sync::atomic::Ordering::Acquire) {
+        0 => h.iommu_fault,
+        src => Some(src),
+    }
+}
+
+/// A wired source hyp took for itself (the IOMMU's fault interrupt), 0 if none.
+static WIRED_FAULT: core::sync::atomic::AtomicU32 = core::sync::atomic::AtomicU32::new(0);
+
+/// Take physical APLIC source `src` (edge-triggered, not a guest's) for hyp's own
+/// S-level file of this hart, with identity `src`, and make it the IOMMU's fault
+/// interrupt ([`iommu_fault_id`]). Runs on that hart, after its `hart_init`. False when
+/// there is no APLIC or no S-level file, or a guest has the source.
+pub fn take_wired_source(src: u32) -> bool {
+    let Some(h) = host() else { return false };
+    let (Some(aplic), true) = (h.aplic, h.has_sfiles()) else {
+        return false;
+    };
+    let used = h
+        .sfile_ids
+        .get(src as usize / 64)
+        .is_none_or(|w| w & (1 << (src % 64)) != 0);
+    let Some(target) = h.sfile_target(crate::arch::hart_local(), Pirq(src)) else {
+        return false;
+    };
+    if used || src == 0 || src >= h.num_ids {
+        return false;
+    }
+    aplic.set_enabled(src, false);
+    aplic.set_sourcecfg(src, virq_riscv::aplic::SourceMode::Edge1 as u32);
+    aplic.set_target(src, target);
+    csr::siselect::write(ISELECT_EIE0 as usize + 2 * (src as usize / 64));
+    csr::sireg::set(1 << (src % 64));
+    WIRED_FAULT.store(src, core::sync::atomic::Ordering::Release);
+    aplic.set_enabled(src, true);
+    true
 }
 
 /// The identity of hyp's S-level files that MRIF notices use, if there is one.

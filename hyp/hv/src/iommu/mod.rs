@@ -109,6 +109,8 @@ pub struct IommuCounts {
     pub gstage_invalidations: AtomicU64,
     /// MSI page-table entries rewritten ([`Iommu::write_msi_pte`]).
     pub msi_pte_updates: AtomicU64,
+    /// Fault-queue interrupts taken ([`Iommu::fault_interrupt`]).
+    pub fault_interrupts: AtomicU64,
 }
 
 /// The IOMMU, brought up.
@@ -461,6 +463,63 @@ impl Iommu {
         Ok(true)
     }
 
+    /// Have the IOMMU signal a new fault record with an MSI writing `data` to `addr`
+    /// (hyp's S-level interrupt file), through the `msi_cfg_tbl` entry of the fault
+    /// queue's vector (`icvec.fiv`, spec 5.23-5.24):
+    /// faults are then reported as they happen ([`Iommu::fault_interrupt`]) instead of
+    /// at shutdown. Only for an IOMMU that signals by MSI from its own table (the
+    /// platform device, `fctl.WSI` = 0); returns whether it is on.
+    pub fn enable_fault_msi(&mut self, addr: u64, data: u32) -> bool {
+        let wsi = self.regs.read32(regs::FCTL) & regs::FCTL_WSI != 0;
+        if wsi || self.caps.igs() == 1 {
+            return false;
+        }
+        // Vector 1 asked for; `icvec` may be fixed (QEMU's platform IOMMU reads
+        // 0x3333 whatever is written), so the vector it reads back is the one used.
+        let icvec = self.regs.read32(regs::ICVEC) & !(0xf << regs::ICVEC_FIV_SHIFT);
+        self.regs
+            .write32(regs::ICVEC, icvec | 1 << regs::ICVEC_FIV_SHIFT);
+        let vec = (self.regs.read32(regs::ICVEC) >> regs::ICVEC_FIV_SHIFT & 0xf) as usize;
+        let entry = regs::MSI_CFG_TBL + 16 * vec;
+        self.regs.write64(entry, addr & !3);
+        self.regs.write32(entry + 8, data);
+        self.regs.write32(entry + 12, 0);
+        self.regs.write32(regs::IPSR, regs::IPSR_FIP);
+        self.regs
+            .write32(regs::FQCSR, regs::QCSR_EN | regs::QCSR_IE);
+        true
+    }
+
+    /// Have the IOMMU signal a new fault record on its wired interrupt (`fctl.WSI` = 1,
+    /// spec 5.4): returns the vector (`icvec.fiv`, the index into the DTB's
+    /// `interrupts`), or `None` if the IOMMU does not take wired interrupts.
+    pub fn enable_fault_wsi(&mut self) -> Option<usize> {
+        if self.caps.igs() == 0 {
+            return None;
+        }
+        let fctl = self.regs.read32(regs::FCTL);
+        self.regs.write32(regs::FCTL, fctl | regs::FCTL_WSI);
+        if self.regs.read32(regs::FCTL) & regs::FCTL_WSI == 0 {
+            return None;
+        }
+        let icvec = self.regs.read32(regs::ICVEC) & !(0xf << regs::ICVEC_FIV_SHIFT);
+        self.regs
+            .write32(regs::ICVEC, icvec | 1 << regs::ICVEC_FIV_SHIFT);
+        let vec = (self.regs.read32(regs::ICVEC) >> regs::ICVEC_FIV_SHIFT & 0xf) as usize;
+        self.regs.write32(regs::IPSR, regs::IPSR_FIP);
+        self.regs
+            .write32(regs::FQCSR, regs::QCSR_EN | regs::QCSR_IE);
+        Some(vec)
+    }
+
+    /// The fault queue's interrupt arrived: clear `ipsr.fip` (so the next record
+    /// signals again), then read the records. Returns how many.
+    pub fn fault_interrupt(&mut self) -> usize {
+        self.counts.fault_interrupts.fetch_add(1, Ordering::Relaxed);
+        self.regs.write32(regs::IPSR, regs::IPSR_FIP);
+        self.poll_faults().len()
+    }
+
     /// Read every new fault record: print it, count it, return them. Overflow and
     /// memory-fault conditions of the fault queue are reported, counted and cleared
     /// (write-one-to-clear), so the IOMMU records again.
@@ -485,7 +544,8 @@ impl Iommu {
                     .queue_memory_faults
                     .fetch_add(1, Ordering::Relaxed);
             }
-            self.regs.write32(regs::FQCSR, regs::QCSR_EN | lost);
+            let ie = self.regs.read32(regs::FQCSR) & regs::QCSR_IE;
+            self.regs.write32(regs::FQCSR, regs::QCSR_EN | ie | lost);
         }
         out
     }
