@@ -886,6 +886,34 @@ fn run_hyp_case(name: &str, nic: Nic, sets: &[&str]) -> Result<String> {
     .with_context(|| format!("log {}", log.display()))
 }
 
+/// hyp's counters of a run under hyp (`None` for a run without hyp).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HypCounters {
+    /// The guest's exits, all vCPUs, the whole run.
+    pub exits: u64,
+    /// Device MSIs that went through hyp: drained from MRIFs, or written into a
+    /// file by hyp (the latter also counts the vAPLIC's forwards; no UART is routed
+    /// under the network test's configurations).
+    pub msis_via_hyp: u64,
+}
+
+/// Read [`HypCounters`] off a run's console.
+pub fn hyp_counters(out: &str) -> Option<HypCounters> {
+    let aia = out
+        .lines()
+        .find(|l| l.starts_with("ACCT guest=") && l.contains(" aia files_hw="))?;
+    let n = |k: &str| word::<u64>(aia, k);
+    let exits = out
+        .lines()
+        .filter(|l| l.starts_with("ACCT vcpu=") && l.contains(" cause="))
+        .filter_map(|l| word::<u64>(l, "count"))
+        .sum();
+    Some(HypCounters {
+        exits,
+        msis_via_hyp: n("mrif_msis")? + n("msis_to_hw_files_by_hyp")?,
+    })
+}
+
 /// hyp's side of a network run under hyp: the function was attached with an MSI page
 /// table, the IOMMU recorded no fault, and the NIC's `irqs` MSIs (the guest's count)
 /// went past hyp. With hardware files and no moves, no device MSI went through hyp at
@@ -948,6 +976,39 @@ pub fn check_hyp(out: &str, irqs: u64, moves: bool) -> Result<String> {
         Ok(format!(
             "hyp: {irqs} NIC MSIs, none through hyp (0 exits per MSI; {exits} exits in all), 0 IOMMU faults"
         ))
+    }
+}
+
+#[cfg(test)]
+mod hyp_tests {
+    use super::*;
+
+    const HYP: &str = "\
+hyp: guest 0 \"linux\": pci 00:01.0 (device ID 0x8) attached, iohgatp 0x8000100000080448, MSIs through the MSI page table at 0x80466000, bars [(1, 40000000, 1000), (4, 40004000, 4000)]
+ACCT vcpu=0 guest=linux id=0 cause=load_guest_page_fault(21) count=252
+ACCT vcpu=1 guest=linux id=1 cause=store_guest_page_fault(23) count=177
+ACCT guest=linux aia files_hw=2 files_sw=0 to_hw=2 to_sw=0 imsic_page_traps=0 msis_to_sw_files=0 msis_to_hw_files_by_hyp=0 csr_traps=0 iprio_traps=0 sgei=954 sgei_kicks=954 aplic_reads=2 aplic_writes=236 aplic_forwards=0 mrif_msis=0
+ACCT migrations=0
+ACCT iommu commands=10 fences=4 faults=0 fault_overflows=0 queue_memory_faults=0 gstage_invalidations=0 msi_pte_updates=4 fault_interrupts=0
+";
+
+    #[test]
+    fn hardware_files_mean_no_msi_through_hyp() {
+        let s = check_hyp(HYP, 1378, false).unwrap();
+        assert!(s.contains("none through hyp"), "{s}");
+        assert_eq!(
+            hyp_counters(HYP),
+            Some(HypCounters {
+                exits: 429,
+                msis_via_hyp: 0
+            })
+        );
+        let through = HYP.replace(" mrif_msis=0", " mrif_msis=3");
+        assert!(check_hyp(&through, 1378, false).is_err());
+        let fault = HYP.replace(" faults=0", " faults=1");
+        assert!(check_hyp(&fault, 1378, false).is_err());
+        assert!(check_hyp(HYP, 0, false).is_err(), "no MSI at all");
+        assert!(check_hyp(HYP, 1378, true).is_err(), "nothing moved");
     }
 }
 
@@ -1139,7 +1200,15 @@ NET end
 
     #[test]
     fn selection_follows_virq_qemu_case() {
-        assert_eq!(selection(None), ["net-bare-virtio", "net-bare-e1000e"]);
+        assert_eq!(
+            selection(None),
+            [
+                "net-bare-virtio",
+                "net-bare-e1000e",
+                "net-hyp-virtio",
+                "net-hyp-virtio-moves"
+            ]
+        );
         assert_eq!(selection(Some("smp1,net-bare-virtio")), ["net-bare-virtio"]);
         assert!(selection(Some("smp1")).is_empty());
     }

@@ -183,6 +183,14 @@ pub struct RunResult {
     pub run_secs: f64,
     /// Host MB/s against `bare`'s with the same NIC and clock (1.0 for bare).
     pub host_throughput_vs_bare: Option<f64>,
+    /// Under hyp: the guest's exits over the whole run (boot included), from hyp's
+    /// `ACCT` lines.
+    pub hyp_exits: Option<u64>,
+    /// Under hyp: the NIC's MSIs that went through hyp (drained from an MRIF or
+    /// written into a file by hyp) — 0 with hardware files: no exit per device MSI.
+    pub msis_via_hyp: Option<u64>,
+    /// The NIC's MSIs in the guest's `/proc/interrupts` at the end (boot included).
+    pub device_msis: u64,
 }
 
 #[derive(Serialize, Debug, Clone)]
@@ -226,6 +234,7 @@ pub fn result(
     s: &Summary,
     host: &crate::net::HostReport,
     run_secs: f64,
+    hyp: Option<crate::net::HypCounters>,
 ) -> RunResult {
     let per = |n: f64, d: f64| if d > 0.0 { n / d } else { 0.0 };
     let mib = s.tcp_bytes as f64 / (1 << 20) as f64;
@@ -251,6 +260,9 @@ pub fn result(
         udp_rtt_us_max: host.udp_rtt_us_max,
         run_secs,
         host_throughput_vs_bare: None,
+        hyp_exits: hyp.map(|h| h.exits),
+        msis_via_hyp: hyp.map(|h| h.msis_via_hyp),
+        device_msis: s.irqs,
     }
 }
 
@@ -324,6 +336,7 @@ pub fn run(args: &NetArgs) -> Result<()> {
                         &s,
                         &r.host,
                         r.outcome.elapsed.as_secs_f64(),
+                        crate::net::hyp_counters(&r.outcome.output),
                     ));
                 }
             }
@@ -416,7 +429,7 @@ pub fn medians(runs: &[RunResult]) -> Vec<RunResult> {
 /// The runs as a table.
 pub fn table(runs: &[RunResult]) -> String {
     let mut s = format!(
-        "{:<6} {:<7} {:<7} {:>9} {:>9} {:>8} {:>10} {:>9} {:>10} {:>9} {:>9} {:>8}\n",
+        "{:<6} {:<7} {:<7} {:>9} {:>9} {:>8} {:>10} {:>9} {:>10} {:>9} {:>9} {:>8} {:>8} {:>9} {:>8}\n",
         "target",
         "nic",
         "clock",
@@ -428,11 +441,14 @@ pub fn table(runs: &[RunResult]) -> String {
         "busy ms/MiB",
         "udp irq/s",
         "rtt µs",
-        "run s"
+        "run s",
+        "dev MSIs",
+        "via hyp",
+        "exits"
     );
     for r in runs {
         s += &format!(
-            "{:<6} {:<7} {:<7} {:>9.1} {:>9.1} {:>8} {:>10.0} {:>9.1} {:>10.1} {:>9.0} {:>9.0} {:>8.1}\n",
+            "{:<6} {:<7} {:<7} {:>9.1} {:>9.1} {:>8} {:>10.0} {:>9.1} {:>10.1} {:>9.0} {:>9.0} {:>8.1} {:>8} {:>9} {:>8}\n",
             r.target,
             r.nic,
             r.clock,
@@ -446,7 +462,10 @@ pub fn table(runs: &[RunResult]) -> String {
             r.tcp_busy_ms_per_mib,
             r.udp_irqs_per_s,
             r.udp_rtt_us_mean,
-            r.run_secs
+            r.run_secs,
+            r.device_msis,
+            r.msis_via_hyp.map_or("-".into(), |v| v.to_string()),
+            r.hyp_exits.map_or("-".into(), |v| v.to_string()),
         );
     }
     s
@@ -479,7 +498,7 @@ mod tests {
             udp_rtt_us_max: 900,
             ..Default::default()
         };
-        let bare = result("bare", Nic::VirtioNet, "wall", &summary(), &host, 9.0);
+        let bare = result("bare", Nic::VirtioNet, "wall", &summary(), &host, 9.0, None);
         assert!((bare.host_mb_per_s - 104.8576 / 5.0).abs() < 1e-9);
         assert_eq!(bare.tcp_irqs_per_s, 1000.0);
         assert_eq!(bare.tcp_irqs_per_mib, 40.0);
@@ -490,8 +509,8 @@ mod tests {
             host_tcp_secs: 10.0,
             ..summary()
         };
-        let hyp = result("hyp", Nic::VirtioNet, "wall", &slow, &host, 9.0);
-        let other = result("hyp", Nic::E1000e, "wall", &slow, &host, 9.0);
+        let hyp = result("hyp", Nic::VirtioNet, "wall", &slow, &host, 9.0, None);
+        let other = result("hyp", Nic::E1000e, "wall", &slow, &host, 9.0, None);
         let mut runs = vec![bare, hyp, other];
         ratios(&mut runs);
         assert_eq!(runs[0].host_throughput_vs_bare, Some(1.0));
@@ -537,8 +556,8 @@ mod tests {
                 host_tcp_secs: secs,
                 ..summary()
             };
-            runs.push(result("bare", Nic::VirtioNet, "wall", &s, &host, 1.0));
-            runs.push(result("bare", Nic::E1000e, "wall", &s, &host, 1.0));
+            runs.push(result("bare", Nic::VirtioNet, "wall", &s, &host, 1.0, None));
+            runs.push(result("bare", Nic::E1000e, "wall", &s, &host, 1.0, None));
         }
         let m = medians(&runs);
         assert_eq!(m.len(), 2);
