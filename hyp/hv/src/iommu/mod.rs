@@ -330,6 +330,18 @@ impl Iommu {
     /// (the same tables; GSCID = the guest's VMID), then invalidate what the IOMMU may
     /// have cached for the device and the guest and fence. Returns the `iohgatp`.
     pub fn attach(&mut self, device_id: u32, hgatp: u64) -> Result<u64, IommuError> {
+        self.attach_context(device_id, hgatp, None)
+    }
+
+    /// [`Iommu::attach`] and [`Iommu::attach_with_msi`]: the context (second stage
+    /// `hgatp`, MSIs through `msi` if given) written `tc` last, then IODIR.INVAL_DDT for
+    /// the device and IOTINVAL.GVMA for the guest, fenced.
+    fn attach_context(
+        &mut self,
+        device_id: u32,
+        hgatp: u64,
+        msi: Option<MsiTable>,
+    ) -> Result<u64, IommuError> {
         let io =
             Iohgatp::from_hgatp(hgatp).ok_or(IommuError::BadSecondStage(hgatp, "reserved mode"))?;
         if io.mode == GStageMode::Bare || !io.mode.supported(self.caps) {
@@ -341,7 +353,11 @@ impl Iommu {
         let v = io
             .encode()
             .ok_or(IommuError::BadSecondStage(hgatp, "root not 16 KiB aligned"))?;
-        self.ddt.set(device_id, &DeviceContext::second_stage(v))?;
+        let dc = match msi {
+            Some(t) => DeviceContext::second_stage_with_msi(v, t),
+            None => DeviceContext::second_stage(v),
+        };
+        self.ddt.set(device_id, &dc)?;
         self.submit(&[
             Command::iodir_inval_ddt(Some(device_id)),
             Command::iotinval_gvma(Some(io.gscid), None),
@@ -390,21 +406,7 @@ impl Iommu {
         hgatp: u64,
         msi: MsiTable,
     ) -> Result<u64, IommuError> {
-        let io =
-            Iohgatp::from_hgatp(hgatp).ok_or(IommuError::BadSecondStage(hgatp, "reserved mode"))?;
-        let v = io
-            .encode()
-            .ok_or(IommuError::BadSecondStage(hgatp, "root not 16 KiB aligned"))?;
-        self.ddt
-            .set(device_id, &DeviceContext::second_stage_with_msi(v, msi))?;
-        self.submit(&[
-            Command::iodir_inval_ddt(Some(device_id)),
-            Command::iotinval_gvma(Some(io.gscid), None),
-        ])?;
-        self.fence()?;
-        self.attached.retain(|(d, _)| *d != device_id);
-        self.attached.push((device_id, io.gscid));
-        Ok(v)
+        self.attach_context(device_id, hgatp, Some(msi))
     }
 
     /// Point guest `gscid`'s MSI page-table entry for the interrupt file at
