@@ -96,9 +96,9 @@ pub fn test(args: &TestArgs) -> Result<()> {
 }
 
 /// hyp (its own workspace, which `cargo fmt --all` does not reach): rustfmt, clippy
-/// with `-D warnings` on the riscv64 image and on the aarch64 one (first step), and on
-/// the aarch64 test guest (`testguest-arm`, a stub on riscv64), then the aarch64
-/// image's build.
+/// with `-D warnings` on the riscv64 image and its VS-mode test guest, on the aarch64
+/// image, and on the aarch64 test guest (`testguest-arm`, a stub on riscv64), then the
+/// aarch64 image's build.
 pub fn hyp_checks() -> Result<()> {
     let n = crate::layers::check(&root().join("hyp/hv/src"))?;
     println!("layers: hyp/hv/src: {n} modules, no import circles");
@@ -116,6 +116,13 @@ pub fn hyp_checks() -> Result<()> {
             cargo()
                 .args(["clippy", "--manifest-path", "hyp/Cargo.toml", "-p", "hyp"])
                 .args(["-p", "testguest-arm"])
+                // The VS-mode test guest is riscv64 code (its `asm!` names RISC-V
+                // registers).
+                .args(if target == crate::setup::RUST_TARGET {
+                    &["-p", "testguest"][..]
+                } else {
+                    &[][..]
+                })
                 .args(["--target", target, "--release", "--target-dir"])
                 .arg(crate::qemu::hyp_target_dir())
                 .args(["--", "-D", "warnings"])
