@@ -152,6 +152,18 @@ impl VcpuBlock {
         s & BLOCKED == 0 || s & KICKED != 0
     }
 
+    /// Whether a kick is outstanding (given and not yet consumed by
+    /// [`Self::take_kick`]). A hint for the home hart's fast path, one relaxed load: a
+    /// kick made on the same thread is always seen (program order); one from another
+    /// thread may be missed, and then it is that kicker's notification of the home
+    /// hart (the IPI it sends after its kick) that brings the vCPU back to
+    /// [`Self::take_kick`] — never skip `take_kick` on this hint alone unless such a
+    /// notification is certain to interrupt the vCPU. The authoritative read is
+    /// [`Self::take_kick`].
+    pub fn kick_pending(&self) -> bool {
+        self.state.load(Ordering::Relaxed) & KICKED != 0
+    }
+
     /// Waiting and not kicked.
     pub fn is_blocked(&self) -> bool {
         !self.runnable()

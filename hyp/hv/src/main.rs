@@ -324,6 +324,8 @@ fn build_world(
             fence: virq_core::remote::ServeCounter::new(),
             online: AtomicBool::new(false),
             hgei_lines: AtomicU64::new(0),
+            resched: AtomicBool::new(false),
+            running: core::sync::atomic::AtomicUsize::new(usize::MAX),
         })
         .collect();
     if !harts.iter().any(|h| h.hartid == boot_hartid) {

@@ -191,7 +191,7 @@ impl Vcpu {
     /// its home hart (unless that is this hart, which re-evaluates before entering any
     /// guest). The IPI only wakes the hart; the ordering is the kick's (`VcpuBlock`).
     pub fn kick(&self) {
-        crate::hart::poke_hart(self.block.kick());
+        crate::hart::poke_hart_for(self.block.kick(), self.index);
     }
 
     /// The current home hart (index in `World::harts`).
