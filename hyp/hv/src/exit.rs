@@ -24,28 +24,38 @@ const INSN_WFI: u32 = 0x1050_0073;
 const INSN_WRS_NTO: u32 = 0x00d0_0073;
 const INSN_WRS_STO: u32 = 0x01d0_0073;
 
-/// Handle the exit recorded in `inner.ctx.trap`.
+/// Handle the exit recorded in `inner.ctx.trap`. A dispatch only (each kind of exit
+/// is its own function), so that the lean path pays for nothing it does not run.
 pub fn handle(hart: &Hart, vcpu: &Vcpu, inner: &mut VcpuInner) -> Next {
     let scause = inner.ctx.trap.scause;
     if scause & CAUSE_INT != 0 {
-        crate::irq::handle_host_irqs(hart);
-        if !world().sstc && arch::time() >= inner.timer_deadline {
-            inner.timer_deadline = u64::MAX;
-            vcpu.raise(virq_riscv::hext::IRQ_VS_TIMER);
-        }
-        return Next::Resume;
+        return host_interrupt(hart, vcpu, inner);
     }
     match scause {
         EXC_VS_ECALL => crate::sbi::handle(vcpu, inner),
         EXC_VIRTUAL_INSN => virtual_insn(vcpu, inner),
         EXC_INSN_GPF | EXC_LOAD_GPF | EXC_STORE_GPF => guest_page_fault(vcpu, inner),
-        _ => {
-            // Not delegated and not ours to emulate: give it to the guest as is.
-            let tval = inner.ctx.trap.stval;
-            inject_exception(inner, scause, tval);
-            Next::Resume
-        }
+        _ => other_exception(inner, scause),
     }
+}
+
+/// A host interrupt while the guest ran.
+#[inline(never)]
+fn host_interrupt(hart: &Hart, vcpu: &Vcpu, inner: &mut VcpuInner) -> Next {
+    crate::irq::handle_host_irqs(hart);
+    if !world().sstc && arch::time() >= inner.timer_deadline {
+        inner.timer_deadline = u64::MAX;
+        vcpu.raise(virq_riscv::hext::IRQ_VS_TIMER);
+    }
+    Next::Resume
+}
+
+/// Not delegated and not ours to emulate: give it to the guest as is.
+#[inline(never)]
+fn other_exception(inner: &mut VcpuInner, scause: usize) -> Next {
+    let tval = inner.ctx.trap.stval;
+    inject_exception(inner, scause, tval);
+    Next::Resume
 }
 
 /// Redirect the guest to its trap handler with exception `cause` (as if it had been
@@ -86,6 +96,7 @@ fn fetch_insn(inner: &VcpuInner, hint: usize) -> Option<u32> {
     Some(lo | (hi << 16))
 }
 
+#[inline(never)]
 fn virtual_insn(vcpu: &Vcpu, inner: &mut VcpuInner) -> Next {
     let Some(insn) = fetch_insn(inner, inner.ctx.trap.stval) else {
         let tval = inner.ctx.trap.stval;
@@ -151,6 +162,7 @@ fn interrupt_csr(vcpu: &Vcpu, inner: &mut VcpuInner, insn: u32) -> Option<Next> 
     Some(Next::Resume)
 }
 
+#[inline(never)]
 fn guest_page_fault(vcpu: &Vcpu, inner: &mut VcpuInner) -> Next {
     let w = world();
     let guest = &w.guests[vcpu.guest];

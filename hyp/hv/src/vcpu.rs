@@ -20,6 +20,7 @@ use spin::{Mutex, Once};
 use virq_core::block::{BlockOutcome, VcpuBlock};
 use virq_core::pending::VcpuPending;
 use virq_riscv::hext::HvipSync;
+use virq_riscv::sbi::GuestHarts;
 
 use crate::arch::csr::{self, hstatus_bits, irq_bits, sstatus_bits};
 use crate::arch::switch::FpState;
@@ -126,6 +127,9 @@ pub struct Vcpu {
     pub guest: usize,
     /// Id inside the guest (the hart id it sees, SBI hart id, its per-vCPU slot).
     pub id: GuestVcpuId,
+    /// Its guest's vCPU count, as the SBI decoder takes it (kept here so that an SBI
+    /// call needs no look-up of the guest).
+    pub guest_harts: GuestHarts,
     /// Blocked in WFI (or HSM retentive suspend), kicked, and the index of the current
     /// home hart in `World::harts` (see the module docs).
     pub block: VcpuBlock,
@@ -148,11 +152,12 @@ pub struct Vcpu {
 
 impl Vcpu {
     /// A stopped vCPU.
-    pub fn new(index: usize, guest: usize, id: u32, hart: usize) -> Vcpu {
+    pub fn new(index: usize, guest: usize, id: u32, hart: usize, guest_harts: GuestHarts) -> Vcpu {
         Vcpu {
             index,
             guest,
             id: GuestVcpuId(id),
+            guest_harts,
             block: VcpuBlock::new(hart),
             first_hart: hart,
             pending: VcpuPending::with_handoff(&[virq_riscv::hext::IRQ_VS_SOFT])
