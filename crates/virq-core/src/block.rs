@@ -59,10 +59,12 @@
 //! `sip.SSIP`) and before `wfi`: a notification after the check then leaves the latch
 //! set and `wfi` returns.
 
-use crate::sync::{AtomicU8, AtomicUsize, Ordering};
+use crate::sync::{AtomicUsize, Ordering};
 
-const BLOCKED: u8 = 1;
-const KICKED: u8 = 2;
+// A whole word, not a byte: RISC-V (and others) have word AMOs; a byte RMW is an
+// LR/SC loop with masking.
+const BLOCKED: usize = 1;
+const KICKED: usize = 2;
 
 /// What the home hart does after [`VcpuBlock::block`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -102,7 +104,7 @@ pub enum BlockOutcome {
 /// assert!(vcpu.runnable());
 /// ```
 pub struct VcpuBlock {
-    state: AtomicU8,
+    state: AtomicUsize,
     home: AtomicUsize,
 }
 
@@ -110,7 +112,7 @@ impl VcpuBlock {
     /// A runnable vCPU with no kick outstanding, homed on hart `home`.
     pub fn new(home: usize) -> Self {
         Self {
-            state: AtomicU8::new(0),
+            state: AtomicUsize::new(0),
             home: AtomicUsize::new(home),
         }
     }

@@ -76,6 +76,10 @@ pub fn handle(vcpu: &Vcpu, inner: &mut VcpuInner) -> Next {
         Ok(Call::GetImplId) => Ok(IMPL_ID),
         Ok(Call::GetImplVersion) => Ok(1),
         Ok(Call::GetMvendorid | Call::GetMarchid | Call::GetMimpid) => Ok(0),
+        Ok(Call::SendIpi { harts }) => {
+            send_ipis(vcpu, harts);
+            Ok(0)
+        }
         Ok(call) => return perform(vcpu, inner, call),
         Err(e) => Err(e),
     };
@@ -219,9 +223,9 @@ fn target(g: &Guest, hart: VcpuIndex) -> Option<&'static Vcpu> {
     GuestVcpuId::from_hartid(hart.get()).and_then(|id| g.vcpu(id))
 }
 
+#[inline(never)]
 fn send_ipis(vcpu: &Vcpu, set: HartSet) {
-    let g = &world().guests[vcpu.guest];
-    for (i, t) in g.vcpu_slice().iter().enumerate() {
+    for (i, t) in vcpu.guest_vcpus().iter().enumerate() {
         if set.contains(i) {
             count_target(vcpu, t);
             ExitCounts::bump(&vcpu.acct.sbi_ipi_targets);

@@ -199,6 +199,14 @@ impl Vcpu {
         crate::hart::poke_hart_for(self.block.kick(), self.index);
     }
 
+    /// The vCPUs of its guest, in id order (`Guest::vcpu_slice`, found without the
+    /// guest: a guest's vCPUs are consecutive in the table, vCPU `i` of the guest at
+    /// the guest's first index + `i`).
+    pub fn guest_vcpus(&self) -> &'static [Vcpu] {
+        let first = self.index - self.id.slot();
+        &vcpus()[first..first + self.guest_harts.count()]
+    }
+
     /// The current home hart (index in `World::harts`).
     pub fn home(&self) -> usize {
         self.block.home()
