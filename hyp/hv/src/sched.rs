@@ -30,6 +30,7 @@
 //! blocked vCPU's timer is watched by whichever hart is its home.
 use core::sync::atomic::Ordering;
 use spin::Once;
+use virq_riscv::hext::HVIP_VSEIP;
 
 use crate::arch::csr::hstatus_bits;
 use crate::arch::{self, csr};
@@ -252,6 +253,7 @@ fn run_vcpu(hart: &Hart, vcpu: &Vcpu) {
     let mut full = true;
     let mut migrate_at = u64::MAX;
     let mut armed_deadline = inner.timer_deadline;
+    let mut entry_vseip = 0;
     loop {
         if !vcpu.eligible() || !guest.is_alive() {
             break;
@@ -259,10 +261,13 @@ fn run_vcpu(hart: &Hart, vcpu: &Vcpu) {
         // The kick first, then the changes: every raise whose kick this consumes is
         // in what the flush takes (virq-core `VcpuBlock`).
         vcpu.block.take_kick();
-        // `before_entry` follows `hvip` (AIA: `hvictl` mirrors VSEIP): only after a
-        // write, or a load.
-        if inner.hvip.flush(&vcpu.pending, &csr::HartCsrs) || full {
+        inner.hvip.flush(&vcpu.pending, &csr::HartCsrs);
+        // `before_entry` follows `hvip.VSEIP` (AIA: `hvictl` mirrors it): only when it
+        // changed, and after the load.
+        let vseip = inner.hvip.shadow_hvip() & HVIP_VSEIP;
+        if full || vseip != entry_vseip {
             guest.irqchip.before_entry(guest, vcpu, &inner);
+            entry_vseip = vseip;
         }
         if full {
             // Kicks this hart gave its own vCPUs are in what the survey reads.
