@@ -189,6 +189,18 @@ mod tests {
     use crate::pending::PendingSet;
 
     #[test]
+    fn kick_pending_shows_a_kick_until_it_is_taken() {
+        let b = VcpuBlock::new(0);
+        assert!(!b.kick_pending());
+        let _ = b.kick();
+        assert!(b.kick_pending(), "a kick on this thread is seen");
+        assert_eq!(b.block(), BlockOutcome::StayRunnable);
+        assert!(b.kick_pending(), "block does not consume the kick");
+        assert!(b.take_kick());
+        assert!(!b.kick_pending());
+    }
+
+    #[test]
     fn kick_before_block_keeps_the_vcpu_runnable() {
         let b = VcpuBlock::new(3);
         assert_eq!(b.kick(), 3);
