@@ -1,6 +1,7 @@
 //! Guest exits: what to do after `enter_guest` returns.
 use crate::arch::csr::{self, hstatus_bits, sstatus_bits};
 use crate::arch::{self, switch::guest_fetch_u16};
+use crate::guest::Guest;
 use crate::hart::Hart;
 use crate::topology::MmioOp;
 use crate::vcpu::{wfi, Next, Vcpu, VcpuInner};
@@ -24,9 +25,10 @@ const INSN_WFI: u32 = 0x1050_0073;
 const INSN_WRS_NTO: u32 = 0x00d0_0073;
 const INSN_WRS_STO: u32 = 0x01d0_0073;
 
-/// Handle the exit recorded in `inner.ctx.trap`. A dispatch only (each kind of exit
-/// is its own function), so that the lean path pays for nothing it does not run.
-pub fn handle(hart: &Hart, vcpu: &Vcpu, inner: &mut VcpuInner) -> Next {
+/// Handle the exit recorded in `inner.ctx.trap` of `vcpu` of `guest`. A dispatch only
+/// (each kind of exit is its own function), so that the lean path pays for nothing it
+/// does not run.
+pub fn handle(hart: &Hart, guest: &Guest, vcpu: &Vcpu, inner: &mut VcpuInner) -> Next {
     let scause = inner.ctx.trap.scause;
     if scause & CAUSE_INT != 0 {
         return host_interrupt(hart, vcpu, inner);
@@ -34,7 +36,7 @@ pub fn handle(hart: &Hart, vcpu: &Vcpu, inner: &mut VcpuInner) -> Next {
     match scause {
         EXC_VS_ECALL => crate::sbi::handle(vcpu, inner),
         EXC_VIRTUAL_INSN => virtual_insn(vcpu, inner),
-        EXC_INSN_GPF | EXC_LOAD_GPF | EXC_STORE_GPF => guest_page_fault(vcpu, inner),
+        EXC_INSN_GPF | EXC_LOAD_GPF | EXC_STORE_GPF => guest_page_fault(guest, vcpu, inner),
         _ => other_exception(inner, scause),
     }
 }
@@ -168,11 +170,10 @@ fn interrupt_csr(vcpu: &Vcpu, inner: &mut VcpuInner, insn: u32) -> Option<Next> 
 /// path of an emulated register read). Everything else, and anything this path does
 /// not recognise, takes [`guest_page_fault_full`], which decides from scratch.
 #[inline(never)]
-fn guest_page_fault(vcpu: &Vcpu, inner: &mut VcpuInner) -> Next {
+fn guest_page_fault(guest: &Guest, vcpu: &Vcpu, inner: &mut VcpuInner) -> Next {
     let t = inner.ctx.trap;
     if t.scause == EXC_LOAD_GPF && t.htinst & 1 != 0 {
         let gpa = ((t.htval as u64) << 2) | (t.stval as u64 & 3);
-        let guest = &world().guests[vcpu.guest];
         let chip = &guest.irqchip;
         if chip.mmio_window(gpa) {
             if let Some(Access::Load { rd, size, signed }) = insn::decode(t.htinst as u32, true) {
@@ -190,14 +191,12 @@ fn guest_page_fault(vcpu: &Vcpu, inner: &mut VcpuInner) -> Next {
             }
         }
     }
-    guest_page_fault_full(vcpu, inner)
+    guest_page_fault_full(guest, vcpu, inner)
 }
 
 /// Every guest page fault [`guest_page_fault`] does not take itself.
 #[inline(never)]
-fn guest_page_fault_full(vcpu: &Vcpu, inner: &mut VcpuInner) -> Next {
-    let w = world();
-    let guest = &w.guests[vcpu.guest];
+fn guest_page_fault_full(guest: &Guest, vcpu: &Vcpu, inner: &mut VcpuInner) -> Next {
     let t = inner.ctx.trap;
     let gpa = ((t.htval as u64) << 2) | (t.stval as u64 & 3);
     let access_fault = match t.scause {

@@ -302,7 +302,7 @@ fn run_vcpu(hart: &Hart, vcpu: &Vcpu) {
         let next = loop {
             arch::enter_guest(&mut inner.ctx);
             vcpu.acct.count(inner.ctx.trap.scause);
-            let next = crate::exit::handle(hart, vcpu, &mut inner);
+            let next = crate::exit::handle(hart, guest, vcpu, &mut inner);
             if inner.ctx.trap.scause & CAUSE_INT == 0
                 && matches!(next, Next::Resume)
                 && !vcpu.pending.has_changes()
