@@ -28,6 +28,7 @@ const INSN_WRS_STO: u32 = 0x01d0_0073;
 /// Handle the exit recorded in `inner.ctx.trap` of `vcpu` of `guest`. A dispatch only
 /// (each kind of exit is its own function), so that the lean path pays for nothing it
 /// does not run.
+#[inline(always)]
 pub fn handle(hart: &Hart, guest: &Guest, vcpu: &Vcpu, inner: &mut VcpuInner) -> Next {
     let scause = inner.ctx.trap.scause;
     if scause & CAUSE_INT != 0 {
