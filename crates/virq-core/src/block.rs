@@ -121,6 +121,7 @@ impl VcpuBlock {
     /// Returns the hart to notify — the caller sends it an IPI unless it is the
     /// current hart, which re-evaluates before it enters any guest.
     #[must_use = "the returned home hart must be notified"]
+    #[inline]
     pub fn kick(&self) -> usize {
         self.state.fetch_or(KICKED, Ordering::SeqCst);
         self.home.load(Ordering::SeqCst)
@@ -162,6 +163,7 @@ impl VcpuBlock {
     /// [`Self::take_kick`] — never skip `take_kick` on this hint alone unless such a
     /// notification is certain to interrupt the vCPU. The authoritative read is
     /// [`Self::take_kick`].
+    #[inline]
     pub fn kick_pending(&self) -> bool {
         self.state.load(Ordering::Relaxed) & KICKED != 0
     }

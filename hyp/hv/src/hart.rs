@@ -2,7 +2,7 @@
 //! all harts and their guest external interrupt line allocator (published by
 //! `world::set_world`), making a hart look at its vCPUs ([`poke_hart`]), remote fences
 //! and the hart's own S-mode timer.
-use core::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use spin::Once;
 use virq_core::hgei::HgeiAllocator;
 use virq_core::remote::{ServeCounter, Sleepers};
@@ -28,13 +28,9 @@ pub struct Hart {
     /// This hart poked itself ([`poke_hart`] of its own index: a kick of a vCPU homed
     /// here, made by the hart itself, needs no IPI). The scheduler's lean path
     /// (`sched::run_vcpu`) returns to the guest only while this is clear; the full path
-    /// clears it before it looks at the hart's vCPUs. Only this hart touches it.
+    /// clears it before it looks at the hart's vCPUs. Only this hart touches it. (A
+    /// kick of the vCPU the hart is running sets nothing: `Vcpu::kick`.)
     pub resched: AtomicBool,
-    /// The vCPU this hart is running (global index; `usize::MAX`: none), set and
-    /// cleared by its scheduler (`sched::run_vcpu`). A kick of that vCPU by this hart
-    /// needs no [`Hart::resched`]: the vCPU takes its kick before its next entry
-    /// ([`poke_hart_for`]). Only this hart touches it.
-    pub running: AtomicUsize,
 }
 
 static HARTS: Once<&'static [Hart]> = Once::new();
@@ -72,20 +68,6 @@ pub fn poke_hart(index: usize) {
             h.resched.store(true, Ordering::Relaxed);
         }
     }
-}
-
-/// After a kick of vCPU `vcpu` (global index) homed on hart `index`: [`poke_hart`],
-/// except when that is this hart and `vcpu` is the one it runs (which looks at its kick
-/// before it enters the guest again: no scheduling decision changed).
-pub fn poke_hart_for(index: usize, vcpu: usize) {
-    if index == arch::hart_local()
-        && harts()
-            .get(index)
-            .is_some_and(|h| h.running.load(Ordering::Relaxed) == vcpu)
-    {
-        return;
-    }
-    poke_hart(index);
 }
 
 /// Program this hart's S-mode timer for `when` (u64::MAX = off).

@@ -325,7 +325,6 @@ fn build_world(
             online: AtomicBool::new(false),
             hgei_lines: AtomicU64::new(0),
             resched: AtomicBool::new(false),
-            running: core::sync::atomic::AtomicUsize::new(usize::MAX),
         })
         .collect();
     if !harts.iter().any(|h| h.hartid == boot_hartid) {

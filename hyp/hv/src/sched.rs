@@ -246,7 +246,7 @@ fn run_vcpu(hart: &Hart, vcpu: &Vcpu) {
     }
     // Picked because runnable: a kicked vCPU stops waiting.
     vcpu.block.unblock();
-    hart.running.store(vcpu.index, Ordering::Relaxed);
+    vcpu.loaded.store(true, Ordering::Relaxed);
     let slice_start = arch::time();
     let wfi_mode = crate::config::options().wfi;
     // The full path first; `before_entry` at least once after `vcpu_load`.
@@ -337,7 +337,7 @@ fn run_vcpu(hart: &Hart, vcpu: &Vcpu) {
             Next::Leave => break,
         }
     }
-    hart.running.store(usize::MAX, Ordering::Relaxed);
+    vcpu.loaded.store(false, Ordering::Relaxed);
     inner.put(w.sstc);
     if vcpu.hsm.load(Ordering::Acquire) == HSM_STOPPED {
         vcpu.block.unblock();

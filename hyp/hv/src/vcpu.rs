@@ -15,7 +15,7 @@
 //!
 //! The table of all vCPUs (`World::vcpus`) is published here by `world::set_world`
 //! ([`vcpus`]), for the layers below the world.
-use core::sync::atomic::{AtomicU64, AtomicU8, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering};
 use spin::{Mutex, Once};
 use virq_core::block::{BlockOutcome, VcpuBlock};
 use virq_core::pending::VcpuPending;
@@ -148,6 +148,10 @@ pub struct Vcpu {
     pub inner: Mutex<VcpuInner>,
     /// Exit accounting.
     pub acct: ExitCounts,
+    /// Its home hart is running it (from before its first entry to after its last
+    /// exit, `sched::run_vcpu`). Written by the home hart and read in [`Vcpu::kick`]
+    /// only when the kicker is the home hart: one hart's own accesses.
+    pub loaded: AtomicBool,
 }
 
 impl Vcpu {
@@ -176,6 +180,7 @@ impl Vcpu {
                 timer_deadline: u64::MAX,
             }),
             acct: ExitCounts::new(),
+            loaded: AtomicBool::new(false),
         }
     }
 
@@ -196,7 +201,13 @@ impl Vcpu {
     /// its home hart (unless that is this hart, which re-evaluates before entering any
     /// guest). The IPI only wakes the hart; the ordering is the kick's (`VcpuBlock`).
     pub fn kick(&self) {
-        crate::hart::poke_hart_for(self.block.kick(), self.index);
+        let home = self.block.kick();
+        // The home hart kicking the vCPU it runs: the vCPU takes the kick before it
+        // enters the guest again (`sched::run_vcpu`), no scheduling decision changed.
+        if home == crate::arch::hart_local() && self.loaded.load(Ordering::Relaxed) {
+            return;
+        }
+        crate::hart::poke_hart(home);
     }
 
     /// The vCPUs of its guest, in id order (`Guest::vcpu_slice`, found without the
