@@ -202,7 +202,7 @@ pub fn run() -> ! {
 /// topology's `before_entry`, and the scheduling decision (the survey of the hart's
 /// vCPUs, `VTW`, the host timer). After a synchronous exit that changed only this
 /// vCPU's interrupts (its pending set, or a kick of it), the *delivery* path runs the
-/// first half alone. After a synchronous exit that changed neither (an SBI call such as
+/// first half alone (`before_entry` only if `hvip.VSEIP` changed). After a synchronous exit that changed neither (an SBI call such as
 /// BASE, an emulated register read, a `wfi` that did not block) the *lean* path goes
 /// straight back into the guest.
 ///
@@ -218,7 +218,9 @@ pub fn run() -> ! {
 /// another hart that the look missed is seen at the next full or delivery path: until
 /// then the guest may see a spurious interrupt, which the spec allows (and a running
 /// guest that does not exit at all sees the same). Kicks of *other* vCPUs of this hart
-/// made by this hart itself mark [`Hart::resched`] (`poke_hart`). Time-driven decisions
+/// made by this hart itself mark [`Hart::resched`] (`poke_hart`); a kick of the vCPU
+/// running here, made here, marks nothing (`Vcpu::kick` with `Vcpu::loaded`): its
+/// `KICKED` bit is the lean check's `kick_pending`. Time-driven decisions
 /// (a slice's end, a migration period, a blocked vCPU's timer) are host timer
 /// interrupts, armed by the full path: interrupt exits. `HvipSync::sync` runs after
 /// every exit that leaves the lean path, before the next `flush`: the lean path leaves
