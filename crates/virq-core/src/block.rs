@@ -59,10 +59,12 @@
 //! `sip.SSIP`) and before `wfi`: a notification after the check then leaves the latch
 //! set and `wfi` returns.
 
-use crate::sync::{AtomicU8, AtomicUsize, Ordering};
+use crate::sync::{AtomicUsize, Ordering};
 
-const BLOCKED: u8 = 1;
-const KICKED: u8 = 2;
+// A whole word, not a byte: RISC-V (and others) have word AMOs; a byte RMW is an
+// LR/SC loop with masking.
+const BLOCKED: usize = 1;
+const KICKED: usize = 2;
 
 /// What the home hart does after [`VcpuBlock::block`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -102,7 +104,7 @@ pub enum BlockOutcome {
 /// assert!(vcpu.runnable());
 /// ```
 pub struct VcpuBlock {
-    state: AtomicU8,
+    state: AtomicUsize,
     home: AtomicUsize,
 }
 
@@ -110,7 +112,7 @@ impl VcpuBlock {
     /// A runnable vCPU with no kick outstanding, homed on hart `home`.
     pub fn new(home: usize) -> Self {
         Self {
-            state: AtomicU8::new(0),
+            state: AtomicUsize::new(0),
             home: AtomicUsize::new(home),
         }
     }
@@ -119,6 +121,7 @@ impl VcpuBlock {
     /// Returns the hart to notify — the caller sends it an IPI unless it is the
     /// current hart, which re-evaluates before it enters any guest.
     #[must_use = "the returned home hart must be notified"]
+    #[inline]
     pub fn kick(&self) -> usize {
         self.state.fetch_or(KICKED, Ordering::SeqCst);
         self.home.load(Ordering::SeqCst)
@@ -152,6 +155,19 @@ impl VcpuBlock {
         s & BLOCKED == 0 || s & KICKED != 0
     }
 
+    /// Whether a kick is outstanding (given and not yet consumed by
+    /// [`Self::take_kick`]). A hint for the home hart's fast path, one relaxed load: a
+    /// kick made on the same thread is always seen (program order); one from another
+    /// thread may be missed, and then it is that kicker's notification of the home
+    /// hart (the IPI it sends after its kick) that brings the vCPU back to
+    /// [`Self::take_kick`] — never skip `take_kick` on this hint alone unless such a
+    /// notification is certain to interrupt the vCPU. The authoritative read is
+    /// [`Self::take_kick`].
+    #[inline]
+    pub fn kick_pending(&self) -> bool {
+        self.state.load(Ordering::Relaxed) & KICKED != 0
+    }
+
     /// Waiting and not kicked.
     pub fn is_blocked(&self) -> bool {
         !self.runnable()
@@ -173,6 +189,18 @@ impl VcpuBlock {
 mod tests {
     use super::*;
     use crate::pending::PendingSet;
+
+    #[test]
+    fn kick_pending_shows_a_kick_until_it_is_taken() {
+        let b = VcpuBlock::new(0);
+        assert!(!b.kick_pending());
+        let _ = b.kick();
+        assert!(b.kick_pending(), "a kick on this thread is seen");
+        assert_eq!(b.block(), BlockOutcome::StayRunnable);
+        assert!(b.kick_pending(), "block does not consume the kick");
+        assert!(b.take_kick());
+        assert!(!b.kick_pending());
+    }
 
     #[test]
     fn kick_before_block_keeps_the_vcpu_runnable() {

@@ -120,8 +120,11 @@ pub fn vgein(csrs: &impl Csrs) -> u32 {
 /// itself, is never lost to a raise racing that clear (use a pending set with
 /// [`IRQ_VS_SOFT`] as its handoff id: `PendingSet::with_handoff`). **The caller
 /// must:** call `flush` right before every guest entry, after
-/// `VcpuBlock::take_kick`, and `sync` right after every guest exit, on the hart the
-/// vCPU runs on, with `Csrs` of that hart.
+/// `VcpuBlock::take_kick`, and `sync` after every guest exit and before the next
+/// `flush`, on the hart the vCPU runs on, with `Csrs` of that hart. (A caller that
+/// re-enters the guest without taking changes may skip the pair: with no change taken,
+/// `sync` + `flush` leave `hvip` as the guest left it. The `sync` must then precede the
+/// next `flush`, which would otherwise write back a VSSIP the guest has cleared.)
 ///
 /// # Example
 ///

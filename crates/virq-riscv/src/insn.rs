@@ -96,6 +96,7 @@ pub fn transformed_len(htinst: u32) -> usize {
 /// assert_eq!(extend(0x8000_0000, 4, true), 0xffff_ffff_8000_0000);
 /// assert_eq!(decode(0, false), None, "not a load/store: inject an access fault");
 /// ```
+#[inline]
 pub fn decode(insn: u32, transformed: bool) -> Option<Access> {
     let insn = if transformed { insn | 3 } else { insn };
     if insn & 3 == 3 {

@@ -191,12 +191,20 @@ impl GuestHarts {
         if hart_mask == 0 {
             return Ok(HartSet(0));
         }
-        let highest = (usize::BITS - 1 - hart_mask.leading_zeros()) as usize;
-        match hart_mask_base.checked_add(highest) {
-            // `hart_mask_base + highest < n <= 64`, so the shift keeps every bit.
-            Some(top) if top < self.0 as usize => Ok(HartSet((hart_mask as u64) << hart_mask_base)),
-            _ => Err(SbiError::InvalidParam),
+        // Every set bit `i` must name a vCPU: `hart_mask_base + i < n`, i.e. the base
+        // is below `n` and no bit at or above `n - base` is set. (No `leading_zeros`:
+        // without Zbb that is a 40-instruction loop on the hot path of `send_ipi`.)
+        let n = self.0 as usize;
+        if hart_mask_base >= n {
+            return Err(SbiError::InvalidParam);
         }
+        let room = n - hart_mask_base;
+        if room < usize::BITS as usize && hart_mask >> room != 0 {
+            return Err(SbiError::InvalidParam);
+        }
+        // `hart_mask_base < n <= 64` and every bit is below `n - base`: the shift
+        // keeps every bit.
+        Ok(HartSet((hart_mask as u64) << hart_mask_base))
     }
 }
 
@@ -745,6 +753,39 @@ mod tests {
             Err(SbiError::InvalidParam)
         );
         assert_eq!(harts(4).hart_set(1, 64), Err(SbiError::InvalidParam));
+    }
+
+    /// The check without `leading_zeros` against the formula it replaced: the highest
+    /// named hart, `base + (BITS - 1 - clz(mask))`, below the vCPU count.
+    #[test]
+    fn hart_set_agrees_with_the_highest_bit_formula() {
+        let masks = [
+            1usize,
+            0b10,
+            0b101,
+            0xff,
+            1 << 31,
+            1 << 62,
+            1 << 63,
+            usize::MAX,
+            usize::MAX >> 1,
+            0x8000_0000_0000_0001,
+        ];
+        let bases = [0usize, 1, 2, 3, 31, 32, 62, 63, 64, 65, usize::MAX - 1];
+        for n in 1..=64 {
+            for &mask in &masks {
+                for &base in &bases {
+                    let highest = (usize::BITS - 1 - mask.leading_zeros()) as usize;
+                    let ok = base.checked_add(highest).is_some_and(|top| top < n);
+                    let want = if ok {
+                        Ok(HartSet((mask as u64) << base))
+                    } else {
+                        Err(SbiError::InvalidParam)
+                    };
+                    assert_eq!(harts(n).hart_set(mask, base), want, "{n} {mask:#x} {base}");
+                }
+            }
+        }
     }
 
     #[test]

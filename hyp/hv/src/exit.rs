@@ -1,6 +1,7 @@
 //! Guest exits: what to do after `enter_guest` returns.
 use crate::arch::csr::{self, hstatus_bits, sstatus_bits};
 use crate::arch::{self, switch::guest_fetch_u16};
+use crate::guest::Guest;
 use crate::hart::Hart;
 use crate::topology::MmioOp;
 use crate::vcpu::{wfi, Next, Vcpu, VcpuInner};
@@ -24,28 +25,40 @@ const INSN_WFI: u32 = 0x1050_0073;
 const INSN_WRS_NTO: u32 = 0x00d0_0073;
 const INSN_WRS_STO: u32 = 0x01d0_0073;
 
-/// Handle the exit recorded in `inner.ctx.trap`.
-pub fn handle(hart: &Hart, vcpu: &Vcpu, inner: &mut VcpuInner) -> Next {
+/// Handle the exit recorded in `inner.ctx.trap` of `vcpu` of `guest`. A dispatch only
+/// (each kind of exit is its own function), so that the lean path pays for nothing it
+/// does not run.
+#[inline(always)]
+pub fn handle(hart: &Hart, guest: &Guest, vcpu: &Vcpu, inner: &mut VcpuInner) -> Next {
     let scause = inner.ctx.trap.scause;
     if scause & CAUSE_INT != 0 {
-        crate::irq::handle_host_irqs(hart);
-        if !world().sstc && arch::time() >= inner.timer_deadline {
-            inner.timer_deadline = u64::MAX;
-            vcpu.raise(virq_riscv::hext::IRQ_VS_TIMER);
-        }
-        return Next::Resume;
+        return host_interrupt(hart, vcpu, inner);
     }
     match scause {
         EXC_VS_ECALL => crate::sbi::handle(vcpu, inner),
         EXC_VIRTUAL_INSN => virtual_insn(vcpu, inner),
-        EXC_INSN_GPF | EXC_LOAD_GPF | EXC_STORE_GPF => guest_page_fault(vcpu, inner),
-        _ => {
-            // Not delegated and not ours to emulate: give it to the guest as is.
-            let tval = inner.ctx.trap.stval;
-            inject_exception(inner, scause, tval);
-            Next::Resume
-        }
+        EXC_INSN_GPF | EXC_LOAD_GPF | EXC_STORE_GPF => guest_page_fault(guest, vcpu, inner),
+        _ => other_exception(inner, scause),
     }
+}
+
+/// A host interrupt while the guest ran.
+#[inline(never)]
+fn host_interrupt(hart: &Hart, vcpu: &Vcpu, inner: &mut VcpuInner) -> Next {
+    crate::irq::handle_host_irqs(hart);
+    if !world().sstc && arch::time() >= inner.timer_deadline {
+        inner.timer_deadline = u64::MAX;
+        vcpu.raise(virq_riscv::hext::IRQ_VS_TIMER);
+    }
+    Next::Resume
+}
+
+/// Not delegated and not ours to emulate: give it to the guest as is.
+#[inline(never)]
+fn other_exception(inner: &mut VcpuInner, scause: usize) -> Next {
+    let tval = inner.ctx.trap.stval;
+    inject_exception(inner, scause, tval);
+    Next::Resume
 }
 
 /// Redirect the guest to its trap handler with exception `cause` (as if it had been
@@ -86,6 +99,7 @@ fn fetch_insn(inner: &VcpuInner, hint: usize) -> Option<u32> {
     Some(lo | (hi << 16))
 }
 
+#[inline(never)]
 fn virtual_insn(vcpu: &Vcpu, inner: &mut VcpuInner) -> Next {
     let Some(insn) = fetch_insn(inner, inner.ctx.trap.stval) else {
         let tval = inner.ctx.trap.stval;
@@ -151,9 +165,39 @@ fn interrupt_csr(vcpu: &Vcpu, inner: &mut VcpuInner, insn: u32) -> Option<Next> 
     Some(Next::Resume)
 }
 
-fn guest_page_fault(vcpu: &Vcpu, inner: &mut VcpuInner) -> Next {
-    let w = world();
-    let guest = &w.guests[vcpu.guest];
+/// A guest page fault. The common case first, in a small function: a load the hart
+/// transformed into `htinst` (bit 0 set) from a window of the guest's interrupt
+/// controller — decoded, read and written back with nothing else on the way (the lean
+/// path of an emulated register read). Everything else, and anything this path does
+/// not recognise, takes [`guest_page_fault_full`], which decides from scratch.
+#[inline(never)]
+fn guest_page_fault(guest: &Guest, vcpu: &Vcpu, inner: &mut VcpuInner) -> Next {
+    let t = inner.ctx.trap;
+    if t.scause == EXC_LOAD_GPF && t.htinst & 1 != 0 {
+        let gpa = ((t.htval as u64) << 2) | (t.stval as u64 & 3);
+        let chip = &guest.irqchip;
+        if chip.mmio_window(gpa) {
+            if let Some(Access::Load { rd, size, signed }) = insn::decode(t.htinst as u32, true) {
+                let v = insn::extend(
+                    chip.mmio(guest, vcpu, gpa, MmioOp::Read { size }),
+                    size,
+                    signed,
+                );
+                if rd != 0 {
+                    inner.ctx.guest.x[rd as usize] = v as usize;
+                }
+                let len = insn::transformed_len(t.htinst as u32);
+                inner.ctx.guest.sepc = inner.ctx.guest.sepc.wrapping_add(len);
+                return Next::Resume;
+            }
+        }
+    }
+    guest_page_fault_full(guest, vcpu, inner)
+}
+
+/// Every guest page fault [`guest_page_fault`] does not take itself.
+#[inline(never)]
+fn guest_page_fault_full(guest: &Guest, vcpu: &Vcpu, inner: &mut VcpuInner) -> Next {
     let t = inner.ctx.trap;
     let gpa = ((t.htval as u64) << 2) | (t.stval as u64 & 3);
     let access_fault = match t.scause {

@@ -25,6 +25,12 @@ pub struct Hart {
     pub online: AtomicBool,
     /// Guest external interrupt lines probed on this hart.
     pub hgei_lines: AtomicU64,
+    /// This hart poked itself ([`poke_hart`] of its own index: a kick of a vCPU homed
+    /// here, made by the hart itself, needs no IPI). The scheduler's lean path
+    /// (`sched::run_vcpu`) returns to the guest only while this is clear; the full path
+    /// clears it before it looks at the hart's vCPUs. Only this hart touches it. (A
+    /// kick of the vCPU the hart is running sets nothing: `Vcpu::kick`.)
+    pub resched: AtomicBool,
 }
 
 static HARTS: Once<&'static [Hart]> = Once::new();
@@ -51,12 +57,15 @@ pub fn this_hart() -> &'static Hart {
     &harts()[arch::hart_local()]
 }
 
-/// Make hart `index` re-evaluate: IPI it unless it is the current hart.
+/// Make hart `index` re-evaluate: IPI it, or, if it is the current hart, mark it
+/// ([`Hart::resched`]): it re-evaluates before entering any guest.
 pub fn poke_hart(index: usize) {
     let here = arch::hart_local();
-    if index != here {
-        if let Some(h) = harts().get(index) {
+    if let Some(h) = harts().get(index) {
+        if index != here {
             arch::send_ipi(h.hartid);
+        } else {
+            h.resched.store(true, Ordering::Relaxed);
         }
     }
 }

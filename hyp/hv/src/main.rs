@@ -405,6 +405,7 @@ fn build_world(
             fence: virq_core::remote::ServeCounter::new(),
             online: AtomicBool::new(false),
             hgei_lines: AtomicU64::new(0),
+            resched: AtomicBool::new(false),
         })
         .collect();
     if !harts.iter().any(|h| h.hartid == boot_hartid) {
@@ -441,6 +442,10 @@ fn build_world(
             hyp_config::Error::new(field, alloc::format!("{e}"))
         })?;
         used.push((cfg.ram_host_base, cfg.ram_size));
+        // `Guest::new` keeps the count in 1..=MAX_VCPUS_PER_GUEST (<= the decoder's 64).
+        let guest_harts = virq_riscv::sbi::GuestHarts::new(g.vcpus).ok_or_else(|| {
+            hyp_config::Error::new(hyp_config::guest_field(gi, "vcpus"), "out of range")
+        })?;
         for id in 0..n {
             let home = id % harts.len();
             let idx = vcpus.len();
@@ -450,7 +455,7 @@ fn build_world(
                     "more than 64 vCPUs in all",
                 ));
             }
-            vcpus.push(vcpu::Vcpu::new(idx, gi, id as u32, home));
+            vcpus.push(vcpu::Vcpu::new(idx, gi, id as u32, home, guest_harts));
         }
         guests.push(g);
     }

@@ -15,8 +15,8 @@
 use core::sync::atomic::Ordering;
 use sbi_spec::{hsm, legacy, rfnc, spi};
 use virq_riscv::sbi::{
-    self as vsbi, Call, ConsoleBuf, Fence, GuestHarts, HartSet, ResetReason, ResetType, SbiError,
-    SbiResult, Suspend, VcpuIndex,
+    self as vsbi, Call, ConsoleBuf, Fence, HartSet, ResetReason, ResetType, SbiError, SbiResult,
+    Suspend, VcpuIndex,
 };
 
 use crate::arch::csr::sstatus_bits;
@@ -52,21 +52,17 @@ const IMPL_ID: usize = 0x7669_7271;
 /// (`virq_riscv::sbi::EXTENSIONS`: BASE, TIME, IPI, RFNC, HSM, SRST, DBCN, SUSP, FWFT).
 const HYP_EXTENSIONS: &[usize] = &[EID_HYP];
 
-/// Handle a VS-mode `ecall`.
+/// Handle a VS-mode `ecall`. Kept small (the lean exit path of every SBI call): the
+/// decoder and the answer to a call that needs no state of hyp's (BASE) are here,
+/// everything else is behind calls.
 pub fn handle(vcpu: &Vcpu, inner: &mut VcpuInner) -> Next {
     let x = &inner.ctx.guest.x;
     let (eid, fid) = (x[17], x[16]);
     let a = [x[10], x[11], x[12], x[13], x[14], x[15]];
     inner.ctx.guest.sepc = inner.ctx.guest.sepc.wrapping_add(4);
-    // Legacy extensions return only a0.
-    if eid <= legacy::LEGACY_SHUTDOWN {
-        let r = legacy_call(vcpu, inner, eid, a);
-        inner.ctx.guest.x[10] = r as usize;
-        return if vcpu_left(vcpu) {
-            Next::Leave
-        } else {
-            Next::Resume
-        };
+    // Legacy extensions return only a0; the experimental one is hyp's own.
+    if eid <= legacy::LEGACY_SHUTDOWN || eid == EID_HYP {
+        return nonstandard(vcpu, inner, eid, fid, a);
     }
     // The ACCT counts: every `send_ipi` and every RFNC call, malformed ones included.
     if eid == spi::EID_SPI && fid == spi::SEND_IPI {
@@ -75,27 +71,41 @@ pub fn handle(vcpu: &Vcpu, inner: &mut VcpuInner) -> Next {
     if eid == rfnc::EID_RFNC {
         ExitCounts::bump(&vcpu.acct.sbi_rfence);
     }
+    let ret = match vsbi::decode(eid, fid, a, vcpu.guest_harts) {
+        Ok(Call::GetSpecVersion) => Ok(SPEC_VERSION),
+        Ok(Call::GetImplId) => Ok(IMPL_ID),
+        Ok(Call::GetImplVersion) => Ok(1),
+        Ok(Call::GetMvendorid | Call::GetMarchid | Call::GetMimpid) => Ok(0),
+        Ok(Call::SendIpi { harts }) => {
+            send_ipis(vcpu, harts);
+            Ok(0)
+        }
+        Ok(call) => return perform(vcpu, inner, call),
+        Err(e) => Err(e),
+    };
+    set_ret(inner, ret);
+    Next::Resume
+}
+
+/// The legacy extensions (they return only `a0`) and [`EID_HYP`].
+#[inline(never)]
+fn nonstandard(vcpu: &Vcpu, inner: &mut VcpuInner, eid: usize, fid: usize, a: [usize; 6]) -> Next {
     if eid == EID_HYP {
         set_ret(inner, hyp_call(vcpu, fid, a));
         return Next::Resume;
     }
-    let g = &world().guests[vcpu.guest];
-    // `Guest::new` keeps the count in 1..=MAX_VCPUS_PER_GUEST (asserted <= 64 above).
-    let Some(harts) = GuestHarts::new(g.vcpus) else {
-        set_ret(inner, Err(SbiError::Failed));
-        return Next::Resume;
-    };
-    match vsbi::decode(eid, fid, a, harts) {
-        Ok(call) => perform(vcpu, inner, call),
-        Err(e) => {
-            set_ret(inner, Err(e));
-            Next::Resume
-        }
+    let r = legacy_call(vcpu, inner, eid, a);
+    inner.ctx.guest.x[10] = r as usize;
+    if vcpu_left(vcpu) {
+        Next::Leave
+    } else {
+        Next::Resume
     }
 }
 
 /// Carry out a decoded call: its arguments are legal; what is left to check needs
 /// hyp's state.
+#[inline(never)]
 fn perform(vcpu: &Vcpu, inner: &mut VcpuInner, call: Call) -> Next {
     let g = &world().guests[vcpu.guest];
     let ret = match call {
@@ -213,9 +223,9 @@ fn target(g: &Guest, hart: VcpuIndex) -> Option<&'static Vcpu> {
     GuestVcpuId::from_hartid(hart.get()).and_then(|id| g.vcpu(id))
 }
 
+#[inline(never)]
 fn send_ipis(vcpu: &Vcpu, set: HartSet) {
-    let g = &world().guests[vcpu.guest];
-    for (i, t) in g.vcpu_slice().iter().enumerate() {
+    for (i, t) in vcpu.guest_vcpus().iter().enumerate() {
         if set.contains(i) {
             count_target(vcpu, t);
             ExitCounts::bump(&vcpu.acct.sbi_ipi_targets);

@@ -30,6 +30,7 @@
 //! blocked vCPU's timer is watched by whichever hart is its home.
 use core::sync::atomic::Ordering;
 use spin::Once;
+use virq_riscv::hext::HVIP_VSEIP;
 
 use crate::arch::csr::hstatus_bits;
 use crate::arch::{self, csr};
@@ -37,6 +38,9 @@ use crate::counts::MIGRATIONS;
 use crate::hart::{poke_hart, set_host_timer, this_hart, Hart};
 use crate::vcpu::{Next, Vcpu, HSM_STARTED, HSM_START_PENDING, HSM_STOPPED, HSM_SUSPENDED};
 use crate::world::world;
+
+/// `scause` of an interrupt.
+const CAUSE_INT: usize = 1 << 63;
 
 /// Time slice when vCPUs share a hart: 5 ms at 10 MHz.
 pub const SLICE_TICKS: u64 = 50_000;
@@ -189,6 +193,38 @@ pub fn run() -> ! {
 }
 
 /// Run `vcpu` until it blocks, stops, or its slice ends while others wait.
+///
+/// # Three depths of re-entry
+///
+/// Before the first entry and after an exit that may have changed what runs (a host
+/// interrupt, a poke of this hart by itself, a new emulated timer deadline), the *full*
+/// path runs: the kick and the pending changes (`take_kick`, `HvipSync::flush`), the
+/// topology's `before_entry`, and the scheduling decision (the survey of the hart's
+/// vCPUs, `VTW`, the host timer). After a synchronous exit that changed only this
+/// vCPU's interrupts (its pending set, or a kick of it), the *delivery* path runs the
+/// first half alone (`before_entry` only if `hvip.VSEIP` changed). After a synchronous exit that changed neither (an SBI call such as
+/// BASE, an emulated register read, a `wfi` that did not block) the *lean* path goes
+/// straight back into the guest.
+///
+/// Why skipping is safe (the seed-000 protocol of virq-core `VcpuBlock` and
+/// `PendingSet` is unchanged, only consulted): every `raise` that must be seen is
+/// followed by a kick (`KICKED` set, then an IPI to the home hart unless the kicker is
+/// this hart); every `lower` sets a bit in the pending set's change mask. The lean path
+/// re-enters only when this hart's own view shows neither — and anything this hart did
+/// itself is sequenced before that look. A producer on another hart whose change the
+/// look missed sends its IPI after its kick: the IPI is pending in HS and traps the
+/// guest at once (or soon after entry), an interrupt exit, which takes the full path —
+/// as when a kick lands right after `take_kick` on the full path. A `lower` from
+/// another hart that the look missed is seen at the next full or delivery path: until
+/// then the guest may see a spurious interrupt, which the spec allows (and a running
+/// guest that does not exit at all sees the same). Kicks of *other* vCPUs of this hart
+/// made by this hart itself mark [`Hart::resched`] (`poke_hart`); a kick of the vCPU
+/// running here, made here, marks nothing (`Vcpu::kick` with `Vcpu::loaded`): its
+/// `KICKED` bit is the lean check's `kick_pending`. Time-driven decisions
+/// (a slice's end, a migration period, a blocked vCPU's timer) are host timer
+/// interrupts, armed by the full path: interrupt exits. `HvipSync::sync` runs after
+/// every exit that leaves the lean path, before the next `flush`: the lean path leaves
+/// `hvip` as the guest left it and takes no changes, so skipping the pair is a no-op.
 fn run_vcpu(hart: &Hart, vcpu: &Vcpu) {
     let w = world();
     let guest = &w.guests[vcpu.guest];
@@ -212,8 +248,14 @@ fn run_vcpu(hart: &Hart, vcpu: &Vcpu) {
     }
     // Picked because runnable: a kicked vCPU stops waiting.
     vcpu.block.unblock();
+    vcpu.loaded.store(true, Ordering::Relaxed);
     let slice_start = arch::time();
     let wfi_mode = crate::config::options().wfi;
+    // The full path first; `before_entry` at least once after `vcpu_load`.
+    let mut full = true;
+    let mut migrate_at = u64::MAX;
+    let mut armed_deadline = inner.timer_deadline;
+    let mut entry_vseip = 0;
     loop {
         if !vcpu.eligible() || !guest.is_alive() {
             break;
@@ -222,36 +264,69 @@ fn run_vcpu(hart: &Hart, vcpu: &Vcpu) {
         // in what the flush takes (virq-core `VcpuBlock`).
         vcpu.block.take_kick();
         inner.hvip.flush(&vcpu.pending, &csr::HartCsrs);
-        guest.irqchip.before_entry(guest, vcpu, &inner);
-        // Timer: the slice end if someone else waits, and the earliest blocked vCPU.
-        let (mut when, shared) = survey(hart, vcpu.index);
-        if shared {
-            when = when.min(slice_start + SLICE_TICKS);
+        // `before_entry` follows `hvip.VSEIP` (AIA: `hvictl` mirrors it): only when it
+        // changed, and after the load.
+        let vseip = inner.hvip.shadow_hvip() & HVIP_VSEIP;
+        if full || vseip != entry_vseip {
+            guest.irqchip.before_entry(guest, vcpu, &inner);
+            entry_vseip = vseip;
         }
-        // `wfi = "direct"`: alone on the hart, the guest's `wfi` need not trap — the
-        // hart has nothing else to do, its own interrupts wake it in VS-mode, and
-        // whatever needs hyp (a kick for another vCPU, a timer) is a host interrupt,
-        // which traps out of the stalled `wfi` like any other. Decided again at each
-        // entry, so a vCPU that stops being alone traps its next `wfi`.
-        let trap_wfi = shared || wfi_mode == hyp_config::WfiMode::Trap;
-        inner.ctx.guest.hstatus = if trap_wfi {
-            inner.ctx.guest.hstatus | hstatus_bits::VTW
-        } else {
-            inner.ctx.guest.hstatus & !hstatus_bits::VTW
+        if full {
+            // Kicks this hart gave its own vCPUs are in what the survey reads.
+            hart.resched.store(false, Ordering::Relaxed);
+            // Timer: the slice end if someone else waits, and the earliest blocked vCPU.
+            let (mut when, shared) = survey(hart, vcpu.index);
+            if shared {
+                when = when.min(slice_start + SLICE_TICKS);
+            }
+            // `wfi = "direct"`: alone on the hart, the guest's `wfi` need not trap —
+            // the hart has nothing else to do, its own interrupts wake it in VS-mode,
+            // and whatever needs hyp (a kick for another vCPU, a timer) is a host
+            // interrupt, which traps out of the stalled `wfi` like any other. Decided
+            // again at each full path, so a vCPU that stops being alone traps its next
+            // `wfi` (another vCPU of this hart becoming eligible is a host interrupt or
+            // a `resched`, both full paths).
+            let trap_wfi = shared || wfi_mode == hyp_config::WfiMode::Trap;
+            inner.ctx.guest.hstatus = if trap_wfi {
+                inner.ctx.guest.hstatus | hstatus_bits::VTW
+            } else {
+                inner.ctx.guest.hstatus & !hstatus_bits::VTW
+            };
+            armed_deadline = inner.timer_deadline;
+            if !w.sstc {
+                when = when.min(armed_deadline);
+            }
+            migrate_at = next_migration();
+            when = when.min(migrate_at);
+            set_host_timer(when);
+        }
+        // Enter the guest; come back here straight from the lean path.
+        let next = loop {
+            arch::enter_guest(&mut inner.ctx);
+            vcpu.acct.count(inner.ctx.trap.scause);
+            let next = crate::exit::handle(hart, guest, vcpu, &mut inner);
+            if inner.ctx.trap.scause & CAUSE_INT == 0
+                && matches!(next, Next::Resume)
+                && !vcpu.pending.has_changes()
+                && !vcpu.block.kick_pending()
+                && !hart.resched.load(Ordering::Relaxed)
+                && inner.timer_deadline == armed_deadline
+            {
+                continue;
+            }
+            break next;
         };
-        if !w.sstc {
-            when = when.min(inner.timer_deadline);
-        }
-        let migrate_at = next_migration();
-        when = when.min(migrate_at);
-        set_host_timer(when);
-        arch::enter_guest(&mut inner.ctx);
         inner.hvip.sync(&csr::HartCsrs);
-        vcpu.acct.count(inner.ctx.trap.scause);
-        match crate::exit::handle(hart, vcpu, &mut inner) {
+        full = inner.ctx.trap.scause & CAUSE_INT != 0
+            || hart.resched.load(Ordering::Relaxed)
+            || inner.timer_deadline != armed_deadline;
+        match next {
             Next::Resume => {
+                if !full {
+                    continue;
+                }
                 // The cheap tests first: most exits are neither at a period's end nor
-                // at a slice's (the lean path of an SBI call or an MMIO access).
+                // at a slice's.
                 let now = arch::time();
                 if now >= migrate_at && migration_target(vcpu).is_some() {
                     break;
@@ -264,6 +339,7 @@ fn run_vcpu(hart: &Hart, vcpu: &Vcpu) {
             Next::Leave => break,
         }
     }
+    vcpu.loaded.store(false, Ordering::Relaxed);
     inner.put(w.sstc);
     if vcpu.hsm.load(Ordering::Acquire) == HSM_STOPPED {
         vcpu.block.unblock();

@@ -15,11 +15,12 @@
 //!
 //! The table of all vCPUs (`World::vcpus`) is published here by `world::set_world`
 //! ([`vcpus`]), for the layers below the world.
-use core::sync::atomic::{AtomicU64, AtomicU8, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering};
 use spin::{Mutex, Once};
 use virq_core::block::{BlockOutcome, VcpuBlock};
 use virq_core::pending::VcpuPending;
 use virq_riscv::hext::HvipSync;
+use virq_riscv::sbi::GuestHarts;
 
 use crate::arch::csr::{self, hstatus_bits, irq_bits, sstatus_bits};
 use crate::arch::switch::FpState;
@@ -126,6 +127,9 @@ pub struct Vcpu {
     pub guest: usize,
     /// Id inside the guest (the hart id it sees, SBI hart id, its per-vCPU slot).
     pub id: GuestVcpuId,
+    /// Its guest's vCPU count, as the SBI decoder takes it (kept here so that an SBI
+    /// call needs no look-up of the guest).
+    pub guest_harts: GuestHarts,
     /// Blocked in WFI (or HSM retentive suspend), kicked, and the index of the current
     /// home hart in `World::harts` (see the module docs).
     pub block: VcpuBlock,
@@ -144,15 +148,20 @@ pub struct Vcpu {
     pub inner: Mutex<VcpuInner>,
     /// Exit accounting.
     pub acct: ExitCounts,
+    /// Its home hart is running it (from before its first entry to after its last
+    /// exit, `sched::run_vcpu`). Written by the home hart and read in [`Vcpu::kick`]
+    /// only when the kicker is the home hart: one hart's own accesses.
+    pub loaded: AtomicBool,
 }
 
 impl Vcpu {
     /// A stopped vCPU.
-    pub fn new(index: usize, guest: usize, id: u32, hart: usize) -> Vcpu {
+    pub fn new(index: usize, guest: usize, id: u32, hart: usize, guest_harts: GuestHarts) -> Vcpu {
         Vcpu {
             index,
             guest,
             id: GuestVcpuId(id),
+            guest_harts,
             block: VcpuBlock::new(hart),
             first_hart: hart,
             pending: VcpuPending::with_handoff(&[virq_riscv::hext::IRQ_VS_SOFT])
@@ -171,6 +180,7 @@ impl Vcpu {
                 timer_deadline: u64::MAX,
             }),
             acct: ExitCounts::new(),
+            loaded: AtomicBool::new(false),
         }
     }
 
@@ -191,7 +201,21 @@ impl Vcpu {
     /// its home hart (unless that is this hart, which re-evaluates before entering any
     /// guest). The IPI only wakes the hart; the ordering is the kick's (`VcpuBlock`).
     pub fn kick(&self) {
-        crate::hart::poke_hart(self.block.kick());
+        let home = self.block.kick();
+        // The home hart kicking the vCPU it runs: the vCPU takes the kick before it
+        // enters the guest again (`sched::run_vcpu`), no scheduling decision changed.
+        if home == crate::arch::hart_local() && self.loaded.load(Ordering::Relaxed) {
+            return;
+        }
+        crate::hart::poke_hart(home);
+    }
+
+    /// The vCPUs of its guest, in id order (`Guest::vcpu_slice`, found without the
+    /// guest: a guest's vCPUs are consecutive in the table, vCPU `i` of the guest at
+    /// the guest's first index + `i`).
+    pub fn guest_vcpus(&self) -> &'static [Vcpu] {
+        let first = self.index - self.id.slot();
+        &vcpus()[first..first + self.guest_harts.count()]
     }
 
     /// The current home hart (index in `World::harts`).

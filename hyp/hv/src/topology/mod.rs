@@ -131,7 +131,10 @@ pub trait GuestIrqChip: Send + Sync {
     /// SGEI (`irq::handle_sgei`) from what the source says, before entering the guest.
     fn vcpu_load(&self, g: &dyn GuestView, hart: &Hart, vcpu: &Vcpu, inner: &mut VcpuInner)
         -> bool;
-    /// Right before each guest entry (after `HvipSync::flush`).
+    /// Right before a guest entry (after `HvipSync::flush`): the first after
+    /// `vcpu_load`, and every one at which `hvip.VSEIP` (the `HvipSync` shadow) differs
+    /// from the previous call's — the only input a topology may take from `inner` here
+    /// (`sched::run_vcpu` skips the call otherwise, on its lean and delivery paths).
     fn before_entry(&self, g: &dyn GuestView, vcpu: &Vcpu, inner: &VcpuInner);
     /// `vcpu` leaves its hart (blocked in WFI when `vcpu.block.is_blocked()`).
     fn vcpu_put(&self, g: &dyn GuestView, vcpu: &Vcpu);

@@ -33,8 +33,9 @@ _start:
     sd      zero, 0(t0)
     addi    t0, t0, 8
     j       1b
-2:  la      t0, __hyp_host_trap
+2:  la      t0, __hyp_guest_exit
     csrw    stvec, t0
+    csrw    sscratch, zero
     call    {boot_main}
 9:  wfi
     j       9b
@@ -51,8 +52,9 @@ _secondary_start:
     addi    t1, a0, 1
     slli    t1, t1, {stack_shift}
     add     sp, sp, t1
-    la      t0, __hyp_host_trap
+    la      t0, __hyp_guest_exit
     csrw    stvec, t0
+    csrw    sscratch, zero
     call    {secondary_main}
     j       9b
 "#,

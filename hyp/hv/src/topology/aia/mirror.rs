@@ -129,54 +129,61 @@ pub(crate) fn resync(g: &dyn GuestView, aia: &GuestAia) {
     sync_passthrough(g, aia, &mut st);
 }
 
-/// A trapped vAPLIC access.
+/// A trapped vAPLIC access. A read is short (the lean path of a register read); a
+/// write, with its re-triggers and completions, is [`aplic_write`].
 pub(crate) fn aplic_access(g: &dyn GuestView, aia: &GuestAia, off: u64, op: MmioOp) -> u64 {
-    let mut st = aia.aplic.lock();
     match op {
         MmioOp::Read { size } => {
             bump(&aia.counts.aplic_reads);
-            st.dev.read(off, size)
+            aia.aplic.lock().dev.read(off, size)
         }
         MmioOp::Write { size, value } => {
-            bump(&aia.counts.aplic_writes);
-            // A re-trigger of a passthrough source ends the virtual "asserted" state
-            // of its wire (see `inject`); the physical APLIC re-evaluates the real line.
-            let mut retrigger = [Pirq(0); 4];
-            let mut tokens = [0u32; 4];
-            let mut n = 0;
-            if size == 4 {
-                let st = &mut *st;
-                virq_riscv::aplic::setip_sources(off, value as u32, |virq| {
-                    let virq = Virq(virq);
-                    if let Some(ps) = st.phys.iter_mut().find(|p| p.virq == virq) {
-                        ps.retriggers += 1;
-                        set_asserted(&mut st.dev, virq, false);
-                        if let Some(slot) = retrigger.get_mut(n) {
-                            *slot = ps.pirq;
-                            tokens[n] = g.acks().token(virq.0).unwrap_or(0);
-                            n += 1;
-                        }
-                    }
-                });
-            }
-            st.dev.write(off, size, value);
-            // Re-trigger before `sync_passthrough` re-enables a held source: one MSI if
-            // the line is still asserted (or rose while held).
-            if let Some(a) = host().and_then(|h| h.aplic) {
-                for &pirq in &retrigger[..n] {
-                    a.setipnum(pirq.0);
-                }
-            }
-            // The re-trigger is this topology's guest completion: it ends the level
-            // delivery the route deferred to the guest (`RouteTable::guest_completed`
-            // clears the token `deliver` parked; a stale token is refused).
-            for &token in tokens[..n].iter().filter(|&&t| t != 0) {
-                let _ = routes().guest_completed(token);
-            }
-            sync_passthrough(g, aia, &mut st);
+            aplic_write(g, aia, off, size, value);
             0
         }
     }
+}
+
+/// A trapped vAPLIC write (see [`aplic_access`]).
+#[inline(never)]
+fn aplic_write(g: &dyn GuestView, aia: &GuestAia, off: u64, size: u8, value: u64) {
+    let mut st = aia.aplic.lock();
+    bump(&aia.counts.aplic_writes);
+    // A re-trigger of a passthrough source ends the virtual "asserted" state
+    // of its wire (see `inject`); the physical APLIC re-evaluates the real line.
+    let mut retrigger = [Pirq(0); 4];
+    let mut tokens = [0u32; 4];
+    let mut n = 0;
+    if size == 4 {
+        let st = &mut *st;
+        virq_riscv::aplic::setip_sources(off, value as u32, |virq| {
+            let virq = Virq(virq);
+            if let Some(ps) = st.phys.iter_mut().find(|p| p.virq == virq) {
+                ps.retriggers += 1;
+                set_asserted(&mut st.dev, virq, false);
+                if let Some(slot) = retrigger.get_mut(n) {
+                    *slot = ps.pirq;
+                    tokens[n] = g.acks().token(virq.0).unwrap_or(0);
+                    n += 1;
+                }
+            }
+        });
+    }
+    st.dev.write(off, size, value);
+    // Re-trigger before `sync_passthrough` re-enables a held source: one MSI if
+    // the line is still asserted (or rose while held).
+    if let Some(a) = host().and_then(|h| h.aplic) {
+        for &pirq in &retrigger[..n] {
+            a.setipnum(pirq.0);
+        }
+    }
+    // The re-trigger is this topology's guest completion: it ends the level
+    // delivery the route deferred to the guest (`RouteTable::guest_completed`
+    // clears the token `deliver` parked; a stale token is refused).
+    for &token in tokens[..n].iter().filter(|&&t| t != 0) {
+        let _ = routes().guest_completed(token);
+    }
+    sync_passthrough(g, aia, &mut st);
 }
 
 /// A physical interrupt claimed from hyp's S-level file for virtual source `virq` of
