@@ -10,6 +10,7 @@
 //! | [`gicv3`] | vGICv3: distributor, redistributors, SGIs, list-register flush/sync | Arm IHI 0069H (GICv3/v4), chapters 2, 4, 11, 12 |
 //! | [`lr`] | list register values, `ICH_*_EL2` behind a trait, a fake that plays the guest | IHI 0069H §12.5 |
 //! | [`regs`] | register offsets and fields | IHI 0069H §12 |
+//! | [`vits`] | guest-visible ITS: registers, command queue, translation, host actions | IHI 0069H §5.3, §12.19 |
 //!
 //! Like the RISC-V models, every MMIO window implements
 //! [`virq_core::mmio::MmioDevice`] ([`gicv3::Distributor`], [`gicv3::Redistributors`]):
@@ -20,9 +21,12 @@
 pub mod gicv3;
 pub mod lr;
 pub mod regs;
+pub mod vits;
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod vits_tests;
 
 /// The README's usage snippet, run as a doctest.
 #[cfg(doctest)]
