@@ -512,7 +512,12 @@ impl<const DEVS: usize, const EVENTS: usize, const COLLS: usize> VIts<DEVS, EVEN
 
     /// `GITS_CREADR` as the guest reads it.
     pub fn creadr(&self) -> u64 {
-        self.creadr | if self.stalled { gits::CREADR_STALLED } else { 0 }
+        self.creadr
+            | if self.stalled {
+                gits::CREADR_STALLED
+            } else {
+                0
+            }
     }
 
     /// The vCPU collection `icid` is mapped to.
@@ -1018,8 +1023,10 @@ impl<const DEVS: usize, const EVENTS: usize, const COLLS: usize> VIts<DEVS, EVEN
             }
             return 0; // write-only
         }
-        let reg64 = matches!(off & !7, gits::TYPER | gits::CBASER | gits::CWRITER | gits::CREADR)
-            || (gits::BASER..gits::BASER + 64).contains(&off);
+        let reg64 = matches!(
+            off & !7,
+            gits::TYPER | gits::CBASER | gits::CWRITER | gits::CREADR
+        ) || (gits::BASER..gits::BASER + 64).contains(&off);
         if reg64 {
             if !self.check(offset, size, &[4, 8]) {
                 return 0;
@@ -1159,7 +1166,8 @@ where
         self.its.access(offset, size, None, self.mem, self.sink)
     }
     fn write(&mut self, offset: u64, size: u8, value: u64) {
-        self.its.access(offset, size, Some(value), self.mem, self.sink);
+        self.its
+            .access(offset, size, Some(value), self.mem, self.sink);
     }
     fn errors(&self) -> ErrorCounters {
         self.its.errors()

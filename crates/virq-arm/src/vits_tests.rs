@@ -211,7 +211,10 @@ fn unmap(device: u32, event: u32, vintid: u32, vcpu: usize) -> HostAction {
 #[test]
 fn config_is_checked() {
     let bad = |c: ItsConfig| Its::new(c).err();
-    assert_eq!(bad(ItsConfig { vcpus: 0, ..cfg() }), Some(ConfigError::Vcpus));
+    assert_eq!(
+        bad(ItsConfig { vcpus: 0, ..cfg() }),
+        Some(ConfigError::Vcpus)
+    );
     assert_eq!(
         bad(ItsConfig {
             intid_bits: 13,
@@ -330,12 +333,15 @@ fn spec_5_3_mapti_maps_to_the_collection_vcpu() {
         })
     );
     assert_eq!(h.its.translate(7, 6), None);
-    assert_eq!(h.mappings(), [Mapping {
-        device: 7,
-        event: 5,
-        vintid: 8200,
-        vcpu: 2
-    }]);
+    assert_eq!(
+        h.mappings(),
+        [Mapping {
+            device: 7,
+            event: 5,
+            vintid: 8200,
+            vcpu: 2
+        }]
+    );
     assert_eq!(h.its.cmd_errors().total(), 0);
     assert_eq!(Creadr(h.its.creadr()).offset() as u64, h.wr);
 }
@@ -497,15 +503,17 @@ fn spec_5_3_inv_int_clear_invall_sync_movall() {
         ]
     );
     // On an unmapped event / collection / vCPU: errors, nothing reported.
-    h.run(&[
-        Cmd::Int { device, event: 0 },
-        Cmd::Sync { rdbase: 4 },
-    ]);
+    h.run(&[Cmd::Int { device, event: 0 }, Cmd::Sync { rdbase: 4 }]);
     h.cmds(&[invall(6), invall(8), movall(0, 9)]);
     assert!(h.take().is_empty());
     let e = h.its.cmd_errors();
     assert_eq!(
-        (e.event_unmapped, e.rdbase_oor, e.collection_unmapped, e.icid_oor),
+        (
+            e.event_unmapped,
+            e.rdbase_oor,
+            e.collection_unmapped,
+            e.icid_oor
+        ),
         (1, 2, 1, 1)
     );
 }
@@ -580,18 +588,21 @@ fn spec_5_3_command_errors_are_ignored_and_counted() {
     h.run(&[mapti(1, 0, 8192, 0)]);
     let before = h.mappings();
     let cmds = [
-        mapd(512, 2, 0),          // beyond the 512-entry device table
-        mapd(1 << 16, 2, 0),      // beyond Devbits
-        mapd(2, 7, 0),            // Size beyond the 6 EventID bits
-        mapc(8, 0),               // ICID beyond HCC
-        mapc(1, 4),               // RDbase: no vCPU 4
-        mapti(2, 0, 8193, 0),     // device not mapped
-        mapti(1, 4, 8193, 0),     // EventID beyond the ITT (2 bits)
-        mapti(1, 1, 8193, 8),     // ICID beyond HCC
-        mapti(1, 1, 8191, 0),     // not an LPI
-        mapti(1, 1, 65536, 0),    // beyond intid_bits
-        mapti(1, 1, 8192, 0),     // vINTID in use by event 0
-        Cmd::Inv { device: 1, event: 3 }, // no ITT entry
+        mapd(512, 2, 0),       // beyond the 512-entry device table
+        mapd(1 << 16, 2, 0),   // beyond Devbits
+        mapd(2, 7, 0),         // Size beyond the 6 EventID bits
+        mapc(8, 0),            // ICID beyond HCC
+        mapc(1, 4),            // RDbase: no vCPU 4
+        mapti(2, 0, 8193, 0),  // device not mapped
+        mapti(1, 4, 8193, 0),  // EventID beyond the ITT (2 bits)
+        mapti(1, 1, 8193, 8),  // ICID beyond HCC
+        mapti(1, 1, 8191, 0),  // not an LPI
+        mapti(1, 1, 65536, 0), // beyond intid_bits
+        mapti(1, 1, 8192, 0),  // vINTID in use by event 0
+        Cmd::Inv {
+            device: 1,
+            event: 3,
+        }, // no ITT entry
         Cmd::Vinvall { vpeid: 0 }, // a GICv4 command: unknown here
     ];
     h.run(&cmds);
@@ -714,7 +725,11 @@ fn spec_12_19_disabled_its_runs_nothing_until_enabled() {
     let mut h = H::disabled();
     h.run(&[mapd(1, 1, 0), mapc(0, 1), mapti(1, 0, 8192, 0)]);
     assert_eq!(h.its.creadr(), 0);
-    assert_eq!(h.its.translate(1, 0), None, "translation off while disabled");
+    assert_eq!(
+        h.its.translate(1, 0),
+        None,
+        "translation off while disabled"
+    );
     h.w32(gits::CTLR, 1);
     assert_eq!(h.take(), [map(1, 0, 8192, 1)]);
     assert_eq!(h.its.creadr(), 96);
