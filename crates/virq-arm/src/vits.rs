@@ -1173,3 +1173,47 @@ where
         self.its.errors()
     }
 }
+
+/// An LPI's configuration byte (IHI 0069H §6.1.1) as the guest's LPI configuration
+/// table holds it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct LpiConfig {
+    /// Priority (bits 7:2; the low two bits read 0).
+    pub priority: u8,
+    /// Enable (bit 0).
+    pub enabled: bool,
+}
+
+/// Why [`lpi_config`] read nothing.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LpiConfigError {
+    /// Not an LPI, or beyond the table `GICR_PROPBASER.IDbits` describes (an IDbits
+    /// below 13 describes no LPIs).
+    OutOfRange,
+    /// The byte is not in the guest's memory.
+    Mem(GuestMemError),
+}
+
+/// The configuration of LPI `vintid` from the guest's LPI configuration table named
+/// by its `GICR_PROPBASER` value (`Physical_Address` [51:12], `IDbits` [4:0]), read
+/// with one checked one-byte copy: what a hypervisor copies into the table its
+/// `GICR_VPROPBASER` names when the guest's INV or INVALL asks
+/// ([`HostAction::Inv`], [`HostAction::InvAll`]).
+pub fn lpi_config(
+    mem: &impl GuestMem,
+    propbaser: u64,
+    vintid: u32,
+) -> Result<LpiConfig, LpiConfigError> {
+    let id_bits = field(propbaser, 0, 5) as u32 + 1;
+    if id_bits < 14 || vintid < LPI_BASE || (id_bits < 32 && vintid >> id_bits != 0) {
+        return Err(LpiConfigError::OutOfRange);
+    }
+    let pa = propbaser & 0x000f_ffff_ffff_f000;
+    let mut b = [0u8];
+    mem.read(pa + u64::from(vintid - LPI_BASE), &mut b)
+        .map_err(LpiConfigError::Mem)?;
+    Ok(LpiConfig {
+        priority: b[0] & 0xfc,
+        enabled: b[0] & 1 != 0,
+    })
+}

@@ -890,3 +890,44 @@ proptest! {
         }
     }
 }
+
+/// §6.1.1 the LPI configuration table: one checked byte per LPI, bounded by
+/// `GICR_PROPBASER.IDbits`; hyp-io's encoders write the values.
+#[test]
+fn spec_6_1_1_lpi_config_is_read_checked() {
+    use crate::vits::{lpi_config, LpiConfig, LpiConfigError};
+    use hyp_io::gic_its::{lpi_config as byte, propbaser};
+    let mut mem = Mem {
+        bytes: vec![0; QBYTES as usize],
+        bad: None,
+    };
+    mem.bytes[5] = byte(0xa4, true);
+    mem.bytes[6] = byte(0x40, false);
+    let pb = propbaser(QBASE, 14); // INTIDs below 16384: 8192 bytes, beyond QBYTES
+    assert_eq!(
+        lpi_config(&mem, pb, 8197),
+        Ok(LpiConfig {
+            priority: 0xa4,
+            enabled: true
+        })
+    );
+    assert_eq!(
+        lpi_config(&mem, pb, 8198),
+        Ok(LpiConfig {
+            priority: 0x40,
+            enabled: false
+        })
+    );
+    assert_eq!(lpi_config(&mem, pb, 8191), Err(LpiConfigError::OutOfRange));
+    assert_eq!(lpi_config(&mem, pb, 16384), Err(LpiConfigError::OutOfRange));
+    assert_eq!(
+        lpi_config(&mem, pb, 16383),
+        Err(LpiConfigError::Mem(GuestMemError)),
+        "beyond the guest's memory"
+    );
+    assert_eq!(
+        lpi_config(&mem, pb & !0x1f | 12, 8192),
+        Err(LpiConfigError::OutOfRange),
+        "IDbits 12: no LPIs"
+    );
+}
