@@ -156,8 +156,7 @@ pub fn vits(data: &[u8]) {
         let mut acts = Vec::new();
         match inp.u8() % 8 {
             0 => {
-                let bases = [0, 4, 8, 0x80, 0x88, 0x90, 0x100, 0x108, 0x1_0040]
-                    .map(|o: u32| u64::from(o) / 4);
+                let bases: [u64; 9] = [0, 4, 8, 0x80, 0x88, 0x90, 0x100, 0x108, 0x1_0040];
                 let off = inp.offset(&bases) % 0x2_1000;
                 let (size, v) = (
                     inp.size(),

@@ -3,7 +3,8 @@
 //! Guest-visible Arm interrupt controllers, host-testable: `no_std`, no heap, no
 //! `asm!`, no system-register access. The hypervisor reaches the hardware through
 //! [`lr::IchRegs`] (the EL2 virtual CPU interface registers) and gives the models their
-//! side effects through sinks ([`gicv3::Kick`], [`gicv3::EoiSink`]).
+//! side effects through sinks ([`gicv3::Kick`], [`gicv3::EoiSink`], [`vits::ItsSink`]);
+//! the ITS reads guest memory only through [`vits::GuestMem`]'s checked copies.
 //!
 //! | module | device / mechanism | specification |
 //! |---|---|---|

@@ -673,7 +673,9 @@ impl<const DEVS: usize, const EVENTS: usize, const COLLS: usize> VIts<DEVS, EVEN
         self.devs[s].ites[e] = Ite::default();
     }
 
-    /// Execute one 32-byte command (four little-endian doublewords).
+    /// Execute one 32-byte command (its four doublewords, as read little-endian from
+    /// the queue), whatever `GITS_CTLR` says: what the queue does per command, for
+    /// replaying a command stream without a queue.
     pub fn execute(&mut self, dw: [u64; 4], sink: &mut impl ItsSink) {
         let code = (dw[0] & 0xff) as u8;
         let device = (dw[0] >> 32) as u32;
