@@ -6,7 +6,9 @@
 //! changes, CSR accesses, migrations) and runs them against one controller, asserting
 //! after every step that nothing panicked and the controller's invariants hold. The
 //! decoder targets check [`virq_riscv::insn`] ([`insn()`]) and [`virq_riscv::sbi`]
-//! ([`sbi()`]) against reference models. The functions are plain library code, so unit
+//! ([`sbi()`]) against reference models. The `vits` target ([`vits()`]) drives the
+//! guest-visible ITS with register writes, command queues and MSIs and checks the
+//! host actions it reports against its own mappings. The functions are plain library code, so unit
 //! tests run them on fixed inputs and the `[[bin]]`s in `fuzz_targets/` either hand
 //! them to libFuzzer (feature `libfuzzer`) or replay files (the default stub).
 
@@ -24,10 +26,12 @@ use virq_riscv::{EoiSink, MmioDevice, VcpuIrqSink};
 mod insn;
 mod sbi;
 mod vgicv3;
+mod vits;
 
 pub use insn::insn;
 pub use sbi::sbi;
 pub use vgicv3::{vgicv3, Focus};
+pub use vits::vits;
 
 /// Target `vgicd`: the vGICv3 distributor ([`vgicv3()`]).
 pub fn vgicd(data: &[u8]) {
@@ -498,7 +502,13 @@ mod tests {
     }
 
     #[test]
+    fn vits_survives_random_inputs() {
+        inputs().for_each(|d| super::vits(&d));
+    }
+
+    #[test]
     fn empty_input_is_fine() {
+        super::vits(&[]);
         super::vgicd(&[]);
         super::vgicr(&[]);
         super::vplic(&[]);

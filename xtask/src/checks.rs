@@ -194,7 +194,9 @@ pub fn library_crates() -> Result<()> {
 }
 
 /// The fuzz targets (`fuzz/fuzz_targets/<name>.rs`).
-pub const FUZZ_TARGETS: &[&str] = &["vplic", "vaplic", "vimsic", "insn", "sbi", "vgicd", "vgicr"];
+pub const FUZZ_TARGETS: &[&str] = &[
+    "vplic", "vaplic", "vimsic", "insn", "sbi", "vgicd", "vgicr", "vits",
+];
 
 /// Coverage instrumentation for libFuzzer on a stable toolchain (what `cargo fuzz`
 /// passes through nightly `-Z sanitizer`, spelled as plain LLVM options).
