@@ -86,7 +86,14 @@ pub const OPS: &[&str] = &[
 pub const BOOTS: &[(u32, &[&str])] = &[
     (
         1,
-        &["nop", "sbi_base", "ctrl_read", "ipi_self", "msi_self", "uart_thre"],
+        &[
+            "nop",
+            "sbi_base",
+            "ctrl_read",
+            "ipi_self",
+            "msi_self",
+            "uart_thre",
+        ],
     ),
     (2, &["ipi_pingpong", "msi_pingpong"]),
 ];
@@ -1614,6 +1621,7 @@ VIRQ-BENCH op=sbi_base n=100 ticks=310
 VIRQ-BENCH op=ctrl_read n=100 ticks=10 reg=aplic.domaincfg
 VIRQ-BENCH op=ipi_self n=100 ticks=2850
 VIRQ-BENCH op=msi_self n=100 ticks=10
+VIRQ-BENCH op=uart_thre n=100 ticks=14 intc=aplic-msi
 VIRQ-BENCH done errors=0
 ";
 
@@ -1638,6 +1646,23 @@ VIRQ-BENCH done errors=0
         // Lines for ops not asked for, or missing ones.
         assert!(check_ops(&r, &TARGETS[0], &single[..4], 100).is_err());
         assert!(check_ops(&r, &TARGETS[0], OPS, 100).is_err());
+    }
+
+    #[test]
+    fn the_wired_interrupt_runs_everywhere_but_under_kvm() {
+        let kvm = TARGETS.iter().find(|t| t.host == Host::Kvm).unwrap();
+        let single = BOOTS[0].1;
+        let skipped = GOOD.replace(
+            "op=uart_thre n=100 ticks=14 intc=aplic-msi",
+            "op=uart_thre skipped=no-uart",
+        );
+        // KVM's VMM gives the payload no UART: the op must say so, and only there.
+        check_ops(&parse(&skipped).unwrap(), kvm, single, 100).unwrap();
+        assert!(check_ops(&parse(GOOD).unwrap(), kvm, single, 100).is_err());
+        assert!(check_ops(&parse(&skipped).unwrap(), &TARGETS[1], single, 100).is_err());
+        // A lost interrupt is the payload's error line, never a figure.
+        let lost = GOOD.replace("n=100 ticks=14 intc=aplic-msi", "error=thre-lost");
+        assert!(parse(&lost).is_err());
     }
 
     #[test]

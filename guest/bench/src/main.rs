@@ -451,7 +451,10 @@ fn uart_thre(c: &Ctx, n: u64, warmup: u64) -> Result<Result<Timing, &'static str
             mmio_w32(aplic, APLIC_DOMAINCFG_IE | APLIC_DOMAINCFG_DM);
             mmio_w32(aplic + 4 * irq, SOURCECFG_LEVEL_HIGH);
             // Hart index (our hart / vCPU) in bits 18.., guest index 0, the EIID.
-            mmio_w32(aplic + APLIC_TARGET + 4 * irq, (c.hart << 18 | UART_EIID) as u32);
+            mmio_w32(
+                aplic + APLIC_TARGET + 4 * irq,
+                (c.hart << 18 | UART_EIID) as u32,
+            );
             iwrite(ISEL_EIDELIVERY, 1);
             iwrite(ISEL_EITHRESHOLD, 0);
             iset(ISEL_EIE0 + UART_EIID / 64 * 2, 1 << (UART_EIID % 64));
