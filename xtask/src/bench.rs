@@ -76,6 +76,7 @@ pub const OPS: &[&str] = &[
     "ctrl_read",
     "ipi_self",
     "msi_self",
+    "uart_thre",
     "ipi_pingpong",
     "msi_pingpong",
 ];
@@ -83,7 +84,17 @@ pub const OPS: &[&str] = &[
 /// The boots of each target: the ops on one hart (one vCPU), and the ping-pongs
 /// between two harts (two vCPUs, one per hart). `(harts, ops)`.
 pub const BOOTS: &[(u32, &[&str])] = &[
-    (1, &["nop", "sbi_base", "ctrl_read", "ipi_self", "msi_self"]),
+    (
+        1,
+        &[
+            "nop",
+            "sbi_base",
+            "ctrl_read",
+            "ipi_self",
+            "msi_self",
+            "uart_thre",
+        ],
+    ),
     (2, &["ipi_pingpong", "msi_pingpong"]),
 ];
 
@@ -98,6 +109,9 @@ fn op_title(arch: Arch, op: &str) -> &'static str {
         "ctrl_read" => "controller register read (APLIC domaincfg / PLIC priority)",
         "ipi_self" => "SBI send_ipi to self, poll sip.SSIP, clear",
         "msi_self" => "IMSIC self-MSI: seteipnum_le store, claim with stopei",
+        "uart_thre" => {
+            "UART THRE level interrupt: enable THRE, take it, claim, disable THRE, complete"
+        }
         "ipi_pingpong" => "2 harts: SBI IPI round trip, both sides waiting in WFI",
         "msi_pingpong" => "2 harts: IMSIC MSI round trip, both sides waiting in WFI",
         _ => "",
@@ -183,9 +197,22 @@ impl Target {
         }
     }
 
-    /// Does op `op` run here (else it must report itself skipped)?
+    /// Does op `op` run here (else it must report itself skipped, [`Self::skip_reason`])?
+    /// The KVM VMM gives its guest no UART.
     fn runs(&self, op: &str) -> bool {
-        self.arch == Arch::Aarch64 || !op.starts_with("msi_") || self.aia
+        match op {
+            _ if self.arch == Arch::Aarch64 => true,
+            "uart_thre" => self.host != Host::Kvm,
+            _ => !op.starts_with("msi_") || self.aia,
+        }
+    }
+
+    /// Why op `op` says it is skipped where it does not run.
+    fn skip_reason(op: &str) -> &'static str {
+        match op {
+            "uart_thre" => "no-uart",
+            _ => "no-imsic",
+        }
     }
 
     /// The payload's ops.
@@ -580,7 +607,7 @@ pub fn check_ops(report: &Report, t: &Target, ops: &[&str], n: u64) -> Result<()
                 ensure!(*got == n, "op {op}: n={got}, asked for {n}")
             }
             (Some(OpLine::Skipped(why)), false) => {
-                ensure!(why == "no-imsic", "op {op} skipped: {why}")
+                ensure!(why == Target::skip_reason(op), "op {op} skipped: {why}")
             }
             (Some(l), _) => bail!("op {op} on {}: unexpected {l:?}", t.name),
         }
@@ -1594,6 +1621,7 @@ VIRQ-BENCH op=sbi_base n=100 ticks=310
 VIRQ-BENCH op=ctrl_read n=100 ticks=10 reg=aplic.domaincfg
 VIRQ-BENCH op=ipi_self n=100 ticks=2850
 VIRQ-BENCH op=msi_self n=100 ticks=10
+VIRQ-BENCH op=uart_thre n=100 ticks=14 intc=aplic-msi
 VIRQ-BENCH done errors=0
 ";
 
@@ -1618,6 +1646,23 @@ VIRQ-BENCH done errors=0
         // Lines for ops not asked for, or missing ones.
         assert!(check_ops(&r, &TARGETS[0], &single[..4], 100).is_err());
         assert!(check_ops(&r, &TARGETS[0], OPS, 100).is_err());
+    }
+
+    #[test]
+    fn the_wired_interrupt_runs_everywhere_but_under_kvm() {
+        let kvm = TARGETS.iter().find(|t| t.host == Host::Kvm).unwrap();
+        let single = BOOTS[0].1;
+        let skipped = GOOD.replace(
+            "op=uart_thre n=100 ticks=14 intc=aplic-msi",
+            "op=uart_thre skipped=no-uart",
+        );
+        // KVM's VMM gives the payload no UART: the op must say so, and only there.
+        check_ops(&parse(&skipped).unwrap(), kvm, single, 100).unwrap();
+        assert!(check_ops(&parse(GOOD).unwrap(), kvm, single, 100).is_err());
+        assert!(check_ops(&parse(&skipped).unwrap(), &TARGETS[1], single, 100).is_err());
+        // A lost interrupt is the payload's error line, never a figure.
+        let lost = GOOD.replace("n=100 ticks=14 intc=aplic-msi", "error=thre-lost");
+        assert!(parse(&lost).is_err());
     }
 
     #[test]

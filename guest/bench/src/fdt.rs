@@ -1,5 +1,6 @@
 //! Just enough of a flattened device tree reader to find the interrupt controllers
-//! (S-level APLIC and IMSIC, or the PLIC), the number of harts and `/chosen/bootargs`.
+//! (S-level APLIC and IMSIC, or the PLIC), the 16550 UART and its source, the number
+//! of harts and `/chosen/bootargs`.
 //! Both QEMU virt and hyp describe `/soc` with `#address-cells = #size-cells = 2`, so
 //! a `reg` is read as pairs of 64-bit cells.
 
@@ -23,6 +24,10 @@ pub struct Platform {
     pub imsic: Option<usize>,
     /// Bytes between two harts' S-level IMSIC files: `0x1000 << riscv,guest-index-bits`.
     pub imsic_stride: usize,
+    /// The PLIC's `interrupts-extended` (`<phandle cause>` pairs, one per context).
+    pub plic_contexts: &'static [u8],
+    /// Base of the 16550 UART (`ns16550a`) and its source (first `interrupts` cell).
+    pub uart: Option<(usize, usize)>,
     /// `/chosen/bootargs` (a static slice of the DTB).
     pub bootargs: &'static str,
 }
@@ -37,6 +42,8 @@ struct Node {
     gib: usize,
     s_external: bool,
     is_cpu: bool,
+    intx: &'static [u8],
+    irq: Option<usize>,
 }
 
 fn be32(b: &[u8], at: usize) -> Option<u32> {
@@ -127,7 +134,11 @@ pub fn parse(addr: usize) -> Option<Platform> {
                     b"status" => node.disabled = !val.starts_with(b"okay"),
                     b"riscv,children" => node.children = true,
                     b"riscv,guest-index-bits" => node.gib = be32(val, 0)? as usize,
-                    b"interrupts-extended" => node.s_external = be32(val, 4) == Some(9),
+                    b"interrupts-extended" => {
+                        node.s_external = be32(val, 4) == Some(9);
+                        node.intx = val;
+                    }
+                    b"interrupts" => node.irq = be32(val, 0).map(|v| v as usize),
                     b"bootargs" if chosen_depth == Some(depth) => {
                         p.bootargs = core::str::from_utf8(cstr(val)).unwrap_or("");
                     }
@@ -157,5 +168,20 @@ fn finish(p: &mut Platform, n: &Node) {
         p.imsic_stride = 0x1000 << n.gib;
     } else if has_compat(n.compat, "riscv,plic0") || has_compat(n.compat, "sifive,plic-1.0.0") {
         p.plic = Some(reg);
+        p.plic_contexts = n.intx;
+    } else if has_compat(n.compat, "ns16550a") {
+        if let Some(irq) = n.irq {
+            p.uart = Some((reg, irq));
+        }
     }
+}
+
+/// The PLIC context of the `k`-th supervisor external interrupt (cause 9) in its
+/// `interrupts-extended`: QEMU virt lists an M (11) and an S (9) context per hart, hyp's
+/// vPLIC one S context per vCPU, both in hart order.
+pub fn plic_s_context(p: &Platform, k: usize) -> Option<usize> {
+    let cells = p.plic_contexts;
+    (0..cells.len() / 8)
+        .filter(|&i| be32(cells, i * 8 + 4) == Some(9))
+        .nth(k)
 }

@@ -6,6 +6,7 @@
 //! VIRQ-BENCH op=sbi_base n=1000 ticks=T
 //! VIRQ-BENCH op=ctrl_read n=1000 ticks=T reg=aplic.domaincfg
 //! VIRQ-BENCH op=msi_self skipped=no-imsic
+//! VIRQ-BENCH op=uart_thre n=1000 ticks=T intc=aplic-msi src=10 eiid=43
 //! VIRQ-BENCH done errors=0
 //! ```
 //!
@@ -350,6 +351,150 @@ fn op_msi_self(page: usize) -> OpResult {
     }
 }
 
+// --- a wired device interrupt: the UART's THRE -----------------------------------
+
+/// 16550 registers (byte offsets) and bits.
+const UART_IER: usize = 1;
+const IER_ETBEI: u8 = 1 << 1;
+const SEIP: usize = 1 << 9;
+/// The identity the APLIC (MSI mode) sends for the UART's source.
+const UART_EIID: usize = 43;
+/// APLIC registers (AIA §4.5): `domaincfg`, `sourcecfg[i]` at 4·i, `setienum`,
+/// `clrienum`, `setipnum_le`, `target[i]` at 0x3000 + 4·i.
+const APLIC_DOMAINCFG_IE: u32 = 1 << 8;
+const APLIC_DOMAINCFG_DM: u32 = 1 << 2;
+const APLIC_SETIENUM: usize = 0x1edc;
+const APLIC_CLRIENUM: usize = 0x1fdc;
+const APLIC_SETIPNUM_LE: usize = 0x2000;
+const APLIC_TARGET: usize = 0x3000;
+const SOURCECFG_LEVEL_HIGH: u32 = 6;
+/// PLIC registers: priority[i] at 4·i, a context's enables, threshold and claim.
+const PLIC_ENABLE: usize = 0x2000;
+const PLIC_CONTEXT: usize = 0x20_0000;
+
+fn mmio_w32(addr: usize, v: u32) {
+    // SAFETY: a register of a controller the DTB names (only called with such).
+    unsafe { core::ptr::write_volatile(addr as *mut u32, v) };
+}
+
+fn mmio_r32(addr: usize) -> u32 {
+    // SAFETY: as `mmio_w32`.
+    unsafe { core::ptr::read_volatile(addr as *const u32) }
+}
+
+fn mmio_w8(addr: usize, v: u8) {
+    // SAFETY: a register of the UART the DTB names.
+    unsafe { core::ptr::write_volatile(addr as *mut u8, v) };
+}
+
+/// Where the UART's interrupt is taken: the S-level APLIC in MSI mode (our IMSIC file
+/// gets [`UART_EIID`]) or a PLIC context.
+#[derive(Clone, Copy)]
+enum Wired {
+    Aplic { aplic: usize },
+    Plic { claim: usize },
+}
+
+/// One round: enable THRE (the transmitter is empty, so the level line rises at once),
+/// take the interrupt (IMSIC: poll `stopei`; PLIC: poll `sip.SEIP`, claim), disable
+/// THRE (the UART lowers the line), complete (APLIC MSI mode, AIA §4.9.2: the level
+/// source's re-trigger, a `setipnum_le` write, which pends it again only if the line
+/// were still high; PLIC: the claim register written back).
+#[inline(always)]
+fn op_uart_thre(uart: usize, irq: usize, w: Wired) -> OpResult {
+    mmio_w8(uart + UART_IER, IER_ETBEI);
+    let mut n = 0;
+    match w {
+        Wired::Aplic { .. } => loop {
+            match claim_stopei() {
+                0 => {}
+                UART_EIID => break,
+                _ => return Err("wrong-identity"),
+            }
+            n += 1;
+            if n == POLL_LIMIT {
+                return Err("thre-lost");
+            }
+        },
+        Wired::Plic { claim } => {
+            while sip() & SEIP == 0 {
+                n += 1;
+                if n == POLL_LIMIT {
+                    return Err("thre-lost");
+                }
+            }
+            if mmio_r32(claim) as usize != irq {
+                return Err("wrong-source");
+            }
+        }
+    }
+    mmio_w8(uart + UART_IER, 0);
+    match w {
+        Wired::Aplic { aplic } => mmio_w32(aplic + APLIC_SETIPNUM_LE, irq as u32),
+        Wired::Plic { claim } => mmio_w32(claim, irq as u32),
+    }
+    Ok(())
+}
+
+/// Set up the UART's source on our interrupt controller, time `n` rounds of
+/// [`op_uart_thre`], tear down.
+fn uart_thre(c: &Ctx, n: u64, warmup: u64) -> Result<Result<Timing, &'static str>, &'static str> {
+    let Some((uart, irq)) = c.plat.uart else {
+        return Ok(Err("no-uart"));
+    };
+    if irq == 0 || irq >= 1024 {
+        return Err("bad-uart-source");
+    }
+    mmio_w8(uart + UART_IER, 0);
+    let (w, detail) = match (c.plat.aplic, c.plat.imsic, c.plat.plic) {
+        (Some(aplic), Some(_), _) => {
+            mmio_w32(aplic, APLIC_DOMAINCFG_IE | APLIC_DOMAINCFG_DM);
+            mmio_w32(aplic + 4 * irq, SOURCECFG_LEVEL_HIGH);
+            // Hart index (our hart / vCPU) in bits 18.., guest index 0, the EIID.
+            mmio_w32(
+                aplic + APLIC_TARGET + 4 * irq,
+                (c.hart << 18 | UART_EIID) as u32,
+            );
+            iwrite(ISEL_EIDELIVERY, 1);
+            iwrite(ISEL_EITHRESHOLD, 0);
+            iset(ISEL_EIE0 + UART_EIID / 64 * 2, 1 << (UART_EIID % 64));
+            while claim_stopei() != 0 {}
+            mmio_w32(aplic + APLIC_SETIENUM, irq as u32);
+            (Wired::Aplic { aplic }, " intc=aplic-msi")
+        }
+        (None, _, Some(plic)) => {
+            let Some(ctx) = fdt::plic_s_context(&c.plat, c.hart) else {
+                return Err("no-plic-context");
+            };
+            let claim = plic + PLIC_CONTEXT + 0x1000 * ctx + 4;
+            mmio_w32(plic + 4 * irq, 1);
+            let en = plic + PLIC_ENABLE + 0x80 * ctx + 4 * (irq / 32);
+            mmio_w32(en, mmio_r32(en) | 1 << (irq % 32));
+            mmio_w32(plic + PLIC_CONTEXT + 0x1000 * ctx, 0);
+            // Nothing of ours is pending before the first round.
+            loop {
+                let id = mmio_r32(claim);
+                if id == 0 {
+                    break;
+                }
+                mmio_w32(claim, id);
+            }
+            (Wired::Plic { claim }, " intc=plic")
+        }
+        _ => return Ok(Err("no-controller")),
+    };
+    let r = timed(n, warmup, || op_uart_thre(uart, irq, w));
+    mmio_w8(uart + UART_IER, 0);
+    match w {
+        Wired::Aplic { aplic } => {
+            mmio_w32(aplic + APLIC_CLRIENUM, irq as u32);
+            iwrite(ISEL_EIDELIVERY, 0);
+        }
+        Wired::Plic { .. } => {}
+    }
+    Ok(Ok(plain(r?, detail)))
+}
+
 // --- two-hart ping-pong --------------------------------------------------------
 
 /// How the ping-pong's two sides signal; both wait in `wfi` (with `sstatus.SIE` = 0 and
@@ -666,6 +811,7 @@ const OPS: &[&str] = &[
     "ctrl_read",
     "ipi_self",
     "msi_self",
+    "uart_thre",
     "ipi_pingpong",
     "msi_pingpong",
 ];
@@ -731,6 +877,7 @@ fn run_op(
             }
             None => Err("no-imsic"),
         },
+        "uart_thre" => uart_thre(c, n, warmup)?,
         "ipi_pingpong" => pingpong(c, Pp::Ipi, n, warmup)?.map(pp),
         "msi_pingpong" => pingpong(c, Pp::Msi, n, warmup)?.map(pp),
         _ => return Err("unknown-op"),
