@@ -35,14 +35,7 @@ const GUEST_CASE: &str = "iommu-guest-edu";
 
 /// The cases `VIRQ_QEMU_CASE` = `only` selects (all without it).
 pub fn selection(only: Option<&str>) -> Vec<&'static str> {
-    let names: Vec<&str> = only
-        .map(|o| o.split(',').map(str::trim).collect())
-        .unwrap_or_default();
-    CASES
-        .iter()
-        .map(|c| c.0)
-        .filter(|c| only.is_none() || names.contains(c))
-        .collect()
+    crate::qemu::select_cases(CASES.iter().map(|c| c.0), only)
 }
 
 /// Run the selected cases with the suite's images, a line each: `(passed, failed)`.
@@ -51,20 +44,7 @@ pub fn run_cases(
     img: &Images,
     images: &crate::config::NamedImages,
 ) -> (usize, usize) {
-    let (mut ok, mut bad) = (0, 0);
-    for &name in names {
-        match run_case(name, img, images) {
-            Ok(summary) => {
-                ok += 1;
-                println!("qemu {name:<18} ok    {summary}");
-            }
-            Err(e) => {
-                bad += 1;
-                println!("qemu {name:<18} FAIL  {e:#}");
-            }
-        }
-    }
-    (ok, bad)
+    crate::qemu::run_named_cases(names, |name| run_case(name, img, images))
 }
 
 fn run_case(name: &str, img: &Images, images: &crate::config::NamedImages) -> Result<String> {

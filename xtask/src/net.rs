@@ -756,15 +756,7 @@ const GUEST_LIMIT_S: u32 = 240;
 
 /// The cases `VIRQ_QEMU_CASE` = `only` selects (all without it).
 pub fn selection(only: Option<&str>) -> Vec<&'static str> {
-    let names: Vec<&str> = only
-        .map(|o| o.split(',').map(str::trim).collect())
-        .unwrap_or_default();
-    CASES
-        .iter()
-        .chain(HYP_CASES)
-        .map(|c| c.0)
-        .filter(|c| only.is_none() || names.contains(c))
-        .collect()
+    crate::qemu::select_cases(CASES.iter().chain(HYP_CASES).map(|c| c.0), only)
 }
 
 /// Bare QEMU's command line for the network test: Linux directly under OpenSBI on the
@@ -799,20 +791,7 @@ pub fn bare_command(
 
 /// Run the selected cases, a line each: `(passed, failed)`.
 pub fn run_cases(names: &[&str]) -> (usize, usize) {
-    let (mut ok, mut bad) = (0, 0);
-    for &name in names {
-        match run_case(name) {
-            Ok(summary) => {
-                ok += 1;
-                println!("qemu {name:<18} ok    {summary}");
-            }
-            Err(e) => {
-                bad += 1;
-                println!("qemu {name:<18} FAIL  {e:#}");
-            }
-        }
-    }
-    (ok, bad)
+    crate::qemu::run_named_cases(names, run_case)
 }
 
 fn run_case(name: &str) -> Result<String> {

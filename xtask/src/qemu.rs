@@ -419,3 +419,36 @@ pub(crate) fn save_log(name: &str, out: &str) -> Result<PathBuf> {
     std::fs::write(&p, out)?;
     Ok(p)
 }
+
+/// The names among `all` that `VIRQ_QEMU_CASE` = `only` selects (all without it).
+pub(crate) fn select_cases(
+    all: impl Iterator<Item = &'static str>,
+    only: Option<&str>,
+) -> Vec<&'static str> {
+    let names: Vec<&str> = only
+        .map(|o| o.split(',').map(str::trim).collect())
+        .unwrap_or_default();
+    all.filter(|c| only.is_none() || names.contains(c))
+        .collect()
+}
+
+/// Run each of `names` with `run`, printing the suite's line for it: `(passed, failed)`.
+pub(crate) fn run_named_cases(
+    names: &[&str],
+    mut run: impl FnMut(&str) -> Result<String>,
+) -> (usize, usize) {
+    let (mut ok, mut bad) = (0, 0);
+    for &name in names {
+        match run(name) {
+            Ok(summary) => {
+                ok += 1;
+                println!("qemu {name:<18} ok    {summary}");
+            }
+            Err(e) => {
+                bad += 1;
+                println!("qemu {name:<18} FAIL  {e:#}");
+            }
+        }
+    }
+    (ok, bad)
+}
