@@ -160,14 +160,29 @@ for k in 1 2 3; do
 done
 echo "VIRQ-WORKLOAD-DONE runs=$(wc -l < /tmp/runs) expected=$runs"
 # Move the console UART's interrupt (16550 ttyS0 or PL011 uart-pl011) round the
-# CPUs, printing on each, so it counts on every CPU.
+# CPUs, printing on each, so it counts on every CPU. `echo` returns once its line is
+# in the tty buffer, before the UART has sent it: wait (bounded) until the interrupt
+# has counted on CPU c before moving it on, or the last CPU's line can go out after
+# the affinity has already moved back to all CPUs.
 uirq=$(grep -E 'ttyS0|uart-pl011' /proc/interrupts | head -n 1 | cut -d: -f1 | tr -d ' ')
+uart_count_on() {
+    cpu=$1
+    set -- $(grep "^ *$uirq:" /proc/interrupts)
+    shift $((cpu + 1))
+    echo "$1"
+}
 if [ -n "$uirq" ] && [ -w /proc/irq/$uirq/smp_affinity ]; then
     c=0
     while [ $c -lt $ncpu ]; do
         printf '%x' $((1 << c)) > /proc/irq/$uirq/smp_affinity
+        n0=$(uart_count_on $c)
         echo "VIRQ-UART-ON-CPU $c: the console interrupt now targets CPU $c"
         echo "VIRQ-UART-ON-CPU $c: $(cat /proc/irq/$uirq/effective_affinity_list 2>/dev/null)"
+        t=0
+        while [ "$(uart_count_on $c)" = "$n0" ] && [ $t -lt 30 ]; do
+            sleep 0.1
+            t=$((t + 1))
+        done
         c=$((c + 1))
     done
     printf '%x' $(((1 << ncpu) - 1)) > /proc/irq/$uirq/smp_affinity
