@@ -808,6 +808,7 @@ impl<'a> Props<'_, 'a> {
 }
 
 mod blob;
+pub mod seed;
 
 #[cfg(test)]
 mod tests;

@@ -37,6 +37,8 @@ pub struct DtbParams<'a> {
     /// The guest has PCIe functions (`crate::vpci`): a host-bridge node at the host's
     /// ECAM address with its 32-bit window, and `linux,pci-probe-only`.
     pub pci: bool,
+    /// The guest's index: which `rng-seed` it gets (`hyp_config::seed`).
+    pub index: u16,
 }
 
 /// Build the guest's DTB blob.
@@ -108,6 +110,11 @@ pub fn build(cfg: &GuestConfig, p: &DtbParams<'_>) -> FdtWriterResult<Vec<u8>> {
             "stdout-path",
             &format!("/soc/{}@{:x}", uart.name, uart.guest_base),
         )?;
+    }
+    // Boot entropy, as QEMU gives the host (without it Linux's early boot takes the
+    // unseeded `get_random_*` path: docs/benchmarks.md, op 7).
+    if let Some(seed) = hyp_config::seed::guest_rng_seed(&p.platform.rng_seed, p.index) {
+        fdt.property("rng-seed", &seed)?;
     }
     if let Some((s, e)) = p.initrd {
         fdt.property_u64("linux,initrd-start", s)?;

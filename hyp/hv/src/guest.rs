@@ -193,6 +193,7 @@ impl Guest {
                 vcpus,
                 initrd,
                 pci: ecam.is_some(),
+                index,
             },
         )
         .map_err(|_| GuestError::Dtb)?;

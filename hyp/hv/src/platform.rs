@@ -124,6 +124,9 @@ pub struct Platform {
     pub pcie: Option<PcieHost>,
     /// The RISC-V IOMMU.
     pub iommu: Option<IommuInfo>,
+    /// `/chosen/rng-seed` (QEMU: 32 random bytes; empty if none): the key each guest's
+    /// own seed is derived from (`hyp_config::seed`), never given to a guest itself.
+    pub rng_seed: Vec<u8>,
 }
 
 fn be_u32(b: &[u8]) -> u32 {
@@ -322,6 +325,11 @@ impl Platform {
         let (pcie, iommu) = parse_pcie(&fdt);
         let (bootargs, guest_append) = split_bootargs(fdt.chosen().bootargs().unwrap_or(""));
         let (bootargs, guest_append) = (bootargs.to_string(), guest_append.to_string());
+        let rng_seed = fdt
+            .find_node("/chosen")
+            .and_then(|c| c.property("rng-seed"))
+            .map(|p| p.value.to_vec())
+            .unwrap_or_default();
         Ok(Platform {
             harts,
             timebase,
@@ -339,6 +347,7 @@ impl Platform {
             dtb_range: (blob_addr, blob_addr + blob.len() as u64),
             pcie,
             iommu,
+            rng_seed,
         })
     }
 
