@@ -60,14 +60,16 @@ pub fn handle(vcpu: &Vcpu, inner: &mut VcpuInner) -> Next {
     let (eid, fid) = (x[17], x[16]);
     let a = [x[10], x[11], x[12], x[13], x[14], x[15]];
     inner.ctx.guest.sepc = inner.ctx.guest.sepc.wrapping_add(4);
+    // `send_ipi` before the argument array and the decoder (its own path, below).
+    if eid == spi::EID_SPI && fid == spi::SEND_IPI {
+        return send_ipi(vcpu, inner);
+    }
     // Legacy extensions return only a0; the experimental one is hyp's own.
     if eid <= legacy::LEGACY_SHUTDOWN || eid == EID_HYP {
         return nonstandard(vcpu, inner, eid, fid, a);
     }
-    // The ACCT counts: every `send_ipi` and every RFNC call, malformed ones included.
-    if eid == spi::EID_SPI && fid == spi::SEND_IPI {
-        ExitCounts::bump(&vcpu.acct.sbi_ipi);
-    }
+    // The ACCT count of every RFNC call, malformed ones included (`send_ipi`'s is in
+    // [`send_ipi`]).
     if eid == rfnc::EID_RFNC {
         ExitCounts::bump(&vcpu.acct.sbi_rfence);
     }
@@ -221,6 +223,23 @@ fn set_timer(vcpu: &Vcpu, inner: &mut VcpuInner, when: u64) {
 /// The vCPU a guest calls `hart` (the decoder checked it is below the guest's count).
 fn target(g: &Guest, hart: VcpuIndex) -> Option<&'static Vcpu> {
     GuestVcpuId::from_hartid(hart.get()).and_then(|id| g.vcpu(id))
+}
+
+/// sPI `send_ipi` (SBI v2.0 §7.1), answered without the decoder's argument array and
+/// `Call`: the hart mask goes through the same checked [`vsbi::GuestHarts::hart_set`]
+/// that [`vsbi::decode`] uses for `Call::SendIpi`, so the answer is the decoder's (the
+/// sPI test of `virq_riscv::sbi` pins it there). Counted in ACCT's `sbi_ipi_calls`,
+/// malformed calls included.
+#[inline(never)]
+fn send_ipi(vcpu: &Vcpu, inner: &mut VcpuInner) -> Next {
+    ExitCounts::bump(&vcpu.acct.sbi_ipi);
+    let x = &inner.ctx.guest.x;
+    let ret = vcpu.guest_harts.hart_set(x[10], x[11]).map(|harts| {
+        send_ipis(vcpu, harts);
+        0
+    });
+    set_ret(inner, ret);
+    Next::Resume
 }
 
 #[inline(never)]
