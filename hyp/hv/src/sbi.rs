@@ -56,14 +56,14 @@ const HYP_EXTENSIONS: &[usize] = &[EID_HYP];
 /// decoder and the answer to a call that needs no state of hyp's (BASE) are here,
 /// everything else is behind calls.
 pub fn handle(vcpu: &Vcpu, inner: &mut VcpuInner) -> Next {
-    let x = &inner.ctx.guest.x;
-    let (eid, fid) = (x[17], x[16]);
-    let a = [x[10], x[11], x[12], x[13], x[14], x[15]];
+    let (eid, fid) = (inner.ctx.guest.x[17], inner.ctx.guest.x[16]);
     inner.ctx.guest.sepc = inner.ctx.guest.sepc.wrapping_add(4);
     // `send_ipi` before the argument array and the decoder (its own path, below).
     if eid == spi::EID_SPI && fid == spi::SEND_IPI {
         return send_ipi(vcpu, inner);
     }
+    let x = &inner.ctx.guest.x;
+    let a = [x[10], x[11], x[12], x[13], x[14], x[15]];
     // Legacy extensions return only a0; the experimental one is hyp's own.
     if eid <= legacy::LEGACY_SHUTDOWN || eid == EID_HYP {
         return nonstandard(vcpu, inner, eid, fid, a);
