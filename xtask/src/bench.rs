@@ -59,6 +59,10 @@ pub struct BenchArgs {
     /// on bare QEMU and under hyp (vPLIC, AIA), under -icount (`crate::bootbench`).
     #[arg(long, conflicts_with = "system")]
     pub boot: bool,
+    /// With --boot: boots per target, QEMU `-seed 1..=N` (the boot's time depends
+    /// chaotically on the guest's random seed; the table shows mean, min and max).
+    #[arg(long, requires = "boot", default_value_t = crate::bootbench::SEEDS)]
+    pub boot_seeds: u32,
     /// Instead: the network test's figures (`crate::netbench`): TCP throughput, NIC
     /// interrupts per second and UDP round trips of a Debian guest with a PCIe NIC,
     /// every target against bare QEMU; target/bench/net.json.
@@ -885,7 +889,7 @@ pub(crate) fn command_line(cmd: &str, args: &[&str]) -> String {
 /// `cargo xtask bench [--system [--quick] [--target NAME]…]`.
 pub fn run(args: &BenchArgs) -> Result<()> {
     if args.boot {
-        return crate::bootbench::run();
+        return crate::bootbench::run(args.boot_seeds);
     }
     if args.net {
         return crate::netbench::run(&args.net_args);

@@ -12,6 +12,13 @@
 //! machine — guest, OpenSBI and, under hyp, hyp's exits — from then to `/init`. The
 //! few million instructions before the kernel's clock starts (firmware, hyp's own
 //! boot, the kernel's earliest set-up) are not in it, on any target.
+//!
+//! One boot says little: the figure depends chaotically on the guest's random seed
+//! (QEMU's `/chosen/rng-seed`, which hyp passes on as each guest's own,
+//! `hyp_config::seed`) — bare QEMU's boots vary by ±10 % from one seed to the next, and
+//! so does a change of a few instructions anywhere (docs/benchmarks.md, op 7). So each
+//! target boots with QEMU `-seed 1..=N` (the same seeds for every target; each boot
+//! deterministic) and the table compares means.
 use anyhow::{bail, Context, Result};
 use std::time::Duration;
 
@@ -28,6 +35,8 @@ const RUNS: &[(&str, &str, bool)] = &[
 const ROUNDS: u64 = 20;
 /// vCPUs and harts.
 const CPUS: u32 = 2;
+/// Boots per target (`--boot-seeds`): QEMU `-seed 1..=SEEDS`.
+pub const SEEDS: u32 = 5;
 
 /// The kernel's `Run /init` timestamp in `out`, in nanoseconds of virtual time.
 pub fn init_ns(out: &str) -> Result<u64> {
@@ -49,8 +58,9 @@ pub fn init_ns(out: &str) -> Result<u64> {
     Ok(secs * 1_000_000_000 + micros * 1_000)
 }
 
-/// Run the three boots and print instructions to `/init` with the ratio to bare.
-pub fn run() -> Result<()> {
+/// Boot every target with `-seed 1..=seeds` and print instructions to `/init`: mean,
+/// min and max per target, and the ratio of means to its bare machine.
+pub fn run(seeds: u32) -> Result<()> {
     crate::setup::ensure_all()?;
     let img = crate::qemu::build(false)?;
     let boot = crate::pingpong::boot_images(ROUNDS, CPUS)?;
@@ -58,38 +68,63 @@ pub fn run() -> Result<()> {
         testguest: Some(img.guest_bin.clone()),
         kernel_version: None,
     };
-    let mut rows: Vec<(&str, u64)> = Vec::new();
+    let seeds = seeds.max(1);
+    let mut rows: Vec<(&str, Vec<u64>)> = Vec::new();
     for (i, (name, soak, plain_virt)) in RUNS.iter().enumerate() {
-        eprintln!("bench --boot [{}/{}] {name}", i + 1, RUNS.len());
-        let c = crate::soak::config(soak)?;
-        let (_, mut m) = c.machine(
-            &format!("boot-{name}"),
-            &boot,
-            &named,
-            Duration::from_secs(600),
-        )?;
-        if *plain_virt {
-            m.aia = None;
+        let mut runs = Vec::new();
+        for seed in 1..=seeds {
+            eprintln!(
+                "bench --boot [{}/{}] {name} -seed {seed}",
+                i + 1,
+                RUNS.len()
+            );
+            let c = crate::soak::config(soak)?;
+            let (_, mut m) = c.machine(
+                &format!("boot-{name}"),
+                &boot,
+                &named,
+                Duration::from_secs(600),
+            )?;
+            if *plain_virt {
+                m.aia = None;
+            }
+            m.icount = true;
+            m.extra.extend(["-seed".to_string(), seed.to_string()]);
+            let o = crate::qemu::run_qemu_watched(&m, &img, false, Some(Duration::from_secs(120)))?;
+            let log = format!("bench-boot-{name}-seed{seed}");
+            crate::qemu::save_log(&log, &o.output)?;
+            runs.push(init_ns(&o.output).with_context(|| format!("{name} (log {log})"))?);
         }
-        m.icount = true;
-        let o = crate::qemu::run_qemu_watched(&m, &img, false, Some(Duration::from_secs(120)))?;
-        crate::qemu::save_log(&format!("bench-boot-{name}"), &o.output)?;
-        let ns = init_ns(&o.output).with_context(|| format!("{name} (log bench-boot-{name})"))?;
-        rows.push((name, ns));
+        rows.push((name, runs));
     }
     println!(
-        "instructions from the kernel's clock start to /init (-icount; Debian 6.12, {CPUS} harts)"
+        "instructions from the kernel's clock start to /init (-icount; Debian 6.12, {CPUS} harts; \
+         QEMU -seed 1..={seeds})"
     );
     println!(
-        "{:<10} {:>15} {:>16}",
-        "target", "instructions", "vs its bare"
+        "{:<10} {:>15} {:>15} {:>15} {:>16}   per seed",
+        "target", "mean", "min", "max", "mean vs bare"
     );
-    for (k, (name, ns)) in rows.iter().enumerate() {
+    for (k, (name, runs)) in rows.iter().enumerate() {
         // Each hyp run follows its bare reference.
-        let bare = rows[k - k % 2].1.max(1) as f64;
-        println!("{name:<10} {ns:>15} {:>15.3}x", *ns as f64 / bare);
+        let bare = mean(&rows[k - k % 2].1).max(1.0);
+        let m = mean(runs);
+        let (lo, hi) = (
+            runs.iter().min().copied().unwrap_or(0),
+            runs.iter().max().copied().unwrap_or(0),
+        );
+        let each: Vec<String> = runs.iter().map(u64::to_string).collect();
+        println!(
+            "{name:<10} {m:>15.0} {lo:>15} {hi:>15} {:>15.3}x   {}",
+            m / bare,
+            each.join(" ")
+        );
     }
     Ok(())
+}
+
+fn mean(v: &[u64]) -> f64 {
+    v.iter().sum::<u64>() as f64 / v.len().max(1) as f64
 }
 
 #[cfg(test)]
