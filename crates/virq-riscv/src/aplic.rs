@@ -349,6 +349,15 @@ impl<M: MsiSink, S: VcpuIrqSink, const HARTS: usize> VAplic<M, S, HARTS> {
         self.active.get(i)
     }
 
+    /// Source `i`'s rectified input value (AIA 4.5.2): its wire as [`Self::set_input`]
+    /// last drove it, inverted for the active-low and falling-edge modes; false for a
+    /// detached, inactive or invalid source. A level source in MSI mode whose
+    /// rectified input is low is never pending (AIA 4.7), so a `setipnum` of it changes
+    /// nothing.
+    pub fn rectified_input(&self, i: u32) -> bool {
+        self.valid_source(i) && self.rect(i)
+    }
+
     /// Rectified input value (AIA 4.5.2).
     fn rect(&self, i: u32) -> bool {
         let w = self.wire.get(i);

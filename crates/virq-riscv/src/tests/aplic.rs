@@ -136,9 +136,15 @@ fn aia_4_5_2_inverted_level_source_rectifies_input() {
     let mut a = direct_domain(&s);
     a.write(sourcecfg(7), 4, 7); // Level0
     assert!(a.is_pending(7), "wire low = asserted");
+    assert!(a.rectified_input(7));
     assert_eq!(a.read(0x1d00, 4), 1 << 7);
     a.set_input(7, true);
     assert!(!a.is_pending(7));
+    assert!(!a.rectified_input(7));
+    assert!(
+        !a.rectified_input(0) && !a.rectified_input(1000),
+        "no such source"
+    );
 }
 
 #[test]
@@ -259,9 +265,11 @@ fn aia_4_7_level_msi_setipnum_only_while_input_high() {
     let mut a = new(&s, 8);
     a.write(DOMAINCFG, 4, DM); // IE = 0: nothing is forwarded yet
     a.write(sourcecfg(3), 4, 6);
+    assert!(!a.rectified_input(3));
     a.write(SETIPNUM, 4, 3);
     assert!(!a.is_pending(3));
     a.set_input(3, true);
+    assert!(a.rectified_input(3));
     assert!(a.is_pending(3));
     a.write(CLRIPNUM, 4, 3);
     assert!(

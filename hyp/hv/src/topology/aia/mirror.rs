@@ -149,6 +149,9 @@ pub(crate) fn aplic_access(g: &dyn GuestView, aia: &GuestAia, off: u64, op: Mmio
 fn aplic_write(g: &dyn GuestView, aia: &GuestAia, off: u64, size: u8, value: u64) {
     let mut st = aia.aplic.lock();
     bump(&aia.counts.aplic_writes);
+    if lean_retrigger(&mut st, off, size, value) {
+        return;
+    }
     // A re-trigger of a passthrough source ends the virtual "asserted" state
     // of its wire (see `inject`); the physical APLIC re-evaluates the real line.
     let mut retrigger = [Pirq(0); 4];
@@ -184,6 +187,48 @@ fn aplic_write(g: &dyn GuestView, aia: &GuestAia, off: u64, size: u8, value: u64
         let _ = routes().guest_completed(token);
     }
     sync_passthrough(g, aia, &mut st);
+}
+
+/// The common re-trigger, forwarded alone: a 32-bit `setipnum_le` (or `setipnum`) of a
+/// passthrough source in a level mode, the vAPLIC in MSI mode, the source's virtual
+/// wire already deasserted, and no level delivery of it parked on its route (the
+/// hardware-file case: its MSIs reach the guest's file without hyp, so nothing is
+/// ever parked). Then the rest of [`aplic_write`] changes nothing: the vAPLIC pends a
+/// level source by `setipnum` only while its rectified input is high (AIA 4.7), so the
+/// write is a no-op in the model and its forwarding pass has nothing new (every
+/// mutation of the model ends with one); `set_asserted(.., false)` finds the wire low
+/// already; there is no token to complete (`routes().guest_completed` would find
+/// nothing parked); and [`sync_passthrough`] reads nothing that changed (domain,
+/// mode, target, enable, backing, the hold). What is left is the physical
+/// `setipnum`: one MSI if the device still asserts its line. Returns whether it took
+/// the write; called with the vAPLIC lock held, where the deliver and the completion
+/// are serialised (`RouteTable::awaiting_guest`).
+fn lean_retrigger(st: &mut AplicState, off: u64, size: u8, value: u64) -> bool {
+    use virq_riscv::aplic::regs::{SETIPNUM, SETIPNUM_LE};
+    if size != 4 || (off != u64::from(SETIPNUM_LE) && off != u64::from(SETIPNUM)) {
+        return false;
+    }
+    let virq = value as u32;
+    let Some(ps) = st.phys.iter_mut().find(|p| p.virq.0 == virq) else {
+        return false;
+    };
+    let dev = &st.dev;
+    if !dev.msi_mode()
+        || !matches!(
+            dev.source_mode(virq),
+            SourceMode::Level1 | SourceMode::Level0
+        )
+        || dev.rectified_input(virq)
+        || routes().awaiting_guest(ps.pirq.0)
+    {
+        return false;
+    }
+    let Some(a) = host().and_then(|h| h.aplic) else {
+        return false;
+    };
+    ps.retriggers += 1;
+    a.setipnum(ps.pirq.0);
+    true
 }
 
 /// A physical interrupt claimed from hyp's S-level file for virtual source `virq` of
