@@ -37,7 +37,8 @@ pub fn handle(hart: &Hart, guest: &Guest, vcpu: &Vcpu, inner: &mut VcpuInner) ->
     match scause {
         EXC_VS_ECALL => crate::sbi::handle(vcpu, inner),
         EXC_VIRTUAL_INSN => virtual_insn(vcpu, inner),
-        EXC_INSN_GPF | EXC_LOAD_GPF | EXC_STORE_GPF => guest_page_fault(guest, vcpu, inner),
+        EXC_INSN_GPF | EXC_LOAD_GPF => guest_page_fault(guest, vcpu, inner),
+        EXC_STORE_GPF => guest_store_fault(guest, vcpu, inner),
         _ => other_exception(inner, scause),
     }
 }
@@ -168,8 +169,9 @@ fn interrupt_csr(vcpu: &Vcpu, inner: &mut VcpuInner, insn: u32) -> Option<Next> 
 /// A guest page fault. The common case first, in a small function: a load the hart
 /// transformed into `htinst` (bit 0 set) from a window of the guest's interrupt
 /// controller — decoded, read and written back with nothing else on the way (the lean
-/// path of an emulated register read). Everything else, and anything this path does
-/// not recognise, takes [`guest_page_fault_full`], which decides from scratch.
+/// path of an emulated register read); a store fault goes to [`guest_store_fault`].
+/// Everything else, and anything these paths do not recognise, takes
+/// [`guest_page_fault_full`], which decides from scratch.
 #[inline(never)]
 fn guest_page_fault(guest: &Guest, vcpu: &Vcpu, inner: &mut VcpuInner) -> Next {
     let t = inner.ctx.trap;
@@ -190,6 +192,31 @@ fn guest_page_fault(guest: &Guest, vcpu: &Vcpu, inner: &mut VcpuInner) -> Next {
                 inner.ctx.guest.sepc = inner.ctx.guest.sepc.wrapping_add(len);
                 return Next::Resume;
             }
+        }
+    }
+    guest_page_fault_full(guest, vcpu, inner)
+}
+
+/// A store guest page fault. The common case in a small function: a store the hart
+/// transformed into `htinst` (bit 0 set), to a window of the guest's interrupt
+/// controller (a completion, a re-trigger, an enable) — decoded and written, then the
+/// completions' ack notifiers run, with nothing else on the way: what
+/// [`guest_page_fault_full`] and [`emulate_mmio`] do for it, without the general
+/// decision. Anything else goes there.
+#[inline(never)]
+fn guest_store_fault(guest: &Guest, vcpu: &Vcpu, inner: &mut VcpuInner) -> Next {
+    let t = inner.ctx.trap;
+    let gpa = ((t.htval as u64) << 2) | (t.stval as u64 & 3);
+    let chip = &guest.irqchip;
+    if t.htinst & 1 != 0 && chip.mmio_window(gpa) {
+        if let Some(Access::Store { rs2, size }) = insn::decode(t.htinst as u32, true) {
+            let value = insn::truncate(inner.ctx.guest.x[rs2 as usize] as u64, size);
+            chip.mmio(guest, vcpu, gpa, MmioOp::Write { size, value });
+            // Every topology lock is dropped: run completions' ack notifiers.
+            crate::irq::fold_completions(guest);
+            let len = insn::transformed_len(t.htinst as u32);
+            inner.ctx.guest.sepc = inner.ctx.guest.sepc.wrapping_add(len);
+            return Next::Resume;
         }
     }
     guest_page_fault_full(guest, vcpu, inner)
