@@ -11,9 +11,10 @@ use crate::arch::{self, gic, sysreg, Context};
 use crate::println;
 
 use super::ec;
-use super::layout::{gicr_size, GICD_IPA, GICD_SIZE, GICR_IPA, UART_BASE, UART_INTID};
+use super::layout::{
+    gicr_size, GICD_IPA, GICD_SIZE, GICR_IPA, ITS_IPA, ITS_SIZE, UART_BASE, UART_INTID,
+};
 use super::psci::{self, Effect};
-use super::vits::{ITS_IPA, ITS_SIZE};
 use super::vm::{self, Link, Vm};
 
 /// What the exit handler tells the loop.
@@ -397,7 +398,30 @@ fn its_abort(vm: &Vm, its: &super::vits::VmIts, ctx: &mut Context, ipa: u64) -> 
     let srt = ((iss >> 16) & 0x1f) as usize;
     let write = iss & (1 << 6) != 0;
     let value = write.then(|| if srt == 31 { 0 } else { ctx.x[srt] });
-    let r = super::vits::access(vm, its, ipa - ITS_IPA, 1 << size_log, value);
+    let Some(lpis) = &vm.lpis else {
+        // No vGICv4 (not reached: hyp gives an ITS only with vPEs): read as zero.
+        ctx.pc += 4;
+        return Next::Resume;
+    };
+    // Only a write can run commands that read a configuration byte.
+    let mut propbaser = [None; vm::VCPUS];
+    if write {
+        let g = vm.gic.lock();
+        for (v, p) in propbaser.iter_mut().enumerate().take(vm.vcpus.len()) {
+            *p = g.propbaser(v);
+        }
+    }
+    let vpe = |v: usize| vm.vcpus.get(v).and_then(|c| c.vpe.as_ref());
+    let env = super::vits::Env {
+        ram: super::vits::GuestRam {
+            ram: vm.ram,
+            size: vm.ram_size,
+        },
+        lpis,
+        propbaser: &propbaser[..vm.vcpus.len().min(vm::VCPUS)],
+        vpe: &vpe,
+    };
+    let r = super::vits::access(&env, its, ipa - ITS_IPA, 1 << size_log, value);
     if !write && srt != 31 {
         let bits = 8u32 << size_log;
         let mut v = if bits < 64 { r & ((1 << bits) - 1) } else { r };

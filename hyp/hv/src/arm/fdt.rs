@@ -9,8 +9,9 @@ use alloc::vec::Vec;
 use hyp_config::{Guest, GUEST_RAM_BASE};
 use vm_fdt::{FdtWriter, FdtWriterResult};
 
-use super::layout::{gicr_size, GICD_IPA, GICD_SIZE, GICR_IPA, UART_BASE, UART_INTID};
-use super::vits::{ITS_IPA, ITS_SIZE};
+use super::layout::{
+    gicr_size, GICD_IPA, GICD_SIZE, GICR_IPA, ITS_IPA, ITS_SIZE, UART_BASE, UART_INTID,
+};
 
 /// `interrupts` cell 0: an SPI / a PPI.
 const GIC_SPI: u32 = 0;

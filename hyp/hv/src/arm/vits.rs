@@ -1,5 +1,5 @@
 //! The guest-visible ITS of a `topology = "vgicv4"` guest (issue 14, the wiring of
-//! `virq_arm::vits`): its two 64 KiB frames trapped at [`ITS_IPA`] (QEMU `virt`'s
+//! `virq_arm::vits`): its two 64 KiB frames trapped at `layout::ITS_IPA` (QEMU `virt`'s
 //! address), guest accesses given to the guest's [`VIts`] model with a [`GuestMem`]
 //! over its RAM (checked copies: a command or configuration byte outside it is a
 //! failed read, which the model turns into a stalled queue or a counted error), and
@@ -27,8 +27,8 @@
 //! bytes written first, then the host commands in guest order, batched, each batch's
 //! completion waited for with the driver's bound) before the lock is dropped, so the
 //! guest's `CREADR` moves only once the host ITS has done the work. Lock order:
-//! `VmIts::its`, then the vGIC (read once per access for `GICR_PROPBASER`), then the
-//! host ITS.
+//! the vGIC (read and released before the access, for `GICR_PROPBASER`), then
+//! `VmIts::its`, then the host ITS.
 //!
 //! vgicv3 guests have no `VmIts`: their data aborts test one `Option` only after the
 //! GIC and UART ranges missed.
@@ -43,13 +43,9 @@ use hyp_io::gic_its::Cmd;
 use spin::Mutex;
 use virq_arm::vits::{self, GuestMem, GuestMemError, HostAction, ItsConfig, VIts};
 
-use super::gicv4::{self, VID_BITS};
-use super::vm::{Vm, VCPUS};
+use super::gicv4::{self, VmLpis, Vpe, VID_BITS};
+use crate::arch::phys::PhysRange;
 
-/// Guest-physical ITS control frame (QEMU `virt`'s); the translation frame follows.
-pub const ITS_IPA: u64 = 0x0808_0000;
-/// Bytes of the two frames.
-pub const ITS_SIZE: u64 = vits::gits::SIZE;
 /// Device slots of a guest ITS.
 const DEVS: usize = 8;
 /// EventIDs per device (8 bits), also the ITT size of each backing host device.
@@ -141,51 +137,70 @@ impl VmIts {
     }
 }
 
-/// The guest's RAM as the model reads it: a copy only when every byte is in it.
-struct GuestRam<'a>(&'a Vm);
+/// The guest's RAM (at `GUEST_RAM_BASE`) as the model reads it: a copy only when
+/// every byte is in it.
+#[derive(Clone, Copy)]
+pub struct GuestRam {
+    /// The RAM in host memory.
+    pub ram: PhysRange,
+    /// Its bytes.
+    pub size: u64,
+}
 
-impl GuestMem for GuestRam<'_> {
+impl GuestMem for GuestRam {
     fn read(&self, gpa: u64, buf: &mut [u8]) -> Result<(), GuestMemError> {
-        if !self.0.in_ram(gpa, buf.len() as u64) {
-            return Err(GuestMemError);
-        }
-        let off = (gpa - GUEST_RAM_BASE) as usize;
-        self.0.ram.read(off, buf).then_some(()).ok_or(GuestMemError)
+        let off = gpa
+            .checked_sub(GUEST_RAM_BASE)
+            .filter(|o| {
+                o.checked_add(buf.len() as u64)
+                    .is_some_and(|e| e <= self.size)
+            })
+            .ok_or(GuestMemError)?;
+        self.ram
+            .read(off as usize, buf)
+            .then_some(())
+            .ok_or(GuestMemError)
     }
 }
 
-/// A guest access to its ITS frames (`offset` from [`ITS_IPA`]; `value` `Some` for a
-/// write): what a read sees.
-pub fn access(vm: &Vm, vits: &VmIts, offset: u64, size: u8, value: Option<u64>) -> u64 {
+/// What an access needs of its guest (given by the exit handler, so that this module
+/// does not import the guest's: data flows down).
+pub struct Env<'a> {
+    /// Its RAM.
+    pub ram: GuestRam,
+    /// Its vLPI configuration table.
+    pub lpis: &'a VmLpis,
+    /// Each vCPU's `GICR_PROPBASER` once its `EnableLPIs` is set (the vGIC's
+    /// `propbaser`, read before the access).
+    pub propbaser: &'a [Option<u64>],
+    /// vCPU → its vPE.
+    pub vpe: &'a dyn Fn(usize) -> Option<&'a Vpe>,
+}
+
+/// A guest access to its ITS frames (`offset` from `layout::ITS_IPA`; `value` `Some`
+/// for a write): what a read sees.
+pub fn access(env: &Env<'_>, vits: &VmIts, offset: u64, size: u8, value: Option<u64>) -> u64 {
     let mut actions = Vec::new();
     let mut its = vits.its.lock();
-    let r = its.access(offset, size, value, &GuestRam(vm), &mut |a| actions.push(a));
+    let r = its.access(offset, size, value, &env.ram, &mut |a| actions.push(a));
     if !actions.is_empty() {
-        apply(vm, vits, &its, &actions);
+        apply(env, vits, &its, &actions);
     }
     r
 }
 
 /// Apply `actions` (in order) on the host ITS; `its` is the model after them.
-fn apply(vm: &Vm, vits: &VmIts, its: &GuestIts, actions: &[HostAction]) {
+fn apply(env: &Env<'_>, vits: &VmIts, its: &GuestIts, actions: &[HostAction]) {
     let c = &vits.counts;
     c.actions.fetch_add(actions.len() as u64, Ordering::Relaxed);
-    let mut propbaser = [None; VCPUS];
-    {
-        let g = vm.gic.lock();
-        for (v, p) in propbaser.iter_mut().enumerate().take(vm.vcpus.len()) {
-            *p = g.propbaser(v);
-        }
-    }
-    let Some(lpis) = vm.lpis.as_ref() else {
-        return;
-    };
+    let lpis = env.lpis;
     let copy = |vcpu: usize, vintid: u32| {
-        let cfg = propbaser
+        let cfg = env
+            .propbaser
             .get(vcpu)
             .copied()
             .flatten()
-            .and_then(|p| vits::lpi_config(&GuestRam(vm), p, vintid).ok());
+            .and_then(|p| vits::lpi_config(&env.ram, p, vintid).ok());
         match cfg {
             Some(cfg) => {
                 lpis.set_config(vintid, cfg.priority, cfg.enabled);
@@ -197,7 +212,7 @@ fn apply(vm: &Vm, vits: &VmIts, its: &GuestIts, actions: &[HostAction]) {
             }
         }
     };
-    let vpe = |vcpu: usize| vm.vcpus.get(vcpu).and_then(|v| v.vpe.as_ref());
+    let vpe = env.vpe;
     let mut cmds = Vec::new();
     for &a in actions {
         let device = match a {
