@@ -203,6 +203,8 @@ pub struct VGicV3<const SPIS: usize, const VCPUS: usize> {
     overflow: [bool; VCPUS],
     /// INTID bits with LPIs (14..=16), 0 without.
     lpi_bits: u32,
+    /// `GICD_TYPER` (set by `new` and `enable_lpis`: one load on a read).
+    dist_typer: u32,
     /// Per redistributor: `GICR_PROPBASER`, `GICR_PENDBASER`, `EnableLPIs`.
     rd_lpis: [RdLpis; VCPUS],
     errors: ErrorCounters,
@@ -322,6 +324,9 @@ impl<const SPIS: usize, const VCPUS: usize> VGicV3<SPIS, VCPUS> {
             lrs: [[None; MAX_LRS]; VCPUS],
             overflow: [false; VCPUS],
             lpi_bits: 0,
+            // ITLinesNumber, IDbits = 9 (10 bits of INTID).
+            dist_typer: ((intid::SPI_BASE + SPIS as u32) / 32 - 1)
+                | (9 << gicd::TYPER_IDBITS_SHIFT),
             rd_lpis: [RdLpis::default(); VCPUS],
             errors: ErrorCounters::default(),
         })
@@ -334,6 +339,10 @@ impl<const SPIS: usize, const VCPUS: usize> VGicV3<SPIS, VCPUS> {
             return false;
         }
         self.lpi_bits = intid_bits;
+        // IDbits = the LPIs' INTID bits − 1, and LPIS.
+        self.dist_typer = (self.dist_typer & !(0x1f << gicd::TYPER_IDBITS_SHIFT))
+            | ((intid_bits - 1) << gicd::TYPER_IDBITS_SHIFT)
+            | gicd::TYPER_LPIS;
         true
     }
 
@@ -926,16 +935,7 @@ impl<const SPIS: usize, const VCPUS: usize> VGicV3<SPIS, VCPUS> {
                 ErrorCounters::bump(&mut self.errors.read_only);
                 0
             }
-            gicd::TYPER => {
-                // ITLinesNumber, IDbits = 9 (10 bits of INTID), or with LPIs their
-                // bits and LPIS.
-                let ids = if self.lpi_bits != 0 {
-                    ((self.lpi_bits - 1) << gicd::TYPER_IDBITS_SHIFT) | gicd::TYPER_LPIS
-                } else {
-                    9 << gicd::TYPER_IDBITS_SHIFT
-                };
-                u64::from((nr / 32 - 1) | ids)
-            }
+            gicd::TYPER => u64::from(self.dist_typer),
             gicd::IIDR => u64::from(IIDR_VIRQ),
             gicd::TYPER2 => 0,
             gicd::PIDR2 => u64::from(PIDR2_GICV3),
