@@ -115,6 +115,9 @@ fn int(dev: u32, event: u32) -> Cmd {
 fn discard(dev: u32, event: u32) -> Cmd {
     dev_event(0x0f, dev, event)
 }
+fn invall(icid: u16) -> Cmd {
+    [0x0d, 0, u64::from(icid), 0]
+}
 fn sync(rdbase: u64) -> Cmd {
     [0x05, 0, rdbase << 16, 0]
 }
@@ -296,7 +299,8 @@ fn with_vcpu1_spinning(c: &Ctx, f: impl FnOnce() -> Result<(), Msg>) -> Result<(
 /// §5.3.9 INV re-reads the configuration: event 0 (vINTID 8200, disabled) sent to
 /// running vCPU 1 is not taken in 50 ms; the guest enables it in its table and
 /// issues INV + SYNC: the pending vLPI is taken then (hyp copied the byte into the
-/// VM's vLPI table before the host INV).
+/// VM's vLPI table before the host INV). Then the same round with INVALL (§5.3.10)
+/// for the disable and the enable (hyp copies vCPU 1's whole table, then VINVALL).
 pub fn test_inv(c: &mut Ctx) -> Result<(), Msg> {
     if !c.gicv4 {
         return not_supported();
@@ -312,7 +316,24 @@ pub fn test_inv(c: &mut Ctx) -> Result<(), Msg> {
             c.wait_until(1000, || taken(1, 0) > base),
             "vINTID 8200 not taken after enable + INV"
         );
-        println!("testguest: vits_inv: disabled vLPI held pending, taken after enable + INV");
+        // The same with §5.3.10 INVALL of collection 1 (vCPU 1's).
+        set_config(VINTID0, false);
+        submit(c, &[invall(1), sync(1)])?;
+        ensure!(send(DEV, 0) == 0, "VIRQ_VITS_SEND refused event 0");
+        c.delay_ms(50);
+        ensure!(
+            taken(1, 0) == base + 1,
+            "vINTID 8200 taken after disable + INVALL"
+        );
+        set_config(VINTID0, true);
+        submit(c, &[invall(1), sync(1)])?;
+        ensure!(
+            c.wait_until(1000, || taken(1, 0) > base + 1),
+            "vINTID 8200 not taken after enable + INVALL"
+        );
+        println!(
+            "testguest: vits_inv: disabled vLPI held pending, taken after enable + INV; the same with INVALL"
+        );
         Ok(())
     })
 }

@@ -23,10 +23,13 @@
 //! E) (as a real MSI to an unmapped event is dropped).
 //!
 //! **Order and locks.** One guest ITS access runs under its `VmIts::its` lock: the
-//! model processes the queue, collecting actions; they are applied (configuration
-//! bytes written first, then the host commands in guest order, batched, each batch's
-//! completion waited for with the driver's bound) before the lock is dropped, so the
-//! guest's `CREADR` moves only once the host ITS has done the work. Lock order:
+//! model processes the queue and each action is applied as it comes (configuration
+//! bytes written at once, host commands queued in guest order and sent in batches of
+//! 32, each batch's completion waited for with the driver's bound; hyp's memory does
+//! not grow with the guest's queue) before the lock is dropped, so no vCPU sees the
+//! guest's `CREADR` move before the host ITS has done the work. An INVALL copies the
+//! vCPU's whole configuration table (vINTIDs below its `IDbits`, at most 2^16; 256
+//! bytes per checked copy). Lock order:
 //! the vGIC (read and released before the access, for `GICR_PROPBASER`), then
 //! `VmIts::its`, then the host ITS.
 //!
@@ -178,43 +181,126 @@ pub struct Env<'a> {
 }
 
 /// A guest access to its ITS frames (`offset` from `layout::ITS_IPA`; `value` `Some`
-/// for a write): what a read sees.
+/// for a write): what a read sees. The model's actions are applied as they come
+/// ([`Applier`]): hyp's memory use does not grow with the guest's queue.
 pub fn access(env: &Env<'_>, vits: &VmIts, offset: u64, size: u8, value: Option<u64>) -> u64 {
-    let mut actions = Vec::new();
     let mut its = vits.its.lock();
-    let r = its.access(offset, size, value, &env.ram, &mut |a| actions.push(a));
-    if !actions.is_empty() {
-        apply(env, vits, &its, &actions);
+    if value.is_none() {
+        let mut none = |_: HostAction| {};
+        return its.access(offset, size, None, &env.ram, &mut none);
     }
+    let mut a = Applier {
+        env,
+        vits,
+        cmds: Vec::new(),
+    };
+    let r = its.access(offset, size, value, &env.ram, &mut a);
+    a.flush();
     r
 }
 
-/// Apply `actions` (in order) on the host ITS; `its` is the model after them.
-fn apply(env: &Env<'_>, vits: &VmIts, its: &GuestIts, actions: &[HostAction]) {
-    let c = &vits.counts;
-    c.actions.fetch_add(actions.len() as u64, Ordering::Relaxed);
-    let lpis = env.lpis;
-    let copy = |vcpu: usize, vintid: u32| {
-        let cfg = env
+/// Host commands queued before they are sent (a batch the host queue holds).
+const BATCH: usize = 32;
+
+/// Turns a guest's [`HostAction`]s into host commands, in order, sent in batches of
+/// [`BATCH`] (see the module docs).
+struct Applier<'a, 'e> {
+    env: &'a Env<'e>,
+    vits: &'a VmIts,
+    cmds: Vec<Cmd>,
+}
+
+impl Applier<'_, '_> {
+    fn push(&mut self, cmd: Cmd) {
+        self.cmds.push(cmd);
+        if self.cmds.len() >= BATCH {
+            self.flush();
+        }
+    }
+
+    /// Send the queued commands (after the configuration bytes written for them: the
+    /// driver's submit has the barrier).
+    fn flush(&mut self) {
+        if !self.cmds.is_empty() {
+            let sent = gicv4::submit_cmds(&self.cmds);
+            self.vits
+                .counts
+                .host_cmds
+                .fetch_add(sent as u64, Ordering::Relaxed);
+            self.cmds.clear();
+        }
+    }
+
+    /// Copy the configuration byte of `vintid` from `vcpu`'s LPI configuration table
+    /// (`GICR_PROPBASER`) into the VM's vLPI table; disabled if it cannot be read.
+    fn copy(&self, vcpu: usize, vintid: u32) {
+        let c = &self.vits.counts;
+        let cfg = self
+            .env
             .propbaser
             .get(vcpu)
             .copied()
             .flatten()
-            .and_then(|p| vits::lpi_config(&env.ram, p, vintid).ok());
+            .and_then(|p| vits::lpi_config(&self.env.ram, p, vintid).ok());
         match cfg {
             Some(cfg) => {
-                lpis.set_config(vintid, cfg.priority, cfg.enabled);
+                self.env.lpis.set_config(vintid, cfg.priority, cfg.enabled);
                 c.config_copies.fetch_add(1, Ordering::Relaxed);
             }
             None => {
-                lpis.set_config(vintid, NO_PRIORITY, false);
+                self.env.lpis.set_config(vintid, NO_PRIORITY, false);
                 c.config_unread.fetch_add(1, Ordering::Relaxed);
             }
         }
-    };
-    let vpe = env.vpe;
-    let mut cmds = Vec::new();
-    for &a in actions {
+    }
+
+    /// INVALL: every configuration byte of `vcpu`'s table (vINTIDs 8192 up to its
+    /// `IDbits` and 2^[`VID_BITS`]), read in chunks of checked copies; a chunk that
+    /// cannot be read leaves its vLPIs disabled.
+    fn copy_all(&self, vcpu: usize) {
+        let c = &self.vits.counts;
+        let Some(p) = self.env.propbaser.get(vcpu).copied().flatten() else {
+            c.config_unread.fetch_add(1, Ordering::Relaxed);
+            return;
+        };
+        let id_bits = ((p & 0x1f) as u32 + 1).min(VID_BITS);
+        if id_bits < 14 {
+            return;
+        }
+        let table = p & 0x000f_ffff_ffff_f000;
+        let mut buf = [0u8; 256];
+        let mut id = vits::LPI_BASE;
+        while id < 1 << id_bits {
+            let n = buf.len().min(((1u32 << id_bits) - id) as usize);
+            let chunk = &mut buf[..n];
+            let ok = self
+                .env
+                .ram
+                .read(table + u64::from(id - vits::LPI_BASE), chunk)
+                .is_ok();
+            for (k, b) in chunk.iter().enumerate() {
+                let (prio, on) = if ok {
+                    (b & 0xfc, b & 1 != 0)
+                } else {
+                    (NO_PRIORITY, false)
+                };
+                self.env.lpis.set_config(id + k as u32, prio, on);
+            }
+            let counter = if ok {
+                &c.config_copies
+            } else {
+                &c.config_unread
+            };
+            counter.fetch_add(n as u64, Ordering::Relaxed);
+            id += n as u32;
+        }
+    }
+}
+
+impl vits::ItsSink for Applier<'_, '_> {
+    fn act(&mut self, a: HostAction) {
+        let c = &self.vits.counts;
+        c.actions.fetch_add(1, Ordering::Relaxed);
         let device = match a {
             HostAction::Map { device, .. }
             | HostAction::Unmap { device, .. }
@@ -224,43 +310,44 @@ fn apply(env: &Env<'_>, vits: &VmIts, its: &GuestIts, actions: &[HostAction]) {
             | HostAction::Clear { device, .. } => Some(device),
             HostAction::InvAll { .. } | HostAction::Sync { .. } | HostAction::MovAll { .. } => None,
         };
-        let host = match device.map(|d| vits.host_device(d)) {
+        let host = match device.map(|d| self.vits.host_device(d)) {
             Some(None) => {
                 c.no_host_device.fetch_add(1, Ordering::Relaxed);
-                continue;
+                return;
             }
             Some(Some(h)) => h,
             None => 0,
         };
-        match a {
+        let vpe = self.env.vpe;
+        let cmd = match a {
             HostAction::Map {
                 event,
                 vintid,
                 vcpu,
                 ..
             } => {
-                let Some(p) = vpe(vcpu) else { continue };
-                copy(vcpu, vintid);
-                cmds.push(Cmd::Vmapti {
+                let Some(p) = vpe(vcpu) else { return };
+                self.copy(vcpu, vintid);
+                Cmd::Vmapti {
                     device: host,
                     event,
                     vpeid: p.id,
                     vintid,
                     doorbell: p.doorbell_lpi,
-                });
+                }
             }
-            HostAction::Unmap { event, .. } => cmds.push(Cmd::Discard {
+            HostAction::Unmap { event, .. } => Cmd::Discard {
                 device: host,
                 event,
-            }),
+            },
             HostAction::Move { event, to_vcpu, .. } => {
-                let Some(p) = vpe(to_vcpu) else { continue };
-                cmds.push(Cmd::Vmovi {
+                let Some(p) = vpe(to_vcpu) else { return };
+                Cmd::Vmovi {
                     device: host,
                     event,
                     vpeid: p.id,
                     doorbell: p.doorbell_lpi,
-                });
+                }
             }
             HostAction::Inv {
                 event,
@@ -268,39 +355,34 @@ fn apply(env: &Env<'_>, vits: &VmIts, its: &GuestIts, actions: &[HostAction]) {
                 vcpu,
                 ..
             } => {
-                copy(vcpu, vintid);
-                cmds.push(Cmd::Inv {
+                self.copy(vcpu, vintid);
+                Cmd::Inv {
                     device: host,
                     event,
-                });
+                }
             }
             HostAction::InvAll { vcpu } => {
-                let Some(p) = vpe(vcpu) else { continue };
-                for m in its.mappings().filter(|m| m.vcpu == vcpu) {
-                    if vits.host_device(m.device).is_some() {
-                        copy(vcpu, m.vintid);
-                    }
-                }
-                cmds.push(Cmd::Vinvall { vpeid: p.id });
+                let Some(p) = vpe(vcpu) else { return };
+                self.copy_all(vcpu);
+                Cmd::Vinvall { vpeid: p.id }
             }
-            HostAction::Int { event, .. } => cmds.push(Cmd::Int {
+            HostAction::Int { event, .. } => Cmd::Int {
                 device: host,
                 event,
-            }),
-            HostAction::Clear { event, .. } => cmds.push(Cmd::Clear {
+            },
+            HostAction::Clear { event, .. } => Cmd::Clear {
                 device: host,
                 event,
-            }),
+            },
             HostAction::Sync { vcpu } => {
-                let Some(p) = vpe(vcpu) else { continue };
-                cmds.push(Cmd::Vsync { vpeid: p.id });
+                let Some(p) = vpe(vcpu) else { return };
+                Cmd::Vsync { vpeid: p.id }
             }
-            HostAction::MovAll { .. } => {}
-        }
-    }
-    if !cmds.is_empty() {
-        let sent = gicv4::submit_cmds(&cmds);
-        c.host_cmds.fetch_add(sent as u64, Ordering::Relaxed);
+            // Nothing moves with it: the model reported each mapping's MAPC retarget
+            // as a `Move` (VMOVI), which carries its pending state.
+            HostAction::MovAll { .. } => return,
+        };
+        self.push(cmd);
     }
 }
 
