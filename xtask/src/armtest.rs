@@ -317,9 +317,9 @@ pub fn check_gicv4(out: &str) -> Result<String> {
 
 /// The guest ITS part of the GICv4 proof: the guest's `vits_*` lines (device vLPIs
 /// through its own ITS: 0 exits while running, a doorbell wake-up each while blocked;
-/// 3 bad commands counted; a DeviceID with no host device dropped) and hyp's `vits`
-/// ACCT line (the same errors, `no_host_device` = 2, configuration bytes copied, no
-/// unreadable one).
+/// 3 bad commands counted; a DeviceID with no host device dropped; a queue outside RAM
+/// stalled) and hyp's `vits` ACCT line (the same errors and `read_failed` 1,
+/// `no_host_device` = 2, configuration bytes copied, no unreadable one).
 pub fn check_vits(out: &str) -> Result<String> {
     let line = |p: &str| -> Result<&str> {
         out.lines()
@@ -356,7 +356,11 @@ pub fn check_vits(out: &str) -> Result<String> {
     );
     line("testguest: vits_inv: ")?;
     line("testguest: vits_movi: ")?;
-    line("testguest: vits_errors: ")?;
+    let errors = line("testguest: vits_errors: ")?;
+    ensure!(
+        errors.contains("a queue outside RAM stalled"),
+        "vits_errors: {errors}"
+    );
     let acct = line(&format!("hyp: ACCT {GUEST_NAME} vits: "))?;
     let get = |k: &str| num(acct, &format!("{k} ")).unwrap_or(u64::MAX);
     ensure!(
@@ -374,6 +378,7 @@ pub fn check_vits(out: &str) -> Result<String> {
         ("unknown: ", 1),
         ("device_unmapped: ", 1),
         ("event_oor: ", 1),
+        ("read_failed: ", 1),
     ] {
         let n = num(acct, k).unwrap_or(u64::MAX);
         ensure!(n == want, "hyp counted {k}{n}, want {want}");
@@ -894,8 +899,8 @@ mod tests {
          testguest: vits_running: 100 device vLPIs through the guest ITS taken by running vCPU 1, its exits meanwhile: 0\n\
          testguest: vits_doorbell: 20 device vLPIs to blocked vCPU 1: 20 doorbells, 20 doorbell wake-ups\n\
          testguest: vits_movi: event 2 taken by vCPU 0, then by vCPU 1 after MOVI\n\
-         testguest: vits_errors: 3 command errors ignored, 2 actions for a DeviceID with no host device dropped, 1 host command\n\
-         hyp: ACCT testguest vits: actions 19 host_cmds 17 no_host_device 2 config_copies 9 config_unread 0 msis 123 msis_dropped 2; command errors CmdErrors { unknown: 1, device_oor: 0, device_unmapped: 1, event_oor: 1, event_unmapped: 0, icid_oor: 0, collection_unmapped: 0, intid_oor: 0, intid_in_use: 0, size_oor: 0, rdbase_oor: 0, table_full: 0, read_failed: 0 }; register errors ErrorCounters { bad_width: 0, misaligned: 0, unmapped: 0, read_only: 0, ignored_value: 2 }\n\
+         testguest: vits_errors: 3 command errors ignored, 2 actions for a DeviceID with no host device dropped, 1 host command; a queue outside RAM stalled (GITS_CREADR 0x1), the ITS works again after CBASER\n\
+         hyp: ACCT testguest vits: actions 19 host_cmds 17 no_host_device 2 config_copies 9 config_unread 0 msis 123 msis_dropped 2; command errors CmdErrors { unknown: 1, device_oor: 0, device_unmapped: 1, event_oor: 1, event_unmapped: 0, icid_oor: 0, collection_unmapped: 0, intid_oor: 0, intid_in_use: 0, size_oor: 0, rdbase_oor: 0, table_full: 0, read_failed: 1 }; register errors ErrorCounters { bad_width: 0, misaligned: 0, unmapped: 0, read_only: 0, ignored_value: 2 }\n\
          hyp: testguest: GICv4 errors: 0\n"
             .into()
     }
@@ -930,6 +935,8 @@ mod tests {
             g.replace("config_unread 0", "config_unread 1"),
             g.replace("unknown: 1,", "unknown: 0,"),
             g.replace("event_oor: 1,", "event_oor: 0,"),
+            g.replace("read_failed: 1 }", "read_failed: 0 }"),
+            g.replace("a queue outside RAM stalled", "a queue outside RAM ran"),
             g.replace("testguest: vits_inv", "testguest: vits_ink"),
             g.replace("testguest: vits_movi", "testguest: vits_move"),
             g.replace("hyp: ACCT testguest vits", "hyp: ACCT testguest its"),

@@ -434,7 +434,9 @@ pub fn test_movi(c: &mut Ctx) -> Result<(), Msg> {
 /// has no device behind it in hyp: its MAPD/MAPTI/INT are valid for the model but
 /// reach no host ITS (2 actions dropped, 0 host commands but the SYNC's VSYNC), and
 /// its vLPI is never taken; hyp's send call refuses it (-2) and an event the guest
-/// never mapped (-3). DISCARD then unmaps event 1: sending it is refused (-3).
+/// never mapped (-3). DISCARD then unmaps event 1: sending it is refused (-3). A
+/// command queue outside the guest's RAM stalls (hyp's read of it fails, never more);
+/// with the queue back (`GITS_CBASER` resets `GITS_CREADR`) the ITS works again.
 pub fn test_errors(c: &mut Ctx) -> Result<(), Msg> {
     if !c.gicv4 {
         return not_supported();
@@ -476,8 +478,34 @@ pub fn test_errors(c: &mut Ctx) -> Result<(), Msg> {
     ensure!(send(DEV, 1) == -3, "event 1 translated after DISCARD");
     c.delay_ms(20);
     ensure!(taken(1, 3) == b, "a vLPI of vCPU 1 taken meanwhile");
+    let b = taken(1, 3);
+    // A queue outside the guest's RAM: hyp's checked read fails, the queue stalls
+    // (`GITS_CREADR.Stalled`, §12.19.6) and nothing runs; the real queue back, the ITS
+    // works again.
+    hw::write32(GITS_BASE + CTLR, 0);
+    hw::write64(GITS_BASE + CBASER, VALID | crate::regs::UNMAPPED);
+    hw::write64(GITS_BASE + CWRITER, 0x20);
+    hw::write32(GITS_BASE + CTLR, 1);
+    let creadr = hw::read64(GITS_BASE + CREADR);
+    ensure!(
+        creadr == 1,
+        "GITS_CREADR {creadr:#x} with the queue outside RAM, want 0 + Stalled"
+    );
+    hw::write32(GITS_BASE + CTLR, 0);
+    // SAFETY: only the field's address is taken.
+    let q = unsafe { core::ptr::addr_of_mut!((*mem()).queue) as u64 };
+    hw::write64(GITS_BASE + CBASER, VALID | q);
+    hw::write64(GITS_BASE + CWRITER, 0);
+    WRITE.store(0, Ordering::SeqCst);
+    hw::write32(GITS_BASE + CTLR, 1);
+    submit(c, &[sync(1)])?;
+    ensure!(send(DEV, 3) == 0, "event 3 refused after the stall");
+    ensure!(
+        c.wait_until(1000, || taken(1, 3) > b),
+        "event 3 not taken after the stall"
+    );
     println!(
-        "testguest: vits_errors: {e} command errors ignored, {n} actions for a DeviceID with no host device dropped, {h} host command"
+        "testguest: vits_errors: {e} command errors ignored, {n} actions for a DeviceID with no host device dropped, {h} host command; a queue outside RAM stalled (GITS_CREADR {creadr:#x}), the ITS works again after CBASER"
     );
     Ok(())
 }
