@@ -1,6 +1,6 @@
 //! A vCPU's exits on aarch64: decoding `ESR_EL2` and handling each class (WFI, PSCI
 //! and SMCCC calls, trapped system registers — SGIs and ID registers —, the vGIC's
-//! MMIO frames, faults injected back), the kicks the vGIC model asks for, and the
+//! MMIO frames, a vgicv4 guest's ITS frames (`vits`), faults injected back), the kicks the vGIC model asks for, and the
 //! passthrough SPI's three completion paths (`vm::Link`).
 use core::sync::atomic::Ordering;
 

@@ -119,19 +119,31 @@ pub fn new(index: usize, vcpus: usize) -> Result<VmIts, String> {
         device_bits: DEVICE_BITS,
     })
     .map_err(|e| format!("vITS: {e:?}"))?;
-    let host = TEST_HOST_DEVICE_BASE + index as u32;
-    gicv4::map_host_device(host, EVENT_BITS)?;
-    Ok(VmIts {
+    let mut v = VmIts {
         its: Mutex::new(Box::new(its)),
-        devices: alloc::vec![HostDevice {
-            guest: TEST_DEVICE,
-            host,
-        }],
+        devices: Vec::new(),
         counts: ItsCounts::default(),
-    })
+    };
+    v.add_device(TEST_DEVICE, TEST_HOST_DEVICE_BASE + index as u32)?;
+    Ok(v)
 }
 
 impl VmIts {
+    /// Let guest DeviceID `guest` stand for host DeviceID `host` (MAPD'd on the host
+    /// ITS here, with 2^8 events: the guest's EventIDs, identical on both sides).
+    /// While the guest is built: hyp's test device; a passed-through PCIe function
+    /// (guest requester ID → host requester ID) the same way.
+    pub fn add_device(&mut self, guest: u32, host: u32) -> Result<(), String> {
+        if self.host_device(guest).is_some() || self.devices.iter().any(|d| d.host == host) {
+            return Err(format!(
+                "vITS: guest DeviceID {guest:#x} or host DeviceID {host:#x} already mapped"
+            ));
+        }
+        gicv4::map_host_device(host, EVENT_BITS)?;
+        self.devices.push(HostDevice { guest, host });
+        Ok(())
+    }
+
     fn host_device(&self, guest: u32) -> Option<u32> {
         self.devices
             .iter()
