@@ -7,8 +7,8 @@
 //! (`gicv4`): `Map` → VMAPTI to the target vCPU's vPE with that vCPU's doorbell,
 //! `Unmap` → DISCARD, `Move` → VMOVI (the new vPE's doorbell), `Inv` → the guest's
 //! configuration byte copied into the VM's vLPI configuration table
-//! (`GICR_VPROPBASER`) then INV, `InvAll` → the same for every mapping of that vCPU
-//! then VINVALL, `Int`/`Clear` → INT/CLEAR, `Sync` → VSYNC. `MovAll` needs nothing:
+//! (`GICR_VPROPBASER`) then INV, `InvAll` → the vCPU's whole configuration table
+//! copied, then VINVALL, `Int`/`Clear` → INT/CLEAR, `Sync` → VSYNC. `MovAll` needs nothing:
 //! the model reports MAPC retargets as `Move`s, which carry the pending state.
 //!
 //! **DeviceIDs.** A guest DeviceID means something only through [`HostDevice`]: the
@@ -29,9 +29,8 @@
 //! not grow with the guest's queue) before the lock is dropped, so no vCPU sees the
 //! guest's `CREADR` move before the host ITS has done the work. An INVALL copies the
 //! vCPU's whole configuration table (vINTIDs below its `IDbits`, at most 2^16; 256
-//! bytes per checked copy). Lock order:
-//! the vGIC (read and released before the access, for `GICR_PROPBASER`), then
-//! `VmIts::its`, then the host ITS.
+//! bytes per checked copy). Lock order: the vGIC (read and released before a write
+//! reaches the model, for `GICR_PROPBASER`), then `VmIts::its`, then the host ITS.
 //!
 //! vgicv3 guests have no `VmIts`: their data aborts test one `Option` only after the
 //! GIC and UART ranges missed.
@@ -102,7 +101,7 @@ pub struct ItsCounts {
 
 /// A guest's ITS: the model, the DeviceID table, counters.
 pub struct VmIts {
-    /// The model (boxed: 30 KiB).
+    /// The model (boxed: about 33 KiB).
     pub its: Mutex<Box<GuestIts>>,
     /// Guest DeviceID → host DeviceID.
     pub devices: Vec<HostDevice>,
