@@ -41,6 +41,7 @@ pub const CASES: &[&str] = &[
     LINUX_CASE,
     LINUX_SMP4_CASE,
     LINUX_OVERCOMMIT_CASE,
+    LINUX_GICV4_CASE,
     TWO_LINUX_CASE,
 ];
 /// Two Debian arm64 guests at once (`configs/two-linux-arm64.toml`).
@@ -53,6 +54,9 @@ pub const LINUX_CASE: &str = "aarch64-linux";
 pub const LINUX_SMP4_CASE: &str = "aarch64-linux-smp4";
 /// The same with 4 vCPUs on 2 CPUs (hyp's scheduler switches vCPUs on each CPU).
 pub const LINUX_OVERCOMMIT_CASE: &str = "aarch64-linux-overcommit";
+/// The same on `topology = "vgicv4"` (`-M virt,gic-version=4`): Linux finds hyp's
+/// vITS and sets it up ([`check_linux_its`]).
+pub const LINUX_GICV4_CASE: &str = "aarch64-linux-gicv4";
 /// The Linux cases: name and the `--set`s they apply to [`LINUX_CONFIG`].
 const LINUX_CASES: &[(&str, &[&str])] = &[
     (LINUX_CASE, &[]),
@@ -61,6 +65,7 @@ const LINUX_CASES: &[(&str, &[&str])] = &[
         LINUX_OVERCOMMIT_CASE,
         &["machine.harts=2", "guest.0.vcpus=4"],
     ),
+    (LINUX_GICV4_CASE, &["guest.0.topology=vgicv4"]),
 ];
 /// The configuration it boots (with the test `/init`).
 const LINUX_CONFIG: &str = "linux-arm64";
@@ -192,7 +197,12 @@ pub fn linux_case(name: &str) -> Result<String> {
     };
     let cfg = crate::config::suite(name, LINUX_CONFIG, sets, &images)?;
     let vcpus = cfg.config.guests.first().context("no guest")?.vcpus;
-    let m = cfg.machine(Duration::from_secs(LINUX_TIMEOUT_S), &[])?;
+    let mut m = cfg.machine(Duration::from_secs(LINUX_TIMEOUT_S), &[])?;
+    let its = name == LINUX_GICV4_CASE;
+    if its {
+        // Every ITS command QEMU skips is a guest error: the case fails on any.
+        m.extra.extend(["-d".into(), "guest_errors".into()]);
+    }
     let o = run_command_watched(
         m.command_for(&hyp),
         m.timeout,
@@ -201,7 +211,14 @@ pub fn linux_case(name: &str) -> Result<String> {
     )?;
     let log = save_log(name, &o.output)?;
     let secs = o.elapsed.as_secs_f64();
-    match check_linux(&o, vcpus) {
+    let checked = check_linux(&o, vcpus).and_then(|s| {
+        if its {
+            Ok(format!("{s}; {}", check_linux_its(&o.output)?))
+        } else {
+            Ok(s)
+        }
+    });
+    match checked {
         Ok(s) => Ok(format!("{s}, {secs:.1} s")),
         Err(e) => bail!("{e:#} ({secs:.1} s, log {})", log.display()),
     }
@@ -356,6 +373,61 @@ pub fn check_linux(o: &Outcome, vcpus: u32) -> Result<String> {
     ))
 }
 
+/// What Linux on a vgicv4 guest must show besides [`check_linux`]: its ITS driver
+/// probed hyp's vITS (`ITS@0x0000000008080000` lines, no "ITS … failed"), LPIs
+/// allocated, no QEMU GIC/ITS guest error (`-d guest_errors`), no GICv4 error and no
+/// guest command error in hyp's ACCT lines.
+pub fn check_linux_its(out: &str) -> Result<String> {
+    if let Some(l) = out.lines().find(|l| crate::armtest::qemu_gic_error(l)) {
+        bail!("QEMU reports a GIC/ITS guest error: {l:?}");
+    }
+    let its: Vec<&str> = out
+        .lines()
+        .filter(|l| l.contains("ITS@0x0000000008080000"))
+        .collect();
+    ensure!(!its.is_empty(), "Linux did not probe the ITS at 0x08080000");
+    ensure!(
+        !out.lines()
+            .any(|l| l.contains("ITS") && l.contains("failed")),
+        "Linux: an ITS step failed"
+    );
+    ensure!(
+        out.lines()
+            .any(|l| l.trim_end().ends_with("GICv4 errors: 0")),
+        "hyp reports GICv4 errors (or none counted)"
+    );
+    let acct = out
+        .lines()
+        .find_map(|l| l.split_once(" vits: ").map(|(_, r)| r))
+        .context("no vits ACCT line")?;
+    // Every counter inside `CmdErrors { .. }` and `ErrorCounters { .. }` is 0, and no
+    // configuration byte was unreadable.
+    let counted: u64 = acct
+        .split('{')
+        .skip(1)
+        .filter_map(|p| p.split('}').next())
+        .flat_map(|p| p.split(','))
+        .filter_map(|f| f.rsplit(": ").next()?.trim().parse::<u64>().ok())
+        .sum();
+    ensure!(
+        counted == 0 && acct.contains("config_unread 0"),
+        "hyp's vITS counted guest errors: {acct}"
+    );
+    Ok(format!(
+        "ITS: {} probe lines ({}); hyp vITS: {}",
+        its.len(),
+        its.iter()
+            .map(|l| l
+                .split("ITS@0x0000000008080000: ")
+                .nth(1)
+                .unwrap_or(l)
+                .trim())
+            .collect::<Vec<_>>()
+            .join(" | "),
+        acct.split(';').next().unwrap_or(acct)
+    ))
+}
+
 /// Every line of [`EXPECTED`] in order, QEMU ended by itself with status 0.
 pub fn check(o: &Outcome) -> Result<()> {
     ensure!(!o.timed_out, "QEMU timed out");
@@ -406,6 +478,27 @@ hyp: power off (status 0)
             status,
             timed_out: status.is_none(),
             elapsed: Duration::from_secs(1),
+        }
+    }
+
+    #[test]
+    fn linux_its_checks() {
+        let good = "[    0.000000] ITS@0x0000000008080000: allocated 65536 Devices @82a00000 (flat, esz 8, psz 64K, shr 1)\n\
+                    hyp: ACCT linux vits: actions 6 host_cmds 6 no_host_device 0 config_copies 0 config_unread 0 msis 0 msis_dropped 0; command errors CmdErrors { unknown: 0, read_failed: 0 }; register errors ErrorCounters { bad_width: 0, ignored_value: 0 }\n\
+                    hyp: linux: GICv4 errors: 0\n";
+        let s = check_linux_its(good).unwrap();
+        assert!(s.contains("1 probe lines"), "{s}");
+        for bad in [
+            good.replace("ITS@0x0000000008080000", "ITS@0x0000000008090000"),
+            good.replace("unknown: 0", "unknown: 2"),
+            good.replace("ignored_value: 0", "ignored_value: 1"),
+            good.replace("config_unread 0", "config_unread 3"),
+            good.replace("GICv4 errors: 0", "GICv4 errors: 1"),
+            good.replace(" vits: ", " its: "),
+            format!("{good}process_mapti: invalid collection\n"),
+            format!("{good}[    1.0] ITS: failed to allocate device\n"),
+        ] {
+            assert!(check_linux_its(&bad).is_err(), "{bad}");
         }
     }
 

@@ -82,6 +82,12 @@ pub const TESTS: &[&str] = &[
     "vlpi_running",
     "vlpi_wfi_doorbell",
     "vlpi_soak",
+    "vits_setup",
+    "vits_inv",
+    "vits_running",
+    "vits_doorbell",
+    "vits_movi",
+    "vits_errors",
     "psci_cpu_off",
     "no_unexpected_interrupts",
 ];
@@ -302,9 +308,85 @@ pub fn check_gicv4(out: &str) -> Result<String> {
             .any(|l| l.trim_end() == format!("hyp: {GUEST_NAME}: GICv4 errors: 0")),
         "hyp reports GICv4 errors (or none counted)"
     );
+    let vits = check_vits(out)?;
     Ok(format!(
-        "GICv4: {vlpis} vLPIs to a running vCPU with {exits} exits; soak: {soak}; vCPU 1: {sent} vLPIs sent, {doorbells} doorbells, {wakeups} doorbell wake-ups ({:.2} doorbells per wake-up), {stay} puts kept runnable by PendingLast",
+        "GICv4: {vlpis} vLPIs to a running vCPU with {exits} exits; soak: {soak}; vCPU 1: {sent} vLPIs sent, {doorbells} doorbells, {wakeups} doorbell wake-ups ({:.2} doorbells per wake-up), {stay} puts kept runnable by PendingLast; {vits}",
         doorbells as f64 / wakeups.max(1) as f64
+    ))
+}
+
+/// The guest ITS part of the GICv4 proof: the guest's `vits_*` lines (device vLPIs
+/// through its own ITS: 0 exits while running, a doorbell wake-up each while blocked;
+/// 3 bad commands counted; a DeviceID with no host device dropped; a queue outside RAM
+/// stalled) and hyp's `vits` ACCT line (the same errors and `read_failed` 1,
+/// `no_host_device` = 2, configuration bytes copied, no unreadable one).
+pub fn check_vits(out: &str) -> Result<String> {
+    let line = |p: &str| -> Result<&str> {
+        out.lines()
+            .find_map(|l| l.trim_end().strip_prefix(p))
+            .with_context(|| format!("no {p:?} line"))
+    };
+    let num = |s: &str, after: &str| -> Option<u64> {
+        s.split(after)
+            .nth(1)?
+            .split(|c: char| !c.is_ascii_digit())
+            .next()?
+            .parse()
+            .ok()
+    };
+    let running = line("testguest: vits_running: ")?;
+    let taken = running
+        .split(' ')
+        .next()
+        .and_then(|n| n.parse::<u64>().ok())
+        .context("malformed vits_running line")?;
+    let exits = num(running, "its exits meanwhile: ").context("malformed vits_running line")?;
+    ensure!(
+        taken == 100 && exits == 0,
+        "vits_running: {taken} device vLPIs, {exits} exits"
+    );
+    let db = line("testguest: vits_doorbell: ")?;
+    let (d, w) = (
+        num(db, ": ").context("malformed vits_doorbell line")?,
+        num(db, "doorbells, ").context("malformed vits_doorbell line")?,
+    );
+    ensure!(
+        w >= 20 && d >= w,
+        "vits_doorbell: {d} doorbells, {w} wake-ups"
+    );
+    line("testguest: vits_inv: ")?;
+    line("testguest: vits_movi: ")?;
+    let errors = line("testguest: vits_errors: ")?;
+    ensure!(
+        errors.contains("a queue outside RAM stalled"),
+        "vits_errors: {errors}"
+    );
+    let acct = line(&format!("hyp: ACCT {GUEST_NAME} vits: "))?;
+    let get = |k: &str| num(acct, &format!("{k} ")).unwrap_or(u64::MAX);
+    ensure!(
+        get("no_host_device") == 2,
+        "hyp dropped {} actions of the DeviceID with no host device, want 2",
+        get("no_host_device")
+    );
+    ensure!(
+        get("config_unread") == 0 && get("config_copies") >= 5,
+        "hyp: {} configuration bytes copied, {} unreadable",
+        get("config_copies"),
+        get("config_unread")
+    );
+    for (k, want) in [
+        ("unknown: ", 1),
+        ("device_unmapped: ", 1),
+        ("event_oor: ", 1),
+        ("read_failed: ", 1),
+    ] {
+        let n = num(acct, k).unwrap_or(u64::MAX);
+        ensure!(n == want, "hyp counted {k}{n}, want {want}");
+    }
+    Ok(format!(
+        "vITS: {taken} device vLPIs to a running vCPU with {exits} exits, {d} doorbells for {w} wake-ups of a blocked one, {} host commands, {} config copies",
+        get("host_cmds"),
+        get("config_copies")
     ))
 }
 
@@ -812,6 +894,13 @@ mod tests {
          PL011 data written to disabled UART\n\
          hyp: ACCT testguest vcpu 0 gicv4: vPE 0 doorbell LPI 8192: vlpis sent 0 doorbells 0 wakeups 0 stay_runnable 0 loads 3\n\
          hyp: ACCT testguest vcpu 1 gicv4: vPE 1 doorbell LPI 8193: vlpis sent 120 doorbells 20 wakeups 20 stay_runnable 0 loads 135\n\
+         testguest: vits_setup: DeviceID 0 mapped (8 EventID bits), 2 collections, 4 events, host commands so far 10\n\
+         testguest: vits_inv: disabled vLPI held pending, taken after enable + INV\n\
+         testguest: vits_running: 100 device vLPIs through the guest ITS taken by running vCPU 1, its exits meanwhile: 0\n\
+         testguest: vits_doorbell: 20 device vLPIs to blocked vCPU 1: 20 doorbells, 20 doorbell wake-ups\n\
+         testguest: vits_movi: event 2 taken by vCPU 0, then by vCPU 1 after MOVI\n\
+         testguest: vits_errors: 3 command errors ignored, 2 actions for a DeviceID with no host device dropped, 1 host command; a queue outside RAM stalled (GITS_CREADR 0x1), the ITS works again after CBASER\n\
+         hyp: ACCT testguest vits: actions 19 host_cmds 17 no_host_device 2 config_copies 9 config_unread 0 msis 123 msis_dropped 2; command errors CmdErrors { unknown: 1, device_oor: 0, device_unmapped: 1, event_oor: 1, event_unmapped: 0, icid_oor: 0, collection_unmapped: 0, intid_oor: 0, intid_in_use: 0, size_oor: 0, rdbase_oor: 0, table_full: 0, read_failed: 1 }; register errors ErrorCounters { bad_width: 0, misaligned: 0, unmapped: 0, read_only: 0, ignored_value: 2 }\n\
          hyp: testguest: GICv4 errors: 0\n"
             .into()
     }
@@ -824,6 +913,37 @@ mod tests {
             "{s}"
         );
         assert!(s.contains("20 doorbells, 20 doorbell wake-ups"), "{s}");
+        assert!(
+            s.contains("vITS: 100 device vLPIs to a running vCPU with 0 exits, 20 doorbells for 20 wake-ups"),
+            "{s}"
+        );
+    }
+
+    #[test]
+    fn vits_exits_doorbells_drops_errors_fail() {
+        let g = gicv4_good();
+        for bad in [
+            g.replace(
+                "its exits meanwhile: 0\ntestguest: vits_doorbell",
+                "its exits meanwhile: 2\ntestguest: vits_doorbell",
+            ),
+            g.replace(
+                "vCPU 1: 20 doorbells, 20 doorbell wake-ups\ntestguest: vits_movi",
+                "vCPU 1: 20 doorbells, 19 doorbell wake-ups\ntestguest: vits_movi",
+            ),
+            g.replace("no_host_device 2", "no_host_device 0"),
+            g.replace("config_unread 0", "config_unread 1"),
+            g.replace("unknown: 1,", "unknown: 0,"),
+            g.replace("event_oor: 1,", "event_oor: 0,"),
+            g.replace("read_failed: 1 }", "read_failed: 0 }"),
+            g.replace("a queue outside RAM stalled", "a queue outside RAM ran"),
+            g.replace("testguest: vits_inv", "testguest: vits_ink"),
+            g.replace("testguest: vits_movi", "testguest: vits_move"),
+            g.replace("hyp: ACCT testguest vits", "hyp: ACCT testguest its"),
+            format!("{g}process_vmovi: invalid vPE\n"),
+        ] {
+            assert!(check_gicv4(&bad).is_err(), "{bad}");
+        }
     }
 
     #[test]

@@ -1128,6 +1128,7 @@ mod tests {
                     "aarch64-linux",
                     "aarch64-linux-smp4",
                     "aarch64-linux-overcommit",
+                    "aarch64-linux-gicv4",
                     "aarch64-two-linux"
                 ],
                 false

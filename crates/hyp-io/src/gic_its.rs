@@ -272,6 +272,14 @@ pub enum Cmd {
         vintid: u32,
         doorbell: u32,
     },
+    /// 0x21 (GICv4.0): move the vLPI of (`device`, `event`) to vPE `vpeid`, with
+    /// doorbell `doorbell` (a physical LPI, or 1023 for none; always given: D = 1).
+    Vmovi {
+        device: u32,
+        event: u32,
+        vpeid: u16,
+        doorbell: u32,
+    },
     /// 0x22 (GICv4.0): move vPE `vpeid` to redistributor `rdbase`; `seq`/`its_list`
     /// are for ITSs without `GITS_TYPER.VMOVP` (0 otherwise).
     Vmovp {
@@ -296,6 +304,7 @@ pub mod code {
     pub const MAPTI: u8 = 0x0a;
     pub const INV: u8 = 0x0c;
     pub const DISCARD: u8 = 0x0f;
+    pub const VMOVI: u8 = 0x21;
     pub const VMOVP: u8 = 0x22;
     pub const VSYNC: u8 = 0x25;
     pub const VMAPP: u8 = 0x29;
@@ -335,6 +344,7 @@ impl Cmd {
             Cmd::Sync { .. } => code::SYNC,
             Cmd::Vmapp { .. } => code::VMAPP,
             Cmd::Vmapti { .. } => code::VMAPTI,
+            Cmd::Vmovi { .. } => code::VMOVI,
             Cmd::Vmovp { .. } => code::VMOVP,
             Cmd::Vsync { .. } => code::VSYNC,
             Cmd::Vinvall { .. } => code::VINVALL,
@@ -407,6 +417,17 @@ impl Cmd {
                 eventid(&mut w, event);
                 vpe(&mut w, vpeid);
                 w[2] |= u64::from(vintid) | (u64::from(doorbell) << 32);
+            }
+            Cmd::Vmovi {
+                device,
+                event,
+                vpeid,
+                doorbell,
+            } => {
+                devid(&mut w, device);
+                eventid(&mut w, event);
+                vpe(&mut w, vpeid);
+                w[2] |= 1 | (u64::from(doorbell) << 32);
             }
             Cmd::Vmovp {
                 vpeid,
@@ -769,6 +790,20 @@ mod tests {
         assert_eq!(w[1], (4 << 32) | 3);
         assert_eq!(w[2], ((8192 + 6) << 32) | (8192 + 5));
         assert_eq!(w[3], 0);
+    }
+
+    #[test]
+    fn vmovi_eventid_vpeid_dw1_doorbell_dw2_63_32_d_dw2_0() {
+        // QEMU's `process_vmovi`: DeviceID DW0[63:32], EventID DW1[31:0], vPEID
+        // DW1[47:32], D DW2[0], Doorbell pINTID DW2[63:32].
+        let w = Cmd::Vmovi {
+            device: 7,
+            event: 9,
+            vpeid: 3,
+            doorbell: 8192 + 2,
+        }
+        .encode();
+        assert_eq!(w, [0x7_0000_0021, (3 << 32) | 9, ((8192 + 2) << 32) | 1, 0]);
     }
 
     #[test]

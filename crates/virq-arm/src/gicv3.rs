@@ -5,8 +5,19 @@
 //!
 //! Affinity routing only (`GICD_CTLR.ARE` = 1) and a single security state (`DS` = 1),
 //! as KVM presents it: group 0 and group 1 both non-secure, `IGRPMODR`/`NSACR` RAZ/WI,
-//! no legacy `ITARGETSR`/`SGIR`, no LPIs. vCPU `i` has affinity `Aff1 = i / 16`,
+//! no legacy `ITARGETSR`/`SGIR`. vCPU `i` has affinity `Aff1 = i / 16`,
 //! `Aff0 = i % 16` (so an SGI target list of 16 bits covers one `Aff1` cluster).
+//!
+//! **LPIs** are off unless [`VGicV3::enable_lpis`] turns them on (for a guest whose
+//! LPIs a GICv4 host delivers: the model never delivers an LPI itself). Then
+//! `GICD_TYPER.LPIS` = 1 with `IDbits` = the configured INTID bits − 1,
+//! `GICR_TYPER.PLPIS` = 1, and each redistributor has `GICR_PROPBASER` and
+//! `GICR_PENDBASER` (stored as written while its `GICR_CTLR.EnableLPIs` = 0, writes
+//! ignored and counted after: the architecture makes them UNPREDICTABLE) and
+//! `GICR_CTLR.EnableLPIs`, which cannot be cleared once set (the IMPLEMENTATION
+//! DEFINED choice the architecture allows). The tables they name are the guest's:
+//! the model reads neither (the hypervisor reads configuration bytes through
+//! [`VGicV3::propbaser`] and `vits::lpi_config`). Without LPIs all of these are RAZ/WI.
 //!
 //! Each INTID has: enable, priority, group, edge/level configuration, active, a
 //! *pending latch* (an edge, or a `ISPENDR` write) and, for level interrupts, the
@@ -190,7 +201,21 @@ pub struct VGicV3<const SPIS: usize, const VCPUS: usize> {
     lrs: [[Option<u32>; MAX_LRS]; VCPUS],
     /// Whether the last flush left deliverable interrupts out (underflow armed).
     overflow: [bool; VCPUS],
+    /// INTID bits with LPIs (14..=16), 0 without.
+    lpi_bits: u32,
+    /// `GICD_TYPER` (set by `new` and `enable_lpis`: one load on a read).
+    dist_typer: u32,
+    /// Per redistributor: `GICR_PROPBASER`, `GICR_PENDBASER`, `EnableLPIs`.
+    rd_lpis: [RdLpis; VCPUS],
     errors: ErrorCounters,
+}
+
+/// A redistributor's LPI registers.
+#[derive(Clone, Copy, Debug, Default)]
+struct RdLpis {
+    propbaser: u64,
+    pendbaser: u64,
+    enabled: bool,
 }
 
 /// What a guest access does to one bit-per-INTID register.
@@ -298,8 +323,34 @@ impl<const SPIS: usize, const VCPUS: usize> VGicV3<SPIS, VCPUS> {
             vcpus,
             lrs: [[None; MAX_LRS]; VCPUS],
             overflow: [false; VCPUS],
+            lpi_bits: 0,
+            // ITLinesNumber, IDbits = 9 (10 bits of INTID).
+            dist_typer: ((intid::SPI_BASE + SPIS as u32) / 32 - 1)
+                | (9 << gicd::TYPER_IDBITS_SHIFT),
+            rd_lpis: [RdLpis::default(); VCPUS],
             errors: ErrorCounters::default(),
         })
+    }
+
+    /// Advertise LPIs with INTIDs below 2^`intid_bits` (14..=16; see the module
+    /// docs). Refused (`false`, nothing changed) for other widths.
+    pub fn enable_lpis(&mut self, intid_bits: u32) -> bool {
+        if !(14..=16).contains(&intid_bits) {
+            return false;
+        }
+        self.lpi_bits = intid_bits;
+        // IDbits = the LPIs' INTID bits − 1, and LPIS.
+        self.dist_typer = (self.dist_typer & !(0x1f << gicd::TYPER_IDBITS_SHIFT))
+            | ((intid_bits - 1) << gicd::TYPER_IDBITS_SHIFT)
+            | gicd::TYPER_LPIS;
+        true
+    }
+
+    /// `GICR_PROPBASER` of `vcpu`'s redistributor once its `GICR_CTLR.EnableLPIs` is
+    /// set (`None` before, or without LPIs): where its LPI configuration bytes are.
+    pub fn propbaser(&self, vcpu: usize) -> Option<u64> {
+        let r = self.rd_lpis.get(vcpu).filter(|_| vcpu < self.vcpus)?;
+        r.enabled.then_some(r.propbaser)
     }
 
     /// vCPUs.
@@ -884,10 +935,7 @@ impl<const SPIS: usize, const VCPUS: usize> VGicV3<SPIS, VCPUS> {
                 ErrorCounters::bump(&mut self.errors.read_only);
                 0
             }
-            gicd::TYPER => {
-                // ITLinesNumber, IDbits = 9 (10 bits of INTID).
-                u64::from((nr / 32 - 1) | (9 << 19))
-            }
+            gicd::TYPER => u64::from(self.dist_typer),
             gicd::IIDR => u64::from(IIDR_VIRQ),
             gicd::TYPER2 => 0,
             gicd::PIDR2 => u64::from(PIDR2_GICV3),
@@ -994,6 +1042,9 @@ impl<const SPIS: usize, const VCPUS: usize> VGicV3<SPIS, VCPUS> {
             if vcpu + 1 == self.vcpus {
                 t |= gicr::TYPER_LAST;
             }
+            if self.lpi_bits != 0 {
+                t |= gicr::TYPER_PLPIS;
+            }
             return match (size, off - gicr::TYPER) {
                 (8, _) => t,
                 (_, 0) => t & 0xffff_ffff,
@@ -1001,8 +1052,10 @@ impl<const SPIS: usize, const VCPUS: usize> VGicV3<SPIS, VCPUS> {
             };
         }
         if (gicr::PROPBASER..gicr::PENDBASER + 8).contains(&off) {
-            self.check(offset, size, &[4, 8]);
-            return 0; // RAZ/WI: no LPIs.
+            if !self.check(offset, size, &[4, 8]) || self.lpi_bits == 0 {
+                return 0; // RAZ/WI without LPIs.
+            }
+            return self.lpi_base_access(vcpu, off, size, value);
         }
         if !self.check(offset, size, &[4]) {
             return 0;
@@ -1020,6 +1073,13 @@ impl<const SPIS: usize, const VCPUS: usize> VGicV3<SPIS, VCPUS> {
                 }
                 u64::from(self.waker[vcpu])
             }
+            gicr::CTLR if self.lpi_bits != 0 => {
+                let r = &mut self.rd_lpis[vcpu];
+                if value.is_some_and(|v| v as u32 & gicr::CTLR_ENABLE_LPIS != 0) {
+                    r.enabled = true; // Never cleared (module docs).
+                }
+                u64::from(if r.enabled { gicr::CTLR_ENABLE_LPIS } else { 0 })
+            }
             gicr::CTLR | gicr::STATUSR => 0,
             gicr::IIDR | gicr::PIDR2 if value.is_some() => {
                 ErrorCounters::bump(&mut self.errors.read_only);
@@ -1033,6 +1093,39 @@ impl<const SPIS: usize, const VCPUS: usize> VGicV3<SPIS, VCPUS> {
                 0
             }
         }
+    }
+}
+
+impl<const SPIS: usize, const VCPUS: usize> VGicV3<SPIS, VCPUS> {
+    /// `GICR_PROPBASER`/`GICR_PENDBASER` of `vcpu` (LPIs on; `off` within them, the
+    /// access width checked): 64-bit or 32-bit halves, stored while `EnableLPIs` = 0.
+    fn lpi_base_access(&mut self, vcpu: usize, off: u32, size: u8, value: Option<u64>) -> u64 {
+        let prop = off < gicr::PENDBASER;
+        let reg = if prop {
+            gicr::PROPBASER
+        } else {
+            gicr::PENDBASER
+        };
+        let (shift, mask) = match (size, off - reg) {
+            (8, _) => (0, u64::MAX),
+            (_, 0) => (0, 0xffff_ffff),
+            _ => (32, 0xffff_ffff_0000_0000),
+        };
+        let r = &mut self.rd_lpis[vcpu];
+        let cur = if prop { r.propbaser } else { r.pendbaser };
+        if let Some(v) = value {
+            if r.enabled {
+                ErrorCounters::bump(&mut self.errors.ignored_value);
+            } else {
+                let merged = (cur & !mask) | ((v << shift) & mask);
+                if prop {
+                    r.propbaser = merged & gicr::PROPBASER_RW;
+                } else {
+                    r.pendbaser = merged & gicr::PENDBASER_RW;
+                }
+            }
+        }
+        (cur & mask) >> shift
     }
 }
 

@@ -56,13 +56,17 @@ pub mod gicd {
     pub const CTLR_ARE: u32 = 1 << 4;
     /// `CTLR.DS`: a single security state, always on here.
     pub const CTLR_DS: u32 = 1 << 6;
+    /// `TYPER.LPIS`: LPIs supported.
+    pub const TYPER_LPIS: u32 = 1 << 17;
+    /// `TYPER.IDbits` [23:19]: INTID bits − 1.
+    pub const TYPER_IDBITS_SHIFT: u32 = 19;
     /// `IROUTER.Interrupt_Routing_Mode` (1 of N).
     pub const IROUTER_IRM: u64 = 1 << 31;
 }
 
 /// Redistributor (`GICR_*`, §12.10): an RD frame and an SGI frame of 64 KiB each.
 pub mod gicr {
-    /// Control (EnableLPIs: RAZ/WI here, no LPIs).
+    /// Control: EnableLPIs (0; RAZ/WI without LPIs).
     pub const CTLR: u32 = 0x0000;
     /// Implementer identification.
     pub const IIDR: u32 = 0x0004;
@@ -72,10 +76,22 @@ pub mod gicr {
     pub const STATUSR: u32 = 0x0010;
     /// Power management: ProcessorSleep (1), ChildrenAsleep (2, read-only).
     pub const WAKER: u32 = 0x0014;
-    /// LPI configuration table base (RAZ/WI here).
+    /// LPI configuration table base (64 bits; RAZ/WI without LPIs): IDbits [4:0],
+    /// InnerCache [9:7], Shareability [11:10], Physical_Address [51:12], OuterCache
+    /// [58:56].
     pub const PROPBASER: u32 = 0x0070;
-    /// LPI pending table base (RAZ/WI here).
+    /// LPI pending table base (64 bits; RAZ/WI without LPIs): InnerCache [9:7],
+    /// Shareability [11:10], Physical_Address [51:16], OuterCache [58:56], PTZ [62]
+    /// (write-only).
     pub const PENDBASER: u32 = 0x0078;
+    /// `CTLR.EnableLPIs`.
+    pub const CTLR_ENABLE_LPIS: u32 = 1 << 0;
+    /// `TYPER.PLPIS`: physical LPIs supported.
+    pub const TYPER_PLPIS: u64 = 1 << 0;
+    /// `PROPBASER` bits a guest can write.
+    pub const PROPBASER_RW: u64 = 0x1f | (7 << 7) | (3 << 10) | 0x000f_ffff_ffff_f000 | (7 << 56);
+    /// `PENDBASER` bits a guest can write and read back (PTZ reads as 0).
+    pub const PENDBASER_RW: u64 = (7 << 7) | (3 << 10) | 0x000f_ffff_ffff_0000 | (7 << 56);
     /// Peripheral ID 2.
     pub const PIDR2: u32 = 0xffe8;
     /// Offset of the SGI frame from the RD frame.

@@ -92,6 +92,69 @@ fn s12_9_typer_and_ctlr_describe_an_affinity_routed_single_security_gic() {
 }
 
 #[test]
+fn s12_9_without_lpis_typer_says_none_and_lpi_registers_are_raz_wi() {
+    let mut g = Gic::new(2).unwrap();
+    assert_eq!(dist_r(&mut g, gicd::TYPER) & u64::from(gicd::TYPER_LPIS), 0);
+    let rd = |off: u32| u64::from(off);
+    assert_eq!(
+        g.redist_access(rd(gicr::TYPER), 8, None, &K) & gicr::TYPER_PLPIS,
+        0
+    );
+    g.redist_access(rd(gicr::PROPBASER), 8, Some(0x4000_0000 | 15), &K);
+    assert_eq!(g.redist_access(rd(gicr::PROPBASER), 8, None, &K), 0);
+    g.redist_access(rd(gicr::CTLR), 4, Some(1), &K);
+    assert_eq!(g.redist_access(rd(gicr::CTLR), 4, None, &K), 0);
+    assert_eq!(g.propbaser(0), None);
+}
+
+#[test]
+fn s12_9_s12_10_lpis_typer_idbits_plpis_propbaser_pendbaser_enable_lpis() {
+    let mut g = Gic::new(2).unwrap();
+    assert!(!g.enable_lpis(17), "at most 16 INTID bits");
+    assert!(!g.enable_lpis(13));
+    assert!(g.enable_lpis(16));
+    let typer = dist_r(&mut g, gicd::TYPER);
+    assert_ne!(typer & u64::from(gicd::TYPER_LPIS), 0, "LPIS");
+    assert_eq!((typer >> 19) & 0x1f, 15, "IDbits: 16 bits");
+    let rd1 = |off: u32| gicr::STRIDE + u64::from(off);
+    assert_ne!(
+        g.redist_access(rd1(gicr::TYPER), 8, None, &K) & gicr::TYPER_PLPIS,
+        0
+    );
+    // PROPBASER: 64-bit write, read back (RES0 bits dropped); 32-bit halves.
+    let prop = 0x0000_0000_8123_4000 | (1 << 10) | (7 << 7) | 15 | (1 << 63);
+    g.redist_access(rd1(gicr::PROPBASER), 8, Some(prop), &K);
+    assert_eq!(
+        g.redist_access(rd1(gicr::PROPBASER), 8, None, &K),
+        prop & !(1 << 63)
+    );
+    g.redist_access(rd1(gicr::PENDBASER), 4, Some(0x8124_0000 | (1 << 10)), &K);
+    g.redist_access(rd1(gicr::PENDBASER + 4), 4, Some(1 << 30), &K); // PTZ
+    assert_eq!(
+        g.redist_access(rd1(gicr::PENDBASER), 8, None, &K),
+        0x8124_0000 | (1 << 10),
+        "PTZ reads as 0"
+    );
+    assert_eq!(g.propbaser(1), None, "EnableLPIs still 0");
+    g.redist_access(rd1(gicr::CTLR), 4, Some(1), &K);
+    assert_eq!(g.redist_access(rd1(gicr::CTLR), 4, None, &K), 1);
+    assert_eq!(g.propbaser(1), Some(prop & !(1 << 63)));
+    assert_eq!(g.propbaser(0), None, "vCPU 0's redistributor is separate");
+    // After EnableLPIs: the bases are frozen (counted), EnableLPIs cannot be cleared.
+    let before = g.errors().ignored_value;
+    g.redist_access(rd1(gicr::PROPBASER), 8, Some(0x9000_0000), &K);
+    assert_eq!(g.errors().ignored_value, before + 1);
+    g.redist_access(rd1(gicr::CTLR), 4, Some(0), &K);
+    assert_eq!(g.redist_access(rd1(gicr::CTLR), 4, None, &K), 1);
+    assert_eq!(g.propbaser(1), Some(prop & !(1 << 63)));
+    // Bad widths are refused and counted.
+    let bw = g.errors().bad_width;
+    g.redist_access(rd1(gicr::PROPBASER), 2, Some(0), &K);
+    assert_eq!(g.errors().bad_width, bw + 1);
+    assert_eq!(g.propbaser(5), None, "no such vCPU");
+}
+
+#[test]
 fn s12_9_private_intids_are_raz_wi_in_the_distributor_with_are() {
     let mut g = Gic::new(2).unwrap();
     dist_w(&mut g, gicd::ISENABLER, 0xffff_ffff);

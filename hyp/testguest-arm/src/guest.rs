@@ -204,6 +204,9 @@ pub static SPIN_STOP: AtomicBool = AtomicBool::new(false);
 /// vLPIs taken per vCPU, by vINTID − 8192.
 pub static VLPIS: [[AtomicU32; 4]; MAX_CPUS] =
     [const { [const { AtomicU32::new(0) }; 4] }; MAX_CPUS];
+/// vLPIs of the guest's own ITS taken per vCPU, by vINTID − `vits::VINTID0`.
+pub static VITS: [[AtomicU32; 4]; MAX_CPUS] =
+    [const { [const { AtomicU32::new(0) }; 4] }; MAX_CPUS];
 /// The SGI that wakes a vCPU's command loop.
 pub const WAKE_SGI: u32 = 0;
 
@@ -274,6 +277,12 @@ fn irq(cpu: usize) {
         8192..=8195 => {
             if let Some(c) = VLPIS.get(cpu) {
                 c[(id - 8192) as usize].fetch_add(1, Ordering::SeqCst);
+            }
+        }
+        // The vLPIs of the guest's ITS tests (`vits`).
+        8200..=8203 => {
+            if let Some(c) = VITS.get(cpu) {
+                c[(id - crate::vits::VINTID0) as usize].fetch_add(1, Ordering::SeqCst);
             }
         }
         intid::UART => {

@@ -51,6 +51,8 @@ mod hw;
 mod regs;
 #[cfg(target_arch = "aarch64")]
 mod tests;
+#[cfg(target_arch = "aarch64")]
+mod vits;
 
 #[cfg(target_arch = "aarch64")]
 pub use guest::{exception, main, secondary_main};

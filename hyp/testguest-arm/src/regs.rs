@@ -60,9 +60,14 @@ pub mod gicr {
     pub const STRIDE: u64 = 0x2_0000;
     /// The SGI frame, from the RD frame.
     pub const SGI: u64 = 0x1_0000;
+    pub const CTLR: u64 = 0x0000;
     pub const TYPER: u64 = 0x0008;
     pub const WAKER: u64 = 0x0014;
+    pub const PROPBASER: u64 = 0x0070;
+    pub const PENDBASER: u64 = 0x0078;
     pub const PIDR2: u64 = 0xffe8;
+    /// `CTLR.EnableLPIs`.
+    pub const CTLR_ENABLE_LPIS: u32 = 1 << 0;
     /// SGI-frame registers (from `SGI`).
     pub const IGROUPR0: u64 = 0x0080;
     pub const ISENABLER0: u64 = 0x0100;

@@ -68,6 +68,12 @@ pub const LIST: &[Test] = &[
     ("vlpi_running", test_vlpi_running, true),
     ("vlpi_wfi_doorbell", test_vlpi_wfi_doorbell, true),
     ("vlpi_soak", test_vlpi_soak, true),
+    ("vits_setup", crate::vits::test_setup, true),
+    ("vits_inv", crate::vits::test_inv, true),
+    ("vits_running", crate::vits::test_running, true),
+    ("vits_doorbell", crate::vits::test_doorbell, true),
+    ("vits_movi", crate::vits::test_movi, true),
+    ("vits_errors", crate::vits::test_errors, true),
     ("psci_cpu_off", test_psci_cpu_off, true),
 ];
 
@@ -136,6 +142,20 @@ fn test_dtb(c: &mut Ctx) -> Result<(), Msg> {
     );
     let rsize = (gicr::STRIDE as usize) * c.ncpus;
     ensure!(r == Some((gicr::BASE, Some(rsize))), "GICR reg {r:x?}");
+    // An ITS (`arm,gic-v3-its`, an MSI controller) only with hyp's vITS (vgicv4).
+    let its = f.find_compatible(&["arm,gic-v3-its"]);
+    ensure!(its.is_some() == c.gicv4, "ITS node: {}", its.is_some());
+    if let Some(its) = its {
+        let base = its
+            .reg()
+            .and_then(|mut r| r.next())
+            .map(|r| r.starting_address as u64);
+        ensure!(base == Some(crate::vits::GITS_BASE), "ITS reg {base:x?}");
+        ensure!(
+            its.property("msi-controller").is_some(),
+            "ITS without msi-controller"
+        );
+    }
     let timer = f
         .find_compatible(&["arm,armv8-timer"])
         .and_then(|n| n.property("interrupts"))
@@ -221,16 +241,20 @@ fn test_gic_dist_init(c: &mut Ctx) -> Result<(), Msg> {
     Ok(())
 }
 
-/// Identification the spec requires: `GICD_TYPER` (no LPIs or message-based SPIs —
-/// hyp emulates neither —, one security state, at least 10 INTID bits, §12.9.38),
+/// Identification the spec requires: `GICD_TYPER` (no message-based SPIs, LPIs only
+/// on vgicv4 where hyp gives the guest an ITS, one security state, at least 10 INTID bits, §12.9.38),
 /// `PIDR2.ArchRev` = 3 on the distributor and every redistributor (§12.1.13),
 /// `GICR_TYPER` (§12.10.37): the vCPU's affinity, its processor number, `Last` on the
-/// last redistributor only, no physical LPIs; the 32-bit halves equal the 64-bit read.
+/// last redistributor only, physical LPIs as `GICD_TYPER`; the 32-bit halves equal the 64-bit read.
 /// A redistributor whose vCPU never ran is asleep (`GICR_WAKER` resets with
 /// ProcessorSleep and ChildrenAsleep set, §12.10.40).
 fn test_gic_id_regs(c: &mut Ctx) -> Result<(), Msg> {
     let typer = hw::read32(gicd::BASE + gicd::TYPER);
-    ensure!(typer & gicd::TYPER_LPIS == 0, "GICD_TYPER {typer:#x}: LPIS");
+    // LPIs only with hyp's vITS (vgicv4).
+    ensure!(
+        (typer & gicd::TYPER_LPIS != 0) == c.gicv4,
+        "GICD_TYPER {typer:#x}: LPIS"
+    );
     ensure!(typer & gicd::TYPER_MBIS == 0, "GICD_TYPER {typer:#x}: MBIS");
     ensure!(
         typer & gicd::TYPER_SECURITY_EXTN == 0,
@@ -261,7 +285,10 @@ fn test_gic_id_regs(c: &mut Ctx) -> Result<(), Msg> {
             last == (i + 1 == c.ncpus),
             "GICR{i}_TYPER {t:#x}: Last = {last}"
         );
-        ensure!(t & gicr::TYPER_PLPIS == 0, "GICR{i}_TYPER {t:#x}: PLPIS");
+        ensure!(
+            (t & gicr::TYPER_PLPIS != 0) == c.gicv4,
+            "GICR{i}_TYPER {t:#x}: PLPIS"
+        );
     }
     if c.ncpus > 1 {
         let w = hw::read32(gicr::rd(1) + gicr::WAKER);
@@ -1016,7 +1043,7 @@ const STAT_STATE: u64 = 3;
 const RESIDENT: i64 = 0;
 const BLOCKING: i64 = 2;
 
-fn vlpi_stat(vcpu: u64, which: u64) -> i64 {
+pub(crate) fn vlpi_stat(vcpu: u64, which: u64) -> i64 {
     hw::hvc(VIRQ_VLPI_STAT, vcpu, which, 0)
 }
 

@@ -1,6 +1,6 @@
 //! A vCPU's exits on aarch64: decoding `ESR_EL2` and handling each class (WFI, PSCI
 //! and SMCCC calls, trapped system registers — SGIs and ID registers —, the vGIC's
-//! MMIO frames, faults injected back), the kicks the vGIC model asks for, and the
+//! MMIO frames, a vgicv4 guest's ITS frames (`vits`), faults injected back), the kicks the vGIC model asks for, and the
 //! passthrough SPI's three completion paths (`vm::Link`).
 use core::sync::atomic::Ordering;
 
@@ -11,7 +11,9 @@ use crate::arch::{self, gic, sysreg, Context};
 use crate::println;
 
 use super::ec;
-use super::layout::{gicr_size, GICD_IPA, GICD_SIZE, GICR_IPA, UART_BASE, UART_INTID};
+use super::layout::{
+    gicr_size, GICD_IPA, GICD_SIZE, GICR_IPA, ITS_IPA, ITS_SIZE, UART_BASE, UART_INTID,
+};
 use super::psci::{self, Effect};
 use super::vm::{self, Link, Vm};
 
@@ -237,11 +239,31 @@ pub const VIRQ_VLPI_INT: u32 = 0x8600_0100;
 /// 2 Blocking, 3 Fired), 4: its `irq` exits.
 pub const VIRQ_VLPI_STAT: u32 = 0x8600_0101;
 
+/// SMCCC vendor-hypervisor call: hyp's virtual test device (guest DeviceID `x1`, 0 —
+/// `vits::TEST_DEVICE`) sends EventID `x2`, as its MSI would: a host INT on the host
+/// device behind it if the guest's ITS translates the pair (`vits::send`: 0 sent, -2
+/// no such device, -3 not translated).
+pub const VIRQ_VITS_SEND: u32 = 0x8600_0102;
+/// SMCCC vendor-hypervisor call: the guest's ITS counter `x1` (`vits::stat`).
+pub const VIRQ_VITS_STAT: u32 = 0x8600_0103;
+
 /// The GICv4 test calls ([`VIRQ_VLPI_INT`], [`VIRQ_VLPI_STAT`]) after PSCI found
 /// function `fid` NOT_SUPPORTED: for one of them, its result in `x0` (NOT_SUPPORTED
 /// (-1) for a guest without vgicv4, INVALID_PARAMETERS (-2) for a bad vCPU or counter).
 #[inline(never)]
 fn vlpi_test_call(vm: &Vm, fid: u32, ctx: &mut Context) {
+    if fid == VIRQ_VITS_SEND || fid == VIRQ_VITS_STAT {
+        let (a1, a2) = (ctx.x[1], ctx.x[2]);
+        ctx.x[0] = match (&vm.vits, fid) {
+            (None, _) => u64::MAX,
+            (Some(its), VIRQ_VITS_SEND) => match (u32::try_from(a1), u32::try_from(a2)) {
+                (Ok(d), Ok(e)) => super::vits::send(its, d, e) as u64,
+                _ => -2i64 as u64,
+            },
+            (Some(its), _) => super::vits::stat(its, a1).unwrap_or(-2i64 as u64),
+        };
+        return;
+    }
     if fid != VIRQ_VLPI_INT && fid != VIRQ_VLPI_STAT {
         return;
     }
@@ -320,6 +342,13 @@ fn data_abort(vm: &Vm, cpu: usize, ctx: &mut Context) -> Next {
     let in_gicr = (GICR_IPA..GICR_IPA + gicr_size).contains(&ipa);
     let in_vuart = vm.vuart.is_some() && (UART_BASE..UART_BASE + 0x1000).contains(&ipa);
     if !isv || !(in_gicd || in_gicr || in_vuart) {
+        // The ITS frames (vgicv4 guests) are looked for only once the GIC and UART
+        // missed: a vgicv3 guest's GIC and UART exits pay nothing for them.
+        if let (true, Some(its)) = (isv, &vm.vits) {
+            if (ITS_IPA..ITS_IPA + ITS_SIZE).contains(&ipa) {
+                return its_abort(vm, its, ctx, ipa);
+            }
+        }
         inject_abort(ctx, true, ctx.far, ctx.esr & (1 << 6) != 0);
         return Next::Resume;
     }
@@ -352,6 +381,54 @@ fn data_abort(vm: &Vm, cpu: usize, ctx: &mut Context) -> Next {
             v |= !((1u64 << bits) - 1);
         }
         if !sf {
+            v &= 0xffff_ffff;
+        }
+        ctx.x[srt] = v;
+    }
+    ctx.pc += 4;
+    Next::Resume
+}
+
+/// A data abort (`ISV` = 1) in the guest's ITS frames: the access given to its vITS
+/// (`vits::access`), a read's value written back as `data_abort` does.
+#[inline(never)]
+fn its_abort(vm: &Vm, its: &super::vits::VmIts, ctx: &mut Context, ipa: u64) -> Next {
+    let iss = ctx.esr & 0x1ff_ffff;
+    let size_log = (iss >> 22) & 3;
+    let srt = ((iss >> 16) & 0x1f) as usize;
+    let write = iss & (1 << 6) != 0;
+    let value = write.then(|| if srt == 31 { 0 } else { ctx.x[srt] });
+    let Some(lpis) = &vm.lpis else {
+        // No vGICv4 (not reached: hyp gives an ITS only with vPEs): read as zero.
+        ctx.pc += 4;
+        return Next::Resume;
+    };
+    // Only a write can run commands that read a configuration byte.
+    let mut propbaser = [None; vm::VCPUS];
+    if write {
+        let g = vm.gic.lock();
+        for (v, p) in propbaser.iter_mut().enumerate().take(vm.vcpus.len()) {
+            *p = g.propbaser(v);
+        }
+    }
+    let vpe = |v: usize| vm.vcpus.get(v).and_then(|c| c.vpe.as_ref());
+    let env = super::vits::Env {
+        ram: super::vits::GuestRam {
+            ram: vm.ram,
+            size: vm.ram_size,
+        },
+        lpis,
+        propbaser: &propbaser[..vm.vcpus.len().min(vm::VCPUS)],
+        vpe: &vpe,
+    };
+    let r = super::vits::access(&env, its, ipa - ITS_IPA, 1 << size_log, value);
+    if !write && srt != 31 {
+        let bits = 8u32 << size_log;
+        let mut v = if bits < 64 { r & ((1 << bits) - 1) } else { r };
+        if iss & (1 << 21) != 0 && bits < 64 && v & (1 << (bits - 1)) != 0 {
+            v |= !((1u64 << bits) - 1);
+        }
+        if iss & (1 << 15) == 0 {
             v &= 0xffff_ffff;
         }
         ctx.x[srt] = v;

@@ -9,7 +9,9 @@ use alloc::vec::Vec;
 use hyp_config::{Guest, GUEST_RAM_BASE};
 use vm_fdt::{FdtWriter, FdtWriterResult};
 
-use super::layout::{gicr_size, GICD_IPA, GICD_SIZE, GICR_IPA, UART_BASE, UART_INTID};
+use super::layout::{
+    gicr_size, GICD_IPA, GICD_SIZE, GICR_IPA, ITS_IPA, ITS_SIZE, UART_BASE, UART_INTID,
+};
 
 /// `interrupts` cell 0: an SPI / a PPI.
 const GIC_SPI: u32 = 0;
@@ -18,10 +20,13 @@ const GIC_PPI: u32 = 1;
 const IRQ_LEVEL_HIGH: u32 = 4;
 const GIC_PHANDLE: u32 = 1;
 const CLK_PHANDLE: u32 = 2;
+/// The ITS node's (`msi-map`/`msi-parent` of devices that send MSIs name it).
+pub const ITS_PHANDLE: u32 = 3;
 
 /// Build the DTB of guest `g` with `vcpus` vCPUs; `uart`: it has a PL011 (QEMU's,
-/// passed through, or hyp's emulated one: the same node).
-pub fn build(g: &Guest, vcpus: usize, uart: bool) -> FdtWriterResult<Vec<u8>> {
+/// passed through, or hyp's emulated one: the same node); `its`: its GIC has an ITS
+/// (`topology = "vgicv4"`: an `arm,gic-v3-its` child of the GIC node).
+pub fn build(g: &Guest, vcpus: usize, uart: bool, its: bool) -> FdtWriterResult<Vec<u8>> {
     let mut fdt = FdtWriter::new()?;
     let root = fdt.begin_node("")?;
     fdt.property_u32("#address-cells", 2)?;
@@ -79,6 +84,20 @@ pub fn build(g: &Guest, vcpus: usize, uart: bool) -> FdtWriterResult<Vec<u8>> {
     // The maintenance interrupt (PPI 9) is hyp's, not the guest's: no virtualization
     // for the guest, so no `interrupts` here.
     fdt.property_u32("phandle", GIC_PHANDLE)?;
+    if its {
+        // As QEMU `virt` describes its ITS: `ranges` so the child's `reg` is a CPU
+        // address.
+        fdt.property_u32("#address-cells", 2)?;
+        fdt.property_u32("#size-cells", 2)?;
+        fdt.property_null("ranges")?;
+        let n = fdt.begin_node(&format!("its@{ITS_IPA:x}"))?;
+        fdt.property_string("compatible", "arm,gic-v3-its")?;
+        fdt.property_null("msi-controller")?;
+        fdt.property_u32("#msi-cells", 1)?;
+        fdt.property_array_u64("reg", &[ITS_IPA, ITS_SIZE])?;
+        fdt.property_u32("phandle", ITS_PHANDLE)?;
+        fdt.end_node(n)?;
+    }
     fdt.end_node(gic)?;
 
     let timer = fdt.begin_node("timer")?;

@@ -58,6 +58,11 @@ use crate::println;
 pub const ID_BITS: u32 = 14;
 /// LPIs in a configuration table (8192..16384).
 const LPIS: usize = (1 << ID_BITS) - f::LPI_BASE as usize;
+/// INTID bits of every vPE's vLPIs (its VPT and `GICR_VPROPBASER`): vINTIDs below
+/// 2^16, the guest's `GICD_TYPER.IDbits` + 1 with its vITS.
+pub const VID_BITS: u32 = 16;
+/// vLPIs in a guest's configuration table (8192..65536).
+const VLPIS: usize = (1 << VID_BITS) - f::LPI_BASE as usize;
 /// DeviceID of the doorbell proxy device.
 pub const PROXY_DEVICE: u32 = 0;
 /// DeviceID of the test vLPI source.
@@ -119,6 +124,8 @@ struct Host {
     doorbell_ids: DoorbellIds<DOORBELL_BLOCKS>,
     /// ITS or Dirty failures seen (the first 8 printed).
     errors: AtomicU32,
+    /// Bytes of an ITT entry (`GITS_TYPER.ITT_entry_size`).
+    itt_entry: usize,
 }
 
 static HOST: Once<Host> = Once::new();
@@ -232,6 +239,7 @@ pub fn init(base: usize, cpus: usize) -> Result<(), String> {
         next_vpe: AtomicU16::new(0),
         doorbell_ids: DoorbellIds::new(DOORBELL_BASE).expect("8192 + 256 fits in u32"),
         errors: AtomicU32::new(0),
+        itt_entry: typer.itt_entry_size(),
     });
     let itt_len = (1usize << EVENT_BITS) * typer.itt_entry_size();
     let mut cmds = Vec::new();
@@ -328,7 +336,7 @@ pub struct VmLpis {
 /// guest's vLPI configuration table.
 pub fn new_vpes(homes: &[usize]) -> Result<(VmLpis, Vec<Vpe>), String> {
     let h = host().ok_or("GICv4: no host ITS")?;
-    let prop = DmaBuf::new(LPIS, 0x1000).ok_or("GICv4: heap exhausted")?;
+    let prop = DmaBuf::new(VLPIS, 0x1000).ok_or("GICv4: heap exhausted")?;
     for k in 0..VLPIS_PER_VPE as usize {
         prop.write_u8(k, f::lpi_config(PRIORITY, true));
     }
@@ -357,13 +365,13 @@ pub fn new_vpes(homes: &[usize]) -> Result<(VmLpis, Vec<Vpe>), String> {
             .rdbase
             .get(home)
             .ok_or_else(|| format!("GICv4: no redistributor for CPU {home}"))?;
-        let vpt = DmaBuf::new((1 << ID_BITS) / 8, 0x1_0000).ok_or("GICv4: heap exhausted")?;
+        let vpt = DmaBuf::new((1 << VID_BITS) / 8, 0x1_0000).ok_or("GICv4: heap exhausted")?;
         let doorbell = doorbell_of(v);
         let mut cmds = alloc::vec![Cmd::Vmapp {
             vpeid: id,
             rdbase,
             vpt: vpt.pa(),
-            vpt_bits: ID_BITS,
+            vpt_bits: VID_BITS,
             valid: true,
         }];
         for k in 0..VLPIS_PER_VPE {
@@ -468,6 +476,49 @@ impl VmLpis {
     pub fn pa(&self) -> u64 {
         self.prop.pa()
     }
+
+    /// Set the configuration byte of `vintid` (an LPI below 2^[`VID_BITS`]; others
+    /// are ignored) to `priority` and `enabled`. The redistributor sees it after the
+    /// caller's INV or VINVALL (and a barrier before it: [`submit_cmds`] has one).
+    pub fn set_config(&self, vintid: u32, priority: u8, enabled: bool) {
+        if let Some(i) = vintid.checked_sub(f::LPI_BASE) {
+            self.prop
+                .write_u8(i as usize, f::lpi_config(priority, enabled));
+        }
+    }
+}
+
+/// MAPD host device `device` with an ITT of 2^`event_bits` events (once, when a guest
+/// that stands for it is built: hyp's virtual test device, later a passed-through
+/// function's requester ID).
+pub fn map_host_device(device: u32, event_bits: u32) -> Result<(), String> {
+    let h = host().ok_or("GICv4: no host ITS")?;
+    let itt =
+        DmaBuf::new((1usize << event_bits) * h.itt_entry, 0x100).ok_or("GICv4: heap exhausted")?;
+    // `itt` is never freed (a `DmaBuf`): the ITS owns it from here on.
+    submit(&[Cmd::Mapd {
+        device,
+        itt: itt.pa(),
+        event_bits,
+        valid: true,
+    }])
+    .map_err(|e| format!("GICv4: MAPD of host device {device:#x}: {e}"))
+}
+
+/// Send a guest's host commands in order, in batches the queue holds, after a
+/// barrier (configuration bytes written before them are visible to the GIC). A
+/// failure is counted and printed ([`errors`]), never fatal; returns the commands
+/// sent.
+pub fn submit_cmds(cmds: &[Cmd]) -> usize {
+    arch::fence();
+    let mut sent = 0;
+    for chunk in cmds.chunks(32) {
+        match submit(chunk) {
+            Ok(()) => sent += chunk.len(),
+            Err(e) => report(e),
+        }
+    }
+    sent
 }
 
 /// `DoorbellHw` of a vPE's doorbell LPI: Enable in the host configuration table, INV
@@ -525,7 +576,7 @@ fn wait_dirty(vpe: u16, valid: bool) -> Result<u64, Gicv4Error> {
 /// whether its doorbell rang while it was away (`Doorbell::load`).
 pub fn load(vpe: &Vpe, lpis: &VmLpis) -> bool {
     debug_assert_eq!(vpe.vprop, lpis.pa());
-    gic::my_rd_write64(gicr::VPROPBASER, f::propbaser(lpis.pa(), ID_BITS));
+    gic::my_rd_write64(gicr::VPROPBASER, f::propbaser(lpis.pa(), VID_BITS));
     gic::my_rd_write64(gicr::VPENDBASER, vpendbaser::value(vpe.vpt.pa(), true));
     if let Err(e) = wait_dirty(vpe.id, true) {
         report(e);

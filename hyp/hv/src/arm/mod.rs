@@ -14,6 +14,7 @@
 //! | `psci.rs` | PSCI and SMCCC for guests (`hvc`) |
 //! | `fdt.rs` | the guest's device tree |
 //! | `gicv4.rs` | GICv4.0 (`topology = "vgicv4"`): the host ITS driver, host LPIs, a vPE per vCPU, its doorbell through virq-core's `Doorbell`, test vLPIs |
+//! | `vits.rs` | a vgicv4 guest's ITS: its frames trapped, `virq_arm::vits` commands applied on the host ITS (VMAPTI, VMOVI, INV, …), guest DeviceID → host DeviceID |
 //! | `vpl011.rs` | hyp's emulated PL011, for a guest that does not own QEMU's |
 //! | `idregs.rs` | the ID registers guests read: features hyp does not switch hidden |
 //!
@@ -33,6 +34,7 @@ mod idregs;
 mod layout;
 mod psci;
 mod sched;
+mod vits;
 mod vm;
 mod vpl011;
 

@@ -485,6 +485,9 @@ fn power_off(failure: bool) -> ! {
                 );
             }
         }
+        if let Some(its) = &vm.vits {
+            println!("hyp: ACCT {} vits: {}", vm.name, super::vits::acct(its));
+        }
         if vm.lpis.is_some() {
             println!("hyp: {}: GICv4 errors: {}", vm.name, gicv4::errors());
         }

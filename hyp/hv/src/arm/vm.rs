@@ -151,6 +151,8 @@ pub struct Vm {
     pub deactivations: AtomicU64,
     /// Its vLPI configuration table (`topology = "vgicv4"`).
     pub lpis: Option<VmLpis>,
+    /// Its guest-visible ITS (`topology = "vgicv4"`).
+    pub vits: Option<super::vits::VmIts>,
 }
 
 impl Vm {
@@ -279,6 +281,11 @@ fn build(
     // The tables live as long as the guest: for good.
     core::mem::forget(s2);
     let mut model = Gic::new(vcpus).map_err(|e| format!("vGIC: {e:?}"))?;
+    let vgicv4 = g.topology == Topology::Vgicv4;
+    if vgicv4 {
+        // LPIs for its vITS, vINTIDs as wide as the vPEs' tables.
+        model.enable_lpis(gicv4::VID_BITS);
+    }
     for v in 0..vcpus {
         model.set_ppi_passthrough(
             v,
@@ -309,15 +316,20 @@ fn build(
     }
 
     let dtb_off = ram_size - hyp_config::DTB_AREA;
-    let dtb =
-        super::fdt::build(g, vcpus, uart || vuart).map_err(|e| format!("guest DTB: {e:?}"))?;
+    let dtb = super::fdt::build(g, vcpus, uart || vuart, g.topology == Topology::Vgicv4)
+        .map_err(|e| format!("guest DTB: {e:?}"))?;
     if dtb.len() as u64 > hyp_config::DTB_AREA || !ram.write(dtb_off as usize, &dtb) {
         return Err("guest DTB larger than its area".into());
     }
     let entry = GUEST_RAM_BASE + g.kernel.offset;
     let dtb_ipa = GUEST_RAM_BASE + dtb_off;
     let homes: Vec<usize> = (0..vcpus).map(|v| (*next + v) % cpus).collect();
-    let (lpis, mut vpes) = if g.topology == Topology::Vgicv4 {
+    let vits = if vgicv4 {
+        Some(super::vits::new(i, vcpus).map_err(|e| format!("{}: {e}", field("topology")))?)
+    } else {
+        None
+    };
+    let (lpis, mut vpes) = if vgicv4 {
         let (l, v) = gicv4::new_vpes(&homes).map_err(|e| format!("{}: {e}", field("topology")))?;
         (Some(l), v.into_iter().map(Some).collect())
     } else {
@@ -381,6 +393,7 @@ fn build(
         stopped: AtomicBool::new(false),
         failed: AtomicBool::new(false),
         lpis,
+        vits,
     })
 }
 
