@@ -52,6 +52,13 @@ pub fn fence() {
     unsafe { core::arch::asm!("dmb ish", options(nostack)) };
 }
 
+/// Order hyp's memory accesses (queue entries, stream-table entries) and device
+/// accesses both ways, and complete them (`dsb sy`): `arch::pcie`, the SMMU.
+pub fn fence_io() {
+    // SAFETY: a barrier only orders and completes memory and device accesses.
+    unsafe { core::arch::asm!("dsb sy", options(nostack)) };
+}
+
 /// Make stores visible to instruction fetch on this CPU (`ic iallu`).
 pub fn fence_i() {
     // SAFETY: cache maintenance and barriers have no effect on memory contents.
