@@ -82,6 +82,8 @@ pub const TESTS: &[&str] = &[
     "vlpi_running",
     "vlpi_wfi_doorbell",
     "vlpi_soak",
+    "device_config",
+    "device_dma",
     "psci_cpu_off",
     "no_unexpected_interrupts",
 ];

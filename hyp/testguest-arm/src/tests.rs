@@ -68,6 +68,8 @@ pub const LIST: &[Test] = &[
     ("vlpi_running", test_vlpi_running, true),
     ("vlpi_wfi_doorbell", test_vlpi_wfi_doorbell, true),
     ("vlpi_soak", test_vlpi_soak, true),
+    ("device_config", crate::device::test_config, false),
+    ("device_dma", crate::device::test_dma, false),
     ("psci_cpu_off", test_psci_cpu_off, true),
 ];
 
