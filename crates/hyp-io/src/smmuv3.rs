@@ -406,6 +406,8 @@ pub enum SmmuError {
     Unsupported(&'static str),
     /// `SMMU_CR0ACK` did not take `want` in time (it read `got`).
     Cr0Ack { want: u32, got: u32 },
+    /// `SMMU_IRQ_CTRLACK` did not take `want` in time (it read `got`).
+    IrqCtrlAck { want: u32, got: u32 },
     /// `SMMU_GBPA.UPDATE` did not clear in time.
     Gbpa(u32),
     /// The command queue stopped on an error (`SMMU_CMDQ_CONS.ERR`) at the command
@@ -424,6 +426,10 @@ impl core::fmt::Display for SmmuError {
             SmmuError::Cr0Ack { want, got } => write!(
                 f,
                 "SMMU_CR0ACK did not follow SMMU_CR0 = {want:#x} in time (reads {got:#x})"
+            ),
+            SmmuError::IrqCtrlAck { want, got } => write!(
+                f,
+                "SMMU_IRQ_CTRLACK did not follow SMMU_IRQ_CTRL = {want:#x} in time (reads {got:#x})"
             ),
             SmmuError::Gbpa(v) => write!(f, "SMMU_GBPA.UPDATE stuck (reads {v:#x})"),
             SmmuError::CmdError { err, opcode, cons } => write!(
@@ -531,8 +537,16 @@ impl<R: SmmuRegs> Smmu<R> {
             .write64(regs::EVENTQ_BASE, queue_base(eq, eventq_log2));
         s.regs.write32(regs::EVENTQ_PROD, 0);
         s.regs.write32(regs::EVENTQ_CONS, 0);
-        s.regs
-            .write32(regs::IRQ_CTRL, regs::IRQ_GERROR | regs::IRQ_EVENTQ);
+        let irqs = regs::IRQ_GERROR | regs::IRQ_EVENTQ;
+        s.regs.write32(regs::IRQ_CTRL, irqs);
+        let r = &s.regs;
+        poll(
+            || r.read32(regs::IRQ_CTRLACK),
+            |a| a == irqs,
+            || r.now(),
+            bound,
+        )
+        .map_err(|got| SmmuError::IrqCtrlAck { want: irqs, got })?;
         s.set_cr0(regs::CR0_CMDQEN | regs::CR0_EVENTQEN)?;
         s.submit(&[Cmd::CfgiAll, Cmd::TlbiNsnhAll, Cmd::Sync])?;
         s.set_cr0(regs::CR0_CMDQEN | regs::CR0_EVENTQEN | regs::CR0_SMMUEN)?;
@@ -713,6 +727,7 @@ mod tests {
     struct Fake {
         idr: (u32, u32, u32),
         cr0: u32,
+        irq_ctrl: u32,
         regs: Vec<(usize, u64)>,
         cmdq: Vec<[u64; 2]>,
         cons: u32,
@@ -733,6 +748,7 @@ mod tests {
             Fake {
                 idr: qemu_idr(),
                 cr0: 0,
+                irq_ctrl: 0,
                 regs: Vec::new(),
                 cmdq: vec![[0; 2]; 1 << 8],
                 cons: 0,
@@ -763,6 +779,7 @@ mod tests {
                 regs::IDR1 => self.idr.1,
                 regs::IDR5 => self.idr.2,
                 regs::CR0ACK => self.cr0,
+                regs::IRQ_CTRLACK => self.irq_ctrl,
                 regs::GBPA => 0,
                 regs::CMDQ_CONS => self.cons,
                 regs::GERROR => self.gerror,
@@ -774,7 +791,8 @@ mod tests {
         fn write32(&mut self, off: usize, v: u32) {
             self.regs.push((off, v.into()));
             match off {
-                regs::CR0 => self.cr0 = v,
+                regs::CR0 if !self.stuck => self.cr0 = v,
+                regs::IRQ_CTRL => self.irq_ctrl = v,
                 regs::EVENTQ_CONS => self.ev_cons = v,
                 regs::CMDQ_PROD if !self.stuck => {
                     let q = QueueIdx { log2: self.log2 };
@@ -922,6 +940,17 @@ mod tests {
         assert_eq!(
             Smmu::init(f, SIZES, 40, 10).err(),
             Some(SmmuError::Unsupported("no stage 2 (IDR0.S2P = 0)"))
+        );
+    }
+
+    #[test]
+    fn an_smmu_that_never_acknowledges_cr0_is_a_named_error() {
+        let mut f = Fake::new();
+        f.stuck = true;
+        f.cr0 = 0x5;
+        assert_eq!(
+            Smmu::init(f, SIZES, 40, 10).err(),
+            Some(SmmuError::Cr0Ack { want: 0, got: 0x5 })
         );
     }
 
