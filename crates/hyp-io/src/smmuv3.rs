@@ -463,6 +463,7 @@ pub struct Counts {
     pub commands: u64,
     pub syncs: u64,
     pub events: u64,
+    pub event_overflows: u64,
     pub gerrors: u64,
 }
 
@@ -662,22 +663,45 @@ impl<R: SmmuRegs> Smmu<R> {
     }
 
     /// Take every event record the SMMU wrote since the last call (at most one queue's
-    /// worth), counted; the queue's consumer index follows.
+    /// worth), counted; the queue's consumer index follows. An overflow
+    /// (`SMMU_EVENTQ_PROD.OVFLG` differs from the consumer's `OVACKFLG`, 7.4: records
+    /// were lost) is counted and acknowledged by copying the flag into
+    /// `SMMU_EVENTQ_CONS`.
     pub fn drain_events(&mut self) -> Vec<Event> {
+        const OVF: u32 = 1 << 31;
         let mut out = Vec::new();
+        let mut prod = self.regs.read32(regs::EVENTQ_PROD);
+        if (prod ^ self.evt_cons) & OVF != 0 {
+            self.counts.event_overflows += 1;
+            self.evt_cons = (self.evt_cons & !OVF) | (prod & OVF);
+            self.regs.write32(regs::EVENTQ_CONS, self.evt_cons);
+        }
         for _ in 0..self.evtq.entries() {
-            let prod = self.regs.read32(regs::EVENTQ_PROD);
             if self.evtq.empty(prod, self.evt_cons) {
                 break;
             }
             out.push(Event::decode(
                 self.regs.event(self.evtq.slot(self.evt_cons)),
             ));
-            self.evt_cons = self.evtq.next(self.evt_cons);
+            self.evt_cons = (self.evt_cons & OVF) | self.evtq.next(self.evt_cons);
             self.regs.write32(regs::EVENTQ_CONS, self.evt_cons);
+            prod = self.regs.read32(regs::EVENTQ_PROD);
         }
         self.counts.events += out.len() as u64;
         out
+    }
+
+    /// Global errors the SMMU raised since the last call (`SMMU_GERROR` bits that differ
+    /// from `SMMU_GERRORN`), counted and acknowledged (toggled in `SMMU_GERRORN`). 0: none.
+    pub fn take_gerrors(&mut self) -> u32 {
+        let g = self.regs.read32(regs::GERROR);
+        let n = self.regs.read32(regs::GERRORN);
+        let active = g ^ n;
+        if active != 0 {
+            self.counts.gerrors += u64::from(active.count_ones());
+            self.regs.write32(regs::GERRORN, g);
+        }
+        active
     }
 }
 
@@ -738,6 +762,7 @@ mod tests {
         ev_cons: u32,
         stes: Vec<(u32, Ste)>,
         gerror: u32,
+        gerrorn: u32,
         stuck: bool,
         fail_op: Option<u8>,
         t: Cell<u64>,
@@ -759,6 +784,7 @@ mod tests {
                 ev_cons: 0,
                 stes: Vec::new(),
                 gerror: 0,
+                gerrorn: 0,
                 stuck: false,
                 fail_op: None,
                 t: Cell::new(0),
@@ -768,7 +794,7 @@ mod tests {
         fn push_event(&mut self, e: [u64; 4]) {
             let q = QueueIdx { log2: 7 };
             self.evq[q.slot(self.ev_prod)] = e;
-            self.ev_prod = q.next(self.ev_prod);
+            self.ev_prod = (self.ev_prod & 1 << 31) | q.next(self.ev_prod);
         }
     }
 
@@ -783,7 +809,7 @@ mod tests {
                 regs::GBPA => 0,
                 regs::CMDQ_CONS => self.cons,
                 regs::GERROR => self.gerror,
-                regs::GERRORN => 0,
+                regs::GERRORN => self.gerrorn,
                 regs::EVENTQ_PROD => self.ev_prod,
                 _ => 0,
             }
@@ -794,6 +820,7 @@ mod tests {
                 regs::CR0 if !self.stuck => self.cr0 = v,
                 regs::IRQ_CTRL => self.irq_ctrl = v,
                 regs::EVENTQ_CONS => self.ev_cons = v,
+                regs::GERRORN => self.gerrorn = v,
                 regs::CMDQ_PROD if !self.stuck => {
                     let q = QueueIdx { log2: self.log2 };
                     while !q.empty(v, self.cons) {
@@ -1003,6 +1030,30 @@ mod tests {
                 cons: 3 | 1 << 24
             }
         );
+        assert_eq!(s.counts.gerrors, 1);
+    }
+
+    #[test]
+    fn an_event_queue_overflow_is_counted_and_acknowledged() {
+        let mut s = up();
+        s.regs.push_event([0x10 | 8 << 32, 0, 0x1000, 0]);
+        s.regs.ev_prod |= 1 << 31;
+        assert_eq!(s.drain_events().len(), 1);
+        assert_eq!(s.counts.event_overflows, 1);
+        assert_eq!(s.regs.ev_cons, 1 << 31 | 1, "OVACKFLG follows OVFLG");
+        s.regs.push_event([0x10 | 8 << 32, 0, 0x2000, 0]);
+        assert_eq!(s.drain_events().len(), 1);
+        assert_eq!(s.counts.event_overflows, 1, "acknowledged once");
+    }
+
+    #[test]
+    fn global_errors_are_counted_and_acknowledged() {
+        let mut s = up();
+        assert_eq!(s.take_gerrors(), 0);
+        s.regs.gerror = 1 << 2; // EVENTQ_ABT_ERR
+        assert_eq!(s.take_gerrors(), 1 << 2);
+        assert_eq!(s.regs.gerrorn, 1 << 2);
+        assert_eq!(s.take_gerrors(), 0);
         assert_eq!(s.counts.gerrors, 1);
     }
 

@@ -3,7 +3,8 @@
 //! given to a guest gets a stage-2-only STE pointing at that guest's own stage-2 tables
 //! (the root and VMID of its `VTTBR_EL2`, the walk of `VTCR_EL2`), so its DMA reaches
 //! that guest's RAM and nothing else. Faults are event records: drained on the event
-//! queue's SPI and at power-off, each printed and counted, never fatal.
+//! queue's SPI and at power-off, each printed and counted, never fatal; global errors
+//! (`gerror` SPI) printed, counted and acknowledged.
 //!
 //! The formats and the driver are `hyp_io::smmuv3` (host-tested); the registers and
 //! memory `arch::smmu`.
@@ -49,6 +50,7 @@ struct State {
 
 static SMMU: Once<Mutex<State>> = Once::new();
 static EVENT_IRQ: Once<u32> = Once::new();
+static GERROR_IRQ: Once<u32> = Once::new();
 
 /// Bring the SMMU up (every stream refused until [`attach`]); its event-queue SPI, if
 /// the DTB names one, goes to CPU 0. An error names the register that showed it.
@@ -94,9 +96,11 @@ pub fn init(info: &SmmuInfo) -> Result<(), String> {
             events: Vec::new(),
         })
     });
-    if let Some(&(_, irq)) = info.irqs.iter().find(|(n, _)| n == "eventq") {
-        EVENT_IRQ.call_once(|| irq);
-        gic::enable_spi(irq, true, 0);
+    for (name, once) in [("eventq", &EVENT_IRQ), ("gerror", &GERROR_IRQ)] {
+        if let Some(&(_, irq)) = info.irqs.iter().find(|(n, _)| n == name) {
+            once.call_once(|| irq);
+            gic::enable_spi(irq, true, 0);
+        }
     }
     Ok(())
 }
@@ -121,17 +125,22 @@ pub fn attach(sid: u32, vttbr: usize) -> Result<(), String> {
         .map_err(|e| alloc::format!("SMMUv3: StreamID {sid:#x}: {e}"))
 }
 
-/// Is `intid` the event queue's SPI?
+/// Is `intid` one of the SMMU's SPIs hyp takes (event queue, global error)?
 pub fn is_event_irq(intid: u32) -> bool {
-    EVENT_IRQ.get() == Some(&intid)
+    EVENT_IRQ.get() == Some(&intid) || GERROR_IRQ.get() == Some(&intid)
 }
 
-/// Drain the event queue: each record printed and kept for the ACCT line.
+/// Drain the event queue (each record printed and kept for the ACCT line) and take
+/// the global errors (printed, counted, acknowledged).
 pub fn poll_events() {
     let Some(s) = SMMU.get() else {
         return;
     };
     let mut st = s.lock();
+    let g = st.smmu.take_gerrors();
+    if g != 0 {
+        println!("hyp: smmu: global error SMMU_GERROR ^ SMMU_GERRORN = {g:#x}");
+    }
     let events = st.smmu.drain_events();
     for e in &events {
         println!(
@@ -157,7 +166,7 @@ pub fn report() {
     let c = st.smmu.counts;
     let translation = st.events.iter().filter(|e| e.kind == 0x10).count();
     println!(
-        "hyp: ACCT smmu commands={} syncs={} events={} translation_faults={} gerrors={}",
-        c.commands, c.syncs, c.events, translation, c.gerrors
+        "hyp: ACCT smmu commands={} syncs={} events={} translation_faults={} event_overflows={} gerrors={}",
+        c.commands, c.syncs, c.events, translation, c.event_overflows, c.gerrors
     );
 }
