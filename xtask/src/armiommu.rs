@@ -11,8 +11,10 @@
 //! [`check_smmu`] requires, besides every test line ([`crate::armtest::check`]): hyp's
 //! SMMU came up with stage 2, edu's StreamID 0x8 was attached to guest VMID 1, the two
 //! DMAs the guest made outside its RAM are exactly the SMMU's event records (stage-2
-//! `F_TRANSLATION` writes of StreamID 0x8 at those IPAs), hyp's `ACCT smmu` line counts
-//! them with no overflow and no global error, and the guest ran on to its clean power-off.
+//! `F_TRANSLATION` writes of StreamID 0x8 at those IPAs, and QEMU's `-d guest_errors`
+//! shows those two translation failures and no other SMMU complaint), hyp's `ACCT
+//! smmu` line counts them with no overflow and no global error, and the guest ran on
+//! to its clean power-off.
 //!
 //! `VIRQ_QEMU_CASE=aarch64-iommu-edu cargo test -p xtask --release -- --ignored
 //! qemu_suite --nocapture` runs it alone (log `target/hyp/logs/aarch64-iommu-edu.log`).
@@ -108,12 +110,27 @@ pub fn check_smmu(out: &str) -> Result<String> {
             "the test guest's {t} did not pass"
         );
     }
-    if let Some(l) = out
-        .lines()
-        .find(|l| l.contains("SMMUv3") && !l.starts_with("hyp: "))
-    {
-        bail!("QEMU reports an SMMU guest error: {l:?}");
+    // QEMU's own view (`-d guest_errors`): a translation failure per refused DMA and no
+    // other SMMU complaint (a bad STE, a table it cannot read, a command it refuses).
+    let mut qemu_failed = Vec::new();
+    for l in out.lines().map(str::trim_end) {
+        if l.starts_with("hyp: ") || l.starts_with("TEST ") || l.starts_with("testguest") {
+            continue;
+        }
+        if let Some(iova) = l
+            .strip_prefix("smmuv3-iommu-memory-region-8-1 translation failed for iova=")
+            .and_then(|r| r.strip_suffix(" (SMMU_EVT_F_TRANSLATION)"))
+        {
+            qemu_failed.push(u64::from_str_radix(iova.trim_start_matches("0x"), 16)?);
+        } else if ["SMMU", "smmu", "STE"].iter().any(|w| l.contains(w)) {
+            bail!("QEMU reports an SMMU guest error: {l:?}");
+        }
     }
+    qemu_failed.sort_unstable();
+    ensure!(
+        qemu_failed == BAD_DMAS,
+        "QEMU's SMMU failed translations at {qemu_failed:x?}, want {BAD_DMAS:x?}"
+    );
     let mut got: Vec<u64> = Vec::new();
     for l in out.lines().filter(|l| l.starts_with("hyp: smmu event: ")) {
         let (name, sid, addr, write, s2) = event(l).with_context(|| format!("malformed: {l}"))?;
@@ -165,7 +182,9 @@ hyp: smmu: SMMUv3 at 0x9050000, IDR0 0x0 IDR1 0x0 IDR5 0x0 (stage 1 true, stage 
 hyp: pci 00:01.0: StreamID 0x8 on the SMMUv3's stage 2 (VMID 1, S2TTB 0x0); bar0 0x10000000+0x100000 mapped at the same IPA; guest ECAM Some((0x4010000000, 0x100000))
 TEST device_config ... PASS
 TEST device_dma ... PASS
+smmuv3-iommu-memory-region-8-1 translation failed for iova=0x84100000 (SMMU_EVT_F_TRANSLATION)
 hyp: smmu event: F_TRANSLATION (0x10) sid=0x8 addr=0x84100000 write s2=1
+smmuv3-iommu-memory-region-8-1 translation failed for iova=0x100000000 (SMMU_EVT_F_TRANSLATION)
 hyp: smmu event: F_TRANSLATION (0x10) sid=0x8 addr=0x100000000 write s2=1
 hyp: ACCT guest=testguest pci=00:01.0 device_id=0x8 dropped_config_writes=0
 hyp: ACCT smmu commands=6 syncs=2 events=2 translation_faults=2 event_overflows=0 gerrors=0
@@ -188,6 +207,13 @@ hyp: ACCT smmu commands=6 syncs=2 events=2 translation_faults=2 event_overflows=
             "hyp: smmu event: F_TRANSLATION (0x10) sid=0x8 addr=0x80001000 write s2=1\nhyp: ACCT guest",
         );
         assert!(check_smmu(&extra).is_err());
+    }
+
+    #[test]
+    fn a_qemu_smmu_complaint_fails() {
+        let bad = GOOD.replace("TEST device_dma", "SMMUv3 bad STE S2TG: 3\nTEST device_dma");
+        let e = check_smmu(&bad).unwrap_err().to_string();
+        assert!(e.contains("SMMU guest error"), "{e}");
     }
 
     #[test]
