@@ -178,7 +178,7 @@ mod tests {
 
     /// The hyp lines of a passing run (QEMU 10.0.2), cut.
     const GOOD: &str = "\
-hyp: smmu: SMMUv3 at 0x9050000, IDR0 0x0 IDR1 0x0 IDR5 0x0 (stage 1 true, stage 2 true, 16 StreamID bits, OAS 44 bits), linear stream table of 256 STEs, 256 commands, 128 events, irqs []
+hyp: smmu: SMMUv3 at 0x9050000, IDR0 0xd44101b IDR1 0x2730010 IDR2 0x0 IDR3 0x1414 IDR4 0x0 IDR5 0x74 (stage 1 true, stage 2 true, 16 StreamID bits, OAS 44 bits), linear stream table of 256 STEs, 256 commands, 128 events, irqs []
 hyp: pci 00:01.0: StreamID 0x8 on the SMMUv3's stage 2 (VMID 1, S2TTB 0x0); bar0 0x10000000+0x100000 mapped at the same IPA; guest ECAM Some((0x4010000000, 0x100000))
 TEST device_config ... PASS
 TEST device_dma ... PASS

@@ -55,11 +55,18 @@ pub mod regs {
     pub const GBPA_UPDATE: u32 = 1 << 31;
 }
 
-/// The ID registers hyp reads (6.3.1–6.3.6).
+/// The ID registers (6.3.1–6.3.6), all read at probe; hyp decides on IDR0, IDR1 and
+/// IDR5 and prints the rest.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Idr {
     pub idr0: u32,
     pub idr1: u32,
+    /// `SMMU_IDR2`: `BA_VATOS` (not used).
+    pub idr2: u32,
+    /// `SMMU_IDR3`: `RIL` (range invalidation), `HAD`, … (not used).
+    pub idr3: u32,
+    /// `SMMU_IDR4`: IMPLEMENTATION DEFINED.
+    pub idr4: u32,
     pub idr5: u32,
 }
 
@@ -494,6 +501,9 @@ impl<R: SmmuRegs> Smmu<R> {
         let idr = Idr {
             idr0: regs.read32(regs::IDR0),
             idr1: regs.read32(regs::IDR1),
+            idr2: regs.read32(regs::IDR2),
+            idr3: regs.read32(regs::IDR3),
+            idr4: regs.read32(regs::IDR4),
             idr5: regs.read32(regs::IDR5),
         };
         idr.check(pa_bits).map_err(SmmuError::Unsupported)?;

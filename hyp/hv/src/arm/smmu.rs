@@ -78,10 +78,13 @@ pub fn init(info: &SmmuInfo) -> Result<(), String> {
     let idr = smmu.idr;
     let (cq, eq) = smmu.queue_entries();
     println!(
-        "hyp: smmu: SMMUv3 at {:#x}, IDR0 {:#x} IDR1 {:#x} IDR5 {:#x} (stage 1 {}, stage 2 {}, {} StreamID bits, OAS {} bits), linear stream table of {} STEs, {cq} commands, {eq} events, irqs {:?}",
+        "hyp: smmu: SMMUv3 at {:#x}, IDR0 {:#x} IDR1 {:#x} IDR2 {:#x} IDR3 {:#x} IDR4 {:#x} IDR5 {:#x} (stage 1 {}, stage 2 {}, {} StreamID bits, OAS {} bits), linear stream table of {} STEs, {cq} commands, {eq} events, irqs {:?}",
         info.base,
         idr.idr0,
         idr.idr1,
+        idr.idr2,
+        idr.idr3,
+        idr.idr4,
         idr.idr5,
         idr.s1p(),
         idr.s2p(),
