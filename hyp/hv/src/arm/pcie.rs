@@ -67,6 +67,16 @@ pub fn take(
     for a in &g.pci {
         let bdf = Bdf::new(a.bus, a.dev, a.func)
             .ok_or_else(|| alloc::format!("configuration: guest[{i}].pci: {a}: not an address"))?;
+        // Its DMA must be the SMMU's to translate: the bridge's `iommu-map` names it.
+        let behind = bus.as_deref().and_then(|b| b.get(bdf)).map(|f| f.iommu);
+        let smmu_phandle = host.smmu.as_ref().map(|s| s.phandle);
+        if let Some(Some((ph, _))) = behind {
+            if Some(ph) != smmu_phandle {
+                return Err(alloc::format!(
+                    "configuration: guest[{i}].pci: {a}: its iommu-map names phandle {ph:#x}, not the SMMUv3's ({smmu_phandle:x?})"
+                ));
+            }
+        }
         let f = PassedFunction::take(bus.as_deref_mut(), bdf, smmu::up())
             .map_err(|e| alloc::format!("configuration: guest[{i}].pci: {e}"))?;
         functions.push(f);
