@@ -88,6 +88,8 @@ pub const TESTS: &[&str] = &[
     "vits_doorbell",
     "vits_movi",
     "vits_errors",
+    "device_config",
+    "device_dma",
     "psci_cpu_off",
     "no_unexpected_interrupts",
 ];

@@ -1125,6 +1125,7 @@ mod tests {
                     "aarch64-testguest",
                     "aarch64-testguest-storm",
                     "aarch64-gicv4",
+                    "aarch64-iommu-edu",
                     "aarch64-linux",
                     "aarch64-linux-smp4",
                     "aarch64-linux-overcommit",
@@ -1141,7 +1142,8 @@ mod tests {
                     "aarch64-hello",
                     "aarch64-testguest",
                     "aarch64-testguest-storm",
-                    "aarch64-gicv4"
+                    "aarch64-gicv4",
+                    "aarch64-iommu-edu"
                 ],
                 false
             )

@@ -41,6 +41,7 @@ use clap::{Parser, Subcommand};
 mod api;
 mod arm;
 mod armbench;
+mod armiommu;
 mod armtest;
 mod bench;
 mod bootbench;

@@ -139,8 +139,9 @@ pub struct Guest {
     /// How a level passthrough interrupt is completed at the physical controller.
     pub eoi: Eoi,
     /// Host PCIe functions given to the guest (`pci = ["00:01.0"]`): each appears in
-    /// the guest's own ECAM, its DMA through the IOMMU's second stage, its MSIs in the
-    /// guest's interrupt files (`topology = "aia"` only).
+    /// the guest's own ECAM, its DMA through the IOMMU's second stage (riscv64) or the
+    /// SMMUv3's stage 2 (aarch64), its MSIs in the guest's interrupt files (riscv64,
+    /// `topology = "aia"`; aarch64 guests get no MSIs yet).
     pub pci: Vec<PciAddr>,
 }
 
@@ -578,10 +579,17 @@ fn validate_guest(i: usize, g: &Guest) -> Result<(), Error> {
             ),
         ));
     }
-    if !g.pci.is_empty() && g.topology != Topology::Aia {
+    // riscv64: the MSIs go to interrupt files (AIA); aarch64 (vGICv3/vGICv4): DMA
+    // through the SMMUv3's stage 2, no MSIs yet (no guest ITS).
+    if !g.pci.is_empty()
+        && !matches!(
+            g.topology,
+            Topology::Aia | Topology::Vgicv3 | Topology::Vgicv4
+        )
+    {
         return Err(Error::new(
             f("pci"),
-            "a PCIe function's MSIs need interrupt files: use topology = \"aia\"",
+            "a PCIe function's MSIs need interrupt files: use topology = \"aia\" (riscv64) or \"vgicv3\"/\"vgicv4\" (aarch64)",
         ));
     }
     Ok(())

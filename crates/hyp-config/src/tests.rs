@@ -434,3 +434,26 @@ fn vgicv4_is_an_aarch64_topology_named_vgicv4() {
     validate(&c).unwrap();
     assert_eq!(decode(&encode(&c)).unwrap(), c);
 }
+
+/// aarch64 guests may own PCIe functions (DMA through the SMMUv3's stage 2); a vPLIC
+/// guest may not (no interrupt files, no translated MSIs), named at its `pci` field.
+#[test]
+fn pci_functions_go_to_aia_or_gic_guests_only() {
+    let edu = PciAddr::parse("00:01.0").unwrap();
+    for t in [Topology::Vgicv3, Topology::Vgicv4] {
+        let mut g = arm64("linux", 0x4400_0000);
+        g.topology = t;
+        g.pci = vec![edu];
+        let c = Config {
+            hyp: Options::default(),
+            guests: vec![g],
+        };
+        validate(&c).unwrap();
+        assert_eq!(decode(&encode(&c)).unwrap(), c);
+    }
+    let e = error_of(|c| {
+        c.guests[0].topology = Topology::Vplic;
+        c.guests[0].pci = vec![edu];
+    });
+    assert_eq!(e.field, "guest[0].pci");
+}

@@ -15,6 +15,11 @@
 //!   commands hyp sends, `GITS_BASER`/`CBASER`/`CREADR`, `GICR_PROPBASER`/`PENDBASER`,
 //!   GICv4.0's `GICR_VPROPBASER`/`VPENDBASER`, the LPI configuration byte, and the
 //!   command queue with its bounded completion wait (checked against a fake ITS).
+//! - [`smmuv3`]: the Arm SMMUv3 (IHI 0070) as hyp drives it on aarch64: ID registers,
+//!   stage-2-only stream-table entries derived from `VTCR_EL2`, the commands, queue
+//!   indices with their wrap bit, event records, and the driver ([`smmuv3::Smmu`]:
+//!   bring-up, attach/detach, bounded command completion, event draining) over a
+//!   register trait, checked against a fake SMMU that behaves like QEMU's.
 //!
 //! Nothing here touches memory or devices: hyp's driver (`hv/src/iommu/`) does, through
 //! `arch`.
@@ -26,3 +31,4 @@ extern crate alloc;
 pub mod gic_its;
 pub mod iommu;
 pub mod pci;
+pub mod smmuv3;

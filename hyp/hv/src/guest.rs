@@ -165,7 +165,8 @@ impl Guest {
         // device's registers (and its MSI-X table) with no exit.
         let mut vpci = Vec::new();
         for &bdf in cfg.pci {
-            let f = PassedFunction::take(bus.as_deref_mut(), bdf).map_err(GuestError::Pci)?;
+            let f = PassedFunction::take(bus.as_deref_mut(), bdf, crate::iommu::iommu().is_some())
+                .map_err(GuestError::Pci)?;
             for &(bar, cpu) in &f.bars {
                 g.map(
                     cpu,

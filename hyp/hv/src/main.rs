@@ -47,7 +47,6 @@ mod ids;
 mod iommu;
 #[cfg(target_arch = "riscv64")]
 mod irq;
-#[cfg(target_arch = "riscv64")]
 mod pci;
 #[cfg(target_arch = "riscv64")]
 mod platform;
@@ -61,7 +60,6 @@ mod shutdown;
 mod topology;
 #[cfg(target_arch = "riscv64")]
 mod vcpu;
-#[cfg(target_arch = "riscv64")]
 mod vpci;
 #[cfg(target_arch = "riscv64")]
 mod vuart;

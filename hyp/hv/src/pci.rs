@@ -1,12 +1,13 @@
 //! The host's PCIe functions: enumerated once at boot from the host bridge's ECAM window
-//! (`platform::PcieHost`), each with its header, its BARs (sized by the write-all-ones
+//! ([`PcieHost`], from the host DTB), each with its header, its BARs (sized by the write-all-ones
 //! probe while nobody uses the function), its capabilities (MSI, MSI-X) and its IOMMU
 //! device ID (`iommu-map`). Architecture-neutral: the registers are reached through
 //! `arch::pcie`, the parsing is `hyp_io::pci`'s (host-tested).
 //!
-//! Nothing is given to a guest yet. [`Bus::enable`] assigns a function's memory BARs
-//! from the bridge's 32-bit window (no firmware did: OpenSBI does not touch PCI) and
-//! turns on its memory decode and, on request, its bus mastering (DMA).
+//! [`Bus::enable`] assigns a function's memory BARs from the bridge's 32-bit window (no
+//! firmware did: neither OpenSBI nor QEMU's aarch64 ELF loader touches PCI) and turns
+//! on its memory decode and, on request, its bus mastering (DMA). Built on riscv64
+//! (the RISC-V IOMMU) and aarch64 (the SMMUv3, `arm::smmu`).
 use alloc::vec::Vec;
 
 use hyp_io::pci::{
@@ -15,8 +16,77 @@ use hyp_io::pci::{
 };
 
 use crate::arch::pcie::{Ecam, EcamFunction};
-use crate::platform::PcieHost;
 use crate::println;
+
+/// The PCIe host bridge (`pci-host-ecam-generic`).
+#[derive(Clone, Debug)]
+pub struct PcieHost {
+    /// ECAM window `(base, size)` (`reg`).
+    pub ecam: (u64, u64),
+    /// `bus-range`.
+    pub bus_start: u8,
+    /// Last bus of `bus-range`.
+    pub bus_end: u8,
+    /// The 32-bit memory window of `ranges`: `(PCI address, CPU address, size)`.
+    pub mem32: Option<(u64, u64, u64)>,
+    /// The 64-bit memory window of `ranges`.
+    pub mem64: Option<(u64, u64, u64)>,
+    /// `msi-parent` (a phandle).
+    pub msi_parent: Option<u32>,
+    /// `iommu-map`: which IOMMU and device ID each requester ID has.
+    pub iommu_map: Vec<hyp_io::pci::IommuMapEntry>,
+    /// `iommu-map-mask` (all ones when absent).
+    pub iommu_map_mask: u32,
+}
+
+impl PcieHost {
+    /// A `pci-host-ecam-generic` node of the host DTB (QEMU `virt` on both ISAs:
+    /// docs/hyp.md, "PCIe and the RISC-V IOMMU", docs/gicv4.md §3). `ranges` entries are
+    /// `<phys.hi phys.mid phys.lo cpu.hi cpu.lo size.hi size.lo>` (3 PCI address cells,
+    /// the root's 2, 2 size cells); `phys.hi` bits 25:24 give the space (2: 32-bit
+    /// memory, 3: 64-bit memory). `None` without a `reg`.
+    pub fn from_node(n: &fdt::node::FdtNode<'_, '_>) -> Option<PcieHost> {
+        let u64_of = |hi: u32, lo: u32| (hi as u64) << 32 | lo as u64;
+        let r = n.reg().and_then(|mut r| r.next())?;
+        let bus = cells(n.property("bus-range"));
+        let (mut mem32, mut mem64) = (None, None);
+        for e in cells(n.property("ranges")).chunks_exact(7) {
+            let w = (u64_of(e[1], e[2]), u64_of(e[3], e[4]), u64_of(e[5], e[6]));
+            match e[0] >> 24 & 3 {
+                2 => mem32 = Some(w),
+                3 => mem64 = Some(w),
+                _ => {}
+            }
+        }
+        Some(PcieHost {
+            ecam: (r.starting_address as u64, r.size.unwrap_or(0) as u64),
+            bus_start: bus.first().copied().unwrap_or(0) as u8,
+            bus_end: bus.get(1).copied().unwrap_or(255).min(255) as u8,
+            mem32,
+            mem64,
+            msi_parent: n
+                .property("msi-parent")
+                .and_then(|p| p.as_usize())
+                .map(|p| p as u32),
+            iommu_map: hyp_io::pci::parse_iommu_map(&cells(n.property("iommu-map"))),
+            iommu_map_mask: n
+                .property("iommu-map-mask")
+                .and_then(|p| p.as_usize())
+                .map_or(!0, |m| m as u32),
+        })
+    }
+}
+
+/// A property as big-endian 32-bit cells (empty when absent).
+fn cells(p: Option<fdt::node::NodeProperty<'_>>) -> Vec<u32> {
+    p.map(|p| {
+        p.value
+            .chunks_exact(4)
+            .map(|b| u32::from_be_bytes([b[0], b[1], b[2], b[3]]))
+            .collect()
+    })
+    .unwrap_or_default()
+}
 
 /// One function found on the bus.
 #[derive(Clone, Debug)]

@@ -45,26 +45,7 @@ pub struct AiaInfo {
     pub num_ids: u32,
 }
 
-/// The PCIe host bridge (`pci-host-ecam-generic`).
-#[derive(Clone, Debug)]
-pub struct PcieHost {
-    /// ECAM window `(base, size)` (`reg`).
-    pub ecam: (u64, u64),
-    /// `bus-range`.
-    pub bus_start: u8,
-    /// Last bus of `bus-range`.
-    pub bus_end: u8,
-    /// The 32-bit memory window of `ranges`: `(PCI address, CPU address, size)`.
-    pub mem32: Option<(u64, u64, u64)>,
-    /// The 64-bit memory window of `ranges`.
-    pub mem64: Option<(u64, u64, u64)>,
-    /// `msi-parent` (a phandle).
-    pub msi_parent: Option<u32>,
-    /// `iommu-map`: which IOMMU and device ID each requester ID has.
-    pub iommu_map: Vec<hyp_io::pci::IommuMapEntry>,
-    /// `iommu-map-mask` (all ones when absent).
-    pub iommu_map_mask: u32,
-}
+pub use crate::pci::PcieHost;
 
 /// Where the RISC-V IOMMU is.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -378,7 +359,6 @@ fn cells(p: Option<fdt::node::NodeProperty<'_>>) -> Vec<u32> {
 fn parse_pcie(fdt: &fdt::Fdt<'_>) -> (Option<PcieHost>, Option<IommuInfo>) {
     let mut pcie = None;
     let mut iommu = None;
-    let u64_of = |hi: u32, lo: u32| (hi as u64) << 32 | lo as u64;
     for n in fdt.all_nodes() {
         let Some(compat) = n.compatible() else {
             continue;
@@ -388,35 +368,7 @@ fn parse_pcie(fdt: &fdt::Fdt<'_>) -> (Option<PcieHost>, Option<IommuInfo>) {
             .and_then(|p| p.as_usize())
             .unwrap_or(0) as u32;
         if compat.all().any(|c| c == "pci-host-ecam-generic") && pcie.is_none() {
-            let Some(r) = n.reg().and_then(|mut r| r.next()) else {
-                continue;
-            };
-            let bus = cells(n.property("bus-range"));
-            let (mut mem32, mut mem64) = (None, None);
-            for e in cells(n.property("ranges")).chunks_exact(7) {
-                let w = (u64_of(e[1], e[2]), u64_of(e[3], e[4]), u64_of(e[5], e[6]));
-                match e[0] >> 24 & 3 {
-                    2 => mem32 = Some(w),
-                    3 => mem64 = Some(w),
-                    _ => {}
-                }
-            }
-            pcie = Some(PcieHost {
-                ecam: (r.starting_address as u64, r.size.unwrap_or(0) as u64),
-                bus_start: bus.first().copied().unwrap_or(0) as u8,
-                bus_end: bus.get(1).copied().unwrap_or(255).min(255) as u8,
-                mem32,
-                mem64,
-                msi_parent: n
-                    .property("msi-parent")
-                    .and_then(|p| p.as_usize())
-                    .map(|p| p as u32),
-                iommu_map: hyp_io::pci::parse_iommu_map(&cells(n.property("iommu-map"))),
-                iommu_map_mask: n
-                    .property("iommu-map-mask")
-                    .and_then(|p| p.as_usize())
-                    .map_or(!0, |m| m as u32),
-            });
+            pcie = PcieHost::from_node(&n);
         } else if compat.all().any(|c| c == "riscv,iommu") && iommu.is_none() {
             let Some(r) = n.reg().and_then(|mut r| r.next()) else {
                 continue;

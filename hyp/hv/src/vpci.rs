@@ -7,7 +7,8 @@
 //! mapped at the same guest-physical addresses (the guest's DTB asks Linux to keep
 //! them: `linux,pci-probe-only`), so the MSI-X table and the device's registers are
 //! the guest's with no exit. Its DMA goes through the IOMMU with the guest's G-stage
-//! as second stage, and so do its MSIs: a guest-physical IMSIC address the guest's
+//! as second stage (on aarch64: the SMMUv3 with the guest's stage-2 tables,
+//! `arm::smmu`), and so do its MSIs (riscv64): a guest-physical IMSIC address the guest's
 //! driver programs is translated, like any DMA, to the interrupt file that backs that
 //! vCPU now (`crate::topology::aia` keeps the mapping and invalidates the IOMMU's
 //! copy when a file moves).
@@ -61,14 +62,20 @@ impl core::fmt::Display for PassError {
 impl PassedFunction {
     /// Take `bdf` from the host bus for a guest: its memory BARs placed and decoding,
     /// bus mastering on (its DMA faults until the IOMMU attaches it to the guest).
-    pub fn take(bus: Option<&mut Bus>, bdf: Bdf) -> Result<PassedFunction, PassError> {
+    /// `iommu_up`: the IOMMU that `iommu-map` names came up (the RISC-V IOMMU, the
+    /// SMMUv3).
+    pub fn take(
+        bus: Option<&mut Bus>,
+        bdf: Bdf,
+        iommu_up: bool,
+    ) -> Result<PassedFunction, PassError> {
         let bus = bus.ok_or(PassError::NoBus)?;
         let f = bus
             .get(bdf)
             .ok_or(PassError::Bus(PciError::NoFunction(bdf)))?
             .clone();
         let (_, device_id) = f.iommu.ok_or(PassError::NoIommu(bdf))?;
-        if crate::iommu::iommu().is_none() {
+        if !iommu_up {
             return Err(PassError::NoIommu(bdf));
         }
         let bars = bus.enable(bdf, true).map_err(PassError::Bus)?;

@@ -97,6 +97,9 @@ pub struct Ctx {
     /// `gicv4` on the command line: hyp gave the guest vPEs (`topology = "vgicv4"`)
     /// and its test vLPI calls work.
     pub gicv4: bool,
+    /// `virq.device` on the command line: hyp gave the guest QEMU's `edu` at 00:01.0
+    /// (the `device_*` tests drive it).
+    pub device: bool,
     passed: usize,
     failed: usize,
 }
@@ -448,6 +451,7 @@ pub extern "C" fn secondary_main(cpu: usize, context: u64, el: u64, daif: u64, s
         ncpus: 0,
         tick_ms: (sysreg::cntfrq_el0::read() / 1000).max(1),
         gicv4: false,
+        device: false,
         passed: 0,
         failed: 0,
     };
@@ -536,6 +540,7 @@ pub extern "C" fn main(cpu: usize, x0: u64) -> ! {
         ncpus,
         tick_ms: (freq / 1000).max(1),
         gicv4: bootargs.split_whitespace().any(|w| w == "gicv4"),
+        device: bootargs.split_whitespace().any(|w| w == "virq.device"),
         passed: 0,
         failed: 0,
     };

@@ -44,6 +44,8 @@ macro_rules! ensure {
 #[cfg(target_arch = "aarch64")]
 mod bench;
 #[cfg(target_arch = "aarch64")]
+mod device;
+#[cfg(target_arch = "aarch64")]
 mod guest;
 #[cfg(target_arch = "aarch64")]
 mod hw;

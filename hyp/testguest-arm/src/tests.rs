@@ -74,6 +74,8 @@ pub const LIST: &[Test] = &[
     ("vits_doorbell", crate::vits::test_doorbell, true),
     ("vits_movi", crate::vits::test_movi, true),
     ("vits_errors", crate::vits::test_errors, true),
+    ("device_config", crate::device::test_config, false),
+    ("device_dma", crate::device::test_dma, false),
     ("psci_cpu_off", test_psci_cpu_off, true),
 ];
 

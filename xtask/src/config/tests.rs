@@ -430,3 +430,40 @@ fn arm64_image_header_is_read_or_refused() {
     let e = resolve_text(text, &[], &images).unwrap_err();
     assert!(format!("{e:#}").starts_with("guest[0].kernel: "), "{e:#}");
 }
+
+/// aarch64 passthrough: `machine.iommu = "smmuv3"` and edu put the SMMUv3, `-nic none`
+/// (QEMU's default NIC would take 00:01.0) and edu with a full DMA mask on the command
+/// line, and the guest's `pci` names 00:01.0 on a vGICv3.
+#[test]
+fn aarch64_smmuv3_and_edu_reach_qemu_and_the_guest() {
+    let images = FakeImages::new("smmu");
+    let text = r#"
+[machine]
+arch = "aarch64"
+iommu = "smmuv3"
+pci = ["edu"]
+[[guest]]
+name = "a"
+kernel = "debian"
+memory_mb = 64
+vcpus = 1
+topology = "vgicv3"
+pci = ["00:01.0"]
+"#;
+    let r = resolve_text(text, &[], &images).unwrap();
+    assert_eq!(
+        r.machine.pcie.qemu_args(""),
+        [
+            "-M",
+            "iommu=smmuv3",
+            "-nic",
+            "none",
+            "-device",
+            "edu,dma_mask=0xffffffffffffffff,addr=0x1.0"
+        ]
+    );
+    assert_eq!(
+        r.config.guests[0].pci,
+        [hyp_config::PciAddr::parse("00:01.0").unwrap()]
+    );
+}

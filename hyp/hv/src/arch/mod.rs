@@ -13,6 +13,7 @@
 //! |---|---|
 //! | `mod.rs` | this contract, [`HartId`], the calls up, the backend selection |
 //! | `stage2.rs` | the stage-2 page-table format a backend describes ([`Stage2Format`]) |
+//! | `pcie.rs` | raw MMIO of PCIe: the host bridge's ECAM window and device register windows (`Ecam`, `MmioWindow`), ordered by the backend's `fence_io` |
 //! | `phys.rs` | host physical memory outside hyp's Rust objects (guest RAM windows, the boot inputs, `DmaBuf`: RAM shared with a device): checked volatile accesses, the same on every ISA |
 //! | `riscv64/` | the RISC-V backend (H extension, SBI firmware, QEMU `virt`) |
 //! | `aarch64/` | the aarch64 backend (EL2 boot, vectors, world switch, stage 2, host GICv3 and list registers, PL011, PSCI to QEMU) |
@@ -51,6 +52,7 @@
 
 mod stage2;
 
+pub mod pcie;
 pub mod phys;
 
 pub use stage2::{Entry, Leaf, Perm, Stage2Format};

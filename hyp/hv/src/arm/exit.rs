@@ -328,7 +328,8 @@ fn sysreg_trap(vm: &Vm, v: usize, cpu: usize, ctx: &mut Context) {
     ctx.pc += 4;
 }
 
-/// A stage-2 data abort: the vGIC's frames and the emulated PL011 are emulated;
+/// A stage-2 data abort: the vGIC's frames, the emulated PL011 and the guest's PCIe
+/// ECAM window (`pcie::GuestPci::access`) are emulated;
 /// anything else outside the guest's RAM and devices gets a synchronous external
 /// abort injected.
 fn data_abort(vm: &Vm, cpu: usize, ctx: &mut Context) -> Next {
@@ -341,9 +342,10 @@ fn data_abort(vm: &Vm, cpu: usize, ctx: &mut Context) -> Next {
     let in_gicd = (GICD_IPA..GICD_IPA + GICD_SIZE).contains(&ipa);
     let in_gicr = (GICR_IPA..GICR_IPA + gicr_size).contains(&ipa);
     let in_vuart = vm.vuart.is_some() && (UART_BASE..UART_BASE + 0x1000).contains(&ipa);
-    if !isv || !(in_gicd || in_gicr || in_vuart) {
-        // The ITS frames (vgicv4 guests) are looked for only once the GIC and UART
-        // missed: a vgicv3 guest's GIC and UART exits pay nothing for them.
+    let in_ecam = vm.pci.ecam.is_some_and(|(b, l)| (b..b + l).contains(&ipa));
+    if !isv || !(in_gicd || in_gicr || in_vuart || in_ecam) {
+        // The ITS frames (vgicv4 guests) are looked for only once the GIC, UART and
+        // ECAM missed: a vgicv3 guest's GIC and UART exits pay nothing for them.
         if let (true, Some(its)) = (isv, &vm.vits) {
             if (ITS_IPA..ITS_IPA + ITS_SIZE).contains(&ipa) {
                 return its_abort(vm, its, ctx, ipa);
@@ -360,7 +362,9 @@ fn data_abort(vm: &Vm, cpu: usize, ctx: &mut Context) -> Next {
     let sf = iss & (1 << 15) != 0;
     let kicker = Kicker { vm, cpu };
     let value = (write).then(|| if srt == 31 { 0 } else { ctx.x[srt] });
-    let r = if let (true, Some(uart)) = (in_vuart, &vm.vuart) {
+    let r = if in_ecam {
+        vm.pci.access(ipa, size, value).unwrap_or(0)
+    } else if let (true, Some(uart)) = (in_vuart, &vm.vuart) {
         vuart_access(vm, &kicker, uart, ipa - UART_BASE, size, value)
     } else {
         let mut g = vm.gic.lock();

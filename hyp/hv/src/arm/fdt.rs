@@ -2,7 +2,8 @@
 //! its address): memory, the vCPUs (PSCI enable method, `reg` = the affinity hyp puts
 //! in `VMPIDR_EL2`), PSCI 1.0 over `hvc`, the GICv3 (`arm,gic-v3`), the generic timer
 //! (`arm,armv8-timer`: the guest uses the virtual timer, PPI 11 = INTID 27), the PL011
-//! if the guest owns it, and `/chosen` (bootargs, initramfs, stdout).
+//! if the guest owns it, its PCIe host bridge if it has functions (`arm::pcie`), and
+//! `/chosen` (bootargs, initramfs, stdout, `linux,pci-probe-only`).
 use alloc::format;
 use alloc::vec::Vec;
 
@@ -25,8 +26,15 @@ pub const ITS_PHANDLE: u32 = 3;
 
 /// Build the DTB of guest `g` with `vcpus` vCPUs; `uart`: it has a PL011 (QEMU's,
 /// passed through, or hyp's emulated one: the same node); `its`: its GIC has an ITS
-/// (`topology = "vgicv4"`: an `arm,gic-v3-its` child of the GIC node).
-pub fn build(g: &Guest, vcpus: usize, uart: bool, its: bool) -> FdtWriterResult<Vec<u8>> {
+/// (`topology = "vgicv4"`: an `arm,gic-v3-its` child of the GIC node); `pcie`: its PCIe
+/// host bridge, if hyp gave it functions (`arm::pcie`).
+pub fn build(
+    g: &Guest,
+    vcpus: usize,
+    uart: bool,
+    its: bool,
+    pcie: Option<&super::pcie::PcieNode>,
+) -> FdtWriterResult<Vec<u8>> {
     let mut fdt = FdtWriter::new()?;
     let root = fdt.begin_node("")?;
     fdt.property_u32("#address-cells", 2)?;
@@ -45,6 +53,10 @@ pub fn build(g: &Guest, vcpus: usize, uart: bool, its: bool) -> FdtWriterResult<
     if let Some(r) = g.initramfs {
         fdt.property_u64("linux,initrd-start", GUEST_RAM_BASE + r.offset)?;
         fdt.property_u64("linux,initrd-end", GUEST_RAM_BASE + r.offset + r.size)?;
+    }
+    if pcie.is_some() {
+        // Keep the BARs where hyp placed (and mapped) them.
+        fdt.property_u32("linux,pci-probe-only", 1)?;
     }
     fdt.end_node(chosen)?;
 
@@ -135,6 +147,42 @@ pub fn build(g: &Guest, vcpus: usize, uart: bool, its: bool) -> FdtWriterResult<
         fdt.end_node(pl011)?;
     }
 
+    if let Some(p) = pcie {
+        pcie_node(&mut fdt, p)?;
+    }
+
     fdt.end_node(root)?;
     fdt.finish()
+}
+
+/// The guest's `pci-host-ecam-generic` bridge: one bus at `p.ecam`, a 32-bit memory
+/// `ranges` entry per BAR (`phys.hi` 0x0200_0000), DMA coherent; no `msi-map` (no
+/// guest ITS yet) and no `interrupt-map` (INTx stays off).
+fn pcie_node(fdt: &mut FdtWriter, p: &super::pcie::PcieNode) -> FdtWriterResult<()> {
+    let n = fdt.begin_node(&format!("pcie@{:x}", p.ecam.0))?;
+    fdt.property_string("compatible", "pci-host-ecam-generic")?;
+    fdt.property_string("device_type", "pci")?;
+    fdt.property_u32("#address-cells", 3)?;
+    fdt.property_u32("#size-cells", 2)?;
+    fdt.property_array_u64("reg", &[p.ecam.0, p.ecam.1])?;
+    fdt.property_array_u32("bus-range", &[0, 0])?;
+    fdt.property_u32("linux,pci-domain", 0)?;
+    fdt.property_null("dma-coherent")?;
+    let ranges: Vec<u32> = p
+        .ranges
+        .iter()
+        .flat_map(|&(pci, cpu, size)| {
+            [
+                0x0200_0000,
+                (pci >> 32) as u32,
+                pci as u32,
+                (cpu >> 32) as u32,
+                cpu as u32,
+                (size >> 32) as u32,
+                size as u32,
+            ]
+        })
+        .collect();
+    fdt.property_array_u32("ranges", &ranges)?;
+    fdt.end_node(n)
 }

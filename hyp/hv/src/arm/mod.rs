@@ -16,6 +16,8 @@
 //! | `gicv4.rs` | GICv4.0 (`topology = "vgicv4"`): the host ITS driver, host LPIs, a vPE per vCPU, its doorbell through virq-core's `Doorbell`, test vLPIs |
 //! | `vits.rs` | a vgicv4 guest's ITS: its frames trapped, `virq_arm::vits` commands applied on the host ITS (VMAPTI, VMOVI, INV, …), guest DeviceID → host DeviceID |
 //! | `vpl011.rs` | hyp's emulated PL011, for a guest that does not own QEMU's |
+//! | `pcie.rs` | host PCIe functions given to a guest: BARs in its stage 2, its trapped ECAM window, its DTB node, the SMMU attach |
+//! | `smmu.rs` | the host SMMUv3: bring-up, a stage-2-only STE per passed PCIe function (the guest's own stage-2 tables), event records counted |
 //! | `idregs.rs` | the ID registers guests read: features hyp does not switch hidden |
 //!
 //! Each vCPU has a home CPU; a CPU with one vCPU keeps its EL1 system registers,
@@ -32,8 +34,10 @@ mod gicv4;
 mod hello;
 mod idregs;
 mod layout;
+mod pcie;
 mod psci;
 mod sched;
+mod smmu;
 mod vits;
 mod vm;
 mod vpl011;
@@ -70,6 +74,68 @@ pub struct HostInfo {
     pub memory: (u64, u64),
     /// The ITS's control frame (`arm,gic-v3-its` under the GIC node), if any.
     pub its: Option<usize>,
+    /// The PCIe host bridge (`pci-host-ecam-generic`), if any.
+    pub pcie: Option<crate::pci::PcieHost>,
+    /// The SMMUv3 (`arm,smmu-v3`; `-M virt,iommu=smmuv3`), if any.
+    pub smmu: Option<smmu::SmmuInfo>,
+}
+
+/// The host DTB's `arm,smmu-v3` node: its window, phandle and named SPIs (`interrupts`
+/// cells `<0 spi flags>` → INTID 32 + spi, in `interrupt-names` order).
+fn smmu_info(fdt: &::fdt::Fdt<'_>) -> Option<smmu::SmmuInfo> {
+    let n = fdt.find_compatible(&["arm,smmu-v3"])?;
+    let r = n.reg()?.next()?;
+    let cells: Vec<u32> = n
+        .property("interrupts")
+        .map(|p| {
+            p.value
+                .chunks_exact(4)
+                .map(|b| u32::from_be_bytes([b[0], b[1], b[2], b[3]]))
+                .collect()
+        })
+        .unwrap_or_default();
+    let names = n
+        .property("interrupt-names")
+        .map(|p| {
+            p.value
+                .split(|&b| b == 0)
+                .filter(|s| !s.is_empty())
+                .map(|s| alloc::string::String::from_utf8_lossy(s).into_owned())
+                .collect::<Vec<_>>()
+        })
+        .unwrap_or_default();
+    let irqs = names
+        .into_iter()
+        .zip(cells.chunks_exact(3))
+        .filter(|(_, c)| c[0] == 0)
+        .map(|(name, c)| (name, 32 + c[1]))
+        .collect();
+    Some(smmu::SmmuInfo {
+        base: r.starting_address as u64,
+        size: r.size.unwrap_or(0) as u64,
+        phandle: n
+            .property("phandle")
+            .and_then(|p| p.as_usize())
+            .unwrap_or(0) as u32,
+        irqs,
+    })
+}
+
+/// Enumerate the host bridge (one `hyp: pci …` line per function) and bring up the
+/// SMMUv3 when the host has them. A host with no bridge has no bus; an SMMU that does
+/// not come up is reported, and functions behind it cannot be given to guests.
+pub fn pcie_init(host: &HostInfo) -> Option<crate::pci::Bus> {
+    let bus = host.pcie.as_ref().map(|h| {
+        let b = crate::pci::Bus::enumerate(h);
+        b.print();
+        b
+    });
+    if let Some(info) = &host.smmu {
+        if let Err(e) = smmu::init(info) {
+            println!("hyp: smmu: {e}");
+        }
+    }
+    bus
 }
 
 fn host_info(x0: usize) -> Result<HostInfo, &'static str> {
@@ -106,7 +172,13 @@ fn host_info(x0: usize) -> Result<HostInfo, &'static str> {
         .next()
         .map(|r| (r.starting_address as u64, r.size.unwrap_or(0) as u64))
         .ok_or("no memory in the host device tree")?;
+    let pcie = fdt
+        .find_compatible(&["pci-host-ecam-generic"])
+        .and_then(|n| crate::pci::PcieHost::from_node(&n));
+    let smmu = smmu_info(&fdt);
     Ok(HostInfo {
+        pcie,
+        smmu,
         config,
         gic: arch::gic::GicAddrs {
             gicd: d.starting_address as usize,

@@ -251,6 +251,10 @@ fn drain(c: &mut Cpu) {
             },
             // An LPI has no active state: the priority drop ended it.
             _ if gic::is_lpi(id) => doorbell(c, id),
+            _ if super::smmu::is_event_irq(id) => {
+                gic::deactivate(id);
+                super::smmu::poll_events();
+            }
             _ => gic::deactivate(id),
         }
     }
@@ -503,6 +507,10 @@ fn power_off(failure: bool) -> ! {
             );
         }
     }
+    for vm in vm::vms() {
+        vm.pci.report(&vm.name);
+    }
+    super::smmu::report();
     println!("hyp: power off (status {})", failure as u8);
     arch::power_off(failure)
 }

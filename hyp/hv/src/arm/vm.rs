@@ -153,6 +153,8 @@ pub struct Vm {
     pub lpis: Option<VmLpis>,
     /// Its guest-visible ITS (`topology = "vgicv4"`).
     pub vits: Option<super::vits::VmIts>,
+    /// Host PCIe functions it owns (`pci = [...]`), in its trapped ECAM window.
+    pub pci: super::pcie::GuestPci,
 }
 
 impl Vm {
@@ -216,11 +218,13 @@ pub fn boot(host: &HostInfo) -> Result<(), String> {
             .map_err(|e| format!("configuration: guest[{i}].topology: \"vgicv4\": {e}"))?;
         gicv4::init_cpu(0)?;
     }
+    let mut bus = super::pcie_init(host);
     let mut next = 0usize;
     let mut vms = Vec::new();
     let deferred = config.hyp.vuart == hyp_config::VuartMode::Deferred;
     for (i, g) in config.guests.iter().enumerate() {
-        vms.push(build(i, g, &allowed, cpus, &mut next, deferred)?);
+        let pci = super::pcie::take(i, g, bus.as_mut(), host)?;
+        vms.push(build(i, g, &allowed, cpus, &mut next, deferred, pci)?);
     }
     let uart_owner = vms.iter().any(|v| v.uart);
     VMS.call_once(|| vms);
@@ -246,6 +250,7 @@ fn build(
     cpus: usize,
     next: &mut usize,
     deferred: bool,
+    pci: super::pcie::GuestPci,
 ) -> Result<Vm, String> {
     let field = |k: &str| format!("configuration: guest[{i}].{k}");
     if !matches!(g.topology, Topology::Vgicv3 | Topology::Vgicv4) {
@@ -277,9 +282,13 @@ fn build(
         s2.map(UART_BASE, UART_BASE, 0x1000, R | W)
             .map_err(|_| format!("guest[{i}]: stage 2: PL011"))?;
     }
+    pci.map_bars(&mut s2)
+        .map_err(|e| format!("guest[{i}]: stage 2: {e}"))?;
     let vttbr = s2.root_register(vmid);
     // The tables live as long as the guest: for good.
     core::mem::forget(s2);
+    pci.attach(vttbr)
+        .map_err(|e| format!("{}: {e}", field("pci")))?;
     let mut model = Gic::new(vcpus).map_err(|e| format!("vGIC: {e:?}"))?;
     let vgicv4 = g.topology == Topology::Vgicv4;
     if vgicv4 {
@@ -316,8 +325,14 @@ fn build(
     }
 
     let dtb_off = ram_size - hyp_config::DTB_AREA;
-    let dtb = super::fdt::build(g, vcpus, uart || vuart, g.topology == Topology::Vgicv4)
-        .map_err(|e| format!("guest DTB: {e:?}"))?;
+    let dtb = super::fdt::build(
+        g,
+        vcpus,
+        uart || vuart,
+        g.topology == Topology::Vgicv4,
+        pci.dtb_node().as_ref(),
+    )
+    .map_err(|e| format!("guest DTB: {e:?}"))?;
     if dtb.len() as u64 > hyp_config::DTB_AREA || !ram.write(dtb_off as usize, &dtb) {
         return Err("guest DTB larger than its area".into());
     }
@@ -394,6 +409,7 @@ fn build(
         failed: AtomicBool::new(false),
         lpis,
         vits,
+        pci,
     })
 }
 

@@ -14,6 +14,7 @@
 //! | `el1.rs` | a vCPU's state in the CPU's system registers, saved and restored when vCPUs share a CPU |
 //! | `gic.rs` | the host GICv3 (distributor, redistributors, `ICC_*`) and the list registers (`ICH_*`) |
 //! | `its.rs` | the host ITS's registers and command-queue memory (`hyp_io::gic_its::ItsRegs`), LPI table stores |
+//! | `smmu.rs` | the host SMMUv3's registers and the memory hyp gives it (stream table, queues), behind `hyp_io::smmuv3::SmmuRegs` |
 //! | `hello_guest.rs` | the tiny EL1 test payload (a few instructions, copied into guest RAM) |
 //!
 //! IPIs are SGIs ([`send_ipi`]); a CPU consumes them by acknowledging its interrupts
@@ -30,6 +31,7 @@ pub mod hello_guest;
 pub mod its;
 pub mod pl011;
 pub mod psci;
+pub mod smmu;
 pub mod switch;
 pub mod sysreg;
 pub mod vmsa_s2;
@@ -50,6 +52,13 @@ pub fn wait_for_interrupt() {
 pub fn fence() {
     // SAFETY: a barrier only orders memory accesses.
     unsafe { core::arch::asm!("dmb ish", options(nostack)) };
+}
+
+/// Order hyp's memory accesses (queue entries, stream-table entries) and device
+/// accesses both ways, and complete them (`dsb sy`): `arch::pcie`, the SMMU.
+pub fn fence_io() {
+    // SAFETY: a barrier only orders and completes memory and device accesses.
+    unsafe { core::arch::asm!("dsb sy", options(nostack)) };
 }
 
 /// Make stores visible to instruction fetch on this CPU (`ic iallu`).

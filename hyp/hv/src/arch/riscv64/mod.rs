@@ -20,7 +20,6 @@ use super::HartId;
 pub mod csr;
 pub mod entry;
 pub mod mmio;
-pub mod pcie;
 pub mod sbi;
 pub mod sv39x4;
 pub mod switch;
@@ -42,6 +41,13 @@ pub fn wait_for_interrupt() {
 pub fn fence() {
     // SAFETY: a fence only orders memory accesses.
     unsafe { core::arch::asm!("fence rw, rw", options(nostack)) };
+}
+
+/// `fence iorw, iorw`: order hyp's memory accesses (queue entries, device contexts)
+/// and device accesses both ways (`arch::pcie`).
+pub fn fence_io() {
+    // SAFETY: a fence only orders memory and device accesses.
+    unsafe { core::arch::asm!("fence iorw, iorw", options(nostack)) };
 }
 
 /// `fence.i`: make stores visible to this hart's instruction fetch.

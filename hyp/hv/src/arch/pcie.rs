@@ -1,15 +1,11 @@
 //! Raw MMIO of PCIe: the host bridge's ECAM configuration window and device register
 //! windows (a BAR hyp assigned, the IOMMU's registers). The logic that reads them —
 //! headers, BAR sizing, capability lists, the IOMMU's formats — is `hyp_io`'s and runs
-//! on the host too; these are the only accessors.
+//! on the host too; these are the only accessors. The same on every backend: each
+//! provides `fence_io` (RISC-V `fence iorw, iorw`, aarch64 `dsb sy`).
 use hyp_io::pci::{Bdf, ConfigAccess};
 
-/// `fence iorw, iorw`: order hyp's memory accesses (queue entries, device contexts)
-/// and device accesses both ways.
-fn fence_io() {
-    // SAFETY: a fence only orders memory and device accesses.
-    unsafe { core::arch::asm!("fence iorw, iorw", options(nostack)) };
-}
+use super::fence_io;
 
 /// The ECAM window of a `pci-host-ecam-generic` host bridge (PCIe 6.0 7.2.2): 4 KiB of
 /// configuration space per function, bus `bus_start` at `base`.
