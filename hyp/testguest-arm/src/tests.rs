@@ -104,7 +104,9 @@ fn be32_cells(v: &[u8]) -> impl Iterator<Item = u32> + '_ {
 
 /// The guest DTB hyp wrote: vCPUs with `reg` = their MPIDR affinity and PSCI as enable
 /// method, PSCI over `hvc`, RAM at 0x8000_0000, the GICv3's distributor and one
-/// redistributor frame pair per vCPU, the virtual timer's PPI, the PL011 and its SPI.
+/// redistributor frame pair per vCPU, the virtual timer's PPI, the PL011 and its SPI,
+/// and a `/chosen/rng-seed` of 32 bytes (hyp derives one per guest from QEMU's, which
+/// `virt` always writes).
 fn test_dtb(c: &mut Ctx) -> Result<(), Msg> {
     let Some(f) = hw::dtb(c.dtb) else {
         return Err(Msg::new(format_args!("no DTB at {:#x}", c.dtb)));
@@ -124,6 +126,14 @@ fn test_dtb(c: &mut Ctx) -> Result<(), Msg> {
     ensure!(
         mem.is_some_and(|m| m.starting_address as u64 == RAM_BASE && m.size.unwrap_or(0) > 0),
         "memory {mem:?}"
+    );
+    let seed = f
+        .find_node("/chosen")
+        .and_then(|n| n.property("rng-seed"))
+        .map(|p| p.value);
+    ensure!(
+        seed.is_some_and(|s| s.len() == 32 && s.iter().any(|&b| b != 0)),
+        "/chosen/rng-seed {seed:x?}"
     );
     let psci_node = f.find_compatible(&["arm,psci-1.0", "arm,psci-0.2"]);
     let method = psci_node

@@ -27,13 +27,15 @@ pub const ITS_PHANDLE: u32 = 3;
 /// Build the DTB of guest `g` with `vcpus` vCPUs; `uart`: it has a PL011 (QEMU's,
 /// passed through, or hyp's emulated one: the same node); `its`: its GIC has an ITS
 /// (`topology = "vgicv4"`: an `arm,gic-v3-its` child of the GIC node); `pcie`: its PCIe
-/// host bridge, if hyp gave it functions (`arm::pcie`).
+/// host bridge, if hyp gave it functions (`arm::pcie`); `seed`: its `/chosen/rng-seed`
+/// (`hyp_config::seed`: none when the host DTB has none).
 pub fn build(
     g: &Guest,
     vcpus: usize,
     uart: bool,
     its: bool,
     pcie: Option<&super::pcie::PcieNode>,
+    seed: Option<&[u8; hyp_config::seed::GUEST_SEED_LEN]>,
 ) -> FdtWriterResult<Vec<u8>> {
     let mut fdt = FdtWriter::new()?;
     let root = fdt.begin_node("")?;
@@ -49,6 +51,12 @@ pub fn build(
     }
     if uart {
         fdt.property_string("stdout-path", &format!("/pl011@{UART_BASE:x}"))?;
+    }
+    if let Some(seed) = seed {
+        // Without it Linux's pool is not ready before `/init` (unless the CPU has an RNG
+        // instruction: QEMU's `-cpu max` has FEAT_RNG), and every early random number
+        // takes the slow unbatched path (docs/benchmarks.md, op 7).
+        fdt.property("rng-seed", seed)?;
     }
     if let Some(r) = g.initramfs {
         fdt.property_u64("linux,initrd-start", GUEST_RAM_BASE + r.offset)?;

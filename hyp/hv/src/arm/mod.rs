@@ -78,6 +78,9 @@ pub struct HostInfo {
     pub pcie: Option<crate::pci::PcieHost>,
     /// The SMMUv3 (`arm,smmu-v3`; `-M virt,iommu=smmuv3`), if any.
     pub smmu: Option<smmu::SmmuInfo>,
+    /// `/chosen/rng-seed` (QEMU: 32 random bytes; empty if none): the key each guest's
+    /// own seed is derived from (`hyp_config::seed`).
+    pub rng_seed: Vec<u8>,
 }
 
 /// The host DTB's `arm,smmu-v3` node: its window, phandle and named SPIs (`interrupts`
@@ -176,9 +179,15 @@ fn host_info(x0: usize) -> Result<HostInfo, &'static str> {
         .find_compatible(&["pci-host-ecam-generic"])
         .and_then(|n| crate::pci::PcieHost::from_node(&n));
     let smmu = smmu_info(&fdt);
+    let rng_seed = fdt
+        .find_node("/chosen")
+        .and_then(|c| c.property("rng-seed"))
+        .map(|p| p.value.to_vec())
+        .unwrap_or_default();
     Ok(HostInfo {
         pcie,
         smmu,
+        rng_seed,
         config,
         gic: arch::gic::GicAddrs {
             gicd: d.starting_address as usize,

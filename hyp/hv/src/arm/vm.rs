@@ -224,7 +224,11 @@ pub fn boot(host: &HostInfo) -> Result<(), String> {
     let deferred = config.hyp.vuart == hyp_config::VuartMode::Deferred;
     for (i, g) in config.guests.iter().enumerate() {
         let pci = super::pcie::take(i, g, bus.as_mut(), host)?;
-        vms.push(build(i, g, &allowed, cpus, &mut next, deferred, pci)?);
+        let seed = u16::try_from(i)
+            .ok()
+            .and_then(|i| hyp_config::seed::guest_rng_seed(&host.rng_seed, i));
+        let given = Given { pci, seed };
+        vms.push(build(i, g, &allowed, cpus, &mut next, deferred, given)?);
     }
     let uart_owner = vms.iter().any(|v| v.uart);
     VMS.call_once(|| vms);
@@ -242,6 +246,14 @@ pub fn boot(host: &HostInfo) -> Result<(), String> {
     Ok(())
 }
 
+/// What the host hands guest `i` besides its configuration.
+struct Given {
+    /// The host PCIe functions it owns.
+    pci: super::pcie::GuestPci,
+    /// Its `/chosen/rng-seed`, derived from the host's (`hyp_config::seed`).
+    seed: Option<[u8; hyp_config::seed::GUEST_SEED_LEN]>,
+}
+
 /// Build guest `i`; its vCPUs get homes from `*next` on (modulo `cpus`).
 fn build(
     i: usize,
@@ -250,8 +262,9 @@ fn build(
     cpus: usize,
     next: &mut usize,
     deferred: bool,
-    pci: super::pcie::GuestPci,
+    given: Given,
 ) -> Result<Vm, String> {
+    let Given { pci, seed } = given;
     let field = |k: &str| format!("configuration: guest[{i}].{k}");
     if !matches!(g.topology, Topology::Vgicv3 | Topology::Vgicv4) {
         return Err(format!(
@@ -331,6 +344,7 @@ fn build(
         uart || vuart,
         g.topology == Topology::Vgicv4,
         pci.dtb_node().as_ref(),
+        seed.as_ref(),
     )
     .map_err(|e| format!("guest DTB: {e:?}"))?;
     if dtb.len() as u64 > hyp_config::DTB_AREA || !ram.write(dtb_off as usize, &dtb) {
