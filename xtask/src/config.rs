@@ -167,6 +167,10 @@ pub struct MachineToml {
     /// device) or `"pci"` (`-device riscv-iommu-pci`, at 00:01.0); aarch64:
     /// `"smmuv3"` (`-M virt,iommu=smmuv3`); none by default.
     pub iommu: Option<String>,
+    /// riscv64: the ACLINT devices instead of the SiFive CLINT (`-M virt,aclint=on`):
+    /// with its S-mode software interrupt device (SSWI) hyp sends its own IPIs by a
+    /// store, not an SBI call, on a host without an IMSIC. Off by default.
+    pub aclint: bool,
     /// PCIe functions on the host bridge, in slot order after the IOMMU's: `"virtio-net"`
     /// (`virtio-net-pci`, modern only, DMA through the IOMMU), `"e1000e"`, `"edu"`. A NIC
     /// gets QEMU user networking with `restrict=on` (nothing leaves this machine).
@@ -182,6 +186,7 @@ impl Default for MachineToml {
             guest_files: None,
             memory_mb: None,
             iommu: None,
+            aclint: false,
             pci: Vec::new(),
         }
     }
@@ -260,6 +265,22 @@ pub struct MachineSpec {
     pub memory_mb: u32,
     /// The IOMMU and the PCIe functions (`machine.iommu`, `machine.pci`).
     pub pcie: Pcie,
+    /// `machine.aclint` (riscv64): `-M virt,aclint=on`.
+    pub aclint: bool,
+}
+
+impl MachineSpec {
+    /// QEMU arguments beyond `-M <machine>`, `-smp`, `-m`: the ACLINT (a second `-M`, which
+    /// QEMU merges into the first), the IOMMU and the PCIe functions (`netdev`: as
+    /// [`Pcie::qemu_args`]).
+    pub fn qemu_args(&self, netdev: &str) -> Vec<String> {
+        let mut a = Vec::new();
+        if self.aclint {
+            a.extend(["-M".into(), "aclint=on".into()]);
+        }
+        a.extend(self.pcie.qemu_args(netdev));
+        a
+    }
 }
 
 /// The machine's IOMMU and PCIe functions.
@@ -596,6 +617,10 @@ pub fn resolve(name: &str, file: &File, dir: &Path, images: &dyn Images) -> Resu
     );
     let aia = interrupts(arch, m)?;
     let pcie = pcie(arch, m)?;
+    ensure!(
+        !m.aclint || arch == Arch::Riscv64,
+        "machine.aclint: an ACLINT is riscv64's (QEMU's arm virt has none)"
+    );
     let h = &file.hyp;
     let hyp = hyp_config::Options {
         migrate_ms: h.migrate_ms,
@@ -764,6 +789,7 @@ pub fn resolve(name: &str, file: &File, dir: &Path, images: &dyn Images) -> Resu
             aia,
             memory_mb,
             pcie,
+            aclint: m.aclint,
         },
         config,
         loads,
@@ -870,7 +896,7 @@ impl Resolved {
             bootargs,
             timeout,
             icount: false,
-            extra: self.machine.pcie.qemu_args(""),
+            extra: self.machine.qemu_args(""),
             payload: Payload::Hyp {
                 memory_mb: self.machine.memory_mb,
                 loads,

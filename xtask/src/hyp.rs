@@ -518,6 +518,14 @@ fn check(case: &Case, o: &Outcome) -> Result<(usize, u64, u64)> {
         "QEMU exit status {:?} (the guest's failure count)",
         o.status
     );
+    // `machine.aclint`: hyp's own IPIs go through the SSWI (a lost one would stall the
+    // vCPUs that wait for it: the guest's checks above).
+    if case.cfg.machine.aclint {
+        ensure!(
+            o.output.contains("hyp: IPIs through the ACLINT SSWI"),
+            "machine.aclint: hyp did not take its IPIs to the ACLINT SSWI"
+        );
+    }
     // Seed 001's release at guest stop: the route is released and the source disabled.
     ensure!(
         o.output.contains("hyp: released pirq "),
@@ -806,11 +814,13 @@ pub fn qemu_tests() -> Result<()> {
             Some(false),
             None,
         )?;
-        // vCPUs moving between harts on the vPLIC (the UART stays on hart 0).
+        // vCPUs moving between harts on the vPLIC (the UART stays on hart 0), on a host
+        // whose harts have an ACLINT SSWI: every kick of a migration is hyp's IPI by a
+        // store (`arch::use_sswi_ipis`), not an SBI call.
         add(
             "linux-smp2-migrate",
             "linux",
-            &["hyp.migrate_ms=20"],
+            &["hyp.migrate_ms=20", "machine.aclint=true"],
             t,
             Some(false),
             None,
@@ -919,11 +929,14 @@ pub fn qemu_tests() -> Result<()> {
     if std::env::var_os("VIRQ_SKIP_LINUX").is_none() {
         // Lost wake-ups (issue 12): the short version of `cargo xtask soak` — the
         // ping-pong on the default AIA configuration (hardware files, vCPUs blocking in
-        // WFI with their doorbells armed) and on software files with 4 vCPUs on 2 harts.
+        // WFI with their doorbells armed), on software files with 4 vCPUs on 2 harts, with
+        // `wfi = "direct"`, and on the vPLIC with hyp's IPIs through an ACLINT SSWI.
         for (name, config, rounds) in [
             ("pingpong-aia", "aia", PINGPONG_LAPS),
             ("pingpong-aia-sw-vcpus4", "aia-sw-vcpus4", PINGPONG_LAPS / 8),
             ("pingpong-aia-direct", "aia-direct", PINGPONG_LAPS / 4),
+            // A PLIC host with an ACLINT SSWI: hyp's kicks are stores into it.
+            ("pingpong-vplic-aclint", "vplic-aclint", PINGPONG_LAPS / 4),
         ] {
             let c = crate::soak::config(config)?;
             let boot = crate::pingpong::boot_images(rounds, c.cpus)?;

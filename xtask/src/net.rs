@@ -836,7 +836,7 @@ fn run_hyp_case(name: &str, nic: Nic, sets: &[&str]) -> Result<String> {
     let timeout = Duration::from_secs(CASE_TIMEOUT_S);
     let r = run(timeout, name, |fwd| {
         let mut m = cfg.machine(timeout, &[])?;
-        m.extra = cfg.machine.pcie.qemu_args(fwd);
+        m.extra = cfg.machine.qemu_args(fwd);
         Ok(m.command(&img))
     })?;
     let log = crate::qemu::log_path(name);

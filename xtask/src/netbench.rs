@@ -81,7 +81,7 @@ fn hyp_command(
     let img = crate::qemu::build(false)?;
     let mut m = cfg.machine(std::time::Duration::from_secs(3600), &[])?;
     m.icount = icount;
-    m.extra = cfg.machine.pcie.qemu_args(forwards);
+    m.extra = cfg.machine.qemu_args(forwards);
     Ok(m.command(&img))
 }
 

@@ -20,6 +20,7 @@ Configurations (2 harts, Debian Linux 6.12 with 2 vCPUs unless said):
   bare           bare QEMU, no hyp: -M virt,aia=aplic-imsic (baseline)
   vplic          hyp, vPLIC (configs/linux.toml), plain -M virt
   vplic-migrate  the same, vCPUs move between harts every 20 ms (migrate_ms=20)
+  vplic-aclint   vplic on -M virt,aclint=on: hyp's IPIs are stores into the ACLINT SSWI
   aia            hyp, AIA with hardware guest files (the default of `cargo xtask run`),
                  -M virt,aia=aplic-imsic,aia-guests=3
   aia-migrate    the same with migrate_ms=20
@@ -72,6 +73,12 @@ pub const CONFIGS: &[Config] = &[
         name: "vplic-migrate",
         file: Some("linux"),
         sets: &["hyp.migrate_ms=20"],
+        cpus: 2,
+    },
+    Config {
+        name: "vplic-aclint",
+        file: Some("linux"),
+        sets: &["machine.aclint=true"],
         cpus: 2,
     },
     Config {
@@ -457,6 +464,7 @@ mod tests {
                 "bare",
                 "vplic",
                 "vplic-migrate",
+                "vplic-aclint",
                 "aia",
                 "aia-migrate",
                 "aia-flip",
@@ -506,6 +514,9 @@ mod tests {
         let (cfg, bare) = m("bare");
         assert!(cfg.is_none() && matches!(bare.payload, Payload::BareLinux { .. }));
         assert!(m("vplic").1.aia.is_none());
+        let (cfg, aclint) = m("vplic-aclint");
+        assert!(cfg.unwrap().machine.aclint);
+        assert!(aclint.extra.windows(2).any(|w| w == ["-M", "aclint=on"]));
     }
 
     fn outcome(output: &str, status: Option<i32>, timed_out: bool) -> crate::qemu::Outcome {

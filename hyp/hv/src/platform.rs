@@ -17,6 +17,10 @@ pub struct HartInfo {
     /// Hart index of this hart in the S-level IMSIC (its position in the IMSIC node's
     /// `interrupts-extended`; also the APLIC MSI target's Hart Index), if there is one.
     pub imsic_index: Option<u32>,
+    /// Physical address of this hart's `SETSSIP` register in an ACLINT SSWI
+    /// (`riscv,aclint-sswi`, QEMU `-M virt,aclint=on`): a store of 1 there raises its
+    /// `sip.SSIP` without M-mode (ACLINT spec §4).
+    pub sswi: Option<u64>,
 }
 
 /// The host PLIC.
@@ -162,6 +166,7 @@ impl Platform {
             harts.push(HartInfo {
                 hartid,
                 plic_ctx: None,
+                sswi: None,
                 imsic_index: None,
             });
         }
@@ -226,6 +231,33 @@ impl Platform {
                             h.plic_ctx = Some(ctx as u32);
                         }
                     }
+                }
+            }
+        }
+        // ACLINT SSWI devices (one per socket): register i belongs to the hart whose
+        // cpu-intc is the i-th entry of `interrupts-extended` (irq 1: S-mode software).
+        for n in fdt.all_nodes().filter(|n| {
+            n.compatible()
+                .is_some_and(|c| c.all().any(|s| s == "riscv,aclint-sswi"))
+        }) {
+            let (Some(r), Some(ie)) = (
+                n.reg().and_then(|mut r| r.next()),
+                n.property("interrupts-extended"),
+            ) else {
+                continue;
+            };
+            let size = r.size.unwrap_or(0) as u64;
+            for (i, pair) in ie.value.chunks_exact(8).enumerate() {
+                let (ph, irq) = (be_u32(&pair[..4]), be_u32(&pair[4..]));
+                let reg = 4 * i as u64;
+                if irq != 1 || reg + 4 > size {
+                    continue;
+                }
+                let Some(&(_, hartid)) = intc_of.iter().find(|(p, _)| *p == ph) else {
+                    continue;
+                };
+                if let Some(h) = harts.iter_mut().find(|h| h.hartid == hartid) {
+                    h.sswi = Some(r.starting_address as u64 + reg);
                 }
             }
         }

@@ -163,4 +163,15 @@ pub fn init() {
         .iter()
         .flat_map(|g| g.passthrough.iter().map(|&(_, pirq)| pirq));
     aia::init(pirqs);
+    // No IMSIC for hyp's IPIs: an ACLINT SSWI, if every hart has a register in one.
+    let harts = &crate::platform::platform().harts;
+    let sswi = !harts.is_empty() && harts.iter().all(|h| h.sswi.is_some());
+    if crate::arch::imsic_ipi_id().is_none() && sswi {
+        crate::arch::use_sswi_ipis(|id| harts.iter().find(|h| h.hartid == id)?.sswi);
+        crate::println!(
+            "hyp: IPIs through the ACLINT SSWI (hart {} at {:#x})",
+            harts[0].hartid.0,
+            harts[0].sswi.unwrap_or(0)
+        );
+    }
 }

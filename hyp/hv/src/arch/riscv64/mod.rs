@@ -116,8 +116,21 @@ pub fn imsic_ipi_id() -> Option<u32> {
     IMSIC_IPIS.get().map(|k| k.id)
 }
 
+/// hyp's IPIs through an ACLINT SSWI (hosts with no IMSIC but an S-mode software
+/// interrupt device, QEMU `-M virt,aclint=on`): a store of 1 to the target hart's
+/// `SETSSIP` register raises its `sip.SSIP` — again a store instead of an SBI call.
+/// By hart id; 0: use SBI.
+static SSWI_IPIS: spin::Once<[usize; entry::MAX_HARTS]> = spin::Once::new();
+
+/// From now on send IPIs to hart `h` by a store to its `SETSSIP` register at `reg(h)`
+/// (`None`: SBI for that hart). Boot hart, before the other harts start.
+pub fn use_sswi_ipis(reg: impl Fn(HartId) -> Option<u64>) {
+    SSWI_IPIS.call_once(|| core::array::from_fn(|h| reg(HartId(h)).unwrap_or(0) as usize));
+}
+
 /// Interrupt hart `to`: an MSI into its S-level IMSIC file when [`use_imsic_ipis`] set
-/// one up, else SBI sPI `send_ipi`. An error is not looked at: the IPI only makes the
+/// one up, a store to its ACLINT SSWI register when [`use_sswi_ipis`] did, else SBI sPI
+/// `send_ipi`. An error is not looked at: the IPI only makes the
 /// hart look at its vCPUs, it carries nothing.
 pub fn send_ipi(to: HartId) {
     if let Some(k) = IMSIC_IPIS.get() {
@@ -130,6 +143,18 @@ pub fn send_ipi(to: HartId) {
             // IMSIC window of the host DTB (`use_imsic_ipis`); the store only sets a
             // pending bit of hyp's own file.
             unsafe { core::ptr::write_volatile(page as *mut u32, k.id) };
+            return;
+        }
+    }
+    if let Some(regs) = SSWI_IPIS.get() {
+        if let Some(&reg) = regs.get(to.0).filter(|&&r| r != 0) {
+            // Ordered as the MSI above: the woken hart re-reads the kick's state.
+            // SAFETY: a fence only orders accesses.
+            unsafe { core::arch::asm!("fence iorw, iorw", options(nostack)) };
+            // SAFETY: the `SETSSIP` register of hart `to` in an ACLINT SSWI of the host
+            // DTB (`use_sswi_ipis`, `platform::HartInfo::sswi`); writing 1 only sets
+            // that hart's `sip.SSIP`.
+            unsafe { core::ptr::write_volatile(reg as *mut u32, 1) };
             return;
         }
     }
