@@ -433,7 +433,7 @@ fn machine(t: &Target, built: &Built, cmdline: &str, harts: u32) -> Result<Machi
             t.config()
         );
         ensure!(
-            r.machine.aclint == !t.aia,
+            r.machine.aclint != t.aia,
             "{}: machine.aclint (the PLIC machine has the ACLINT, the AIA one not)",
             t.config()
         );
