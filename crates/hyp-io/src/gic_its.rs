@@ -446,27 +446,9 @@ impl Cmd {
     }
 }
 
-/// Read a register with `read` until `done(value)` holds, for at most `bound` ticks of
-/// `now` (a wrapping monotonic clock): `Ok(value)`, or `Err(last value read)` when the
-/// bound passed — the caller names what did not happen (`GICR_VPENDBASER.Dirty` still
-/// 1, `GITS_CTLR.Quiescent` still 0). At least one read, even with a bound of 0.
-pub fn poll_bounded(
-    mut read: impl FnMut() -> u64,
-    done: impl Fn(u64) -> bool,
-    now: impl Fn() -> u64,
-    bound: u64,
-) -> Result<u64, u64> {
-    let t0 = now();
-    loop {
-        let v = read();
-        if done(v) {
-            return Ok(v);
-        }
-        if now().wrapping_sub(t0) > bound {
-            return Err(v);
-        }
-    }
-}
+/// [`crate::poll_bounded`], here for the ITS's callers (`GICR_VPENDBASER.Dirty`,
+/// `GITS_CTLR.Quiescent`).
+pub use crate::poll_bounded;
 
 /// Register access to one ITS (hyp: MMIO in `arch`; tests: a fake).
 pub trait ItsRegs {

@@ -32,3 +32,26 @@ pub mod gic_its;
 pub mod iommu;
 pub mod pci;
 pub mod smmuv3;
+
+/// Read with `read` until `done(value)`, for at most `bound` ticks of `now` (a wrapping
+/// monotonic clock): `Ok(value)`, or `Err(last value read)` when the bound passed — the
+/// caller names what did not happen (`GICR_VPENDBASER.Dirty` still 1, an SMMU's
+/// `CR0ACK` not yet equal to `CR0`). At least one read, even with a bound of 0. The
+/// one bounded wait of every driver here.
+pub fn poll_bounded<T: Copy>(
+    mut read: impl FnMut() -> T,
+    done: impl Fn(T) -> bool,
+    now: impl Fn() -> u64,
+    bound: u64,
+) -> Result<T, T> {
+    let t0 = now();
+    loop {
+        let v = read();
+        if done(v) {
+            return Ok(v);
+        }
+        if now().wrapping_sub(t0) > bound {
+            return Err(v);
+        }
+    }
+}

@@ -528,7 +528,7 @@ impl<R: SmmuRegs> Smmu<R> {
         // Transactions while translation is off abort rather than bypass.
         s.regs
             .write32(regs::GBPA, regs::GBPA_ABORT | regs::GBPA_UPDATE);
-        poll(
+        crate::poll_bounded(
             || s.regs.read32(regs::GBPA),
             |v| v & regs::GBPA_UPDATE == 0,
             || s.regs.now(),
@@ -551,7 +551,7 @@ impl<R: SmmuRegs> Smmu<R> {
         let irqs = regs::IRQ_GERROR | regs::IRQ_EVENTQ;
         s.regs.write32(regs::IRQ_CTRL, irqs);
         let r = &s.regs;
-        poll(
+        crate::poll_bounded(
             || r.read32(regs::IRQ_CTRLACK),
             |a| a == irqs,
             || r.now(),
@@ -567,7 +567,7 @@ impl<R: SmmuRegs> Smmu<R> {
     fn set_cr0(&mut self, v: u32) -> Result<(), SmmuError> {
         self.regs.write32(regs::CR0, v);
         let r = &self.regs;
-        poll(
+        crate::poll_bounded(
             || r.read32(regs::CR0ACK),
             |a| a == v,
             || r.now(),
@@ -590,7 +590,7 @@ impl<R: SmmuRegs> Smmu<R> {
             let q = self.cmdq;
             let prod = self.cmd_prod;
             let r = &self.regs;
-            poll(
+            crate::poll_bounded(
                 || r.read32(regs::CMDQ_CONS),
                 |cons| !q.full(prod, cons),
                 || r.now(),
@@ -613,7 +613,7 @@ impl<R: SmmuRegs> Smmu<R> {
         self.regs.write32(regs::CMDQ_PROD, self.cmd_prod);
         let (q, prod) = (self.cmdq, self.cmd_prod);
         let r = &self.regs;
-        let res = poll(
+        let res = crate::poll_bounded(
             || r.read32(regs::CMDQ_CONS),
             |cons| q.empty(prod, cons) || r.read32(regs::GERROR) & regs::GERROR_CMDQ_ERR != 0,
             || r.now(),
@@ -712,26 +712,6 @@ impl<R: SmmuRegs> Smmu<R> {
             self.regs.write32(regs::GERRORN, g);
         }
         active
-    }
-}
-
-/// Read with `read` until `done(value)`, for at most `bound` ticks of `now`: `Ok(value)`
-/// or `Err(last value)`. At least one read.
-fn poll(
-    mut read: impl FnMut() -> u32,
-    done: impl Fn(u32) -> bool,
-    now: impl Fn() -> u64,
-    bound: u64,
-) -> Result<u32, u32> {
-    let t0 = now();
-    loop {
-        let v = read();
-        if done(v) {
-            return Ok(v);
-        }
-        if now().wrapping_sub(t0) > bound {
-            return Err(v);
-        }
     }
 }
 
