@@ -224,7 +224,9 @@ pub fn boot(host: &HostInfo) -> Result<(), String> {
     let deferred = config.hyp.vuart == hyp_config::VuartMode::Deferred;
     for (i, g) in config.guests.iter().enumerate() {
         let pci = super::pcie::take(i, g, bus.as_mut(), host)?;
-        vms.push(build(i, g, &allowed, cpus, &mut next, deferred, pci)?);
+        vms.push(build(
+            i, g, &allowed, cpus, &mut next, deferred, pci, host.its,
+        )?);
     }
     let uart_owner = vms.iter().any(|v| v.uart);
     VMS.call_once(|| vms);
@@ -251,6 +253,7 @@ fn build(
     next: &mut usize,
     deferred: bool,
     pci: super::pcie::GuestPci,
+    host_its: Option<usize>,
 ) -> Result<Vm, String> {
     let field = |k: &str| format!("configuration: guest[{i}].{k}");
     if !matches!(g.topology, Topology::Vgicv3 | Topology::Vgicv4) {
@@ -287,10 +290,21 @@ fn build(
     let vttbr = s2.root_register(vmid);
     // The tables live as long as the guest: for good.
     core::mem::forget(s2);
-    pci.attach(vttbr)
-        .map_err(|e| format!("{}: {e}", field("pci")))?;
-    let mut model = Gic::new(vcpus).map_err(|e| format!("vGIC: {e:?}"))?;
     let vgicv4 = g.topology == Topology::Vgicv4;
+    if !pci.functions.is_empty() {
+        // The functions' DMA walks tables of its own (docs/gicv4.md §10): the CPU's
+        // view plus, for a vgicv4 guest, the host ITS's translation frame at the
+        // guest's `GITS_TRANSLATER` page, so a device's MSI reaches the host ITS while
+        // the guest's CPU stores to that page still trap into its vITS.
+        let its = if vgicv4 { host_its } else { None };
+        let io = super::pcie::io_stage2(&pci, g.ram_host_base, ram_size, its)
+            .map_err(|e| format!("guest[{i}]: SMMU stage 2: {e}"))?;
+        let io_vttbr = io.root_register(vmid);
+        core::mem::forget(io);
+        pci.attach(io_vttbr)
+            .map_err(|e| format!("{}: {e}", field("pci")))?;
+    }
+    let mut model = Gic::new(vcpus).map_err(|e| format!("vGIC: {e:?}"))?;
     if vgicv4 {
         // LPIs for its vITS, vINTIDs as wide as the vPEs' tables.
         model.enable_lpis(gicv4::VID_BITS);
@@ -329,7 +343,7 @@ fn build(
         g,
         vcpus,
         uart || vuart,
-        g.topology == Topology::Vgicv4,
+        vgicv4,
         pci.dtb_node().as_ref(),
     )
     .map_err(|e| format!("guest DTB: {e:?}"))?;
@@ -340,7 +354,17 @@ fn build(
     let dtb_ipa = GUEST_RAM_BASE + dtb_off;
     let homes: Vec<usize> = (0..vcpus).map(|v| (*next + v) % cpus).collect();
     let vits = if vgicv4 {
-        Some(super::vits::new(i, vcpus).map_err(|e| format!("{}: {e}", field("topology")))?)
+        let mut v =
+            super::vits::new(i, vcpus).map_err(|e| format!("{}: {e}", field("topology")))?;
+        // Each function's MSIs: guest DeviceID (its requester ID on the guest's bus,
+        // the DTB's identity `msi-map`) → host DeviceID (its host requester ID: QEMU
+        // `virt`'s `msi-map` is the identity too).
+        for f in &pci.functions {
+            let rid = u32::from(f.bdf.rid());
+            v.add_device(rid, rid)
+                .map_err(|e| format!("{}: {}: {e}", field("pci"), f.bdf))?;
+        }
+        Some(v)
     } else {
         None
     };
