@@ -39,6 +39,7 @@ pub const CASES: &[&str] = &[
     crate::armtest::STORM_CASE,
     crate::armtest::GICV4_CASE,
     crate::armiommu::CASE,
+    crate::armnet::CASES[0].0,
     LINUX_CASE,
     LINUX_SMP4_CASE,
     LINUX_OVERCOMMIT_CASE,
@@ -156,6 +157,7 @@ pub fn run_case(name: &str) -> Result<String> {
         crate::armtest::STORM_CASE => crate::armtest::storm_case(),
         crate::armtest::GICV4_CASE => crate::armtest::gicv4_case(),
         crate::armiommu::CASE => crate::armiommu::case(),
+        n if crate::armnet::CASES.iter().any(|(c, _)| *c == n) => crate::armnet::case(n),
         _ => bail!("no aarch64 case {name:?} (there are {CASES:?})"),
     }
 }

@@ -364,8 +364,8 @@ fn pcie(arch: Arch, m: &MachineToml) -> Result<Pcie> {
         }
     };
     ensure!(
-        arch == Arch::Riscv64 || m.pci.iter().all(|n| n == "edu"),
-        "machine.pci: aarch64 has \"edu\" only so far (a NIC needs MSIs: no guest ITS yet)"
+        arch == Arch::Riscv64 || m.pci.iter().all(|n| n == "edu") || iommu.is_some(),
+        "machine.pci: a NIC on aarch64 needs machine.iommu = \"smmuv3\" (its DMA and MSIs go through the SMMU's stage 2)"
     );
     let functions = m
         .pci
@@ -624,6 +624,18 @@ pub fn resolve(name: &str, file: &File, dir: &Path, images: &dyn Images) -> Resu
             _ => {}
         }
         ensure!(
+            arch == Arch::Riscv64
+                || topology == Topology::Vgicv4
+                || !g
+                    .pci
+                    .iter()
+                    .any(|a| pcie.functions.iter().enumerate().any(|(k, f)| {
+                        f.is_nic() && a == &format!("00:{:02x}.0", pcie.first_slot() as usize + k)
+                    })),
+            "{}: a NIC's MSIs on aarch64 need topology = \"vgicv4\" (the guest's ITS)",
+            f("pci")
+        );
+        ensure!(
             topology != Topology::Aia || aia.is_some(),
             "{}: \"aia\" needs machine.interrupts = \"aia\"",
             f("topology")
@@ -652,14 +664,11 @@ pub fn resolve(name: &str, file: &File, dir: &Path, images: &dyn Images) -> Resu
             None => None,
             Some("debian-shell") => Some(images.debian_initramfs(arch, "shell")?),
             Some("debian-test") => Some(images.debian_initramfs(arch, "test")?),
-            Some(n) if crate::net::named_initramfs(n).is_some() => {
-                ensure!(
-                    arch == Arch::Riscv64,
-                    "{}: {n} is a riscv64 initramfs",
-                    f("initramfs")
-                );
-                Some(images.net_initramfs(n)?)
-            }
+            Some(n) if crate::net::named_initramfs(n).is_some() => match arch {
+                Arch::Riscv64 => Some(images.net_initramfs(n)?),
+                // busybox's httpd as the guest side (`crate::armnet`).
+                Arch::Aarch64 => Some(crate::armnet::build_named_initramfs(n)?),
+            },
             Some(p) => Some(dir.join(p)),
         };
         let initramfs_size = match &initramfs {

@@ -36,7 +36,7 @@ use super::layout::UART_INTID;
 use super::vm::{self, power, Saved, Vm};
 
 /// Host interrupts counted per vCPU (`Vcpu::irqs`), in this order.
-const IRQ_NAMES: [&str; 7] = [
+const IRQ_NAMES: [&str; 8] = [
     "kick",
     "maintenance",
     "vtimer",
@@ -44,6 +44,7 @@ const IRQ_NAMES: [&str; 7] = [
     "hyptimer",
     "doorbell",
     "other",
+    "lpi_on_exit",
 ];
 /// Longest slice of a vCPU while another one on its CPU is runnable: 5 ms of the
 /// 1 GHz counter.
@@ -143,7 +144,7 @@ pub fn cpu_loop(cpu: usize) -> ! {
 /// the check stays pending at the GIC and ends the `wfi`.
 fn idle(c: &mut Cpu) {
     loop {
-        drain(c);
+        drain(c, false);
         if c.any_runnable_but(None) {
             sysreg::cnthp_ctl_el2::write(0);
             return;
@@ -212,8 +213,9 @@ fn hyp_timer(c: &mut Cpu) {
     }
 }
 
-/// Acknowledge every pending host interrupt of this CPU (see the module docs).
-fn drain(c: &mut Cpu) {
+/// Acknowledge every pending host interrupt of this CPU (see the module docs);
+/// `on_exit`: on an exit of the vCPU in it (not while the CPU idles).
+fn drain(c: &mut Cpu, on_exit: bool) {
     for _ in 0..64 {
         let id = gic::ack();
         if gic::is_special(id) {
@@ -226,6 +228,10 @@ fn drain(c: &mut Cpu) {
             gic::VTIMER_PPI => 2,
             UART_INTID => 3,
             gic::HYP_TIMER_PPI => 4,
+            // An LPI that made a running vCPU exit: a device MSI that was no direct
+            // vLPI, or a doorbell of another vCPU of this CPU (its own is masked
+            // while its vPE is resident) — kept apart from the idle CPU's doorbells.
+            _ if gic::is_lpi(id) && on_exit => 7,
             _ if gic::is_lpi(id) => 5,
             _ => 6,
         };
@@ -352,7 +358,7 @@ fn run(c: &mut Cpu, i: usize) {
         vcpu.exits[class as usize].fetch_add(1, Ordering::Relaxed);
         match next {
             Next::Resume => {}
-            Next::Irq => drain(c),
+            Next::Irq => drain(c, true),
             Next::Block => {
                 if vcpu.block.block() == BlockOutcome::Blocked {
                     break;

@@ -99,7 +99,7 @@ pub struct Vcpu {
     pub exits: [AtomicU64; 8],
     /// Host interrupts its CPU took while it was loaded, by kind (see
     /// `sched::IRQ_NAMES`).
-    pub irqs: [AtomicU64; 7],
+    pub irqs: [AtomicU64; 8],
     /// Its vPE (`topology = "vgicv4"`).
     pub vpe: Option<Vpe>,
     /// Software-path passthrough interrupts delivered and not yet deactivated.
