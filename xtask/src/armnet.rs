@@ -32,7 +32,10 @@ use crate::net::Nic;
 use crate::qemu::{run_command_watched, save_log};
 
 /// The suite cases: name, NIC, `--set`s on the NIC's configuration.
-pub const CASES: &[(&str, Nic)] = &[("aarch64-net-gicv4-virtio", Nic::VirtioNet)];
+pub const CASES: &[(&str, Nic)] = &[
+    ("aarch64-net-gicv4-virtio", Nic::VirtioNet),
+    ("aarch64-net-gicv4-e1000e", Nic::E1000e),
+];
 /// Round trips of the small file.
 pub const SMALL_REQUESTS: u32 = 100;
 /// Bytes of the download and of the upload.
@@ -42,8 +45,8 @@ const SMALL: &[u8] = b"virq-small\n";
 /// The guest's `httpd` port.
 const GUEST_PORT: u16 = 80;
 /// Time limits: the case (wall), the guest's wait for the host peer (guest seconds).
-const CASE_TIMEOUT_S: u64 = 240;
-const GUEST_LIMIT_S: u32 = 180;
+const CASE_TIMEOUT_S: u64 = 150;
+const GUEST_LIMIT_S: u32 = 90;
 /// A run silent this long has hung.
 const SILENCE_S: u64 = 90;
 
