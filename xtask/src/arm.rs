@@ -40,6 +40,7 @@ pub const CASES: &[&str] = &[
     crate::armtest::GICV4_CASE,
     crate::armiommu::CASE,
     crate::armnet::CASES[0].0,
+    crate::armnet::CASES[1].0,
     LINUX_CASE,
     LINUX_SMP4_CASE,
     LINUX_OVERCOMMIT_CASE,
