@@ -39,13 +39,13 @@ pub const CASES: &[&str] = &[
     crate::armtest::STORM_CASE,
     crate::armtest::GICV4_CASE,
     crate::armiommu::CASE,
-    crate::armnet::CASES[0].0,
-    crate::armnet::CASES[1].0,
     LINUX_CASE,
     LINUX_SMP4_CASE,
     LINUX_OVERCOMMIT_CASE,
     LINUX_GICV4_CASE,
     TWO_LINUX_CASE,
+    crate::armnet::CASES[0].0,
+    crate::armnet::CASES[1].0,
 ];
 /// Two Debian arm64 guests at once (`configs/two-linux-arm64.toml`).
 pub const TWO_LINUX_CASE: &str = "aarch64-two-linux";

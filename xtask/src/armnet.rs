@@ -33,8 +33,8 @@ use crate::qemu::{run_command_watched, save_log};
 
 /// The suite cases: name, NIC, `--set`s on the NIC's configuration.
 pub const CASES: &[(&str, Nic)] = &[
-    ("aarch64-net-gicv4-virtio", Nic::VirtioNet),
-    ("aarch64-net-gicv4-e1000e", Nic::E1000e),
+    ("aarch64-linux-net-virtio", Nic::VirtioNet),
+    ("aarch64-linux-net-e1000e", Nic::E1000e),
 ];
 /// Round trips of the small file.
 pub const SMALL_REQUESTS: u32 = 100;

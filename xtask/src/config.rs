@@ -413,10 +413,14 @@ pub trait Images {
     fn debian_initramfs(&self, arch: Arch, which: &str) -> Result<PathBuf>;
     /// The system benchmark payload (`guest/bench`, an `Image`-headed raw image).
     fn bench(&self) -> Result<PathBuf>;
-    /// A network initramfs (`debian-net-virtio`, `debian-net-test-e1000e`, …:
-    /// [`crate::net::named_initramfs`]).
-    fn net_initramfs(&self, name: &str) -> Result<PathBuf> {
-        crate::net::build_named_initramfs(name)
+    /// A network initramfs of `arch` (`debian-net-virtio`, `debian-net-test-e1000e`, …:
+    /// [`crate::net::named_initramfs`]; arm64's serve with busybox's httpd,
+    /// `crate::armnet`).
+    fn net_initramfs(&self, arch: Arch, name: &str) -> Result<PathBuf> {
+        match arch {
+            Arch::Riscv64 => crate::net::build_named_initramfs(name),
+            Arch::Aarch64 => crate::armnet::build_named_initramfs(name),
+        }
     }
 }
 
@@ -664,11 +668,9 @@ pub fn resolve(name: &str, file: &File, dir: &Path, images: &dyn Images) -> Resu
             None => None,
             Some("debian-shell") => Some(images.debian_initramfs(arch, "shell")?),
             Some("debian-test") => Some(images.debian_initramfs(arch, "test")?),
-            Some(n) if crate::net::named_initramfs(n).is_some() => match arch {
-                Arch::Riscv64 => Some(images.net_initramfs(n)?),
-                // busybox's httpd as the guest side (`crate::armnet`).
-                Arch::Aarch64 => Some(crate::armnet::build_named_initramfs(n)?),
-            },
+            Some(n) if crate::net::named_initramfs(n).is_some() => {
+                Some(images.net_initramfs(arch, n)?)
+            }
             Some(p) => Some(dir.join(p)),
         };
         let initramfs_size = match &initramfs {

@@ -1130,7 +1130,9 @@ mod tests {
                     "aarch64-linux-smp4",
                     "aarch64-linux-overcommit",
                     "aarch64-linux-gicv4",
-                    "aarch64-two-linux"
+                    "aarch64-two-linux",
+                    "aarch64-linux-net-virtio",
+                    "aarch64-linux-net-e1000e"
                 ],
                 false
             )

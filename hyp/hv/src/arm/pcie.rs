@@ -45,12 +45,13 @@ pub struct GuestPci {
     pub functions: Vec<PassedFunction>,
     /// The host bridge's 32-bit window `(PCI, CPU, size)` (the BARs' bus addresses).
     mem32: Option<(u64, u64, u64)>,
+    /// The host ITS's control frame (its translation frame follows), if any.
+    host_its: Option<usize>,
 }
 
 /// The stage-2 tables the SMMU walks for a guest's functions (docs/gicv4.md §10): the
 /// guest's RAM (`ram_host`, `ram_size` at `GUEST_RAM_BASE`) and its functions' BARs at
-/// the IPAs its CPU sees them, and with `its` (the host ITS's control frame, for a
-/// vgicv4 guest) one page more: the guest's `GITS_TRANSLATER` page (`ITS_IPA` +
+/// the IPAs its CPU sees them, and for a `vgicv4` guest one page more: the guest's `GITS_TRANSLATER` page (`ITS_IPA` +
 /// 64 KiB) → the host ITS's translation frame. So a device's MSI write to the address
 /// the guest's ITS driver programmed reaches the host ITS with the device's requester
 /// ID, and the host's VMAPTI for the guest's MAPTI makes it a vLPI; the guest's CPU
@@ -60,13 +61,13 @@ pub fn io_stage2(
     pci: &GuestPci,
     ram_host: u64,
     ram_size: u64,
-    its: Option<usize>,
+    vgicv4: bool,
 ) -> Result<GStage, String> {
     let mut io = GStage::new();
     io.map(GUEST_RAM_BASE, ram_host, ram_size, R | W)
         .map_err(|e| alloc::format!("RAM: {e:?}"))?;
     pci.map_bars(&mut io)?;
-    if let Some(its) = its {
+    if let Some(its) = pci.host_its.filter(|_| vgicv4) {
         let frame = TRANSLATION_FRAME;
         io.map(ITS_IPA + frame, its as u64 + frame, 0x1000, R | W)
             .map_err(|e| alloc::format!("ITS translation frame: {e:?}"))?;
@@ -121,6 +122,7 @@ pub fn take(
         ecam,
         functions,
         mem32: host.pcie.as_ref().and_then(|h| h.mem32),
+        host_its: host.its,
     })
 }
 

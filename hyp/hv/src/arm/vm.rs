@@ -224,9 +224,7 @@ pub fn boot(host: &HostInfo) -> Result<(), String> {
     let deferred = config.hyp.vuart == hyp_config::VuartMode::Deferred;
     for (i, g) in config.guests.iter().enumerate() {
         let pci = super::pcie::take(i, g, bus.as_mut(), host)?;
-        vms.push(build(
-            i, g, &allowed, cpus, &mut next, deferred, pci, host.its,
-        )?);
+        vms.push(build(i, g, &allowed, cpus, &mut next, deferred, pci)?);
     }
     let uart_owner = vms.iter().any(|v| v.uart);
     VMS.call_once(|| vms);
@@ -253,7 +251,6 @@ fn build(
     next: &mut usize,
     deferred: bool,
     pci: super::pcie::GuestPci,
-    host_its: Option<usize>,
 ) -> Result<Vm, String> {
     let field = |k: &str| format!("configuration: guest[{i}].{k}");
     if !matches!(g.topology, Topology::Vgicv3 | Topology::Vgicv4) {
@@ -296,8 +293,7 @@ fn build(
         // view plus, for a vgicv4 guest, the host ITS's translation frame at the
         // guest's `GITS_TRANSLATER` page, so a device's MSI reaches the host ITS while
         // the guest's CPU stores to that page still trap into its vITS.
-        let its = if vgicv4 { host_its } else { None };
-        let io = super::pcie::io_stage2(&pci, g.ram_host_base, ram_size, its)
+        let io = super::pcie::io_stage2(&pci, g.ram_host_base, ram_size, vgicv4)
             .map_err(|e| format!("guest[{i}]: SMMU stage 2: {e}"))?;
         let io_vttbr = io.root_register(vmid);
         core::mem::forget(io);
@@ -339,14 +335,8 @@ fn build(
     }
 
     let dtb_off = ram_size - hyp_config::DTB_AREA;
-    let dtb = super::fdt::build(
-        g,
-        vcpus,
-        uart || vuart,
-        vgicv4,
-        pci.dtb_node().as_ref(),
-    )
-    .map_err(|e| format!("guest DTB: {e:?}"))?;
+    let dtb = super::fdt::build(g, vcpus, uart || vuart, vgicv4, pci.dtb_node().as_ref())
+        .map_err(|e| format!("guest DTB: {e:?}"))?;
     if dtb.len() as u64 > hyp_config::DTB_AREA || !ram.write(dtb_off as usize, &dtb) {
         return Err("guest DTB larger than its area".into());
     }
