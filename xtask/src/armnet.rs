@@ -148,7 +148,7 @@ poweroff -f
 fn init_shell(modules: &[String]) -> String {
     format!(
         r#"{}{}echo "eth0 is 10.0.2.15/24 (QEMU user network, restrict=on); httpd serves /www on port {GUEST_PORT}."
-echo "From the host: curl http://127.0.0.1:<port>/small with -netdev ...,hostfwd=tcp:127.0.0.1:<port>-10.0.2.15:{GUEST_PORT}"
+echo "ping -c 3 10.0.2.2 (QEMU) goes out through the NIC; cat /proc/interrupts shows its ITS-PCI-MSIX rows."
 echo VIRQ-SHELL-READY
 if command -v cttyhack >/dev/null 2>&1; then
     setsid cttyhack sh
