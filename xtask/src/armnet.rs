@@ -455,8 +455,9 @@ pub struct VcpuCounters {
     /// `lpi_on_exit`): a device MSI that was no direct vLPI would be one. `None`: hyp
     /// did not report it.
     pub lpis_on_exit: Option<u64>,
-    /// Host LPIs taken while its CPU idled (ACCT host interrupts `doorbell`).
-    pub lpis_idle: u64,
+    /// Host LPIs taken while it was loaded, on an exit or while its CPU idled (ACCT
+    /// host interrupts `doorbell`).
+    pub lpis: u64,
     pub doorbells: u64,
     pub wakeups: u64,
 }
@@ -485,7 +486,7 @@ pub fn vcpu_counters(out: &str) -> Vec<VcpuCounters> {
                 irq_exits: num(ex, "irq ").unwrap_or(0),
                 exits,
                 lpis_on_exit: num(&format!("{host} "), " lpi_on_exit "),
-                lpis_idle: num(host, " doorbell ").unwrap_or(0),
+                lpis: num(host, " doorbell ").unwrap_or(0),
                 ..Default::default()
             });
         } else if l.contains(" gicv4: ") {
@@ -593,7 +594,7 @@ hyp: ACCT smmu commands=6 syncs=2 events=0 translation_faults=0 event_overflows=
                 irq_exits: 900,
                 exits: 1755,
                 lpis_on_exit: Some(0),
-                lpis_idle: 120,
+                lpis: 120,
                 doorbells: 120,
                 wakeups: 110
             }
