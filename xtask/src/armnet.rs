@@ -64,7 +64,7 @@ pub fn build_named_initramfs(name: &str) -> Result<PathBuf> {
     let which = if test { "test" } else { "shell" };
     build_images(nic, &format!("net-{which}-{}", nic.name()), |m| {
         if test {
-            init_script(m, GUEST_LIMIT_S)
+            init_script(nic, m, GUEST_LIMIT_S)
         } else {
             init_shell(m)
         }
@@ -123,11 +123,51 @@ httpd -p {GUEST_PORT} -h /www && echo "NET httpd" || echo "NET error httpd"
     )
 }
 
+/// Where a NIC's receive vector sits in its MSI-X table, `(BAR, entry)`, if the guest
+/// can reach it with busybox's `devmem` (the BAR's address is read from sysfs in the
+/// guest). QEMU's `virtio-net-pci`: table in BAR 1, which `virtio_pci` does not
+/// request, `input.0` is entry 1. `e1000e`'s table is in BAR 3, which its driver
+/// requests, so `/dev/mem` refuses it (`devmem: mmap: Operation not permitted`): no
+/// hostile step.
+fn rx_vector(nic: Nic) -> Option<(u32, u32)> {
+    match nic {
+        Nic::VirtioNet => Some((1, 1)),
+        Nic::E1000e => None,
+    }
+}
+
+/// The host ITS's `GITS_CWRITER` (control frame + 0x88): where the hostile step points
+/// the NIC's receive vector. The guest's IPA is the same: its ITS frames are at the
+/// host ITS's address, trapped for its CPU and unmapped for its device.
+pub const HOSTILE_MSI_ADDR: u64 = 0x0808_0088;
+
+/// The hostile step, after the NIC's rows were printed: the guest rewrites its NIC's
+/// receive vector in the MSI-X table (busybox `devmem`) to send its MSIs to
+/// [`HOSTILE_MSI_ADDR`] (the host ITS's command queue register, were it reachable),
+/// then pings QEMU so that the NIC receives. The SMMU must refuse each such write (an
+/// `F_TRANSLATION` event at that IPA; hyp counts it, nothing else happens).
+fn hostile(nic: Nic) -> String {
+    let Some((bar, entry)) = rx_vector(nic) else {
+        return String::new();
+    };
+    let line = bar + 1;
+    let off = entry * 16;
+    format!(
+        r#"r=$(sed -n '{line}p' /sys/bus/pci/devices/0000:00:01.0/resource | cut -d' ' -f1)
+e=$((r + {off}))
+devmem $e 32 {HOSTILE_MSI_ADDR:#x} && devmem $((e + 4)) 32 0 && echo "NET hostile: MSI-X entry {entry} at $(printf %#x $e) -> {HOSTILE_MSI_ADDR:#x}" || echo "NET hostile: devmem failed"
+ping -c 3 -W 1 {gw} >/dev/null 2>&1
+echo "NET hostile done"
+"#,
+        gw = crate::net::GATEWAY_IP
+    )
+}
+
 /// `/init` of the test: the NIC's driver and `eth0` (`crate::net`), [`www`], then a
 /// wait (at most `limit_s` guest seconds) for the host peer's `done`, the NIC's rows
 /// of `/proc/interrupts` as `NET irq …` lines (the CPU header as `NET irq-cpus …`),
-/// power-off.
-pub fn init_script(modules: &[String], limit_s: u32) -> String {
+/// [`hostile`], power-off.
+pub fn init_script(nic: Nic, modules: &[String], limit_s: u32) -> String {
     let ticks = limit_s * 10;
     format!(
         r#"{}{}echo "NET ready"
@@ -136,11 +176,12 @@ while [ ! -e /tmp/done ] && [ $n -lt {ticks} ]; do sleep 0.1; n=$((n + 1)); done
 if [ -e /tmp/done ]; then echo "NET done ok"; else echo "NET error: no done from the host peer"; fi
 echo "NET irq-cpus $(head -n 1 /proc/interrupts)"
 grep -E 'virtio[0-9]+-(input|output|config)|eth0' /proc/interrupts | sed 's/^/NET irq /'
-echo "NET end"
+{}echo "NET end"
 poweroff -f
 "#,
         crate::net::init_setup(modules),
-        www()
+        www(),
+        hostile(nic)
     )
 }
 
@@ -309,8 +350,9 @@ pub fn case(name: &str) -> Result<String> {
     let o = o?;
     let log = save_log(name, &o.output)?;
     let secs = o.elapsed.as_secs_f64();
+    let hostile = rx_vector(nic).is_some();
     let checked = check(&o.output, o.status, &host, nic)
-        .and_then(|g| Ok(format!("{g}; {}", check_hyp(&o.output, g.msis)?)));
+        .and_then(|g| Ok(format!("{g}; {}", check_hyp(&o.output, g.msis, hostile)?)));
     match checked {
         Ok(s) => Ok(format!("{s}, {secs:.1} s")),
         Err(e) => bail!(
@@ -444,6 +486,60 @@ fn irq_rows(out: &str, nic: Nic) -> Result<Vec<(String, u64, String)>> {
     Ok(rows)
 }
 
+/// The hostile step ([`hostile`]): the guest said it rewrote the vector; every SMMU
+/// event hyp printed is a stage-2 `F_TRANSLATION` write of StreamID 0x8 at
+/// [`HOSTILE_MSI_ADDR`], there is at least one, `ACCT smmu` counts them with no
+/// overflow or global error, and QEMU's SMMU (`-d guest_errors`) failed translations at
+/// that address only.
+pub fn check_hostile(out: &str) -> Result<String> {
+    ensure!(
+        out.lines()
+            .any(|l| l.starts_with("NET hostile: MSI-X entry "))
+            && out.lines().any(|l| l == "NET hostile done"),
+        "the guest's hostile step did not run"
+    );
+    let mut events = 0u64;
+    for l in out
+        .lines()
+        .filter_map(|l| l.strip_prefix("hyp: smmu event: "))
+    {
+        let want = format!("F_TRANSLATION (0x10) sid=0x8 addr={HOSTILE_MSI_ADDR:#x} write s2=1");
+        ensure!(l.trim_end() == want, "unexpected SMMU event: {l}");
+        events += 1;
+    }
+    ensure!(
+        events > 0,
+        "no SMMU event for the MSI-X vector pointed at {HOSTILE_MSI_ADDR:#x}"
+    );
+    for l in out
+        .lines()
+        .filter(|l| l.contains("translation failed for iova="))
+    {
+        ensure!(
+            l.contains(&format!("iova={HOSTILE_MSI_ADDR:#x} ")),
+            "QEMU's SMMU failed another translation: {l}"
+        );
+    }
+    let smmu = out
+        .lines()
+        .find_map(|l| l.trim_end().strip_prefix("hyp: ACCT smmu "))
+        .context("no ACCT smmu line")?;
+    for want in [
+        format!("events={events}"),
+        format!("translation_faults={events}"),
+        "event_overflows=0".into(),
+        "gerrors=0".into(),
+    ] {
+        ensure!(
+            smmu.split_whitespace().any(|w| w == want),
+            "ACCT smmu {smmu}: want {want}"
+        );
+    }
+    Ok(format!(
+        "hostile MSI-X vector: {events} SMMU F_TRANSLATION events at {HOSTILE_MSI_ADDR:#x}"
+    ))
+}
+
 /// hyp's counters of one vCPU.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct VcpuCounters {
@@ -500,10 +596,13 @@ pub fn vcpu_counters(out: &str) -> Vec<VcpuCounters> {
 }
 
 /// hyp's side: the function on the SMMU with the guest's VMID, its ITS device mapped
-/// (vITS actions, none dropped, no error anywhere), no QEMU GIC/ITS/SMMU guest error, no
-/// SMMU event; `msis` NIC MSIs in the guest while **no host LPI was taken by a CPU
-/// running a vCPU** (0 exits per MSI), and doorbells that woke blocked vCPUs.
-pub fn check_hyp(out: &str, msis: u64) -> Result<String> {
+/// (vITS actions, none dropped, no error anywhere), no QEMU GIC/ITS guest error; the
+/// SMMU's events none, or with `hostile` exactly the hostile step's (each a stage-2 `F_TRANSLATION` write of
+/// StreamID 0x8 at [`HOSTILE_MSI_ADDR`], at least one, QEMU's translation failures at
+/// that address only, no overflow, no global error); `msis` NIC MSIs in the guest
+/// while **no host LPI made a running vCPU exit** (0 exits per MSI), and doorbells that
+/// woke blocked vCPUs.
+pub fn check_hyp(out: &str, msis: u64, hostile: bool) -> Result<String> {
     ensure!(
         out.lines()
             .any(|l| l.starts_with("hyp: pci ") && l.contains("on the SMMUv3's stage 2")),
@@ -532,14 +631,19 @@ pub fn check_hyp(out: &str, msis: u64) -> Result<String> {
         dropped == 0,
         "{dropped} vITS actions dropped: a device had no host DeviceID"
     );
-    let smmu = out
-        .lines()
-        .find(|l| l.starts_with("hyp: ACCT smmu "))
-        .context("no ACCT smmu line")?;
-    ensure!(
-        smmu.contains(" events=0 "),
-        "the SMMU recorded events: {smmu}"
-    );
+    let hostile = if hostile {
+        check_hostile(out)?
+    } else {
+        let smmu = out
+            .lines()
+            .find(|l| l.starts_with("hyp: ACCT smmu "))
+            .context("no ACCT smmu line")?;
+        ensure!(
+            smmu.contains(" events=0 "),
+            "the SMMU recorded events: {smmu}"
+        );
+        "no SMMU event".to_string()
+    };
     let v = vcpu_counters(out);
     ensure!(!v.is_empty(), "no vCPU ACCT lines");
     let lpis: u64 = v
@@ -563,7 +667,7 @@ pub fn check_hyp(out: &str, msis: u64) -> Result<String> {
         "no doorbell woke a blocked vCPU (doorbells {doorbells}, wake-ups {wakeups})"
     );
     Ok(format!(
-        "hyp: {msis} NIC MSIs as vLPIs, 0 host LPIs on vCPU exits (0 exits per MSI; {irq_exits} irq exits, {exits} exits in all), {doorbells} doorbells for {wakeups} doorbell wake-ups, vITS actions {actions}; {its}"
+        "{hostile}; hyp: {msis} NIC MSIs as vLPIs, 0 host LPIs on vCPU exits (0 exits per MSI; {irq_exits} irq exits, {exits} exits in all), {doorbells} doorbells for {wakeups} doorbell wake-ups, vITS actions {actions}; {its}"
     ))
 }
 
@@ -581,7 +685,12 @@ hyp: ACCT linux vcpu 1 exits: irq 700 wfi 600 hvc 2 sysreg 10 mmio 4 other 0; ho
 hyp: ACCT linux vcpu 1 gicv4: vPE 1 doorbell LPI 8193: vlpis sent 0 doorbells 30 wakeups 25 stay_runnable 0 loads 700
 hyp: ACCT linux vits: actions 18 host_cmds 18 no_host_device 0 config_copies 114694 config_unread 0 msis 0 msis_dropped 0; command errors CmdErrors { unknown: 0, read_failed: 0 }; register errors ErrorCounters { bad_width: 0, unmapped: 0 }
 hyp: linux: GICv4 errors: 0
-hyp: ACCT smmu commands=6 syncs=2 events=0 translation_faults=0 event_overflows=0 gerrors=0
+NET hostile: MSI-X entry 1 at 0x10000010 -> 0x8080088
+NET hostile done
+hyp: smmu event: F_TRANSLATION (0x10) sid=0x8 addr=0x8080088 write s2=1
+hyp: smmu event: F_TRANSLATION (0x10) sid=0x8 addr=0x8080088 write s2=1
+smmuv3-iommu-memory-region-8-1 translation failed for iova=0x8080088 (SMMU_EVT_F_TRANSLATION)
+hyp: ACCT smmu commands=6 syncs=2 events=2 translation_faults=2 event_overflows=0 gerrors=0
 ";
 
     #[test]
@@ -599,21 +708,49 @@ hyp: ACCT smmu commands=6 syncs=2 events=0 translation_faults=0 event_overflows=
                 wakeups: 110
             }
         );
-        let s = check_hyp(HYP, 1621).unwrap();
+        let s = check_hyp(HYP, 1621, true).unwrap();
+        assert!(
+            check_hyp(HYP, 1621, false).is_err(),
+            "events without a hostile step"
+        );
         assert!(s.contains("150 doorbells for 135"), "{s}");
         let bad = HYP.replacen("lpi_on_exit 0", "lpi_on_exit 7", 1);
         assert_eq!(vcpu_counters(&bad)[0].lpis_on_exit, Some(7));
-        assert!(check_hyp(&bad, 1621).is_err(), "an MSI that made an exit");
+        assert!(
+            check_hyp(&bad, 1621, true).is_err(),
+            "an MSI that made an exit"
+        );
         let old = HYP.replace(" lpi_on_exit 0", "");
-        assert!(check_hyp(&old, 1621).is_err(), "no lpi_on_exit counter");
+        assert!(
+            check_hyp(&old, 1621, true).is_err(),
+            "no lpi_on_exit counter"
+        );
         let quiet = HYP.replace("doorbells 120 wakeups 110", "doorbells 0 wakeups 0");
         let quiet = quiet.replace("doorbells 30 wakeups 25", "doorbells 0 wakeups 0");
-        assert!(check_hyp(&quiet, 1621).is_err(), "no doorbell");
+        assert!(check_hyp(&quiet, 1621, true).is_err(), "no doorbell");
         let dropped = HYP.replace("no_host_device 0", "no_host_device 2");
-        assert!(check_hyp(&dropped, 1621).is_err(), "no host device");
-        let event = HYP.replace("events=0 ", "events=1 ");
-        assert!(check_hyp(&event, 1621).is_err(), "an SMMU event");
-        assert!(check_hyp(HYP, 0).is_err(), "no MSI");
+        assert!(check_hyp(&dropped, 1621, true).is_err(), "no host device");
+        let event = HYP.replacen("addr=0x8080088", "addr=0x84000000", 1);
+        assert!(check_hyp(&event, 1621, true).is_err(), "another SMMU event");
+        let counted = HYP.replace("events=2 ", "events=3 ");
+        assert!(
+            check_hyp(&counted, 1621, true).is_err(),
+            "events counted wrong"
+        );
+        let none = HYP.replace("hyp: smmu event: ", "").replace(
+            "events=2 translation_faults=2",
+            "events=0 translation_faults=0",
+        );
+        assert!(
+            check_hyp(&none, 1621, true).is_err(),
+            "the hostile MSI was not refused"
+        );
+        let qemu = HYP.replace("iova=0x8080088 ", "iova=0x84000000 ");
+        assert!(
+            check_hyp(&qemu, 1621, true).is_err(),
+            "QEMU failed another translation"
+        );
+        assert!(check_hyp(HYP, 0, true).is_err(), "no MSI");
     }
 
     #[test]
