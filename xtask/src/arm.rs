@@ -44,6 +44,8 @@ pub const CASES: &[&str] = &[
     LINUX_OVERCOMMIT_CASE,
     LINUX_GICV4_CASE,
     TWO_LINUX_CASE,
+    crate::armnet::CASES[0].0,
+    crate::armnet::CASES[1].0,
 ];
 /// Two Debian arm64 guests at once (`configs/two-linux-arm64.toml`).
 pub const TWO_LINUX_CASE: &str = "aarch64-two-linux";
@@ -156,6 +158,7 @@ pub fn run_case(name: &str) -> Result<String> {
         crate::armtest::STORM_CASE => crate::armtest::storm_case(),
         crate::armtest::GICV4_CASE => crate::armtest::gicv4_case(),
         crate::armiommu::CASE => crate::armiommu::case(),
+        n if crate::armnet::CASES.iter().any(|(c, _)| *c == n) => crate::armnet::case(n),
         _ => bail!("no aarch64 case {name:?} (there are {CASES:?})"),
     }
 }

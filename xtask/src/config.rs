@@ -385,8 +385,8 @@ fn pcie(arch: Arch, m: &MachineToml) -> Result<Pcie> {
         }
     };
     ensure!(
-        arch == Arch::Riscv64 || m.pci.iter().all(|n| n == "edu"),
-        "machine.pci: aarch64 has \"edu\" only so far (a NIC needs MSIs: no guest ITS yet)"
+        arch == Arch::Riscv64 || m.pci.iter().all(|n| n == "edu") || iommu.is_some(),
+        "machine.pci: a NIC on aarch64 needs machine.iommu = \"smmuv3\" (its DMA and MSIs go through the SMMU's stage 2)"
     );
     let functions = m
         .pci
@@ -434,10 +434,14 @@ pub trait Images {
     fn debian_initramfs(&self, arch: Arch, which: &str) -> Result<PathBuf>;
     /// The system benchmark payload (`guest/bench`, an `Image`-headed raw image).
     fn bench(&self) -> Result<PathBuf>;
-    /// A network initramfs (`debian-net-virtio`, `debian-net-test-e1000e`, …:
-    /// [`crate::net::named_initramfs`]).
-    fn net_initramfs(&self, name: &str) -> Result<PathBuf> {
-        crate::net::build_named_initramfs(name)
+    /// A network initramfs of `arch` (`debian-net-virtio`, `debian-net-test-e1000e`, …:
+    /// [`crate::net::named_initramfs`]; arm64's serve with busybox's httpd,
+    /// `crate::armnet`).
+    fn net_initramfs(&self, arch: Arch, name: &str) -> Result<PathBuf> {
+        match arch {
+            Arch::Riscv64 => crate::net::build_named_initramfs(name),
+            Arch::Aarch64 => crate::armnet::build_named_initramfs(name),
+        }
     }
 }
 
@@ -649,6 +653,18 @@ pub fn resolve(name: &str, file: &File, dir: &Path, images: &dyn Images) -> Resu
             _ => {}
         }
         ensure!(
+            arch == Arch::Riscv64
+                || topology == Topology::Vgicv4
+                || !g
+                    .pci
+                    .iter()
+                    .any(|a| pcie.functions.iter().enumerate().any(|(k, f)| {
+                        f.is_nic() && a == &format!("00:{:02x}.0", pcie.first_slot() as usize + k)
+                    })),
+            "{}: a NIC's MSIs on aarch64 need topology = \"vgicv4\" (the guest's ITS)",
+            f("pci")
+        );
+        ensure!(
             topology != Topology::Aia || aia.is_some(),
             "{}: \"aia\" needs machine.interrupts = \"aia\"",
             f("topology")
@@ -678,12 +694,7 @@ pub fn resolve(name: &str, file: &File, dir: &Path, images: &dyn Images) -> Resu
             Some("debian-shell") => Some(images.debian_initramfs(arch, "shell")?),
             Some("debian-test") => Some(images.debian_initramfs(arch, "test")?),
             Some(n) if crate::net::named_initramfs(n).is_some() => {
-                ensure!(
-                    arch == Arch::Riscv64,
-                    "{}: {n} is a riscv64 initramfs",
-                    f("initramfs")
-                );
-                Some(images.net_initramfs(n)?)
+                Some(images.net_initramfs(arch, n)?)
             }
             Some(p) => Some(dir.join(p)),
         };

@@ -65,6 +65,10 @@ Configurations (configs/*.toml; copy one and edit it, the schema is in docs/hyp.
                                        gic-version=3 -cpu max, the PL011; a shell
                                        (--test-init, --append, --set, --config work as above; a
                                        file's machine.arch = \"aarch64\" implies --arch aarch64)
+  cargo xtask run --config configs/net-virtio-arm64.toml
+                                       Debian arm64 on vgicv4 (gic-version=4) with virtio-net-pci
+                                       passed through (SMMUv3): its MSIs are direct vLPIs; a shell
+                                       with eth0 up (-e1000e-arm64: QEMU's e1000e)
   cargo xtask run --arch aarch64 --hello
                                        hyp's built-in EL1 test guest, no configuration (the suite's
                                        aarch64-hello)
@@ -1143,7 +1147,9 @@ mod tests {
                     "aarch64-linux-smp4",
                     "aarch64-linux-overcommit",
                     "aarch64-linux-gicv4",
-                    "aarch64-two-linux"
+                    "aarch64-two-linux",
+                    "aarch64-linux-net-virtio",
+                    "aarch64-linux-net-e1000e"
                 ],
                 false
             )

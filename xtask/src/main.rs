@@ -42,6 +42,7 @@ mod api;
 mod arm;
 mod armbench;
 mod armiommu;
+mod armnet;
 mod armtest;
 mod bench;
 mod bootbench;

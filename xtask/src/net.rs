@@ -43,7 +43,7 @@ pub const GUEST_UDP_PORT: u16 = 7000;
 
 /// Where `virq-net` goes in the initramfs, and the modules.
 const PROGRAM_PATH: &str = "bin/virq-net";
-const MODULE_DIR: &str = "root";
+pub(crate) const MODULE_DIR: &str = "root";
 
 /// The NICs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -114,7 +114,7 @@ pub const SUITE_PLAN: Plan = Plan {
 /// The start of every network `/init`: mount, load `modules` in order (`NET module m`
 /// each), wait (bounded) for `eth0`, bring it up with a static address on QEMU's user
 /// network, print `NET link <mac> inet <address>`.
-fn init_setup(modules: &[String]) -> String {
+pub(crate) fn init_setup(modules: &[String]) -> String {
     let modules = modules.join(" ");
     format!(
         r#"#!/bin/sh

@@ -156,7 +156,7 @@ pub fn build(
     }
 
     if let Some(p) = pcie {
-        pcie_node(&mut fdt, p)?;
+        pcie_node(&mut fdt, p, its)?;
     }
 
     fdt.end_node(root)?;
@@ -164,9 +164,10 @@ pub fn build(
 }
 
 /// The guest's `pci-host-ecam-generic` bridge: one bus at `p.ecam`, a 32-bit memory
-/// `ranges` entry per BAR (`phys.hi` 0x0200_0000), DMA coherent; no `msi-map` (no
-/// guest ITS yet) and no `interrupt-map` (INTx stays off).
-fn pcie_node(fdt: &mut FdtWriter, p: &super::pcie::PcieNode) -> FdtWriterResult<()> {
+/// `ranges` entry per BAR (`phys.hi` 0x0200_0000), DMA coherent; with `its` (a vgicv4
+/// guest) `msi-map = <0 &its 0 0x10000>` (requester ID = DeviceID, as QEMU `virt`'s);
+/// no `interrupt-map` (INTx stays off).
+fn pcie_node(fdt: &mut FdtWriter, p: &super::pcie::PcieNode, its: bool) -> FdtWriterResult<()> {
     let n = fdt.begin_node(&format!("pcie@{:x}", p.ecam.0))?;
     fdt.property_string("compatible", "pci-host-ecam-generic")?;
     fdt.property_string("device_type", "pci")?;
@@ -192,5 +193,8 @@ fn pcie_node(fdt: &mut FdtWriter, p: &super::pcie::PcieNode) -> FdtWriterResult<
         })
         .collect();
     fdt.property_array_u32("ranges", &ranges)?;
+    if its {
+        fdt.property_array_u32("msi-map", &[0, ITS_PHANDLE, 0, 0x1_0000])?;
+    }
     fdt.end_node(n)
 }

@@ -6,20 +6,23 @@
 //! - The guest's ECAM window is at the host's ECAM address (QEMU `virt`: 0x40_1000_0000),
 //!   one bus (1 MiB), never mapped: every access is a stage-2 data abort that
 //!   [`GuestPci::access`] answers through the function's `VirtFunction` filter; any
-//!   other function reads all ones.
+//!   other function reads all ones. A function keeps its host BDF, so its requester ID
+//!   is the same on both sides.
 //! - Each memory BAR is mapped in the guest's stage 2 at its host address (Read/Write),
 //!   so the device's registers are the guest's with no exit.
 //! - Its StreamID (the bridge's `iommu-map`: = requester ID) gets a stage-2-only STE
-//!   pointing at the guest's own stage-2 tables and VMID (`arm::smmu`): its DMA reaches
-//!   the guest's RAM (and the BARs) by guest-physical address, nothing else.
+//!   with the guest's VMID pointing at [`io_stage2`]'s tables (`arm::smmu`): its DMA
+//!   reaches the guest's RAM (and the BARs) by guest-physical address, and for a
+//!   vgicv4 guest its MSIs the host ITS's `GITS_TRANSLATER`; nothing else.
 //! - The guest's DTB gets a `pci-host-ecam-generic` node (one bus, a `ranges` entry per
-//!   BAR) and `linux,pci-probe-only`, so Linux keeps the BARs where they are. No
-//!   `msi-map` yet: the guest has no ITS.
+//!   BAR) and `linux,pci-probe-only`, so Linux keeps the BARs where they are; a vgicv4
+//!   guest's also `msi-map` to its ITS (`arm::fdt`), and each function is a device of
+//!   its vITS (guest requester ID → host requester ID, `arm::vits`).
 use alloc::string::String;
 use alloc::vec::Vec;
 use core::sync::atomic::Ordering;
 
-use hyp_config::Guest;
+use hyp_config::{Guest, GUEST_RAM_BASE};
 use hyp_io::pci::Bdf;
 
 use crate::gstage::{GStage, R, W};
@@ -27,6 +30,7 @@ use crate::pci::Bus;
 use crate::println;
 use crate::vpci::{ecam_decode, PassedFunction};
 
+use super::layout::ITS_IPA;
 use super::{smmu, HostInfo};
 
 /// The guest's ECAM window: bus 0 only.
@@ -41,7 +45,39 @@ pub struct GuestPci {
     pub functions: Vec<PassedFunction>,
     /// The host bridge's 32-bit window `(PCI, CPU, size)` (the BARs' bus addresses).
     mem32: Option<(u64, u64, u64)>,
+    /// The host ITS's control frame (its translation frame follows), if any.
+    host_its: Option<usize>,
 }
+
+/// The stage-2 tables the SMMU walks for a guest's functions (docs/gicv4.md §10): the
+/// guest's RAM (`ram_host`, `ram_size` at `GUEST_RAM_BASE`) and its functions' BARs at
+/// the IPAs its CPU sees them, and for a `vgicv4` guest one page more: the guest's `GITS_TRANSLATER` page (`ITS_IPA` +
+/// 64 KiB) → the host ITS's translation frame. So a device's MSI write to the address
+/// the guest's ITS driver programmed reaches the host ITS with the device's requester
+/// ID, and the host's VMAPTI for the guest's MAPTI makes it a vLPI; the guest's CPU
+/// has no such mapping (its stores to the frame trap into its vITS), so it cannot
+/// send an MSI under any host DeviceID. Separate tables cost a few pages per guest.
+pub fn io_stage2(
+    pci: &GuestPci,
+    ram_host: u64,
+    ram_size: u64,
+    vgicv4: bool,
+) -> Result<GStage, String> {
+    let mut io = GStage::new();
+    io.map(GUEST_RAM_BASE, ram_host, ram_size, R | W)
+        .map_err(|e| alloc::format!("RAM: {e:?}"))?;
+    pci.map_bars(&mut io)?;
+    if let Some(its) = pci.host_its.filter(|_| vgicv4) {
+        let frame = TRANSLATION_FRAME;
+        io.map(ITS_IPA + frame, its as u64 + frame, 0x1000, R | W)
+            .map_err(|e| alloc::format!("ITS translation frame: {e:?}"))?;
+    }
+    Ok(io)
+}
+
+/// The ITS translation frame's offset from the control frame (`GITS_TRANSLATER` is at
+/// +0x40 in it).
+const TRANSLATION_FRAME: u64 = 0x1_0000;
 
 /// What the guest's DTB says about its host bridge.
 pub struct PcieNode {
@@ -86,6 +122,7 @@ pub fn take(
         ecam,
         functions,
         mem32: host.pcie.as_ref().and_then(|h| h.mem32),
+        host_its: host.its,
     })
 }
 
@@ -104,7 +141,8 @@ impl GuestPci {
         Ok(())
     }
 
-    /// Point each function's StreamID at the guest's stage 2 (`vttbr`: root and VMID).
+    /// Point each function's StreamID at `vttbr` (root and VMID): the tables of
+    /// [`io_stage2`].
     pub fn attach(&self, vttbr: usize) -> Result<(), String> {
         for f in &self.functions {
             smmu::attach(f.device_id, vttbr)?;

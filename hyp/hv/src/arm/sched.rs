@@ -36,7 +36,7 @@ use super::layout::UART_INTID;
 use super::vm::{self, power, Saved, Vm};
 
 /// Host interrupts counted per vCPU (`Vcpu::irqs`), in this order.
-const IRQ_NAMES: [&str; 7] = [
+const IRQ_NAMES: [&str; 8] = [
     "kick",
     "maintenance",
     "vtimer",
@@ -44,7 +44,10 @@ const IRQ_NAMES: [&str; 7] = [
     "hyptimer",
     "doorbell",
     "other",
+    "lpi_on_exit",
 ];
+/// `IRQ_NAMES` index of `lpi_on_exit` (counted in [`doorbell`], not by `drain`).
+const LPI_ON_EXIT: usize = 7;
 /// Longest slice of a vCPU while another one on its CPU is runnable: 5 ms of the
 /// 1 GHz counter.
 const SLICE: u64 = 5_000_000;
@@ -74,6 +77,8 @@ struct Cpu {
     slice_end: Option<u64>,
     /// The hyp timer found the slice over.
     slice_over: bool,
+    /// In [`idle`]: no vCPU of this CPU runs (an LPI taken now is no exit).
+    idling: bool,
 }
 
 impl Cpu {
@@ -124,6 +129,7 @@ pub fn cpu_loop(cpu: usize) -> ! {
         next: 0,
         slice_end: None,
         slice_over: false,
+        idling: false,
     };
     loop {
         let n = c.mine.len();
@@ -143,7 +149,9 @@ pub fn cpu_loop(cpu: usize) -> ! {
 /// the check stays pending at the GIC and ends the `wfi`.
 fn idle(c: &mut Cpu) {
     loop {
+        c.idling = true;
         drain(c);
+        c.idling = false;
         if c.any_runnable_but(None) {
             sysreg::cnthp_ctl_el2::write(0);
             return;
@@ -261,10 +269,17 @@ fn drain(c: &mut Cpu) {
 }
 
 /// Doorbell LPI `id` was taken: the vPE it belongs to (homed here) fires
-/// (`Doorbell::fire`), and its vCPU is kicked when the protocol says so.
+/// (`Doorbell::fire`), and its vCPU is kicked when the protocol says so. An LPI taken
+/// on an exit of the vCPU in the CPU (not while it idles) is also counted as
+/// `lpi_on_exit`: a device MSI that was no direct vLPI would be one, or a doorbell of
+/// another vCPU homed here (a vCPU's own is masked while its vPE is resident). Counted
+/// here, out of line, so that the exit path has no new work.
 #[cold]
 #[inline(never)]
 fn doorbell(c: &Cpu, id: u32) {
+    if let Some(l) = c.loaded.filter(|_| !c.idling) {
+        c.vcpu(l).1.irqs[LPI_ON_EXIT].fetch_add(1, Ordering::Relaxed);
+    }
     for (i, s) in c.mine.iter().enumerate() {
         let (vm, vcpu) = c.vcpu(i);
         if let Some(vpe) = vcpu.vpe.as_ref().filter(|p| p.doorbell_lpi == id) {

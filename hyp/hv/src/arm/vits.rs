@@ -15,8 +15,9 @@
 //! host DeviceID that stands for it, MAPD'd on the host ITS once when the guest is
 //! built, EventIDs identical on both sides. Today the table has one entry, hyp's
 //! virtual test device: guest DeviceID [`TEST_DEVICE`] (0) → host DeviceID
-//! [`TEST_HOST_DEVICE_BASE`] + guest index. A passed-through PCIe function will add
-//! an entry guest requester ID → host requester ID. Actions for a DeviceID with no
+//! [`TEST_HOST_DEVICE_BASE`] + guest index. Each passed-through PCIe function adds
+//! an entry guest requester ID → host requester ID (docs/gicv4.md §10; hyp's own host
+//! DeviceIDs are refused). Actions for a DeviceID with no
 //! entry are dropped and counted (`no_host_device`): they never reach the host ITS.
 //! The guest's MSI source for tests is the [`send`] call: "device D sends event E",
 //! a host INT on the backing device, done only when the guest's ITS translates (D,
@@ -136,6 +137,15 @@ impl VmIts {
         if self.host_device(guest).is_some() || self.devices.iter().any(|d| d.host == host) {
             return Err(format!(
                 "vITS: guest DeviceID {guest:#x} or host DeviceID {host:#x} already mapped"
+            ));
+        }
+        // hyp's own host devices (doorbell proxy, §7 test vLPIs, the test devices)
+        // must stay hyp's: a function with such a requester ID is refused.
+        let ours = [gicv4::PROXY_DEVICE, gicv4::TEST_DEVICE].contains(&host)
+            || (TEST_HOST_DEVICE_BASE..TEST_HOST_DEVICE_BASE + 0x100).contains(&host);
+        if ours && guest != TEST_DEVICE {
+            return Err(format!(
+                "vITS: host DeviceID {host:#x} is one of hyp's own (0, 1, 0x300..0x3ff)"
             ));
         }
         gicv4::map_host_device(host, EVENT_BITS)?;

@@ -99,7 +99,7 @@ pub struct Vcpu {
     pub exits: [AtomicU64; 8],
     /// Host interrupts its CPU took while it was loaded, by kind (see
     /// `sched::IRQ_NAMES`).
-    pub irqs: [AtomicU64; 7],
+    pub irqs: [AtomicU64; 8],
     /// Its vPE (`topology = "vgicv4"`).
     pub vpe: Option<Vpe>,
     /// Software-path passthrough interrupts delivered and not yet deactivated.
@@ -300,10 +300,20 @@ fn build(
     let vttbr = s2.root_register(vmid);
     // The tables live as long as the guest: for good.
     core::mem::forget(s2);
-    pci.attach(vttbr)
-        .map_err(|e| format!("{}: {e}", field("pci")))?;
-    let mut model = Gic::new(vcpus).map_err(|e| format!("vGIC: {e:?}"))?;
     let vgicv4 = g.topology == Topology::Vgicv4;
+    if !pci.functions.is_empty() {
+        // The functions' DMA walks tables of its own (docs/gicv4.md §10): the CPU's
+        // view plus, for a vgicv4 guest, the host ITS's translation frame at the
+        // guest's `GITS_TRANSLATER` page, so a device's MSI reaches the host ITS while
+        // the guest's CPU stores to that page still trap into its vITS.
+        let io = super::pcie::io_stage2(&pci, g.ram_host_base, ram_size, vgicv4)
+            .map_err(|e| format!("guest[{i}]: SMMU stage 2: {e}"))?;
+        let io_vttbr = io.root_register(vmid);
+        core::mem::forget(io);
+        pci.attach(io_vttbr)
+            .map_err(|e| format!("{}: {e}", field("pci")))?;
+    }
+    let mut model = Gic::new(vcpus).map_err(|e| format!("vGIC: {e:?}"))?;
     if vgicv4 {
         // LPIs for its vITS, vINTIDs as wide as the vPEs' tables.
         model.enable_lpis(gicv4::VID_BITS);
@@ -342,7 +352,7 @@ fn build(
         g,
         vcpus,
         uart || vuart,
-        g.topology == Topology::Vgicv4,
+        vgicv4,
         pci.dtb_node().as_ref(),
         seed.as_ref(),
     )
@@ -354,7 +364,17 @@ fn build(
     let dtb_ipa = GUEST_RAM_BASE + dtb_off;
     let homes: Vec<usize> = (0..vcpus).map(|v| (*next + v) % cpus).collect();
     let vits = if vgicv4 {
-        Some(super::vits::new(i, vcpus).map_err(|e| format!("{}: {e}", field("topology")))?)
+        let mut v =
+            super::vits::new(i, vcpus).map_err(|e| format!("{}: {e}", field("topology")))?;
+        // Each function's MSIs: guest DeviceID (its requester ID on the guest's bus,
+        // the DTB's identity `msi-map`) → host DeviceID (its host requester ID: QEMU
+        // `virt`'s `msi-map` is the identity too).
+        for f in &pci.functions {
+            let rid = u32::from(f.bdf.rid());
+            v.add_device(rid, rid)
+                .map_err(|e| format!("{}: {}: {e}", field("pci"), f.bdf))?;
+        }
+        Some(v)
     } else {
         None
     };
