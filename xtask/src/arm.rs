@@ -38,6 +38,7 @@ pub const CASES: &[&str] = &[
     crate::armtest::CASE,
     crate::armtest::STORM_CASE,
     crate::armtest::GICV4_CASE,
+    crate::armtest::GICV4_MIGRATE_CASE,
     crate::armiommu::CASE,
     LINUX_CASE,
     LINUX_SMP4_CASE,
@@ -155,6 +156,7 @@ pub fn run_case(name: &str) -> Result<String> {
         crate::armtest::CASE => crate::armtest::case(),
         crate::armtest::STORM_CASE => crate::armtest::storm_case(),
         crate::armtest::GICV4_CASE => crate::armtest::gicv4_case(),
+        crate::armtest::GICV4_MIGRATE_CASE => crate::armtest::gicv4_migrate_case(),
         crate::armiommu::CASE => crate::armiommu::case(),
         _ => bail!("no aarch64 case {name:?} (there are {CASES:?})"),
     }
