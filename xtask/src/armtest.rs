@@ -241,19 +241,7 @@ pub fn gicv4_boot(
     let blob = guest.with_file_name(format!("{name}.blob"));
     std::fs::write(&blob, hyp_config::encode(&cfg))
         .with_context(|| format!("writing {}", blob.display()))?;
-    let cmd = command(&hyp, &guest, &blob);
-    let args: Vec<std::ffi::OsString> = cmd
-        .get_args()
-        .map(|a| {
-            if a == crate::qemu::ARM_MACHINE {
-                crate::qemu::ARM_MACHINE_GICV4.into()
-            } else {
-                a.to_owned()
-            }
-        })
-        .collect();
-    let mut cmd4 = Command::new(cmd.get_program());
-    cmd4.args(args);
+    let mut cmd4 = on_gicv4(&command(&hyp, &guest, &blob));
     // Every ITS command QEMU skips is a guest error: the case fails on any.
     cmd4.args(["-d", "guest_errors"]);
     // Twice the other cases' limits: the soak's 2,000 vLPIs take most of the run (about
@@ -266,6 +254,23 @@ pub fn gicv4_boot(
     )?;
     let log = save_log(name, &o.output)?;
     Ok((o, log))
+}
+
+/// `cmd` (a [`command_for`]) on `-M virt,…,gic-version=4`.
+pub fn on_gicv4(cmd: &Command) -> Command {
+    let args: Vec<std::ffi::OsString> = cmd
+        .get_args()
+        .map(|a| {
+            if a == crate::qemu::ARM_MACHINE {
+                crate::qemu::ARM_MACHINE_GICV4.into()
+            } else {
+                a.to_owned()
+            }
+        })
+        .collect();
+    let mut c = Command::new(cmd.get_program());
+    c.args(args);
+    c
 }
 
 /// The migration proof in a GICv4 run's output: `ACCT migrations=` above 0, vPE 1 moved

@@ -1034,7 +1034,7 @@ fn test_smc_not_supported(_c: &mut Ctx) -> Result<(), Msg> {
 }
 
 /// hyp's GICv4 test calls (SMCCC vendor-hypervisor range, `hyp/hv/src/arm/exit.rs`).
-const VIRQ_VLPI_INT: u32 = 0x8600_0100;
+pub(crate) const VIRQ_VLPI_INT: u32 = 0x8600_0100;
 const VIRQ_VLPI_STAT: u32 = 0x8600_0101;
 /// `VIRQ_VLPI_STAT` counters.
 const STAT_EXITS: u64 = 0;
