@@ -997,6 +997,31 @@ mod tests {
     }
 
     #[test]
+    fn migration_needs_migrations_and_moved_vpes() {
+        let good = gicv4_good()
+            .replace(" loads 3\n", " loads 3 moves 12\n")
+            .replace(" loads 135\n", " loads 135 moves 11\n")
+            + "hyp: ACCT migrations=23\n";
+        let s = check_migration(&good).unwrap();
+        assert!(
+            s.contains("23 vCPU migrations") && s.contains("12 + 11"),
+            "{s}"
+        );
+        for bad in [
+            good.replace("ACCT migrations=23", "ACCT migrations=0"),
+            good.replace("hyp: ACCT migrations=23\n", ""),
+            good.replace(" moves 11", " moves 0"),
+            good.replace(" moves 11", ""),
+        ] {
+            assert!(check_migration(&bad).is_err(), "{bad}");
+        }
+        // Migrating, the running vCPU's exits are allowed (the periods' ends).
+        let exits = gicv4_good().replace("its exits meanwhile: 0", "its exits meanwhile: 7");
+        assert!(check_gicv4(&exits, false).is_err());
+        check_gicv4(&exits, true).unwrap();
+    }
+
+    #[test]
     fn gicv4_good_run_passes_with_its_figures() {
         let s = check_gicv4(&gicv4_good(), false).unwrap();
         assert!(

@@ -1744,6 +1744,8 @@ VIRQ-BENCH op=gicd_read n=100 ticks=357503 reg=gicd.typer
 VIRQ-BENCH op=eoi n=100 ticks=500 intid=27
 VIRQ-BENCH op=sgi_self n=100 ticks=697712
 VIRQ-BENCH op=vtimer n=100 ticks=684004
+VIRQ-BENCH op=vlpi_self skipped=no-gicv4
+VIRQ-BENCH op=vlpi_call skipped=no-gicv4
 VIRQ-BENCH done errors=0
 ";
 
@@ -1782,6 +1784,23 @@ VIRQ-BENCH done errors=0
         assert!(check_plausible(&[o]).is_err());
         assert_eq!(setup_exits(t, "eoi"), Some(("irq", 1.0)));
         assert_eq!(setup_exits(&TARGETS[1], "eoi"), None);
+        // The vLPI ops run on hyp-arm-v4 only: skipped there is an error.
+        let v4 = arm_target("hyp-arm-v4");
+        assert!(v4.gicv4() && !t.gicv4());
+        assert_eq!(v4.machine_option(), crate::qemu::ARM_MACHINE_GICV4);
+        assert!(check_ops(&r, v4, single, 100).is_err());
+        let ran = ARM
+            .replace(
+                "op=vlpi_self skipped=no-gicv4",
+                "op=vlpi_self n=100 ticks=1200 vintid=8192",
+            )
+            .replace(
+                "op=vlpi_call skipped=no-gicv4",
+                "op=vlpi_call n=100 ticks=56100 vintid=8192",
+            );
+        check_ops(&parse(&ran).unwrap(), v4, single, 100).unwrap();
+        assert!(check_ops(&parse(&ran).unwrap(), t, single, 100).is_err());
+        assert_eq!(setup_exits(v4, "vlpi_self"), Some(("hvc", 1.0)));
     }
 
     #[test]
