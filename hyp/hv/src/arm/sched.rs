@@ -497,17 +497,14 @@ fn run(c: &mut Cpu, i: usize) {
         if vcpu.power.load(Ordering::SeqCst) == power::OFF || vm.stopped.load(Ordering::SeqCst) {
             break;
         }
-        if c.migrating && arch::time() >= c.migrate_at {
-            // The period ended: leave the CPU if this vCPU must move (the loop hands it
-            // over), else wait for the next one.
-            if migration_target(vcpu).is_some() {
-                break;
-            }
-            c.migrate_at = periods().next(arch::time());
-            arm_hyp_timer(c);
-        }
+        // The hyp timer fired (a slice's end, a blocked vCPU's timer, a migration
+        // period's end): the only exits after which either can be over, so the exit
+        // path pays nothing more for migration.
         if c.slice_over {
             c.slice_over = false;
+            if c.migrating && migrate_due(c, vcpu) {
+                break;
+            }
             if c.any_runnable_but(Some(i)) {
                 break;
             }
@@ -520,6 +517,25 @@ fn run(c: &mut Cpu, i: usize) {
     if vcpu.vpe.is_some() {
         vpe_put(vm, vcpu, c.id, slot.v);
     }
+}
+
+/// The hyp timer fired while `vcpu` ran on a CPU whose vCPUs migrate: true when the
+/// period is over and `vcpu` must move (the loop then hands it over). Otherwise the
+/// timer, stopped by [`hyp_timer`], is armed again for the period's end (and a slice
+/// already over is forgotten: the next starts when another vCPU here is runnable).
+fn migrate_due(c: &mut Cpu, vcpu: &vm::Vcpu) -> bool {
+    let now = arch::time();
+    if now >= c.migrate_at {
+        if migration_target(vcpu).is_some() {
+            return true;
+        }
+        c.migrate_at = periods().next(now);
+    }
+    if c.slice_end.is_some_and(|t| t <= now) {
+        c.slice_end = None;
+    }
+    arm_hyp_timer(c);
+    false
 }
 
 /// Make the vCPU's vPE resident on this CPU (`gicv4::load`). Out of line: `run`'s
