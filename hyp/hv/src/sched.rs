@@ -57,6 +57,7 @@ fn periods() -> &'static Periods {
 
 /// The hart `vcpu` must move to in this period, if it is not there yet (`None`: no
 /// migration, or already in place, or its place is a hart not yet online).
+#[inline(never)]
 fn migration_target(vcpu: &Vcpu) -> Option<usize> {
     let w = world();
     let to = periods().place(vcpu.first_hart, arch::time())?;
@@ -156,7 +157,11 @@ fn others_eligible(hart: &Hart, me: usize) -> bool {
     homed(hart).any(|v| v != me && w.vcpus[v].eligible() && w.guests[w.vcpus[v].guest].is_alive())
 }
 
-/// Start of the next migration period (u64::MAX: none).
+/// Start of the next migration period (u64::MAX: none). Out of line, as
+/// [`migration_target`]: both run on `run_vcpu`'s full path only (measured with
+/// `cargo xtask bench --system --target hyp-aia`: inlined, the register read and the
+/// self-IPI cost 2 more).
+#[inline(never)]
 fn next_migration() -> u64 {
     periods().next(arch::time())
 }
