@@ -102,6 +102,9 @@ pub enum Gicv4Error {
     NoCpu { cpu: usize },
     /// A vPE about to be made resident on `cpu` was still mapped to `at`.
     NotMoved { vpe: u16, at: usize, cpu: usize },
+    /// The doorbell of a vPE mapped to `at` was taken on `cpu` (raised at a
+    /// redistributor the vPE was moved away from: a VMOVP that did not happen).
+    StaleDoorbell { vpe: u16, at: usize, cpu: usize },
 }
 
 impl core::fmt::Display for Gicv4Error {
@@ -114,6 +117,10 @@ impl core::fmt::Display for Gicv4Error {
                 if *valid { "resident" } else { "non-resident" }
             ),
             Gicv4Error::NoCpu { cpu } => write!(f, "no redistributor for CPU {cpu}"),
+            Gicv4Error::StaleDoorbell { vpe, at, cpu } => write!(
+                f,
+                "doorbell of vPE {vpe} (mapped to CPU {at}) taken on CPU {cpu}"
+            ),
             Gicv4Error::NotMoved { vpe, at, cpu } => write!(
                 f,
                 "vPE {vpe} loaded on CPU {cpu} while mapped to CPU {at} (not moved: moved now)"
@@ -616,10 +623,12 @@ pub fn move_to(vpe: &Vpe, to: usize) {
         Cmd::Vsync { vpeid: vpe.id },
         Cmd::Sync { rdbase },
     ];
+    // The new CPU first: its doorbells can be taken there as soon as the VMOVP is done
+    // (the old home, running this, takes none meanwhile), and [`fire`] checks it.
+    vpe.cpu.store(to, Ordering::SeqCst);
     if let Err(e) = submit(&cmds) {
         report(e);
     }
-    vpe.cpu.store(to, Ordering::SeqCst);
     vpe.counts.moves.fetch_add(1, Ordering::Relaxed);
 }
 
@@ -678,9 +687,20 @@ pub fn put(vpe: &Vpe, blocking: bool) -> PutOutcome {
     out
 }
 
-/// The doorbell LPI of `vpe` was taken (on its home CPU): true when the caller must
-/// kick its vCPU.
-pub fn fire(vpe: &Vpe) -> bool {
+/// The doorbell LPI of `vpe` was taken on CPU `cpu`: true when the caller must kick its
+/// vCPU. It must be the vPE's CPU: QEMU raises a doorbell at the redistributor the
+/// vPE is mapped to ([rd] `gicv3_redist_process_vlpi`), [`move_to`] stores the new CPU
+/// before its VMOVP, and a doorbell pending at the old one moves with the MOVI; the old
+/// home, busy moving, takes none in between. One taken elsewhere means the vPE was not
+/// moved (counted as a [`Gicv4Error::StaleDoorbell`]; it still fires).
+pub fn fire(vpe: &Vpe, cpu: usize) -> bool {
+    if vpe.cpu() != cpu {
+        report(Gicv4Error::StaleDoorbell {
+            vpe: vpe.id,
+            at: vpe.cpu(),
+            cpu,
+        });
+    }
     vpe.counts.doorbells.fetch_add(1, Ordering::Relaxed);
     let kick = vpe.db.fire(&Hw {
         vpe,

@@ -338,7 +338,7 @@ fn doorbell(c: &Cpu, id: u32) {
     for vm in vm::vms() {
         for (v, vcpu) in vm.vcpus.iter().enumerate() {
             if let Some(vpe) = vcpu.vpe.as_ref().filter(|p| p.doorbell_lpi == id) {
-                if gicv4::fire(vpe) {
+                if gicv4::fire(vpe, c.id) {
                     vm.kick(c.id, v);
                 }
                 return;
