@@ -35,14 +35,16 @@
 //! and SYNC (the redistributor caches the byte); [`Vpe::enabled`] skips the commands
 //! when the byte already says so (only the vPE's home CPU changes it: load and put run
 //! there, and the doorbell is raised at the vPE's RDbase, the home CPU, where
-//! [`fire`] runs — or, right after a migration, at the old home if it rang before the
-//! MOVI: then the new home has not loaded the vPE yet, and `Doorbell`'s atomics order
-//! that fire against the new home's load or put as against any other).
+//! [`fire`] runs — across a migration possibly before the new home stored itself: then
+//! the new home has not loaded the vPE yet, and `Doorbell`'s atomics order that fire
+//! against the new home's load or put as against any other).
 //!
 //! **Migration** ([`move_to`], `migrate_ms`, docs/gicv4.md §10): the old home, with
-//! the vCPU descheduled and its vPE non-resident, sends VMOVP to the new CPU's
-//! redistributor and MOVI of the doorbell's proxy event to its collection, before the
-//! vCPU's home changes; the new home's [`load`] then makes it resident there.
+//! the vCPU descheduled and its vPE non-resident, stores the vPE's new CPU and sends
+//! VMOVP to that CPU's redistributor and MOVI of the doorbell's proxy event to its
+//! collection, before the vCPU's home changes; the new home's [`load`] then makes it
+//! resident there. A doorbell is therefore always taken on its vPE's CPU; [`fire`]
+//! counts one taken elsewhere (`StaleDoorbell`: a vPE that was not moved).
 use alloc::format;
 use alloc::string::String;
 use alloc::vec::Vec;

@@ -44,10 +44,12 @@
 //!    vCPU out of the CPU: restore, load (Valid 0 → 1: QEMU scans the whole pending
 //!    table, so a vLPI that became pending in memory while the vPE moved is taken).
 //!
-//! A blocked vCPU migrates too, with its doorbell armed: a doorbell that rings before
-//! the MOVI is taken by the old home, one after it by the new one; [`doorbell`] looks
-//! for its vPE among all vCPUs, and `Doorbell::fire` orders it against the new home's
-//! load or put as it does any fire. Kicks that read the old home are covered by
+//! A blocked vCPU migrates too, with its doorbell armed: one that rang before the move
+//! and was not taken yet moves to the new CPU with the MOVI (the old home takes none
+//! while it moves the vPE), later ones are raised there; the new CPU may take it before
+//! it finds the vCPU among its own, so [`doorbell`] looks for the vPE among all vCPUs,
+//! and `Doorbell::fire` orders it against the new home's load or put as it does any
+//! fire. Kicks that read the old home are covered by
 //! `VcpuBlock`'s protocol (the new home sees `KICKED`).
 use alloc::vec::Vec;
 use core::sync::atomic::{AtomicBool, Ordering};
@@ -329,9 +331,9 @@ fn drain(c: &mut Cpu) {
 }
 
 /// Doorbell LPI `id` was taken: the vPE it belongs to fires (`Doorbell::fire`), and
-/// its vCPU is kicked when the protocol says so. Its vCPU is normally homed here; right
-/// after a migration it may already be another CPU's (see "Migration"), so every vCPU
-/// is looked at.
+/// its vCPU is kicked when the protocol says so. Its vPE is mapped here, but right
+/// after a migration its vCPU may not be in `mine` yet (see "Migration"), so every
+/// vCPU is looked at.
 #[cold]
 #[inline(never)]
 fn doorbell(c: &Cpu, id: u32) {
