@@ -38,11 +38,13 @@ pub const CASES: &[&str] = &[
     crate::armtest::CASE,
     crate::armtest::STORM_CASE,
     crate::armtest::GICV4_CASE,
+    crate::armtest::GICV4_MIGRATE_CASE,
     crate::armiommu::CASE,
     LINUX_CASE,
     LINUX_SMP4_CASE,
     LINUX_OVERCOMMIT_CASE,
     LINUX_GICV4_CASE,
+    LINUX_MIGRATE_CASE,
     TWO_LINUX_CASE,
     crate::armnet::CASES[0].0,
     crate::armnet::CASES[1].0,
@@ -60,6 +62,10 @@ pub const LINUX_OVERCOMMIT_CASE: &str = "aarch64-linux-overcommit";
 /// The same on `topology = "vgicv4"` (`-M virt,gic-version=4`): Linux finds hyp's
 /// vITS and sets it up ([`check_linux_its`]).
 pub const LINUX_GICV4_CASE: &str = "aarch64-linux-gicv4";
+/// Linux on `topology = "vgicv4"` with `[hyp] migrate_ms = 20`: the vCPUs (EL1 state,
+/// timer, GIC CPU interface, vPE) swap CPUs every 20 ms while Linux boots and runs its
+/// test `/init`; `ACCT migrations=` must be above 0.
+pub const LINUX_MIGRATE_CASE: &str = "aarch64-linux-migrate";
 /// The Linux cases: name and the `--set`s they apply to [`LINUX_CONFIG`].
 const LINUX_CASES: &[(&str, &[&str])] = &[
     (LINUX_CASE, &[]),
@@ -69,6 +75,10 @@ const LINUX_CASES: &[(&str, &[&str])] = &[
         &["machine.harts=2", "guest.0.vcpus=4"],
     ),
     (LINUX_GICV4_CASE, &["guest.0.topology=vgicv4"]),
+    (
+        LINUX_MIGRATE_CASE,
+        &["guest.0.topology=vgicv4", "hyp.migrate_ms=20"],
+    ),
 ];
 /// The configuration it boots (with the test `/init`).
 const LINUX_CONFIG: &str = "linux-arm64";
@@ -157,6 +167,7 @@ pub fn run_case(name: &str) -> Result<String> {
         crate::armtest::CASE => crate::armtest::case(),
         crate::armtest::STORM_CASE => crate::armtest::storm_case(),
         crate::armtest::GICV4_CASE => crate::armtest::gicv4_case(),
+        crate::armtest::GICV4_MIGRATE_CASE => crate::armtest::gicv4_migrate_case(),
         crate::armiommu::CASE => crate::armiommu::case(),
         n if crate::armnet::CASES.iter().any(|(c, _)| *c == n) => crate::armnet::case(n),
         _ => bail!("no aarch64 case {name:?} (there are {CASES:?})"),
@@ -203,7 +214,7 @@ pub fn linux_case(name: &str) -> Result<String> {
     let cfg = crate::config::suite(name, LINUX_CONFIG, sets, &images)?;
     let vcpus = cfg.config.guests.first().context("no guest")?.vcpus;
     let mut m = cfg.machine(Duration::from_secs(LINUX_TIMEOUT_S), &[])?;
-    let its = name == LINUX_GICV4_CASE;
+    let its = name == LINUX_GICV4_CASE || name == LINUX_MIGRATE_CASE;
     if its {
         // Every ITS command QEMU skips is a guest error: the case fails on any.
         m.extra.extend(["-d".into(), "guest_errors".into()]);
@@ -217,11 +228,23 @@ pub fn linux_case(name: &str) -> Result<String> {
     let log = save_log(name, &o.output)?;
     let secs = o.elapsed.as_secs_f64();
     let checked = check_linux(&o, vcpus).and_then(|s| {
-        if its {
-            Ok(format!("{s}; {}", check_linux_its(&o.output)?))
+        let s = if its {
+            format!("{s}; {}", check_linux_its(&o.output)?)
         } else {
-            Ok(s)
+            s
+        };
+        if cfg.config.hyp.migrate_ms > 0 {
+            let n: u64 = o
+                .output
+                .lines()
+                .find_map(|l| l.trim_end().strip_prefix("hyp: ACCT migrations="))
+                .context("no ACCT migrations line")?
+                .parse()
+                .context("malformed ACCT migrations line")?;
+            ensure!(n > 0, "migrate_ms: no vCPU migrated");
+            return Ok(format!("{s}; {n} vCPU migrations"));
         }
+        Ok(s)
     });
     match checked {
         Ok(s) => Ok(format!("{s}, {secs:.1} s")),

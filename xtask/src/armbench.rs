@@ -1,6 +1,7 @@
 //! The aarch64 targets of `cargo xtask bench --system` (issue 13, "Speed"): the bench
 //! mode of `hyp/testguest-arm` (its `bench.rs`) on QEMU arm `virt`, without hyp
-//! (`arm-bare`) and as hyp's only guest (`hyp-arm`).
+//! (`arm-bare`), as hyp's only guest (`hyp-arm`), and the same on GICv4.0
+//! (`hyp-arm-v4`, issue 14).
 //!
 //! - `arm-bare`: `qemu-system-aarch64 -M virt,gic-version=3 -cpu max` — no
 //!   `virtualization=on` and no `secure=on`, so the CPUs have no EL2 or EL3: QEMU loads
@@ -15,6 +16,9 @@
 //!   passed through for the console, one vCPU per CPU), the `bench.*` words as its
 //!   command line (its DTB's bootargs), loaded with QEMU's `loader` devices as the
 //!   suite case `aarch64-testguest` does.
+//! - `hyp-arm-v4`: the same on `-M virt,virtualization=on,gic-version=4` with the guest's
+//!   `topology = "vgicv4"` (a vPE per vCPU, doorbells) and `gicv4` on its command line:
+//!   the `vlpi_*` ops run there (elsewhere they report themselves skipped).
 //!
 //! Both under `-icount shift=0,sleep=off`: the generic timer counts at 1 GHz
 //! (`CNTFRQ_EL0` = 10^9) and one instruction takes 1 ns, so a `CNTVCT_EL0` tick is one
@@ -42,13 +46,33 @@ pub const OPS: &[&str] = &[
     "sgi_self",
     "sgi_pingpong",
     "vtimer",
+    "vlpi_self",
+    "vlpi_call",
+    "vlpi_wake",
 ];
 
-/// The boots of each target: the ops on one CPU (one vCPU), and the ping-pong between
+/// The ops that need hyp's vPEs (only `hyp-arm-v4` runs them).
+pub fn needs_gicv4(op: &str) -> bool {
+    op.starts_with("vlpi_")
+}
+
+/// The boots of each target: the ops on one CPU (one vCPU), and the ping-pongs between
 /// two (two vCPUs, one per CPU). `(CPUs, ops)`.
 pub const BOOTS: &[(u32, &[&str])] = &[
-    (1, &["nop", "hvc", "gicd_read", "eoi", "sgi_self", "vtimer"]),
-    (2, &["sgi_pingpong"]),
+    (
+        1,
+        &[
+            "nop",
+            "hvc",
+            "gicd_read",
+            "eoi",
+            "sgi_self",
+            "vtimer",
+            "vlpi_self",
+            "vlpi_call",
+        ],
+    ),
+    (2, &["sgi_pingpong", "vlpi_wake"]),
 ];
 
 /// The guest's name in the configuration (hyp's `ACCT` lines carry it).
@@ -69,6 +93,9 @@ pub fn op_title(op: &str) -> &'static str {
         "sgi_self" => "SGI to self: ICC_SGI1R_EL1 write, ICC_IAR1_EL1, EOI",
         "sgi_pingpong" => "2 vCPUs: SGI round trip, both sides waiting in WFI",
         "vtimer" => "virtual timer armed to fire now, ICC_IAR1_EL1, disable, EOI",
+        "vlpi_self" => "vLPI to the running vCPU (vPE resident): ICC_IAR1_EL1, EOI (hyp's test call that sends it untimed)",
+        "vlpi_call" => "vLPI to self with the call: hvc VIRQ_VLPI_INT (hyp's ITS INT), ICC_IAR1_EL1, EOI",
+        "vlpi_wake" => "2 vCPUs: vLPI (hvc VIRQ_VLPI_INT) to the other, blocked in WFI (doorbell wake-up), SGI back; round trip",
         _ => "",
     }
 }
@@ -84,8 +111,15 @@ pub fn bare_is_reference(op: &str) -> bool {
 /// interrupt (under hyp one `irq` exit: the host's timer PPI) and then times the EOI
 /// alone; an EOI that trapped would be a `sysreg` exit (or a further `irq` one, for a
 /// maintenance interrupt), which stays in the figure.
+///
+/// The `vlpi_self` lap's set-up is hyp's test call that sends the vLPI: one `hvc` exit;
+/// the delivery it times has none.
 pub fn setup_exits(op: &str) -> Option<(&'static str, f64)> {
-    (op == "eoi").then_some(("irq", 1.0))
+    match op {
+        "eoi" => Some(("irq", 1.0)),
+        "vlpi_self" => Some(("hvc", 1.0)),
+        _ => None,
+    }
 }
 
 /// KVM arm64 figures from the text of issue 13 ("Speed": Debian 6.12's KVM, VHE,
@@ -134,13 +168,29 @@ pub fn build() -> Result<Built> {
 
 /// The QEMU command of one boot: the payload with `cmdline` on `cpus` CPUs, bare
 /// (`hyp` false) or as hyp's guest (its config blob written next to the image, named
-/// after `log`), under `-icount`.
-pub fn command(built: &Built, hyp: bool, cmdline: &str, cpus: u32, log: &str) -> Result<Command> {
+/// after `log`; `gicv4`: on `gic-version=4` with `topology = "vgicv4"` and `gicv4` on
+/// the command line), under `-icount`.
+pub fn command(
+    built: &Built,
+    hyp: bool,
+    gicv4: bool,
+    cmdline: &str,
+    cpus: u32,
+    log: &str,
+) -> Result<Command> {
     let mut cmd = if hyp {
         let size = std::fs::metadata(&built.image)
             .with_context(|| format!("reading {}", built.image.display()))?
             .len();
-        let cfg = crate::armtest::config_for(GUEST, size, cpus, cmdline);
+        let cmdline = if gicv4 {
+            format!("{cmdline} gicv4")
+        } else {
+            cmdline.to_string()
+        };
+        let mut cfg = crate::armtest::config_for(GUEST, size, cpus, &cmdline);
+        if gicv4 {
+            cfg.guests[0].topology = hyp_config::Topology::Vgicv4;
+        }
         hyp_config::validate(&cfg)
             .map_err(|e| anyhow::anyhow!("configuration: {}: {}", e.field, e.message))?;
         let dir = hyp_target_dir().join("bench");
@@ -148,7 +198,12 @@ pub fn command(built: &Built, hyp: bool, cmdline: &str, cpus: u32, log: &str) ->
         let blob = dir.join(format!("{log}.blob"));
         std::fs::write(&blob, hyp_config::encode(&cfg))
             .with_context(|| format!("writing {}", blob.display()))?;
-        crate::armtest::command_for(&built.hyp, &built.image, &blob, cpus)
+        let cmd = crate::armtest::command_for(&built.hyp, &built.image, &blob, cpus);
+        if gicv4 {
+            crate::armtest::on_gicv4(&cmd)
+        } else {
+            cmd
+        }
     } else {
         let mut cmd = Command::new(QEMU_ARM_BINARY);
         cmd.args(["-M", BARE_MACHINE, "-cpu", ARM_CPU, "-m", BARE_MEMORY])
@@ -174,6 +229,13 @@ pub fn acct(out: &str, guest: &str) -> Result<(BTreeMap<String, u64>, BTreeMap<S
         let Some(rest) = l.strip_prefix(&prefix) else {
             continue;
         };
+        // A vgicv4 guest's vPE line (`vcpu N gicv4: …`) is no exit count.
+        if rest
+            .split_once(' ')
+            .is_some_and(|(_, r)| r.starts_with("gicv4: "))
+        {
+            continue;
+        }
         lines += 1;
         let (_, counts) = rest
             .split_once(" exits:")
@@ -208,6 +270,7 @@ VIRQ-BENCH done errors=0
 hyp: guest bench: PSCI SYSTEM_OFF
 hyp: ACCT bench vcpu 0 exits: irq 3 wfi 10 hvc 1101 sysreg 0 mmio 40 other 0; host interrupts: kick 1 maintenance 0 vtimer 3 passthrough 0 hyptimer 0 other 0
 hyp: ACCT bench vcpu 1 exits: irq 0 wfi 12 hvc 0 sysreg 2 mmio 20 other 0; host interrupts: kick 12 maintenance 0 vtimer 0 passthrough 0 hyptimer 0 other 0
+hyp: ACCT bench vcpu 1 gicv4: vPE 1 doorbell LPI 8193: vlpis sent 3 doorbells 2 wakeups 2 stay_runnable 0 loads 4 moves 0
 hyp: bench: vGIC errors: ErrorCounters { bad_width: 0 }
 hyp: power off (status 0)
 ";
@@ -233,7 +296,7 @@ hyp: power off (status 0)
             elf: "tg".into(),
             image: "tg.bin".into(),
         };
-        let cmd = command(&built, false, "bench.n=1", 1, "x").unwrap();
+        let cmd = command(&built, false, false, "bench.n=1", 1, "x").unwrap();
         let args: Vec<String> = cmd
             .get_args()
             .map(|a| a.to_string_lossy().into_owned())

@@ -147,6 +147,12 @@ pub struct Target {
 }
 
 impl Target {
+    /// hyp on GICv4.0 with the guest's vPEs (`hyp-arm-v4`: `--set
+    /// guest.0.topology=vgicv4`).
+    pub fn gicv4(&self) -> bool {
+        self.sets.contains(&GICV4_SET)
+    }
+
     /// Under a hypervisor (so it has exit counts and a bare reference).
     pub fn virtualized(&self) -> bool {
         self.host != Host::Bare
@@ -183,6 +189,7 @@ impl Target {
         if self.arch == Arch::Aarch64 {
             match self.host {
                 Host::Bare => crate::armbench::BARE_MACHINE,
+                _ if self.gicv4() => crate::qemu::ARM_MACHINE_GICV4,
                 _ => crate::qemu::ARM_MACHINE,
             }
         } else if self.aia {
@@ -205,7 +212,7 @@ impl Target {
     /// The KVM VMM gives its guest no UART.
     fn runs(&self, op: &str) -> bool {
         match op {
-            _ if self.arch == Arch::Aarch64 => true,
+            _ if self.arch == Arch::Aarch64 => !crate::armbench::needs_gicv4(op) || self.gicv4(),
             "uart_thre" => self.host != Host::Kvm,
             _ => !op.starts_with("msi_") || self.aia,
         }
@@ -215,6 +222,7 @@ impl Target {
     fn skip_reason(op: &str) -> &'static str {
         match op {
             "uart_thre" => "no-uart",
+            _ if crate::armbench::needs_gicv4(op) => "no-gicv4",
             _ => "no-imsic",
         }
     }
@@ -306,7 +314,18 @@ pub const TARGETS: &[Target] = &[
         arch: Arch::Aarch64,
         sets: &[],
     },
+    // The same on GICv4.0 (issue 14): vPEs, doorbells; the `vlpi_*` ops run here.
+    Target {
+        name: "hyp-arm-v4",
+        aia: false,
+        host: Host::Hyp,
+        arch: Arch::Aarch64,
+        sets: &[GICV4_SET],
+    },
 ];
+
+/// The `--set` of `hyp-arm-v4` (applied by `crate::armbench::command`).
+const GICV4_SET: &str = "guest.0.topology=vgicv4";
 
 /// Operations timed and untimed warm-up per op.
 #[derive(Debug, Clone, Copy)]
@@ -374,7 +393,7 @@ fn command(t: &Target, built: &Built, cmdline: &str, harts: u32, log: &str) -> R
             .arm
             .as_ref()
             .context("hyp for aarch64 was not built")?;
-        return crate::armbench::command(arm, t.host == Host::Hyp, cmdline, harts, log);
+        return crate::armbench::command(arm, t.host == Host::Hyp, t.gicv4(), cmdline, harts, log);
     }
     let (img, _) = built
         .riscv
@@ -1122,9 +1141,14 @@ pub fn system(quick: bool, only: &[String]) -> Result<SystemResult> {
                     format!("hyp (configs/{}.toml{sets})", t.config())
                 }
                 (Host::Hyp, Arch::Aarch64) => format!(
-                    "hyp at EL2 (one guest {:?}, a vCPU per CPU, vGICv3, the PL011 passed \
+                    "hyp at EL2 (one guest {:?}, a vCPU per CPU, {}, the PL011 passed \
                      through; xtask/src/armbench.rs)",
-                    crate::armbench::GUEST
+                    crate::armbench::GUEST,
+                    if t.gicv4() {
+                        "vGICv3 with a GICv4.0 vPE per vCPU (topology vgicv4)"
+                    } else {
+                        "vGICv3"
+                    }
                 ),
                 (Host::Kvm, _) => format!(
                     "KVM RISC-V (Debian's kvm.ko, {}, in a Debian guest with smp = vCPUs; \
@@ -1366,7 +1390,7 @@ fn colour(target: &str) -> plotters::style::RGBColor {
         "bare-aia" | "arm-bare" => RGBColor(0x55, 0x55, 0x55),
         "bare-plic" => RGBColor(0xaa, 0xaa, 0xaa),
         "hyp-aia" | "hyp-arm" => RGBColor(0x1f, 0x77, 0xb4),
-        "hyp-aia-direct" => RGBColor(0x2c, 0xa0, 0x2c),
+        "hyp-aia-direct" | "hyp-arm-v4" => RGBColor(0x2c, 0xa0, 0x2c),
         "kvm-aia" | ARM_ANCHOR_SERIES => RGBColor(0xd6, 0x27, 0x28),
         _ => RGBColor(0xff, 0x7f, 0x0e),
     }
@@ -1731,6 +1755,8 @@ VIRQ-BENCH op=gicd_read n=100 ticks=357503 reg=gicd.typer
 VIRQ-BENCH op=eoi n=100 ticks=500 intid=27
 VIRQ-BENCH op=sgi_self n=100 ticks=697712
 VIRQ-BENCH op=vtimer n=100 ticks=684004
+VIRQ-BENCH op=vlpi_self skipped=no-gicv4
+VIRQ-BENCH op=vlpi_call skipped=no-gicv4
 VIRQ-BENCH done errors=0
 ";
 
@@ -1769,6 +1795,23 @@ VIRQ-BENCH done errors=0
         assert!(check_plausible(&[o]).is_err());
         assert_eq!(setup_exits(t, "eoi"), Some(("irq", 1.0)));
         assert_eq!(setup_exits(&TARGETS[1], "eoi"), None);
+        // The vLPI ops run on hyp-arm-v4 only: skipped there is an error.
+        let v4 = arm_target("hyp-arm-v4");
+        assert!(v4.gicv4() && !t.gicv4());
+        assert_eq!(v4.machine_option(), crate::qemu::ARM_MACHINE_GICV4);
+        assert!(check_ops(&r, v4, single, 100).is_err());
+        let ran = ARM
+            .replace(
+                "op=vlpi_self skipped=no-gicv4",
+                "op=vlpi_self n=100 ticks=1200 vintid=8192",
+            )
+            .replace(
+                "op=vlpi_call skipped=no-gicv4",
+                "op=vlpi_call n=100 ticks=56100 vintid=8192",
+            );
+        check_ops(&parse(&ran).unwrap(), v4, single, 100).unwrap();
+        assert!(check_ops(&parse(&ran).unwrap(), t, single, 100).is_err());
+        assert_eq!(setup_exits(v4, "vlpi_self"), Some(("hvc", 1.0)));
     }
 
     #[test]

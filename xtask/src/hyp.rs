@@ -1142,11 +1142,13 @@ mod tests {
                     "aarch64-testguest",
                     "aarch64-testguest-storm",
                     "aarch64-gicv4",
+                    "aarch64-gicv4-migrate",
                     "aarch64-iommu-edu",
                     "aarch64-linux",
                     "aarch64-linux-smp4",
                     "aarch64-linux-overcommit",
                     "aarch64-linux-gicv4",
+                    "aarch64-linux-migrate",
                     "aarch64-two-linux",
                     "aarch64-linux-net-virtio",
                     "aarch64-linux-net-e1000e"
@@ -1162,6 +1164,7 @@ mod tests {
                     "aarch64-testguest",
                     "aarch64-testguest-storm",
                     "aarch64-gicv4",
+                    "aarch64-gicv4-migrate",
                     "aarch64-iommu-edu"
                 ],
                 false

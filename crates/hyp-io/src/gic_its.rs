@@ -243,6 +243,9 @@ pub enum Cmd {
         pintid: u32,
         icid: u16,
     },
+    /// 0x01: move the LPI of (`device`, `event`) to collection `icid` (a pending one
+    /// moves with it).
+    Movi { device: u32, event: u32, icid: u16 },
     /// 0x03: make the LPI of (`device`, `event`) pending, as its MSI would.
     Int { device: u32, event: u32 },
     /// 0x04: clear the pending (v)LPI of (`device`, `event`).
@@ -296,6 +299,7 @@ pub enum Cmd {
 
 /// Command codes (DW0 bits 7:0).
 pub mod code {
+    pub const MOVI: u8 = 0x01;
     pub const INT: u8 = 0x03;
     pub const CLEAR: u8 = 0x04;
     pub const SYNC: u8 = 0x05;
@@ -337,6 +341,7 @@ impl Cmd {
             Cmd::Mapd { .. } => code::MAPD,
             Cmd::Mapc { .. } => code::MAPC,
             Cmd::Mapti { .. } => code::MAPTI,
+            Cmd::Movi { .. } => code::MOVI,
             Cmd::Int { .. } => code::INT,
             Cmd::Clear { .. } => code::CLEAR,
             Cmd::Discard { .. } => code::DISCARD,
@@ -384,6 +389,15 @@ impl Cmd {
                 devid(&mut w, device);
                 eventid(&mut w, event);
                 w[1] |= u64::from(pintid) << 32;
+                w[2] |= u64::from(icid);
+            }
+            Cmd::Movi {
+                device,
+                event,
+                icid,
+            } => {
+                devid(&mut w, device);
+                eventid(&mut w, event);
                 w[2] |= u64::from(icid);
             }
             Cmd::Int { device, event }
@@ -685,6 +699,17 @@ mod tests {
         }
         .encode();
         assert_eq!(w[2], 0x000f_ffff_ffff_0000, "RDbase is 36 bits at 51:16");
+    }
+
+    #[test]
+    fn movi_eventid_dw1_31_0_icid_dw2_15_0() {
+        let w = Cmd::Movi {
+            device: 7,
+            event: 0x1234,
+            icid: 3,
+        }
+        .encode();
+        assert_eq!(w, [0x7_0000_0001, 0x1234, 3, 0]);
     }
 
     #[test]

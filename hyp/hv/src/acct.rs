@@ -15,8 +15,8 @@
 //! The counters themselves are in `counts` (low: every layer bumps them).
 use core::sync::atomic::{AtomicU64, Ordering};
 
+use crate::counts::ExitCounts;
 pub use crate::counts::PirqCounts;
-use crate::counts::{ExitCounts, MIGRATIONS};
 use crate::world::World;
 
 /// Print the accounting block.
@@ -68,7 +68,7 @@ pub fn print(w: &World) {
             );
         }
     }
-    crate::println!("ACCT migrations={}", MIGRATIONS.load(Ordering::Relaxed));
+    crate::println!("ACCT migrations={}", crate::migrate::migrations());
     crate::println!("ACCT claims={} guest_completes={}", claims, completes);
     if let Some(iommu) = crate::iommu::iommu() {
         let mut i = iommu.lock();

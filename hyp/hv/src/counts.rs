@@ -1,12 +1,10 @@
 //! The accounting counters: per-vCPU traps by cause ([`ExitCounts`]), per physical
-//! source claims against guest completions ([`PirqCounts`]), vCPU migrations. Bumped
-//! everywhere below the top; `acct` prints them at shutdown as `ACCT` lines.
+//! source claims against guest completions ([`PirqCounts`]); vCPU migrations are
+//! `crate::migrate`'s, shared with aarch64. Bumped everywhere below the top; `acct`
+//! prints them at shutdown as `ACCT` lines.
 use core::sync::atomic::{AtomicU64, Ordering};
 
 use crate::ids::GuestVcpuId;
-
-/// vCPU migrations made (`sched`).
-pub static MIGRATIONS: AtomicU64 = AtomicU64::new(0);
 
 const EXC: usize = 24;
 const INT: usize = 16;

@@ -47,6 +47,7 @@ mod ids;
 mod iommu;
 #[cfg(target_arch = "riscv64")]
 mod irq;
+mod migrate;
 mod pci;
 #[cfg(target_arch = "riscv64")]
 mod platform;

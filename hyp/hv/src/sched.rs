@@ -7,12 +7,9 @@
 //!
 //! With the test knob `migrate_ms=N` (bootarg), time is cut into periods of N ms; in
 //! period `e` every vCPU's place is `(first_hart + e) % harts` (a target hart not yet
-//! online: it stays where it is), so each period every vCPU moves to the next hart.
-//! The place is a function of the period, not `home + 1`: harts cross a period
-//! boundary at different times, and a hart acting late (after the next boundary)
-//! would otherwise move on both its own vCPU and the one it was just handed, and the
-//! two would then rotate together on one hart for good (Linux 3-4x slower). Here a late
-//! hart sends each vCPU straight to its place, and the placement stays a permutation.
+//! online: it stays where it is), so each period every vCPU moves to the next hart —
+//! `crate::migrate::Periods`, shared with aarch64, says why the place is a function of
+//! the period (without it, two vCPUs rotated together on one hart: Linux 3-4x slower).
 //! The old home hart does the whole hand-over, from its scheduler loop, with the vCPU
 //! descheduled (a running vCPU leaves its hart when the period ends):
 //! 1. `aia::vcpu_migrate_out` on the old hart: the doorbell masked, the IMSIC page out
@@ -34,8 +31,8 @@ use virq_riscv::hext::HVIP_VSEIP;
 
 use crate::arch::csr::hstatus_bits;
 use crate::arch::{self, csr};
-use crate::counts::MIGRATIONS;
 use crate::hart::{poke_hart, set_host_timer, this_hart, Hart};
+use crate::migrate::Periods;
 use crate::vcpu::{Next, Vcpu, HSM_STARTED, HSM_START_PENDING, HSM_STOPPED, HSM_SUSPENDED};
 use crate::world::world;
 
@@ -45,28 +42,25 @@ const CAUSE_INT: usize = 1 << 63;
 /// Time slice when vCPUs share a hart: 5 ms at 10 MHz.
 pub const SLICE_TICKS: u64 = 50_000;
 
-/// `migrate_ms` in timer ticks (0: no migration).
-static MIGRATE_TICKS: Once<u64> = Once::new();
+/// The `migrate_ms` periods (`crate::migrate`) over this machine's harts.
+static PERIODS: Once<Periods> = Once::new();
 
-fn migrate_ticks() -> u64 {
-    *MIGRATE_TICKS.call_once(|| {
-        let ms = u64::from(crate::config::options().migrate_ms);
-        ms * crate::platform::platform().timebase / 1000
+fn periods() -> &'static Periods {
+    PERIODS.call_once(|| {
+        Periods::new(
+            crate::config::options().migrate_ms,
+            crate::platform::platform().timebase,
+            world().harts.len(),
+        )
     })
-}
-
-/// The current migration period (`None` when migration is off or there is one hart).
-fn migrate_epoch() -> Option<u64> {
-    let t = migrate_ticks();
-    (t != 0 && world().harts.len() > 1).then(|| arch::time() / t)
 }
 
 /// The hart `vcpu` must move to in this period, if it is not there yet (`None`: no
 /// migration, or already in place, or its place is a hart not yet online).
+#[inline(never)]
 fn migration_target(vcpu: &Vcpu) -> Option<usize> {
     let w = world();
-    let epoch = migrate_epoch()?;
-    let to = ((vcpu.first_hart as u64 + epoch) % w.harts.len() as u64) as usize;
+    let to = periods().place(vcpu.first_hart, arch::time())?;
     (to != vcpu.home() && w.harts[to].online.load(Ordering::Acquire)).then_some(to)
 }
 
@@ -74,6 +68,9 @@ fn migration_target(vcpu: &Vcpu) -> Option<usize> {
 /// the module docs). Runs on `hart`, from its scheduler loop (none of its vCPUs is
 /// running).
 fn migrate(hart: &Hart) {
+    if !periods().on() {
+        return;
+    }
     let w = world();
     for v in w.vcpus.iter().filter(|v| v.home() == hart.index) {
         let Some(to) = migration_target(v) else {
@@ -84,7 +81,7 @@ fn migrate(hart: &Hart) {
         g.irqchip.vcpu_migrate_out(g, v);
         v.block.migrate(to);
         g.irqchip.vcpu_migrated(g, v);
-        MIGRATIONS.fetch_add(1, Ordering::Relaxed);
+        crate::migrate::count();
         poke_hart(to);
     }
 }
@@ -160,12 +157,13 @@ fn others_eligible(hart: &Hart, me: usize) -> bool {
     homed(hart).any(|v| v != me && w.vcpus[v].eligible() && w.guests[w.vcpus[v].guest].is_alive())
 }
 
-/// Start of the next migration period (u64::MAX: none).
+/// Start of the next migration period (u64::MAX: none). Out of line, as
+/// [`migration_target`]: both run on `run_vcpu`'s full path only (measured with
+/// `cargo xtask bench --system --target hyp-aia`: inlined, the register read and the
+/// self-IPI cost 2 more).
+#[inline(never)]
 fn next_migration() -> u64 {
-    match migrate_epoch() {
-        Some(e) => (e + 1) * migrate_ticks(),
-        None => u64::MAX,
-    }
+    periods().next(arch::time())
 }
 
 /// The scheduler loop of the current hart.

@@ -28,7 +28,9 @@ use crate::guest::{self, send_sgi, Ctx, CMD, CMD_DONE, CMD_PONG, GIC_READY, ONLI
 use crate::hw::{self, sysreg};
 use crate::regs::{cntv, gicd, icc, intid, psci};
 
-/// The ops, in the order they run (xtask's `ARM_OPS`).
+/// The ops, in the order they run (xtask's `ARM_OPS`). The `vlpi_*` ones need hyp's
+/// vPEs (`gicv4` on the command line: `topology = "vgicv4"`); elsewhere they report
+/// themselves skipped (`no-gicv4`).
 pub const OPS: &[&str] = &[
     "nop",
     "hvc",
@@ -37,7 +39,16 @@ pub const OPS: &[&str] = &[
     "sgi_self",
     "sgi_pingpong",
     "vtimer",
+    "vlpi_self",
+    "vlpi_call",
+    "vlpi_wake",
 ];
+
+/// The vINTID of hyp's test vLPI `k` (`VIRQ_VLPI_INT`: hyp's ITS INT on the event it
+/// VMAPTI'd to vINTID 8192 + k of the vCPU's vPE).
+const fn vlpi(k: u32) -> u32 {
+    8192 + k
+}
 
 /// The SGI the timed ops send (not [`WAKE_SGI`], which the command loop takes).
 const BENCH_SGI: u32 = 5;
@@ -139,6 +150,38 @@ fn op_sgi_self(cpu: usize) -> OpResult {
     Ok(())
 }
 
+/// Have hyp send vLPI `k` to vCPU `to` (`VIRQ_VLPI_INT`, one `hvc`).
+#[inline(always)]
+fn send_vlpi(to: usize, k: u32) -> OpResult {
+    if hw::hvc(crate::tests::VIRQ_VLPI_INT, to as u64, u64::from(k), 0) != 0 {
+        return Err("vlpi-int");
+    }
+    Ok(())
+}
+
+/// A vLPI to this running vCPU, delivered by the GIC with its vPE resident: sent
+/// untimed (hyp's test call: the `hvc` and the ITS INT), then timed alone —
+/// acknowledge (`ICC_IAR1_EL1` until its vINTID), EOI. The call's exit is the
+/// set-up's (xtask leaves it out of the figure); `vlpi_call` times both.
+#[inline(always)]
+fn op_vlpi_self(cpu: usize) -> Result<u64, &'static str> {
+    send_vlpi(cpu, 0)?;
+    let t0 = hw::now();
+    let iar = take(vlpi(0), false)?;
+    eoi(iar);
+    Ok(hw::now() - t0)
+}
+
+/// [`op_vlpi_self`] with the call timed too: the test call that sends the vLPI (an
+/// `hvc`, hyp's INT command to the ITS and its wait for completion), acknowledge, EOI.
+#[inline(always)]
+fn op_vlpi_call(cpu: usize) -> OpResult {
+    send_vlpi(cpu, 0)?;
+    let iar = take(vlpi(0), false)?;
+    eoi(iar);
+    Ok(())
+}
+
 /// The virtual timer armed to fire now, taken, EOI'd.
 #[inline(always)]
 fn op_vtimer() -> OpResult {
@@ -155,16 +198,19 @@ static PONG_ROUNDS: AtomicU64 = AtomicU64::new(0);
 static PONG_PEER: AtomicU64 = AtomicU64::new(0);
 /// It is in its loop (IRQs masked): the first SGI can go.
 static PONG_READY: AtomicBool = AtomicBool::new(false);
+/// What it waits for: [`BENCH_SGI`], or a vLPI ([`vlpi`] 1: `vlpi_wake`).
+static PONG_WAITS_FOR: AtomicU32 = AtomicU32::new(BENCH_SGI);
 
 /// The other vCPU's side of [`CMD_PONG`] (from its command loop, IRQs masked): wait
-/// in `wfi` for [`BENCH_SGI`], EOI it, send one back; `PONG_ROUNDS` times. The
-/// result: 0, or -1 if an SGI was lost.
+/// in `wfi` for [`BENCH_SGI`] (or the vLPI of `vlpi_wake`), EOI it, send an SGI back;
+/// `PONG_ROUNDS` times. The result: 0, or -1 if an interrupt was lost.
 pub fn pong() -> i64 {
     let peer = PONG_PEER.load(Ordering::SeqCst) as usize;
     let rounds = PONG_ROUNDS.load(Ordering::SeqCst);
+    let want = PONG_WAITS_FOR.load(Ordering::SeqCst);
     PONG_READY.store(true, Ordering::SeqCst);
     for _ in 0..rounds {
-        match take(BENCH_SGI, true) {
+        match take(want, true) {
             Ok(iar) => eoi(iar),
             Err(_) => return -1,
         }
@@ -199,12 +245,15 @@ fn quantile(n: u64, pct: u64) -> u64 {
     (HIST_LEN as u64 - 1) * HIST_STEP
 }
 
-/// Round trips with vCPU `other`: we send an SGI, it answers with one, we take it; both
-/// sides wait in `wfi`. Each of `n` laps timed on its own after `warmup`.
+/// Round trips with vCPU `other`: we send an SGI (`vlpi`: have hyp send it a vLPI), it
+/// answers with an SGI, we take it; both sides wait in `wfi`, so with `vlpi` the other
+/// vCPU is blocked when its vLPI comes: its doorbell wakes it. Each of `n` laps timed
+/// on its own after `warmup`.
 fn pingpong(
     c: &Ctx,
     n: u64,
     warmup: u64,
+    vlpi_to_other: bool,
 ) -> Result<Result<(u64, Laps), &'static str>, &'static str> {
     let me = guest::cpu();
     let Some(other) = (0..c.ncpus).find(|&v| v != me) else {
@@ -216,6 +265,10 @@ fn pingpong(
     PONG_ROUNDS.store(warmup + n, Ordering::SeqCst);
     PONG_PEER.store(me as u64, Ordering::SeqCst);
     PONG_READY.store(false, Ordering::SeqCst);
+    PONG_WAITS_FOR.store(
+        if vlpi_to_other { vlpi(1) } else { BENCH_SGI },
+        Ordering::SeqCst,
+    );
     let done = CMD_DONE[other].load(Ordering::SeqCst);
     CMD[other].store(CMD_PONG, Ordering::SeqCst);
     send_sgi(other, WAKE_SGI);
@@ -223,7 +276,11 @@ fn pingpong(
         return Err("other-vcpu-silent");
     }
     let lap = || {
-        send_sgi(other, BENCH_SGI);
+        if vlpi_to_other {
+            send_vlpi(other, 1)?;
+        } else {
+            send_sgi(other, BENCH_SGI);
+        }
         take(BENCH_SGI, true).map(eoi)
     };
     for _ in 0..warmup {
@@ -336,12 +393,26 @@ fn run_op(
         "gicd_read" => Ok(plain(timed(n, warmup, op_gicd_read)?, " reg=gicd.typer")),
         "eoi" => Ok(plain(windows(n, warmup, op_eoi)?, " intid=27")),
         "sgi_self" => Ok(plain(timed(n, warmup, || op_sgi_self(cpu))?, "")),
-        "sgi_pingpong" => pingpong(c, n, warmup)?.map(|(ticks, laps)| Timing {
+        "sgi_pingpong" => pingpong(c, n, warmup, false)?.map(|(ticks, laps)| Timing {
             ticks,
             detail: "",
             laps: Some(laps),
         }),
         "vtimer" => Ok(plain(timed(n, warmup, op_vtimer)?, "")),
+        "vlpi_self" | "vlpi_call" | "vlpi_wake" if !c.gicv4 => Err("no-gicv4"),
+        "vlpi_self" => Ok(plain(
+            windows(n, warmup, || op_vlpi_self(cpu))?,
+            " vintid=8192",
+        )),
+        "vlpi_call" => Ok(plain(
+            timed(n, warmup, || op_vlpi_call(cpu))?,
+            " vintid=8192",
+        )),
+        "vlpi_wake" => pingpong(c, n, warmup, true)?.map(|(ticks, laps)| Timing {
+            ticks,
+            detail: "",
+            laps: Some(laps),
+        }),
         _ => return Err("unknown-op"),
     })
 }

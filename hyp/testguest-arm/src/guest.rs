@@ -100,6 +100,12 @@ pub struct Ctx {
     /// `virq.device` on the command line: hyp gave the guest QEMU's `edu` at 00:01.0
     /// (the `device_*` tests drive it).
     pub device: bool,
+    /// `vlpi.migrate` on the command line: hyp migrates the vCPUs (`migrate_ms`), so a
+    /// running vCPU exits at each period's end (`vlpi_running` counts those exits
+    /// instead of requiring none).
+    pub migrate: bool,
+    /// `vlpi.soak=N`: vLPIs of the `vlpi_soak` test (2,000 without it).
+    pub soak: u32,
     passed: usize,
     failed: usize,
 }
@@ -452,6 +458,8 @@ pub extern "C" fn secondary_main(cpu: usize, context: u64, el: u64, daif: u64, s
         tick_ms: (sysreg::cntfrq_el0::read() / 1000).max(1),
         gicv4: false,
         device: false,
+        migrate: false,
+        soak: 0,
         passed: 0,
         failed: 0,
     };
@@ -541,6 +549,12 @@ pub extern "C" fn main(cpu: usize, x0: u64) -> ! {
         tick_ms: (freq / 1000).max(1),
         gicv4: bootargs.split_whitespace().any(|w| w == "gicv4"),
         device: bootargs.split_whitespace().any(|w| w == "virq.device"),
+        migrate: bootargs.split_whitespace().any(|w| w == "vlpi.migrate"),
+        soak: bootargs
+            .split_whitespace()
+            .find_map(|w| w.strip_prefix("vlpi.soak="))
+            .and_then(|n| n.parse().ok())
+            .unwrap_or(2000),
         passed: 0,
         failed: 0,
     };

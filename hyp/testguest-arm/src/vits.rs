@@ -362,7 +362,11 @@ pub fn test_running(c: &mut Ctx) -> Result<(), Msg> {
         println!(
             "testguest: vits_running: {got} device vLPIs through the guest ITS taken by running vCPU 1, its exits meanwhile: {exits}"
         );
-        ensure!(got == N && exits == 0, "{got} taken, {exits} exits");
+        // With `vlpi.migrate` the periods' ends interrupt vCPU 1: exits, counted.
+        ensure!(
+            got == N && (exits == 0 || c.migrate),
+            "{got} taken, {exits} exits"
+        );
         Ok(())
     })
 }

@@ -35,11 +35,20 @@
 //! and SYNC (the redistributor caches the byte); [`Vpe::enabled`] skips the commands
 //! when the byte already says so (only the vPE's home CPU changes it: load and put run
 //! there, and the doorbell is raised at the vPE's RDbase, the home CPU, where
-//! [`fire`] runs).
+//! [`fire`] runs — across a migration possibly before the new home stored itself: then
+//! the new home has not loaded the vPE yet, and `Doorbell`'s atomics order that fire
+//! against the new home's load or put as against any other).
+//!
+//! **Migration** ([`move_to`], `migrate_ms`, docs/gicv4.md §11): the old home, with
+//! the vCPU descheduled and its vPE non-resident, stores the vPE's new CPU and sends
+//! VMOVP to that CPU's redistributor and MOVI of the doorbell's proxy event to its
+//! collection, before the vCPU's home changes; the new home's [`load`] then makes it
+//! resident there. A doorbell is therefore always taken on its vPE's CPU; [`fire`]
+//! counts one taken elsewhere (`StaleDoorbell`: a vPE that was not moved).
 use alloc::format;
 use alloc::string::String;
 use alloc::vec::Vec;
-use core::sync::atomic::{AtomicBool, AtomicU16, AtomicU32, AtomicU64, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicU16, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 
 use hyp_io::gic_its::{
     self as f, gicr, gits, vpendbaser, Baser, BaserType, Cmd, CmdQueue, GitsTyper, ItsError,
@@ -91,6 +100,13 @@ pub enum Gicv4Error {
     Its(ItsError),
     /// `GICR_VPENDBASER.Dirty` stayed 1 after a Valid change (`valid` = the new value).
     DirtyTimeout { vpe: u16, valid: bool },
+    /// A vPE was to move to a CPU with no redistributor.
+    NoCpu { cpu: usize },
+    /// A vPE about to be made resident on `cpu` was still mapped to `at`.
+    NotMoved { vpe: u16, at: usize, cpu: usize },
+    /// The doorbell of a vPE mapped to `at` was taken on `cpu` (raised at a
+    /// redistributor the vPE was moved away from: a VMOVP that did not happen).
+    StaleDoorbell { vpe: u16, at: usize, cpu: usize },
 }
 
 impl core::fmt::Display for Gicv4Error {
@@ -101,6 +117,15 @@ impl core::fmt::Display for Gicv4Error {
                 f,
                 "GICR_VPENDBASER.Dirty still 1 after making vPE {vpe} {}",
                 if *valid { "resident" } else { "non-resident" }
+            ),
+            Gicv4Error::NoCpu { cpu } => write!(f, "no redistributor for CPU {cpu}"),
+            Gicv4Error::StaleDoorbell { vpe, at, cpu } => write!(
+                f,
+                "doorbell of vPE {vpe} (mapped to CPU {at}) taken on CPU {cpu}"
+            ),
+            Gicv4Error::NotMoved { vpe, at, cpu } => write!(
+                f,
+                "vPE {vpe} loaded on CPU {cpu} while mapped to CPU {at} (not moved: moved now)"
             ),
         }
     }
@@ -307,14 +332,17 @@ pub struct VpeCounts {
     pub sent: AtomicU64,
     /// Loads (VPENDBASER Valid 0 → 1).
     pub loads: AtomicU64,
+    /// Moves to another CPU (VMOVP, MOVI of the doorbell).
+    pub moves: AtomicU64,
 }
 
 /// One vCPU's vPE.
 pub struct Vpe {
     /// Its id in the ITS.
     pub id: u16,
-    /// Its home CPU (RDbase and collection).
-    pub home: usize,
+    /// Its CPU (RDbase, and its doorbell's collection): the vCPU's home; changed only by
+    /// [`move_to`], by the old home, with the vPE non-resident.
+    cpu: AtomicUsize,
     vpt: DmaBuf,
     vprop: u64,
     /// Its doorbell LPI.
@@ -388,7 +416,7 @@ pub fn new_vpes(homes: &[usize]) -> Result<(VmLpis, Vec<Vpe>), String> {
         submit(&cmds).map_err(|e| format!("GICv4: vPE {id}: {e}"))?;
         vpes.push(Vpe {
             id,
-            home,
+            cpu: AtomicUsize::new(home),
             vpt,
             vprop: prop.pa(),
             doorbell_lpi: doorbell,
@@ -538,7 +566,7 @@ impl Hw<'_> {
         let idx = (self.vpe.doorbell_lpi - f::LPI_BASE) as usize;
         h.prop.write_u8(idx, f::lpi_config(PRIORITY, on));
         arch::fence();
-        let rdbase = h.rdbase.get(self.vpe.home).copied().unwrap_or(0);
+        let rdbase = h.rdbase.get(self.vpe.cpu()).copied().unwrap_or(0);
         if let Err(e) = submit(&[
             Cmd::Inv {
                 device: PROXY_DEVICE,
@@ -561,6 +589,51 @@ impl DoorbellHw for Hw<'_> {
     }
 }
 
+impl Vpe {
+    /// The CPU whose redistributor it is mapped to.
+    pub fn cpu(&self) -> usize {
+        self.cpu.load(Ordering::SeqCst)
+    }
+}
+
+/// Move `vpe` to CPU `to` for its vCPU's migration (docs/gicv4.md §6, "load and put";
+/// §11): VMOVP to `to`'s redistributor, MOVI of its doorbell's proxy event to `to`'s
+/// collection (a doorbell already pending moves with it), VSYNC, SYNC. Called by the
+/// old home with the vPE non-resident (put), before the vCPU's home changes, so the
+/// new home's load makes it resident where the ITS now sends its vLPIs; the pending
+/// table is memory, and QEMU scans all of it at that load (Valid 0 → 1), so a vLPI
+/// pending in it is delivered there.
+/// A failure is counted and printed ([`errors`]).
+pub fn move_to(vpe: &Vpe, to: usize) {
+    let Some(h) = host() else { return };
+    let Some(&rdbase) = h.rdbase.get(to) else {
+        report(Gicv4Error::NoCpu { cpu: to });
+        return;
+    };
+    let cmds = [
+        Cmd::Vmovp {
+            vpeid: vpe.id,
+            rdbase,
+            seq: 0,
+            its_list: 0,
+        },
+        Cmd::Movi {
+            device: PROXY_DEVICE,
+            event: vpe.doorbell_lpi - DOORBELL_BASE,
+            icid: to as u16,
+        },
+        Cmd::Vsync { vpeid: vpe.id },
+        Cmd::Sync { rdbase },
+    ];
+    // The new CPU first: its doorbells can be taken there as soon as the VMOVP is done
+    // (the old home, running this, takes none meanwhile), and [`fire`] checks it.
+    vpe.cpu.store(to, Ordering::SeqCst);
+    if let Err(e) = submit(&cmds) {
+        report(e);
+    }
+    vpe.counts.moves.fetch_add(1, Ordering::Relaxed);
+}
+
 /// Poll this CPU's `GICR_VPENDBASER` until `Dirty` is 0 (at most [`BOUND`]): its value.
 fn wait_dirty(vpe: u16, valid: bool) -> Result<u64, Gicv4Error> {
     f::poll_bounded(
@@ -572,10 +645,20 @@ fn wait_dirty(vpe: u16, valid: bool) -> Result<u64, Gicv4Error> {
     .map_err(|_| Gicv4Error::DirtyTimeout { vpe, valid })
 }
 
-/// Make `vpe` resident on this CPU (its home), with `lpis` its guest's table. Returns
-/// whether its doorbell rang while it was away (`Doorbell::load`).
-pub fn load(vpe: &Vpe, lpis: &VmLpis) -> bool {
+/// Make `vpe` resident on this CPU `cpu` (its home), with `lpis` its guest's table.
+/// Returns whether its doorbell rang while it was away (`Doorbell::load`). A vPE
+/// mapped elsewhere (a migration that did not move it: a hyp bug) is moved first, and
+/// counted as an error.
+pub fn load(vpe: &Vpe, lpis: &VmLpis, cpu: usize) -> bool {
     debug_assert_eq!(vpe.vprop, lpis.pa());
+    if vpe.cpu() != cpu {
+        report(Gicv4Error::NotMoved {
+            vpe: vpe.id,
+            at: vpe.cpu(),
+            cpu,
+        });
+        move_to(vpe, cpu);
+    }
     gic::my_rd_write64(gicr::VPROPBASER, f::propbaser(lpis.pa(), VID_BITS));
     gic::my_rd_write64(gicr::VPENDBASER, vpendbaser::value(vpe.vpt.pa(), true));
     if let Err(e) = wait_dirty(vpe.id, true) {
@@ -606,9 +689,20 @@ pub fn put(vpe: &Vpe, blocking: bool) -> PutOutcome {
     out
 }
 
-/// The doorbell LPI of `vpe` was taken (on its home CPU): true when the caller must
-/// kick its vCPU.
-pub fn fire(vpe: &Vpe) -> bool {
+/// The doorbell LPI of `vpe` was taken on CPU `cpu`: true when the caller must kick its
+/// vCPU. It must be the vPE's CPU: QEMU raises a doorbell at the redistributor the
+/// vPE is mapped to ([rd] `gicv3_redist_process_vlpi`), [`move_to`] stores the new CPU
+/// before its VMOVP, and a doorbell pending at the old one moves with the MOVI; the old
+/// home, busy moving, takes none in between. One taken elsewhere means the vPE was not
+/// moved (counted as a [`Gicv4Error::StaleDoorbell`]; it still fires).
+pub fn fire(vpe: &Vpe, cpu: usize) -> bool {
+    if vpe.cpu() != cpu {
+        report(Gicv4Error::StaleDoorbell {
+            vpe: vpe.id,
+            at: vpe.cpu(),
+            cpu,
+        });
+    }
     vpe.counts.doorbells.fetch_add(1, Ordering::Relaxed);
     let kick = vpe.db.fire(&Hw {
         vpe,

@@ -9,7 +9,7 @@
 //! | `hello.rs` | the built-in test guest |
 //! | `layout.rs` | a guest's physical map (GIC frames, PL011) |
 //! | `vm.rs` | a guest from the configuration: RAM, stage 2, vGICv3, vCPUs |
-//! | `sched.rs` | each CPU's loop: the vCPUs homed there in turn, host interrupts, blocking, idling |
+//! | `sched.rs` | each CPU's loop: the vCPUs homed there in turn, host interrupts, blocking, idling, migration (`migrate_ms`) |
 //! | `exit.rs` | a vCPU's exits: WFI, PSCI, trapped system registers, vGIC MMIO, injected faults |
 //! | `psci.rs` | PSCI and SMCCC for guests (`hvc`) |
 //! | `fdt.rs` | the guest's device tree |
@@ -20,7 +20,8 @@
 //! | `smmu.rs` | the host SMMUv3: bring-up, a stage-2-only STE per passed PCIe function (the guest's own stage-2 tables), event records counted |
 //! | `idregs.rs` | the ID registers guests read: features hyp does not switch hidden |
 //!
-//! Each vCPU has a home CPU; a CPU with one vCPU keeps its EL1 system registers,
+//! Each vCPU has a home CPU (which moves with the test knob `migrate_ms`:
+//! `sched.rs`, "Migration"); a CPU with one vCPU keeps its EL1 system registers,
 //! timer and list registers live between exits, one with several switches them
 //! (`arch::el1`) when it changes vCPU.
 use alloc::vec::Vec;

@@ -1,4 +1,5 @@
 //! Each CPU's loop on aarch64: the vCPUs homed on it (`Vcpu::block.home()`), in turn.
+//! A vCPU's home is fixed, except with the test knob `migrate_ms` (see "Migration").
 //!
 //! ```text
 //! loop:
@@ -21,13 +22,45 @@
 //!
 //! A vCPU out of the CPU keeps its timer in its saved state; the hyp timer stands in
 //! for it. When it is loaded again its own timer, restored, fires as before.
+//!
+//! # Migration
+//!
+//! With `[hyp] migrate_ms = N` every vCPU moves to the next CPU every N ms, placed as
+//! on riscv64 (`crate::migrate::Periods`: in period `e`, CPU `(first_cpu + e) % n`, a
+//! target CPU not yet online: it stays). A running vCPU leaves its CPU when a period
+//! ends (the hyp timer is armed for it); the old home then does the whole hand-over
+//! from its loop, with the vCPU descheduled ([`migrate`]):
+//! 1. if its state is in the CPU (the last vCPU that ran here), `El1State::save`: EL1
+//!    registers, its virtual timer (stopped here), `ICH_VMCR_EL2`, the active
+//!    priorities, the list registers and the timer PPI's active state — everything
+//!    `switch_to` moves when vCPUs share a CPU;
+//! 2. its vPE (vgicv4), non-resident since the put at the end of its run: VMOVP to the
+//!    new CPU's redistributor and MOVI of its doorbell to the new CPU's collection
+//!    (`gicv4::move_to`), before anything else can make it resident;
+//! 3. `moved` set (the new CPU drops the VMID's stage-1 TLB entries before it runs it),
+//!    the new home stored (`VcpuBlock::migrate`: from now on kicks go there, and only it
+//!    locks `saved`), [`MIGRATIONS`](crate::migrate::MIGRATIONS) counted, the new CPU
+//!    kicked. Its loop finds the vCPU among its own (`refresh`) and runs it as any other
+//!    vCPU out of the CPU: restore, load (Valid 0 → 1: QEMU scans the whole pending
+//!    table, so a vLPI that became pending in memory while the vPE moved is taken).
+//!
+//! A blocked vCPU migrates too, with its doorbell armed: one that rang before the move
+//! and was not taken yet moves to the new CPU with the MOVI (the old home takes none
+//! while it moves the vPE), later ones are raised there; the new CPU may take it before
+//! it finds the vCPU among its own, so [`doorbell`] looks for the vPE among all vCPUs,
+//! and `Doorbell::fire` orders it against the new home's load or put as it does any
+//! fire. Kicks that read the old home are covered by
+//! `VcpuBlock`'s protocol (the new home sees `KICKED`).
 use alloc::vec::Vec;
-use core::sync::atomic::Ordering;
+use core::sync::atomic::{AtomicBool, Ordering};
+
+use spin::Once;
 
 use virq_core::block::BlockOutcome;
 use virq_core::doorbell::PutOutcome;
 
-use crate::arch::{self, gic, sysreg, Context};
+use crate::arch::{self, gic, sysreg, Context, HartId, MAX_HARTS};
+use crate::migrate::Periods;
 use crate::println;
 
 use super::exit::{self, Completions, ExitClass, Kicker, Next, CLASS_NAMES};
@@ -54,6 +87,28 @@ const SLICE: u64 = 5_000_000;
 /// `CNTHP_CTL_EL2`: enabled, not masked.
 const TIMER_ON: usize = 1;
 
+/// CPUs whose loop runs (a migration's target must be).
+static ONLINE: [AtomicBool; MAX_HARTS] = [const { AtomicBool::new(false) }; MAX_HARTS];
+/// The `migrate_ms` periods over the CPUs that run vCPUs.
+static PERIODS: Once<Periods> = Once::new();
+
+fn periods() -> &'static Periods {
+    PERIODS.call_once(|| {
+        Periods::new(
+            vm::options().migrate_ms,
+            sysreg::cntfrq_el0::read() as u64,
+            vm::cpus(),
+        )
+    })
+}
+
+/// The CPU `vcpu` must move to in this period, if it is not there yet (`None`: no
+/// migration, already in place, or its place is a CPU not yet online).
+fn migration_target(vcpu: &vm::Vcpu) -> Option<usize> {
+    let to = periods().place(vcpu.first_cpu, arch::time())?;
+    (to != vcpu.block.home() && ONLINE.get(to)?.load(Ordering::Acquire)).then_some(to)
+}
+
 /// A vCPU: its guest and its index there.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 struct Slot {
@@ -79,6 +134,10 @@ struct Cpu {
     slice_over: bool,
     /// In [`idle`]: no vCPU of this CPU runs (an LPI taken now is no exit).
     idling: bool,
+    /// vCPUs migrate (`migrate_ms`).
+    migrating: bool,
+    /// When the current migration period ends (`migrating`).
+    migrate_at: u64,
 }
 
 impl Cpu {
@@ -104,34 +163,35 @@ impl Cpu {
 pub fn cpu_loop(cpu: usize) -> ! {
     arch::set_hart_local(cpu);
     let vms = vm::vms();
-    let mine: Vec<Slot> = vms
-        .iter()
-        .enumerate()
-        .flat_map(|(g, vm)| {
-            vm.vcpus
-                .iter()
-                .enumerate()
-                .filter(|(_, v)| v.block.home() == cpu)
-                .map(move |(v, _)| Slot { vm: g, v })
-        })
-        .collect();
-    if mine.is_empty() {
-        arch::halt()
-    }
-    // A CPU shared by several vCPUs traps WFE too: a vCPU spinning on a lock whose
-    // holder is out of the CPU gives the CPU up (`Next::Yield`).
-    vm::setup_cpu(mine.len() > 1);
+    let migrating = periods().on();
     let mut c = Cpu {
         id: cpu,
-        mine,
+        mine: Vec::new(),
         loaded: None,
         last_ran: alloc::vec![None; vms.len()],
         next: 0,
         slice_end: None,
         slice_over: false,
         idling: false,
+        migrating,
+        migrate_at: u64::MAX,
     };
+    refresh(&mut c);
+    if c.mine.is_empty() && !migrating {
+        arch::halt()
+    }
+    // A CPU shared by several vCPUs traps WFE too: a vCPU spinning on a lock whose
+    // holder is out of the CPU gives the CPU up (`Next::Yield`). With migration any
+    // CPU may come to be shared.
+    vm::setup_cpu(c.mine.len() > 1 || migrating);
+    if let Some(o) = ONLINE.get(cpu) {
+        o.store(true, Ordering::Release);
+    }
     loop {
+        if migrating {
+            migrate(&mut c);
+            refresh(&mut c);
+        }
         let n = c.mine.len();
         let pick = (0..n).map(|k| (c.next + k) % n).find(|&i| c.runnable(i));
         let Some(i) = pick else {
@@ -152,12 +212,19 @@ fn idle(c: &mut Cpu) {
         c.idling = true;
         drain(c);
         c.idling = false;
+        if c.migrating {
+            migrate(c);
+            refresh(c);
+        }
         if c.any_runnable_but(None) {
             sysreg::cnthp_ctl_el2::write(0);
             return;
         }
         c.slice_end = None;
-        if c.mine.len() > 1 {
+        if c.migrating {
+            c.migrate_at = periods().next(arch::time());
+        }
+        if c.mine.len() > 1 || c.migrating {
             arm_hyp_timer(c);
         }
         arch::wait_for_interrupt();
@@ -165,10 +232,13 @@ fn idle(c: &mut Cpu) {
 }
 
 /// Program the hyp timer: the earliest virtual-timer deadline of the blocked vCPUs
-/// here that are not in the CPU (a runnable one waits for its turn anyway), and the
-/// end of the current slice.
+/// here that are not in the CPU (a runnable one waits for its turn anyway), the end
+/// of the current slice, and the end of the migration period.
 fn arm_hyp_timer(c: &Cpu) {
     let mut at = c.slice_end;
+    if c.migrating {
+        at = Some(at.map_or(c.migrate_at, |a| a.min(c.migrate_at)));
+    }
     for i in 0..c.mine.len() {
         if Some(i) == c.loaded || c.runnable(i) {
             continue;
@@ -268,26 +338,74 @@ fn drain(c: &mut Cpu) {
     }
 }
 
-/// Doorbell LPI `id` was taken: the vPE it belongs to (homed here) fires
-/// (`Doorbell::fire`), and its vCPU is kicked when the protocol says so. An LPI taken
-/// on an exit of the vCPU in the CPU (not while it idles) is also counted as
-/// `lpi_on_exit`: a device MSI that was no direct vLPI would be one, or a doorbell of
-/// another vCPU homed here (a vCPU's own is masked while its vPE is resident). Counted
-/// here, out of line, so that the exit path has no new work.
+/// Doorbell LPI `id` was taken: the vPE it belongs to fires (`Doorbell::fire`), and
+/// its vCPU is kicked when the protocol says so. Its vPE is mapped here, but right
+/// after a migration its vCPU may not be in `mine` yet (see "Migration"), so every
+/// vCPU is looked at. An LPI taken on an exit of the vCPU in the CPU (not while it
+/// idles) is also counted as `lpi_on_exit`: a device MSI that was no direct vLPI would
+/// be one, or a doorbell of another vCPU homed here (a vCPU's own is masked while its
+/// vPE is resident). Counted here, out of line, so that the exit path has no new work.
 #[cold]
 #[inline(never)]
 fn doorbell(c: &Cpu, id: u32) {
     if let Some(l) = c.loaded.filter(|_| !c.idling) {
         c.vcpu(l).1.irqs[LPI_ON_EXIT].fetch_add(1, Ordering::Relaxed);
     }
-    for (i, s) in c.mine.iter().enumerate() {
-        let (vm, vcpu) = c.vcpu(i);
-        if let Some(vpe) = vcpu.vpe.as_ref().filter(|p| p.doorbell_lpi == id) {
-            if gicv4::fire(vpe) {
-                vm.kick(c.id, s.v);
+    for vm in vm::vms() {
+        for (v, vcpu) in vm.vcpus.iter().enumerate() {
+            if let Some(vpe) = vcpu.vpe.as_ref().filter(|p| p.doorbell_lpi == id) {
+                if gicv4::fire(vpe, c.id) {
+                    vm.kick(c.id, v);
+                }
+                return;
             }
-            return;
         }
+    }
+}
+
+/// `mine` again: the vCPUs homed here now (migrations move them in and out); `loaded`
+/// and the round-robin position follow.
+fn refresh(c: &mut Cpu) {
+    let loaded = c.loaded.map(|i| c.mine[i]);
+    c.mine.clear();
+    for (g, vm) in vm::vms().iter().enumerate() {
+        for (v, vcpu) in vm.vcpus.iter().enumerate() {
+            if vcpu.block.home() == c.id {
+                c.mine.push(Slot { vm: g, v });
+            }
+        }
+    }
+    c.loaded = loaded.and_then(|s| c.mine.iter().position(|&m| m == s));
+    if c.next >= c.mine.len() {
+        c.next = 0;
+    }
+}
+
+/// Hand the vCPUs homed here that are not in their place for this period to their
+/// new CPU (see "Migration"). Runs from this CPU's loop: none of them is running.
+fn migrate(c: &mut Cpu) {
+    let mut moved = false;
+    for i in 0..c.mine.len() {
+        let (_, vcpu) = c.vcpu(i);
+        let Some(to) = migration_target(vcpu) else {
+            continue;
+        };
+        if c.loaded == Some(i) {
+            // Only its home CPU locks `saved`, and this is it: never contended.
+            vcpu.saved.lock().el1.save();
+            c.loaded = None;
+        }
+        if let Some(vpe) = &vcpu.vpe {
+            gicv4::move_to(vpe, to);
+        }
+        vcpu.moved.store(true, Ordering::SeqCst);
+        vcpu.block.migrate(to);
+        crate::migrate::count();
+        arch::send_ipi(HartId(to));
+        moved = true;
+    }
+    if moved {
+        refresh(c);
     }
 }
 
@@ -307,7 +425,8 @@ fn switch_to(c: &mut Cpu, i: usize) {
     vm::load_vm(vm);
     vm::load_vcpu_id(slot.v);
     vcpu.saved.lock().el1.restore();
-    if c.last_ran[slot.vm].is_some_and(|v| v != slot.v) {
+    let moved = vcpu.moved.swap(false, Ordering::SeqCst);
+    if moved || c.last_ran[slot.vm].is_some_and(|v| v != slot.v) {
         arch::hfence_vvma_all();
     }
     c.last_ran[slot.vm] = Some(slot.v);
@@ -328,14 +447,18 @@ fn run(c: &mut Cpu, i: usize) {
     }
     c.slice_over = false;
     c.slice_end = None;
-    // A CPU with one vCPU needs no hyp timer: its vCPU's own timer is in the CPU.
+    // A CPU with one vCPU needs no hyp timer: its vCPU's own timer is in the CPU —
+    // unless the migration period's end must interrupt it.
     let shared = c.mine.len() > 1;
-    if shared {
+    if c.migrating {
+        c.migrate_at = periods().next(arch::time());
+    }
+    if shared || c.migrating {
         arm_hyp_timer(c);
     }
     // Its vPE resident here for the whole run (not per exit).
     if vcpu.vpe.is_some() {
-        vpe_load(vm, vcpu);
+        vpe_load(vm, vcpu, c.id);
     }
     // Fresh in the CPU (or reset): its first entry flushes.
     let mut dirty = true;
@@ -390,15 +513,21 @@ fn run(c: &mut Cpu, i: usize) {
         if vcpu.power.load(Ordering::SeqCst) == power::OFF || vm.stopped.load(Ordering::SeqCst) {
             break;
         }
+        // The hyp timer fired (a slice's end, a blocked vCPU's timer, a migration
+        // period's end): the only exits after which either can be over, so the exit
+        // path pays nothing more for migration.
         if c.slice_over {
             c.slice_over = false;
+            if c.migrating && migrate_due(c, vcpu) {
+                break;
+            }
             if c.any_runnable_but(Some(i)) {
                 break;
             }
         }
     }
     c.slice_end = None;
-    if shared {
+    if shared || c.migrating {
         sysreg::cnthp_ctl_el2::write(0);
     }
     if vcpu.vpe.is_some() {
@@ -406,15 +535,34 @@ fn run(c: &mut Cpu, i: usize) {
     }
 }
 
+/// The hyp timer fired while `vcpu` ran on a CPU whose vCPUs migrate: true when the
+/// period is over and `vcpu` must move (the loop then hands it over). Otherwise the
+/// timer, stopped by [`hyp_timer`], is armed again for the period's end (and a slice
+/// already over is forgotten: the next starts when another vCPU here is runnable).
+fn migrate_due(c: &mut Cpu, vcpu: &vm::Vcpu) -> bool {
+    let now = arch::time();
+    if now >= c.migrate_at {
+        if migration_target(vcpu).is_some() {
+            return true;
+        }
+        c.migrate_at = periods().next(now);
+    }
+    if c.slice_end.is_some_and(|t| t <= now) {
+        c.slice_end = None;
+    }
+    arm_hyp_timer(c);
+    false
+}
+
 /// Make the vCPU's vPE resident on this CPU (`gicv4::load`). Out of line: `run`'s
 /// exit loop keeps the register allocation it has without GICv4 (measured: inlined,
 /// every exit of a vgicv3 guest cost 2 instructions more).
 #[inline(never)]
-fn vpe_load(vm: &Vm, vcpu: &vm::Vcpu) {
+fn vpe_load(vm: &Vm, vcpu: &vm::Vcpu, cpu: usize) {
     if let (Some(vpe), Some(lpis)) = (&vcpu.vpe, &vm.lpis) {
         // A doorbell that rang while it was away: its vLPI is in the pending table,
         // which the load's scan delivers; nothing more to do.
-        let _ = gicv4::load(vpe, lpis);
+        let _ = gicv4::load(vpe, lpis, cpu);
     }
 }
 
@@ -492,7 +640,7 @@ fn power_off(failure: bool) -> ! {
             if let Some(p) = &v.vpe {
                 let n = &p.counts;
                 println!(
-                    "hyp: ACCT {} vcpu {i} gicv4: vPE {} doorbell LPI {}: vlpis sent {} doorbells {} wakeups {} stay_runnable {} loads {}",
+                    "hyp: ACCT {} vcpu {i} gicv4: vPE {} doorbell LPI {}: vlpis sent {} doorbells {} wakeups {} stay_runnable {} loads {} moves {}",
                     vm.name,
                     p.id,
                     p.doorbell_lpi,
@@ -501,6 +649,7 @@ fn power_off(failure: bool) -> ! {
                     n.wakeups.load(Ordering::Relaxed),
                     n.stay_runnable.load(Ordering::Relaxed),
                     n.loads.load(Ordering::Relaxed),
+                    n.moves.load(Ordering::Relaxed),
                 );
             }
         }
@@ -522,6 +671,7 @@ fn power_off(failure: bool) -> ! {
             );
         }
     }
+    println!("hyp: ACCT migrations={}", crate::migrate::migrations());
     for vm in vm::vms() {
         vm.pci.report(&vm.name);
     }

@@ -104,6 +104,13 @@ pub struct Vcpu {
     pub vpe: Option<Vpe>,
     /// Software-path passthrough interrupts delivered and not yet deactivated.
     pub inflight: InFlight<INFLIGHT_SLOTS>,
+    /// The CPU it was first placed on (`migrate_ms`: its place in each period follows
+    /// from it, `crate::migrate`).
+    pub first_cpu: usize,
+    /// It migrated and has not run since: its new CPU drops this VMID's stage-1 TLB
+    /// entries before it runs (the guest's local invalidations on the CPUs it ran on
+    /// did not reach this one).
+    pub moved: AtomicBool,
 }
 
 /// A guest.
@@ -179,6 +186,18 @@ impl Vm {
 }
 
 static VMS: Once<Vec<Vm>> = Once::new();
+/// `[hyp]` of the configuration and the CPUs that run vCPUs, once [`boot`] read them.
+static MACHINE: Once<(hyp_config::Options, usize)> = Once::new();
+
+/// hyp's options (`[hyp]`; the defaults before [`boot`] read them).
+pub fn options() -> hyp_config::Options {
+    MACHINE.get().map(|m| m.0).unwrap_or_default()
+}
+
+/// How many CPUs run vCPUs (CPUs `0..n`; each starts with at least one).
+pub fn cpus() -> usize {
+    MACHINE.get().map_or(1, |m| m.1)
+}
 
 /// The guests, once [`boot`] published them (empty before).
 pub fn vms() -> &'static [Vm] {
@@ -232,6 +251,7 @@ pub fn boot(host: &HostInfo) -> Result<(), String> {
     }
     let uart_owner = vms.iter().any(|v| v.uart);
     VMS.call_once(|| vms);
+    MACHINE.call_once(|| (config.hyp, cpus.min(next).max(1)));
     if uart_owner {
         if UART_INTID >= gic::SPI_BASE + spis {
             return Err("host GIC has no SPI for the PL011".into());
@@ -402,6 +422,8 @@ fn build(
             exits: Default::default(),
             irqs: Default::default(),
             inflight: InFlight::new(),
+            first_cpu: homes[v],
+            moved: AtomicBool::new(false),
         })
         .collect();
     println!(
