@@ -62,9 +62,10 @@ pub const LINUX_OVERCOMMIT_CASE: &str = "aarch64-linux-overcommit";
 /// The same on `topology = "vgicv4"` (`-M virt,gic-version=4`): Linux finds hyp's
 /// vITS and sets it up ([`check_linux_its`]).
 pub const LINUX_GICV4_CASE: &str = "aarch64-linux-gicv4";
-/// Linux on `topology = "vgicv4"` with `[hyp] migrate_ms = 20`: the vCPUs (EL1 state,
-/// timer, GIC CPU interface, vPE) swap CPUs every 20 ms while Linux boots and runs its
-/// test `/init`; `ACCT migrations=` must be above 0.
+/// Linux on `topology = "vgicv4"` with `[hyp] migrate_ms = 20`, 4 vCPUs on 2 CPUs: the
+/// vCPUs (EL1 state, timer, GIC CPU interface, vPE) move to the next CPU every 20 ms,
+/// into CPUs running other vCPUs, while Linux boots and runs its test `/init`; `ACCT
+/// migrations=` must be above 0.
 pub const LINUX_MIGRATE_CASE: &str = "aarch64-linux-migrate";
 /// The Linux cases: name and the `--set`s they apply to [`LINUX_CONFIG`].
 const LINUX_CASES: &[(&str, &[&str])] = &[
@@ -77,7 +78,12 @@ const LINUX_CASES: &[(&str, &[&str])] = &[
     (LINUX_GICV4_CASE, &["guest.0.topology=vgicv4"]),
     (
         LINUX_MIGRATE_CASE,
-        &["guest.0.topology=vgicv4", "hyp.migrate_ms=20"],
+        &[
+            "guest.0.topology=vgicv4",
+            "hyp.migrate_ms=20",
+            "machine.harts=2",
+            "guest.0.vcpus=4",
+        ],
     ),
 ];
 /// The configuration it boots (with the test `/init`).

@@ -37,6 +37,12 @@ pub mod gits {
     pub const CTLR_ENABLED: u64 = 1;
     /// `GITS_CTLR.Quiescent` (bit 31).
     pub const CTLR_QUIESCENT: u64 = 1 << 31;
+
+    /// `GITS_CTLR.ITS_Number` (bits 7:4, GICv4): this ITS's bit in a VMOVP's `ITSList`
+    /// when `GITS_TYPER.VMOVP` is 0.
+    pub fn ctlr_its_number(ctlr: u64) -> u16 {
+        ((ctlr >> 4) & 0xf) as u16
+    }
 }
 
 /// Redistributor LPI register offsets (RD frame, IHI 0069 9.11) and the GICv4.0 VLPI
@@ -832,6 +838,12 @@ mod tests {
     }
 
     // --- registers -----------------------------------------------------------------
+
+    #[test]
+    fn gits_ctlr_its_number_bits_7_4() {
+        assert_eq!(gits::ctlr_its_number(0x8000_00a1), 0xa);
+        assert_eq!(gits::ctlr_its_number(gits::CTLR_QUIESCENT), 0);
+    }
 
     #[test]
     fn gits_typer_fields() {

@@ -151,6 +151,11 @@ struct Host {
     errors: AtomicU32,
     /// Bytes of an ITT entry (`GITS_TYPER.ITT_entry_size`).
     itt_entry: usize,
+    /// A VMOVP's `ITSList`: 0 when `GITS_TYPER.VMOVP` is 1 (QEMU's), else this ITS's
+    /// bit (`GITS_CTLR.ITS_Number`; hyp drives one ITS).
+    vmovp_list: u16,
+    /// A VMOVP's `SequenceNumber` when `vmovp_list` is not 0 (each move its own).
+    vmovp_seq: AtomicU16,
 }
 
 static HOST: Once<Host> = Once::new();
@@ -198,6 +203,11 @@ pub fn init(base: usize, cpus: usize) -> Result<(), String> {
         format!("host ITS: GITS_CTLR.Quiescent never set after disabling it (GITS_CTLR {v:#x})")
     })?;
     let typer = GitsTyper(regs.read(gits::TYPER));
+    let vmovp_list = if typer.vmovp() {
+        0
+    } else {
+        1 << gits::ctlr_its_number(regs.read(gits::CTLR))
+    };
     if !typer.virt() {
         return Err(
             "host ITS has no GICv4 (GITS_TYPER.Virtual = 0; need -M virt,gic-version=4)".into(),
@@ -265,6 +275,8 @@ pub fn init(base: usize, cpus: usize) -> Result<(), String> {
         doorbell_ids: DoorbellIds::new(DOORBELL_BASE).expect("8192 + 256 fits in u32"),
         errors: AtomicU32::new(0),
         itt_entry: typer.itt_entry_size(),
+        vmovp_list,
+        vmovp_seq: AtomicU16::new(0),
     });
     let itt_len = (1usize << EVENT_BITS) * typer.itt_entry_size();
     let mut cmds = Vec::new();
@@ -598,24 +610,35 @@ impl Vpe {
 
 /// Move `vpe` to CPU `to` for its vCPU's migration (docs/gicv4.md §6, "load and put";
 /// §11): VMOVP to `to`'s redistributor, MOVI of its doorbell's proxy event to `to`'s
-/// collection (a doorbell already pending moves with it), VSYNC, SYNC. Called by the
-/// old home with the vPE non-resident (put), before the vCPU's home changes, so the
-/// new home's load makes it resident where the ITS now sends its vLPIs; the pending
-/// table is memory, and QEMU scans all of it at that load (Valid 0 → 1), so a vLPI
-/// pending in it is delivered there.
-/// A failure is counted and printed ([`errors`]).
-pub fn move_to(vpe: &Vpe, to: usize) {
-    let Some(h) = host() else { return };
-    let Some(&rdbase) = h.rdbase.get(to) else {
+/// collection (a doorbell already pending moves with it), VSYNC, SYNC of the new
+/// redistributor and of the old one (as Linux syncs a MOVI's old collection: a
+/// doorbell the old redistributor still held is out of it then). Called by the old
+/// home with the vPE non-resident (put), before the vCPU's home changes, so the new
+/// home's load makes it resident where the ITS now sends its vLPIs; the pending table
+/// is memory, and QEMU scans all of it at that load (Valid 0 → 1), so a vLPI pending
+/// in it is delivered there.
+///
+/// False when the move failed (counted and printed, [`errors`]): the caller keeps the
+/// vCPU where it is. After a failed command the ITS's mapping is unknown, so the vPE's
+/// recorded CPU is left at `to`: the next [`load`] on the CPU the vCPU really runs on
+/// sees the difference (`NotMoved`) and maps it there again.
+pub fn move_to(vpe: &Vpe, to: usize) -> bool {
+    let Some(h) = host() else { return false };
+    let (Some(&rdbase), Some(&old)) = (h.rdbase.get(to), h.rdbase.get(vpe.cpu())) else {
         report(Gicv4Error::NoCpu { cpu: to });
-        return;
+        return false;
+    };
+    let seq = if h.vmovp_list == 0 {
+        0
+    } else {
+        h.vmovp_seq.fetch_add(1, Ordering::Relaxed).wrapping_add(1)
     };
     let cmds = [
         Cmd::Vmovp {
             vpeid: vpe.id,
             rdbase,
-            seq: 0,
-            its_list: 0,
+            seq,
+            its_list: h.vmovp_list,
         },
         Cmd::Movi {
             device: PROXY_DEVICE,
@@ -624,14 +647,17 @@ pub fn move_to(vpe: &Vpe, to: usize) {
         },
         Cmd::Vsync { vpeid: vpe.id },
         Cmd::Sync { rdbase },
+        Cmd::Sync { rdbase: old },
     ];
     // The new CPU first: its doorbells can be taken there as soon as the VMOVP is done
     // (the old home, running this, takes none meanwhile), and [`fire`] checks it.
     vpe.cpu.store(to, Ordering::SeqCst);
     if let Err(e) = submit(&cmds) {
         report(e);
+        return false;
     }
     vpe.counts.moves.fetch_add(1, Ordering::Relaxed);
+    true
 }
 
 /// Poll this CPU's `GICR_VPENDBASER` until `Dirty` is 0 (at most [`BOUND`]): its value.
@@ -657,6 +683,7 @@ pub fn load(vpe: &Vpe, lpis: &VmLpis, cpu: usize) -> bool {
             at: vpe.cpu(),
             cpu,
         });
+        // A failure is reported; the load goes on (the vCPU runs here either way).
         move_to(vpe, cpu);
     }
     gic::my_rd_write64(gicr::VPROPBASER, f::propbaser(lpis.pa(), VID_BITS));

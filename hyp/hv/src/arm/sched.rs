@@ -52,7 +52,7 @@
 //! fire. Kicks that read the old home are covered by
 //! `VcpuBlock`'s protocol (the new home sees `KICKED`).
 use alloc::vec::Vec;
-use core::sync::atomic::{AtomicBool, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
 use spin::Once;
 
@@ -89,6 +89,9 @@ const TIMER_ON: usize = 1;
 
 /// CPUs whose loop runs (a migration's target must be).
 static ONLINE: [AtomicBool; MAX_HARTS] = [const { AtomicBool::new(false) }; MAX_HARTS];
+/// vCPUs migrated to each CPU so far: a CPU running a vCPU compares it after each host
+/// interrupt (`run`) and goes back to its loop to take the new ones in (`refresh`).
+static ARRIVALS: [AtomicUsize; MAX_HARTS] = [const { AtomicUsize::new(0) }; MAX_HARTS];
 /// The `migrate_ms` periods over the CPUs that run vCPUs.
 static PERIODS: Once<Periods> = Once::new();
 
@@ -138,9 +141,18 @@ struct Cpu {
     migrating: bool,
     /// When the current migration period ends (`migrating`).
     migrate_at: u64,
+    /// `ARRIVALS` of this CPU at the last [`refresh`].
+    arrivals: usize,
 }
 
 impl Cpu {
+    /// This CPU's `ARRIVALS` now.
+    fn arrived(&self) -> usize {
+        ARRIVALS
+            .get(self.id)
+            .map_or(0, |a| a.load(Ordering::Acquire))
+    }
+
     fn vcpu(&self, i: usize) -> (&'static Vm, &'static vm::Vcpu) {
         let s = self.mine[i];
         let vm = &vm::vms()[s.vm];
@@ -175,6 +187,7 @@ pub fn cpu_loop(cpu: usize) -> ! {
         idling: false,
         migrating,
         migrate_at: u64::MAX,
+        arrivals: 0,
     };
     refresh(&mut c);
     if c.mine.is_empty() && !migrating {
@@ -366,6 +379,8 @@ fn doorbell(c: &Cpu, id: u32) {
 /// `mine` again: the vCPUs homed here now (migrations move them in and out); `loaded`
 /// and the round-robin position follow.
 fn refresh(c: &mut Cpu) {
+    // Before the homes: an arrival counted after this load is found at the next one.
+    c.arrivals = c.arrived();
     let loaded = c.loaded.map(|i| c.mine[i]);
     c.mine.clear();
     for (g, vm) in vm::vms().iter().enumerate() {
@@ -395,11 +410,18 @@ fn migrate(c: &mut Cpu) {
             vcpu.saved.lock().el1.save();
             c.loaded = None;
         }
+        // A vPE the ITS did not move (an ITS error, counted): the vCPU stays.
         if let Some(vpe) = &vcpu.vpe {
-            gicv4::move_to(vpe, to);
+            if !gicv4::move_to(vpe, to) {
+                continue;
+            }
         }
         vcpu.moved.store(true, Ordering::SeqCst);
         vcpu.block.migrate(to);
+        // After the home: the new CPU that sees the count sees the home (`refresh`).
+        if let Some(a) = ARRIVALS.get(to) {
+            a.fetch_add(1, Ordering::Release);
+        }
         crate::migrate::count();
         arch::send_ipi(HartId(to));
         moved = true;
@@ -428,6 +450,10 @@ fn switch_to(c: &mut Cpu, i: usize) {
     let moved = vcpu.moved.swap(false, Ordering::SeqCst);
     if moved || c.last_ran[slot.vm].is_some_and(|v| v != slot.v) {
         arch::hfence_vvma_all();
+    }
+    // Its own local I-cache maintenance (`ic iallu`) stayed on the CPU it left.
+    if moved {
+        arch::fence_i();
     }
     c.last_ran[slot.vm] = Some(slot.v);
     c.loaded = Some(i);
@@ -490,7 +516,14 @@ fn run(c: &mut Cpu, i: usize) {
         vcpu.exits[class as usize].fetch_add(1, Ordering::Relaxed);
         match next {
             Next::Resume => {}
-            Next::Irq => drain(c),
+            Next::Irq => {
+                drain(c);
+                // A vCPU migrated here (the IPI just drained): back to the loop, which
+                // takes it in and shares the CPU with it from now on.
+                if c.migrating && c.arrived() != c.arrivals {
+                    break;
+                }
+            }
             Next::Block => {
                 if vcpu.block.block() == BlockOutcome::Blocked {
                     break;

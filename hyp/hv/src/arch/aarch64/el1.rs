@@ -119,6 +119,11 @@ impl El1State {
         }
         self.vtimer_active = super::gic::ppi_active(super::gic::VTIMER_PPI);
         super::gic::set_ppi_active(super::gic::VTIMER_PPI, false);
+        // No underflow maintenance interrupt for list registers that are now empty:
+        // a CPU left with no vCPU (a migration's old home) would take it for ever.
+        // The next vCPU's flush sets `UIE` again when it needs it.
+        let hcr = super::sysreg::ich_hcr_el2::read() as u64;
+        super::sysreg::ich_hcr_el2::write((hcr & !virq_arm::regs::hcr::UIE) as usize);
     }
 
     /// Put this vCPU's state into this CPU.
