@@ -81,8 +81,11 @@ pub const OPS: &[&str] = &[
     "ipi_self",
     "msi_self",
     "uart_thre",
+    "yield",
     "ipi_pingpong",
     "msi_pingpong",
+    "ipi_spin",
+    "msi_spin",
 ];
 
 /// The boots of each target: the ops on one hart (one vCPU), and the ping-pongs
@@ -97,9 +100,10 @@ pub const BOOTS: &[(u32, &[&str])] = &[
             "ipi_self",
             "msi_self",
             "uart_thre",
+            "yield",
         ],
     ),
-    (2, &["ipi_pingpong", "msi_pingpong"]),
+    (2, &["ipi_pingpong", "msi_pingpong", "ipi_spin", "msi_spin"]),
 ];
 
 /// What each op of `arch` measures (table and JSON).
@@ -118,6 +122,13 @@ fn op_title(arch: Arch, op: &str) -> &'static str {
         }
         "ipi_pingpong" => "2 harts: SBI IPI round trip, both sides waiting in WFI",
         "msi_pingpong" => "2 harts: IMSIC MSI round trip, both sides waiting in WFI",
+        "yield" => "one empty poll and yield of the spinning ping-pongs (their cost per yield)",
+        "ipi_spin" => {
+            "2 harts: SBI IPI round trip, both sides spinning on sip.SSIP (yields taken out)"
+        }
+        "msi_spin" => {
+            "2 harts: IMSIC MSI round trip, both sides spinning on stopei (yields taken out)"
+        }
         _ => "",
     }
 }
@@ -809,6 +820,21 @@ pub struct OpResult {
     /// `eoi`: the timer interrupt each lap takes before its EOI is timed).
     #[serde(skip_serializing_if = "BTreeMap::is_empty")]
     pub setup_exits_per_op: BTreeMap<String, f64>,
+    /// The spinning ping-pongs: both sides' yields per lap and their instructions as
+    /// measured (`instructions_per_op` is this minus yields × the `yield` op's figure).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub spin: Option<SpinFigures>,
+}
+
+/// What a spinning ping-pong's figure was made from ([`take_out_yields`]).
+#[derive(Serialize, Debug, Clone, PartialEq)]
+pub struct SpinFigures {
+    /// Instructions per lap as timed, yields included.
+    pub measured_per_op: f64,
+    /// Yields of both harts per timed lap (the payload's `yields=` over `n`).
+    pub yields_per_op: f64,
+    /// Instructions per yield (the same target's `yield` op).
+    pub instructions_per_yield: f64,
 }
 
 #[derive(Serialize, Debug, Clone)]
@@ -879,6 +905,7 @@ fn op_result(t: &Target, op: &str, harts: u32, line: &OpLine) -> OpResult {
         kvm_counters_per_op: BTreeMap::new(),
         host_interrupts_per_op: BTreeMap::new(),
         setup_exits_per_op: BTreeMap::new(),
+        spin: None,
     };
     match line {
         OpLine::Timed {
@@ -900,6 +927,66 @@ fn op_result(t: &Target, op: &str, harts: u32, line: &OpLine) -> OpResult {
         OpLine::Skipped(why) => r.skipped = Some(why.clone()),
     }
     r
+}
+
+/// The spinning ping-pongs (`ipi_spin`, `msi_spin`) as the path alone: each empty poll
+/// of a spinning side ends in a yield to QEMU's round robin (guest/bench `yield_hart`),
+/// and those polls are instructions of no path; the payload counts them (`yields=`, both
+/// harts, timed laps only) and its `yield` op times one (`ticks`: the `sip` loop,
+/// `msi_ticks`: the `stopei` loop), so they are taken out exactly. Without the `yield`
+/// op in the run (`--target` runs always have it) the measured figure stays.
+fn take_out_yields(ops: &mut [OpResult]) -> Result<()> {
+    let per_yield = |key: Option<&str>| -> Option<f64> {
+        let y = ops.iter().find(|o| o.op == "yield")?;
+        let per = y.instructions_per_op?;
+        match key {
+            None => Some(per),
+            Some(k) => {
+                let ticks: f64 = y
+                    .detail
+                    .as_deref()?
+                    .split_whitespace()
+                    .find_map(|w| w.strip_prefix(k)?.strip_prefix('=')?.parse().ok())?;
+                Some(ticks * 100.0 / y.n as f64)
+            }
+        }
+    };
+    let costs = [
+        ("ipi_spin", per_yield(None)),
+        ("msi_spin", per_yield(Some("msi_ticks"))),
+    ];
+    for o in ops.iter_mut() {
+        let Some((_, Some(cost))) = costs.iter().find(|(name, _)| *name == o.op) else {
+            continue;
+        };
+        let (Some(measured), Some(detail)) = (o.instructions_per_op, o.detail.as_deref()) else {
+            continue;
+        };
+        let yields: u64 = detail
+            .split_whitespace()
+            .find_map(|w| w.strip_prefix("yields=")?.parse().ok())
+            .with_context(|| format!("{}: no yields=<number> in {detail:?}", o.op))?;
+        // A stall lap's yields cannot be told from the others': its figure stays.
+        if o.laps.as_ref().is_some_and(|l| l.stalls > 0) {
+            continue;
+        }
+        let laps = o.n;
+        ensure!(laps > 0, "{}: no lap", o.op);
+        let yields_per_op = yields as f64 / laps as f64;
+        let path = measured - yields_per_op * cost;
+        ensure!(
+            path > 0.0,
+            "{}: {measured} instructions per lap, {yields_per_op} yields of {cost} each",
+            o.op
+        );
+        o.instructions_per_op = Some(path);
+        o.spin = Some(SpinFigures {
+            measured_per_op: measured,
+            yields_per_op,
+            instructions_per_yield: *cost,
+        });
+    }
+    Ok(())
 }
 
 pub(crate) fn command_line(cmd: &str, args: &[&str]) -> String {
@@ -1130,6 +1217,9 @@ pub fn system(quick: bool, only: &[String]) -> Result<SystemResult> {
                 r.exits_per_op = Some(r.exits_per_op_by_cause.values().fold(0.0, |a, b| a + b));
                 r.host_interrupts_per_op = delta(&with_irqs, &base_irqs);
             }
+        }
+        if t.arch == Arch::Riscv64 {
+            take_out_yields(&mut ops).with_context(|| t.name)?;
         }
         targets.push(TargetResult {
             name: t.name.into(),
@@ -1661,6 +1751,7 @@ VIRQ-BENCH op=ctrl_read n=100 ticks=10 reg=aplic.domaincfg
 VIRQ-BENCH op=ipi_self n=100 ticks=2850
 VIRQ-BENCH op=msi_self n=100 ticks=10
 VIRQ-BENCH op=uart_thre n=100 ticks=14 intc=aplic-msi
+VIRQ-BENCH op=yield n=100 ticks=8 msi_ticks=8
 VIRQ-BENCH done errors=0
 ";
 
@@ -1729,6 +1820,8 @@ VIRQ-BENCH done errors=0
 VIRQ-BENCH start hart=1 harts=2 intc=plic aplic=0x0 imsic=0x0 stride=0x1000 plic=0xc000000 n=100 warmup=10
 VIRQ-BENCH op=ipi_pingpong n=100 ticks=249976 stalls=1 stall_ticks=242660 min=73 median=74 p90=74 max=242660 hist=73:10,74:89,1023+:1
 VIRQ-BENCH op=msi_pingpong skipped=no-imsic
+VIRQ-BENCH op=ipi_spin n=100 ticks=8000 yields=7000 stalls=0 stall_ticks=0 min=80 median=80 p90=80 max=80 hist=80:100
+VIRQ-BENCH op=msi_spin skipped=no-imsic
 VIRQ-BENCH done errors=0
 ";
 
@@ -1829,6 +1922,38 @@ ACCT guest=bench sbi_ipi_calls=0 sbi_rfence_calls=0\n";
     }
 
     #[test]
+    fn spinning_ping_pongs_lose_their_yields() {
+        let out = "VIRQ-BENCH start hart=0 harts=2 intc=aia\n\
+VIRQ-BENCH op=yield n=100 ticks=8 msi_ticks=9\n\
+VIRQ-BENCH op=ipi_spin n=10 ticks=100 yields=50 stalls=0 stall_ticks=0 min=10 median=10 p90=10 max=10 hist=10:10\n\
+VIRQ-BENCH op=msi_spin n=10 ticks=5 yields=20 stalls=0 stall_ticks=0 min=0 median=0 p90=1 max=1 hist=0:5,1:5\n\
+VIRQ-BENCH done errors=0\n";
+        let r = parse(out).unwrap();
+        let t = &TARGETS[0];
+        let mut ops: Vec<OpResult> = ["yield", "ipi_spin", "msi_spin"]
+            .iter()
+            .map(|op| op_result(t, op, 2, &r.ops[*op]))
+            .collect();
+        take_out_yields(&mut ops).unwrap();
+        // 1,000 instructions per lap, 5 yields of 8 each: 960; 50 per lap, 2 yields of 9
+        // (the stopei loop's own figure): 32.
+        assert_eq!(ops[1].instructions_per_op, Some(960.0));
+        assert_eq!(ops[2].instructions_per_op, Some(32.0));
+        let s = ops[1].spin.as_ref().unwrap();
+        assert_eq!(
+            (s.measured_per_op, s.yields_per_op, s.instructions_per_yield),
+            (1000.0, 5.0, 8.0)
+        );
+        // More yields than the lap had instructions: the figures do not fit, an error.
+        let r = parse(&out.replace("ticks=5 yields=20", "ticks=1 yields=20")).unwrap();
+        let mut ops2: Vec<OpResult> = ["yield", "msi_spin"]
+            .iter()
+            .map(|op| op_result(t, op, 2, &r.ops[*op]))
+            .collect();
+        assert!(take_out_yields(&mut ops2).is_err());
+    }
+
+    #[test]
     fn the_table_shows_ratios_to_bare() {
         let op = |op: &str, v: Option<f64>, e: Option<f64>| OpResult {
             op: op.into(),
@@ -1845,6 +1970,7 @@ ACCT guest=bench sbi_ipi_calls=0 sbi_rfence_calls=0\n";
             kvm_counters_per_op: BTreeMap::new(),
             host_interrupts_per_op: BTreeMap::new(),
             setup_exits_per_op: BTreeMap::new(),
+            spin: None,
         };
         let t = |name: &str, v: f64, e: Option<f64>| TargetResult {
             name: name.into(),

@@ -1,6 +1,6 @@
 //! Just enough of a flattened device tree reader to find the interrupt controllers
 //! (S-level APLIC and IMSIC, or the PLIC), the 16550 UART and its source, the number
-//! of harts and `/chosen/bootargs`.
+//! of harts, whether they have Sstc, and `/chosen/bootargs`.
 //! Both QEMU virt and hyp describe `/soc` with `#address-cells = #size-cells = 2`, so
 //! a `reg` is read as pairs of 64-bit cells.
 
@@ -30,6 +30,8 @@ pub struct Platform {
     pub uart: Option<(usize, usize)>,
     /// `/chosen/bootargs` (a static slice of the DTB).
     pub bootargs: &'static str,
+    /// A hart lists `sstc` in `riscv,isa-extensions` (S-mode may write `stimecmp`).
+    pub sstc: bool,
 }
 
 /// Properties of the node being read.
@@ -139,6 +141,7 @@ pub fn parse(addr: usize) -> Option<Platform> {
                         node.intx = val;
                     }
                     b"interrupts" => node.irq = be32(val, 0).map(|v| v as usize),
+                    b"riscv,isa-extensions" if has_compat(val, "sstc") => p.sstc = true,
                     b"bootargs" if chosen_depth == Some(depth) => {
                         p.bootargs = core::str::from_utf8(cstr(val)).unwrap_or("");
                     }

@@ -527,16 +527,24 @@ fn uart_thre(c: &Ctx, n: u64, warmup: u64) -> Result<Result<Timing, &'static str
 
 // --- two-hart ping-pong --------------------------------------------------------
 
-/// How the ping-pong's two sides signal; both wait in `wfi` (with `sstatus.SIE` = 0 and
-/// the source enabled in `sie`, so `wfi` returns and no trap is taken). No spinning
-/// variant: under `-icount` QEMU runs the harts round-robin on one thread, and a hart
-/// that spins only yields at QEMU's 100 ms kick, so it would time QEMU's scheduler.
+/// How the ping-pong's two sides signal, and how they wait for the signal: in `wfi`
+/// (with `sstatus.SIE` = 0 and the source enabled in `sie`, so `wfi` returns and no
+/// trap is taken), or spinning on the pending bit.
+///
+/// A spinning hart yields after each poll that found nothing ([`yield_hart`]): under
+/// `-icount` QEMU runs the harts round-robin on one thread, and a hart that spins
+/// without yielding only gives the thread up at its time budget's end (the next timer
+/// deadline, QEMU's 100 ms kick at worst), so the figure would time QEMU's scheduler.
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Pp {
-    /// SBI `send_ipi`; wait for `sip.SSIP`.
+    /// SBI `send_ipi`; wait in `wfi` for `sip.SSIP`.
     Ipi,
-    /// A store to the other hart's `seteipnum_le`; wait for `stopei`.
+    /// A store to the other hart's `seteipnum_le`; wait in `wfi` for `stopei`.
     Msi,
+    /// SBI `send_ipi`; spin on `sip.SSIP`.
+    IpiSpin,
+    /// A store to the other hart's `seteipnum_le`; spin on `stopei`.
+    MsiSpin,
 }
 
 impl Pp {
@@ -544,6 +552,8 @@ impl Pp {
         match self {
             Pp::Ipi => 1,
             Pp::Msi => 2,
+            Pp::IpiSpin => 3,
+            Pp::MsiSpin => 4,
         }
     }
 
@@ -551,8 +561,20 @@ impl Pp {
         match c {
             1 => Some(Pp::Ipi),
             2 => Some(Pp::Msi),
+            3 => Some(Pp::IpiSpin),
+            4 => Some(Pp::MsiSpin),
             _ => None,
         }
+    }
+
+    /// The signal is an MSI (else an SBI IPI).
+    fn msi(self) -> bool {
+        matches!(self, Pp::Msi | Pp::MsiSpin)
+    }
+
+    /// The waiting side spins (else it sits in `wfi`).
+    fn spins(self) -> bool {
+        matches!(self, Pp::IpiSpin | Pp::MsiSpin)
     }
 }
 
@@ -583,16 +605,119 @@ fn imsic_setup() {
 /// Signal hart `hart` (its IMSIC page `page`).
 #[inline(always)]
 fn pp_send(how: Pp, hart: usize, page: usize) -> OpResult {
-    match how {
-        Pp::Ipi => {
-            if ecall(EID_IPI, 0, 1, hart, 0).0 != 0 {
-                return Err("sbi-error");
-            }
-        }
+    if how.msi() {
         // SAFETY: `seteipnum_le` of the other hart's S-level interrupt file (DTB).
-        Pp::Msi => unsafe { core::ptr::write_volatile(page as *mut u32, MSI_ID as u32) },
+        unsafe { core::ptr::write_volatile(page as *mut u32, MSI_ID as u32) };
+    } else if ecall(EID_IPI, 0, 1, hart, 0).0 != 0 {
+        return Err("sbi-error");
     }
     Ok(())
+}
+
+/// `stimecmp` this many ticks ahead in [`yield_hart`]: 100 instructions under
+/// `-icount shift=0`.
+const YIELD_TICKS: u64 = 1;
+/// Yields of both harts in the current spinning ping-pong (warm-up included).
+static YIELDS: AtomicUsize = AtomicUsize::new(0);
+/// Those of its timed laps.
+static YIELDS_TIMED: AtomicUsize = AtomicUsize::new(0);
+
+/// Give the hart up to QEMU's round robin: arm `stimecmp` (Sstc; `sie.STIE` is 0, so
+/// it interrupts nothing). A QEMU timer that becomes the earliest deadline kicks the
+/// running vCPU out of its execution loop, and the round robin goes on with the next
+/// hart. Under hyp and KVM the write is to `vstimecmp`, in the guest, with no exit.
+#[inline(always)]
+fn yield_hart() {
+    let t = rdtime() + YIELD_TICKS;
+    // SAFETY: writes our own timer compare register (the DTB lists Sstc); its
+    // interrupt is not enabled in `sie`.
+    unsafe { core::arch::asm!("csrw 0x14d, {0}", in(reg) t) };
+}
+
+/// No timer deadline of ours left (`stimecmp` = all ones).
+fn disarm_timer() {
+    // SAFETY: as [`yield_hart`].
+    unsafe { core::arch::asm!("csrw 0x14d, {0}", in(reg) usize::MAX) };
+}
+
+/// Poll for our signal (`MSI`: claim from `stopei`; else `sip.SSIP`), yielding after
+/// each empty poll, at most `limit` polls: whether it came, and the yields. Out of line,
+/// so the `yield` op times exactly this loop.
+#[inline(never)]
+fn spin_poll<const MSI: bool>(limit: usize) -> Result<(bool, usize), &'static str> {
+    let mut n = 0;
+    while n < limit {
+        let got = if MSI {
+            match claim_stopei() {
+                0 => false,
+                MSI_ID => true,
+                _ => return Err("wrong-identity"),
+            }
+        } else {
+            sip() & SSIP != 0
+        };
+        if got {
+            return Ok((true, n));
+        }
+        yield_hart();
+        n += 1;
+    }
+    Ok((false, n))
+}
+
+/// Spin on our signal ([`spin_poll`]) and consume it.
+#[inline(always)]
+fn pp_spin(how: Pp) -> OpResult {
+    let (got, n) = if how.msi() {
+        spin_poll::<true>(POLL_LIMIT)?
+    } else {
+        spin_poll::<false>(POLL_LIMIT)?
+    };
+    if !got {
+        return Err(if how.msi() { "msi-lost" } else { "ssip-lost" });
+    }
+    if !how.msi() {
+        clear_ssip();
+    }
+    YIELDS.fetch_add(n, Ordering::Relaxed);
+    Ok(())
+}
+
+/// The `yield` op: `n` empty polls and yields of [`spin_poll`] (after `warmup`), with
+/// nothing pending and the other harts stopped, so a yield comes straight back: the
+/// instructions each yield adds to a spinning ping-pong. `Ok((sip loop, stopei loop))`
+/// in ticks, the second only with an IMSIC.
+fn op_yield(c: &Ctx, n: u64, warmup: u64) -> Result<(u64, Option<u64>), &'static str> {
+    let time = |msi: bool| -> Result<u64, &'static str> {
+        let poll = |k: u64| {
+            if msi {
+                spin_poll::<true>(k as usize)
+            } else {
+                spin_poll::<false>(k as usize)
+            }
+        };
+        poll(warmup)?;
+        let t0 = rdtime();
+        let (got, _) = poll(n)?;
+        let t = rdtime() - t0;
+        disarm_timer();
+        if got {
+            return Err("unexpected-signal");
+        }
+        Ok(t)
+    };
+    clear_ssip();
+    let ipi = time(false)?;
+    let msi = match c.plat.imsic {
+        Some(_) => {
+            imsic_setup();
+            let t = time(true);
+            iwrite(ISEL_EIDELIVERY, 0);
+            Some(t?)
+        }
+        None => None,
+    };
+    Ok((ipi, msi))
 }
 
 /// Wait in `wfi` for our signal and consume it (`wfi` returns at most this often
@@ -601,7 +726,7 @@ fn pp_send(how: Pp, hart: usize, page: usize) -> OpResult {
 fn pp_wait(how: Pp) -> OpResult {
     let mut n = 0;
     match how {
-        Pp::Ipi => {
+        Pp::Ipi | Pp::IpiSpin => {
             while sip() & SSIP == 0 {
                 wfi();
                 n += 1;
@@ -611,7 +736,7 @@ fn pp_wait(how: Pp) -> OpResult {
             }
             clear_ssip();
         }
-        Pp::Msi => loop {
+        Pp::Msi | Pp::MsiSpin => loop {
             match claim_stopei() {
                 0 => {}
                 MSI_ID => break,
@@ -681,11 +806,19 @@ extern "C" fn secondary(_hart: usize, _opaque: usize) -> ! {
             PP_PEER_PAGE.load(Ordering::SeqCst),
         );
         PP_READY.store(seen, Ordering::SeqCst);
-        for _ in 0..PP_ROUNDS.load(Ordering::SeqCst) {
-            if let Err(e) = pp_wait(how).and_then(|_| pp_send(how, peer, page)) {
-                pp_fail(e);
-                break;
-            }
+        // Each mode its own loop: the `wfi` ping-pongs' paths stay as they were before
+        // the spinning ones came.
+        let rounds = PP_ROUNDS.load(Ordering::SeqCst);
+        let r = if how.spins() {
+            (0..rounds).try_for_each(|_| pp_spin(how).and_then(|_| pp_send(how, peer, page)))
+        } else {
+            (0..rounds).try_for_each(|_| pp_wait(how).and_then(|_| pp_send(how, peer, page)))
+        };
+        if let Err(e) = r {
+            pp_fail(e);
+        }
+        if how.spins() {
+            disarm_timer();
         }
         PP_DONE.store(seen, Ordering::SeqCst);
     }
@@ -693,15 +826,12 @@ extern "C" fn secondary(_hart: usize, _opaque: usize) -> ! {
 
 /// Set up our side: nothing pending, the signal's source enabled in `sie`.
 fn pp_prepare(how: Pp) {
-    match how {
-        Pp::Msi => {
-            imsic_setup();
-            sie_set(SEIE);
-        }
-        Pp::Ipi => {
-            clear_ssip();
-            sie_set(SSIE);
-        }
+    if how.msi() {
+        imsic_setup();
+        sie_set(SEIE);
+    } else {
+        clear_ssip();
+        sie_set(SSIE);
     }
 }
 
@@ -734,9 +864,13 @@ fn pingpong(
         return Ok(Err("one-hart"));
     };
     let page_of = |h: usize| c.plat.imsic.map(|b| b + h * c.plat.imsic_stride);
-    if how == Pp::Msi && c.plat.imsic.is_none() {
+    if how.msi() && c.plat.imsic.is_none() {
         return Ok(Err("no-imsic"));
     }
+    if how.spins() && !c.plat.sstc {
+        return Ok(Err("no-sstc"));
+    }
+    YIELDS.store(0, Ordering::Relaxed);
     if !PP_STARTED.load(Ordering::SeqCst) {
         extern "C" {
             fn __bench_secondary();
@@ -768,8 +902,23 @@ fn pingpong(
         core::hint::spin_loop();
     }
     let page = PP_PAGE.load(Ordering::SeqCst);
-    let round = || pp_send(how, other, page).and_then(|_| pp_wait(how));
-    let r = laps(n, warmup, round);
+    // The yields before the first timed lap: both sides' waits of the warm-up laps have
+    // counted theirs by then (the other hart's ends before it answers).
+    let at_warm = core::cell::Cell::new(0);
+    let r = if how.spins() {
+        let mut k = 0;
+        laps(n, warmup, || {
+            if k == warmup {
+                at_warm.set(YIELDS.load(Ordering::Relaxed));
+            }
+            k += 1;
+            pp_send(how, other, page).and_then(|_| pp_spin(how))
+        })
+    } else {
+        laps(n, warmup, || {
+            pp_send(how, other, page).and_then(|_| pp_wait(how))
+        })
+    };
     let mut k = 0;
     while PP_DONE.load(Ordering::SeqCst) != seq {
         k += 1;
@@ -780,8 +929,15 @@ fn pingpong(
     if let Some(e) = pp_error() {
         return Err(e);
     }
-    if how == Pp::Msi {
+    if how.msi() {
         iwrite(ISEL_EIDELIVERY, 0);
+    }
+    if how.spins() {
+        disarm_timer();
+        YIELDS_TIMED.store(
+            YIELDS.load(Ordering::Relaxed) - at_warm.get(),
+            Ordering::Relaxed,
+        );
     }
     Ok(Ok(r?))
 }
@@ -803,7 +959,16 @@ fn laps(n: u64, warmup: u64, mut f: impl FnMut() -> OpResult) -> Result<(u64, La
         max: 0,
     };
     let mut total = 0;
-    for _ in 0..n {
+    for i in 0..n {
+        // A lap shorter than a tick (100 instructions) is read as 0 or 1 tick: the mean
+        // is right when laps start at every phase of the tick. A lap and the loop around
+        // it may take a whole number of ticks and lock the phase (bare QEMU's MSI
+        // ping-pong read 1 instruction per lap for 40 after an unrelated change): an
+        // untimed delay of 0, 3, …, 99 instructions before each lap unlocks it.
+        for _ in 0..i % 34 {
+            // SAFETY: a `nop`.
+            unsafe { core::arch::asm!("nop", options(nomem, nostack)) };
+        }
         let t0 = rdtime();
         f()?;
         let d = rdtime() - t0;
@@ -842,14 +1007,19 @@ const OPS: &[&str] = &[
     "ipi_self",
     "msi_self",
     "uart_thre",
+    "yield",
     "ipi_pingpong",
     "msi_pingpong",
+    "ipi_spin",
+    "msi_spin",
 ];
 
-/// A timed op: total ticks, extra fields, per-lap figures of a ping-pong.
+/// A timed op: total ticks, extra fields (`detail`, and `extra`: ` key=value`), per-lap
+/// figures of a ping-pong.
 struct Timing {
     ticks: u64,
     detail: &'static str,
+    extra: Option<(&'static str, u64)>,
     laps: Option<Laps>,
 }
 
@@ -857,6 +1027,7 @@ fn plain(ticks: u64, detail: &'static str) -> Timing {
     Timing {
         ticks,
         detail,
+        extra: None,
         laps: None,
     }
 }
@@ -872,6 +1043,14 @@ fn run_op(
     let pp = |(ticks, laps): (u64, Laps)| Timing {
         ticks,
         detail: "",
+        extra: None,
+        laps: Some(laps),
+    };
+    // The spinning ones also say how often both sides yielded in the timed laps.
+    let spin = |(ticks, laps): (u64, Laps)| Timing {
+        ticks,
+        detail: "",
+        extra: Some(("yields", YIELDS_TIMED.load(Ordering::Relaxed) as u64)),
         laps: Some(laps),
     };
     Ok(match name {
@@ -910,6 +1089,20 @@ fn run_op(
         "uart_thre" => uart_thre(c, n, warmup)?,
         "ipi_pingpong" => pingpong(c, Pp::Ipi, n, warmup)?.map(pp),
         "msi_pingpong" => pingpong(c, Pp::Msi, n, warmup)?.map(pp),
+        "yield" => match c.plat.sstc {
+            true => {
+                let (ipi, msi) = op_yield(c, n, warmup)?;
+                Ok(Timing {
+                    ticks: ipi,
+                    detail: "",
+                    extra: msi.map(|t| ("msi_ticks", t)),
+                    laps: None,
+                })
+            }
+            false => Err("no-sstc"),
+        },
+        "ipi_spin" => pingpong(c, Pp::IpiSpin, n, warmup)?.map(spin),
+        "msi_spin" => pingpong(c, Pp::MsiSpin, n, warmup)?.map(spin),
         _ => return Err("unknown-op"),
     })
 }
@@ -919,6 +1112,9 @@ fn run_op(
 fn report(op: &str, n: u64, t: &Timing) {
     let mut l = Line::new();
     let _ = write!(l, "VIRQ-BENCH op={op} n={n} ticks={}{}", t.ticks, t.detail);
+    if let Some((k, v)) = t.extra {
+        let _ = write!(l, " {k}={v}");
+    }
     if let Some(p) = &t.laps {
         let _ = write!(
             l,
