@@ -816,6 +816,7 @@ impl<'a> Props<'_, 'a> {
 }
 
 mod blob;
+pub mod migrate;
 pub mod seed;
 
 #[cfg(test)]
