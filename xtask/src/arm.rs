@@ -65,7 +65,7 @@ pub const LINUX_GICV4_CASE: &str = "aarch64-linux-gicv4";
 /// Linux on `topology = "vgicv4"` with `[hyp] migrate_ms = 20`, 4 vCPUs on 2 CPUs: the
 /// vCPUs (EL1 state, timer, GIC CPU interface, vPE) move to the next CPU every 20 ms,
 /// into CPUs running other vCPUs, while Linux boots and runs its test `/init`; `ACCT
-/// migrations=` must be above 0.
+/// migrations=` and `ACCT arrivals_while_running=` must be above 0.
 pub const LINUX_MIGRATE_CASE: &str = "aarch64-linux-migrate";
 /// The Linux cases: name and the `--set`s they apply to [`LINUX_CONFIG`].
 const LINUX_CASES: &[(&str, &[&str])] = &[
@@ -248,6 +248,28 @@ pub fn linux_case(name: &str) -> Result<String> {
                 .parse()
                 .context("malformed ACCT migrations line")?;
             ensure!(n > 0, "migrate_ms: no vCPU migrated");
+            // More vCPUs than CPUs: vCPUs migrate into CPUs that run another one, which
+            // must take them in at once (hyp's `ARRIVALS`), not when the running one
+            // blocks.
+            if vcpus > cfg.machine.harts {
+                let a: u64 = o
+                    .output
+                    .lines()
+                    .find_map(|l| {
+                        l.trim_end()
+                            .strip_prefix("hyp: ACCT arrivals_while_running=")
+                    })
+                    .context("no ACCT arrivals_while_running line")?
+                    .parse()
+                    .context("malformed ACCT arrivals_while_running line")?;
+                ensure!(
+                    a > 0,
+                    "no vCPU that migrated into a busy CPU was taken in while another ran"
+                );
+                return Ok(format!(
+                    "{s}; {n} vCPU migrations, {a} taken in while another vCPU ran"
+                ));
+            }
             return Ok(format!("{s}; {n} vCPU migrations"));
         }
         Ok(s)

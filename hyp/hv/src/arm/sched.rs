@@ -92,6 +92,9 @@ static ONLINE: [AtomicBool; MAX_HARTS] = [const { AtomicBool::new(false) }; MAX_
 /// vCPUs migrated to each CPU so far: a CPU running a vCPU compares it after each host
 /// interrupt (`run`) and goes back to its loop to take the new ones in (`refresh`).
 static ARRIVALS: [AtomicUsize; MAX_HARTS] = [const { AtomicUsize::new(0) }; MAX_HARTS];
+/// Runs a CPU left to take a vCPU that migrated in while it ran another
+/// (`ACCT arrivals_while_running=`).
+static TAKEN_IN: AtomicUsize = AtomicUsize::new(0);
 /// The `migrate_ms` periods over the CPUs that run vCPUs.
 static PERIODS: Once<Periods> = Once::new();
 
@@ -521,6 +524,7 @@ fn run(c: &mut Cpu, i: usize) {
                 // A vCPU migrated here (the IPI just drained): back to the loop, which
                 // takes it in and shares the CPU with it from now on.
                 if c.migrating && c.arrived() != c.arrivals {
+                    TAKEN_IN.fetch_add(1, Ordering::Relaxed);
                     break;
                 }
             }
@@ -705,6 +709,10 @@ fn power_off(failure: bool) -> ! {
         }
     }
     println!("hyp: ACCT migrations={}", crate::migrate::migrations());
+    println!(
+        "hyp: ACCT arrivals_while_running={}",
+        TAKEN_IN.load(Ordering::Relaxed)
+    );
     for vm in vm::vms() {
         vm.pci.report(&vm.name);
     }
