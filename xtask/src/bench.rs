@@ -932,7 +932,7 @@ fn op_result(t: &Target, op: &str, harts: u32, line: &OpLine) -> OpResult {
 /// The spinning ping-pongs (`ipi_spin`, `msi_spin`) as the path alone: each empty poll
 /// of a spinning side ends in a yield to QEMU's round robin (guest/bench `yield_hart`),
 /// and those polls are instructions of no path; the payload counts them (`yields=`, both
-/// harts, timed laps only) and its `yield` op times one (`ticks`: the `sip` loop,
+/// harts, while a timed lap that was no stall was open) and its `yield` op times one (`ticks`: the `sip` loop,
 /// `msi_ticks`: the `stopei` loop), so they are taken out exactly. Without the `yield`
 /// op in the run (`--target` runs always have it) the measured figure stays.
 fn take_out_yields(ops: &mut [OpResult]) -> Result<()> {
@@ -966,11 +966,8 @@ fn take_out_yields(ops: &mut [OpResult]) -> Result<()> {
             .split_whitespace()
             .find_map(|w| w.strip_prefix("yields=")?.parse().ok())
             .with_context(|| format!("{}: no yields=<number> in {detail:?}", o.op))?;
-        // A stall lap's yields cannot be told from the others': its figure stays.
-        if o.laps.as_ref().is_some_and(|l| l.stalls > 0) {
-            continue;
-        }
-        let laps = o.n;
+        // `yields=` are those of the laps that were no stall, as the measured figure.
+        let laps = o.n - o.laps.as_ref().map_or(0, |l| l.stalls.min(o.n));
         ensure!(laps > 0, "{}: no lap", o.op);
         let yields_per_op = yields as f64 / laps as f64;
         let path = measured - yields_per_op * cost;

@@ -617,10 +617,26 @@ fn pp_send(how: Pp, hart: usize, page: usize) -> OpResult {
 /// `stimecmp` this many ticks ahead in [`yield_hart`]: 100 instructions under
 /// `-icount shift=0`.
 const YIELD_TICKS: u64 = 1;
-/// Yields of both harts in the current spinning ping-pong (warm-up included).
+/// Yields of both harts in the current spinning ping-pong, counted only while a lap is
+/// open ([`LAP_OPEN`]). Each side adds its wait's count when the wait ends, which is
+/// before the lap it belongs to ends (the other hart answers after its own wait).
 static YIELDS: AtomicUsize = AtomicUsize::new(0);
-/// Those of its timed laps.
+/// The yields of the timed laps that were no stall ([`laps`]).
 static YIELDS_TIMED: AtomicUsize = AtomicUsize::new(0);
+/// A lap is being timed: set just before its first `rdtime`, cleared just after its
+/// last. A hart's polls outside (the other hart's waits run on while the first one does
+/// its bookkeeping between laps) are in no lap's ticks, so they count in no lap's yields.
+static LAP_OPEN: AtomicBool = AtomicBool::new(false);
+
+/// Takes our timer deadline away when dropped: a `stimecmp` left in the past keeps
+/// `sip.STIP` pending, which a later `wfi` under hyp may take as a wake-up.
+struct Disarm;
+
+impl Drop for Disarm {
+    fn drop(&mut self) {
+        disarm_timer();
+    }
+}
 
 /// Give the hart up to QEMU's round robin: arm `stimecmp` (Sstc; `sie.STIE` is 0, so
 /// it interrupts nothing). A QEMU timer that becomes the earliest deadline kicks the
@@ -641,12 +657,13 @@ fn disarm_timer() {
 }
 
 /// Poll for our signal (`MSI`: claim from `stopei`; else `sip.SSIP`), yielding after
-/// each empty poll, at most `limit` polls: whether it came, and the yields. Out of line,
-/// so the `yield` op times exactly this loop.
+/// each empty poll, at most `limit` polls: whether it came, and the yields made while a
+/// lap was open ([`LAP_OPEN`]). Out of line, so the `yield` op times exactly this loop
+/// (with a lap open, as in a timed lap).
 #[inline(never)]
 fn spin_poll<const MSI: bool>(limit: usize) -> Result<(bool, usize), &'static str> {
     let mut n = 0;
-    while n < limit {
+    for _ in 0..limit {
         let got = if MSI {
             match claim_stopei() {
                 0 => false,
@@ -660,7 +677,7 @@ fn spin_poll<const MSI: bool>(limit: usize) -> Result<(bool, usize), &'static st
             return Ok((true, n));
         }
         yield_hart();
-        n += 1;
+        n += usize::from(LAP_OPEN.load(Ordering::Relaxed));
     }
     Ok((false, n))
 }
@@ -689,6 +706,7 @@ fn pp_spin(how: Pp) -> OpResult {
 /// in ticks, the second only with an IMSIC.
 fn op_yield(c: &Ctx, n: u64, warmup: u64) -> Result<(u64, Option<u64>), &'static str> {
     let time = |msi: bool| -> Result<u64, &'static str> {
+        let _disarm = Disarm;
         let poll = |k: u64| {
             if msi {
                 spin_poll::<true>(k as usize)
@@ -696,12 +714,13 @@ fn op_yield(c: &Ctx, n: u64, warmup: u64) -> Result<(u64, Option<u64>), &'static
                 spin_poll::<false>(k as usize)
             }
         };
+        LAP_OPEN.store(true, Ordering::Relaxed);
         poll(warmup)?;
         let t0 = rdtime();
-        let (got, _) = poll(n)?;
+        let r = poll(n);
         let t = rdtime() - t0;
-        disarm_timer();
-        if got {
+        LAP_OPEN.store(false, Ordering::Relaxed);
+        if r?.0 {
             return Err("unexpected-signal");
         }
         Ok(t)
@@ -871,6 +890,8 @@ fn pingpong(
         return Ok(Err("no-sstc"));
     }
     YIELDS.store(0, Ordering::Relaxed);
+    YIELDS_TIMED.store(0, Ordering::Relaxed);
+    let _disarm = how.spins().then_some(Disarm);
     if !PP_STARTED.load(Ordering::SeqCst) {
         extern "C" {
             fn __bench_secondary();
@@ -902,16 +923,8 @@ fn pingpong(
         core::hint::spin_loop();
     }
     let page = PP_PAGE.load(Ordering::SeqCst);
-    // The yields before the first timed lap: both sides' waits of the warm-up laps have
-    // counted theirs by then (the other hart's ends before it answers).
-    let at_warm = core::cell::Cell::new(0);
     let r = if how.spins() {
-        let mut k = 0;
         laps(n, warmup, || {
-            if k == warmup {
-                at_warm.set(YIELDS.load(Ordering::Relaxed));
-            }
-            k += 1;
             pp_send(how, other, page).and_then(|_| pp_spin(how))
         })
     } else {
@@ -932,17 +945,11 @@ fn pingpong(
     if how.msi() {
         iwrite(ISEL_EIDELIVERY, 0);
     }
-    if how.spins() {
-        disarm_timer();
-        YIELDS_TIMED.store(
-            YIELDS.load(Ordering::Relaxed) - at_warm.get(),
-            Ordering::Relaxed,
-        );
-    }
     Ok(Ok(r?))
 }
 
-/// Run `f` `warmup` times, then time each of `n` runs: the total ticks and the laps.
+/// Run `f` `warmup` times, then time each of `n` runs: the total ticks and the laps;
+/// the yields of the laps that were no stall go to [`YIELDS_TIMED`].
 fn laps(n: u64, warmup: u64, mut f: impl FnMut() -> OpResult) -> Result<(u64, Laps), &'static str> {
     for _ in 0..warmup {
         f()?;
@@ -969,9 +976,14 @@ fn laps(n: u64, warmup: u64, mut f: impl FnMut() -> OpResult) -> Result<(u64, La
             // SAFETY: a `nop`.
             unsafe { core::arch::asm!("nop", options(nomem, nostack)) };
         }
+        let y0 = YIELDS.load(Ordering::Relaxed);
+        LAP_OPEN.store(true, Ordering::Relaxed);
         let t0 = rdtime();
-        f()?;
+        let r = f();
         let d = rdtime() - t0;
+        LAP_OPEN.store(false, Ordering::Relaxed);
+        r?;
+        let y = YIELDS.load(Ordering::Relaxed) - y0;
         total += d;
         HIST[(d as usize).min(HIST_LEN - 1)].fetch_add(1, Ordering::Relaxed);
         l.min = l.min.min(d);
@@ -979,6 +991,8 @@ fn laps(n: u64, warmup: u64, mut f: impl FnMut() -> OpResult) -> Result<(u64, La
         if d >= STALL_TICKS {
             l.stalls += 1;
             l.stall_ticks += d;
+        } else {
+            YIELDS_TIMED.fetch_add(y, Ordering::Relaxed);
         }
     }
     l.median = quantile(n, 50);

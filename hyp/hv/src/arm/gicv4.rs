@@ -618,13 +618,16 @@ impl Vpe {
 /// is memory, and QEMU scans all of it at that load (Valid 0 → 1), so a vLPI pending
 /// in it is delivered there.
 ///
+/// `from` is the CPU the vPE is mapped to as far as the caller knows (the old home; for
+/// [`load`]'s repair, its recorded CPU), whose redistributor the second SYNC drains.
+///
 /// False when the move failed (counted and printed, [`errors`]): the caller keeps the
 /// vCPU where it is. After a failed command the ITS's mapping is unknown, so the vPE's
 /// recorded CPU is left at `to`: the next [`load`] on the CPU the vCPU really runs on
 /// sees the difference (`NotMoved`) and maps it there again.
-pub fn move_to(vpe: &Vpe, to: usize) -> bool {
+pub fn move_to(vpe: &Vpe, from: usize, to: usize) -> bool {
     let Some(h) = host() else { return false };
-    let (Some(&rdbase), Some(&old)) = (h.rdbase.get(to), h.rdbase.get(vpe.cpu())) else {
+    let (Some(&rdbase), Some(&old)) = (h.rdbase.get(to), h.rdbase.get(from)) else {
         report(Gicv4Error::NoCpu { cpu: to });
         return false;
     };
@@ -684,7 +687,7 @@ pub fn load(vpe: &Vpe, lpis: &VmLpis, cpu: usize) -> bool {
             cpu,
         });
         // A failure is reported; the load goes on (the vCPU runs here either way).
-        move_to(vpe, cpu);
+        move_to(vpe, vpe.cpu(), cpu);
     }
     gic::my_rd_write64(gicr::VPROPBASER, f::propbaser(lpis.pa(), VID_BITS));
     gic::my_rd_write64(gicr::VPENDBASER, vpendbaser::value(vpe.vpt.pa(), true));

@@ -157,6 +157,8 @@ struct Cpu {
     migrate_at: u64,
     /// `ARRIVALS` of this CPU at the last [`refresh`].
     arrivals: usize,
+    /// No migration from this CPU before this time (a vPE move failed).
+    hold_until: u64,
 }
 
 impl Cpu {
@@ -202,6 +204,7 @@ pub fn cpu_loop(cpu: usize) -> ! {
         migrating,
         migrate_at: u64::MAX,
         arrivals: 0,
+        hold_until: 0,
     };
     refresh(&mut c);
     if c.mine.is_empty() && !migrating {
@@ -413,6 +416,9 @@ fn refresh(c: &mut Cpu) {
 /// Hand the vCPUs homed here that are not in their place for this period to their
 /// new CPU (see "Migration"). Runs from this CPU's loop: none of them is running.
 fn migrate(c: &mut Cpu) {
+    if arch::time() < c.hold_until {
+        return;
+    }
     let mut moved = false;
     for i in 0..c.mine.len() {
         let (_, vcpu) = c.vcpu(i);
@@ -424,10 +430,12 @@ fn migrate(c: &mut Cpu) {
             vcpu.saved.lock().el1.save();
             c.loaded = None;
         }
-        // A vPE the ITS did not move (an ITS error, counted): the vCPU stays.
+        // A vPE the ITS did not move (an ITS error, counted): the vCPU stays, and this
+        // CPU moves none until the next period (not a retry, and an error, per pass).
         if let Some(vpe) = &vcpu.vpe {
-            if !gicv4::move_to(vpe, to) {
-                continue;
+            if !gicv4::move_to(vpe, c.id, to) {
+                c.hold_until = periods().next(arch::time());
+                break;
             }
         }
         vcpu.moved.store(true, Ordering::SeqCst);
