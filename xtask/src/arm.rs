@@ -240,28 +240,13 @@ pub fn linux_case(name: &str) -> Result<String> {
             s
         };
         if cfg.config.hyp.migrate_ms > 0 {
-            let n: u64 = o
-                .output
-                .lines()
-                .find_map(|l| l.trim_end().strip_prefix("hyp: ACCT migrations="))
-                .context("no ACCT migrations line")?
-                .parse()
-                .context("malformed ACCT migrations line")?;
+            let n = acct_number(&o.output, "migrations")?;
             ensure!(n > 0, "migrate_ms: no vCPU migrated");
             // More vCPUs than CPUs: vCPUs migrate into CPUs that run another one, which
             // must take them in at once (hyp's `ARRIVALS`), not when the running one
             // blocks.
             if vcpus > cfg.machine.harts {
-                let a: u64 = o
-                    .output
-                    .lines()
-                    .find_map(|l| {
-                        l.trim_end()
-                            .strip_prefix("hyp: ACCT arrivals_while_running=")
-                    })
-                    .context("no ACCT arrivals_while_running line")?
-                    .parse()
-                    .context("malformed ACCT arrivals_while_running line")?;
+                let a = acct_number(&o.output, "arrivals_while_running")?;
                 ensure!(
                     a > 0,
                     "no vCPU that migrated into a busy CPU was taken in while another ran"
@@ -278,6 +263,16 @@ pub fn linux_case(name: &str) -> Result<String> {
         Ok(s) => Ok(format!("{s}, {secs:.1} s")),
         Err(e) => bail!("{e:#} ({secs:.1} s, log {})", log.display()),
     }
+}
+
+/// hyp's `hyp: ACCT <key>=<n>` line in `out`: `n`.
+pub fn acct_number(out: &str, key: &str) -> Result<u64> {
+    let prefix = format!("hyp: ACCT {key}=");
+    out.lines()
+        .find_map(|l| l.trim_end().strip_prefix(prefix.as_str()))
+        .with_context(|| format!("no ACCT {key} line"))?
+        .parse()
+        .with_context(|| format!("malformed ACCT {key} line"))
 }
 
 /// `aarch64-two-linux`: both guests run the test `/init` at once, 2 vCPUs each on 2

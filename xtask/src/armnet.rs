@@ -207,16 +207,10 @@ fn init_shell(modules: &[String]) -> String {
     format!(
         r#"{}{}echo "eth0 is 10.0.2.15/24 (QEMU user network, restrict=on); httpd serves /www on port {GUEST_PORT}."
 echo "ping -c 3 10.0.2.2 (QEMU) goes out through the NIC; cat /proc/interrupts shows its ITS-PCI-MSIX rows."
-echo VIRQ-SHELL-READY
-if command -v cttyhack >/dev/null 2>&1; then
-    setsid cttyhack sh
-else
-    sh
-fi
-poweroff -f
-"#,
+{}"#,
         crate::net::init_setup(modules),
-        www()
+        www(),
+        crate::images::SHELL_TAIL
     )
 }
 

@@ -277,12 +277,7 @@ pub fn on_gicv4(cmd: &Command) -> Command {
 /// (its `moves` above 0) — both vCPUs' vPEs moved with them —, no GICv4 error (the
 /// `GICv4 errors: 0` line [`check_gicv4`] also requires).
 pub fn check_migration(out: &str) -> Result<String> {
-    let migrations: u64 = out
-        .lines()
-        .find_map(|l| l.trim_end().strip_prefix("hyp: ACCT migrations="))
-        .context("no ACCT migrations line")?
-        .parse()
-        .context("malformed ACCT migrations line")?;
+    let migrations = crate::arm::acct_number(out, "migrations")?;
     ensure!(migrations > 0, "migrate_ms: no vCPU migrated");
     let moves = |v: u32| -> Result<u64> {
         let prefix = format!("hyp: ACCT {GUEST_NAME} vcpu {v} gicv4: ");

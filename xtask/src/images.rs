@@ -203,7 +203,8 @@ poweroff -f
 /// runs a shell with job control on the console (`setsid cttyhack sh`), and
 /// powers off when the shell exits. Architecture-neutral (`cttyhack` finds the
 /// console, `ttyS0` or `ttyAMA0`).
-pub const INIT_SHELL: &str = r#"#!/bin/sh
+pub const INIT_SHELL: &str = concat!(
+    r#"#!/bin/sh
 # virq interactive guest: a shell on the console; leaving it powers off.
 export PATH=/bin:/sbin:/usr/bin:/usr/sbin
 mount -t proc proc /proc
@@ -213,14 +214,29 @@ mount -t devtmpfs devtmpfs /dev
 echo
 echo "virq guest: Linux $(uname -r), $(grep -c ^processor /proc/cpuinfo) CPUs."
 echo "Try: cat /proc/interrupts. Leave the shell (exit) to power off."
-echo VIRQ-SHELL-READY
+"#,
+    shell_tail!()
+);
+
+/// The end of every interactive `/init` (this one, the network guests'): the line xtask
+/// waits for, a shell with job control on the console where busybox can give one, and
+/// power-off when it is left.
+macro_rules! shell_tail {
+    () => {
+        r#"echo VIRQ-SHELL-READY
 if command -v cttyhack >/dev/null 2>&1; then
     setsid cttyhack sh
 else
     sh
 fi
 poweroff -f
-"#;
+"#
+    };
+}
+pub(crate) use shell_tail;
+
+/// [`shell_tail!`] as a value, for `/init` scripts built at run time.
+pub const SHELL_TAIL: &str = shell_tail!();
 
 /// The Debian guest files: kernel and busybox, as cached under `target/images/`.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -169,15 +169,9 @@ pub fn init_shell(modules: &[String], plan: Plan) -> String {
     format!(
         r#"{}echo "eth0 is {GUEST_IP}/24 via {GATEWAY_IP} (QEMU user network, restrict=on: only its forwards answer)."
 echo "The test against xtask's host peer: /{PROGRAM_PATH} {FORWARD_IP}:{FORWARD_PORT} {tcp_bytes} {udp_requests} {GUEST_UDP_PORT}"
-echo VIRQ-SHELL-READY
-if command -v cttyhack >/dev/null 2>&1; then
-    setsid cttyhack sh
-else
-    sh
-fi
-poweroff -f
-"#,
-        init_setup(modules)
+{}"#,
+        init_setup(modules),
+        crate::images::SHELL_TAIL
     )
 }
 
