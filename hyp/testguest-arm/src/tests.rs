@@ -1048,15 +1048,29 @@ pub(crate) const VIRQ_VLPI_INT: u32 = 0x8600_0100;
 const VIRQ_VLPI_STAT: u32 = 0x8600_0101;
 /// `VIRQ_VLPI_STAT` counters.
 const STAT_EXITS: u64 = 0;
-const STAT_DOORBELLS: u64 = 1;
 const STAT_WAKEUPS: u64 = 2;
 const STAT_STATE: u64 = 3;
+/// Doorbells and wake-ups in one word (low and high 32 bits): one read, so a doorbell
+/// hyp takes meanwhile is in both counts or in neither.
+const STAT_FIRES: u64 = 5;
 /// Doorbell state `Resident` / `Blocking`.
 const RESIDENT: i64 = 0;
 const BLOCKING: i64 = 2;
 
 pub(crate) fn vlpi_stat(vcpu: u64, which: u64) -> i64 {
     hw::hvc(VIRQ_VLPI_STAT, vcpu, which, 0)
+}
+
+/// vCPU `vcpu`'s `(doorbells, doorbell wake-ups)`, read together.
+pub(crate) fn vlpi_fires(vcpu: u64) -> (i64, i64) {
+    let v = vlpi_stat(vcpu, STAT_FIRES) as u64;
+    ((v & 0xffff_ffff) as i64, (v >> 32) as i64)
+}
+
+/// The doorbells and wake-ups since `(d0, w0)` ([`vlpi_fires`]).
+pub(crate) fn vlpi_fires_since(vcpu: u64, (d0, w0): (i64, i64)) -> (i64, i64) {
+    let (d, w) = vlpi_fires(vcpu);
+    (d - d0, w - w0)
 }
 
 /// Without `topology = "vgicv4"` hyp has no vPEs: its test calls are NOT_SUPPORTED.
@@ -1137,8 +1151,7 @@ fn test_vlpi_wfi_doorbell(c: &mut Ctx) -> Result<(), Msg> {
         return vlpi_not_supported();
     }
     const N: u32 = 20;
-    let d0 = vlpi_stat(1, STAT_DOORBELLS);
-    let w0 = vlpi_stat(1, STAT_WAKEUPS);
+    let f0 = vlpi_fires(1);
     for i in 0..N {
         ensure!(
             c.wait_until(1000, || vlpi_stat(1, STAT_STATE) == BLOCKING),
@@ -1150,16 +1163,12 @@ fn test_vlpi_wfi_doorbell(c: &mut Ctx) -> Result<(), Msg> {
         expect("VIRQ_VLPI_INT", hw::hvc(VIRQ_VLPI_INT, 1, 1, 0), 0)?;
         ensure!(
             c.wait_until(1000, || VLPIS[1][1].load(Ordering::SeqCst) > base),
-            "round {}: vLPI to blocked vCPU 1 not taken in 1 s (doorbells {}, wake-ups {})",
+            "round {}: vLPI to blocked vCPU 1 not taken in 1 s (doorbells, wake-ups: {:?})",
             i + 1,
-            vlpi_stat(1, STAT_DOORBELLS) - d0,
-            vlpi_stat(1, STAT_WAKEUPS) - w0
+            vlpi_fires_since(1, f0)
         );
     }
-    let (d, w) = (
-        vlpi_stat(1, STAT_DOORBELLS) - d0,
-        vlpi_stat(1, STAT_WAKEUPS) - w0,
-    );
+    let (d, w) = vlpi_fires_since(1, f0);
     println!(
         "testguest: vlpi_wfi_doorbell: {N} vLPIs to blocked vCPU 1: {d} doorbells, {w} doorbell wake-ups"
     );
@@ -1187,7 +1196,7 @@ fn test_vlpi_soak(c: &mut Ctx) -> Result<(), Msg> {
     let every = if n >= 100_000 { 10_000 } else { 500 };
     let us = (c.tick_ms / 1000).max(1);
     let w0 = vlpi_stat(1, STAT_WAKEUPS);
-    let d0 = vlpi_stat(1, STAT_DOORBELLS);
+    let f0 = vlpi_fires(1);
     let start = VLPIS[1][3].load(Ordering::SeqCst);
     for i in 0..n {
         let base = VLPIS[1][3].load(Ordering::SeqCst);
@@ -1215,10 +1224,9 @@ fn test_vlpi_soak(c: &mut Ctx) -> Result<(), Msg> {
     c.delay_ms(10);
     let taken = VLPIS[1][3].load(Ordering::SeqCst) - start;
     ensure!(taken == n, "sent {n} vLPIs, vCPU 1 took {taken}");
+    let (d, w) = vlpi_fires_since(1, f0);
     println!(
-        "testguest: vlpi_soak: {n} vLPIs to vCPU 1 at varying phases, taken {taken}, lost 0, doorbells {}, doorbell wake-ups {}",
-        vlpi_stat(1, STAT_DOORBELLS) - d0,
-        vlpi_stat(1, STAT_WAKEUPS) - w0
+        "testguest: vlpi_soak: {n} vLPIs to vCPU 1 at varying phases, taken {taken}, lost 0, doorbells {d}, doorbell wake-ups {w}"
     );
     Ok(())
 }

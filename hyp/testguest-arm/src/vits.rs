@@ -379,7 +379,7 @@ pub fn test_doorbell(c: &mut Ctx) -> Result<(), Msg> {
         return not_supported();
     }
     const N: u32 = 20;
-    let (d0, w0) = (crate::tests::vlpi_stat(1, 1), crate::tests::vlpi_stat(1, 2));
+    let f0 = crate::tests::vlpi_fires(1);
     for i in 0..N {
         ensure!(
             c.wait_until(1000, || crate::tests::vlpi_stat(1, 3) == 2),
@@ -395,10 +395,7 @@ pub fn test_doorbell(c: &mut Ctx) -> Result<(), Msg> {
             i + 1
         );
     }
-    let (d, w) = (
-        crate::tests::vlpi_stat(1, 1) - d0,
-        crate::tests::vlpi_stat(1, 2) - w0,
-    );
+    let (d, w) = crate::tests::vlpi_fires_since(1, f0);
     println!(
         "testguest: vits_doorbell: {N} device vLPIs to blocked vCPU 1: {d} doorbells, {w} doorbell wake-ups"
     );

@@ -236,7 +236,8 @@ pub fn handle_exit(vm: &Vm, v: usize, cpu: usize, ctx: &mut Context) -> (ExitCla
 pub const VIRQ_VLPI_INT: u32 = 0x8600_0100;
 /// SMCCC vendor-hypervisor call: vCPU `x1`'s counter `x2` — 0: its exits so far, 1:
 /// doorbells, 2: doorbell wake-ups, 3: its doorbell state (0 Resident, 1 Descheduled,
-/// 2 Blocking, 3 Fired), 4: its `irq` exits.
+/// 2 Blocking, 3 Fired), 4: its `irq` exits, 5: doorbells (low 32 bits) and wake-ups
+/// (high 32 bits) read together (`gicv4::FireCounts`).
 pub const VIRQ_VLPI_STAT: u32 = 0x8600_0101;
 
 /// SMCCC vendor-hypervisor call: hyp's virtual test device (guest DeviceID `x1`, 0 —
@@ -287,10 +288,12 @@ fn vlpi_test_call(vm: &Vm, fid: u32, ctx: &mut Context) {
                     .iter()
                     .map(|e| e.load(Ordering::Relaxed))
                     .sum::<u64>() as i64,
-                1 => vpe.counts.doorbells.load(Ordering::Relaxed) as i64,
-                2 => vpe.counts.wakeups.load(Ordering::Relaxed) as i64,
+                1 => vpe.counts.fires.get().0 as i64,
+                2 => vpe.counts.fires.get().1 as i64,
                 3 => super::gicv4::state(vpe) as i64,
                 4 => vcpu.exits[ExitClass::Irq as usize].load(Ordering::Relaxed) as i64,
+                // Doorbells and wake-ups read together (`FireCounts`).
+                5 => vpe.counts.fires.packed() as i64,
                 _ => -2,
             },
         },

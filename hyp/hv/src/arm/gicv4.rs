@@ -334,10 +334,8 @@ pub fn init_cpu(cpu: usize) -> Result<(), String> {
 /// Counters of one vPE (the ACCT line).
 #[derive(Default)]
 pub struct VpeCounts {
-    /// Doorbell LPIs taken.
-    pub doorbells: AtomicU64,
-    /// Doorbells that woke the vCPU (`Doorbell::fire` said kick).
-    pub wakeups: AtomicU64,
+    /// Doorbell LPIs taken, and those that woke the vCPU (`Doorbell::fire` said kick).
+    pub fires: FireCounts,
     /// Puts that found a vLPI pending (`PendingLast`) and kept the vCPU runnable.
     pub stay_runnable: AtomicU64,
     /// Test vLPIs sent (INT).
@@ -346,6 +344,31 @@ pub struct VpeCounts {
     pub loads: AtomicU64,
     /// Moves to another CPU (VMOVP, MOVI of the doorbell).
     pub moves: AtomicU64,
+}
+
+/// Doorbells taken (low 32 bits) and the wake-ups among them (high 32 bits) in one
+/// word, counted by one `fetch_add` per doorbell: whoever reads it (ACCT, the test
+/// guest's `VIRQ_VLPI_STAT`) sees both or neither of a doorbell's counts, never a
+/// wake-up without its doorbell.
+#[derive(Default)]
+pub struct FireCounts(AtomicU64);
+
+impl FireCounts {
+    fn record(&self, woke: bool) {
+        self.0
+            .fetch_add(1 | u64::from(woke) << 32, Ordering::Relaxed);
+    }
+
+    /// Both counts as one word (doorbells low, wake-ups high).
+    pub fn packed(&self) -> u64 {
+        self.0.load(Ordering::Relaxed)
+    }
+
+    /// `(doorbells, wake-ups)`.
+    pub fn get(&self) -> (u64, u64) {
+        let v = self.packed();
+        (v & 0xffff_ffff, v >> 32)
+    }
 }
 
 /// One vCPU's vPE.
@@ -733,14 +756,11 @@ pub fn fire(vpe: &Vpe, cpu: usize) -> bool {
             cpu,
         });
     }
-    vpe.counts.doorbells.fetch_add(1, Ordering::Relaxed);
     let kick = vpe.db.fire(&Hw {
         vpe,
         pending_last: false,
     });
-    if kick {
-        vpe.counts.wakeups.fetch_add(1, Ordering::Relaxed);
-    }
+    vpe.counts.fires.record(kick);
     kick
 }
 

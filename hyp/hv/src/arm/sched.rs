@@ -220,7 +220,6 @@ pub fn cpu_loop(cpu: usize) -> ! {
     loop {
         if migrating {
             migrate(&mut c);
-            refresh(&mut c);
         }
         let n = c.mine.len();
         let pick = (0..n).map(|k| (c.next + k) % n).find(|&i| c.runnable(i));
@@ -244,7 +243,6 @@ fn idle(c: &mut Cpu) {
         c.idling = false;
         if c.migrating {
             migrate(c);
-            refresh(c);
         }
         if c.any_runnable_but(None) {
             sysreg::cnthp_ctl_el2::write(0);
@@ -414,12 +412,17 @@ fn refresh(c: &mut Cpu) {
 }
 
 /// Hand the vCPUs homed here that are not in their place for this period to their
-/// new CPU (see "Migration"). Runs from this CPU's loop: none of them is running.
+/// new CPU (see "Migration"), unless a failed move holds this CPU's, then take in the
+/// vCPUs homed here now (`refresh`). Runs from this CPU's loop: none of them is running.
 fn migrate(c: &mut Cpu) {
-    if arch::time() < c.hold_until {
-        return;
+    if arch::time() >= c.hold_until {
+        hand_over(c);
     }
-    let mut moved = false;
+    refresh(c);
+}
+
+/// [`migrate`]'s hand-overs.
+fn hand_over(c: &mut Cpu) {
     for i in 0..c.mine.len() {
         let (_, vcpu) = c.vcpu(i);
         let Some(to) = migration_target(vcpu) else {
@@ -446,10 +449,6 @@ fn migrate(c: &mut Cpu) {
         }
         crate::migrate::count();
         arch::send_ipi(HartId(to));
-        moved = true;
-    }
-    if moved {
-        refresh(c);
     }
 }
 
@@ -695,14 +694,15 @@ fn power_off(failure: bool) -> ! {
             println!("hyp: ACCT {} vcpu {i} exits:{line}", vm.name);
             if let Some(p) = &v.vpe {
                 let n = &p.counts;
+                let (doorbells, wakeups) = n.fires.get();
                 println!(
                     "hyp: ACCT {} vcpu {i} gicv4: vPE {} doorbell LPI {}: vlpis sent {} doorbells {} wakeups {} stay_runnable {} loads {} moves {}",
                     vm.name,
                     p.id,
                     p.doorbell_lpi,
                     n.sent.load(Ordering::Relaxed),
-                    n.doorbells.load(Ordering::Relaxed),
-                    n.wakeups.load(Ordering::Relaxed),
+                    doorbells,
+                    wakeups,
                     n.stay_runnable.load(Ordering::Relaxed),
                     n.loads.load(Ordering::Relaxed),
                     n.moves.load(Ordering::Relaxed),
